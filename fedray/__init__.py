@@ -1,0 +1,3 @@
+"""fedray: measure what privacy costs in federated medical imaging."""
+
+__version__ = "0.1.0"
