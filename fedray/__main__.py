@@ -1,0 +1,132 @@
+"""``python -m fedray``: compose the Hydra config in ``conf/`` and run it.
+
+A plain run is one federated experiment; ``+sweep=<name>`` runs a Ray Tune
+sweep instead. Hydra is only the front door: the composed config is resolved
+into a plain dict (absolute paths, no interpolations) before it reaches any
+actor or trial.
+
+User-fixable problems end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from fedray.config import to_plain
+from fedray.errors import FedrayError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_GROUPS = ("data", "model", "fl", "privacy", "cluster", "paths", "sweep", "experiment")
+EXIT_USER_ERROR = 2
+
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Name an unknown config choice (``model=resnet5``) in one line, before Hydra's longer message."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in CONFIG_GROUPS and value and not (CONF_DIR / key / f"{value}.yaml").is_file():
+            choices = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+            raise FedrayError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
+
+
+def print_round(record: dict) -> None:
+    val, test = record["val"], record["test"]
+    print(
+        f"[round {record['round']:>3}/{record['total_rounds']}] "
+        f"val acc {val['accuracy']:.3f} bal {val['balanced_accuracy']:.3f} | "
+        f"test acc {test['accuracy']:.3f} bal {test['balanced_accuracy']:.3f} f1 {test['f1']:.3f} "
+        f"auc {test['auc']:.3f} loss {test['loss']:.3f} | {record['round_seconds']:.1f} s/round",
+        flush=True,
+    )
+
+
+def run_single(cfg: dict) -> dict:
+    import ray
+
+    from fedray.federation.cluster import connect
+    from fedray.federation.experiment import prepare_experiment, run_experiment
+    from fedray.results import write_failure, write_run
+
+    run_dir = Path(cfg["run_dir"])
+    prepared = prepare_experiment(cfg)  # bad input fails here, before Ray starts
+    started_ray = connect(cfg["cluster"])
+    try:
+        result = run_experiment(cfg, prepared=prepared, on_round=print_round)
+    except BaseException as err:
+        write_failure(run_dir, f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        if started_ray:
+            ray.shutdown()
+    write_run(run_dir, resolved_cfg=cfg, rounds=result.rounds, summary=result.summary)
+    _print_summary(result.summary, run_dir)
+    return result.summary
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    test = summary["final_test"]
+    eps = summary["privacy"]["epsilon"]
+    eps_text = "inf (non-private)" if math.isinf(float(eps)) else f"{eps:.3f}"
+    print(
+        f"done: {summary['mode']} {summary['model']}, {summary['rounds']} rounds, "
+        f"held-out test acc {test['accuracy']:.3f} bal {test['balanced_accuracy']:.3f} "
+        f"f1 {test['f1']:.3f} auc {test['auc']:.3f}, epsilon {eps_text}\n"
+        f"results: {run_dir}",
+        flush=True,
+    )
+
+
+def dispatch(cfg: dict) -> dict:
+    if cfg.get("sweep"):
+        from fedray.sweep import run_sweep
+
+        return run_sweep(cfg)
+    return run_single(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        dispatch(to_plain(cfg, run_dir=HydraConfig.get().runtime.output_dir))
+    except FedrayError as err:
+        _exit_with(err)
+    except Exception as err:
+        cause = _user_error_inside(err)
+        if cause is None:
+            raise
+        _exit_with(cause)
+
+
+def _user_error_inside(err: BaseException) -> FedrayError | None:
+    """A FedrayError raised inside a Ray actor or trial arrives wrapped; find it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, FedrayError):
+            return err
+        seen.add(id(err))
+        err = getattr(err, "cause", None) or err.__cause__
+    return None
+
+
+def _exit_with(err: FedrayError) -> None:
+    print(f"fedray: error: {err}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def main() -> None:
+    try:
+        check_group_choices(sys.argv[1:])
+    except FedrayError as err:
+        _exit_with(err)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

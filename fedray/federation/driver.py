@@ -1,0 +1,170 @@
+"""The driver: a Ray actor that owns the global model and runs the federated rounds.
+
+Each round the driver
+
+1. publishes the current global parameters once (one ``ray.put``; every
+   hospital reads the same object),
+2. collects each hospital's :class:`~fedray.strategies.ClientResult`,
+3. aggregates them with the strategy (FedAvg),
+4. evaluates the new global model on the held-out validation and test sets,
+   and asks each hospital for metrics on its own validation shard.
+
+It receives only parameters, sample counts and metrics from hospitals. The
+validation and test images it evaluates on are the consortium's held-out
+evaluation sets, handed to it at construction; no hospital training record
+ever reaches it.
+
+Faults: a hospital that dies mid-round is restarted by Ray (``max_restarts``);
+the driver waits for it, restores its privacy accountant from the last state it
+reported, and retries that hospital's training for the same round from the same
+global parameters. A run never continues with fewer hospitals: if a hospital
+cannot be brought back within ``max_round_retries`` tries, the run fails.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from fedray.data.whitening import ColorWhitening
+from fedray.federation.runtime import configure_process
+from fedray.metrics import classification_metrics
+from fedray.models import build_model
+from fedray.strategies import ClientResult, build_strategy
+from fedray.training.local import LocalTrainer, params_to_numpy
+
+Params = dict[str, np.ndarray]
+
+HOSPITAL_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class Driver:
+    """Owns the global model, the strategy and the hospitals of one experiment."""
+
+    def __init__(
+        self,
+        *,
+        cfg: dict,
+        hospitals: list,
+        val_set: dict,
+        test_set: dict,
+        whitening_state: dict,
+        num_classes: int,
+        resources: dict,
+    ):
+        self.cfg = cfg
+        self.mode = cfg["mode"]
+        self.hospitals = hospitals
+        self.device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
+        model = build_model(cfg["model"], num_classes=num_classes, image_size=cfg["data"]["image_size"])
+        # The evaluator shares LocalTrainer's whitening and batched inference; it never trains.
+        self.evaluator = LocalTrainer(
+            model=model, images=np.zeros((0, 3, 1, 1), np.uint8), labels=np.zeros(0, np.int64),
+            train_cfg=cfg["train"], whitening=ColorWhitening.from_state_dict(whitening_state),
+            augment=False, device=self.device, seed=cfg["seed"], hospital=-1,
+        )
+        self.strategy = build_strategy(cfg["fl"])
+        self.global_params: Params = params_to_numpy(model)
+        # Under mode=local every hospital keeps its own model; the driver only evaluates them.
+        self.local_params: list[Params] = [self.global_params] * len(hospitals)
+        self.val_set, self.test_set = val_set, test_set
+        self.privacy_states: list[dict] = [{} for _ in hospitals]
+        self.restarts = 0
+        self.max_round_retries = int(cfg["fl"].get("max_round_retries", 3))
+        self.fault_injection = cfg["fl"].get("fault_injection") or {}
+
+    # -- one round ----------------------------------------------------------------
+    def run_round(self, round_idx: int) -> dict:
+        start = time.perf_counter()
+        starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
+        refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
+        param_refs = [refs_by_params[id(p)] for p in starts]
+        results = self._collect(param_refs, round_idx)
+        for r in results:
+            self.privacy_states[r.hospital] = {k: v for k, v in r.metrics.items() if k.startswith("dp_")}
+        if self.mode == "local":
+            self.local_params = [r.params for r in results]
+        else:
+            self.global_params = self.strategy.aggregate(round_idx, self.global_params, results)
+        fit_seconds = time.perf_counter() - start
+        record = {
+            "round": round_idx,
+            "fit_seconds": fit_seconds,
+            "clients": [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results],
+        }
+        record.update(self._evaluate())
+        record["round_seconds"] = time.perf_counter() - start
+        record["restarts"] = self.restarts
+        return record
+
+    def _collect(self, param_refs: list, round_idx: int) -> list[ClientResult]:
+        pending = {k: h.fit.remote(param_refs[k], round_idx) for k, h in enumerate(self.hospitals)}
+        if self.fault_injection.get("round") == round_idx and not self.restarts:
+            # Test hook: kill a hospital while its training task is in flight.
+            ray.kill(self.hospitals[int(self.fault_injection["hospital"])], no_restart=False)
+        results: dict[int, ClientResult] = {}
+        for k, ref in pending.items():
+            for attempt in range(self.max_round_retries + 1):
+                try:
+                    results[k] = ray.get(ref)
+                    break
+                except HOSPITAL_FAILURES as err:
+                    if attempt == self.max_round_retries:
+                        raise RuntimeError(
+                            f"hospital {k} failed {attempt + 1} times in round {round_idx}; "
+                            "refusing to continue with fewer hospitals"
+                        ) from err
+                    self.restarts += 1
+                    ref = self._restart_and_refit(k, param_refs[k], round_idx)
+        return [results[k] for k in sorted(results)]
+
+    def _restart_and_refit(self, k: int, param_ref, round_idx: int):
+        hospital = self.hospitals[k]
+        deadline = time.monotonic() + 120
+        while True:  # Ray restarts the actor asynchronously; wait until it answers.
+            try:
+                ray.get(hospital.ping.remote(), timeout=30)
+                break
+            except HOSPITAL_FAILURES + (ray.exceptions.GetTimeoutError,):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        ray.get(hospital.restore_privacy_state.remote(self.privacy_states[k]))
+        return hospital.fit.remote(param_ref, round_idx)
+
+    # -- evaluation ---------------------------------------------------------------
+    def _evaluate(self) -> dict:
+        if self.mode == "local":
+            per_hospital = [h.evaluate.remote(p) for h, p in zip(self.hospitals, self.local_params)]
+            tests = [self._metrics(p, self.test_set) for p in self.local_params]
+            vals = [self._metrics(p, self.val_set) for p in self.local_params]
+            return {"val": _mean_metrics(vals), "test": _mean_metrics(tests),
+                    "test_per_hospital": tests, "hospital_val": ray.get(per_hospital)}
+        global_ref = ray.put(self.global_params)
+        per_hospital = [h.evaluate.remote(global_ref) for h in self.hospitals]
+        return {
+            "val": self._metrics(self.global_params, self.val_set),
+            "test": self._metrics(self.global_params, self.test_set),
+            "hospital_val": ray.get(per_hospital),
+        }
+
+    def _metrics(self, params: Params, data: dict) -> dict:
+        self.evaluator.load(params)
+        return classification_metrics(data["labels"], self.evaluator.predict_proba(data["images"]))
+
+    # -- results ------------------------------------------------------------------
+    def final_params(self) -> list[Params]:
+        """The global model, or under mode=local each hospital's own model."""
+        return self.local_params if self.mode == "local" else [self.global_params]
+
+    def hospital_privacy_states(self) -> list[dict]:
+        return self.privacy_states
+
+
+def _mean_metrics(runs: list[dict]) -> dict:
+    """Mean of each scalar metric over hospitals' models (mode=local)."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, float)]
+    return {k: float(np.mean([r[k] for r in runs])) for k in keys}

@@ -1,0 +1,267 @@
+"""One federated experiment end to end: data → partition → hospitals → driver → results.
+
+:func:`run_experiment` is what the CLI and every Tune trial call. It takes the
+resolved config as a plain dict (no Hydra objects cross process boundaries),
+decodes the images once, deals the shards, puts each shard into Ray's object
+store once, starts the hospital and driver actors (inside a placement group
+when one is given), runs the rounds, and always tears the actors down.
+
+Modes (every FL comparison needs both baselines):
+
+- ``federated``: N hospitals, FedAvg at the driver.
+- ``centralized``: one "hospital" holding the union of all shards, trained with
+  the same rounds × local epochs, i.e. the same number of passes over the data.
+- ``local``: each hospital trains alone for the same budget; metrics are the
+  mean over the hospitals' models, each evaluated on the same held-out sets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+import torch
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from fedray.data import load_splits
+from fedray.data.partition import partition
+from fedray.data.types import ImageData, Splits
+from fedray.data.whitening import ColorWhitening
+from fedray.errors import FedrayError
+from fedray.federation.driver import Driver
+from fedray.federation.hospital import Hospital
+from fedray.models import backbone_spec, build_model
+from fedray.privacy.setup import PrivacyPlan, plan_privacy
+
+log = logging.getLogger(__name__)
+
+MODES = ("federated", "centralized", "local")
+
+
+@dataclass
+class Dealt:
+    """The data of one experiment after partitioning, before anything touches Ray."""
+
+    splits: Splits
+    train_shards: list[ImageData]
+    val_shards: list[ImageData]
+    dropped: int
+    whitening: ColorWhitening
+
+
+@dataclass
+class ExperimentResult:
+    rounds: list[dict]
+    summary: dict
+    final_params: list[dict] = field(repr=False)
+    dealt: Dealt = field(repr=False)
+
+
+def deal_data(cfg: dict) -> Dealt:
+    """Decode, split and partition the data; fit the colour whitening on the training shards."""
+    mode = cfg["mode"]
+    if mode not in MODES:
+        raise FedrayError(f"unknown mode {mode!r}: set mode to one of {', '.join(MODES)}")
+    splits = load_splits(cfg["data"], seed=cfg["seed"])
+    num_hospitals = int(cfg["fl"]["num_hospitals"])
+    if num_hospitals < 1:
+        raise FedrayError(f"fl.num_hospitals={num_hospitals}: need at least 1 hospital")
+    scheme = cfg["fl"]["partition"]["scheme"]
+    alpha = float(cfg["fl"]["partition"].get("alpha", 0.5))
+    num_classes = len(splits.train.class_names)
+    shards = []
+    dropped = 0
+    for part_name, data in (("train", splits.train), ("val", splits.val)):
+        part = _partition_or_explain(data, num_hospitals, scheme, cfg["seed"], alpha, num_classes, part_name)
+        shards.append([data.subset(idx) for idx in part.shards])
+        if part_name == "train":
+            dropped = len(part.dropped)
+    if dropped:
+        log.warning("partition %s dropped %d training images (the per-class remainder)", scheme, dropped)
+    train_shards, val_shards = shards
+    if mode == "centralized":
+        train_shards, val_shards = [_union(train_shards)], [_union(val_shards)]
+    whitening = ColorWhitening.fit(
+        _union(train_shards).images, method=cfg["data"].get("whitening", "zca"), seed=cfg["seed"]
+    )
+    return Dealt(splits, train_shards, val_shards, dropped, whitening)
+
+
+def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):
+    try:
+        return partition(data.labels, num_hospitals=num_hospitals, scheme=scheme, seed=seed,
+                         alpha=alpha, num_classes=num_classes)
+    except FedrayError as err:
+        raise FedrayError(f"{part_name} split: {err}") from None
+
+
+def _union(shards: list[ImageData]) -> ImageData:
+    return ImageData(
+        images=torch.cat([s.images for s in shards]),
+        labels=np.concatenate([s.labels for s in shards]),
+        ids=np.concatenate([s.ids for s in shards]),
+        class_names=shards[0].class_names,
+    )
+
+
+def _as_payload(data: ImageData) -> dict:
+    """Plain numpy arrays: Ray stores them once and actors read them zero-copy."""
+    return {"images": np.ascontiguousarray(np.asarray(data.images)), "labels": np.asarray(data.labels)}
+
+
+def validate_model(cfg: dict, num_classes: int) -> None:
+    """Fail fast in the caller's process, before any actor starts, on a bad model config."""
+    spec = backbone_spec(cfg["model"]["name"])
+    size = int(cfg["data"]["image_size"])
+    if size < spec.min_image_size:
+        raise FedrayError(
+            f"image size {size} is below {spec.name}'s minimum of {spec.min_image_size}: "
+            f"set data.image_size>={spec.min_image_size}"
+        )
+    build_model(cfg["model"], num_classes=num_classes, image_size=size)
+
+
+def actor_resources(cfg: dict, *, gpus_present: bool) -> tuple[dict, dict]:
+    """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs."""
+    def one(section: dict) -> dict:
+        gpus = float(section.get("num_gpus", 0)) if gpus_present else 0.0
+        return {"num_cpus": float(section.get("num_cpus", 1)), "num_gpus": gpus}
+    return one(cfg["fl"]["driver"]), one(cfg["fl"]["hospital"])
+
+
+@dataclass
+class Prepared:
+    """Everything decided before Ray is touched: bad input fails here, in the caller's process."""
+
+    cfg: dict  # the run config with the privacy section resolved per hospital
+    dealt: Dealt
+    privacy: PrivacyPlan
+    num_classes: int
+
+
+def prepare_experiment(cfg: dict) -> Prepared:
+    dealt = deal_data(cfg)
+    num_classes = len(dealt.splits.train.class_names)
+    validate_model(cfg, num_classes)
+    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in dealt.train_shards])
+    return Prepared({**cfg, "privacy": privacy.resolved_cfg}, dealt, privacy, num_classes)
+
+
+@dataclass
+class Actors:
+    driver: object
+    hospitals: list
+    shard_refs: list  # held for the whole run: a restarted hospital is re-created from these objects
+
+    def kill(self) -> None:
+        for actor in [self.driver, *self.hospitals]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+
+
+def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], dict]) -> Actors:
+    """One actor per hospital, each given only its own shards (put into the object store once)."""
+    cfg = prep.cfg
+    shard_refs = [(ray.put(_as_payload(t)), ray.put(_as_payload(v)))
+                  for t, v in zip(prep.dealt.train_shards, prep.dealt.val_shards)]
+    hospital_cls = ray.remote(Hospital)
+    hospitals = [
+        hospital_cls.options(
+            max_restarts=int(cfg["fl"].get("max_restarts", 3)), **hospital_res, **placed(1 + k),
+        ).remote(
+            hospital_id=k, train_shard=train_ref, val_shard=val_ref, cfg=cfg,
+            whitening_state=prep.dealt.whitening.state_dict(), num_classes=prep.num_classes,
+            resources=hospital_res,
+        )
+        for k, (train_ref, val_ref) in enumerate(shard_refs)
+    ]
+    return Actors(driver=None, hospitals=hospitals, shard_refs=shard_refs)
+
+
+def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
+    return dict(
+        cfg=prep.cfg, hospitals=hospitals,
+        val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
+        whitening_state=prep.dealt.whitening.state_dict(), num_classes=prep.num_classes, resources=driver_res,
+    )
+
+
+def run_experiment(
+    cfg: dict,
+    *,
+    prepared: Prepared | None = None,
+    on_round: Callable[[dict], None] | None = None,
+    placement_group=None,
+    bundle_offset: int = 0,
+) -> ExperimentResult:
+    """Run one experiment on the connected Ray cluster and return its rounds and summary.
+
+    With ``placement_group``, the driver takes bundle ``bundle_offset`` and
+    hospital k bundle ``bundle_offset + 1 + k``.
+    """
+    started = time.perf_counter()
+    prep = prepared or prepare_experiment(cfg)
+    gpus_present = ray.cluster_resources().get("GPU", 0) > 0
+    driver_res, hospital_res = actor_resources(cfg, gpus_present=gpus_present)
+
+    def placed(index: int) -> dict:
+        if placement_group is None:
+            return {}
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=placement_group, placement_group_bundle_index=bundle_offset + index)}
+
+    actors = start_hospitals(prep, hospital_res, placed)
+    try:
+        actors.driver = ray.remote(Driver).options(**driver_res, **placed(0)).remote(
+            **driver_kwargs(prep, actors.hospitals, driver_res))
+        rounds = []
+        total = int(cfg["fl"]["rounds"])
+        for r in range(1, total + 1):
+            record = ray.get(actors.driver.run_round.remote(r))
+            record["total_rounds"] = total
+            rounds.append(record)
+            if on_round is not None:
+                on_round(record)
+        final_params = ray.get(actors.driver.final_params.remote())
+        privacy_states = ray.get(actors.driver.hospital_privacy_states.remote())
+    finally:
+        actors.kill()
+    seconds = time.perf_counter() - started
+    summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, gpus_present)
+    return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, dealt=prep.dealt)
+
+
+def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, gpus_present) -> dict:
+    final = rounds[-1]
+    best = max(rounds, key=lambda r: r["val"]["balanced_accuracy"])
+    scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
+    _, hospital_res = actor_resources(cfg, gpus_present=gpus_present)
+    gpu_share = hospital_res["num_gpus"] * len(dealt.train_shards)
+    return {
+        "status": "completed",
+        "mode": cfg["mode"],
+        "model": cfg["model"]["name"],
+        "data": {
+            "source": dealt.splits.source,
+            "classes": list(dealt.splits.train.class_names),
+            "train": len(dealt.splits.train), "val": len(dealt.splits.val), "test": len(dealt.splits.test),
+            "hospital_train_sizes": [len(s) for s in dealt.train_shards],
+            "dropped_by_partition": dealt.dropped,
+            "skipped_files": list(dealt.splits.skipped_files),
+        },
+        "rounds": len(rounds),
+        "final_test": scalar(final["test"]),
+        "final_val": scalar(final["val"]),
+        "final_test_confusion_matrix": final["test"].get("confusion_matrix"),
+        "best_val_round": best["round"],
+        "best_val_round_test": scalar(best["test"]),
+        "privacy": privacy.summary(privacy_states),
+        "hospital_restarts": final["restarts"],
+        "wall_seconds": seconds,
+        "seconds_per_round": float(np.mean([r["round_seconds"] for r in rounds])),
+        "gpu_hours": seconds / 3600 * gpu_share,
+    }

@@ -1,0 +1,79 @@
+"""A hospital: one long-lived Ray actor that holds only its own patients' images.
+
+The actor is created with its shard as an ``ObjectRef`` argument: the shard is
+put into Ray's object store once per experiment, and Ray hands it to the actor
+(again, from the store, if the actor is restarted after a crash). Each round it
+receives the global parameters (one shared object for all hospitals), trains
+locally, and returns a :class:`~fedray.strategies.ClientResult`: parameters,
+sample count and scalar metrics. Nothing else leaves the hospital.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedray.data.whitening import ColorWhitening
+from fedray.federation.runtime import configure_process
+from fedray.metrics import classification_metrics
+from fedray.models import build_model
+from fedray.strategies import ClientResult
+from fedray.training import build_trainer
+
+Params = dict[str, np.ndarray]
+
+
+class Hospital:
+    """One hospital's training and validation data, model and (optionally) DP accountant."""
+
+    def __init__(
+        self,
+        *,
+        hospital_id: int,
+        train_shard: dict,
+        val_shard: dict,
+        cfg: dict,
+        whitening_state: dict,
+        num_classes: int,
+        resources: dict,
+    ):
+        self.hospital_id = hospital_id
+        self.device = configure_process(
+            num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"] + hospital_id
+        )
+        model = build_model(cfg["model"], num_classes=num_classes, image_size=cfg["data"]["image_size"])
+        self.trainer = build_trainer(
+            cfg=cfg,
+            model=model,
+            images=train_shard["images"],
+            labels=train_shard["labels"],
+            whitening=ColorWhitening.from_state_dict(whitening_state),
+            device=self.device,
+            hospital=hospital_id,
+        )
+        self.val_images = val_shard["images"]
+        self.val_labels = val_shard["labels"]
+        self.local_epochs = int(cfg["fl"]["local_epochs"])
+
+    def fit(self, params: Params, round_idx: int) -> ClientResult:
+        new_params, metrics = self.trainer.fit(params, epochs=self.local_epochs, round_idx=round_idx)
+        return ClientResult(
+            hospital=self.hospital_id, params=new_params, num_samples=self.trainer.num_samples, metrics=metrics
+        )
+
+    def evaluate(self, params: Params) -> dict:
+        """Metrics of ``params`` on this hospital's own validation shard."""
+        if len(self.val_labels) == 0:
+            return {}
+        self.trainer.load(params)
+        probs = self.trainer.predict_proba(self.val_images)
+        return classification_metrics(self.val_labels, probs)
+
+    def privacy_state(self) -> dict:
+        return self.trainer.privacy_state()
+
+    def restore_privacy_state(self, state: dict) -> None:
+        """After a restart, resume the accountant so spent privacy is never forgotten."""
+        self.trainer.restore_privacy_state(state)
+
+    def ping(self) -> int:
+        return self.hospital_id

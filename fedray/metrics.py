@@ -1,0 +1,55 @@
+"""Classification metrics from predicted probabilities, all computed by scikit-learn.
+
+``classification_metrics(y_true, probs)`` returns accuracy, balanced accuracy,
+macro precision/recall/F1, one-vs-rest macro AUC-ROC, cross-entropy loss and
+the confusion matrix. AUC is averaged over the classes present in ``y_true``
+(a one-vs-rest AUC is undefined for a class with no positives), and is NaN when
+fewer than two classes are present.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+from sklearn.preprocessing import label_binarize
+
+SCALAR_METRICS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    """Metrics of ``probs`` ([N, C], rows summing to 1) against integer labels ``y_true``."""
+    num_classes = probs.shape[1]
+    labels = np.arange(num_classes)
+    y_pred = probs.argmax(axis=1)
+    # Macro averages run over the classes present in y_true or y_pred (scikit-learn's
+    # default), so a hospital's validation shard missing a class is not penalised for it.
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="macro", zero_division=0
+    )
+    return {
+        "loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "auc": _ovr_auc(y_true, probs),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def _ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    present = np.unique(y_true)
+    if present.size < 2:
+        return float("nan")
+    one_hot = label_binarize(y_true, classes=np.arange(probs.shape[1]))
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y_true, probs[:, 1]))
+    return float(roc_auc_score(one_hot[:, present], probs[:, present], average="macro"))

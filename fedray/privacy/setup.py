@@ -1,0 +1,94 @@
+"""Turn ``privacy.*`` config into a per-hospital plan before any actor starts.
+
+Record-level DP-SGD (``privacy=dpsgd``): hospital k with n_k records trains
+with Poisson sampling rate q_k = B / n_k (B = ``train.batch_size``, the
+expected batch size) for T_k = rounds × local_epochs × round(1/q_k) steps.
+Its noise multiplier σ_k is calibrated once, for the whole run, so that the
+accountant's ε(σ_k, q_k, T_k, δ) ≤ target ε. The guarantee is per hospital
+(each patient is in exactly one hospital); a run reports the maximum ε over
+hospitals.
+
+ε = ∞ is the non-private baseline: σ = 0 and the trainer bypasses Opacus
+entirely (no clipping, no noise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedray.errors import FedrayError
+from fedray.privacy.accounting import (
+    LedgerEntry,
+    calibrate_noise_multiplier,
+    default_delta,
+    epsilon_spent,
+    summarise_ledger,
+    validate_privacy_params,
+)
+
+MECHANISMS = ("none", "dpsgd")
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """The resolved privacy settings every hospital reads (``resolved_cfg``)."""
+
+    resolved_cfg: dict
+
+    @property
+    def mechanism(self) -> str:
+        return self.resolved_cfg["name"]
+
+    def summary(self, hospital_states: list[dict]) -> dict:
+        """The privacy ledger of a finished run, from the steps each hospital actually took."""
+        cfg = self.resolved_cfg
+        if self.mechanism == "none" or math.isinf(cfg["epsilon"]):
+            return {"mechanism": self.mechanism, "target_epsilon": float("inf"), "epsilon": float("inf"),
+                    "delta": cfg.get("delta"), "note": "non-private: no clipping, no noise"}
+        entries = []
+        for k, (plan, state) in enumerate(zip(cfg["hospitals"], hospital_states)):
+            steps = int(state.get("dp_steps", 0))
+            entries.append(LedgerEntry(
+                hospital=k, noise_multiplier=plan["noise_multiplier"], sample_rate=plan["sample_rate"],
+                steps=steps, delta=cfg["delta"], accountant=cfg["accountant"], max_grad_norm=cfg["max_grad_norm"],
+                epsilon=epsilon_spent(noise_multiplier=plan["noise_multiplier"], sample_rate=plan["sample_rate"],
+                                      steps=steps, delta=cfg["delta"], accountant=cfg["accountant"]),
+            ))
+        return {"mechanism": self.mechanism, "target_epsilon": cfg["epsilon"],
+                "delta_note": cfg["delta_note"], **summarise_ledger(entries)}
+
+
+def plan_privacy(cfg: dict, *, shard_sizes: list[int]) -> PrivacyPlan:
+    privacy = dict(cfg.get("privacy") or {"name": "none"})
+    name = privacy.get("name", "none")
+    if name not in MECHANISMS:
+        raise FedrayError(f"unknown privacy mechanism {name!r}: set privacy to one of {', '.join(MECHANISMS)}")
+    if name == "none":
+        return PrivacyPlan({"name": "none", "epsilon": float("inf")})
+    epsilon = float(privacy["epsilon"])
+    n_min = min(shard_sizes)
+    delta = privacy.get("delta")
+    delta_note = f"delta given in config; smallest hospital has n={n_min}"
+    if delta is None:
+        delta = default_delta(n_min)
+        delta_note = f"default delta={delta:g} < 1/n={1 / n_min:.2g} for the smallest hospital (n={n_min})"
+    delta = float(delta)
+    validate_privacy_params(epsilon=epsilon, delta=delta, max_grad_norm=float(privacy["max_grad_norm"]),
+                            min_hospital_size=n_min)
+    batch = int(cfg["train"]["batch_size"])
+    hospitals = []
+    for n in shard_sizes:
+        if batch >= n:
+            raise FedrayError(f"train.batch_size={batch} is not below a hospital's {n} records: "
+                              "DP-SGD needs a sampling rate below 1; lower train.batch_size")
+        q = batch / n
+        steps = int(cfg["fl"]["rounds"]) * int(cfg["fl"]["local_epochs"]) * round(1 / q)
+        sigma = 0.0 if math.isinf(epsilon) else calibrate_noise_multiplier(
+            target_epsilon=epsilon, delta=delta, sample_rate=q, steps=steps,
+            accountant=privacy.get("accountant", "rdp"))
+        hospitals.append({"num_records": n, "sample_rate": q, "planned_steps": steps, "noise_multiplier": sigma})
+    resolved = {**privacy, "name": name, "epsilon": epsilon, "delta": delta, "delta_note": delta_note,
+                "accountant": privacy.get("accountant", "rdp"), "max_grad_norm": float(privacy["max_grad_norm"]),
+                "hospitals": hospitals}
+    return PrivacyPlan(resolved)

@@ -1,0 +1,113 @@
+"""Write one run's directory atomically.
+
+A finished run directory holds ``config.yaml`` (the resolved config),
+``rounds.parquet`` (per-round metrics, long format), ``learning_curve.png``
+and ``summary.json``. Each file is written to a temporary name and renamed
+into place, and ``summary.json`` is written last: a directory whose summary
+says ``"status": "completed"`` is complete. A failed run gets only a summary
+with ``"status": "failed"`` and the error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from fedray.metrics import SCALAR_METRICS  # noqa: E402
+
+ROUNDS_SCHEMA_VERSION = 1
+
+
+def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
+    """One row per (round, scope, hospital, split).
+
+    scope "global" rows carry the global model's val/test metrics (under
+    mode=local: the mean over hospitals' models); scope "hospital" rows carry a
+    hospital's own-validation metrics (split "val") and local training metrics
+    (split "train").
+    """
+    rows = []
+    for r in rounds:
+        base = {"round": r["round"], "round_seconds": r["round_seconds"]}
+        for split in ("val", "test"):
+            rows.append({**base, "scope": "global", "hospital": -1, "split": split, **_scalars(r[split])})
+        for k, metrics in enumerate(r["hospital_val"]):
+            rows.append({**base, "scope": "hospital", "hospital": k, "split": "val", **_scalars(metrics)})
+        for client in r["clients"]:
+            rows.append({**base, "scope": "hospital", "hospital": client["hospital"], "split": "train",
+                         **{k: float(v) for k, v in client.items() if k != "hospital"}})
+    frame = pd.DataFrame(rows)
+    frame["hospital"] = frame["hospital"].astype("int64")
+    return frame
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if k in SCALAR_METRICS}
+
+
+def write_run(run_dir: Path, *, resolved_cfg: dict, rounds: list[dict], summary: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(resolved_cfg, sort_keys=False)))
+    frame = rounds_frame(rounds)
+    _atomic(run_dir / "rounds.parquet", lambda p: frame.to_parquet(
+        p, index=False, engine="pyarrow"))
+    _atomic(run_dir / "learning_curve.png", lambda p: plot_learning_curve(frame, p, title=_title(summary)))
+    _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(_jsonable(summary), indent=2)))
+
+
+def write_failure(run_dir: Path, error: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps({"status": "failed", "error": error})))
+
+
+def plot_learning_curve(frame: pd.DataFrame, path: Path, *, title: str) -> None:
+    """Global accuracy and loss per round on validation and test (the seed paper's Fig. 6)."""
+    glob = frame[frame["scope"] == "global"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("val", "--"), ("test", "-")):
+        part = glob[glob["split"] == split]
+        axes[0].plot(part["round"], part["accuracy"], style, marker="o", label=f"{split} accuracy")
+        axes[0].plot(part["round"], part["balanced_accuracy"], style, marker=".", label=f"{split} balanced acc.")
+        axes[1].plot(part["round"], part["loss"], style, marker="o", label=f"{split} loss")
+    train = frame[frame["split"] == "train"].groupby("round")["train_loss"].mean()
+    axes[1].plot(train.index, train.values, ":", marker="x", label="train loss (mean over hospitals)")
+    axes[0].set(xlabel="round", ylabel="accuracy", ylim=(0, 1))
+    axes[1].set(xlabel="round", ylabel="cross-entropy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _title(summary: dict) -> str:
+    eps = summary.get("privacy", {}).get("epsilon", math.inf)
+    return f"{summary['mode']} · {summary['model']} · ε={'∞' if math.isinf(eps) else f'{eps:.2f}'}"
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    """JSON has no inf/nan: write them as strings so the file stays standard JSON."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

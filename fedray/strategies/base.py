@@ -1,0 +1,40 @@
+"""The strategy contract: one object that turns client results into a new global model.
+
+Kept apart from transport (as in Flower): a strategy sees parameters, sample
+counts and metrics, never Ray handles, so FedProx or FedAdam can be added as
+another small subclass and tested with numpy alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """Everything a hospital sends back after local training.
+
+    This is the complete payload the driver receives: model parameters, the
+    number of samples trained on, and scalar metrics. No images or labels.
+    """
+
+    hospital: int
+    params: Params
+    num_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """Aggregates one round of client results into new global parameters."""
+
+    @abstractmethod
+    def aggregate(
+        self, server_round: int, global_params: Params, results: Sequence[ClientResult]
+    ) -> Params:
+        """Return the next global parameters from this round's results."""

@@ -1,0 +1,22 @@
+"""FedAvg: the global model is the (sample-weighted or uniform) mean of client models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedray.strategies.aggregate import WEIGHTINGS, weighted_average
+from fedray.strategies.base import ClientResult, Params, Strategy
+
+
+class FedAvg(Strategy):
+    """McMahan et al. (2017). ``weighting`` is "samples" (n_k) or "uniform" (the seed's)."""
+
+    def __init__(self, weighting: str = "samples"):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+        self.weighting = weighting
+
+    def aggregate(
+        self, server_round: int, global_params: Params, results: Sequence[ClientResult]
+    ) -> Params:
+        return weighted_average([(r.params, r.num_samples) for r in results], weighting=self.weighting)

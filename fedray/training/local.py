@@ -1,0 +1,171 @@
+"""Local training on one hospital's shard (pure torch, no Ray).
+
+A :class:`LocalTrainer` holds one shard on its device for the whole run (the
+images stay uint8 until a batch is drawn, then are flipped, whitened and fed to
+the model), and trains the model it is given for a number of local epochs.
+
+Every round starts from the parameters passed in (the global model under
+FedAvg) with a fresh optimizer state: momentum from a previous round's local
+trajectory would otherwise leak into the next round's starting point. The batch
+order and augmentation of round r at hospital k are drawn from a generator
+seeded with (seed, k, r), so a retried round reproduces the same update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedray.data.augment import random_flips
+from fedray.data.whitening import ColorWhitening
+from fedray.models import set_frozen_eval
+
+Params = dict[str, np.ndarray]
+
+EVAL_BATCH_SIZE = 256
+
+
+def round_generator(seed: int, hospital: int, round_idx: int) -> torch.Generator:
+    """A CPU generator private to (seed, hospital, round); reruns of a round draw the same."""
+    mixed = np.random.SeedSequence([seed, hospital, round_idx]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(mixed))
+
+
+def params_to_numpy(module: nn.Module) -> Params:
+    """The module's state dict as CPU numpy arrays (zero-copy in Ray's object store)."""
+    return {name: t.detach().cpu().numpy().copy() for name, t in module.state_dict().items()}
+
+
+def load_numpy_params(module: nn.Module, params: Params) -> None:
+    module.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in params.items()})
+
+
+def build_optimizer(parameters, train_cfg: dict) -> torch.optim.Optimizer:
+    name = train_cfg.get("optimizer", "sgd")
+    lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=float(train_cfg.get("momentum", 0.9)), weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+class LocalTrainer:
+    """Trains and evaluates a model on one shard kept on ``device``."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray,
+        train_cfg: dict,
+        whitening: ColorWhitening,
+        augment: bool,
+        device: torch.device,
+        seed: int,
+        hospital: int,
+    ):
+        self.device = device
+        self.model = model.to(device)
+        self.images = torch.as_tensor(images).to(device)
+        self.labels = torch.as_tensor(labels, dtype=torch.long).to(device)
+        self.train_cfg = train_cfg
+        self.whitening = whitening
+        self.augment = augment
+        self.seed = seed
+        self.hospital = hospital
+        self.batch_size = int(train_cfg["batch_size"])
+        self.autocast = device.type == "cuda" and train_cfg.get("precision", "bf16") == "bf16"
+        if device.type == "cuda" and train_cfg.get("channels_last", True):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(trainable, train_cfg)
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    # -- training -----------------------------------------------------------------
+    def fit(self, params: Params, *, epochs: int, round_idx: int) -> tuple[Params, dict[str, float]]:
+        """Train ``epochs`` local epochs from ``params``; return new params and train metrics."""
+        start = time.perf_counter()
+        self.load(params)
+        self.optimizer.state.clear()
+        generator = round_generator(self.seed, self.hospital, round_idx)
+        self.model.train()
+        set_frozen_eval(self.model)
+        loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+        for _ in range(epochs):
+            for batch in self.batches(generator):
+                x, y = self.prepare(batch, generator)
+                logits = self.step(x, y)
+                loss_sum += float(self.loss_fn(logits.float(), y)) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                steps += 1
+        metrics = {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "local_steps": float(steps),
+            "fit_seconds": time.perf_counter() - start,
+        }
+        return self.export(), metrics
+
+    def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """One epoch of shuffled index batches (DP-SGD overrides this with Poisson sampling)."""
+        order = torch.randperm(self.num_samples, generator=generator)
+        yield from order.split(self.batch_size)
+
+    def prepare(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = batch.to(self.device)
+        x = self.images[idx]
+        if self.augment:
+            x = random_flips(x, generator)
+        x = self.whitening.apply(x)
+        if self.device.type == "cuda" and self.train_cfg.get("channels_last", True):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[idx]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model(x)
+            loss = self.loss_fn(logits.float(), y)
+        loss.backward()
+        self.optimizer.step()
+        return logits.detach()
+
+    # -- privacy state (none without DP; DP-SGD keeps its accountant's history here) --
+    def privacy_state(self) -> dict:
+        return {}
+
+    def restore_privacy_state(self, state: dict) -> None:
+        """Nothing to restore for a non-private trainer."""
+
+    # -- parameters ---------------------------------------------------------------
+    def load(self, params: Params) -> None:
+        load_numpy_params(self.model, params)
+
+    def export(self) -> Params:
+        return params_to_numpy(self.model)
+
+    # -- evaluation ---------------------------------------------------------------
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities of the current model on uint8 ``images`` (already on any device)."""
+        self.model.eval()
+        outputs = []
+        for chunk in torch.as_tensor(images).split(EVAL_BATCH_SIZE):
+            x = self.whitening.apply(chunk.to(self.device))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.model(x)
+            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+        if not outputs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(outputs).numpy()

@@ -1,0 +1,51 @@
+"""Shared fixtures: one Ray for the whole session, configs composed from conf/ with tiny data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from fedray.config import to_plain
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# Small enough for a 2-core CPU, large enough that every hospital gets every class.
+TINY = [
+    "data=synthetic",
+    "data.image_size=16",
+    "data.num_classes=3",
+    "data.samples_per_class=40",
+    "model=small_cnn",
+    "fl.rounds=2",
+    "fl.num_hospitals=5",
+    "train.batch_size=8",
+]
+
+
+def compose_plain(overrides: list[str], run_dir: Path) -> dict:
+    """Compose conf/ like the CLI does and resolve it to the plain dict actors receive."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    return to_plain(cfg, run_dir=run_dir)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    return compose_plain(TINY, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        # Logical CPUs above the 2 physical cores: actors here are light, and several
+        # experiments' actors (hospitals + driver) must fit at once.
+        ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,86 @@
+"""The CLI end to end: a full run writes every output; bad input gets one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import TINY
+
+from fedray.__main__ import main
+
+
+def run_cli(monkeypatch, args: list[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["fedray", *args])
+    main()
+
+
+def test_two_round_five_hospital_run_writes_every_output(ray_session, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    run_cli(monkeypatch, [*TINY, f"hydra.run.dir={run_dir}"])
+    out = capsys.readouterr().out
+    assert "[round   1/2]" in out and "[round   2/2]" in out and "held-out test acc" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    assert len(summary["data"]["hospital_train_sizes"]) == 5
+    rounds = pd.read_parquet(run_dir / "rounds.parquet")
+    # per round: global val + test, 5 hospital-val and 5 hospital-train rows
+    assert len(rounds) == 2 * (2 + 5 + 5)
+    assert set(rounds["round"]) == {1, 2}
+    assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "fl:" in (run_dir / "config.yaml").read_text()
+
+
+def fedray_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedray", *args, f"hydra.run.dir={cwd}/run"],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def image_folder(root: Path, counts: dict[str, int]) -> Path:
+    for name, n in counts.items():
+        (root / "Train" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (20, 20), (i * 7 % 255, 40, 90)).save(root / "Train" / name / f"{i}.jpg")
+    return root
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("fedray: error:") and "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["data=isic", "data.root=/does/not/exist"], ["data.root"]),
+        (["data=isic"], ["data.root"]),
+        (["model=resnet5"], ["unknown model", "resnet50"]),
+        (["data=imagenet"], ["unknown data", "synthetic"]),
+        (["model=inception_v3", "data.image_size=32"], ["inception_v3", "75"]),
+        (["fl.num_hospitals=500"], ["hospital"]),
+    ],
+)
+def test_bad_input_one_line_no_traceback(tmp_path, args, fragments):
+    proc = fedray_cli(*args, cwd=tmp_path)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "run" / "rounds.parquet").exists()
+
+
+def test_empty_class_folder_and_corrupt_image(tmp_path):
+    root = image_folder(tmp_path / "data", {"a": 12, "b": 12})
+    (root / "Train" / "empty").mkdir()
+    assert_one_line_error(fedray_cli("data=isic", f"data.root={root}", cwd=tmp_path), "empty")
+    (root / "Train" / "empty").rmdir()
+    (root / "Train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    assert_one_line_error(fedray_cli("data=isic", f"data.root={root}", "data.on_corrupt=fail", cwd=tmp_path),
+                          "broken.jpg")

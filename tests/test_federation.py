@@ -1,0 +1,92 @@
+"""The engine on a session-scoped Ray with tiny synthetic data and the small CNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+
+from fedray.federation import driver as driver_module
+from fedray.federation.driver import Driver
+from fedray.federation.experiment import (
+    actor_resources,
+    driver_kwargs,
+    prepare_experiment,
+    run_experiment,
+    start_hospitals,
+)
+from fedray.models import build_model
+from fedray.strategies import ClientResult
+
+
+def _same_params(a: list[dict], b: list[dict]) -> bool:
+    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, tiny_cfg):
+    first = run_experiment(tiny_cfg)
+    second = run_experiment(tiny_cfg)
+    other = run_experiment({**tiny_cfg, "seed": 1})
+    assert _same_params(first.final_params, second.final_params)
+    assert not _same_params(first.final_params, other.final_params)
+    assert [r["round"] for r in first.rounds] == [1, 2]
+    assert all(len(r["clients"]) == 5 for r in first.rounds)
+
+
+def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cfg):
+    clean = run_experiment(tiny_cfg)
+    faulty_cfg = {**tiny_cfg, "fl": {**tiny_cfg["fl"], "fault_injection": {"hospital": 2, "round": 2}}}
+    faulty = run_experiment(faulty_cfg)
+    assert faulty.summary["hospital_restarts"] >= 1
+    assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
+    # The retried round starts from the same global model with the same seeded batches.
+    assert _same_params(clean.final_params, faulty.final_params)
+
+
+def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):
+    prep = prepare_experiment(tiny_cfg)
+    driver_res, hospital_res = actor_resources(tiny_cfg, gpus_present=False)
+    actors = start_hospitals(prep, hospital_res, placed=lambda _: {})
+    received = []
+    real_get = ray.get
+
+    def recording_get(refs, *args, **kwargs):
+        values = real_get(refs, *args, **kwargs)
+        received.extend(values if isinstance(refs, list) else [values])
+        return values
+
+    try:
+        # The driver runs in this process, so every object it fetches from a hospital passes here.
+        driver = Driver(**driver_kwargs(prep, actors.hospitals, driver_res))
+        monkeypatch.setattr(driver_module.ray, "get", recording_get)
+        driver.run_round(1)
+    finally:
+        monkeypatch.undo()
+        actors.kill()
+    model = build_model(tiny_cfg["model"], num_classes=prep.num_classes, image_size=tiny_cfg["data"]["image_size"])
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    train_labels = np.concatenate([s.labels for s in prep.dealt.train_shards])
+    fits = [v for v in received if isinstance(v, ClientResult)]
+    evals = [v for v in received if isinstance(v, dict)]
+    assert len(fits) == 5 and len(evals) == 5 and len(received) == 10
+    for result in fits:
+        assert {k: v.shape for k, v in result.params.items()} == shapes
+        assert isinstance(result.num_samples, int)
+        assert all(isinstance(v, float) for v in result.metrics.values())
+    for metrics in evals:  # own-validation metrics: scalars and a confusion matrix, never records
+        assert set(metrics) <= {"loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",
+                                "confusion_matrix"}
+        assert np.asarray(metrics["confusion_matrix"]).sum() < len(train_labels)
+
+
+@pytest.mark.parametrize("mode", ["centralized", "local"])
+def test_baselines_use_the_same_budget(ray_session, tiny_cfg, mode):
+    result = run_experiment({**tiny_cfg, "mode": mode})
+    sizes = result.summary["data"]["hospital_train_sizes"]
+    if mode == "centralized":
+        assert len(sizes) == 1 and len(result.rounds[0]["clients"]) == 1
+        assert sizes[0] == sum(len(s) for s in prepare_experiment(tiny_cfg).dealt.train_shards)
+    else:
+        assert len(result.final_params) == 5
+        assert len(result.rounds[-1]["test_per_hospital"]) == 5
+    assert 0.0 <= result.summary["final_test"]["accuracy"] <= 1.0

@@ -1,0 +1,55 @@
+"""FedAvg arithmetic against hand computations (numpy only, no Ray)."""
+
+import numpy as np
+import pytest
+
+from fedray.errors import FedrayError
+from fedray.strategies import ClientResult, FedAvg, build_strategy
+from fedray.strategies.aggregate import client_weights, weighted_average
+
+
+def test_sample_weighted_mean_matches_hand_computation():
+    a = {"w": np.array([[1.0, 2.0]], dtype=np.float32), "b": np.array([0.0], dtype=np.float32)}
+    b = {"w": np.array([[3.0, 6.0]], dtype=np.float32), "b": np.array([4.0], dtype=np.float32)}
+    out = weighted_average([(a, 10), (b, 30)], weighting="samples")
+    # (10*1 + 30*3)/40 = 2.5 ; (10*2 + 30*6)/40 = 5 ; (0*10 + 4*30)/40 = 3
+    np.testing.assert_allclose(out["w"], [[2.5, 5.0]])
+    np.testing.assert_allclose(out["b"], [3.0])
+    assert out["w"].dtype == np.float32
+
+
+def test_uniform_mean_ignores_sample_counts():
+    a, b, c = ({"w": np.array([v])} for v in (1.0, 2.0, 6.0))
+    out = weighted_average([(a, 1), (b, 100), (c, 7)], weighting="uniform")
+    np.testing.assert_allclose(out["w"], [3.0])
+
+
+def test_integer_buffers_keep_dtype_and_round():
+    a = {"num_batches_tracked": np.array(3, dtype=np.int64)}
+    b = {"num_batches_tracked": np.array(4, dtype=np.int64)}
+    out = weighted_average([(a, 1), (b, 3)])
+    assert out["num_batches_tracked"].dtype == np.int64
+    assert int(out["num_batches_tracked"]) == 4  # 3.75 rounds to 4
+
+
+def test_weights_sum_to_one_and_reject_empty():
+    np.testing.assert_allclose(client_weights([1, 1, 2], weighting="samples"), [0.25, 0.25, 0.5])
+    with pytest.raises(ValueError):
+        client_weights([0, 0], weighting="samples")
+    with pytest.raises(ValueError):
+        client_weights([1], weighting="median")
+
+
+def test_identical_clients_are_a_fixed_point():
+    params = {"w": np.random.default_rng(0).normal(size=(4, 3))}
+    results = [ClientResult(hospital=k, params=params, num_samples=k + 1) for k in range(5)]
+    out = FedAvg("samples").aggregate(1, params, results)
+    np.testing.assert_allclose(out["w"], params["w"], rtol=1e-12)
+
+
+def test_build_strategy_rejects_unknown_names():
+    assert isinstance(build_strategy({"strategy": "fedavg", "weighting": "uniform"}), FedAvg)
+    with pytest.raises(FedrayError, match="fl.strategy"):
+        build_strategy({"strategy": "fedprox"})
+    with pytest.raises(FedrayError, match="fl.weighting"):
+        build_strategy({"strategy": "fedavg", "weighting": "median"})
