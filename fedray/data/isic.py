@@ -1,0 +1,113 @@
+"""The ISIC skin-cancer image set (9 classes, Kaggle "Skin Cancer ISIC").
+
+Expected layout, as downloaded::
+
+    <data.root>/Train/<class name>/*.jpg     (.jpeg and .png also read)
+    <data.root>/Test/<class name>/*.jpg      optional
+
+Class names are the sorted ``Train/`` sub-folder names, so label ``c`` means
+the same class on every machine. Splits:
+
+* default: ``Train/`` is split stratified by ``data.split`` (70/10/20);
+* ``data.use_test_folder: true`` and ``Test/`` present: ``Test/`` is the test
+  set and ``Train/`` is split into train/val in the ratio
+  ``split.train : split.val`` (70:10 -> 87.5/12.5). ``Test/`` may hold fewer
+  classes than ``Train/`` but no others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fedray.data.image_folder import class_folders, decode_images, list_images
+from fedray.data.split import split_fractions, stratified_split
+from fedray.data.types import ImageData, Splits
+from fedray.errors import FedrayError
+
+log = logging.getLogger(__name__)
+
+LAYOUT_HINT = "a folder holding Train/<class>/*.jpg"
+MIN_IMAGE_SIZE = 8  # below this the backbones' pooling stages run out of pixels
+
+
+def load_isic(data_cfg: Mapping, seed: int) -> Splits:
+    """Decode ``data.root`` once and split it; see the module docstring."""
+    root = _root(data_cfg.get("root"))
+    image_size = int(data_cfg.get("image_size", 128))
+    if image_size < MIN_IMAGE_SIZE:
+        raise FedrayError(f"data.image_size is {image_size}: use at least {MIN_IMAGE_SIZE} pixels")
+    on_corrupt = data_cfg.get("on_corrupt", "skip")
+    fractions = split_fractions(data_cfg)
+
+    class_names = class_folders(root / "Train")
+    if not class_names:
+        raise FedrayError(f"'{root / 'Train'}' has no class folders: put images in Train/<class name>/")
+    train_all, skipped = _decode(root, "Train", class_names, image_size, on_corrupt)
+    _require_every_class(train_all, root)
+
+    test_dir = root / "Test"
+    if data_cfg.get("use_test_folder", False) and test_dir.is_dir():
+        extra = set(class_folders(test_dir)) - set(class_names)
+        if extra:
+            raise FedrayError(
+                f"Test/ has classes {sorted(extra)} that Train/ lacks: rename or remove them in '{test_dir}'"
+            )
+        test, test_skipped = _decode(root, "Test", class_names, image_size, on_corrupt)
+        skipped += test_skipped
+        train_f, val_f, _ = fractions
+        total = train_f + val_f
+        fractions = (train_f / total, val_f / total, 0.0)
+        how = f"Train/ split {_pct(fractions[0])}/{_pct(fractions[1])} train/val, Test/ as test"
+    else:
+        if data_cfg.get("use_test_folder", False):
+            log.warning("data.use_test_folder is true but %s does not exist: splitting Train/ instead", test_dir)
+        test = None
+        how = "Train/ split " + "/".join(_pct(f) for f in fractions)
+
+    train_idx, val_idx, test_idx = stratified_split(
+        train_all.labels, fractions=fractions, seed=seed, class_names=class_names
+    )
+    return Splits(
+        train=train_all.subset(train_idx),
+        val=train_all.subset(val_idx),
+        test=test if test is not None else train_all.subset(test_idx),
+        skipped_files=skipped,
+        source=f"isic:{root} ({how})",
+    )
+
+
+def _root(value: object) -> Path:
+    if value in (None, "", "???"):
+        raise FedrayError(f"data.root is not set: pass data.root=PATH to {LAYOUT_HINT}")
+    root = Path(str(value)).expanduser().resolve()
+    if not root.is_dir():
+        raise FedrayError(f"data.root '{root}' does not exist: point data.root at {LAYOUT_HINT}")
+    if not (root / "Train").is_dir():
+        raise FedrayError(f"data.root '{root}' has no Train/ folder: point data.root at {LAYOUT_HINT}")
+    return root
+
+
+def _decode(
+    root: Path, part: str, class_names: tuple[str, ...], image_size: int, on_corrupt: str
+) -> tuple[ImageData, tuple[str, ...]]:
+    records = list_images(root, root / part, class_names)
+    images, labels, ids, skipped = decode_images(root, records, image_size=image_size, on_corrupt=on_corrupt)
+    return ImageData(images=images, labels=labels, ids=ids, class_names=class_names), skipped
+
+
+def _require_every_class(data: ImageData, root: Path) -> None:
+    """After skipping unreadable files, each Train/ class must keep an image."""
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    for name, count in zip(data.class_names, counts):
+        if count == 0:
+            raise FedrayError(
+                f"every image in '{root / 'Train' / name}' is unreadable: replace them or remove the folder"
+            )
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:g}"
