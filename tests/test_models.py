@@ -20,7 +20,8 @@ from fedray.models import (
     trainable_parameter_names,
 )
 from fedray.models.efficientnet_lite import INPUT_MEAN, INPUT_STD, EfficientNetLite0
-from fedray.models.registry import MODEL_CONFIG_KEYS, _compute_out_of_place
+from fedray.models.registry import MODEL_CONFIG_KEYS
+from fedray.models.torchvision_backbones import swap_in_place_blocks
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 NUM_CLASSES = 3
@@ -58,7 +59,7 @@ def test_out_of_place_forward_equals_torchvision(name, size):
     images = torch.randn(2, 3, size, size)
     with torch.no_grad():
         expected = model(images)
-        _compute_out_of_place(model)
+        swap_in_place_blocks(model)
         assert torch.equal(model(images), expected)
 
 

@@ -34,7 +34,7 @@ from fedray.federation.runtime import configure_process
 from fedray.metrics import classification_metrics
 from fedray.models import build_model
 from fedray.strategies import ClientResult, build_strategy
-from fedray.training.local import LocalTrainer, params_to_numpy
+from fedray.training.local import LocalTrainer, as_device_tensor, params_to_numpy
 
 Params = dict[str, np.ndarray]
 
@@ -70,7 +70,9 @@ class Driver:
         self.global_params: Params = params_to_numpy(model)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
-        self.val_set, self.test_set = val_set, test_set
+        self.val_set, self.test_set = (
+            {"images": as_device_tensor(d["images"], self.device), "labels": d["labels"]} for d in (val_set, test_set)
+        )
         self.privacy_states: list[dict] = [{} for _ in hospitals]
         self.restarts = 0
         self.max_round_retries = int(cfg["fl"].get("max_round_retries", 3))

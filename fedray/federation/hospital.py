@@ -18,6 +18,7 @@ from fedray.metrics import classification_metrics
 from fedray.models import build_model
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
+from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
 
@@ -50,7 +51,7 @@ class Hospital:
             device=self.device,
             hospital=hospital_id,
         )
-        self.val_images = val_shard["images"]
+        self.val_images = as_device_tensor(val_shard["images"], self.device)
         self.val_labels = val_shard["labels"]
         self.local_epochs = int(cfg["fl"]["local_epochs"])
 

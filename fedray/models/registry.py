@@ -23,11 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch import Tensor, nn
-from torchvision.models import inception, mobilenetv3, resnet
+from torch import nn
 
 from fedray.errors import FedrayError
 from fedray.models.efficientnet_lite import efficientnet_lite0
@@ -58,91 +54,22 @@ class _Backbone:
     blocks: Callable[[nn.Module], list[Block]]  # feature blocks, input to output, for finetune=last_n
 
 
-class _OutOfPlaceBasicBlock(resnet.BasicBlock):
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class _OutOfPlaceBottleneck(resnet.Bottleneck):
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class _OutOfPlaceInvertedResidual(mobilenetv3.InvertedResidual):
-    def forward(self, x: Tensor) -> Tensor:
-        result = self.block(x)
-        return result + x if self.use_res_connect else result
-
-
-class _OutOfPlaceBasicConv2d(inception.BasicConv2d):
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-
-_OUT_OF_PLACE = {
-    resnet.BasicBlock: _OutOfPlaceBasicBlock,
-    resnet.Bottleneck: _OutOfPlaceBottleneck,
-    mobilenetv3.InvertedResidual: _OutOfPlaceInvertedResidual,
-    inception.BasicConv2d: _OutOfPlaceBasicConv2d,
-}
-
-
-def _compute_out_of_place(model: nn.Module) -> None:
-    """Turn off every in-place operation in ``model`` (same maths, same parameters, same state_dict keys)."""
-    for module in model.modules():
-        if type(module) in _OUT_OF_PLACE:
-            # Only forward differs, so re-classing the instance keeps its weights and buffers.
-            module.__class__ = _OUT_OF_PLACE[type(module)]
-        if getattr(module, "inplace", False):
-            module.inplace = False
-
-
-def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    try:
-        # Looked up on torch.hub at call time (not torchvision's bound copy) so that tests can stub it.
-        return torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
-    except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
-        reason = " ".join(str(err).split())
-        raise FedrayError(
-            f"ImageNet weights for {name} are unavailable offline ({reason}): connect once to cache them in "
-            f"{torch.hub.get_dir()}, set model.pretrained=false, or use model=efficientnet_lite0 which ships its weights"
-        ) from err
-
-
 def _torchvision(name: str) -> Callable[[bool], nn.Module]:
+    """A builder that imports torchvision only when called: it costs seconds per actor process."""
+
     def build(pretrained: bool) -> nn.Module:
-        model = torchvision.models.get_model(name, weights=None)
-        if pretrained:
-            model.load_state_dict(_imagenet_state_dict(name))
-        return model
+        from fedray.models import torchvision_backbones
+
+        return torchvision_backbones.build(name, pretrained)
 
     return build
 
 
-def _inception_v3(pretrained: bool) -> nn.Module:
-    """Inception-v3 without its auxiliary classifier, fed normalised images as they are.
-
-    The aux head (a second classifier on Mixed_6e, weighted 0.4 in the loss)
-    only helps deep networks train from scratch; the seed paper does not use
-    it; and it would give a forward pass two outputs and Opacus a second set of
-    per-sample gradients to hold. ``transform_input=False``: the data pipeline
-    normalises, the model does not re-normalise.
-    """
-    model = torchvision.models.inception_v3(
-        weights=None, aux_logits=False, transform_input=False, init_weights=not pretrained
-    )
-    if pretrained:
-        state = _imagenet_state_dict("inception_v3")
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("AuxLogits.")})
-    return model
+def _make_out_of_place(model: nn.Module) -> None:
+    """No module computes in place (``.inplace=False``); torchvision blocks were swapped at build time."""
+    for module in model.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
 
 
 def _small_cnn(pretrained: bool) -> nn.Module:
@@ -209,7 +136,7 @@ _BACKBONES: dict[str, _Backbone] = {
         ),
         _Backbone(
             BackboneSpec("inception_v3", INCEPTION_MIN_SIZE, has_batchnorm=True),
-            _inception_v3,
+            _torchvision("inception_v3"),
             head="fc",
             blocks=_inception_blocks,
         ),
@@ -275,7 +202,7 @@ def build_model(model_cfg: Mapping[str, Any], *, num_classes: int, image_size: i
     old_head = model.get_submodule(backbone.head)
     if not (pretrained and old_head.out_features == num_classes):
         model.set_submodule(backbone.head, nn.Linear(old_head.in_features, num_classes))
-    _compute_out_of_place(model)
+    _make_out_of_place(model)
     freeze_for_finetune(
         model,
         mode=model_cfg.get("finetune", "all"),

@@ -44,6 +44,17 @@ def load_numpy_params(module: nn.Module, params: Params) -> None:
     module.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in params.items()})
 
 
+def as_device_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move an array to ``device`` once per actor lifetime.
+
+    Arrays fetched from Ray's object store are read-only views; torch refuses
+    to wrap those without a copy, so copy once here rather than per batch.
+    """
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array).to(device)
+
+
 def build_optimizer(parameters, train_cfg: dict) -> torch.optim.Optimizer:
     name = train_cfg.get("optimizer", "sgd")
     lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
@@ -72,8 +83,8 @@ class LocalTrainer:
     ):
         self.device = device
         self.model = model.to(device)
-        self.images = torch.as_tensor(images).to(device)
-        self.labels = torch.as_tensor(labels, dtype=torch.long).to(device)
+        self.images = as_device_tensor(images, device)
+        self.labels = as_device_tensor(labels, device).long()
         self.train_cfg = train_cfg
         self.whitening = whitening
         self.augment = augment
@@ -161,7 +172,7 @@ class LocalTrainer:
         """Softmax probabilities of the current model on uint8 ``images`` (already on any device)."""
         self.model.eval()
         outputs = []
-        for chunk in torch.as_tensor(images).split(EVAL_BATCH_SIZE):
+        for chunk in as_device_tensor(images, self.device).split(EVAL_BATCH_SIZE):
             x = self.whitening.apply(chunk.to(self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.model(x)
