@@ -1,0 +1,266 @@
+"""The sweep's privacy-utility frontier: one row per Tune trial, written as Parquet with a plot and a report.
+
+``frontier_frame(records, axes=...)`` flattens each trial record (its swept
+params, resolved config and run summary) into one typed row; the columns are
+``FRONTIER_SCHEMA`` with one ``param_<axis>`` column per swept axis inserted
+after ``error`` (docs/frontier.md lists every column with its unit).
+``write_frontier`` writes ``frontier.parquet``, ``rounds.parquet``,
+``frontier.png`` and ``report.md``, each to a temporary name renamed into
+place, the report last: a sweep directory with a ``report.md`` has the whole
+frontier.
+
+Values missing from a record (a failed trial, an audit that was not run) are
+null/NaN, never guessed. The one derived default is a noise multiplier of 0.0
+for a non-private trial, which adds no noise by construction.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fedray.sweep.pareto import mark_pareto
+from fedray.sweep.plots import plot_frontier
+from fedray.sweep.report import PARAM_PREFIX, render_report
+
+SCHEMA_VERSION = 1
+DEFAULT_UTILITY = "test_balanced_accuracy"
+
+# (column, Arrow type, where the value lives in {"config": ..., "summary": ...}; None: set by this module)
+_COLUMNS = [
+    ("schema_version", pa.int32(), None),
+    ("sweep", pa.string(), None),
+    ("trial_id", pa.string(), None),
+    ("status", pa.string(), None),
+    ("error", pa.string(), None),
+    ("data", pa.string(), ("config", "data", "name")),
+    ("image_size", pa.int64(), ("config", "data", "image_size")),
+    ("partition", pa.string(), ("config", "fl", "partition", "scheme")),
+    ("alpha", pa.float64(), ("config", "fl", "partition", "alpha")),
+    ("rounds", pa.int64(), ("config", "fl", "rounds")),
+    ("local_epochs", pa.int64(), ("config", "fl", "local_epochs")),
+    ("hospitals", pa.int64(), ("config", "fl", "num_hospitals")),
+    ("seed", pa.int64(), ("config", "seed")),
+    ("mode", pa.string(), ("config", "mode")),
+    ("backbone", pa.string(), ("config", "model", "name")),
+    ("lr", pa.float64(), ("config", "train", "lr")),
+    ("batch_size", pa.int64(), ("config", "train", "batch_size")),
+    ("test_accuracy", pa.float64(), ("summary", "final_test", "accuracy")),
+    ("test_balanced_accuracy", pa.float64(), ("summary", "final_test", "balanced_accuracy")),
+    ("test_f1", pa.float64(), ("summary", "final_test", "f1")),
+    ("test_auc", pa.float64(), ("summary", "final_test", "auc")),
+    ("test_loss", pa.float64(), ("summary", "final_test", "loss")),
+    ("best_val_round", pa.int64(), ("summary", "best_val_round")),
+    ("best_val_test_balanced_accuracy", pa.float64(), ("summary", "best_val_round_test", "balanced_accuracy")),
+    ("mechanism", pa.string(), ("summary", "privacy", "mechanism")),
+    ("target_epsilon", pa.float64(), ("summary", "privacy", "target_epsilon")),
+    ("epsilon_spent", pa.float64(), ("summary", "privacy", "epsilon")),
+    ("delta", pa.float64(), ("summary", "privacy", "delta")),
+    ("noise_multiplier", pa.float64(), None),
+    ("accountant", pa.string(), None),
+    ("attack_name", pa.string(), ("summary", "membership_inference", "strongest", "attack")),
+    ("attack_auc", pa.float64(), ("summary", "membership_inference", "strongest", "auc")),
+    ("attack_advantage", pa.float64(), ("summary", "membership_inference", "strongest", "advantage")),
+    ("attack_tpr_at_1pct_fpr", pa.float64(), ("summary", "membership_inference", "strongest", "tpr_at_1pct_fpr")),
+    ("attack_tpr_at_0_1pct_fpr", pa.float64(),
+     ("summary", "membership_inference", "strongest", "tpr_at_0_1pct_fpr")),
+    ("attack_epsilon_lower_bound", pa.float64(),
+     ("summary", "membership_inference", "strongest", "epsilon_lower_bound")),
+    ("attack_n_members", pa.int64(), ("summary", "membership_inference", "strongest", "n_members")),
+    ("attack_n_nonmembers", pa.int64(), ("summary", "membership_inference", "strongest", "n_nonmembers")),
+    ("wall_seconds", pa.float64(), ("summary", "wall_seconds")),
+    ("gpu_hours", pa.float64(), ("summary", "gpu_hours")),
+    ("seconds_per_round", pa.float64(), ("summary", "seconds_per_round")),
+    ("pareto_overall", pa.bool_(), None),
+    ("pareto_per_backbone", pa.bool_(), None),
+]
+_REQUIRED = {"schema_version", "trial_id", "status", "pareto_overall", "pareto_per_backbone"}
+FRONTIER_SCHEMA = pa.schema([pa.field(name, type_, nullable=name not in _REQUIRED) for name, type_, _ in _COLUMNS])
+_PARAMS_AFTER = "error"
+_ROUNDS_FIXED = pa.schema([("trial_id", pa.string()), ("round", pa.int64()), ("round_seconds", pa.float64())])
+# Arrow int64 with nulls would become float64 in pandas; nullable Int keeps failed trials' ints integral.
+_NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get
+
+
+def frontier_frame(
+    records: list[dict], *, axes: list[str], sweep_name: str | None = None, utility: str = DEFAULT_UTILITY
+) -> pd.DataFrame:
+    """One typed row per trial record; Pareto flags computed on ``utility`` against ``epsilon_spent``."""
+    _check_utility(utility)
+    param_fields = _param_fields(records, axes)
+    schema = _with_params(FRONTIER_SCHEMA, param_fields, after=_PARAMS_AFTER)
+    rows = [_trial_row(record, param_fields, sweep_name) for record in records]
+    frame = pa.Table.from_pylist(rows, schema=schema).to_pandas(types_mapper=_NULLABLE_INTS)
+    frame["pareto_overall"] = mark_pareto(frame, utility=utility)
+    frame["pareto_per_backbone"] = mark_pareto(frame, utility=utility, group="backbone")
+    return frame
+
+
+def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) -> pd.DataFrame:
+    """One row per trial x round: ``trial_id``, ``param_*``, ``round``, ``round_seconds``, ``val_*``, ``test_*``.
+
+    The metric columns are every numeric metric the rounds report (lists such
+    as confusion matrices are left out); a metric one trial lacks is NaN.
+    ``axes`` defaults to every param name found in the records.
+    """
+    if axes is None:
+        axes = list(dict.fromkeys(axis for r in records for axis in (r.get("params") or {})))
+    param_fields = _param_fields(records, axes)
+    rows = []
+    for record in records:
+        params = {f.name: _param_value(record, f) for f in param_fields}
+        for entry in record.get("rounds") or []:
+            row = {"trial_id": str(record["trial_id"]), **params, "round": _cast(entry.get("round"), pa.int64()),
+                   "round_seconds": _cast(entry.get("round_seconds"), pa.float64())}
+            for split in ("val", "test"):
+                row.update({f"{split}_{k}": float(v) for k, v in (entry.get(split) or {}).items() if _is_number(v)})
+            rows.append(row)
+    fixed = _with_params(_ROUNDS_FIXED, param_fields, after="trial_id")
+    metrics = [name for name in dict.fromkeys(k for row in rows for k in row) if name not in fixed.names]
+    schema = pa.schema([*fixed, *(pa.field(name, pa.float64()) for name in metrics)])
+    return pa.Table.from_pylist(rows, schema=schema).to_pandas(types_mapper=_NULLABLE_INTS)
+
+
+def write_frontier(
+    out_dir: Path, records: list[dict], *, axes: list[str], sweep_name: str, utility: str = DEFAULT_UTILITY
+) -> dict[str, Path]:
+    """Write the sweep's frontier files into ``out_dir`` atomically, ``report.md`` last; return their paths."""
+    _check_utility(utility)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = frontier_frame(records, axes=axes, sweep_name=sweep_name, utility=utility)
+    rounds = sweep_rounds_frame(records, axes=axes)
+    metadata = {"fedray.schema_version": str(SCHEMA_VERSION), "fedray.sweep": sweep_name, "fedray.utility": utility}
+    paths = {name: out_dir / file for name, file in
+             (("frontier", "frontier.parquet"), ("rounds", "rounds.parquet"), ("plot", "frontier.png"),
+              ("report", "report.md"))}
+    _atomic(paths["frontier"], lambda p: _write_parquet(frame, _arrow_schema(frame, FRONTIER_SCHEMA), metadata, p))
+    _atomic(paths["rounds"], lambda p: _write_parquet(rounds, _arrow_schema(rounds, _ROUNDS_FIXED), metadata, p))
+    _atomic(paths["plot"], lambda p: plot_frontier(frame, p, utility=utility, title=f"sweep {sweep_name}"))
+    report = render_report(frame, sweep_name=sweep_name, utility=utility)
+    _atomic(paths["report"], lambda p: p.write_text(report, encoding="utf-8"))
+    return paths
+
+
+def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | None) -> dict:
+    sources = {"config": record.get("config") or {}, "summary": record.get("summary") or {}}
+    return {
+        "schema_version": SCHEMA_VERSION, "sweep": sweep_name, "trial_id": str(record["trial_id"]),
+        "status": str(record["status"]), "error": _cast(record.get("error"), pa.string()),
+        **{f.name: _param_value(record, f) for f in param_fields},
+        **{name: _cast(_dig(sources, path), type_) for name, type_, path in _COLUMNS if path is not None},
+        **_ledger_columns(sources["summary"].get("privacy")),
+        "pareto_overall": False, "pareto_per_backbone": False,
+    }
+
+
+def _ledger_columns(privacy: dict | None) -> dict:
+    """Largest noise multiplier and the accountant(s) over hospitals, from the run's privacy ledger.
+
+    The ledger's per-hospital list is ``hospitals`` (or ``entries`` in older
+    summaries). A non-private run (spent epsilon inf, no ledger) added no noise.
+    """
+    if not privacy:
+        return {"noise_multiplier": None, "accountant": None}
+    ledger = privacy.get("hospitals") or privacy.get("entries") or []
+    noise = _cast(privacy.get("max_noise_multiplier"), pa.float64())
+    if noise is None:
+        per_hospital = [_cast(h.get("noise_multiplier"), pa.float64()) for h in ledger]
+        known = [z for z in per_hospital if z is not None]
+        noise = max(known) if known else None
+    if noise is None and not ledger and _cast(privacy.get("epsilon"), pa.float64()) == math.inf:
+        noise = 0.0
+    accountant = privacy.get("accountant")
+    if accountant is None and ledger:
+        names = sorted({str(h["accountant"]) for h in ledger if h.get("accountant") is not None})
+        accountant = "+".join(names) or None
+    return {"noise_multiplier": noise, "accountant": _cast(accountant, pa.string())}
+
+
+def _param_fields(records: list[dict], axes: list[str]) -> list[pa.Field]:
+    """float64 for an axis whose every value is a number, string otherwise: one type per axis."""
+    fields = []
+    for axis in axes:
+        values = [(r.get("params") or {}).get(axis) for r in records]
+        numeric = all(v is None or _is_number(v) for v in values)
+        fields.append(pa.field(PARAM_PREFIX + axis, pa.float64() if numeric else pa.string()))
+    return fields
+
+
+def _param_value(record: dict, field: pa.Field):
+    value = (record.get("params") or {}).get(field.name[len(PARAM_PREFIX):])
+    return _cast(value, field.type)
+
+
+def _arrow_schema(frame: pd.DataFrame, fixed: pa.Schema) -> pa.Schema:
+    """The Arrow schema of a frame built here: declared columns keep their type, a param column is
+    float64 or string as it was built, every other column (a round metric) is float64."""
+    def field(column: str) -> pa.Field:
+        if column in fixed.names:
+            return fixed.field(column)
+        numeric = not column.startswith(PARAM_PREFIX) or pd.api.types.is_float_dtype(frame[column])
+        return pa.field(column, pa.float64() if numeric else pa.string())
+    return pa.schema([field(column) for column in frame.columns])
+
+
+def _with_params(base: pa.Schema, param_fields: list[pa.Field], *, after: str) -> pa.Schema:
+    fields = list(base)
+    at = base.get_field_index(after) + 1
+    return pa.schema([*fields[:at], *param_fields, *fields[at:]])
+
+
+def _check_utility(utility: str) -> None:
+    numeric = [f.name for f in FRONTIER_SCHEMA if pa.types.is_floating(f.type)]
+    if utility not in numeric:
+        raise ValueError(f"utility {utility!r} is not a numeric frontier column: use one of {', '.join(numeric)}")
+
+
+def _dig(sources: dict, path: tuple[str, ...]):
+    value = sources
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _cast(value, type_: pa.DataType):
+    """``value`` as a Python value of Arrow ``type_``; None when missing or not convertible (never guessed)."""
+    if value is None:
+        return None
+    try:
+        if pa.types.is_string(type_):
+            return str(value)
+        number = float(value)  # also parses "inf"/"Infinity", which JSON round-trips may leave as strings
+    except (TypeError, ValueError):
+        return None
+    if pa.types.is_integer(type_):
+        return int(number) if number.is_integer() else None
+    return number
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _write_parquet(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str], path: Path) -> None:
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    merged = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
+    pq.write_table(table.replace_schema_metadata(merged), path)
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a hidden temporary sibling and rename it into place, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,147 @@
+"""``frontier.png``: utility and membership-inference success against the privacy spent.
+
+Left panel: the utility (e.g. test balanced accuracy) against ``epsilon_spent``
+on a log axis. Each backbone gets one line through its best trial per target
+epsilon (the max-utility learning rate, i.e. what tuning would pick); every
+other trial is a faint dot, and the overall Pareto-optimal trials are ringed.
+Right panel: the strongest attack's AUC (solid) and advantage (dashed) for
+those same best trials, with chance (AUC 0.5) marked.
+
+A log axis has no place for epsilon = inf, so non-private trials are drawn at
+``INF_FACTOR`` x the largest finite epsilon under a tick labelled "∞", past a
+dotted break. Trials with epsilon_spent <= 0 cannot sit on a log axis and are
+left out of the figure (they remain in the Parquet and the report).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+INF_FACTOR = 10.0
+INF_LABEL = "∞"
+UNKNOWN_BACKBONE = "(backbone not recorded)"
+
+
+def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) -> None:
+    """Draw the two-panel frontier figure of a frontier frame into ``path`` (PNG)."""
+    shown = plottable(frame, utility)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    completed = int((frame["status"] == "completed").sum())
+    fig.suptitle(f"{title}: {len(shown)} of {completed} completed trials plotted ({len(frame) - completed} failed)")
+    if shown.empty:
+        for ax in (left, right):
+            _note(ax, "no completed trial with a utility and a positive ε spent")
+    else:
+        best = best_per_backbone_epsilon(shown, utility)
+        colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(shown["backbone"].unique()))}
+        _utility_panel(left, shown, best, utility, colours)
+        _attack_panel(right, best, colours)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plottable(frame: pd.DataFrame, utility: str) -> pd.DataFrame:
+    """Completed trials with a utility and a positive epsilon spent, with their x position in ``_x``."""
+    eps = frame["epsilon_spent"]
+    keep = (frame["status"] == "completed") & frame[utility].notna() & eps.notna() & (eps > 0)
+    shown = frame[keep].copy()
+    shown["backbone"] = shown["backbone"].fillna(UNKNOWN_BACKBONE).astype(str)
+    shown["_x"] = _x_positions(shown["epsilon_spent"].to_numpy(float))
+    return shown
+
+
+def best_per_backbone_epsilon(shown: pd.DataFrame, utility: str) -> pd.DataFrame:
+    """The max-utility trial of each (backbone, target epsilon), sorted along the epsilon axis."""
+    best = shown.loc[shown.groupby(["backbone", "target_epsilon"], dropna=False)[utility].idxmax()]
+    return best.sort_values(["backbone", "_x"])
+
+
+def _x_positions(eps: np.ndarray) -> np.ndarray:
+    finite = eps[np.isfinite(eps)]
+    inf_x = INF_FACTOR * finite.max() if finite.size else 1.0
+    return np.where(np.isinf(eps), inf_x, eps)
+
+
+def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, colours: dict) -> None:
+    for name, colour in colours.items():
+        trials = shown[shown["backbone"] == name]
+        ax.scatter(trials["_x"], trials[utility], s=12, color=colour, alpha=0.3)
+        line = best[best["backbone"] == name]
+        _broken_line(ax, line, utility, "-o", colour, f"{name} (best lr per target ε)")
+    pareto = shown[shown["pareto_overall"]]
+    ax.scatter(pareto["_x"], pareto[utility], s=170, facecolors="none", edgecolors="black", linewidths=1.4,
+               label="Pareto-optimal (all backbones)")
+    ax.set_ylabel(utility.replace("_", " "))
+    ax.set_title("utility vs privacy spent")
+    _epsilon_axis(ax, shown["_x"].to_numpy(float), shown["epsilon_spent"].to_numpy(float))
+    ax.legend(fontsize=8)
+
+
+def _attack_panel(ax, best: pd.DataFrame, colours: dict) -> None:
+    if best["attack_auc"].isna().all():
+        _note(ax, "no membership-inference audit in these trials")
+        return
+    for name, colour in colours.items():
+        line = best[(best["backbone"] == name) & best["attack_auc"].notna()]
+        _broken_line(ax, line, "attack_auc", "-o", colour, f"{name} attack AUC")
+        _broken_line(ax, line, "attack_advantage", "--s", colour, f"{name} attack advantage", markersize=4)
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance (AUC 0.5)")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("strongest membership-inference attack")
+    ax.set_title("attack success vs privacy spent")
+    _epsilon_axis(ax, best["_x"].to_numpy(float), best["epsilon_spent"].to_numpy(float))
+    ax.legend(fontsize=8)
+
+
+def _broken_line(ax, line: pd.DataFrame, column: str, style: str, colour: str, label: str, **kwargs) -> None:
+    """``column`` against ``_x``: joined over finite epsilons, only dotted across the break to the ∞ point."""
+    private = line[np.isfinite(line["epsilon_spent"])]
+    public = line[np.isinf(line["epsilon_spent"])]
+    if not private.empty:
+        ax.plot(private["_x"], private[column], style, color=colour, label=label, **kwargs)
+    if not public.empty:
+        marker = style.lstrip("-")
+        ax.plot(public["_x"], public[column], marker, color=colour, label=label if private.empty else None, **kwargs)
+    if not private.empty and not public.empty:
+        bridge = pd.concat([private.tail(1), public.head(1)])
+        ax.plot(bridge["_x"], bridge[column], ":", color=colour, linewidth=0.8)
+
+
+def _epsilon_axis(ax, x: np.ndarray, eps: np.ndarray) -> None:
+    """Log x axis with decade ticks over the finite epsilons and one "∞" tick for the non-private trials."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    finite = eps[np.isfinite(eps)]
+    ticks, labels = [], []
+    if finite.size:
+        low, high = math.floor(math.log10(finite.min())), math.ceil(math.log10(finite.max()))
+        ticks = [10.0**p for p in range(low, max(high, low + 1) + 1)]
+        labels = [f"{t:g}" for t in ticks]
+    if np.isinf(eps).any():
+        inf_x = float(x[np.isinf(eps)][0])
+        if finite.size:
+            ax.axvline(math.sqrt(finite.max() * inf_x), color="grey", linestyle=":", linewidth=0.8)
+            kept = [i for i, t in enumerate(ticks) if t < inf_x / 2]
+            ticks, labels = [ticks[i] for i in kept], [labels[i] for i in kept]
+        ticks, labels = [*ticks, inf_x], [*labels, INF_LABEL]
+    low_x, high_x = x.min() / 1.6, x.max() * 1.6
+    shown = [(t, label) for t, label in zip(ticks, labels) if low_x <= t <= high_x]
+    ax.set_xticks([t for t, _ in shown], [label for _, label in shown])
+    ax.set_xlim(low_x, high_x)
+    ax.set_xlabel("ε spent (log scale; ∞ = non-private)")
+    ax.grid(alpha=0.3)
+
+
+def _note(ax, text: str) -> None:
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="grey")

@@ -1,0 +1,60 @@
+"""Placement bundles for one trial, and whether a trial can fit the cluster at all.
+
+A trial reserves, as one placement group:
+
+- bundle 0: the Tune trial process (``sweep.trial_cpus``),
+- bundle 1: the driver actor (``fl.driver``),
+- bundles 2…N+1: one per hospital (``fl.hospital``).
+
+So five hospitals at 0.1 GPU each and a driver at 0.1 GPU pack 1/0.6 trials
+per GPU, and trials spread over the nodes of a cluster. Tune starts a trial
+only when its whole group can be placed, so a full cluster queues trials
+instead of deadlocking half-started ones.
+"""
+
+from __future__ import annotations
+
+from fedray.errors import FedrayError
+
+DRIVER_BUNDLE = 1  # the driver's bundle index; hospital k is DRIVER_BUNDLE + 1 + k
+
+
+def trial_bundles(cfg: dict, *, gpus_present: bool) -> list[dict[str, float]]:
+    """The placement bundles of one trial of ``cfg`` (GPU shares only where the cluster has GPUs)."""
+    def bundle(section: dict) -> dict[str, float]:
+        out = {"CPU": float(section.get("num_cpus", 1))}
+        gpus = float(section.get("num_gpus", 0)) if gpus_present else 0.0
+        if gpus > 0:
+            out["GPU"] = gpus
+        return out
+
+    hospitals = 1 if cfg["mode"] == "centralized" else int(cfg["fl"]["num_hospitals"])
+    return [{"CPU": float(cfg["sweep"].get("trial_cpus", 0.1))}, bundle(cfg["fl"]["driver"])] + [
+        bundle(cfg["fl"]["hospital"]) for _ in range(hospitals)
+    ]
+
+
+def check_trial_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:
+    """Refuse a trial that no placement could ever satisfy, naming the short resource.
+
+    ``nodes`` are the alive nodes' total resources. Every bundle must fit on
+    some node, and the bundles together must fit the cluster.
+    """
+    if not nodes:
+        raise FedrayError("the Ray cluster has no alive nodes: start one (ray up cluster.yaml) or use cluster=local")
+    for bundle in bundles:
+        for resource, amount in bundle.items():
+            largest = max(node.get(resource, 0.0) for node in nodes)
+            if amount > largest + 1e-9:
+                raise FedrayError(
+                    f"a trial needs a bundle with {resource}={amount:g} but the largest node has {resource}={largest:g}: "
+                    f"lower fl.hospital.num_{resource.lower()}s / fl.driver.num_{resource.lower()}s or add bigger nodes"
+                )
+    for resource in {r for b in bundles for r in b}:
+        need = sum(b.get(resource, 0.0) for b in bundles)
+        have = sum(node.get(resource, 0.0) for node in nodes)
+        if need > have + 1e-9:
+            raise FedrayError(
+                f"one trial needs {resource}={need:g} in all but the cluster has {resource}={have:g}: "
+                f"lower the per-actor {resource} in fl.hospital / fl.driver, fewer hospitals, or a bigger cluster"
+            )

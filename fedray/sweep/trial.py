@@ -1,0 +1,61 @@
+"""One Ray Tune trial = one complete federated experiment inside the trial's placement group."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ray import tune
+from ray.util import get_current_placement_group
+
+from fedray.federation.experiment import run_experiment
+from fedray.metrics import SCALAR_METRICS
+from fedray.results import write_run
+from fedray.sweep.resources import DRIVER_BUNDLE
+from fedray.sweep.space import apply_params
+
+
+def round_metrics(record: dict) -> dict:
+    """The flat per-round metrics reported to Tune (shown live, kept in each trial's history)."""
+    flat = {"round": record["round"], "round_seconds": record["round_seconds"]}
+    for split in ("val", "test"):
+        flat.update({f"{split}_{k}": float(v) for k, v in record[split].items() if k in SCALAR_METRICS})
+    return flat
+
+
+def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_dir: str) -> None:
+    """Tune's function trainable: build the trial's config, run it, report every round and the summary."""
+    cfg = apply_params(base_cfg, params, paths, Path(conf_dir))
+    trial_id = tune.get_context().get_trial_id()
+    cfg["run_dir"] = str(Path(out_dir) / "trials" / trial_id)
+    rounds_seen = []
+
+    def on_round(record: dict) -> None:
+        rounds_seen.append(record)
+        if record["round"] < record["total_rounds"]:
+            tune.report(round_metrics(record))
+
+    result = run_experiment(
+        cfg, on_round=on_round, placement_group=get_current_placement_group(), bundle_offset=DRIVER_BUNDLE
+    )
+    write_run(Path(cfg["run_dir"]), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary)
+    # The last round's report also carries the whole summary and history, so the frontier can be
+    # rebuilt from Tune's results alone (also after a resume, without rerunning finished trials).
+    tune.report({
+        **round_metrics(result.rounds[-1]),
+        "epsilon_spent": _finite_or_none(result.summary["privacy"]["epsilon"]),
+        "summary_json": json.dumps(result.summary, default=_json_default),
+        "rounds_json": json.dumps(result.rounds, default=_json_default),
+        "config_json": json.dumps(cfg, default=_json_default),
+    })
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(float(value)) else None
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

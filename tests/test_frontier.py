@@ -1,0 +1,163 @@
+"""The frontier writer on synthetic trial records: columns, types, Pareto flags and the four files."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from fedray.sweep.frontier import FRONTIER_SCHEMA, SCHEMA_VERSION, frontier_frame, sweep_rounds_frame, write_frontier
+from fedray.sweep.report import TUNING_NOTE
+
+AXES = ["backbone", "lr", "epsilon"]
+PARAMS = ["param_backbone", "param_lr", "param_epsilon"]
+INT_COLUMNS = ["image_size", "rounds", "local_epochs", "hospitals", "seed", "batch_size", "best_val_round",
+               "attack_n_members", "attack_n_nonmembers"]
+
+
+def _metrics(balanced: float) -> dict:
+    return {"loss": 1.0 - balanced, "accuracy": balanced + 0.05, "balanced_accuracy": balanced, "precision": 0.5,
+            "recall": 0.5, "f1": balanced - 0.05, "auc": balanced + 0.1, "confusion_matrix": [[1, 0], [0, 1]]}
+
+
+def _record(trial_id: str, *, lr: float, epsilon: float, balanced: float, attack: bool = True) -> dict:
+    private = math.isfinite(epsilon)
+    privacy = {"mechanism": "dpsgd", "target_epsilon": epsilon, "epsilon": epsilon * 0.98, "delta": 1e-5,
+               "accountant": "rdp", "max_noise_multiplier": 1.3,
+               "hospitals": [{"hospital": k, "noise_multiplier": 1.3 - 0.1 * k, "sample_rate": 0.1, "steps": 30,
+                              "epsilon": epsilon * 0.98, "delta": 1e-5, "accountant": "rdp", "max_grad_norm": 1.0}
+                             for k in range(2)]} if private else \
+        {"mechanism": "none", "target_epsilon": math.inf, "epsilon": math.inf, "delta": None}
+    summary = {
+        "mode": "federated", "model": "small_cnn", "rounds": 2, "final_test": _metrics(balanced),
+        "best_val_round": 2, "best_val_round_test": _metrics(balanced), "privacy": privacy,
+        "wall_seconds": 12.0, "gpu_hours": 0.0, "seconds_per_round": 6.0,
+    }
+    if attack:
+        strongest = {"attack": "lira_offline", "auc": 0.55, "advantage": 0.1, "tpr_at_1pct_fpr": 0.02,
+                     "tpr_at_0_1pct_fpr": 0.0, "epsilon_lower_bound": 0.3, "epsilon_lower_bound_point": 0.4,
+                     "n_members": 100, "n_nonmembers": 100}
+        summary["membership_inference"] = {"strongest": strongest, "attacks": [strongest]}
+    config = {"data": {"name": "synthetic", "image_size": 16}, "seed": 0, "mode": "federated",
+              "fl": {"partition": {"scheme": "dirichlet", "alpha": 0.5}, "rounds": 2, "local_epochs": 1,
+                     "num_hospitals": 2},
+              "model": {"name": "small_cnn"}, "train": {"lr": lr, "batch_size": 8}}
+    rounds = [{"round": r, "round_seconds": 6.0, "val": _metrics(balanced), "test": _metrics(balanced)}
+              for r in (1, 2)]
+    return {"trial_id": trial_id, "status": "completed", "error": None,
+            "params": {"backbone": "small_cnn", "lr": lr, "epsilon": epsilon},
+            "config": config, "summary": summary, "rounds": rounds}
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    failed = {"trial_id": "t4", "status": "failed", "error": "RayActorError: hospital 1 died",
+              "params": {"backbone": "small_cnn", "lr": 0.1, "epsilon": 1.0}, "config": None, "summary": None,
+              "rounds": []}
+    return [
+        _record("t1", lr=0.05, epsilon=1.0, balanced=0.60),
+        _record("t2", lr=0.05, epsilon=8.0, balanced=0.55),  # less useful and less private than t1
+        _record("t3", lr=0.05, epsilon=math.inf, balanced=0.70, attack=False),
+        failed,
+    ]
+
+
+def test_frontier_frame_columns_types_and_rows(records):
+    frame = frontier_frame(records, axes=AXES, sweep_name="demo")
+    fixed = FRONTIER_SCHEMA.names
+    assert list(frame.columns) == fixed[:5] + PARAMS + fixed[5:]
+    assert frame["trial_id"].tolist() == ["t1", "t2", "t3", "t4"]
+    assert (frame["schema_version"] == SCHEMA_VERSION).all() and (frame["sweep"] == "demo").all()
+    assert frame["param_backbone"].tolist() == ["small_cnn"] * 4
+    assert frame["param_lr"].dtype == "float64" and frame["param_epsilon"].tolist()[2] == math.inf
+    for column in INT_COLUMNS:
+        assert frame[column].dtype == "Int64", column
+    for column in ("test_balanced_accuracy", "target_epsilon", "epsilon_spent", "attack_auc", "gpu_hours"):
+        assert frame[column].dtype == "float64", column
+    assert frame["pareto_overall"].dtype == bool and frame["pareto_per_backbone"].dtype == bool
+    t1 = frame.iloc[0]
+    assert t1["backbone"] == "small_cnn" and t1["lr"] == 0.05 and t1["image_size"] == 16 and t1["alpha"] == 0.5
+    assert t1["noise_multiplier"] == 1.3 and t1["accountant"] == "rdp" and t1["attack_n_members"] == 100
+    assert t1["epsilon_spent"] == pytest.approx(0.98)
+
+
+def test_non_private_and_failed_rows(records):
+    frame = frontier_frame(records, axes=AXES).set_index("trial_id")
+    public = frame.loc["t3"]
+    assert public["mechanism"] == "none" and public["epsilon_spent"] == math.inf
+    assert public["noise_multiplier"] == 0.0 and pd.isna(public["accountant"]) and pd.isna(public["delta"])
+    assert pd.isna(public["attack_auc"]) and pd.isna(public["attack_n_members"])  # audit disabled: missing
+    failed = frame.loc["t4"]
+    assert failed["status"] == "failed" and failed["error"].startswith("RayActorError")
+    assert pd.isna(failed["test_balanced_accuracy"]) and pd.isna(failed["epsilon_spent"])
+    assert pd.isna(failed["backbone"]) and pd.isna(failed["rounds"])
+    assert failed["param_lr"] == 0.1  # the params are known even when the trial failed
+    # t1 is the most private, t3 the most useful; t2 is dominated by t1; the failed trial is never optimal.
+    assert frame["pareto_overall"].to_dict() == {"t1": True, "t2": False, "t3": True, "t4": False}
+    assert frame["pareto_per_backbone"].to_dict() == frame["pareto_overall"].to_dict()
+
+
+def test_ledger_from_entries_without_top_level_maxima(records):
+    """Summaries that list hospitals under "entries" and give no max noise / accountant still fill both."""
+    privacy = records[0]["summary"]["privacy"]
+    privacy["entries"] = privacy.pop("hospitals")
+    del privacy["max_noise_multiplier"], privacy["accountant"]
+    privacy["epsilon"] = "0.98"  # a JSON round trip may leave numbers as strings
+    row = frontier_frame(records, axes=AXES).iloc[0]
+    assert row["noise_multiplier"] == 1.3 and row["accountant"] == "rdp" and row["epsilon_spent"] == 0.98
+
+
+def test_string_and_numeric_axes_are_typed_per_axis(records):
+    records[0]["params"]["clip"] = "auto"
+    records[1]["params"]["clip"] = 1.0
+    frame = frontier_frame(records, axes=[*AXES, "clip"])
+    assert frame["param_clip"].tolist()[:2] == ["auto", "1.0"] and frame["param_clip"].isna().tolist()[2:] == [True] * 2
+
+
+def test_unknown_utility_is_rejected(records):
+    with pytest.raises(ValueError, match="not a numeric frontier column"):
+        frontier_frame(records, axes=AXES, utility="val_balanced_accuracy")
+
+
+def test_sweep_rounds_frame(records):
+    rounds = sweep_rounds_frame(records)
+    assert len(rounds) == 6  # 3 completed trials x 2 rounds; the failed trial has none
+    assert list(rounds.columns[:6]) == ["trial_id", *PARAMS, "round", "round_seconds"]
+    assert "test_balanced_accuracy" in rounds and "val_loss" in rounds and "test_confusion_matrix" not in rounds
+    assert rounds["round"].tolist() == [1, 2] * 3
+
+
+def test_write_frontier_writes_four_files(records, tmp_path):
+    paths = write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")
+    assert set(paths) == {"frontier", "rounds", "plot", "report"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frontier.parquet", "frontier.png", "report.md",
+                                                          "rounds.parquet"]  # no temporary files left
+    back = pd.read_parquet(paths["frontier"])
+    assert len(back) == 4 and back["trial_id"].tolist() == ["t1", "t2", "t3", "t4"]
+    assert back["rounds"].dtype == "Int64" and back["pareto_overall"].tolist() == [True, False, True, False]
+    table = pq.read_table(paths["frontier"])
+    assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
+    metadata = table.schema.metadata
+    assert metadata[b"fedray.schema_version"] == b"1" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.utility"] == b"test_balanced_accuracy"
+    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"1"
+    assert len(pd.read_parquet(paths["rounds"])) == 6
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = paths["report"].read_text(encoding="utf-8")
+    assert TUNING_NOTE in report and "Papernot & Steinke 2022" in report
+    assert "## Best configuration per target ε" in report and "## Pareto-optimal trials" in report
+    assert "3 completed, 1 failed" in report and "RayActorError" in report
+    best_table = report.split("## Best configuration per target ε")[1].split("##")[0]
+    assert [line.split(" | ")[1] for line in best_table.splitlines() if line.startswith("| 1 ") or
+            line.startswith("| 8 ") or line.startswith("| ∞ ")] == ["t1", "t2", "t3"]
+
+
+@pytest.mark.parametrize("keep", [["t3"], ["t4"], []], ids=["only-non-private", "only-failed", "empty"])
+def test_write_frontier_degenerate_sweeps(records, tmp_path, keep):
+    subset = [r for r in records if r["trial_id"] in keep]
+    paths = write_frontier(tmp_path, subset, axes=AXES, sweep_name="demo")
+    assert len(pd.read_parquet(paths["frontier"])) == len(subset)
+    assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
+    assert TUNING_NOTE in paths["report"].read_text(encoding="utf-8")

@@ -1,0 +1,85 @@
+"""Sweep axes, placement bundles and cluster.yaml, without running Tune."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY, compose_plain
+
+from fedray.errors import FedrayError
+from fedray.sweep.resources import check_trial_fits, trial_bundles
+from fedray.sweep.space import apply_params, axis_paths, grid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sweep_cfg(tmp_path):
+    return compose_plain(["+sweep=privacy_tradeoff", *TINY], tmp_path)
+
+
+def test_default_sweep_is_backbones_by_three_lrs_by_four_epsilons(sweep_cfg):
+    space = sweep_cfg["sweep"]["space"]
+    assert len(space["lr"]) == 3
+    assert space["epsilon"][:3] == [0.1, 1.0, 10.0] and math.isinf(space["epsilon"][3])
+    assert len(grid(sweep_cfg["sweep"])) == len(space["backbone"]) * 3 * 4
+    assert sweep_cfg["privacy"]["name"] == "dpsgd"
+
+
+def test_axis_values_land_at_their_config_paths(sweep_cfg):
+    paths = axis_paths(sweep_cfg["sweep"], sweep_cfg)
+    cfg = apply_params(sweep_cfg, {"backbone": "resnet18", "lr": 0.3, "epsilon": 8.0}, paths, ROOT / "conf")
+    assert cfg["model"]["name"] == "resnet18" and cfg["train"]["lr"] == 0.3 and cfg["privacy"]["epsilon"] == 8.0
+    assert sweep_cfg["train"]["lr"] != 0.3  # the base config is not modified
+
+
+def test_any_config_path_can_be_an_axis(sweep_cfg):
+    sweep = {**sweep_cfg["sweep"], "space": {"fl.partition.alpha": [0.1, 1.0]}}
+    paths = axis_paths(sweep, sweep_cfg)
+    assert apply_params(sweep_cfg, {"fl.partition.alpha": 0.1}, paths, ROOT / "conf")["fl"]["partition"]["alpha"] == 0.1
+
+
+@pytest.mark.parametrize("space, message", [
+    ({}, "sweep.space is empty"),
+    ({"epsilon": []}, "has no values"),
+    ({"learning_rate": [0.1]}, "unknown sweep axis 'learning_rate'"),
+])
+def test_empty_or_unknown_axes_are_refused(sweep_cfg, space, message):
+    with pytest.raises(FedrayError, match=message):
+        axis_paths({**sweep_cfg["sweep"], "space": space}, sweep_cfg)
+
+
+def test_bundles_are_sized_from_the_config(sweep_cfg):
+    cfg = {**sweep_cfg, "fl": {**sweep_cfg["fl"], "num_hospitals": 3,
+                               "hospital": {"num_cpus": 0.5, "num_gpus": 0.2},
+                               "driver": {"num_cpus": 1, "num_gpus": 0.1}}}
+    bundles = trial_bundles(cfg, gpus_present=True)
+    assert bundles[1] == {"CPU": 1.0, "GPU": 0.1}
+    assert bundles[2:] == [{"CPU": 0.5, "GPU": 0.2}] * 3
+    assert all("GPU" not in b for b in trial_bundles(cfg, gpus_present=False))
+    assert len(trial_bundles({**cfg, "mode": "centralized"}, gpus_present=False)) == 3
+
+
+def test_a_trial_that_fits_no_node_names_the_short_resource():
+    bundles = [{"CPU": 0.1}, {"CPU": 1.0}] + [{"CPU": 1.0, "GPU": 0.4}] * 5
+    check_trial_fits(bundles, [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}])
+    with pytest.raises(FedrayError, match="GPU=2 in all but the cluster has GPU=1"):
+        check_trial_fits(bundles, [{"CPU": 16, "GPU": 1}])
+    with pytest.raises(FedrayError, match="bundle with GPU=0.4 but the largest node has GPU=0"):
+        check_trial_fits(bundles, [{"CPU": 16}])
+
+
+def test_cluster_yaml_passes_rays_own_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    import ray
+
+    assert config["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}")
+    gpu_nodes = [n for n in config["available_node_types"].values() if n["resources"].get("GPU")]
+    assert gpu_nodes and all(n["max_workers"] >= n["min_workers"] for n in gpu_nodes)
