@@ -1,0 +1,180 @@
+r"""Make a registry backbone DP-SGD-trainable and wrap it with Opacus, once per hospital.
+
+DP-SGD needs the per-record gradient :math:`g_i = \nabla_\theta \ell(f_\theta(x_i), y_i)`
+of every record :math:`i` in a Poisson batch :math:`B`. Opacus' ``DPOptimizer``
+then clips each to :math:`\bar g_i = g_i \min(1, C/\lVert g_i\rVert_2)`, adds noise
+and averages over the *expected* batch size :math:`qn` (not :math:`|B|`, which
+would leak the batch size):
+
+.. math:: \tilde g = \frac{1}{qn}\Big(\sum_{i\in B} \bar g_i + \mathcal N(0, \sigma^2 C^2 I)\Big).
+
+Three Opacus ``grad_sample_mode`` s compute :math:`g_i`: ``"hooks"`` (per-layer
+formulas in backward hooks), ``"functorch"`` (``torch.func.vmap`` of each
+layer's gradient, run from the same hooks) and ``"ew"`` (PyTorch's
+ExpandedWeights, no hooks). All three match a per-record loop
+(tests/test_dp_backbones.py); their speed differs by model (docs/privacy.md),
+so :func:`choose_grad_sample_mode` picks one per model.
+
+The hook modes require that no forward code edits a layer's output in place
+(``out += identity``, ``F.relu(x, inplace=True)``): autograd rejects in-place
+edits of a hook's output view ("Output 0 of BackwardHookFunction is a view
+and is being modified inplace"). :func:`fedray.models.build_model` guarantees
+this; for another model, pass ``grad_sample_mode="ew"``.
+
+The guarantee is void if a cross-record layer survives (BatchNorm: fixed
+below), if the batches are not Poisson samples, or if a step is taken outside
+:func:`private_step` (or the optimizer) and so escapes the accountant.
+Noise is drawn with ``secure_mode=False``: floating-point attacks on the
+Gaussian sampler (Jin et al. 2021) are out of scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from opacus.accountants import IAccountant
+from opacus.grad_sample import GradSampleModule, GradSampleModuleExpandedWeights
+from opacus.grad_sample.gsm_base import AbstractGradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.utils.module_utils import trainable_modules
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fedray.errors import FedrayError
+from fedray.privacy.accounting import _accountant
+
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+
+
+def make_dp_compatible(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every trainable layer Opacus can privatise.
+
+    ``ModuleValidator.fix`` replaces each BatchNorm over :math:`c` channels with
+    ``GroupNorm(gcd(32, c), c, affine=...)`` (Wu & He 2018; Opacus
+    validators/batch_norm.py), whose statistics are per record; LSTM/GRU/MHA
+    become Opacus' DP variants. Every module's ``inplace`` flag is set False.
+    Only trainable layers are touched: a frozen BatchNorm stays, and must run
+    in eval mode (fixed statistics; see :mod:`fedray.models.finetune`).
+    Train/eval modes are kept. Anything Opacus still rejects raises
+    :class:`FedrayError` naming the layer.
+    """
+    fixed = ModuleValidator.fix(model)
+    for module in fixed.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    for name, module in trainable_modules(fixed):
+        validator = ModuleValidator.VALIDATORS.get(type(module))
+        errors = validator(module) if validator else []
+        if errors or any(True for _ in module.buffers(recurse=False)):
+            reason = errors[0] if errors else "a trainable layer with buffers"
+            raise FedrayError(
+                f"layer {name or '<root>'} ({type(module).__name__}) cannot be trained with DP-SGD "
+                f"({str(reason)[:80]}): replace it with a per-record layer (GroupNorm, LayerNorm) "
+                "or use privacy=none"
+            )
+    return fixed
+
+
+def choose_grad_sample_mode(model: nn.Module) -> str:
+    """``"functorch"`` if a trainable layer of ``model`` is a grouped (e.g. depthwise) conv, else ``"hooks"``.
+
+    Rule from the CPU step timings in docs/privacy.md: on MobileNetV3 and
+    EfficientNet-Lite0 functorch is several times faster than the other
+    modes; elsewhere hooks is the fastest or close to it.
+    """
+    grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for _, m in trainable_modules(model))
+    return "functorch" if grouped else "hooks"
+
+
+@dataclass
+class PrivateParts:
+    """One hospital's DP-SGD state, built once for the whole run.
+
+    ``module`` shares its parameters with the model given to :func:`wrap_private`:
+    load and read weights through that model, run forward through ``module``.
+    ``accountant.history`` holds the (sigma, q, steps) actually taken.
+    """
+
+    module: AbstractGradSampleModule
+    optimizer: DPOptimizer
+    accountant: IAccountant
+    grad_sample_mode: str
+
+
+def wrap_private(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    sample_rate: float,
+    expected_batch_size: int,
+    accountant: str = "rdp",
+    generator: torch.Generator | None = None,
+    grad_sample_mode: str | None = None,
+) -> PrivateParts:
+    r"""Wrap a :func:`make_dp_compatible` model and its optimizer for DP-SGD.
+
+    ``noise_multiplier`` :math:`\sigma` = noise std / :math:`C`; ``max_grad_norm``
+    :math:`C`; ``sample_rate`` :math:`q` of the Poisson sampler; ``expected_batch_size``
+    :math:`qn` (the averaging denominator). ``sigma = 0`` clips without noise
+    (epsilon is then infinite). ``grad_sample_mode=None`` uses
+    :func:`choose_grad_sample_mode`. Each optimizer step appends (sigma, q) to
+    the returned accountant. ``optimizer`` must hold ``model``'s trainable
+    parameters. Call once per hospital per run: hooks attach to ``model`` and
+    cannot be attached twice.
+    """
+    mode = grad_sample_mode or choose_grad_sample_mode(model)
+    if mode not in GRAD_SAMPLE_MODES:
+        raise FedrayError(f"grad_sample_mode={mode!r} is unknown: use one of {GRAD_SAMPLE_MODES}")
+    if mode == "ew":
+        module = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
+    else:
+        module = GradSampleModule(
+            model,
+            batch_first=True,
+            loss_reduction="mean",
+            strict=True,
+            force_functorch=mode == "functorch",
+        )
+    dp_optimizer = DPOptimizer(
+        optimizer,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=expected_batch_size,
+        loss_reduction="mean",
+        generator=generator,
+    )
+    acc = _accountant(accountant)
+    dp_optimizer.attach_step_hook(acc.get_optimizer_hook_fn(sample_rate=sample_rate))
+    return PrivateParts(module=module, optimizer=dp_optimizer, accountant=acc, grad_sample_mode=mode)
+
+
+def private_step(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+    r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss.
+
+    ``loss_fn`` must average over the batch (``reduction="mean"``). An empty
+    batch (:math:`|B| = 0`, probability :math:`(1-q)^n`) still takes a step:
+    the per-record gradients are an empty ``[0, *p.shape]`` tensor, so the
+    update is pure noise :math:`\mathcal N(0, \sigma^2C^2)/(qn)` and the
+    accountant counts it, exactly as Opacus' ``DPDataLoader`` path. Skipping
+    it would make the number of steps depend on the data. Returns NaN then.
+    A (frozen) BatchNorm left in train mode mixes the batch's records and
+    voids the clipping bound: that raises ``RuntimeError``.
+    """
+    coupled = [n for n, m in parts.module.named_modules() if isinstance(m, _BatchNorm) and m.training]
+    if coupled:
+        raise RuntimeError(f"BatchNorm {coupled[0]} is in train mode during DP-SGD: call set_frozen_eval(model)")
+    parts.optimizer.zero_grad(set_to_none=True)
+    if len(x) == 0:
+        for p in parts.optimizer.params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        loss = float("nan")
+    else:
+        out = loss_fn(parts.module(x), y)
+        out.backward()
+        loss = out.item()
+    parts.optimizer.step()
+    return loss
