@@ -85,7 +85,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
 def dispatch(cfg: dict) -> dict:
     if cfg.get("sweep"):
-        from fedray.sweep import run_sweep
+        from fedray.sweep.runner import run_sweep
 
         return run_sweep(cfg)
     return run_single(cfg)

@@ -84,7 +84,7 @@ def test_an_empty_poisson_batch_is_a_noise_only_step_and_is_counted(sigma):
     model = make_dp_compatible(_models()["small_cnn"])
     before = [p.detach().clone() for p in model.parameters()]
     parts = _wrap(model, sigma=sigma)
-    loss = private_step(parts, torch.empty(0, 3, 16, 16), torch.empty(0, dtype=torch.long), loss_fn)
+    loss, _ = private_step(parts, torch.empty(0, 3, 16, 16), torch.empty(0, dtype=torch.long), loss_fn)
     assert loss != loss  # NaN: no records
     changed = any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
     assert changed == (sigma > 0)
@@ -139,7 +139,7 @@ def test_every_backbone_takes_a_dp_step(name):
     model = make_dp_compatible(build_model({"name": name}, num_classes=3, image_size=size))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     parts = _wrap(model, batch=2)
-    loss = private_step(parts, torch.randn(2, 3, size, size), torch.tensor([0, 2]), loss_fn)
+    loss, _ = private_step(parts, torch.randn(2, 3, size, size), torch.tensor([0, 2]), loss_fn)
     assert torch.isfinite(torch.tensor(loss))
     assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert parts.accountant.history == [(1.0, 0.25, 1)]

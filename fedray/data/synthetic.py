@@ -30,7 +30,7 @@ from fedray.data.split import split_fractions, stratified_split
 from fedray.data.types import ImageData, Splits
 from fedray.errors import FedrayError
 
-DEFAULTS = {"num_classes": 4, "samples_per_class": 60, "image_size": 32, "noise": 0.3}
+DEFAULTS = {"num_classes": 4, "samples_per_class": 150, "image_size": 32, "noise": 0.3}
 BACKGROUND_RGB = np.array([0.85, 0.65, 0.55])  # a light skin tone
 
 

@@ -32,8 +32,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from fedray.data.whitening import ColorWhitening
 from fedray.federation.runtime import configure_process
 from fedray.metrics import classification_metrics
-from fedray.models import build_model
 from fedray.strategies import ClientResult, build_strategy
+from fedray.training import build_training_model
 from fedray.training.local import LocalTrainer, as_device_tensor, params_to_numpy
 
 Params = dict[str, np.ndarray]
@@ -59,7 +59,7 @@ class Driver:
         self.mode = cfg["mode"]
         self.hospitals = hospitals
         self.device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
-        model = build_model(cfg["model"], num_classes=num_classes, image_size=cfg["data"]["image_size"])
+        model = build_training_model(cfg, num_classes=num_classes)
         # The evaluator shares LocalTrainer's whitening and batched inference; it never trains.
         self.evaluator = LocalTrainer(
             model=model, images=np.zeros((0, 3, 1, 1), np.uint8), labels=np.zeros(0, np.int64),

@@ -34,8 +34,9 @@ from fedray.data.whitening import ColorWhitening
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital
-from fedray.models import backbone_spec, build_model
+from fedray.privacy.audit import audit_pools, run_audit
 from fedray.privacy.setup import PrivacyPlan, plan_privacy
+from fedray.training import build_training_model
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +115,8 @@ def _as_payload(data: ImageData) -> dict:
 
 
 def validate_model(cfg: dict, num_classes: int) -> None:
-    """Fail fast in the caller's process, before any actor starts, on a bad model config."""
-    spec = backbone_spec(cfg["model"]["name"])
-    size = int(cfg["data"]["image_size"])
-    if size < spec.min_image_size:
-        raise FedrayError(
-            f"image size {size} is below {spec.name}'s minimum of {spec.min_image_size}: "
-            f"set data.image_size>={spec.min_image_size}"
-        )
-    build_model(cfg["model"], num_classes=num_classes, image_size=size)
+    """Build the model once in the caller's process, so a bad model config fails before any actor starts."""
+    build_training_model(cfg, num_classes=num_classes)
 
 
 def actor_resources(cfg: dict, *, gpus_present: bool) -> tuple[dict, dict]:
@@ -190,6 +184,17 @@ def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
     )
 
 
+def audit_kwargs(prep: Prepared, params: dict, resources: dict) -> dict:
+    """Inputs of the membership audit. Members are exactly the records trained on (hospital 0's under mode=local)."""
+    dealt = prep.dealt
+    members = dealt.train_shards[0] if prep.cfg["mode"] == "local" else _union(dealt.train_shards)
+    held_out = _union([dealt.splits.val, dealt.splits.test])
+    pools = audit_pools(members=members, held_out=held_out, seed=prep.cfg["seed"],
+                        max_records=int((prep.cfg.get("audit") or {}).get("max_records", 1000)))
+    return dict(cfg=prep.cfg, params=params, pools={k: _as_payload(v) for k, v in pools.items()},
+                whitening_state=dealt.whitening.state_dict(), num_classes=prep.num_classes, resources=resources)
+
+
 def run_experiment(
     cfg: dict,
     *,
@@ -230,8 +235,14 @@ def run_experiment(
         privacy_states = ray.get(actors.driver.hospital_privacy_states.remote())
     finally:
         actors.kill()
+    audit = None
+    if (cfg.get("audit") or {}).get("enabled", True):
+        # The auditor takes the driver's freed bundle: it is the only process that sees members' records.
+        audit = ray.get(ray.remote(run_audit).options(**driver_res, **placed(0)).remote(
+            **audit_kwargs(prep, final_params[0], driver_res)))
     seconds = time.perf_counter() - started
     summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, gpus_present)
+    summary["membership_inference"] = audit
     return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, dealt=prep.dealt)
 
 

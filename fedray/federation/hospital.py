@@ -15,9 +15,8 @@ import numpy as np
 from fedray.data.whitening import ColorWhitening
 from fedray.federation.runtime import configure_process
 from fedray.metrics import classification_metrics
-from fedray.models import build_model
 from fedray.strategies import ClientResult
-from fedray.training import build_trainer
+from fedray.training import build_trainer, build_training_model
 from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
@@ -41,7 +40,7 @@ class Hospital:
         self.device = configure_process(
             num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"] + hospital_id
         )
-        model = build_model(cfg["model"], num_classes=num_classes, image_size=cfg["data"]["image_size"])
+        model = build_training_model(cfg, num_classes=num_classes)
         self.trainer = build_trainer(
             cfg=cfg,
             model=model,

@@ -152,15 +152,17 @@ def wrap_private(
     return PrivateParts(module=module, optimizer=dp_optimizer, accountant=acc, grad_sample_mode=mode)
 
 
-def private_step(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
-    r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss.
+def private_step(
+    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn
+) -> tuple[float, torch.Tensor | None]:
+    r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss and detached logits.
 
     ``loss_fn`` must average over the batch (``reduction="mean"``). An empty
     batch (:math:`|B| = 0`, probability :math:`(1-q)^n`) still takes a step:
     the per-record gradients are an empty ``[0, *p.shape]`` tensor, so the
     update is pure noise :math:`\mathcal N(0, \sigma^2C^2)/(qn)` and the
     accountant counts it, exactly as Opacus' ``DPDataLoader`` path. Skipping
-    it would make the number of steps depend on the data. Returns NaN then.
+    it would make the number of steps depend on the data. Returns (NaN, None) then.
     A (frozen) BatchNorm left in train mode mixes the batch's records and
     voids the clipping bound: that raises ``RuntimeError``.
     """
@@ -171,10 +173,11 @@ def private_step(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn)
     if len(x) == 0:
         for p in parts.optimizer.params:
             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-        loss = float("nan")
+        loss, logits = float("nan"), None
     else:
-        out = loss_fn(parts.module(x), y)
+        logits = parts.module(x)
+        out = loss_fn(logits, y)
         out.backward()
-        loss = out.item()
+        loss, logits = out.item(), logits.detach()
     parts.optimizer.step()
-    return loss
+    return loss, logits

@@ -55,8 +55,10 @@ class PrivacyPlan:
                 epsilon=epsilon_spent(noise_multiplier=plan["noise_multiplier"], sample_rate=plan["sample_rate"],
                                       steps=steps, delta=cfg["delta"], accountant=cfg["accountant"]),
             ))
-        return {"mechanism": self.mechanism, "target_epsilon": cfg["epsilon"],
-                "delta_note": cfg["delta_note"], **summarise_ledger(entries)}
+        ledger = summarise_ledger(entries)
+        return {"mechanism": self.mechanism, "target_epsilon": cfg["epsilon"], "epsilon": ledger["epsilon"],
+                "delta": cfg["delta"], "delta_note": cfg["delta_note"], "accountant": cfg["accountant"],
+                "max_noise_multiplier": max(e.noise_multiplier for e in entries), "hospitals": ledger["entries"]}
 
 
 def plan_privacy(cfg: dict, *, shard_sizes: list[int]) -> PrivacyPlan:

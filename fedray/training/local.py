@@ -14,6 +14,7 @@ seeded with (seed, k, r), so a retried round reproduces the same update.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -41,7 +42,11 @@ def params_to_numpy(module: nn.Module) -> Params:
 
 
 def load_numpy_params(module: nn.Module, params: Params) -> None:
-    module.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in params.items()})
+    """Copy ``params`` into ``module``; the arrays may be read-only views into Ray's object store."""
+    with warnings.catch_warnings():
+        # load_state_dict copies into the module's own tensors and never writes to the source arrays.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        module.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in params.items()})
 
 
 def as_device_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -115,11 +120,13 @@ class LocalTrainer:
         for _ in range(epochs):
             for batch in self.batches(generator):
                 x, y = self.prepare(batch, generator)
-                logits = self.step(x, y)
-                loss_sum += float(self.loss_fn(logits.float(), y)) * len(y)
+                loss, logits = self.step(x, y)
+                steps += 1
+                if logits is None:  # an empty Poisson batch: a noise-only DP step
+                    continue
+                loss_sum += loss * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
-                steps += 1
         metrics = {
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
@@ -143,14 +150,15 @@ class LocalTrainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[idx]
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+        """One optimizer step; returns the batch's mean loss and its detached logits."""
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), y)
         loss.backward()
         self.optimizer.step()
-        return logits.detach()
+        return float(loss), logits.detach()
 
     # -- privacy state (none without DP; DP-SGD keeps its accountant's history here) --
     def privacy_state(self) -> dict:

@@ -1,0 +1,76 @@
+r"""Record-level DP-SGD at one hospital, for the whole run (Abadi et al. 2016; Opacus).
+
+The hospital's model is made DP-compatible (trainable BatchNorm → GroupNorm)
+and wrapped with Opacus **once**: one ``GradSampleModule``, one
+``DPOptimizer`` and one accountant live for all rounds, so the ε reported is
+the composition over every local step of every round. Re-wrapping each round
+with a fresh accountant would under-report ε; the driver keeps a plain model
+and exchanges plain state dicts, which load straight into the wrapped model
+(they share parameters).
+
+Each local epoch takes T = round(1/q) steps; each step draws a Poisson batch
+that includes every record independently with probability q = B/n (the
+amplification-by-sampling analysis assumes exactly this, not shuffled
+fixed-size batches). Per-record gradients are clipped to norm C and
+:math:`\mathcal N(0, \sigma^2 C^2)` noise is added to their sum, with σ
+calibrated before the run for the planned steps (:mod:`fedray.privacy.setup`).
+The steps actually taken are what the ledger reports.
+
+Noise and sampling use seeded generators so that a run is reproducible; this
+is not ``secure_mode`` (see :mod:`fedray.privacy.compat`). Training runs in
+fp32: per-sample gradients in bf16 would change the clipping arithmetic.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from fedray.privacy.compat import private_step, wrap_private
+from fedray.training.local import LocalTrainer
+
+
+class DPSGDTrainer(LocalTrainer):
+    """A :class:`LocalTrainer` whose steps are DP-SGD steps on Poisson batches."""
+
+    def __init__(self, *, noise_multiplier: float, sample_rate: float, max_grad_norm: float,
+                 accountant: str, grad_sample_mode: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.autocast = False
+        self.sample_rate = sample_rate
+        self.noise_multiplier = noise_multiplier
+        noise_generator = torch.Generator(device=self.device).manual_seed(
+            int(np.random.SeedSequence([self.seed, self.hospital, 0xD9]).generate_state(1)[0]))
+        self.parts = wrap_private(
+            self.model, self.optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+            sample_rate=sample_rate, expected_batch_size=max(1, round(sample_rate * self.num_samples)),
+            accountant=accountant, generator=noise_generator, grad_sample_mode=grad_sample_mode,
+        )
+        self.optimizer = self.parts.optimizer
+
+    def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """round(1/q) Poisson batches: record i is in a batch with probability q, independently."""
+        for _ in range(round(1 / self.sample_rate)):
+            yield torch.nonzero(torch.rand(self.num_samples, generator=generator) < self.sample_rate).squeeze(1)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+        with warnings.catch_warnings():
+            # Opacus' hooks fire on the first layer's output because input images need no grad: expected.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            return private_step(self.parts, x, y, self.loss_fn)
+
+    def fit(self, params, *, epochs: int, round_idx: int):
+        new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)
+        return new_params, {**metrics, **self.privacy_state()}
+
+    def privacy_state(self) -> dict:
+        return {"dp_steps": float(sum(steps for _, _, steps in self.parts.accountant.history))}
+
+    def restore_privacy_state(self, state: dict) -> None:
+        """A restarted hospital resumes its accountant at the steps it had already taken."""
+        steps = int(state.get("dp_steps", 0))
+        self.parts.accountant.history = [(self.noise_multiplier, self.sample_rate, steps)] if steps else []
+
