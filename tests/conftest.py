@@ -18,7 +18,7 @@ TINY = [
     "data=synthetic",
     "data.image_size=16",
     "data.num_classes=3",
-    "data.samples_per_class=40",
+    "data.samples_per_class=50",
     "model=small_cnn",
     "fl.rounds=2",
     "fl.num_hospitals=5",
@@ -45,7 +45,8 @@ def ray_session():
 
     if not ray.is_initialized():
         # Logical CPUs above the 2 physical cores: actors here are light, and several
-        # experiments' actors (hospitals + driver) must fit at once.
-        ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+        # experiments' actors (hospitals + driver) must fit at once. No log_to_driver: Ray's
+        # log thread would keep writing to the first test's captured (then closed) stdout.
+        ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()

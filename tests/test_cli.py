@@ -23,7 +23,8 @@ def run_cli(monkeypatch, args: list[str]) -> None:
 
 def test_two_round_five_hospital_run_writes_every_output(ray_session, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
-    run_cli(monkeypatch, [*TINY, f"hydra.run.dir={run_dir}"])
+    # Hydra would reconfigure logging around pytest's captured streams; the CLI's own output is print().
+    run_cli(monkeypatch, [*TINY, f"hydra.run.dir={run_dir}", "hydra/job_logging=none", "hydra/hydra_logging=none"])
     out = capsys.readouterr().out
     assert "[round   1/2]" in out and "[round   2/2]" in out and "held-out test acc" in out
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -68,6 +69,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         (["data=imagenet"], ["unknown data", "synthetic"]),
         (["model=inception_v3", "data.image_size=32"], ["inception_v3", "75"]),
         (["fl.num_hospitals=500"], ["hospital"]),
+        (["privacy=dpsgd", "privacy.epsilon=0"], ["epsilon"]),
+        (["privacy=dpsgd", "privacy.delta=0"], ["delta"]),
+        (["privacy=dpsgd", "privacy.delta=0.5"], ["delta", "1/n"]),
+        (["privacy=dpsgd", "privacy.max_grad_norm=-1"], ["max_grad_norm"]),
+        (["+sweep=privacy_tradeoff", "sweep.space.epsilon=[]"], ["sweep axis 'epsilon' has no values"]),
+        (["+sweep=privacy_tradeoff", "+sweep.space.momentum=[0.5]"], ["unknown sweep axis 'momentum'"]),
+        (["+sweep=privacy_tradeoff", "sweep.resume=/nonexistent"], ["holds no fedray sweep"]),
+        (["+sweep=privacy_tradeoff", "fl.hospital.num_cpus=64"], ["CPU"]),
     ],
 )
 def test_bad_input_one_line_no_traceback(tmp_path, args, fragments):

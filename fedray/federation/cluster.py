@@ -29,6 +29,8 @@ def connect(cluster_cfg: dict) -> bool:
     # Actors inherit the driver's environment; keep Ray's own console chatter down.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if kind == "local":
+        # Token auth stays on; only its start-up notice is silenced (the CLI's stderr is for errors).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(
             num_cpus=cluster_cfg.get("num_cpus"),
             num_gpus=cluster_cfg.get("num_gpus"),

@@ -97,6 +97,17 @@ def _check_schedule(*, sample_rate: float, steps: int) -> None:
         raise FedrayError(f"steps={steps} must be >= 0: check fl.rounds and fl.local_epochs")
 
 
+# RDP orders: Opacus' defaults (up to 63) plus larger ones. A small target epsilon needs
+# orders near log(1/delta)/epsilon (about 115 for epsilon=0.1, delta=1e-5); with orders
+# capped at 63 the bound cannot go below about 0.18 however much noise is added.
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [
+    80, 96, 128, 160, 192, 256, 384, 512, 768, 1024, 2048, 4096]
+
+
+def _orders(accountant: str) -> dict:
+    return {"alphas": RDP_ORDERS} if accountant == "rdp" else {}
+
+
 def _accountant(name: str):
     if name not in ACCOUNTANTS:
         raise FedrayError(f"privacy.accountant={name!r} is unknown: use one of {ACCOUNTANTS}")
@@ -128,6 +139,7 @@ def calibrate_noise_multiplier(
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant=accountant,
+                **_orders(accountant),
             )
         )
     except ValueError as err:  # Opacus: sigma would exceed 1e6
@@ -152,7 +164,7 @@ def epsilon_spent(
     if noise_multiplier == 0:
         return math.inf
     acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta=delta))
+    return float(acc.get_epsilon(delta=delta, **_orders(accountant)))
 
 
 def independent_epsilon(
@@ -175,7 +187,7 @@ def independent_epsilon(
         ),
         steps,
     )
-    acc = dp_accounting.rdp.RdpAccountant()
+    acc = dp_accounting.rdp.RdpAccountant(orders=RDP_ORDERS)
     acc.compose(event)
     return float(acc.get_epsilon(delta))
 

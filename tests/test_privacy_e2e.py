@@ -1,0 +1,57 @@
+"""DP-SGD through the whole engine: honest ledger, ε = ∞ bypass, restarts, and the attacker's view."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import TINY, compose_plain
+
+from fedray.federation.experiment import run_experiment
+from fedray.privacy.accounting import independent_epsilon
+
+
+def _same_params(a: list[dict], b: list[dict]) -> bool:
+    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+def test_infinite_epsilon_bypasses_opacus_entirely(ray_session, tmp_path):
+    plain = run_experiment(compose_plain(TINY, tmp_path))
+    infinite = run_experiment(compose_plain([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path))
+    assert _same_params(plain.final_params, infinite.final_params)  # no clipping, no noise, same model
+    assert math.isinf(infinite.summary["privacy"]["epsilon"])
+
+
+def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_session, tmp_path):
+    cfg = compose_plain([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "fl.fault_injection={hospital: 1, round: 2}"],
+                        tmp_path)
+    result = run_experiment(cfg)
+    ledger = result.summary["privacy"]
+    assert result.summary["hospital_restarts"] >= 1
+    assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / min(result.summary["data"]["hospital_train_sizes"])
+    for entry in ledger["hospitals"]:
+        # The restarted hospital resumed its accountant: it reports every step of both rounds.
+        assert entry["steps"] == 2 * round(1 / entry["sample_rate"])
+        independent = independent_epsilon(noise_multiplier=entry["noise_multiplier"],
+                                          sample_rate=entry["sample_rate"], steps=entry["steps"],
+                                          delta=entry["delta"])
+        assert entry["epsilon"] == pytest.approx(independent, rel=0.01)
+    assert ledger["epsilon"] == max(e["epsilon"] for e in ledger["hospitals"])
+
+
+MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "data.samples_per_class=150",
+              "data.noise=1.0", "data.augment=none", "model=small_cnn", "mode=centralized", "fl.rounds=1",
+              "fl.local_epochs=40", "train.batch_size=16"]
+
+
+def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
+    # Pure-noise images and 40 epochs: the model can only memorise its training records.
+    exposed = run_experiment(compose_plain(MEMORISING, tmp_path)).summary["membership_inference"]
+    private = run_experiment(compose_plain([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
+                             ).summary["membership_inference"]
+    assert exposed["strongest"]["auc"] > 0.7
+    assert private["strongest"]["auc"] < 0.62
+    assert exposed["strongest"]["n_nonmembers"] == exposed["strongest"]["n_members"] > 50
+    assert {a["attack"] for a in exposed["attacks"]} == {"loss_threshold", "lira_offline"}
