@@ -30,7 +30,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from fedray.data.whitening import ColorWhitening
-from fedray.federation.runtime import configure_process
+from fedray.federation.runtime import configure_process, placement_of_this_actor
 from fedray.metrics import classification_metrics
 from fedray.strategies import ClientResult, build_strategy
 from fedray.training import build_training_model
@@ -164,6 +164,11 @@ class Driver:
 
     def hospital_privacy_states(self) -> list[dict]:
         return self.privacy_states
+
+    def placement(self) -> dict:
+        """Where the driver and each hospital run: node and placement group ids."""
+        return {"driver": placement_of_this_actor(),
+                "hospitals": ray.get([h.where.remote() for h in self.hospitals])}
 
 
 def _mean_metrics(runs: list[dict]) -> dict:

@@ -231,6 +231,7 @@ def run_experiment(
             rounds.append(record)
             if on_round is not None:
                 on_round(record)
+        placement = ray.get(actors.driver.placement.remote())
         final_params = ray.get(actors.driver.final_params.remote())
         privacy_states = ray.get(actors.driver.hospital_privacy_states.remote())
     finally:
@@ -243,6 +244,7 @@ def run_experiment(
     seconds = time.perf_counter() - started
     summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, gpus_present)
     summary["membership_inference"] = audit
+    summary["placement"] = placement
     return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, dealt=prep.dealt)
 
 

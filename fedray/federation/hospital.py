@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedray.data.whitening import ColorWhitening
-from fedray.federation.runtime import configure_process
+from fedray.federation.runtime import configure_process, placement_of_this_actor
 from fedray.metrics import classification_metrics
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer, build_training_model
@@ -77,3 +77,6 @@ class Hospital:
 
     def ping(self) -> int:
         return self.hospital_id
+
+    def where(self) -> dict:
+        return placement_of_this_actor()

@@ -21,3 +21,11 @@ def configure_process(*, num_cpus: float, num_gpus: float, seed: int) -> torch.d
         torch.backends.cudnn.benchmark = True
         return device
     return torch.device("cpu")
+
+
+def placement_of_this_actor() -> dict:
+    """The Ray node and placement group this actor runs in (recorded in every run's summary)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node": context.get_node_id(), "placement_group": context.get_placement_group_id()}

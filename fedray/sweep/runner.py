@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from fedray.errors import FedrayError
 from fedray.federation.cluster import connect
@@ -33,10 +35,16 @@ from fedray.sweep.trial import run_trial
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MANIFEST = "sweep.json"
+PROGRESS_COLUMNS = {"round": "round", "test_accuracy": "test acc", "test_balanced_accuracy": "test bal acc",
+                    "epsilon_spent": "eps spent", "round_seconds": "s/round"}
 TUNE_NAME = "tune"
 
 
 def run_sweep(cfg: dict) -> dict:
+    # Tune's classic table reporter shows just PROGRESS_COLUMNS (the newer one prints every metric,
+    # including the summary JSON); no automatic TensorBoard logger.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     sweep = cfg["sweep"]
     paths = axis_paths(sweep, cfg)
     out_dir = Path(sweep["resume"] or sweep["out_dir"]).expanduser().resolve()
@@ -106,6 +114,10 @@ def _tuner(cfg: dict, paths: dict, out_dir: Path, gpus_present: bool) -> tune.Tu
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+            progress_reporter=tune.CLIReporter(
+                parameter_columns=list(paths), metric_columns=PROGRESS_COLUMNS, max_report_frequency=15),
+            # JSON and CSV results only: the final report carries strings TensorBoard cannot log.
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
         ),
     )
 
