@@ -81,6 +81,9 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         f"results: {run_dir}",
         flush=True,
     )
+    note = summary["privacy"].get("note") or summary["privacy"].get("delta_note")
+    if note:
+        print(f"privacy: {note}", flush=True)
 
 
 def dispatch(cfg: dict) -> dict:

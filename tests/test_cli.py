@@ -73,6 +73,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         (["privacy=dpsgd", "privacy.delta=0"], ["delta"]),
         (["privacy=dpsgd", "privacy.delta=0.5"], ["delta", "1/n"]),
         (["privacy=dpsgd", "privacy.max_grad_norm=-1"], ["max_grad_norm"]),
+        (["privacy=dpfedavg", "privacy.delta=0.5"], ["delta", "1/n"]),
         (["+sweep=privacy_tradeoff", "sweep.space.epsilon=[]"], ["sweep axis 'epsilon' has no values"]),
         (["+sweep=privacy_tradeoff", "+sweep.space.momentum=[0.5]"], ["unknown sweep axis 'momentum'"]),
         (["+sweep=privacy_tradeoff", "sweep.resume=/nonexistent"], ["holds no fedray sweep"]),

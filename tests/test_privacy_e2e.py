@@ -41,6 +41,14 @@ def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_ses
     assert ledger["epsilon"] == max(e["epsilon"] for e in ledger["hospitals"])
 
 
+def test_client_level_dp_fedavg_reports_a_hospital_level_guarantee(ray_session, tmp_path):
+    result = run_experiment(compose_plain([*TINY, "privacy=dpfedavg", "privacy.epsilon=20", "audit.enabled=false"],
+                                          tmp_path))
+    ledger = result.summary["privacy"]
+    assert ledger["unit"] == "hospital" and 0 < ledger["epsilon"] <= 20 and ledger["max_noise_multiplier"] > 0
+    assert "not individual patients" in ledger["note"]
+
+
 MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "data.samples_per_class=150",
               "data.noise=1.0", "data.augment=none", "model=small_cnn", "mode=centralized", "fl.rounds=1",
               "fl.local_epochs=40", "train.batch_size=16"]

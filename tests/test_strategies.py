@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedray.errors import FedrayError
-from fedray.strategies import ClientResult, FedAvg, build_strategy
+from fedray.strategies import ClientResult, DPFedAvg, FedAvg, build_strategy
 from fedray.strategies.aggregate import client_weights, weighted_average
 
 
@@ -53,3 +53,25 @@ def test_build_strategy_rejects_unknown_names():
         build_strategy({"strategy": "fedprox"})
     with pytest.raises(FedrayError, match="fl.weighting"):
         build_strategy({"strategy": "fedavg", "weighting": "median"})
+
+
+def test_dp_fedavg_without_noise_and_loose_clip_is_uniform_fedavg():
+    rng = np.random.default_rng(0)
+    global_params = {"w": rng.normal(size=(3, 2)), "steps": np.array(7, dtype=np.int64)}
+    results = [ClientResult(hospital=k, params={"w": global_params["w"] + rng.normal(size=(3, 2)),
+                                                "steps": np.array(9, dtype=np.int64)}, num_samples=k + 1)
+               for k in range(4)]
+    loose = DPFedAvg(clip_norm=1e6, noise_multiplier=0.0, seed=0).aggregate(1, global_params, results)
+    plain = FedAvg("uniform").aggregate(1, global_params, results)
+    np.testing.assert_allclose(loose["w"], plain["w"])
+    assert int(loose["steps"]) == 7  # integer buffers keep the global value
+
+
+def test_dp_fedavg_bounds_each_hospitals_influence_by_the_clip_norm():
+    global_params = {"w": np.zeros(4)}
+    outlier = ClientResult(hospital=0, params={"w": np.full(4, 100.0)}, num_samples=1)
+    quiet = [ClientResult(hospital=k, params={"w": np.zeros(4)}, num_samples=1) for k in (1, 2, 3)]
+    out = DPFedAvg(clip_norm=0.5, noise_multiplier=0.0, seed=0).aggregate(1, global_params, [outlier, *quiet])
+    assert np.linalg.norm(out["w"]) == pytest.approx(0.5 / 4)
+    noisy = DPFedAvg(clip_norm=0.5, noise_multiplier=2.0, seed=0).aggregate(1, global_params, [outlier, *quiet])
+    assert not np.allclose(noisy["w"], out["w"])

@@ -66,7 +66,7 @@ class Driver:
             train_cfg=cfg["train"], whitening=ColorWhitening.from_state_dict(whitening_state),
             augment=False, device=self.device, seed=cfg["seed"], hospital=-1,
         )
-        self.strategy = build_strategy(cfg["fl"])
+        self.strategy = build_strategy(cfg["fl"], cfg.get("privacy"), seed=cfg["seed"])
         self.global_params: Params = params_to_numpy(model)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from fedray.errors import FedrayError
+from fedray.privacy.client_level import calibrate_client_noise, client_level_epsilon
 from fedray.privacy.accounting import (
     LedgerEntry,
     calibrate_noise_multiplier,
@@ -27,7 +28,9 @@ from fedray.privacy.accounting import (
     validate_privacy_params,
 )
 
-MECHANISMS = ("none", "dpsgd")
+MECHANISMS = ("none", "dpsgd", "dpfedavg")
+CLIENT_LEVEL_NOTE = ("client-level DP: protects whether a whole hospital took part, not individual patients; "
+                     "with {k} hospitals all taking part every round (q = 1), epsilon={eps:.3g} at delta={delta:g}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class PrivacyPlan:
     def summary(self, hospital_states: list[dict]) -> dict:
         """The privacy ledger of a finished run, from the steps each hospital actually took."""
         cfg = self.resolved_cfg
+        if self.mechanism == "dpfedavg" and not math.isinf(cfg["epsilon"]):
+            return self._client_level_summary()
         if self.mechanism == "none" or math.isinf(cfg["epsilon"]):
             return {"mechanism": self.mechanism, "target_epsilon": float("inf"), "epsilon": float("inf"),
                     "delta": cfg.get("delta"), "note": "non-private: no clipping, no noise"}
@@ -61,6 +66,27 @@ class PrivacyPlan:
                 "max_noise_multiplier": max(e.noise_multiplier for e in entries), "hospitals": ledger["entries"]}
 
 
+    def _client_level_summary(self) -> dict:
+        cfg = self.resolved_cfg
+        spent = client_level_epsilon(noise_multiplier=cfg["noise_multiplier"], rounds=cfg["rounds"],
+                                     num_clients_per_round=cfg["hospitals"], total_clients=cfg["hospitals"],
+                                     delta=cfg["delta"])
+        return {"mechanism": "dpfedavg", "unit": "hospital", "target_epsilon": cfg["epsilon"], "epsilon": spent,
+                "delta": cfg["delta"], "accountant": cfg["accountant"], "clip_norm": cfg["clip_norm"],
+                "max_noise_multiplier": cfg["noise_multiplier"], "rounds": cfg["rounds"],
+                "note": CLIENT_LEVEL_NOTE.format(k=cfg["hospitals"], eps=spent, delta=cfg["delta"])}
+
+
+def plan_client_level(cfg: dict, privacy: dict, num_hospitals: int) -> PrivacyPlan:
+    """DP-FedAvg: noise z for the target ε over the rounds, every hospital taking part every round."""
+    epsilon, delta, clip = float(privacy["epsilon"]), float(privacy["delta"]), float(privacy["clip_norm"])
+    validate_privacy_params(epsilon=epsilon, delta=delta, max_grad_norm=clip, min_hospital_size=num_hospitals)
+    rounds = int(cfg["fl"]["rounds"])
+    z = calibrate_client_noise(target_epsilon=epsilon, delta=delta, rounds=rounds, sample_rate=1.0)
+    return PrivacyPlan({**privacy, "epsilon": epsilon, "delta": delta, "clip_norm": clip, "noise_multiplier": z,
+                        "rounds": rounds, "hospitals": num_hospitals, "accountant": privacy.get("accountant", "rdp")})
+
+
 def plan_privacy(cfg: dict, *, shard_sizes: list[int]) -> PrivacyPlan:
     privacy = dict(cfg.get("privacy") or {"name": "none"})
     name = privacy.get("name", "none")
@@ -68,6 +94,8 @@ def plan_privacy(cfg: dict, *, shard_sizes: list[int]) -> PrivacyPlan:
         raise FedrayError(f"unknown privacy mechanism {name!r}: set privacy to one of {', '.join(MECHANISMS)}")
     if name == "none":
         return PrivacyPlan({"name": "none", "epsilon": float("inf")})
+    if name == "dpfedavg":
+        return plan_client_level(cfg, privacy, len(shard_sizes))
     epsilon = float(privacy["epsilon"])
     n_min = min(shard_sizes)
     delta = privacy.get("delta")

@@ -2,13 +2,17 @@
 
 from fedray.errors import FedrayError
 from fedray.strategies.base import ClientResult, Params, Strategy
+from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.strategies.fedavg import FedAvg
 
 STRATEGIES = {"fedavg": FedAvg}
 
 
-def build_strategy(fl_cfg: dict) -> Strategy:
-    """Instantiate the strategy named by ``fl.strategy`` with its options."""
+def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, seed: int = 0) -> Strategy:
+    """Instantiate the strategy named by ``fl.strategy``; ``privacy=dpfedavg`` makes it client-level DP."""
+    privacy_cfg = privacy_cfg or {}
+    if privacy_cfg.get("name") == "dpfedavg" and privacy_cfg.get("noise_multiplier", 0) > 0:
+        return DPFedAvg(clip_norm=privacy_cfg["clip_norm"], noise_multiplier=privacy_cfg["noise_multiplier"], seed=seed)
     name = fl_cfg.get("strategy", "fedavg")
     if name not in STRATEGIES:
         raise FedrayError(f"unknown strategy {name!r}: set fl.strategy to one of {sorted(STRATEGIES)}")
@@ -18,4 +22,4 @@ def build_strategy(fl_cfg: dict) -> Strategy:
     return STRATEGIES[name](weighting=weighting)
 
 
-__all__ = ["ClientResult", "FedAvg", "Params", "Strategy", "build_strategy", "STRATEGIES"]
+__all__ = ["ClientResult", "DPFedAvg", "FedAvg", "Params", "Strategy", "build_strategy", "STRATEGIES"]
