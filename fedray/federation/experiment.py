@@ -17,42 +17,21 @@ Modes (every FL comparison needs both baselines):
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import ray
-import torch
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from fedray.data import load_splits
-from fedray.data.partition import partition
-from fedray.data.types import ImageData, Splits
-from fedray.data.whitening import ColorWhitening
-from fedray.errors import FedrayError
+from fedray.data.deal import Dealt, deal_data, union
+from fedray.data.types import ImageData
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital
 from fedray.privacy.audit import audit_pools, run_audit
 from fedray.privacy.setup import PrivacyPlan, plan_privacy
 from fedray.training import build_training_model
-
-log = logging.getLogger(__name__)
-
-MODES = ("federated", "centralized", "local")
-
-
-@dataclass
-class Dealt:
-    """The data of one experiment after partitioning, before anything touches Ray."""
-
-    splits: Splits
-    train_shards: list[ImageData]
-    val_shards: list[ImageData]
-    dropped: int
-    whitening: ColorWhitening
-
 
 @dataclass
 class ExperimentResult:
@@ -60,53 +39,6 @@ class ExperimentResult:
     summary: dict
     final_params: list[dict] = field(repr=False)
     dealt: Dealt = field(repr=False)
-
-
-def deal_data(cfg: dict) -> Dealt:
-    """Decode, split and partition the data; fit the colour whitening on the training shards."""
-    mode = cfg["mode"]
-    if mode not in MODES:
-        raise FedrayError(f"unknown mode {mode!r}: set mode to one of {', '.join(MODES)}")
-    splits = load_splits(cfg["data"], seed=cfg["seed"])
-    num_hospitals = int(cfg["fl"]["num_hospitals"])
-    if num_hospitals < 1:
-        raise FedrayError(f"fl.num_hospitals={num_hospitals}: need at least 1 hospital")
-    scheme = cfg["fl"]["partition"]["scheme"]
-    alpha = float(cfg["fl"]["partition"].get("alpha", 0.5))
-    num_classes = len(splits.train.class_names)
-    shards = []
-    dropped = 0
-    for part_name, data in (("train", splits.train), ("val", splits.val)):
-        part = _partition_or_explain(data, num_hospitals, scheme, cfg["seed"], alpha, num_classes, part_name)
-        shards.append([data.subset(idx) for idx in part.shards])
-        if part_name == "train":
-            dropped = len(part.dropped)
-    if dropped:
-        log.warning("partition %s dropped %d training images (the per-class remainder)", scheme, dropped)
-    train_shards, val_shards = shards
-    if mode == "centralized":
-        train_shards, val_shards = [_union(train_shards)], [_union(val_shards)]
-    whitening = ColorWhitening.fit(
-        _union(train_shards).images, method=cfg["data"].get("whitening", "zca"), seed=cfg["seed"]
-    )
-    return Dealt(splits, train_shards, val_shards, dropped, whitening)
-
-
-def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):
-    try:
-        return partition(data.labels, num_hospitals=num_hospitals, scheme=scheme, seed=seed,
-                         alpha=alpha, num_classes=num_classes)
-    except FedrayError as err:
-        raise FedrayError(f"{part_name} split: {err}") from None
-
-
-def _union(shards: list[ImageData]) -> ImageData:
-    return ImageData(
-        images=torch.cat([s.images for s in shards]),
-        labels=np.concatenate([s.labels for s in shards]),
-        ids=np.concatenate([s.ids for s in shards]),
-        class_names=shards[0].class_names,
-    )
 
 
 def _as_payload(data: ImageData) -> dict:
@@ -187,8 +119,8 @@ def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
 def audit_kwargs(prep: Prepared, params: dict, resources: dict) -> dict:
     """Inputs of the membership audit. Members are exactly the records trained on (hospital 0's under mode=local)."""
     dealt = prep.dealt
-    members = dealt.train_shards[0] if prep.cfg["mode"] == "local" else _union(dealt.train_shards)
-    held_out = _union([dealt.splits.val, dealt.splits.test])
+    members = dealt.train_shards[0] if prep.cfg["mode"] == "local" else union(dealt.train_shards)
+    held_out = union([dealt.splits.val, dealt.splits.test])
     pools = audit_pools(members=members, held_out=held_out, seed=prep.cfg["seed"],
                         max_records=int((prep.cfg.get("audit") or {}).get("max_records", 1000)))
     return dict(cfg=prep.cfg, params=params, pools={k: _as_payload(v) for k, v in pools.items()},
