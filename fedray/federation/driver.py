@@ -30,7 +30,8 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from fedray.data.whitening import ColorWhitening
-from fedray.federation.runtime import configure_process, placement_of_this_actor
+from fedray.federation.runtime import placement_of_this_actor
+from fedray.training.device import configure_process
 from fedray.metrics import classification_metrics
 from fedray.strategies import ClientResult, build_strategy
 from fedray.training import build_training_model

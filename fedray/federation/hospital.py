@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedray.data.whitening import ColorWhitening
-from fedray.federation.runtime import configure_process, placement_of_this_actor
+from fedray.federation.runtime import placement_of_this_actor
+from fedray.training.device import configure_process
 from fedray.metrics import classification_metrics
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer, build_training_model

@@ -1,31 +1,9 @@
-"""Per-process set-up shared by the hospital and driver actors."""
+"""Where an actor runs: used to record placement in every run's summary."""
 
-from __future__ import annotations
-
-import torch
-
-
-def configure_process(*, num_cpus: float, num_gpus: float, seed: int) -> torch.device:
-    """Pin torch's thread pool to the actor's CPU share and cap its GPU memory to its fraction.
-
-    Ray schedules by logical resources only: an actor given 0.2 GPU can still
-    allocate the whole card, and every torch process starts one thread per
-    core. Both would let five hospitals on one machine starve each other.
-    """
-    torch.manual_seed(seed)
-    torch.set_num_threads(max(1, int(num_cpus)))
-    if num_gpus > 0 and torch.cuda.is_available():
-        device = torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU
-        if num_gpus < 1:
-            torch.cuda.set_per_process_memory_fraction(num_gpus, device)
-        torch.backends.cudnn.benchmark = True
-        return device
-    return torch.device("cpu")
+import ray
 
 
 def placement_of_this_actor() -> dict:
     """The Ray node and placement group this actor runs in (recorded in every run's summary)."""
-    import ray
-
     context = ray.get_runtime_context()
     return {"node": context.get_node_id(), "placement_group": context.get_placement_group_id()}

@@ -30,7 +30,7 @@ import torch
 
 from fedray.data.types import ImageData
 from fedray.data.whitening import ColorWhitening
-from fedray.federation.runtime import configure_process
+from fedray.training.device import configure_process
 from fedray.privacy.membership import (
     calibrated_scores,
     evaluate_attack,
