@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from fedray.errors import FedrayError
-from fedray.strategies import ClientResult, DPFedAvg, FedAvg, build_strategy
+from fedray.strategies import ClientResult, FedAvg, build_strategy
+from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.strategies.aggregate import client_weights, weighted_average
 
 

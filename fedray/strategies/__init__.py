@@ -2,7 +2,6 @@
 
 from fedray.errors import FedrayError
 from fedray.strategies.base import ClientResult, Params, Strategy
-from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.strategies.fedavg import FedAvg
 
 STRATEGIES = {"fedavg": FedAvg}
@@ -12,6 +11,8 @@ def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, seed: int =
     """Instantiate the strategy named by ``fl.strategy``; ``privacy=dpfedavg`` makes it client-level DP."""
     privacy_cfg = privacy_cfg or {}
     if privacy_cfg.get("name") == "dpfedavg" and privacy_cfg.get("noise_multiplier", 0) > 0:
+        from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in Opacus' accountant: only when asked for
+
         return DPFedAvg(clip_norm=privacy_cfg["clip_norm"], noise_multiplier=privacy_cfg["noise_multiplier"], seed=seed)
     name = fl_cfg.get("strategy", "fedavg")
     if name not in STRATEGIES:
@@ -22,4 +23,4 @@ def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, seed: int =
     return STRATEGIES[name](weighting=weighting)
 
 
-__all__ = ["ClientResult", "DPFedAvg", "FedAvg", "Params", "Strategy", "build_strategy", "STRATEGIES"]
+__all__ = ["ClientResult", "FedAvg", "Params", "Strategy", "build_strategy", "STRATEGIES"]

@@ -158,7 +158,7 @@ class LocalTrainer:
             loss = self.loss_fn(logits.float(), y)
         loss.backward()
         self.optimizer.step()
-        return float(loss), logits.detach()
+        return float(loss.detach()), logits.detach()
 
     # -- privacy state (none without DP; DP-SGD keeps its accountant's history here) --
     def privacy_state(self) -> dict:
