@@ -35,7 +35,7 @@ from fedray.training.device import configure_process
 from fedray.metrics import classification_metrics
 from fedray.strategies import ClientResult, build_strategy
 from fedray.training import build_training_model
-from fedray.training.local import LocalTrainer, as_device_tensor, params_to_numpy
+from fedray.training.local import Evaluator, as_device_tensor, params_to_numpy
 
 Params = dict[str, np.ndarray]
 
@@ -61,12 +61,8 @@ class Driver:
         self.hospitals = hospitals
         self.device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
         model = build_training_model(cfg, num_classes=num_classes)
-        # The evaluator shares LocalTrainer's whitening and batched inference; it never trains.
-        self.evaluator = LocalTrainer(
-            model=model, images=np.zeros((0, 3, 1, 1), np.uint8), labels=np.zeros(0, np.int64),
-            train_cfg=cfg["train"], whitening=ColorWhitening.from_state_dict(whitening_state),
-            augment=False, device=self.device, seed=cfg["seed"], hospital=-1,
-        )
+        self.evaluator = Evaluator(model=model, train_cfg=cfg["train"], device=self.device,
+                                   whitening=ColorWhitening.from_state_dict(whitening_state))
         self.strategy = build_strategy(cfg["fl"], cfg.get("privacy"), seed=cfg["seed"])
         self.global_params: Params = params_to_numpy(model)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.

@@ -38,7 +38,7 @@ from fedray.privacy.membership import (
     per_example_losses,
 )
 from fedray.training import build_training_model
-from fedray.training.local import LocalTrainer
+from fedray.training.local import Evaluator, LocalTrainer
 
 # Seed streams of the auditor's models, apart from the hospitals' (0…N-1).
 AUDIT_STREAM = 10_000
@@ -66,10 +66,11 @@ def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], whitening_stat
     whitening = ColorWhitening.from_state_dict(whitening_state)
     delta = cfg["privacy"].get("delta") or 1e-5
 
-    def losses_under(trainer: LocalTrainer, pool: dict) -> np.ndarray:
-        return per_example_losses(trainer.predict_proba(pool["images"]), pool["labels"])
+    def losses_under(model: Evaluator, pool: dict) -> np.ndarray:
+        return per_example_losses(model.predict_proba(pool["images"]), pool["labels"])
 
-    target = _trainer(cfg, num_classes, whitening, device, pools["reference"], hospital=AUDIT_STREAM)
+    target = Evaluator(model=build_training_model(cfg, num_classes=num_classes), train_cfg=cfg["train"],
+                       whitening=whitening, device=device)
     target.load(params)
     members, nonmembers = losses_under(target, pools["members"]), losses_under(target, pools["nonmembers"])
     scores, is_member = loss_threshold_scores(members, nonmembers)
@@ -81,7 +82,7 @@ def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], whitening_stat
         epochs = int(cfg["fl"]["rounds"]) * int(cfg["fl"]["local_epochs"])
         reference_losses = []
         for r in range(n_refs):
-            reference = _trainer(cfg, num_classes, whitening, device, pools["reference"], hospital=AUDIT_STREAM + 1 + r)
+            reference = _reference_trainer(cfg, num_classes, whitening, device, pools["reference"], stream=r)
             params_r, _ = reference.fit(reference.export(), epochs=epochs, round_idx=0)
             reference.load(params_r)
             reference_losses.append(losses_under(reference, scored))
@@ -92,8 +93,9 @@ def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], whitening_stat
             "delta": delta}
 
 
-def _trainer(cfg, num_classes, whitening, device, pool: dict, *, hospital: int) -> LocalTrainer:
-    """A non-private trainer of the run's architecture (reference models train on ``pool``)."""
+def _reference_trainer(cfg, num_classes, whitening, device, pool: dict, *, stream: int) -> LocalTrainer:
+    """A non-private trainer of the run's architecture on the reference population, its own seed stream."""
+    hospital = AUDIT_STREAM + stream
     torch.manual_seed(cfg["seed"] + hospital)
     model = build_training_model(cfg, num_classes=num_classes)  # the target's architecture (GroupNorm under DP)
     return LocalTrainer(

@@ -70,8 +70,42 @@ def build_optimizer(parameters, train_cfg: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-class LocalTrainer:
-    """Trains and evaluates a model on one shard kept on ``device``."""
+class Evaluator:
+    """A model on ``device`` that loads parameters and predicts class probabilities (the driver's role)."""
+
+    def __init__(self, *, model: nn.Module, train_cfg: dict, whitening: ColorWhitening, device: torch.device):
+        self.device = device
+        self.train_cfg = train_cfg
+        self.whitening = whitening
+        self.autocast = device.type == "cuda" and train_cfg.get("precision", "bf16") == "bf16"
+        self.channels_last = device.type == "cuda" and train_cfg.get("channels_last", True)
+        self.model = model.to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def load(self, params: Params) -> None:
+        load_numpy_params(self.model, params)
+
+    def export(self) -> Params:
+        return params_to_numpy(self.model)
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities of the current model on uint8 ``images`` (already on any device)."""
+        self.model.eval()
+        outputs = []
+        for chunk in as_device_tensor(images, self.device).split(EVAL_BATCH_SIZE):
+            x = self.whitening.apply(chunk.to(self.device))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.model(x)
+            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+        if not outputs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(outputs).numpy()
+
+
+class LocalTrainer(Evaluator):
+    """Trains (and evaluates) a model on one shard kept on ``device``."""
 
     def __init__(
         self,
@@ -86,19 +120,13 @@ class LocalTrainer:
         seed: int,
         hospital: int,
     ):
-        self.device = device
-        self.model = model.to(device)
+        super().__init__(model=model, train_cfg=train_cfg, whitening=whitening, device=device)
         self.images = as_device_tensor(images, device)
         self.labels = as_device_tensor(labels, device).long()
-        self.train_cfg = train_cfg
-        self.whitening = whitening
         self.augment = augment
         self.seed = seed
         self.hospital = hospital
         self.batch_size = int(train_cfg["batch_size"])
-        self.autocast = device.type == "cuda" and train_cfg.get("precision", "bf16") == "bf16"
-        if device.type == "cuda" and train_cfg.get("channels_last", True):
-            self.model = self.model.to(memory_format=torch.channels_last)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(trainable, train_cfg)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -146,7 +174,7 @@ class LocalTrainer:
         if self.augment:
             x = random_flips(x, generator)
         x = self.whitening.apply(x)
-        if self.device.type == "cuda" and self.train_cfg.get("channels_last", True):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[idx]
 
@@ -166,25 +194,3 @@ class LocalTrainer:
 
     def restore_privacy_state(self, state: dict) -> None:
         """Nothing to restore for a non-private trainer."""
-
-    # -- parameters ---------------------------------------------------------------
-    def load(self, params: Params) -> None:
-        load_numpy_params(self.model, params)
-
-    def export(self) -> Params:
-        return params_to_numpy(self.model)
-
-    # -- evaluation ---------------------------------------------------------------
-    @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities of the current model on uint8 ``images`` (already on any device)."""
-        self.model.eval()
-        outputs = []
-        for chunk in as_device_tensor(images, self.device).split(EVAL_BATCH_SIZE):
-            x = self.whitening.apply(chunk.to(self.device))
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.model(x)
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
-        if not outputs:
-            return np.zeros((0, 0), dtype=np.float32)
-        return torch.cat(outputs).numpy()
