@@ -9,8 +9,6 @@ compute the same maths out of place; weights, buffers and state-dict keys are
 unchanged.
 """
 
-import contextlib
-import io
 from collections.abc import Callable
 
 import torch
@@ -77,9 +75,7 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     weights = torchvision.models.get_model_weights(name).DEFAULT
     try:
         # Looked up on torch.hub at call time (not torchvision's bound copy) so that tests can stub it.
-        # torch.hub announces every download on stderr; a failed one is reported below in one line.
-        with contextlib.redirect_stderr(io.StringIO()):
-            return torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+        return torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
     except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
         reason = " ".join(str(err).split())
         raise FedrayError(
