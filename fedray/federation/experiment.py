@@ -33,6 +33,7 @@ from fedray.privacy.audit import audit_pools, run_audit
 from fedray.privacy.setup import PrivacyPlan, plan_privacy
 from fedray.training import build_training_model
 
+
 @dataclass
 class ExperimentResult:
     rounds: list[dict]
