@@ -83,3 +83,16 @@ def test_apply_preserves_shape_and_returns_float32():
 def test_unknown_method_is_a_user_error():
     with pytest.raises(FedrayError, match="zca, pca, none"):
         ColorWhitening.fit(_correlated_images(n=2), method="imagenet")
+
+
+def test_auto_uses_a_pretrained_backbones_own_normalisation_and_zca_otherwise():
+    from fedray.data.deal import input_map
+
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    cfg = {"seed": 0, "data": {"whitening": "auto"}, "model": {"name": "efficientnet_lite0", "pretrained": True}}
+    pretrained = input_map(cfg, images)
+    white = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    assert pretrained.method == "pretrained" and torch.allclose(pretrained.apply(white), torch.ones(1, 3, 2, 2))
+    scratch = input_map({**cfg, "model": {"name": "efficientnet_lite0", "pretrained": False}}, images)
+    assert scratch.method == "zca"
+    assert input_map({**cfg, "data": {"whitening": "pca"}}, images).method == "pca"

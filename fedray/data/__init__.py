@@ -35,7 +35,7 @@ def load_splits(data_cfg: Mapping, seed: int) -> Splits:
     name = data_cfg.get("name")
     if name not in LOADERS:
         raise FedrayError(f"unknown dataset data.name={name!r}: use one of {', '.join(LOADERS)}")
-    whitening = data_cfg.get("whitening", "zca")
+    whitening = data_cfg.get("whitening", "auto")
     if whitening not in WHITENING_METHODS:
         raise FedrayError(f"unknown data.whitening '{whitening}': use one of {', '.join(WHITENING_METHODS)}")
     get_augment(data_cfg.get("augment", "flips"))

@@ -3,7 +3,7 @@
 The validation split is partitioned with the same scheme and seed as the
 training split, so every hospital also holds its own validation shard. Under
 ``mode=centralized`` the shards are pooled into one. The colour whitening is
-fitted on the training shards only (see docs/data.md).
+fitted on the training shards only, or a pretrained backbone's own normalisation (see docs/data.md).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fedray.data.partition import partition
 from fedray.data.types import ImageData, Splits
 from fedray.data.whitening import ColorWhitening
 from fedray.errors import FedrayError
+from fedray.models import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,25 @@ def deal_data(cfg: dict) -> Dealt:
     train_shards, val_shards = shards
     if mode == "centralized":
         train_shards, val_shards = [union(train_shards)], [union(val_shards)]
-    whitening = ColorWhitening.fit(
-        union(train_shards).images, method=cfg["data"].get("whitening", "zca"), seed=cfg["seed"]
-    )
+    whitening = input_map(cfg, union(train_shards).images)
     return Dealt(splits, train_shards, val_shards, dropped, whitening)
+
+
+def input_map(cfg: dict, train_images: torch.Tensor) -> ColorWhitening:
+    """The colour map every model input goes through.
+
+    ``data.whitening=auto`` (the default) is the seed's ZCA whitening fitted on
+    the training shards, except for a backbone loaded with pretrained weights:
+    its features only mean something under the normalisation those weights
+    were trained with, so that fixed normalisation is used instead.
+    """
+    method = cfg["data"].get("whitening", "auto")
+    if method == "auto":
+        normalisation = backbone_spec(cfg["model"]["name"]).pretrained_normalisation
+        if cfg["model"].get("pretrained") and normalisation is not None:
+            return ColorWhitening.standardise(mean=normalisation[0], std=normalisation[1])
+        method = "zca"
+    return ColorWhitening.fit(train_images, method=method, seed=cfg["seed"])
 
 
 def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):

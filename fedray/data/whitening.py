@@ -34,7 +34,9 @@ import torch
 
 from fedray.errors import FedrayError
 
-METHODS = ("zca", "pca", "none")
+# "auto": the seed's ZCA whitening, or a pretrained backbone's own input normalisation
+# (resolved per experiment by fedray.data.deal, which knows the model).
+METHODS = ("auto", "zca", "pca", "none")
 
 
 class ColorWhitening:
@@ -69,8 +71,8 @@ class ColorWhitening:
         with replacement (seeded), which estimates a 3x3 covariance to well
         under 1% while bounding memory and time.
         """
-        if method not in METHODS:
-            raise FedrayError(f"unknown whitening '{method}': use one of {', '.join(METHODS)}")
+        if method not in ("zca", "pca", "none"):
+            raise FedrayError(f"whitening '{method}' cannot be fitted: use one of zca, pca, none")
         _check_batch(images_uint8)
         if method == "none":
             return cls(method=method, mean=torch.zeros(3), matrix=torch.eye(3))
@@ -82,6 +84,11 @@ class ColorWhitening:
         scale = torch.diag(1.0 / torch.sqrt(lam.clamp(min=0) + eps))
         matrix = scale @ u.T if method == "pca" else u @ scale @ u.T
         return cls(method=method, mean=mean, matrix=matrix)
+
+    @classmethod
+    def standardise(cls, *, mean: tuple[float, float, float], std: tuple[float, float, float]) -> ColorWhitening:
+        """The fixed per-channel map ``(rgb/255 - mean) / std`` that pretrained weights expect."""
+        return cls(method="pretrained", mean=torch.tensor(mean), matrix=torch.diag(1.0 / torch.tensor(std)))
 
     def apply(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """Whitened float32 ``[B, 3, H, W]`` on the batch's device.

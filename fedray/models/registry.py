@@ -33,6 +33,8 @@ from fedray.models.small_cnn import SmallCNN
 
 # Five stride-2 stages take 32 px to 1 px; inception_v3's unpadded stem needs 75 px.
 FIVE_HALVINGS_MIN_SIZE = 32
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet weights
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inception_v3 (transform_input=False) and EfficientNet-Lite0
 INCEPTION_MIN_SIZE = 75
 MODEL_CONFIG_KEYS = ("name", "pretrained", "finetune", "finetune_last_n")
 
@@ -44,6 +46,8 @@ class BackboneSpec:
     name: str
     min_image_size: int
     has_batchnorm: bool
+    # The per-channel (mean, std) its pretrained weights were trained with; None without weights.
+    pretrained_normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,43 +121,43 @@ _BACKBONES: dict[str, _Backbone] = {
             blocks=_sequential_then_hidden_linears("features", ()),
         ),
         _Backbone(
-            BackboneSpec("resnet18", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True),
+            BackboneSpec("resnet18", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=IMAGENET),
             _torchvision("resnet18"),
             head="fc",
             blocks=_resnet_blocks,
         ),
         _Backbone(
-            BackboneSpec("resnet50", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True),
+            BackboneSpec("resnet50", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=IMAGENET),
             _torchvision("resnet50"),
             head="fc",
             blocks=_resnet_blocks,
         ),
         _Backbone(
-            BackboneSpec("vgg19", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=False),
+            BackboneSpec("vgg19", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=False, pretrained_normalisation=IMAGENET),
             _torchvision("vgg19"),
             head="classifier.6",
             blocks=_sequential_then_hidden_linears("features", ("classifier.0", "classifier.3")),
         ),
         _Backbone(
-            BackboneSpec("inception_v3", INCEPTION_MIN_SIZE, has_batchnorm=True),
+            BackboneSpec("inception_v3", INCEPTION_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=HALF),
             _torchvision("inception_v3"),
             head="fc",
             blocks=_inception_blocks,
         ),
         _Backbone(
-            BackboneSpec("mobilenet_v3_small", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True),
+            BackboneSpec("mobilenet_v3_small", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=IMAGENET),
             _torchvision("mobilenet_v3_small"),
             head="classifier.3",
             blocks=_sequential_then_hidden_linears("features", ("classifier.0",)),
         ),
         _Backbone(
-            BackboneSpec("mobilenet_v3_large", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True),
+            BackboneSpec("mobilenet_v3_large", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=IMAGENET),
             _torchvision("mobilenet_v3_large"),
             head="classifier.3",
             blocks=_sequential_then_hidden_linears("features", ("classifier.0",)),
         ),
         _Backbone(
-            BackboneSpec("efficientnet_lite0", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True),
+            BackboneSpec("efficientnet_lite0", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=HALF),
             efficientnet_lite0,
             head="_fc",
             blocks=_lite0_blocks,
