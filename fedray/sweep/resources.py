@@ -15,23 +15,19 @@ instead of deadlocking half-started ones.
 from __future__ import annotations
 
 from fedray.errors import FedrayError
+from fedray.federation.experiment import actor_resources
 
 DRIVER_BUNDLE = 1  # the driver's bundle index; hospital k is DRIVER_BUNDLE + 1 + k
 
 
 def trial_bundles(cfg: dict, *, gpus_present: bool) -> list[dict[str, float]]:
-    """The placement bundles of one trial of ``cfg`` (GPU shares only where the cluster has GPUs)."""
-    def bundle(section: dict) -> dict[str, float]:
-        out = {"CPU": float(section.get("num_cpus", 1))}
-        gpus = float(section.get("num_gpus", 0)) if gpus_present else 0.0
-        if gpus > 0:
-            out["GPU"] = gpus
-        return out
+    """The placement bundles of one trial of ``cfg``: exactly what its actors will request."""
+    def bundle(request: dict) -> dict[str, float]:
+        return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {})}
 
+    driver, hospital = actor_resources(cfg, gpus_present=gpus_present)
     hospitals = 1 if cfg["mode"] == "centralized" else int(cfg["fl"]["num_hospitals"])
-    return [{"CPU": float(cfg["sweep"].get("trial_cpus", 0.1))}, bundle(cfg["fl"]["driver"])] + [
-        bundle(cfg["fl"]["hospital"]) for _ in range(hospitals)
-    ]
+    return [{"CPU": float(cfg["sweep"].get("trial_cpus", 0.1))}, bundle(driver)] + [bundle(hospital) for _ in range(hospitals)]
 
 
 def check_trial_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:
