@@ -175,17 +175,17 @@ def run_experiment(
         audit = ray.get(ray.remote(run_audit).options(**driver_res, **placed(0)).remote(
             **audit_kwargs(prep, final_params[0], driver_res)))
     seconds = time.perf_counter() - started
-    summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, hospital_res)
+    summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["placement"] = placement
     return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, dealt=prep.dealt)
 
 
-def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, hospital_res) -> dict:
+def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, driver_res, hospital_res) -> dict:
     final = rounds[-1]
     best = max(rounds, key=lambda r: r["val"]["balanced_accuracy"])
     scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
-    gpu_share = hospital_res["num_gpus"] * len(dealt.train_shards)
+    gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
     return {
         "status": "completed",
         "mode": cfg["mode"],
