@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -24,6 +25,11 @@ TINY = [
     "fl.num_hospitals=5",
     "train.batch_size=8",
 ]
+
+
+def same_params(a: list[dict], b: list[dict]) -> bool:
+    """Bit-identical model parameters, model by model."""
+    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
 
 
 def compose_plain(overrides: list[str], run_dir: Path) -> dict:

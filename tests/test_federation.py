@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import ray
 
+from conftest import same_params
+
 from fedray.federation import driver as driver_module
 from fedray.federation.driver import Driver
 from fedray.federation.experiment import (
@@ -19,16 +21,12 @@ from fedray.models import build_model
 from fedray.strategies import ClientResult
 
 
-def _same_params(a: list[dict], b: list[dict]) -> bool:
-    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
-
-
 def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, tiny_cfg):
     first = run_experiment(tiny_cfg)
     second = run_experiment(tiny_cfg)
     other = run_experiment({**tiny_cfg, "seed": 1})
-    assert _same_params(first.final_params, second.final_params)
-    assert not _same_params(first.final_params, other.final_params)
+    assert same_params(first.final_params, second.final_params)
+    assert not same_params(first.final_params, other.final_params)
     assert [r["round"] for r in first.rounds] == [1, 2]
     assert all(len(r["clients"]) == 5 for r in first.rounds)
 
@@ -40,7 +38,7 @@ def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cf
     assert faulty.summary["hospital_restarts"] >= 1
     assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
     # The retried round starts from the same global model with the same seeded batches.
-    assert _same_params(clean.final_params, faulty.final_params)
+    assert same_params(clean.final_params, faulty.final_params)
 
 
 def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
-from conftest import TINY, compose_plain
+from conftest import TINY, compose_plain, same_params
 
 from fedray.federation.experiment import run_experiment
 from fedray.privacy.accounting import independent_epsilon
 
 
-def _same_params(a: list[dict], b: list[dict]) -> bool:
-    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
-
-
 def test_infinite_epsilon_bypasses_opacus_entirely(ray_session, tmp_path):
     plain = run_experiment(compose_plain(TINY, tmp_path))
     infinite = run_experiment(compose_plain([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path))
-    assert _same_params(plain.final_params, infinite.final_params)  # no clipping, no noise, same model
+    assert same_params(plain.final_params, infinite.final_params)  # no clipping, no noise, same model
     assert math.isinf(infinite.summary["privacy"]["epsilon"])
 
 
