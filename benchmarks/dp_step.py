@@ -73,6 +73,7 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
     """One trainer as a hospital would build it; returns (trainer, label, grad_sample_mode)."""
     import torch
 
+    from fedray.data.augment import no_augment
     from fedray.data.whitening import ColorWhitening
     from fedray.models import build_model
     from fedray.training.local import LocalTrainer
@@ -82,7 +83,7 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
     n = 10 * args.batch_size
     common = dict(images=np.zeros((n, 3, 1, 1), np.uint8), labels=np.zeros(n, np.int64),
                   whitening=ColorWhitening(method="none", mean=torch.zeros(3), matrix=torch.eye(3)),
-                  augment=False, device=device, seed=0, hospital=0)
+                  augment=no_augment, device=device, seed=0, hospital=0)
     if kind == "nonprivate":
         return LocalTrainer(model=model, train_cfg=_train_cfg(args, "bf16"), **common), None
     if kind == "nonprivate_fp32":

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from fedray.data.types import ImageData
+from fedray.data.augment import get_augment
 from fedray.data.whitening import ColorWhitening
 from fedray.training.device import configure_process
 from fedray.privacy.membership import (
@@ -100,6 +101,6 @@ def _reference_trainer(cfg, num_classes, whitening, device, pool: dict, *, strea
     model = build_training_model(cfg, num_classes=num_classes)  # the target's architecture (GroupNorm under DP)
     return LocalTrainer(
         model=model, images=pool["images"], labels=pool["labels"], train_cfg=cfg["train"],
-        whitening=whitening, augment=cfg["data"].get("augment", "flips") == "flips", device=device,
+        whitening=whitening, augment=get_augment(cfg["data"].get("augment", "flips")), device=device,
         seed=cfg["seed"], hospital=hospital,
     )

@@ -24,8 +24,6 @@ import yaml  # noqa: E402
 
 from fedray.metrics import SCALAR_METRICS  # noqa: E402
 
-ROUNDS_SCHEMA_VERSION = 1
-
 
 def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     """One row per (round, scope, hospital, split).

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedray.data.augment import get_augment
 from fedray.data.whitening import ColorWhitening
 from fedray.models import build_model
 from fedray.training.local import LocalTrainer
@@ -39,7 +40,7 @@ def build_trainer(
 ) -> LocalTrainer:
     """The trainer for hospital ``hospital``: DP-SGD under ``privacy=dpsgd`` with finite ε, else plain."""
     common = dict(model=model, images=images, labels=labels, train_cfg=cfg["train"], whitening=whitening,
-                  augment=cfg["data"].get("augment", "flips") == "flips", device=device, seed=cfg["seed"],
+                  augment=get_augment(cfg["data"].get("augment", "flips")), device=device, seed=cfg["seed"],
                   hospital=hospital)
     if not dp_sgd_active(cfg):
         return LocalTrainer(**common)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedray.data.augment import random_flips
+from fedray.data.augment import Augment
 from fedray.data.whitening import ColorWhitening
 from fedray.models import set_frozen_eval
 
@@ -115,7 +115,7 @@ class LocalTrainer(Evaluator):
         labels: np.ndarray,
         train_cfg: dict,
         whitening: ColorWhitening,
-        augment: bool,
+        augment: Augment,
         device: torch.device,
         seed: int,
         hospital: int,
@@ -171,8 +171,7 @@ class LocalTrainer(Evaluator):
     def prepare(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch.to(self.device)
         x = self.images[idx]
-        if self.augment:
-            x = random_flips(x, generator)
+        x = self.augment(x, generator)
         x = self.whitening.apply(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
