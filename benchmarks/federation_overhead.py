@@ -109,9 +109,9 @@ class PureCompute:
         for k, shard in enumerate(prep.dealt.train_shards):
             model = build_training_model(cfg, num_classes=prep.num_classes)
             self.trainers.append(build_trainer(
-                cfg=cfg, model=model, images=np.ascontiguousarray(np.asarray(shard.images)),
+                cfg=cfg, model=model, inputs=np.ascontiguousarray(np.asarray(shard.inputs)),
                 labels=np.asarray(shard.labels),
-                whitening=ColorWhitening.from_state_dict(prep.dealt.whitening.state_dict()),
+                whitening=input_map_from_state(prep.dealt.input_map.state_dict()),
                 device=self.device, hospital=k))
         self.params = params_to_numpy(self.trainers[0].model)
         self.images_per_pass = sum(t.num_samples for t in self.trainers) * self.epochs
@@ -151,7 +151,7 @@ def evaluation_seconds(prep, pure: PureCompute, repeats: int = 3) -> float:
     from fedray.training.local import as_device_tensor
 
     trainer = pure.trainers[0]
-    sets = [(as_device_tensor(np.asarray(s.images), pure.device), np.asarray(s.labels))
+    sets = [(as_device_tensor(np.asarray(s.inputs), pure.device), np.asarray(s.labels))
             for s in (prep.dealt.splits.val, prep.dealt.splits.test)]
     times = []
     for _ in range(repeats):

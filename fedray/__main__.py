@@ -38,8 +38,9 @@ def check_group_choices(argv: list[str]) -> None:
 
 def print_round(record: dict) -> None:
     val, test = record["val"], record["test"]
+    fold = f"fold {record['fold'] + 1} " if "fold" in record else ""
     print(
-        f"[round {record['round']:>3}/{record['total_rounds']}] "
+        f"[{fold}round {record['round']:>3}/{record['total_rounds']}] "
         f"val acc {val['accuracy']:.3f} bal {val['balanced_accuracy']:.3f} | "
         f"test acc {test['accuracy']:.3f} bal {test['balanced_accuracy']:.3f} f1 {test['f1']:.3f} "
         f"auc {test['auc']:.3f} loss {test['loss']:.3f} | {record['round_seconds']:.1f} s/round",
@@ -51,14 +52,15 @@ def run_single(cfg: dict) -> dict:
     import ray
 
     from fedray.federation.cluster import connect
-    from fedray.federation.experiment import prepare_experiment, run_experiment
+    from fedray.federation.experiment import prepare_experiment
+    from fedray.federation.study import run_study
     from fedray.results import write_failure, write_run
 
     run_dir = Path(cfg["run_dir"])
     prepared = prepare_experiment(cfg)  # bad input fails here, before Ray starts
     started_ray = connect(cfg["cluster"])
     try:
-        result = run_experiment(cfg, prepared=prepared, on_round=print_round)
+        result = run_study(cfg, prepared=prepared, on_round=print_round, run_dir=run_dir)
     except BaseException as err:
         write_failure(run_dir, f"{type(err).__name__}: {err}")
         raise
@@ -71,19 +73,29 @@ def run_single(cfg: dict) -> dict:
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
-    test = summary["final_test"]
+    test, std = summary["final_test"], summary.get("final_test_std") or {}
     eps = summary["privacy"]["epsilon"]
     eps_text = "inf (non-private)" if math.isinf(float(eps)) else f"{eps:.3f}"
+    folds = (summary.get("cv") or {}).get("folds", 1)
+
+    def metric(key: str) -> str:
+        return f"{test[key]:.3f}" + (f"±{std[key]:.3f}" if key in std else "")
+
+    where = f"mean±std over {folds} folds" if folds > 1 else "held-out test"
     print(
-        f"done: {summary['mode']} {summary['model']}, {summary['rounds']} rounds, "
-        f"held-out test acc {test['accuracy']:.3f} bal {test['balanced_accuracy']:.3f} "
-        f"f1 {test['f1']:.3f} auc {test['auc']:.3f}, epsilon {eps_text}\n"
-        f"results: {run_dir}",
+        f"done: {summary['mode']} {summary['model']}, {summary['rounds']} rounds, {where}: "
+        f"acc {metric('accuracy')} bal {metric('balanced_accuracy')} precision {metric('precision')} "
+        f"recall {metric('recall')} f1 {metric('f1')} auc {metric('auc')}, epsilon {eps_text}",
         flush=True,
     )
-    note = summary["privacy"].get("note") or summary["privacy"].get("delta_note")
-    if note:
-        print(f"privacy: {note}", flush=True)
+    if summary["data"].get("without_consent"):
+        print(f"consent: {summary['data']['without_consent']} records without informed consent were left out",
+              flush=True)
+    for note in (summary["privacy"].get("note") or summary["privacy"].get("delta_note"),
+                 summary["privacy"].get("cv_note")):
+        if note:
+            print(f"privacy: {note}", flush=True)
+    print(f"results: {run_dir}", flush=True)
 
 
 def dispatch(cfg: dict) -> dict:

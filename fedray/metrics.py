@@ -1,8 +1,10 @@
 """Classification metrics from predicted probabilities, all computed by scikit-learn.
 
 ``classification_metrics(y_true, probs)`` returns accuracy, balanced accuracy,
-macro precision/recall/F1, one-vs-rest macro AUC-ROC, cross-entropy loss and
-the confusion matrix. AUC is averaged over the classes present in ``y_true``
+precision/recall/F1, one-vs-rest macro AUC-ROC, cross-entropy loss and the
+confusion matrix. With two classes precision, recall and F1 are those of the
+positive class (label 1: "develops the condition", "malignant"), as clinical
+studies report them; with more classes they are macro averages. AUC is averaged over the classes present in ``y_true``
 (a one-vs-rest AUC is undefined for a class with no positives), and is NaN when
 fewer than two classes are present.
 """
@@ -30,8 +32,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     y_pred = probs.argmax(axis=1)
     # Macro averages run over the classes present in y_true or y_pred (scikit-learn's
     # default), so a hospital's validation shard missing a class is not penalised for it.
+    average = "binary" if num_classes == 2 else "macro"
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0
+        y_true, y_pred, average=average, pos_label=1, zero_division=0
     )
     return {
         "loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),

@@ -38,14 +38,14 @@ def test_isic_shapes_labels_ids_and_class_order(isic_root):
     splits = load_splits(_isic_cfg(isic_root), seed=0)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (21, 3, 6)
     assert splits.train.class_names == CLASSES
-    assert splits.train.images.shape[1:] == (3, 12, 12) and splits.train.images.dtype == torch.uint8
+    assert splits.train.inputs.shape[1:] == (3, 12, 12) and splits.train.inputs.dtype == torch.uint8
     assert splits.train.labels.dtype == np.int64
     everything = np.concatenate([splits.train.ids, splits.val.ids, splits.test.ids])
     assert len(set(everything)) == 30 and "Train/melanoma/img_03.jpg" in everything
     for data in (splits.train, splits.test):
         folder_label = [CLASSES.index(i.split("/")[1]) for i in data.ids]
         assert np.array_equal(data.labels, folder_label)
-        red = data.images[:, 0].float().mean(dim=(1, 2))  # class c was painted with red = 80 c
+        red = data.inputs[:, 0].float().mean(dim=(1, 2))  # class c was painted with red = 80 c
         assert torch.allclose(red, torch.from_numpy(80.0 * data.labels).float(), atol=3)
     assert splits.skipped_files == () and str(isic_root) in splits.source
 
@@ -129,9 +129,9 @@ def test_unknown_choices_list_the_known_ones(key, value):
 def test_synthetic_is_deterministic_balanced_and_shaped():
     a = load_splits({"name": "synthetic"}, seed=0)
     b = load_splits({"name": "synthetic"}, seed=0)
-    assert torch.equal(a.train.images, b.train.images) and np.array_equal(a.test.ids, b.test.ids)
-    assert not torch.equal(a.train.images, load_splits({"name": "synthetic"}, seed=1).train.images)
-    assert a.train.images.shape[1:] == (3, 32, 32)
+    assert torch.equal(a.train.inputs, b.train.inputs) and np.array_equal(a.test.ids, b.test.ids)
+    assert not torch.equal(a.train.inputs, load_splits({"name": "synthetic"}, seed=1).train.inputs)
+    assert a.train.inputs.shape[1:] == (3, 32, 32)
     assert a.train.class_names == tuple(f"synthetic_class_{c}" for c in range(4))
     for data in (a.train, a.val, a.test):
         counts = np.bincount(data.labels, minlength=4)
@@ -141,7 +141,7 @@ def test_synthetic_is_deterministic_balanced_and_shaped():
 
 def test_synthetic_signal_is_learnable_but_not_trivial():
     def features(data):
-        return torch.nn.functional.avg_pool2d(data.images.float() / 255, 4).flatten(1).numpy()
+        return torch.nn.functional.avg_pool2d(data.inputs.float() / 255, 4).flatten(1).numpy()
 
     train = make_synthetic(num_classes=4, samples_per_class=60, image_size=32, noise=0.3, seed=0)
     test = make_synthetic(num_classes=4, samples_per_class=30, image_size=32, noise=0.3, seed=1)

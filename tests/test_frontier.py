@@ -1,20 +1,29 @@
-"""The frontier writer on synthetic trial records: columns, types, Pareto flags and the four files."""
+"""The frontier writer on synthetic trial records: columns, types, Pareto flags and the six files."""
 
 from __future__ import annotations
 
 import math
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fedray.sweep.frontier import FRONTIER_SCHEMA, SCHEMA_VERSION, frontier_frame, sweep_rounds_frame, write_frontier
+import fedray.sweep.frontier as frontier_module
+from fedray.sweep.frontier import (FRONTIER_SCHEMA, HEADLINE_METRICS, SCHEMA_VERSION, frontier_frame,
+                                   sweep_rounds_frame, write_frontier)
 from fedray.sweep.report import TUNING_NOTE
 
 AXES = ["backbone", "lr", "epsilon"]
 PARAMS = ["param_backbone", "param_lr", "param_epsilon"]
-INT_COLUMNS = ["image_size", "rounds", "local_epochs", "hospitals", "seed", "batch_size", "best_val_round",
-               "attack_n_members", "attack_n_nonmembers"]
+INT_COLUMNS = ["image_size", "records_without_consent", "rounds", "local_epochs", "hospitals", "cv_folds", "seed",
+               "batch_size", "best_val_round", "attack_n_members", "attack_n_nonmembers"]
+TEST_STDS = [f"test_{m}_std" for m in HEADLINE_METRICS]
+# Schema version 2's additions, read from CV / consent / DP-unit aware summaries; null for older summaries.
+V2_COLUMNS = {"records_without_consent": pa.int64(), "cv_folds": pa.int64(), "test_precision": pa.float64(),
+              "test_recall": pa.float64(), **dict.fromkeys(TEST_STDS, pa.float64()), "privacy_unit": pa.string(),
+              "attack_auc_std": pa.float64(), "attack_advantage_std": pa.float64()}
+FILES = ["frontier.parquet", "frontier.png", "learning_curves.png", "report.md", "rounds.parquet", "tables.md"]
 
 
 def _metrics(balanced: float) -> dict:
@@ -49,6 +58,19 @@ def _record(trial_id: str, *, lr: float, epsilon: float, balanced: float, attack
     return {"trial_id": trial_id, "status": "completed", "error": None,
             "params": {"backbone": "small_cnn", "lr": lr, "epsilon": epsilon},
             "config": config, "summary": summary, "rounds": rounds}
+
+
+def _with_cv(record: dict, folds: int = 3) -> dict:
+    """``record`` as a k-fold cross-validated run: means in final_test, stds beside them, rounds per fold."""
+    summary = record["summary"]
+    summary["final_test_std"] = {"loss": 0.2, **{m: 0.01 * (i + 1) for i, m in enumerate(HEADLINE_METRICS)}}
+    summary["cv"] = {"folds": folds, "per_fold": [summary["final_test"]] * folds}
+    summary["data"] = {"without_consent": 7}
+    summary["privacy"]["unit"] = "record"
+    summary["membership_inference"]["strongest_std"] = {"auc": 0.02, "advantage": 0.03, "tpr_at_1pct_fpr": 0.01}
+    record["config"]["cv"] = {"folds": folds}
+    record["rounds"] = [{**entry, "fold": fold} for fold in range(folds) for entry in record["rounds"]]
+    return record
 
 
 @pytest.fixture
@@ -121,37 +143,107 @@ def test_unknown_utility_is_rejected(records):
         frontier_frame(records, axes=AXES, utility="val_balanced_accuracy")
 
 
+def test_schema_version_2_columns_and_types(records):
+    assert SCHEMA_VERSION == 2
+    for name, type_ in V2_COLUMNS.items():
+        assert FRONTIER_SCHEMA.field(name).type == type_, name
+    names = FRONTIER_SCHEMA.names
+    # Each std block follows its means; the model column keeps its v1 name.
+    means = [f"test_{m}" for m in HEADLINE_METRICS]
+    assert names[names.index(means[0]):names.index(TEST_STDS[-1]) + 1] == [*means, "test_loss", *TEST_STDS]
+    assert names.index("attack_n_nonmembers") + 1 == names.index("attack_auc_std")
+    assert "backbone" in names and "mechanism" in names
+    frame = frontier_frame([_with_cv(records[0]), *records[1:]], axes=AXES)
+    numeric = {name: type_ for name, type_ in V2_COLUMNS.items() if type_ != pa.string()}
+    for name, type_ in numeric.items():
+        assert frame[name].dtype == ("Int64" if type_ == pa.int64() else "float64"), name
+    assert frame["privacy_unit"].tolist()[0] == "record"
+
+
+def test_old_summaries_give_nulls_not_errors(records):
+    """Summaries from before CV, consent filtering and DP units: their v2 columns are null, not guessed."""
+    del records[1]["summary"]["final_test"]["precision"]
+    frame = frontier_frame(records, axes=AXES).set_index("trial_id")
+    absent = [c for c in V2_COLUMNS if c not in ("test_precision", "test_recall")]
+    assert frame[absent].isna().all().all()
+    assert frame.loc["t1", "test_precision"] == 0.5 and frame.loc["t1", "test_recall"] == 0.5
+    assert pd.isna(frame.loc["t2", "test_precision"]) and pd.isna(frame.loc["t4", "test_recall"])
+
+
+def test_cross_validated_summary_fills_the_std_columns(records):
+    row = frontier_frame([_with_cv(records[0], folds=5)], axes=AXES).iloc[0]
+    assert row["cv_folds"] == 5 and row["records_without_consent"] == 7 and row["privacy_unit"] == "record"
+    assert [row[c] for c in TEST_STDS] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+    assert row["test_accuracy"] == pytest.approx(0.65)  # final_test holds the mean over folds
+    assert row["attack_auc_std"] == 0.02 and row["attack_advantage_std"] == 0.03
+
+
+def test_cv_folds_falls_back_to_the_config(records):
+    record = _with_cv(records[0], folds=4)
+    del record["summary"]["cv"]
+    assert frontier_frame([record], axes=AXES).iloc[0]["cv_folds"] == 4
+
+
+def test_rounds_carry_their_fold_under_cross_validation(records, tmp_path):
+    rounds = sweep_rounds_frame([_with_cv(records[0], folds=3), records[2]])
+    assert list(rounds.columns[:7]) == ["trial_id", *PARAMS, "fold", "round", "round_seconds"]
+    assert rounds["fold"].dtype == "Int64"
+    assert rounds["fold"].tolist()[:6] == [0, 0, 1, 1, 2, 2] and rounds["fold"].isna().tolist()[6:] == [True] * 2
+    paths = write_frontier(tmp_path, [_with_cv(records[0], folds=3), records[2]], axes=AXES, sweep_name="demo")
+    assert pq.read_schema(paths["rounds"]).field("fold").type == pa.int64()
+    assert pd.read_parquet(paths["rounds"])["fold"].dtype == "Int64"
+
+
 def test_sweep_rounds_frame(records):
     rounds = sweep_rounds_frame(records)
     assert len(rounds) == 6  # 3 completed trials x 2 rounds; the failed trial has none
     assert list(rounds.columns[:6]) == ["trial_id", *PARAMS, "round", "round_seconds"]
     assert "test_balanced_accuracy" in rounds and "val_loss" in rounds and "test_confusion_matrix" not in rounds
     assert rounds["round"].tolist() == [1, 2] * 3
+    assert "fold" not in rounds  # no round carries a fold without cross-validation
 
 
-def test_write_frontier_writes_four_files(records, tmp_path):
+def test_write_frontier_writes_six_files(records, tmp_path):
     paths = write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")
-    assert set(paths) == {"frontier", "rounds", "plot", "report"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frontier.parquet", "frontier.png", "report.md",
-                                                          "rounds.parquet"]  # no temporary files left
+    assert set(paths) == {"frontier", "rounds", "plot", "learning_curves", "tables", "report"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == FILES  # no temporary files left
     back = pd.read_parquet(paths["frontier"])
     assert len(back) == 4 and back["trial_id"].tolist() == ["t1", "t2", "t3", "t4"]
     assert back["rounds"].dtype == "Int64" and back["pareto_overall"].tolist() == [True, False, True, False]
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"1" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == b"2" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"test_balanced_accuracy"
-    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"1"
+    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"2"
+    for name, type_ in V2_COLUMNS.items():
+        assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["rounds"])) == 6
-    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in ("plot", "learning_curves"):
+        assert paths[plot].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Accuracy vs ε" in paths["tables"].read_text(encoding="utf-8")
+    mtimes = {name: path.stat().st_mtime_ns for name, path in paths.items()}
+    assert mtimes["report"] == max(mtimes.values())
     report = paths["report"].read_text(encoding="utf-8")
+    assert "[tables.md](tables.md)" in report
     assert TUNING_NOTE in report and "Papernot & Steinke 2022" in report
     assert "## Best configuration per target ε" in report and "## Pareto-optimal trials" in report
     assert "3 completed, 1 failed" in report and "RayActorError" in report
     best_table = report.split("## Best configuration per target ε")[1].split("##")[0]
     assert [line.split(" | ")[1] for line in best_table.splitlines() if line.startswith("| 1 ") or
             line.startswith("| 8 ") or line.startswith("| ∞ ")] == ["t1", "t2", "t3"]
+    assert "| precision | recall |" in best_table
+
+
+def test_failed_tables_leave_no_report(records, tmp_path, monkeypatch):
+    """report.md is written last: if tables.md cannot be written, there is no report claiming a whole frontier."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("tables failed")
+    monkeypatch.setattr(frontier_module, "render_tables", broken)
+    with pytest.raises(RuntimeError, match="tables failed"):
+        write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frontier.parquet", "frontier.png", "learning_curves.png",
+                                                          "rounds.parquet"]
 
 
 @pytest.mark.parametrize("keep", [["t3"], ["t4"], []], ids=["only-non-private", "only-failed", "empty"])
@@ -159,5 +251,6 @@ def test_write_frontier_degenerate_sweeps(records, tmp_path, keep):
     subset = [r for r in records if r["trial_id"] in keep]
     paths = write_frontier(tmp_path, subset, axes=AXES, sweep_name="demo")
     assert len(pd.read_parquet(paths["frontier"])) == len(subset)
-    assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
+    assert paths["plot"].read_bytes()[:4] == b"\x89PNG" and paths["learning_curves"].read_bytes()[:4] == b"\x89PNG"
+    assert paths["tables"].read_text(encoding="utf-8").startswith("# Paper tables")
     assert TUNING_NOTE in paths["report"].read_text(encoding="utf-8")

@@ -20,7 +20,9 @@ from fedray.models import (
     trainable_parameter_names,
 )
 from fedray.models.efficientnet_lite import INPUT_MEAN, INPUT_STD, EfficientNetLite0
+from fedray.models import TORCH_TABLE_MODELS, TREE_MODELS, model_family
 from fedray.models.registry import MODEL_CONFIG_KEYS
+from fedray.models.tabular import TABLE_MODEL_KEYS
 from fedray.models.torchvision_backbones import swap_in_place_blocks
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -32,11 +34,26 @@ def _forward(model: nn.Module, image_size: int) -> torch.Tensor:
         return model(torch.randn(2, 3, image_size, image_size))
 
 
-def test_every_backbone_has_a_conf_file_with_the_contract_keys():
+def test_every_model_has_a_conf_file_with_the_contract_keys():
     configs = {path.stem: yaml.safe_load(path.read_text()) for path in CONF_MODEL_DIR.glob("*.yaml")}
-    assert sorted(configs) == sorted(backbone_names())
+    assert sorted(configs) == sorted([*backbone_names(), *TORCH_TABLE_MODELS, *TREE_MODELS])
     for name, cfg in configs.items():
-        assert cfg["name"] == name and set(cfg) == set(MODEL_CONFIG_KEYS)
+        allowed = TABLE_MODEL_KEYS.get(name, MODEL_CONFIG_KEYS)
+        assert cfg["name"] == name and set(cfg) == set(allowed)
+
+
+def test_table_models_build_for_the_feature_count_and_reject_unknown_keys():
+    from fedray.models import build_table_model
+
+    x = torch.rand(5, 7)
+    assert build_table_model({"name": "mlp", "hidden": [8]}, num_classes=2, num_features=7)(x).shape == (5, 2)
+    assert build_table_model({"name": "logreg"}, num_classes=3, num_features=7)(x).shape == (5, 3)
+    with pytest.raises(FedrayError, match="unknown model config key"):
+        build_table_model({"name": "logreg", "hidden": [8]}, num_classes=2, num_features=7)
+    assert model_family("mlp") == "table" and model_family("random_forest") == "tree"
+    assert model_family("resnet18") == "image"
+    with pytest.raises(FedrayError, match="unknown model 'resnet5'"):
+        model_family("resnet5")
 
 
 @pytest.mark.parametrize("name", backbone_names())

@@ -1,6 +1,7 @@
 """Colour whitening: whitened training pixels have zero mean and unit covariance."""
 
 import pytest
+import numpy as np
 import torch
 
 from fedray.data import ColorWhitening
@@ -86,9 +87,16 @@ def test_unknown_method_is_a_user_error():
 
 
 def test_auto_uses_a_pretrained_backbones_own_normalisation_and_zca_otherwise():
-    from fedray.data.deal import input_map
+    from fedray.data.input_map import fit_input_map
+    from fedray.data.types import Records
 
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    train = Records(inputs=images, labels=np.zeros(4, dtype=np.int64), ids=np.arange(4).astype(object),
+                    class_names=("a",))
+
+    def input_map(cfg, _images):
+        return fit_input_map(cfg, train)
+
     cfg = {"seed": 0, "data": {"whitening": "auto"}, "model": {"name": "efficientnet_lite0", "pretrained": True}}
     pretrained = input_map(cfg, images)
     white = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)

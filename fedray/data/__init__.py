@@ -1,10 +1,12 @@
-"""Data layer: load, split, partition and preprocess image sets (no Ray).
+"""Data layer: load, filter by consent, split, partition and preprocess images or tables (no Ray).
 
-``load_splits(data_cfg, seed)`` is the entry point: it dispatches on
-``data_cfg["name"]`` to a loader and returns :class:`Splits`. Callers then
-:func:`partition` the training labels among hospitals, fit
-:class:`ColorWhitening` on the training images and apply it, with an
-augmentation from :func:`get_augment`, per batch on the device.
+``load_splits(data_cfg, seed, fold=None)`` is the entry point: it dispatches
+on ``data_cfg["name"]`` to a loader, removes records without informed consent
+(:mod:`fedray.data.consent`), and splits the rest into :class:`Splits`: a
+stratified hold-out split (``data.split``, 70/10/20 by default) or fold ``i``
+of a stratified k-fold cross-validation. Callers then :func:`partition` the
+training labels among hospitals and map inputs per batch on the device
+(:class:`ColorWhitening` for images, :class:`FeatureScaling` for tables).
 """
 
 from __future__ import annotations
@@ -12,25 +14,38 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from fedray.data.augment import AUGMENTATIONS, get_augment, random_flips
+from fedray.data.breast_cancer import load_breast_cancer
+from fedray.data.consent import apply_consent
+from fedray.data.ehr_synthetic import load_ehr_synthetic
+from fedray.data.feature_scaling import FeatureScaling
 from fedray.data.isic import load_isic
 from fedray.data.partition import SCHEMES, Partition, partition
-from fedray.data.split import stratified_split
+from fedray.data.split import kfold_split, split_fractions, stratified_split
 from fedray.data.synthetic import load_synthetic
-from fedray.data.types import ImageData, Splits
+from fedray.data.table_csv import load_table
+from fedray.data.types import Loaded, Records, Splits
 from fedray.data.whitening import METHODS as WHITENING_METHODS
 from fedray.data.whitening import ColorWhitening
 from fedray.errors import FedrayError
 
-LOADERS: dict[str, Callable[[Mapping, int], Splits]] = {"isic": load_isic, "synthetic": load_synthetic}
+LOADERS: dict[str, Callable[[Mapping, int], Loaded]] = {
+    "isic": load_isic,
+    "synthetic": load_synthetic,
+    "ehr_synthetic": load_ehr_synthetic,
+    "breast_cancer": load_breast_cancer,
+    "table": load_table,
+}
 
 
-def load_splits(data_cfg: Mapping, seed: int) -> Splits:
-    """Load the dataset ``data_cfg["name"]`` and split it reproducibly from ``seed``.
+def load_splits(data_cfg: Mapping, seed: int, *, fold: tuple[int, int] | None = None) -> Splits:
+    """Load the dataset ``data_cfg["name"]``, drop records without consent, split reproducibly from ``seed``.
 
     ``data_cfg`` is the resolved ``data`` config group as a plain dict; see
-    ``conf/data/*.yaml`` for the keys. Missing optional keys take the defaults
-    documented there. ``whitening`` and ``augment`` are only checked here (so
-    a typo fails before any decoding); callers apply them.
+    ``conf/data/*.yaml`` for the keys. ``fold=(i, k)`` makes the test set fold
+    ``i`` of a stratified ``k``-fold split of the consented records (the
+    validation set is then ``split.val / (split.train + split.val)`` of the
+    rest). ``whitening`` and ``augment`` are only checked here (so a typo
+    fails before any decoding); callers apply them.
     """
     name = data_cfg.get("name")
     if name not in LOADERS:
@@ -39,7 +54,38 @@ def load_splits(data_cfg: Mapping, seed: int) -> Splits:
     if whitening not in WHITENING_METHODS:
         raise FedrayError(f"unknown data.whitening '{whitening}': use one of {', '.join(WHITENING_METHODS)}")
     get_augment(data_cfg.get("augment", "flips"))
-    return LOADERS[name](data_cfg, seed)
+    loaded = LOADERS[name](data_cfg, seed)
+    if loaded.records.kind == "table" and data_cfg.get("augment", "none") != "none":
+        raise FedrayError(f"data.augment={data_cfg['augment']!r} flips images; tables take data.augment=none")
+    records, fixed_test, without_consent = apply_consent(loaded, data_cfg)
+    fractions = split_fractions(data_cfg)
+    if fold is not None:
+        if fixed_test is not None:
+            raise FedrayError("cross-validation cuts its own test folds: set data.use_test_folder=false or cv.folds=1")
+        train_f, val_f, _ = fractions
+        train, val, test = kfold_split(records.labels, fold=fold[0], folds=fold[1], val_share=val_f / (train_f + val_f),
+                                       seed=seed, class_names=records.class_names)
+        how = f"stratified {fold[1]}-fold CV, test = fold {fold[0] + 1}"
+    elif fixed_test is not None:
+        train_f, val_f, _ = fractions
+        train, val, test = stratified_split(records.labels, fractions=(train_f / (train_f + val_f),
+                                                                       val_f / (train_f + val_f), 0.0),
+                                            seed=seed, class_names=records.class_names)
+        how = "train/val split " + "/".join(f"{100 * f:g}" for f in (train_f, val_f))
+    else:
+        train, val, test = stratified_split(records.labels, fractions=fractions, seed=seed,
+                                            class_names=records.class_names)
+        how = "split " + "/".join(f"{100 * f:g}" for f in fractions)
+    consent_note = f", {without_consent} without consent left out" if without_consent else ""
+    return Splits(
+        train=records.subset(train),
+        val=records.subset(val),
+        test=fixed_test if fixed_test is not None else records.subset(test),
+        skipped_files=loaded.skipped_files,
+        source=f"{loaded.source}; {how}{consent_note}",
+        without_consent=without_consent,
+        fold=fold,
+    )
 
 
 __all__ = [
@@ -47,7 +93,9 @@ __all__ = [
     "SCHEMES",
     "WHITENING_METHODS",
     "ColorWhitening",
-    "ImageData",
+    "FeatureScaling",
+    "Loaded",
+    "Records",
     "Partition",
     "Splits",
     "get_augment",

@@ -1,13 +1,15 @@
-"""Deal one experiment's data: decode, split, partition across hospitals, fit the whitening (pure, no Ray).
+"""Deal one experiment's data: load, split, partition across hospitals, decide the input map (pure, no Ray).
 
 The validation split is partitioned with the same scheme and seed as the
 training split, so every hospital also holds its own validation shard. Under
-``mode=centralized`` the shards are pooled into one. The colour whitening is
-fitted on the training shards only, or a pretrained backbone's own normalisation (see docs/data.md).
+``mode=centralized`` the shards are pooled into one. The input map is fitted
+on the training shards only (:mod:`fedray.data.input_map`). Under k-fold
+cross-validation (``cv.folds`` > 1) the config's ``cv.fold`` picks the test fold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -16,10 +18,9 @@ import torch
 
 from fedray.data import load_splits
 from fedray.data.partition import partition
-from fedray.data.types import ImageData, Splits
-from fedray.data.whitening import ColorWhitening
+from fedray.data.input_map import InputMap, fit_input_map
+from fedray.data.types import Records, Splits
 from fedray.errors import FedrayError
-from fedray.models import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,18 @@ class Dealt:
     """The data of one experiment after partitioning, before anything touches Ray."""
 
     splits: Splits
-    train_shards: list[ImageData]
-    val_shards: list[ImageData]
+    train_shards: list[Records]
+    val_shards: list[Records]
     dropped: int
-    whitening: ColorWhitening
+    input_map: InputMap
 
 
 def deal_data(cfg: dict) -> Dealt:
-    """Decode, split and partition the data; fit the colour whitening on the training shards."""
+    """Load, split and partition the data; fit the input map on the training shards."""
     mode = cfg["mode"]
     if mode not in MODES:
         raise FedrayError(f"unknown mode {mode!r}: set mode to one of {', '.join(MODES)}")
-    splits = load_splits(cfg["data"], seed=cfg["seed"])
+    splits = load_splits(cfg["data"], seed=cfg["seed"], fold=cv_fold(cfg))
     num_hospitals = int(cfg["fl"]["num_hospitals"])
     if num_hospitals < 1:
         raise FedrayError(f"fl.num_hospitals={num_hospitals}: need at least 1 hospital")
@@ -57,29 +58,20 @@ def deal_data(cfg: dict) -> Dealt:
         if part_name == "train":
             dropped = len(part.dropped)
     if dropped:
-        log.warning("partition %s dropped %d training images (the per-class remainder)", scheme, dropped)
+        log.warning("partition %s dropped %d training records (the per-class remainder)", scheme, dropped)
     train_shards, val_shards = shards
     if mode == "centralized":
         train_shards, val_shards = [union(train_shards)], [union(val_shards)]
-    whitening = input_map(cfg, union(train_shards).images)
-    return Dealt(splits, train_shards, val_shards, dropped, whitening)
+    return Dealt(splits, train_shards, val_shards, dropped, fit_input_map(cfg, union(train_shards)))
 
 
-def input_map(cfg: dict, train_images: torch.Tensor) -> ColorWhitening:
-    """The colour map every model input goes through.
-
-    ``data.whitening=auto`` (the default) is the seed's ZCA whitening fitted on
-    the training shards, except for a backbone loaded with pretrained weights:
-    its features only mean something under the normalisation those weights
-    were trained with, so that fixed normalisation is used instead.
-    """
-    method = cfg["data"].get("whitening", "auto")
-    if method == "auto":
-        normalisation = backbone_spec(cfg["model"]["name"]).pretrained_normalisation
-        if cfg["model"].get("pretrained") and normalisation is not None:
-            return ColorWhitening.standardise(mean=normalisation[0], std=normalisation[1])
-        method = "zca"
-    return ColorWhitening.fit(train_images, method=method, seed=cfg["seed"])
+def cv_fold(cfg: dict) -> tuple[int, int] | None:
+    """``(fold, folds)`` under k-fold cross-validation (``cv.folds`` > 1), else None."""
+    cv = cfg.get("cv") or {}
+    folds = int(cv.get("folds", 1))
+    if folds < 1:
+        raise FedrayError(f"cv.folds={folds}: use 1 (a single hold-out split) or k >= 2 folds")
+    return (int(cv.get("fold", 0)), folds) if folds > 1 else None
 
 
 def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):
@@ -90,10 +82,10 @@ def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes,
         raise FedrayError(f"{part_name} split: {err}") from None
 
 
-def union(shards: list[ImageData]) -> ImageData:
-    return ImageData(
-        images=torch.cat([s.images for s in shards]),
+def union(shards: list[Records]) -> Records:
+    return dataclasses.replace(
+        shards[0],
+        inputs=torch.cat([s.inputs for s in shards]),
         labels=np.concatenate([s.labels for s in shards]),
         ids=np.concatenate([s.ids for s in shards]),
-        class_names=shards[0].class_names,
     )

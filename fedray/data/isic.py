@@ -6,7 +6,7 @@ Expected layout, as downloaded::
     <data.root>/Test/<class name>/*.jpg      optional
 
 Class names are the sorted ``Train/`` sub-folder names, so label ``c`` means
-the same class on every machine. Splits:
+the same class on every machine. Splits (made by :func:`fedray.data.load_splits`):
 
 * default: ``Train/`` is split stratified by ``data.split`` (70/10/20);
 * ``data.use_test_folder: true`` and ``Test/`` present: ``Test/`` is the test
@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fedray.data.image_folder import class_folders, decode_images, list_images
-from fedray.data.split import split_fractions, stratified_split
-from fedray.data.types import ImageData, Splits
+from fedray.data.types import Loaded, Records
 from fedray.errors import FedrayError
 
 log = logging.getLogger(__name__)
@@ -34,14 +33,13 @@ LAYOUT_HINT = "a folder holding Train/<class>/*.jpg"
 MIN_IMAGE_SIZE = 8  # below this the backbones' pooling stages run out of pixels
 
 
-def load_isic(data_cfg: Mapping, seed: int) -> Splits:
-    """Decode ``data.root`` once and split it; see the module docstring."""
+def load_isic(data_cfg: Mapping, seed: int) -> Loaded:
+    """Decode ``data.root`` once; see the module docstring. ``seed`` is unused: decoding is deterministic."""
     root = _root(data_cfg.get("root"))
     image_size = int(data_cfg.get("image_size", 128))
     if image_size < MIN_IMAGE_SIZE:
         raise FedrayError(f"data.image_size is {image_size}: use at least {MIN_IMAGE_SIZE} pixels")
     on_corrupt = data_cfg.get("on_corrupt", "skip")
-    fractions = split_fractions(data_cfg)
 
     class_names = class_folders(root / "Train")
     if not class_names:
@@ -57,27 +55,11 @@ def load_isic(data_cfg: Mapping, seed: int) -> Splits:
                 f"Test/ has classes {sorted(extra)} that Train/ lacks: rename or remove them in '{test_dir}'"
             )
         test, test_skipped = _decode(root, "Test", class_names, image_size, on_corrupt)
-        skipped += test_skipped
-        train_f, val_f, _ = fractions
-        total = train_f + val_f
-        fractions = (train_f / total, val_f / total, 0.0)
-        how = f"Train/ split {_pct(fractions[0])}/{_pct(fractions[1])} train/val, Test/ as test"
-    else:
-        if data_cfg.get("use_test_folder", False):
-            log.warning("data.use_test_folder is true but %s does not exist: splitting Train/ instead", test_dir)
-        test = None
-        how = "Train/ split " + "/".join(_pct(f) for f in fractions)
-
-    train_idx, val_idx, test_idx = stratified_split(
-        train_all.labels, fractions=fractions, seed=seed, class_names=class_names
-    )
-    return Splits(
-        train=train_all.subset(train_idx),
-        val=train_all.subset(val_idx),
-        test=test if test is not None else train_all.subset(test_idx),
-        skipped_files=skipped,
-        source=f"isic:{root} ({how})",
-    )
+        return Loaded(records=train_all, consent=None, skipped_files=skipped + test_skipped,
+                      source=f"isic:{root} (Test/ as test)", test=test)
+    if data_cfg.get("use_test_folder", False):
+        log.warning("data.use_test_folder is true but %s does not exist: splitting Train/ instead", test_dir)
+    return Loaded(records=train_all, consent=None, skipped_files=skipped, source=f"isic:{root}")
 
 
 def _root(value: object) -> Path:
@@ -93,13 +75,13 @@ def _root(value: object) -> Path:
 
 def _decode(
     root: Path, part: str, class_names: tuple[str, ...], image_size: int, on_corrupt: str
-) -> tuple[ImageData, tuple[str, ...]]:
+) -> tuple[Records, tuple[str, ...]]:
     records = list_images(root, root / part, class_names)
     images, labels, ids, skipped = decode_images(root, records, image_size=image_size, on_corrupt=on_corrupt)
-    return ImageData(images=images, labels=labels, ids=ids, class_names=class_names), skipped
+    return Records(inputs=images, labels=labels, ids=ids, class_names=class_names), skipped
 
 
-def _require_every_class(data: ImageData, root: Path) -> None:
+def _require_every_class(data: Records, root: Path) -> None:
     """After skipping unreadable files, each Train/ class must keep an image."""
     counts = np.bincount(data.labels, minlength=len(data.class_names))
     for name, count in zip(data.class_names, counts):
@@ -107,7 +89,3 @@ def _require_every_class(data: ImageData, root: Path) -> None:
             raise FedrayError(
                 f"every image in '{root / 'Train' / name}' is unreadable: replace them or remove the folder"
             )
-
-
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:g}"

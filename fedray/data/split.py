@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from fedray.errors import FedrayError
 
@@ -81,3 +81,36 @@ def _cut(
             "add images to small classes or change data.split"
         ) from None
     return kept, cut
+
+
+def kfold_split(
+    labels: np.ndarray,
+    *,
+    fold: int,
+    folds: int,
+    val_share: float,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold ``fold`` of a stratified ``folds``-fold split: (train, val, test) sorted index arrays.
+
+    The test set is fold ``fold`` of :class:`sklearn.model_selection.StratifiedKFold`
+    (shuffled with ``seed``, so every record is tested exactly once over the
+    folds); validation is a stratified ``val_share`` of the remaining records.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if folds < 2:
+        raise FedrayError(f"cv.folds={folds}: use at least 2 folds, or 1 for a single hold-out split")
+    if folds > counts.min():
+        smallest = classes[np.argmin(counts)]
+        name = class_names[smallest] if class_names is not None else f"class {smallest}"
+        raise FedrayError(
+            f"cv.folds={folds} is larger than the smallest class ('{name}' has {counts.min()} records): "
+            f"set cv.folds to at most {counts.min()}"
+        )
+    if not 0 <= fold < folds:
+        raise FedrayError(f"fold {fold} does not exist in a {folds}-fold split")
+    rest, test = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(labels, labels))[fold]
+    train, val = _cut(rest, labels, round(val_share * len(rest)), seed, class_names)
+    return np.sort(train), np.sort(val), np.sort(test)

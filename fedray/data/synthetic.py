@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from fedray.data.isic import MIN_IMAGE_SIZE
-from fedray.data.split import split_fractions, stratified_split
-from fedray.data.types import ImageData, Splits
+from fedray.data.types import Loaded, Records
 from fedray.errors import FedrayError
 
 DEFAULTS = {"num_classes": 4, "samples_per_class": 150, "image_size": 32, "noise": 0.3}
@@ -36,7 +35,7 @@ BACKGROUND_RGB = np.array([0.85, 0.65, 0.55])  # a light skin tone
 
 def make_synthetic(
     *, num_classes: int, samples_per_class: int, image_size: int, noise: float, seed: int
-) -> ImageData:
+) -> Records:
     """``num_classes * samples_per_class`` images, grouped by class, ids ``synthetic/000123``."""
     rng = np.random.default_rng(seed)
     n, s = num_classes * samples_per_class, image_size
@@ -64,16 +63,16 @@ def make_synthetic(
     images = background[:, :, None, None] * (1 - blob[:, None]) + lesion * blob[:, None]
     images += rng.normal(0, noise, size=images.shape)
     pixels = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
-    return ImageData(
-        images=torch.from_numpy(pixels),
+    return Records(
+        inputs=torch.from_numpy(pixels),
         labels=labels,
         ids=np.array([f"synthetic/{i:06d}" for i in range(n)], dtype=object),
         class_names=tuple(f"synthetic_class_{c}" for c in range(num_classes)),
     )
 
 
-def load_synthetic(data_cfg: Mapping, seed: int) -> Splits:
-    """Generate the set from ``data_cfg`` (defaults in :data:`DEFAULTS`) and split it stratified."""
+def load_synthetic(data_cfg: Mapping, seed: int) -> Loaded:
+    """Generate the set from ``data_cfg`` (defaults in :data:`DEFAULTS`)."""
     cfg = {key: data_cfg.get(key, default) for key, default in DEFAULTS.items()}
     if int(cfg["image_size"]) < MIN_IMAGE_SIZE:
         raise FedrayError(f"data.image_size is {cfg['image_size']}: use at least {MIN_IMAGE_SIZE} pixels")
@@ -88,13 +87,5 @@ def load_synthetic(data_cfg: Mapping, seed: int) -> Splits:
         noise=float(cfg["noise"]),
         seed=seed,
     )
-    train, val, test = stratified_split(
-        data.labels, fractions=split_fractions(data_cfg), seed=seed, class_names=data.class_names
-    )
-    return Splits(
-        train=data.subset(train),
-        val=data.subset(val),
-        test=data.subset(test),
-        skipped_files=(),
-        source=f"synthetic (generated, seed {seed}, {cfg['num_classes']} classes x {cfg['samples_per_class']})",
-    )
+    return Loaded(records=data, consent=None, skipped_files=(),
+                  source=f"synthetic (generated, seed {seed}, {cfg['num_classes']} classes x {cfg['samples_per_class']})")

@@ -1,4 +1,7 @@
-"""The two containers every other package receives from :mod:`fedray.data`.
+"""The containers every other package receives from :mod:`fedray.data`.
+
+A :class:`Records` set is either images or table rows; everything downstream
+(partition, hospitals, driver, audit) handles both through the same fields.
 
 Images are decoded and resized once, at load time, into one uint8 tensor, so
 that a training step never touches the file system or PIL. Conversion to float
@@ -9,6 +12,7 @@ quarter of the float32 size (2,241 ISIC images at 128 px: 110 MB).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,43 +20,63 @@ import torch
 
 
 @dataclass(frozen=True)
-class ImageData:
-    """A labelled image set.
+class Records:
+    """A labelled set of images or table rows.
 
     Attributes:
-        images: uint8 tensor ``[N, 3, S, S]``, RGB, already resized to ``S``.
+        inputs: images as a uint8 tensor ``[N, 3, S, S]`` (RGB, already
+            resized to ``S``), or table rows as a float32 tensor ``[N, D]`` in
+            the features' own units (age in years, not yet scaled).
         labels: int64 array ``[N]`` of class indices into ``class_names``.
         ids: object array ``[N]`` of record identifiers: the path relative to
             the data root (``"Train/melanoma/ISIC_0000.jpg"``) or
             ``"synthetic/000123"``. They let a split or a membership audit name
             the exact records it used.
         class_names: the label vocabulary; index ``c`` names label ``c``.
+        feature_names: tables only: the name of each of the ``D`` columns.
+        feature_ranges: tables only: float64 ``[D, 2]``, a public (low, high)
+            range per feature, known without looking at any patient's record
+            (clinical limits, a data dictionary). Inputs are scaled by it, and
+            Laplace input perturbation clips to it; a range fitted on the
+            private data would void that guarantee (``ranges_public=False``
+            says so, and the run summary repeats it).
+        ranges_public: whether ``feature_ranges`` are a priori public.
     """
 
-    images: torch.Tensor
+    inputs: torch.Tensor
     labels: np.ndarray
     ids: np.ndarray
     class_names: tuple[str, ...]
+    feature_names: tuple[str, ...] = ()
+    feature_ranges: np.ndarray | None = None
+    ranges_public: bool = True
 
     def __post_init__(self) -> None:
-        n = self.images.shape[0]
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 [N, 3, S, S], got {self.images.dtype} {tuple(self.images.shape)}")
+        n = self.inputs.shape[0]
+        image = self.inputs.dtype == torch.uint8 and self.inputs.ndim == 4 and self.inputs.shape[1] == 3
+        table = self.inputs.dtype == torch.float32 and self.inputs.ndim == 2
+        if not (image or table):
+            raise ValueError("inputs must be uint8 images [N, 3, S, S] or float32 rows [N, D], "
+                             f"got {self.inputs.dtype} {tuple(self.inputs.shape)}")
         if len(self.labels) != n or len(self.ids) != n:
-            raise ValueError(f"images, labels and ids disagree in length: {n}, {len(self.labels)}, {len(self.ids)}")
+            raise ValueError(f"inputs, labels and ids disagree in length: {n}, {len(self.labels)}, {len(self.ids)}")
+        if table and (len(self.feature_names) != self.inputs.shape[1] or self.feature_ranges is None
+                      or np.shape(self.feature_ranges) != (self.inputs.shape[1], 2)):
+            raise ValueError("table rows need one name and one (low, high) range per feature")
 
-    def subset(self, idx: np.ndarray) -> ImageData:
+    @property
+    def kind(self) -> str:
+        """``"image"`` or ``"table"``."""
+        return "table" if self.inputs.ndim == 2 else "image"
+
+    def subset(self, idx: np.ndarray) -> Records:
         """The records at positions ``idx`` (in that order), same class vocabulary."""
         idx = np.asarray(idx, dtype=np.int64)
-        return ImageData(
-            images=self.images[torch.from_numpy(idx)],
-            labels=self.labels[idx],
-            ids=self.ids[idx],
-            class_names=self.class_names,
-        )
+        return dataclasses.replace(
+            self, inputs=self.inputs[torch.from_numpy(idx)], labels=self.labels[idx], ids=self.ids[idx])
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.inputs.shape[0])
 
 
 @dataclass(frozen=True)
@@ -65,10 +89,37 @@ class Splits:
             (``data.on_corrupt: skip``); empty for synthetic data.
         source: one human-readable line saying where the data came from and
             how it was split, for logs and result files.
+        without_consent: records left out before splitting because they carry
+            no informed consent; they are in none of the three sets.
+        fold: ``(i, k)`` when the test set is fold ``i`` of a stratified
+            ``k``-fold cross-validation, else None (a single hold-out split).
     """
 
-    train: ImageData
-    val: ImageData
-    test: ImageData
+    train: Records
+    val: Records
+    test: Records
     skipped_files: tuple[str, ...]
     source: str
+    without_consent: int = 0
+    fold: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a dataset loader returns: every record, before consent filtering and splitting.
+
+    Attributes:
+        records: all readable records of the dataset.
+        consent: bool ``[N]``, True where the record carries informed consent;
+            None when the dataset has no consent information (then every
+            record counts as consented unless ``data.consent_list`` says otherwise).
+        skipped_files: as in :class:`Splits`.
+        source: one line saying where the data came from (the split is added later).
+        test: a fixed test set (ISIC's ``Test/`` folder), or None to cut one from ``records``.
+    """
+
+    records: Records
+    consent: np.ndarray | None
+    skipped_files: tuple[str, ...]
+    source: str
+    test: Records | None = None

@@ -29,13 +29,14 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from fedray.data.whitening import ColorWhitening
+from fedray.data.input_map import input_map_from_state
 from fedray.federation.runtime import placement_of_this_actor
-from fedray.training.device import configure_process
 from fedray.metrics import classification_metrics
+from fedray.models import model_family
 from fedray.strategies import ClientResult, build_strategy
-from fedray.training import build_training_model
-from fedray.training.local import Evaluator, as_device_tensor, params_to_numpy
+from fedray.training import build_evaluator
+from fedray.training.device import configure_process
+from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
 
@@ -52,7 +53,7 @@ class Driver:
         hospitals: list,
         val_set: dict,
         test_set: dict,
-        whitening_state: dict,
+        input_map_state: dict,
         num_classes: int,
         resources: dict,
     ):
@@ -60,15 +61,15 @@ class Driver:
         self.mode = cfg["mode"]
         self.hospitals = hospitals
         self.device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
-        model = build_training_model(cfg, num_classes=num_classes)
-        self.evaluator = Evaluator(model=model, train_cfg=cfg["train"], device=self.device,
-                                   whitening=ColorWhitening.from_state_dict(whitening_state))
-        self.strategy = build_strategy(cfg["fl"], cfg.get("privacy"), seed=cfg["seed"])
-        self.global_params: Params = params_to_numpy(model)
+        self.evaluator = build_evaluator(cfg, num_classes=num_classes, device=self.device,
+                                         input_map=input_map_from_state(input_map_state))
+        self.strategy = build_strategy(cfg["fl"], cfg.get("privacy"), seed=cfg["seed"],
+                                       trees=model_family(cfg["model"]["name"]) == "tree")
+        self.global_params: Params = self.evaluator.export()
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.val_set, self.test_set = (
-            {"images": as_device_tensor(d["images"], self.device), "labels": d["labels"]} for d in (val_set, test_set)
+            {"inputs": as_device_tensor(d["inputs"], self.device), "labels": d["labels"]} for d in (val_set, test_set)
         )
         self.privacy_states: list[dict] = [{} for _ in hospitals]
         self.restarts = 0
@@ -152,7 +153,7 @@ class Driver:
 
     def _metrics(self, params: Params, data: dict) -> dict:
         self.evaluator.load(params)
-        return classification_metrics(data["labels"], self.evaluator.predict_proba(data["images"]))
+        return classification_metrics(data["labels"], self.evaluator.predict_proba(data["inputs"]))
 
     # -- results ------------------------------------------------------------------
     def final_params(self) -> list[Params]:

@@ -17,6 +17,7 @@ Modes (every FL comparison needs both baselines):
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,18 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fedray.data.deal import Dealt, deal_data, union
-from fedray.data.types import ImageData
+from fedray.data.types import Records
+from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital
+from fedray.models import model_family
+from fedray.models.tabular import check_table_model_keys
 from fedray.privacy.audit import audit_pools, run_audit
-from fedray.privacy.setup import PrivacyPlan, plan_privacy
+from fedray.privacy.setup import PrivacyPlan, check_pair, plan_privacy
 from fedray.training import build_training_model
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,14 +49,24 @@ class ExperimentResult:
     dealt: Dealt = field(repr=False)
 
 
-def _as_payload(data: ImageData) -> dict:
+def _as_payload(data: Records) -> dict:
     """Plain numpy arrays: Ray stores them once and actors read them zero-copy."""
-    return {"images": np.ascontiguousarray(np.asarray(data.images)), "labels": np.asarray(data.labels)}
+    return {"inputs": np.ascontiguousarray(np.asarray(data.inputs)), "labels": np.asarray(data.labels)}
 
 
-def validate_model(cfg: dict, num_classes: int) -> None:
-    """Build the model once in the caller's process, so a bad model config fails before any actor starts."""
-    build_training_model(cfg, num_classes=num_classes)
+def validate_model(cfg: dict, num_classes: int, data_kind: str) -> None:
+    """Check the model against the data and build it once in the caller's process, before any actor starts."""
+    name = cfg["model"]["name"]
+    family = model_family(name)
+    if (data_kind == "image") != (family == "image"):
+        wants = "images" if family == "image" else "table rows"
+        raise FedrayError(f"model {name} takes {wants} but data {cfg['data']['name']} holds {data_kind}s: "
+                          f"pick a {'table' if data_kind == 'table' else 'image'} model (conf/model/)")
+    check_pair(name, family, (cfg.get("privacy") or {}).get("name", "none"))
+    if family == "tree":
+        check_table_model_keys(cfg["model"])
+    else:
+        build_training_model(cfg, num_classes=num_classes)
 
 
 def actor_resources(cfg: dict, *, gpus_present: bool) -> tuple[dict, dict]:
@@ -72,10 +89,28 @@ class Prepared:
 
 def prepare_experiment(cfg: dict) -> Prepared:
     dealt = deal_data(cfg)
-    num_classes = len(dealt.splits.train.class_names)
-    validate_model(cfg, num_classes)
-    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in dealt.train_shards])
+    train = dealt.splits.train
+    num_classes = len(train.class_names)
+    cfg = resolve_for_data(cfg, train)
+    validate_model(cfg, num_classes, train.kind)
+    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in dealt.train_shards], ranges_public=train.ranges_public)
     return Prepared({**cfg, "privacy": privacy.resolved_cfg}, dealt, privacy, num_classes)
+
+
+def resolve_for_data(cfg: dict, train: Records) -> dict:
+    """What the loaded data decides: a table's feature count; one round for a tree model.
+
+    Trees are fitted once (a second fit would spend the privacy budget again),
+    so a tree model always runs exactly one round whatever ``fl.rounds`` says.
+    """
+    cfg = {**cfg, "data": dict(cfg["data"]), "fl": dict(cfg["fl"])}
+    if train.kind == "table":
+        cfg["data"]["num_features"] = int(train.inputs.shape[1])
+    if model_family(cfg["model"]["name"]) == "tree" and int(cfg["fl"]["rounds"]) != 1:
+        log.info("model %s is fitted once: running 1 round instead of fl.rounds=%s",
+                 cfg["model"]["name"], cfg["fl"]["rounds"])
+        cfg["fl"]["rounds"] = 1
+    return cfg
 
 
 @dataclass
@@ -101,7 +136,7 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
             max_restarts=int(cfg["fl"].get("max_restarts", 3)), **hospital_res, **placed(1 + k),
         ).remote(
             hospital_id=k, train_shard=train_ref, val_shard=val_ref, cfg=cfg,
-            whitening_state=prep.dealt.whitening.state_dict(), num_classes=prep.num_classes,
+            input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
             resources=hospital_res,
         )
         for k, (train_ref, val_ref) in enumerate(shard_refs)
@@ -113,7 +148,7 @@ def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
     return dict(
         cfg=prep.cfg, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
-        whitening_state=prep.dealt.whitening.state_dict(), num_classes=prep.num_classes, resources=driver_res,
+        input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes, resources=driver_res,
     )
 
 
@@ -125,7 +160,7 @@ def audit_kwargs(prep: Prepared, params: dict, resources: dict) -> dict:
     pools = audit_pools(members=members, held_out=held_out, seed=prep.cfg["seed"],
                         max_records=int((prep.cfg.get("audit") or {}).get("max_records", 1000)))
     return dict(cfg=prep.cfg, params=params, pools={k: _as_payload(v) for k, v in pools.items()},
-                whitening_state=dealt.whitening.state_dict(), num_classes=prep.num_classes, resources=resources)
+                input_map_state=dealt.input_map.state_dict(), num_classes=prep.num_classes, resources=resources)
 
 
 def run_experiment(
@@ -143,6 +178,7 @@ def run_experiment(
     """
     started = time.perf_counter()
     prep = prepared or prepare_experiment(cfg)
+    cfg = prep.cfg
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
     driver_res, hospital_res = actor_resources(cfg, gpus_present=gpus_present)
 
@@ -197,6 +233,8 @@ def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, 
             "hospital_train_sizes": [len(s) for s in dealt.train_shards],
             "dropped_by_partition": dealt.dropped,
             "skipped_files": list(dealt.splits.skipped_files),
+            "without_consent": dealt.splits.without_consent,
+            "fold": list(dealt.splits.fold) if dealt.splits.fold else None,
         },
         "rounds": len(rounds),
         "final_test": scalar(final["test"]),

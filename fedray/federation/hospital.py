@@ -1,4 +1,4 @@
-"""A hospital: one long-lived Ray actor that holds only its own patients' images.
+"""A hospital: one long-lived Ray actor that holds only its own patients' records (images or table rows).
 
 The actor is created with its shard as an ``ObjectRef`` argument: the shard is
 put into Ray's object store once per experiment, and Ray hands it to the actor
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedray.data.whitening import ColorWhitening
+from fedray.data.input_map import input_map_from_state
 from fedray.federation.runtime import placement_of_this_actor
-from fedray.training.device import configure_process
 from fedray.metrics import classification_metrics
 from fedray.strategies import ClientResult
-from fedray.training import build_trainer, build_training_model
+from fedray.training import build_trainer
+from fedray.training.device import configure_process
 from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
@@ -33,7 +33,7 @@ class Hospital:
         train_shard: dict,
         val_shard: dict,
         cfg: dict,
-        whitening_state: dict,
+        input_map_state: dict,
         num_classes: int,
         resources: dict,
     ):
@@ -41,17 +41,16 @@ class Hospital:
         self.device = configure_process(
             num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"] + hospital_id
         )
-        model = build_training_model(cfg, num_classes=num_classes)
         self.trainer = build_trainer(
             cfg=cfg,
-            model=model,
-            images=train_shard["images"],
+            num_classes=num_classes,
+            inputs=train_shard["inputs"],
             labels=train_shard["labels"],
-            whitening=ColorWhitening.from_state_dict(whitening_state),
+            input_map=input_map_from_state(input_map_state),
             device=self.device,
             hospital=hospital_id,
         )
-        self.val_images = as_device_tensor(val_shard["images"], self.device)
+        self.val_inputs = as_device_tensor(val_shard["inputs"], self.device)
         self.val_labels = val_shard["labels"]
         self.local_epochs = int(cfg["fl"]["local_epochs"])
 
@@ -66,7 +65,7 @@ class Hospital:
         if len(self.val_labels) == 0:
             return {}
         self.trainer.load(params)
-        probs = self.trainer.predict_proba(self.val_images)
+        probs = self.trainer.predict_proba(self.val_inputs)
         return classification_metrics(self.val_labels, probs)
 
     def privacy_state(self) -> dict:

@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedray.data.types import ImageData
-from fedray.data.augment import get_augment
-from fedray.data.whitening import ColorWhitening
+from fedray.data.input_map import input_map_from_state
+from fedray.data.types import Records
 from fedray.training.device import configure_process
 from fedray.privacy.membership import (
     calibrated_scores,
@@ -38,14 +37,13 @@ from fedray.privacy.membership import (
     loss_threshold_scores,
     per_example_losses,
 )
-from fedray.training import build_training_model
-from fedray.training.local import Evaluator, LocalTrainer
+from fedray.training import build_evaluator, build_trainer
 
 # Seed streams of the auditor's models, apart from the hospitals' (0…N-1).
 AUDIT_STREAM = 10_000
 
 
-def audit_pools(*, members: ImageData, held_out: ImageData, max_records: int, seed: int) -> dict[str, ImageData]:
+def audit_pools(*, members: Records, held_out: Records, max_records: int, seed: int) -> dict[str, Records]:
     """Balanced members / non-members and a disjoint reference population, as described above."""
     rng = np.random.default_rng([seed, 0xA0D17])
     order = rng.permutation(len(held_out))
@@ -59,19 +57,18 @@ def audit_pools(*, members: ImageData, held_out: ImageData, max_records: int, se
     }
 
 
-def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], whitening_state: dict,
+def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], input_map_state: dict,
               num_classes: int, resources: dict) -> dict:
     """Attack the final model; returns the reports of each attack and the strongest (highest AUC)."""
     audit_cfg = cfg.get("audit") or {}
     device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
-    whitening = ColorWhitening.from_state_dict(whitening_state)
+    input_map = input_map_from_state(input_map_state)
     delta = cfg["privacy"].get("delta") or 1e-5
 
-    def losses_under(model: Evaluator, pool: dict) -> np.ndarray:
-        return per_example_losses(model.predict_proba(pool["images"]), pool["labels"])
+    def losses_under(model, pool: dict) -> np.ndarray:
+        return per_example_losses(model.predict_proba(pool["inputs"]), pool["labels"])
 
-    target = Evaluator(model=build_training_model(cfg, num_classes=num_classes), train_cfg=cfg["train"],
-                       whitening=whitening, device=device)
+    target = build_evaluator(cfg, num_classes=num_classes, input_map=input_map, device=device)
     target.load(params)
     members, nonmembers = losses_under(target, pools["members"]), losses_under(target, pools["nonmembers"])
     scores, is_member = loss_threshold_scores(members, nonmembers)
@@ -79,11 +76,11 @@ def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], whitening_stat
 
     n_refs = int(audit_cfg.get("reference_models", 2))
     if n_refs >= 2 and len(pools["reference"]["labels"]) > 0:
-        scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("images", "labels")}
+        scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("inputs", "labels")}
         epochs = int(cfg["fl"]["rounds"]) * int(cfg["fl"]["local_epochs"])
         reference_losses = []
         for r in range(n_refs):
-            reference = _reference_trainer(cfg, num_classes, whitening, device, pools["reference"], stream=r)
+            reference = _reference_trainer(cfg, num_classes, input_map, device, pools["reference"], stream=r)
             params_r, _ = reference.fit(reference.export(), epochs=epochs, round_idx=0)
             reference.load(params_r)
             reference_losses.append(losses_under(reference, scored))
@@ -94,13 +91,10 @@ def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], whitening_stat
             "delta": delta}
 
 
-def _reference_trainer(cfg, num_classes, whitening, device, pool: dict, *, stream: int) -> LocalTrainer:
+def _reference_trainer(cfg, num_classes, input_map, device, pool: dict, *, stream: int):
     """A non-private trainer of the run's architecture on the reference population, its own seed stream."""
     hospital = AUDIT_STREAM + stream
     torch.manual_seed(cfg["seed"] + hospital)
-    model = build_training_model(cfg, num_classes=num_classes)  # the target's architecture (GroupNorm under DP)
-    return LocalTrainer(
-        model=model, images=pool["images"], labels=pool["labels"], train_cfg=cfg["train"],
-        whitening=whitening, augment=get_augment(cfg["data"].get("augment", "flips")), device=device,
-        seed=cfg["seed"], hospital=hospital,
-    )
+    # The target's architecture (GroupNorm under DP-SGD), trained without any mechanism.
+    return build_trainer(cfg=cfg, num_classes=num_classes, inputs=pool["inputs"], labels=pool["labels"],
+                         input_map=input_map, device=device, hospital=hospital, private=False)

@@ -73,3 +73,17 @@ def perturb_features(
     d = X.shape[1]
     clipped = np.clip(X, ranges[:, 0], ranges[:, 1])
     return clipped + rng.laplace(0.0, d * width / epsilon, size=clipped.shape)
+
+
+def perturb_hospital_rows(inputs, *, epsilon: float, input_map, seed: int, hospital: int) -> np.ndarray:
+    """Hospital ``hospital``'s training rows after ε-local-DP Laplace input perturbation.
+
+    The ranges are the input map's public feature ranges. The noise is drawn
+    once, from a generator private to (seed, hospital): a restarted hospital
+    re-creates the identical release instead of a second, independent one
+    (which would double the budget spent).
+    """
+    rng = np.random.default_rng([seed, hospital, 0x1A9])
+    noisy = perturb_features(np.asarray(inputs, dtype=np.float64), epsilon=epsilon,
+                             feature_ranges=input_map.ranges, rng=rng)
+    return noisy.astype(np.float32)

@@ -10,6 +10,13 @@ hospitals.
 
 ε = ∞ is the non-private baseline: σ = 0 and the trainer bypasses Opacus
 entirely (no clipping, no noise).
+
+Two pure ε-DP mechanisms (δ = 0) serve the tabular track: ``laplace_input``
+(every training row is released once through the Laplace mechanism at its
+hospital: ε-local-DP, :mod:`fedray.privacy.laplace`) and ``dp_tree``
+(diffprivlib's ε-DP trees, fitted once; the ε spent is read from
+diffprivlib's own accountant). Not every model takes every mechanism:
+:data:`PAIRS` lists the pairs that exist.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from fedray.errors import FedrayError
+from fedray.models import model_family
 from fedray.privacy.client_level import calibrate_client_noise, client_level_epsilon
 from fedray.privacy.accounting import (
     LedgerEntry,
@@ -28,7 +36,18 @@ from fedray.privacy.accounting import (
     validate_privacy_params,
 )
 
-MECHANISMS = ("none", "dpsgd", "dpfedavg")
+MECHANISMS = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
+# model family -> the privacy mechanisms it can be trained under
+PAIRS = {
+    "image": ("none", "dpsgd", "dpfedavg"),
+    "table": ("none", "dpsgd", "dpfedavg", "laplace_input"),
+    "tree": ("none", "dp_tree", "laplace_input"),
+}
+PAIR_NAMES = {"image": "image backbones", "table": "mlp, logreg", "tree": "decision_tree, random_forest"}
+PURE_NOTES = {
+    "laplace_input": "epsilon-local-DP per training record: Laplace input perturbation at its hospital (delta = 0)",
+    "dp_tree": "epsilon-DP per hospital: diffprivlib's DP trees, fitted once (delta = 0)",
+}
 CLIENT_LEVEL_NOTE = ("client-level DP: protects whether a whole hospital took part, not individual patients; "
                      "with {k} hospitals all taking part every round (q = 1), epsilon={eps:.3g} at delta={delta:g}")
 
@@ -51,6 +70,8 @@ class PrivacyPlan:
         if self.mechanism == "none" or math.isinf(cfg["epsilon"]):
             return {"mechanism": self.mechanism, "target_epsilon": float("inf"), "epsilon": float("inf"),
                     "delta": cfg.get("delta"), "note": "non-private: no clipping, no noise"}
+        if self.mechanism in PURE_NOTES:
+            return self._pure_summary(hospital_states)
         entries = []
         for k, (plan, state) in enumerate(zip(cfg["hospitals"], hospital_states)):
             steps = int(state.get("dp_steps", 0))
@@ -65,6 +86,18 @@ class PrivacyPlan:
                 "delta": cfg["delta"], "delta_note": cfg["delta_note"], "accountant": cfg["accountant"],
                 "max_noise_multiplier": max(e.noise_multiplier for e in entries), "hospitals": ledger["entries"]}
 
+
+    def _pure_summary(self, hospital_states: list[dict]) -> dict:
+        """Pure ε-DP: the ε each hospital spent (diffprivlib's accountant for trees; by construction for Laplace)."""
+        cfg = self.resolved_cfg
+        spent = [float(s.get("dp_epsilon_spent", cfg["epsilon"])) for s in hospital_states] or [cfg["epsilon"]]
+        note = PURE_NOTES[self.mechanism]
+        if cfg.get("ranges_public") is False:
+            note += ("; the feature ranges were read from the data, not fixed a priori, so the guarantee "
+                     "holds only if those ranges are treated as public")
+        return {"mechanism": self.mechanism, "unit": "record", "target_epsilon": cfg["epsilon"],
+                "epsilon": max(spent), "delta": 0.0, "accountant": "pure",
+                "hospitals": [{"hospital": k, "epsilon": e} for k, e in enumerate(spent)], "note": note}
 
     def _client_level_summary(self) -> dict:
         cfg = self.resolved_cfg
@@ -87,13 +120,27 @@ def plan_client_level(cfg: dict, privacy: dict, num_hospitals: int) -> PrivacyPl
                         "rounds": rounds, "hospitals": num_hospitals, "accountant": privacy.get("accountant", "rdp")})
 
 
-def plan_privacy(cfg: dict, *, shard_sizes: list[int]) -> PrivacyPlan:
+def check_pair(model_name: str, family: str, mechanism: str) -> None:
+    """A model and mechanism pair that does not exist is a one-line error naming the pairs that do."""
+    if mechanism not in MECHANISMS:
+        raise FedrayError(f"unknown privacy mechanism {mechanism!r}: set privacy to one of {', '.join(MECHANISMS)}")
+    if mechanism not in PAIRS[family]:
+        pairs = "; ".join(f"{PAIR_NAMES[f]} x {'|'.join(m)}" for f, m in PAIRS.items())
+        raise FedrayError(f"model {model_name} cannot be trained with privacy={mechanism}: the pairs that exist "
+                          f"are {pairs}")
+
+
+def plan_privacy(cfg: dict, *, shard_sizes: list[int], ranges_public: bool = True) -> PrivacyPlan:
     privacy = dict(cfg.get("privacy") or {"name": "none"})
     name = privacy.get("name", "none")
-    if name not in MECHANISMS:
-        raise FedrayError(f"unknown privacy mechanism {name!r}: set privacy to one of {', '.join(MECHANISMS)}")
+    check_pair(cfg["model"]["name"], model_family(cfg["model"]["name"]), name)
     if name == "none":
         return PrivacyPlan({"name": "none", "epsilon": float("inf")})
+    if name in PURE_NOTES:
+        epsilon = float(privacy["epsilon"])
+        if not epsilon > 0:
+            raise FedrayError(f"privacy.epsilon={epsilon}: must be positive (or .inf for the non-private baseline)")
+        return PrivacyPlan({"name": name, "epsilon": epsilon, "delta": 0.0, "ranges_public": ranges_public})
     if name == "dpfedavg":
         return plan_client_level(cfg, privacy, len(shard_sizes))
     epsilon = float(privacy["epsilon"])

@@ -31,11 +31,12 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     scope "global" rows carry the global model's val/test metrics (under
     mode=local: the mean over hospitals' models); scope "hospital" rows carry a
     hospital's own-validation metrics (split "val") and local training metrics
-    (split "train").
+    (split "train"). Under k-fold cross-validation ``fold`` says which fold's
+    run a row belongs to (0 otherwise).
     """
     rows = []
     for r in rounds:
-        base = {"round": r["round"], "round_seconds": r["round_seconds"]}
+        base = {"fold": int(r.get("fold", 0)), "round": r["round"], "round_seconds": r["round_seconds"]}
         for split in ("val", "test"):
             rows.append({**base, "scope": "global", "hospital": -1, "split": split, **_scalars(r[split])})
         for k, metrics in enumerate(r["hospital_val"]):
@@ -68,11 +69,11 @@ def write_failure(run_dir: Path, error: str) -> None:
 
 
 def plot_learning_curve(frame: pd.DataFrame, path: Path, *, title: str) -> None:
-    """Global accuracy and loss per round on validation and test (the seed paper's Fig. 6)."""
+    """Global accuracy and loss per round on validation and test (the seed paper's Fig. 6); mean over CV folds."""
     glob = frame[frame["scope"] == "global"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for split, style in (("val", "--"), ("test", "-")):
-        part = glob[glob["split"] == split]
+        part = glob[glob["split"] == split].groupby("round", as_index=False).mean(numeric_only=True)
         axes[0].plot(part["round"], part["accuracy"], style, marker="o", label=f"{split} accuracy")
         axes[0].plot(part["round"], part["balanced_accuracy"], style, marker=".", label=f"{split} balanced acc.")
         axes[1].plot(part["round"], part["loss"], style, marker="o", label=f"{split} loss")

@@ -7,9 +7,22 @@ from fedray.strategies.fedavg import FedAvg
 STRATEGIES = {"fedavg": FedAvg}
 
 
-def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, seed: int = 0) -> Strategy:
-    """Instantiate the strategy named by ``fl.strategy``; ``privacy=dpfedavg`` makes it client-level DP."""
+def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, trees: bool = False,
+                   seed: int = 0) -> Strategy:
+    """Instantiate the strategy named by ``fl.strategy``; ``privacy=dpfedavg`` makes it client-level DP.
+
+    ``trees=True`` (a tree model): trees cannot be averaged parameter by
+    parameter, so the hospitals' trees are merged into one forest instead
+    (:class:`~fedray.strategies.ensemble.TreeEnsemble`).
+    """
     privacy_cfg = privacy_cfg or {}
+    weighting = fl_cfg.get("weighting", "samples")
+    if weighting not in ("samples", "uniform"):
+        raise FedrayError(f"unknown fl.weighting {weighting!r}: use 'samples' or 'uniform'")
+    if trees:
+        from fedray.strategies.ensemble import TreeEnsemble
+
+        return TreeEnsemble(weighting=weighting)
     if privacy_cfg.get("name") == "dpfedavg" and privacy_cfg.get("noise_multiplier", 0) > 0:
         from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in Opacus' accountant: only when asked for
 
@@ -17,9 +30,6 @@ def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, seed: int =
     name = fl_cfg.get("strategy", "fedavg")
     if name not in STRATEGIES:
         raise FedrayError(f"unknown strategy {name!r}: set fl.strategy to one of {sorted(STRATEGIES)}")
-    weighting = fl_cfg.get("weighting", "samples")
-    if weighting not in ("samples", "uniform"):
-        raise FedrayError(f"unknown fl.weighting {weighting!r}: use 'samples' or 'uniform'")
     return STRATEGIES[name](weighting=weighting)
 
 

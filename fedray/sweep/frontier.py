@@ -5,9 +5,12 @@ params, resolved config and run summary) into one typed row; the columns are
 ``FRONTIER_SCHEMA`` with one ``param_<axis>`` column per swept axis inserted
 after ``error`` (docs/frontier.md lists every column with its unit).
 ``write_frontier`` writes ``frontier.parquet``, ``rounds.parquet``,
-``frontier.png`` and ``report.md``, each to a temporary name renamed into
-place, the report last: a sweep directory with a ``report.md`` has the whole
-frontier.
+``frontier.png``, ``learning_curves.png``, ``tables.md`` and ``report.md``,
+each to a temporary name renamed into place, the report last: a sweep
+directory with a ``report.md`` has the whole frontier.
+
+Summaries written before k-fold cross-validation, consent filtering or the
+attack's std over folds lack those keys; their columns are then null.
 
 Values missing from a record (a failed trial, an audit that was not run) are
 null/NaN, never guessed. The one derived default is a noise multiplier of 0.0
@@ -27,13 +30,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedray.sweep.pareto import mark_pareto
-from fedray.sweep.plots import plot_frontier
-from fedray.sweep.report import PARAM_PREFIX, render_report
+from fedray.sweep.plots import plot_frontier, plot_learning_curves
+from fedray.sweep.report import DEFAULT_UTILITY, PARAM_PREFIX, render_report
+from fedray.sweep.tables import render_tables
 
-SCHEMA_VERSION = 1
-DEFAULT_UTILITY = "test_balanced_accuracy"
+SCHEMA_VERSION = 2
 
-# (column, Arrow type, where the value lives in {"config": ..., "summary": ...}; None: set by this module)
+_FINAL_TEST = ("summary", "final_test")
+_FINAL_TEST_STD = ("summary", "final_test_std")
+_STRONGEST = ("summary", "membership_inference", "strongest")
+_STRONGEST_STD = ("summary", "membership_inference", "strongest_std")
+# The six headline test metrics: a mean column test_<m> and, under k-fold CV, a std-over-folds test_<m>_std.
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
+
+# (column, Arrow type, where the value lives in {"config": ..., "summary": ...}; None: set by this module).
+# Each block of std-over-folds columns follows the block of its means, so v1's means keep their relative order.
 _COLUMNS = [
     ("schema_version", pa.int32(), None),
     ("sweep", pa.string(), None),
@@ -42,49 +53,53 @@ _COLUMNS = [
     ("error", pa.string(), None),
     ("data", pa.string(), ("config", "data", "name")),
     ("image_size", pa.int64(), ("config", "data", "image_size")),
+    ("records_without_consent", pa.int64(), ("summary", "data", "without_consent")),
     ("partition", pa.string(), ("config", "fl", "partition", "scheme")),
     ("alpha", pa.float64(), ("config", "fl", "partition", "alpha")),
     ("rounds", pa.int64(), ("config", "fl", "rounds")),
     ("local_epochs", pa.int64(), ("config", "fl", "local_epochs")),
     ("hospitals", pa.int64(), ("config", "fl", "num_hospitals")),
+    ("cv_folds", pa.int64(), ("summary", "cv", "folds")),
     ("seed", pa.int64(), ("config", "seed")),
     ("mode", pa.string(), ("config", "mode")),
     ("backbone", pa.string(), ("config", "model", "name")),
     ("lr", pa.float64(), ("config", "train", "lr")),
     ("batch_size", pa.int64(), ("config", "train", "batch_size")),
-    ("test_accuracy", pa.float64(), ("summary", "final_test", "accuracy")),
-    ("test_balanced_accuracy", pa.float64(), ("summary", "final_test", "balanced_accuracy")),
-    ("test_f1", pa.float64(), ("summary", "final_test", "f1")),
-    ("test_auc", pa.float64(), ("summary", "final_test", "auc")),
-    ("test_loss", pa.float64(), ("summary", "final_test", "loss")),
+    *((f"test_{m}", pa.float64(), (*_FINAL_TEST, m)) for m in HEADLINE_METRICS),
+    ("test_loss", pa.float64(), (*_FINAL_TEST, "loss")),
+    *((f"test_{m}_std", pa.float64(), (*_FINAL_TEST_STD, m)) for m in HEADLINE_METRICS),
     ("best_val_round", pa.int64(), ("summary", "best_val_round")),
     ("best_val_test_balanced_accuracy", pa.float64(), ("summary", "best_val_round_test", "balanced_accuracy")),
     ("mechanism", pa.string(), ("summary", "privacy", "mechanism")),
     ("target_epsilon", pa.float64(), ("summary", "privacy", "target_epsilon")),
     ("epsilon_spent", pa.float64(), ("summary", "privacy", "epsilon")),
     ("delta", pa.float64(), ("summary", "privacy", "delta")),
+    ("privacy_unit", pa.string(), ("summary", "privacy", "unit")),
     ("noise_multiplier", pa.float64(), None),
     ("accountant", pa.string(), None),
-    ("attack_name", pa.string(), ("summary", "membership_inference", "strongest", "attack")),
-    ("attack_auc", pa.float64(), ("summary", "membership_inference", "strongest", "auc")),
-    ("attack_advantage", pa.float64(), ("summary", "membership_inference", "strongest", "advantage")),
-    ("attack_tpr_at_1pct_fpr", pa.float64(), ("summary", "membership_inference", "strongest", "tpr_at_1pct_fpr")),
-    ("attack_tpr_at_0_1pct_fpr", pa.float64(),
-     ("summary", "membership_inference", "strongest", "tpr_at_0_1pct_fpr")),
-    ("attack_epsilon_lower_bound", pa.float64(),
-     ("summary", "membership_inference", "strongest", "epsilon_lower_bound")),
-    ("attack_n_members", pa.int64(), ("summary", "membership_inference", "strongest", "n_members")),
-    ("attack_n_nonmembers", pa.int64(), ("summary", "membership_inference", "strongest", "n_nonmembers")),
+    ("attack_name", pa.string(), (*_STRONGEST, "attack")),
+    ("attack_auc", pa.float64(), (*_STRONGEST, "auc")),
+    ("attack_advantage", pa.float64(), (*_STRONGEST, "advantage")),
+    ("attack_tpr_at_1pct_fpr", pa.float64(), (*_STRONGEST, "tpr_at_1pct_fpr")),
+    ("attack_tpr_at_0_1pct_fpr", pa.float64(), (*_STRONGEST, "tpr_at_0_1pct_fpr")),
+    ("attack_epsilon_lower_bound", pa.float64(), (*_STRONGEST, "epsilon_lower_bound")),
+    ("attack_n_members", pa.int64(), (*_STRONGEST, "n_members")),
+    ("attack_n_nonmembers", pa.int64(), (*_STRONGEST, "n_nonmembers")),
+    ("attack_auc_std", pa.float64(), (*_STRONGEST_STD, "auc")),
+    ("attack_advantage_std", pa.float64(), (*_STRONGEST_STD, "advantage")),
     ("wall_seconds", pa.float64(), ("summary", "wall_seconds")),
     ("gpu_hours", pa.float64(), ("summary", "gpu_hours")),
     ("seconds_per_round", pa.float64(), ("summary", "seconds_per_round")),
     ("pareto_overall", pa.bool_(), None),
     ("pareto_per_backbone", pa.bool_(), None),
 ]
+# A summary without a "cv" block still ran with the folds its config asked for.
+_FALLBACKS = {"cv_folds": ("config", "cv", "folds")}
 _REQUIRED = {"schema_version", "trial_id", "status", "pareto_overall", "pareto_per_backbone"}
 FRONTIER_SCHEMA = pa.schema([pa.field(name, type_, nullable=name not in _REQUIRED) for name, type_, _ in _COLUMNS])
 _PARAMS_AFTER = "error"
 _ROUNDS_FIXED = pa.schema([("trial_id", pa.string()), ("round", pa.int64()), ("round_seconds", pa.float64())])
+_FOLD = pa.field("fold", pa.int64())
 # Arrow int64 with nulls would become float64 in pandas; nullable Int keeps failed trials' ints integral.
 _NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get
 
@@ -104,25 +119,33 @@ def frontier_frame(
 
 
 def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) -> pd.DataFrame:
-    """One row per trial x round: ``trial_id``, ``param_*``, ``round``, ``round_seconds``, ``val_*``, ``test_*``.
+    """One row per trial x round: ``trial_id``, ``param_*``, [``fold``], ``round``, ``round_seconds``, metrics.
 
-    The metric columns are every numeric metric the rounds report (lists such
-    as confusion matrices are left out); a metric one trial lacks is NaN.
-    ``axes`` defaults to every param name found in the records.
+    The metrics, ``val_*`` and ``test_*``, are every numeric metric the rounds
+    report (lists such as confusion matrices are left out); a metric one trial
+    lacks is NaN. ``fold`` (nullable int) is there only when some round carries
+    one, i.e. under k-fold cross-validation. ``axes`` defaults to every param
+    name found in the records.
     """
     if axes is None:
         axes = list(dict.fromkeys(axis for r in records for axis in (r.get("params") or {})))
     param_fields = _param_fields(records, axes)
+    folded = any("fold" in entry for r in records for entry in r.get("rounds") or [])
     rows = []
     for record in records:
         params = {f.name: _param_value(record, f) for f in param_fields}
         for entry in record.get("rounds") or []:
-            row = {"trial_id": str(record["trial_id"]), **params, "round": _cast(entry.get("round"), pa.int64()),
-                   "round_seconds": _cast(entry.get("round_seconds"), pa.float64())}
+            row = {"trial_id": str(record["trial_id"]), **params}
+            if folded:
+                row["fold"] = _cast(entry.get("fold"), pa.int64())
+            row.update(round=_cast(entry.get("round"), pa.int64()),
+                       round_seconds=_cast(entry.get("round_seconds"), pa.float64()))
             for split in ("val", "test"):
                 row.update({f"{split}_{k}": float(v) for k, v in (entry.get(split) or {}).items() if _is_number(v)})
             rows.append(row)
     fixed = _with_params(_ROUNDS_FIXED, param_fields, after="trial_id")
+    if folded:
+        fixed = fixed.insert(fixed.get_field_index("round"), _FOLD)
     metrics = [name for name in dict.fromkeys(k for row in rows for k in row) if name not in fixed.names]
     schema = pa.schema([*fixed, *(pa.field(name, pa.float64()) for name in metrics)])
     return pa.Table.from_pylist(rows, schema=schema).to_pandas(types_mapper=_NULLABLE_INTS)
@@ -131,7 +154,10 @@ def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) ->
 def write_frontier(
     out_dir: Path, records: list[dict], *, axes: list[str], sweep_name: str, utility: str = DEFAULT_UTILITY
 ) -> dict[str, Path]:
-    """Write the sweep's frontier files into ``out_dir`` atomically, ``report.md`` last; return their paths."""
+    """Write the sweep's frontier files into ``out_dir`` atomically, ``report.md`` last; return their paths.
+
+    Keys: ``frontier``, ``rounds``, ``plot``, ``learning_curves``, ``tables``, ``report``.
+    """
     _check_utility(utility)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,10 +166,15 @@ def write_frontier(
     metadata = {"fedray.schema_version": str(SCHEMA_VERSION), "fedray.sweep": sweep_name, "fedray.utility": utility}
     paths = {name: out_dir / file for name, file in
              (("frontier", "frontier.parquet"), ("rounds", "rounds.parquet"), ("plot", "frontier.png"),
-              ("report", "report.md"))}
+              ("learning_curves", "learning_curves.png"), ("tables", "tables.md"), ("report", "report.md"))}
+    rounds_schema = _arrow_schema(rounds, _ROUNDS_FIXED.append(_FOLD))
     _atomic(paths["frontier"], lambda p: _write_parquet(frame, _arrow_schema(frame, FRONTIER_SCHEMA), metadata, p))
-    _atomic(paths["rounds"], lambda p: _write_parquet(rounds, _arrow_schema(rounds, _ROUNDS_FIXED), metadata, p))
+    _atomic(paths["rounds"], lambda p: _write_parquet(rounds, rounds_schema, metadata, p))
     _atomic(paths["plot"], lambda p: plot_frontier(frame, p, utility=utility, title=f"sweep {sweep_name}"))
+    _atomic(paths["learning_curves"], lambda p: plot_learning_curves(frame, rounds, p, title=f"sweep {sweep_name}"))
+    # From the Parquet just written, so tables.md is exactly what `python -m fedray.sweep.tables` regenerates.
+    tables = render_tables(pd.read_parquet(paths["frontier"]), utility=utility)
+    _atomic(paths["tables"], lambda p: p.write_text(tables, encoding="utf-8"))
     report = render_report(frame, sweep_name=sweep_name, utility=utility)
     _atomic(paths["report"], lambda p: p.write_text(report, encoding="utf-8"))
     return paths
@@ -155,7 +186,7 @@ def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | Non
         "schema_version": SCHEMA_VERSION, "sweep": sweep_name, "trial_id": str(record["trial_id"]),
         "status": str(record["status"]), "error": _cast(record.get("error"), pa.string()),
         **{f.name: _param_value(record, f) for f in param_fields},
-        **{name: _cast(_dig(sources, path), type_) for name, type_, path in _COLUMNS if path is not None},
+        **{name: _cast(_lookup(sources, name, path), type_) for name, type_, path in _COLUMNS if path is not None},
         **_ledger_columns(sources["summary"].get("privacy")),
         "pareto_overall": False, "pareto_per_backbone": False,
     }
@@ -220,6 +251,11 @@ def _check_utility(utility: str) -> None:
     numeric = [f.name for f in FRONTIER_SCHEMA if pa.types.is_floating(f.type)]
     if utility not in numeric:
         raise ValueError(f"utility {utility!r} is not a numeric frontier column: use one of {', '.join(numeric)}")
+
+
+def _lookup(sources: dict, column: str, path: tuple[str, ...]):
+    value = _dig(sources, path)
+    return _dig(sources, _FALLBACKS[column]) if value is None and column in _FALLBACKS else value
 
 
 def _dig(sources: dict, path: tuple[str, ...]):

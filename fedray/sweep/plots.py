@@ -1,4 +1,5 @@
-"""``frontier.png``: utility and membership-inference success against the privacy spent.
+"""``frontier.png`` (utility and membership-inference success against the privacy spent) and
+``learning_curves.png`` (test metrics per round).
 
 Left panel: the utility (e.g. test balanced accuracy) against ``epsilon_spent``
 on a log axis. Each backbone gets one line through its best trial per target
@@ -11,6 +12,11 @@ A log axis has no place for epsilon = inf, so non-private trials are drawn at
 ``INF_FACTOR`` x the largest finite epsilon under a tick labelled "∞", past a
 dotted break. Trials with epsilon_spent <= 0 cannot sit on a log axis and are
 left out of the figure (they remain in the Parquet and the report).
+
+Learning curves: test balanced accuracy (left) and test accuracy (right)
+against the round, one line per completed trial labelled by its swept params.
+Under k-fold cross-validation a trial's rounds repeat once per fold; each
+round's point is the mean over the folds.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+
+from fedray.sweep.report import PARAM_PREFIX  # noqa: E402
 
 INF_FACTOR = 10.0
 INF_LABEL = "∞"
 UNKNOWN_BACKBONE = "(backbone not recorded)"
+CURVE_METRICS = (("test_balanced_accuracy", "test balanced accuracy"), ("test_accuracy", "test accuracy"))
 
 
 def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) -> None:
@@ -145,3 +154,41 @@ def _epsilon_axis(ax, x: np.ndarray, eps: np.ndarray) -> None:
 def _note(ax, text: str) -> None:
     ax.set_axis_off()
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="grey")
+
+
+def plot_learning_curves(frame: pd.DataFrame, rounds: pd.DataFrame, path: Path, *, title: str) -> None:
+    """Draw the per-round test metrics of ``frame``'s completed trials from ``rounds`` (sweep_rounds_frame) into
+    ``path`` (PNG)."""
+    completed = set(frame.loc[frame["status"] == "completed", "trial_id"])
+    shown = rounds[rounds["trial_id"].isin(completed)]
+    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(12, 4.8))
+    fig.suptitle(f"{title}: test metrics per round ({shown['trial_id'].nunique()} completed trials)")
+    params = [c for c in shown.columns if c.startswith(PARAM_PREFIX)]
+    for ax, (column, label) in zip(axes, CURVE_METRICS):
+        if column not in shown or shown[column].isna().all():
+            _note(ax, f"no {label} in the rounds")
+            continue
+        for i, (trial_id, trial) in enumerate(shown.groupby("trial_id", sort=False)):
+            curve = trial.groupby("round")[column].mean()  # the mean over folds; a single split has one
+            ax.plot(curve.index, curve.to_numpy(float), "-o", markersize=3, color=f"C{i % 10}",
+                    label=_trial_label(trial_id, trial.iloc[0], params))
+        ax.set_xlabel("round (mean over folds under cross-validation)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _trial_label(trial_id: str, row: pd.Series, params: list[str]) -> str:
+    shown = [f"{c[len(PARAM_PREFIX):]}={_param_text(row[c])}" for c in params if not pd.isna(row[c])]
+    return ", ".join(shown) or str(trial_id)
+
+
+def _param_text(value) -> str:
+    if isinstance(value, float):
+        return INF_LABEL if math.isinf(value) else f"{value:g}"
+    return str(value)

@@ -1,6 +1,7 @@
 """``report.md``: the sweep's frontier in a few Markdown tables a reviewer can read without pandas.
 
-Sections: trial counts; the best configuration per target epsilon (the
+Sections: trial counts and a pointer to ``tables.md`` (the paper's tables,
+fedray.sweep.tables); the best configuration per target epsilon (the
 max-utility completed trial, i.e. what tuning on the test metric would pick);
 the Pareto-optimal trials; the failed trials with their errors; and a note that
 hyper-parameter tuning on private data spends privacy of its own. Tables are
@@ -16,6 +17,7 @@ import pandas as pd
 
 # Swept axis <axis> is the frontier column param_<axis> (frontier.py imports this: it depends on this module).
 PARAM_PREFIX = "param_"
+DEFAULT_UTILITY = "test_balanced_accuracy"
 # Axes already shown through their resolved config column (backbone, lr) or as the table's key (epsilon).
 _SHOWN_AXES = {"backbone", "lr", "epsilon"}
 MISSING = "–"
@@ -41,12 +43,16 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         "(max over hospitals; ∞ = non-private). The empirical ε lower bound comes from the strongest "
         "membership-inference attack.",
         "",
+        "Accuracy vs ε, privacy loss vs ε and the other paper tables are in [tables.md](tables.md) "
+        "(regenerate them with `python -m fedray.sweep.tables frontier.parquet`).",
+        "",
         "## Best configuration per target ε",
         "",
-        _table(best_per_target_epsilon(completed, utility), [
+        markdown_table(best_per_target_epsilon(completed, utility), [
             ("target ε", "target_epsilon"), ("trial", "trial_id"), ("backbone", "backbone"), ("lr", "lr"),
             *((c[len(PARAM_PREFIX):], c) for c in other_params),
-            ("test acc.", "test_accuracy"), ("balanced acc.", "test_balanced_accuracy"), ("F1", "test_f1"),
+            ("test acc.", "test_accuracy"), ("balanced acc.", "test_balanced_accuracy"),
+            ("precision", "test_precision"), ("recall", "test_recall"), ("F1", "test_f1"),
             ("AUC", "test_auc"), ("ε spent", "epsilon_spent"), ("attack AUC", "attack_auc"),
             ("empirical ε lower bound", "attack_epsilon_lower_bound"),
         ]),
@@ -56,7 +62,7 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         f"No other trial has a `{utility}` at least as high and an ε spent at least as low (one of them "
         "strictly). Trials without a spent ε or a utility are never optimal.",
         "",
-        _table(completed[completed["pareto_overall"]].sort_values("epsilon_spent"), [
+        markdown_table(completed[completed["pareto_overall"]].sort_values("epsilon_spent"), [
             ("trial", "trial_id"), ("backbone", "backbone"), ("lr", "lr"),
             *((c[len(PARAM_PREFIX):], c) for c in other_params),
             ("target ε", "target_epsilon"), ("ε spent", "epsilon_spent"), (utility, utility),
@@ -67,23 +73,26 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
     if not failed.empty:
         params = [c for c in frame.columns if c.startswith(PARAM_PREFIX)]
         lines += ["## Failed trials", "",
-                  _table(failed, [("trial", "trial_id"), *((c[len(PARAM_PREFIX):], c) for c in params),
+                  markdown_table(failed, [("trial", "trial_id"), *((c[len(PARAM_PREFIX):], c) for c in params),
                                   ("error", "error")]), ""]
     lines += ["## Tuning consumes privacy", "", TUNING_NOTE, ""]
     return "\n".join(lines)
 
 
-def best_per_target_epsilon(completed: pd.DataFrame, utility: str) -> pd.DataFrame:
-    """The max-utility trial for each target epsilon, most private first (non-private last)."""
+def best_per_target_epsilon(completed: pd.DataFrame, utility: str, *, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The max-utility trial for each target epsilon (within each value of the ``by`` columns), sorted by
+    ``by`` and then most private first (non-private last). Trials without a utility are never picked."""
     scored = completed[completed[utility].notna()]
     if scored.empty:
         return scored
-    best = scored.loc[scored.groupby("target_epsilon", dropna=False)[utility].idxmax()]
-    return best.sort_values("target_epsilon", na_position="last")
+    keys = [*by, "target_epsilon"]
+    best = scored.loc[scored.groupby(keys, dropna=False)[utility].idxmax()]
+    return best.sort_values(keys, na_position="last")
 
 
-def _table(rows: pd.DataFrame, columns: list[tuple[str, str]]) -> str:
-    """A GitHub-flavoured Markdown table of ``rows``: (header, column) pairs, values via ``_cell``."""
+def markdown_table(rows: pd.DataFrame, columns: list[tuple[str, str]]) -> str:
+    """A GitHub-flavoured Markdown table of ``rows``: (header, column) pairs, cells via ``_cell``; "_none_" if
+    there are no rows."""
     if rows.empty:
         return "_none_"
     header = "| " + " | ".join(_escape(h) for h, _ in columns) + " |"

@@ -26,7 +26,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from fedray.errors import FedrayError
 from fedray.federation.cluster import connect
-from fedray.federation.experiment import prepare_experiment, validate_model
+from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
 from fedray.privacy.setup import plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.sweep.resources import check_trial_fits, trial_bundles
@@ -78,11 +78,15 @@ def run_sweep(cfg: dict) -> dict:
 def _validate_trials(trial_cfgs: list[dict]) -> None:
     """Load the data once and check every trial's model and privacy settings against it."""
     prepared = prepare_experiment(trial_cfgs[0])
+    train = prepared.dealt.splits.train
     sizes = [len(s) for s in prepared.dealt.train_shards]
     for trial_cfg in trial_cfgs:
-        validate_model(trial_cfg, prepared.num_classes)
-        if trial_cfg["fl"]["num_hospitals"] == prepared.cfg["fl"]["num_hospitals"]:
-            plan_privacy(trial_cfg, shard_sizes=sizes)
+        trial_cfg = resolve_for_data(trial_cfg, train)
+        validate_model(trial_cfg, prepared.num_classes, train.kind)
+        same_shards = (trial_cfg["mode"], trial_cfg["fl"]["num_hospitals"]) == \
+            (prepared.cfg["mode"], prepared.cfg["fl"]["num_hospitals"])
+        if same_shards:  # privacy plans depend on the shard sizes this preparation dealt
+            plan_privacy(trial_cfg, shard_sizes=sizes, ranges_public=train.ranges_public)
 
 
 def _tuner(cfg: dict, paths: dict, out_dir: Path, gpus_present: bool) -> tune.Tuner:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ray import tune
 from ray.util import get_current_placement_group
 
-from fedray.federation.experiment import run_experiment
+from fedray.federation.study import run_study
 from fedray.metrics import SCALAR_METRICS
 from fedray.results import write_run
 from fedray.sweep.resources import DRIVER_BUNDLE
@@ -18,7 +18,7 @@ from fedray.sweep.space import apply_params
 
 def round_metrics(record: dict) -> dict:
     """The flat per-round metrics reported to Tune (shown live, kept in each trial's history)."""
-    flat = {"round": record["round"], "round_seconds": record["round_seconds"]}
+    flat = {"round": record["round"], "round_seconds": record["round_seconds"], "fold": record.get("fold", 0)}
     for split in ("val", "test"):
         flat.update({f"{split}_{k}": float(v) for k, v in record[split].items() if k in SCALAR_METRICS})
     return flat
@@ -30,15 +30,15 @@ def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_d
     trial_id = tune.get_context().get_trial_id()
     cfg["run_dir"] = str(Path(out_dir) / "trials" / trial_id)
     rounds_seen = []
+    folds = int((cfg.get("cv") or {}).get("folds", 1))
 
     def on_round(record: dict) -> None:
         rounds_seen.append(record)
-        if record["round"] < record["total_rounds"]:
+        if record["round"] < record["total_rounds"] or record.get("fold", folds - 1) < folds - 1:
             tune.report(round_metrics(record))
 
-    result = run_experiment(
-        cfg, on_round=on_round, placement_group=get_current_placement_group(), bundle_offset=DRIVER_BUNDLE
-    )
+    result = run_study(cfg, on_round=on_round, run_dir=Path(cfg["run_dir"]),
+                       placement_group=get_current_placement_group(), bundle_offset=DRIVER_BUNDLE)
     write_run(Path(cfg["run_dir"]), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary)
     # The last round's report also carries the whole summary and history, so the frontier can be
     # rebuilt from Tune's results alone (also after a resume, without rerunning finished trials).

@@ -1,8 +1,9 @@
 """Local training on one hospital's shard (pure torch, no Ray).
 
-A :class:`LocalTrainer` holds one shard on its device for the whole run (the
-images stay uint8 until a batch is drawn, then are flipped, whitened and fed to
-the model), and trains the model it is given for a number of local epochs.
+A :class:`LocalTrainer` holds one shard on its device for the whole run (images
+stay uint8 until a batch is drawn, then are flipped and whitened; table rows are
+scaled by their public ranges; then the batch is fed to the model), and trains
+the model it is given for a number of local epochs.
 
 Every round starts from the parameters passed in (the global model under
 FedAvg) with a fresh optimizer state: momentum from a previous round's local
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from fedray.data.augment import Augment
-from fedray.data.whitening import ColorWhitening
+from fedray.data.input_map import InputMap
 from fedray.models import set_frozen_eval
 
 Params = dict[str, np.ndarray]
@@ -73,10 +74,10 @@ def build_optimizer(parameters, train_cfg: dict) -> torch.optim.Optimizer:
 class Evaluator:
     """A model on ``device`` that loads parameters and predicts class probabilities (the driver's role)."""
 
-    def __init__(self, *, model: nn.Module, train_cfg: dict, whitening: ColorWhitening, device: torch.device):
+    def __init__(self, *, model: nn.Module, train_cfg: dict, input_map: InputMap, device: torch.device):
         self.device = device
         self.train_cfg = train_cfg
-        self.whitening = whitening
+        self.input_map = input_map
         self.autocast = device.type == "cuda" and train_cfg.get("precision", "bf16") == "bf16"
         self.channels_last = device.type == "cuda" and train_cfg.get("channels_last", True)
         self.model = model.to(device)
@@ -90,12 +91,12 @@ class Evaluator:
         return params_to_numpy(self.model)
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities of the current model on uint8 ``images`` (already on any device)."""
+    def predict_proba(self, inputs: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities of the current model on raw ``inputs`` (uint8 images or rows, on any device)."""
         self.model.eval()
         outputs = []
-        for chunk in as_device_tensor(images, self.device).split(EVAL_BATCH_SIZE):
-            x = self.whitening.apply(chunk.to(self.device))
+        for chunk in as_device_tensor(inputs, self.device).split(EVAL_BATCH_SIZE):
+            x = self.input_map.apply(chunk.to(self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.model(x)
             outputs.append(torch.softmax(logits.float(), dim=1).cpu())
@@ -111,17 +112,17 @@ class LocalTrainer(Evaluator):
         self,
         *,
         model: nn.Module,
-        images: np.ndarray | torch.Tensor,
+        inputs: np.ndarray | torch.Tensor,
         labels: np.ndarray,
         train_cfg: dict,
-        whitening: ColorWhitening,
+        input_map: InputMap,
         augment: Augment,
         device: torch.device,
         seed: int,
         hospital: int,
     ):
-        super().__init__(model=model, train_cfg=train_cfg, whitening=whitening, device=device)
-        self.images = as_device_tensor(images, device)
+        super().__init__(model=model, train_cfg=train_cfg, input_map=input_map, device=device)
+        self.inputs = as_device_tensor(inputs, device)
         self.labels = as_device_tensor(labels, device).long()
         self.augment = augment
         self.seed = seed
@@ -170,9 +171,9 @@ class LocalTrainer(Evaluator):
 
     def prepare(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch.to(self.device)
-        x = self.images[idx]
+        x = self.inputs[idx]
         x = self.augment(x, generator)
-        x = self.whitening.apply(x)
+        x = self.input_map.apply(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[idx]

@@ -1,0 +1,57 @@
+"""Models for table rows: the seed study's neural network and linear model, and the tree families.
+
+Inputs are rows already scaled to ``[0, 1]`` per feature by their public
+ranges (:class:`fedray.data.FeatureScaling`). Both torch models are plain
+``Linear``/``ReLU`` stacks with no normalisation layer, so Opacus computes
+their per-sample gradients exactly and fast (``hooks`` mode), and FedAvg
+averages every parameter.
+
+* ``mlp``: ``D -> h_1 -> ... -> h_m -> C`` with ReLU between layers.
+* ``logreg``: one ``Linear(D, C)``: multinomial logistic regression, trained
+  by the same SGD/DP-SGD as the network (the linear model of the seed study;
+  a linear SVM differs only in its loss).
+
+The tree families (``decision_tree``, ``random_forest``) are not torch models:
+:mod:`fedray.training.trees` fits them with scikit-learn or diffprivlib and
+the driver merges them into one forest (:mod:`fedray.strategies.ensemble`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import nn
+
+from fedray.errors import FedrayError
+
+TORCH_TABLE_MODELS = ("mlp", "logreg")
+TREE_MODELS = ("decision_tree", "random_forest")
+TABLE_MODEL_KEYS = {"mlp": ("name", "hidden"), "logreg": ("name",),
+                    "decision_tree": ("name", "max_depth"), "random_forest": ("name", "max_depth", "n_estimators")}
+
+
+def mlp(num_features: int, num_classes: int, hidden: Sequence[int]) -> nn.Sequential:
+    widths = (num_features, *(int(h) for h in hidden))
+    layers: list[nn.Module] = []
+    for w_in, w_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
+
+
+def build_table_model(model_cfg: Mapping, *, num_classes: int, num_features: int) -> nn.Module:
+    """The torch model ``model_cfg["name"]`` (``mlp`` or ``logreg``) for ``num_features`` inputs."""
+    name = model_cfg.get("name")
+    check_table_model_keys(model_cfg)
+    if name == "logreg":
+        return nn.Sequential(nn.Linear(num_features, num_classes))
+    hidden = model_cfg.get("hidden", [64, 32])
+    if not hidden or any(int(h) < 1 for h in hidden):
+        raise FedrayError(f"model.hidden={hidden}: give one positive width per hidden layer, e.g. [64, 32]")
+    return mlp(num_features, num_classes, hidden)
+
+
+def check_table_model_keys(model_cfg: Mapping) -> None:
+    allowed = TABLE_MODEL_KEYS[model_cfg["name"]]
+    unknown = sorted(set(model_cfg) - set(allowed))
+    if unknown:
+        raise FedrayError(f"unknown model config key(s) {unknown} for {model_cfg['name']}: use only {', '.join(allowed)}")

@@ -1,0 +1,210 @@
+"""``tables.md``: the seed paper's tables, computed from ``frontier.parquet`` alone.
+
+    python -m fedray.sweep.tables sweeps/<name>/<time>/frontier.parquet [--write]
+
+prints them as Markdown; ``--write`` also writes ``tables.md`` beside the
+Parquet. ``write_frontier`` renders its ``tables.md`` from the Parquet it has
+just written, so a sweep directory's tables can always be regenerated from it.
+
+Only completed trials count. Where several trials share a row's key (model,
+mechanism, target epsilon), e.g. over a learning-rate axis, the row shows the
+trial the sweep reports: the one with the highest utility (the Parquet's
+``fedray.utility``), as in ``report.best_per_target_epsilon``. Each "±" is the
+standard deviation over cross-validation folds; a trial without CV shows its
+mean alone. ``paper_tables`` returns, by key:
+
+- ``privacy_loss_vs_epsilon``: per (model, mechanism, target ε), the ε and δ
+  the accountant reports and the strongest membership-inference attack's AUC,
+  advantage, balanced accuracy (1 + advantage) / 2 (the best threshold's
+  (TPR + 1 - FPR) / 2), TPR at 1 % FPR and empirical ε lower bound.
+- ``accuracy_vs_epsilon``: per (model, mechanism), one column per target ε
+  (non-private last) of test accuracy.
+- ``metrics_vs_epsilon``: the long form, accuracy, precision, recall, macro F1
+  and AUC-ROC per (model, mechanism, target ε).
+- ``utility_by_configuration``: only for sweeps without an ε axis (at most one
+  target ε, e.g. backbone x mode): every completed trial with its swept params.
+
+Cells are display strings: metrics to 3 decimals, ε and δ to 3 significant
+digits, "∞" for infinity, "–" for missing. The numbers are in the Parquet.
+Frontiers of schema version 1 lack the std, precision and recall columns;
+those cells are "–".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from fedray.sweep.report import DEFAULT_UTILITY, MISSING, PARAM_PREFIX, best_per_target_epsilon, markdown_table
+
+# Table rows list mechanisms from none (the non-private baseline) through the private ones; others follow.
+MECHANISMS = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
+NON_PRIVATE = "∞ (non-private)"
+_METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("macro F1", "f1"),
+            ("AUC-ROC", "auc"))
+_PRIVACY_HEADERS = ["model", "mechanism", "target ε", "ε spent", "δ", "DP unit", "attack", "attack AUC",
+                    "attack advantage", "attack balanced acc.", "TPR @ 1% FPR", "empirical ε lower bound", "trial"]
+_METRICS_HEADERS = ["model", "mechanism", "target ε", "folds", *(header for header, _ in _METRICS), "trial"]
+_TITLES = {
+    "privacy_loss_vs_epsilon": ("Privacy loss vs ε", "ε and δ as the accountant reports them; the strongest "
+                                "membership-inference attack's success, an empirical audit, not a guarantee."),
+    "accuracy_vs_epsilon": ("Accuracy vs ε", "Test accuracy per target ε."),
+    "metrics_vs_epsilon": ("Test metrics vs ε", "Macro-averaged over classes; AUC-ROC one-vs-rest."),
+    "utility_by_configuration": ("Utility by configuration", "Every completed trial of a sweep without an ε axis."),
+}
+# A frontier of schema version 1 lacks these; they read as missing.
+_V2_COLUMNS = ("test_precision", "test_recall", "privacy_unit", "cv_folds", "attack_auc_std", "attack_advantage_std",
+               *(f"test_{m}_std" for m in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")))
+
+
+def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict[str, pd.DataFrame]:
+    """The paper's tables of a frontier frame (as read from ``frontier.parquet``), cells formatted."""
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in _V2_COLUMNS if c not in frame.columns)])
+    completed = frame[frame["status"] == "completed"]
+    best = _ordered(best_per_target_epsilon(completed, utility, by=("backbone", "mechanism")))
+    tables = {
+        "privacy_loss_vs_epsilon": pd.DataFrame([_privacy_row(row) for _, row in best.iterrows()],
+                                                columns=_PRIVACY_HEADERS),
+        "accuracy_vs_epsilon": _accuracy_wide(best),
+        "metrics_vs_epsilon": pd.DataFrame([_metrics_row(row) for _, row in best.iterrows()],
+                                           columns=_METRICS_HEADERS),
+    }
+    if completed["target_epsilon"].nunique(dropna=False) <= 1:
+        tables["utility_by_configuration"] = _by_configuration(completed)
+    return tables
+
+
+def render_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> str:
+    """``paper_tables`` as one Markdown document."""
+    completed = int((frame["status"] == "completed").sum())
+    names = frame["sweep"].dropna()
+    lines = [
+        f"# Paper tables: {names.iloc[0] if len(names) else 'sweep'}",
+        "",
+        f"{completed} of {len(frame)} trials completed. Where several trials share a row's (model, mechanism, "
+        f"target ε), the row is the one with the highest `{utility}`. ± is the standard deviation over "
+        "cross-validation folds. Regenerate with `python -m fedray.sweep.tables frontier.parquet`.",
+    ]
+    for key, table in paper_tables(frame, utility=utility).items():
+        title, caption = _TITLES[key]
+        lines += ["", f"## {title}", "", caption, "", markdown_table(table, [(c, c) for c in table.columns])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fedray.sweep.tables",
+                                     description="Print the paper's tables of a sweep's frontier.parquet.")
+    parser.add_argument("frontier", type=Path, help="frontier.parquet written by a sweep")
+    parser.add_argument("--write", action="store_true", help="also write tables.md next to the Parquet")
+    parser.add_argument("--utility", help="column that picks each row's trial (default: the Parquet's fedray.utility)")
+    args = parser.parse_args(argv)
+    if not args.frontier.is_file():
+        parser.error(f"{args.frontier}: no such file")
+    metadata = pq.read_schema(args.frontier).metadata or {}
+    utility = args.utility or metadata.get(b"fedray.utility", DEFAULT_UTILITY.encode()).decode()
+    text = render_tables(pd.read_parquet(args.frontier), utility=utility)
+    sys.stdout.write(text)
+    if args.write:
+        (args.frontier.parent / "tables.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+def _privacy_row(row: pd.Series) -> list[str]:
+    advantage, advantage_std = row["attack_advantage"], row["attack_advantage_std"]
+    balanced = None if _missing(advantage) else (1 + advantage) / 2
+    balanced_std = None if _missing(advantage_std) else advantage_std / 2
+    return [_text(row["backbone"]), _text(row["mechanism"]), _eps(row["target_epsilon"]), _eps(row["epsilon_spent"]),
+            _eps(row["delta"]), _text(row["privacy_unit"]), _text(row["attack_name"]),
+            mean_std(row["attack_auc"], row["attack_auc_std"]), mean_std(advantage, advantage_std),
+            mean_std(balanced, balanced_std), _number(row["attack_tpr_at_1pct_fpr"]),
+            _eps(row["attack_epsilon_lower_bound"]), _text(row["trial_id"])]
+
+
+def _metrics_row(row: pd.Series) -> list[str]:
+    return [_text(row["backbone"]), _text(row["mechanism"]), _eps(row["target_epsilon"]), _text(row["cv_folds"]),
+            *(_metric(row, name) for _, name in _METRICS), _text(row["trial_id"])]
+
+
+def _accuracy_wide(best: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, mechanism), one column per target ε, finite ascending, then ∞, then unrecorded."""
+    targets = best["target_epsilon"].drop_duplicates().sort_values(na_position="last").tolist()
+    labels = {_target_label(t): t for t in targets}
+    rows = {}
+    for _, row in best.iterrows():
+        key = (_text(row["backbone"]), _text(row["mechanism"]))
+        rows.setdefault(key, dict.fromkeys(labels, MISSING))[_target_label(row["target_epsilon"])] = \
+            _metric(row, "accuracy")
+    return pd.DataFrame([[*key, *cells.values()] for key, cells in rows.items()],
+                        columns=["model", "mechanism", *labels])
+
+
+def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
+    params = [c for c in completed.columns if c.startswith(PARAM_PREFIX)]
+    metrics = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro F1", "f1"),
+               ("AUC-ROC", "auc"))
+    rows = [[_text(row["trial_id"]), *(_param(row[c]) for c in params), *(_metric(row, m) for _, m in metrics),
+             _eps(row["epsilon_spent"])] for _, row in completed.iterrows()]
+    return pd.DataFrame(rows, columns=["trial", *(c[len(PARAM_PREFIX):] for c in params),
+                                       *(header for header, _ in metrics), "ε spent"])
+
+
+def _ordered(best: pd.DataFrame) -> pd.DataFrame:
+    rank = best["mechanism"].map({name: i for i, name in enumerate(MECHANISMS)}).astype(float).fillna(len(MECHANISMS))
+    keys = ["backbone", "_rank", "mechanism", "target_epsilon"]
+    return best.assign(_rank=rank).sort_values(keys, na_position="last", kind="stable").drop(columns="_rank")
+
+
+def _metric(row: pd.Series, name: str) -> str:
+    return mean_std(row[f"test_{name}"], row[f"test_{name}_std"])
+
+
+def mean_std(mean, std) -> str:
+    """"mean ± std" to 3 decimals; the mean alone without a std; "–" without a mean.
+
+    >>> mean_std(0.81234, 0.0129), mean_std(0.8, None), mean_std(None, 0.1)
+    ('0.812 ± 0.013', '0.800', '–')
+    """
+    if _missing(mean):
+        return MISSING
+    return _number(mean) if _missing(std) else f"{_number(mean)} ± {_number(std)}"
+
+
+def _target_label(value) -> str:
+    if _missing(value):
+        return f"ε = {MISSING}"
+    return NON_PRIVATE if math.isinf(value) else f"ε = {_eps(value)}"
+
+
+def _number(value) -> str:
+    return _format(value, ".3f")
+
+
+def _eps(value) -> str:
+    return _format(value, ".3g")
+
+
+def _param(value) -> str:
+    return _format(value, ".3g") if isinstance(value, float) else _text(value)
+
+
+def _format(value, spec: str) -> str:
+    if _missing(value):
+        return MISSING
+    return "∞" if math.isinf(value) else format(float(value), spec)
+
+
+def _text(value) -> str:
+    return MISSING if _missing(value) else str(value)
+
+
+def _missing(value) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+r"""Decision trees and forests at a hospital, with LocalTrainer's interface (numpy + scikit-learn).
+
+A :class:`TreeTrainer` fits once and releases its ensemble as plain arrays
+(:mod:`fedray.models.trees`); hospitals, the driver and the audit handle it
+like any neural model. ε = ∞ fits scikit-learn's own tree or forest; a finite
+ε fits diffprivlib's (Fletcher & Islam 2017, "Differentially Private Random
+Decision Forests using Smooth Sensitivity", as implemented in
+``diffprivlib/models/forest.py``).
+
+What diffprivlib's DP tree does. The structure is drawn before the data are
+read: at each node a feature is picked uniformly and a threshold uniformly
+inside that node's box of the public ``bounds``, down to ``max_depth``. The data
+only choose each leaf's label, by the PermuteAndFlip mechanism (McKenna &
+Sheldon 2020) on the leaf's class counts u_c (sensitivity 1, monotonic):
+classes are visited in random order and c is taken with probability
+exp(ε (u_c - max u)). The leaves partition the records, so adding or
+removing one record changes one leaf's counts by one: by parallel composition
+the tree is ε-DP (add/remove-one adjacency; a record whose value changes can
+move between two leaves, 2ε under replace-one). The leaf value is one-hot, so
+a lone tree predicts 0/1 probabilities and its log loss is floored at 1e-7
+as in :mod:`fedray.metrics`.
+
+The DP forest splits the rows into T = ``n_estimators`` disjoint chunks of about
+n/T rows each (after a seeded shuffle, which fedray turns on: the default
+in-order split would give each tree one block of a label-sorted shard) and
+fits each tree on its chunk with the *full* ε; the library charges ε once,
+by parallel composition. More trees therefore cost no budget but give each
+tree fewer records.
+
+Assumptions that void the guarantee:
+
+* ``bounds`` read from the data. fedray passes [0, 1]^D, public because the
+  ``input_map`` maps every feature into [0, 1] from public ranges
+  (:class:`fedray.data.feature_scaling.FeatureScaling`); ranges a loader took
+  from the records (``Records.ranges_public = False``), or any map fitted on
+  them, read the bounds from the data after all. The library clips values
+  outside the bounds.
+* Refitting. Every ``fit`` of the library spends ε again; this trainer fits
+  once and keeps its release, and its accountant's budget is ε, so a second
+  library fit would raise ``BudgetError``. A restarted hospital refits with
+  the same seed and data, which reproduces the identical release.
+* The randomness is a seeded ``numpy.random.RandomState``, for reproducibility,
+  not a cryptographic generator (as with Opacus without ``secure_mode``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from fedray.models.trees import Params, forest_to_params, predict_proba_from_params
+from fedray.training.local import as_device_tensor
+
+MODELS = ("decision_tree", "random_forest")
+PROB_FLOOR = 1e-7  # fedray.metrics clips probabilities to the same floor before the log
+
+
+def map_inputs(inputs: np.ndarray | torch.Tensor, input_map) -> np.ndarray:
+    """Rows mapped into [0, 1]^D by ``input_map``, as float32 numpy (what the trees split on)."""
+    mapped = input_map.apply(as_device_tensor(inputs, torch.device("cpu")).float())
+    return mapped.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+class TreeEvaluator:
+    """Loads a tree ensemble and predicts class probabilities (the driver's role)."""
+
+    def __init__(self, *, num_classes: int, input_map):
+        self.num_classes = num_classes
+        self.input_map = input_map
+        self.params: Params = {}
+
+    def load(self, params: Params) -> None:
+        self.params = dict(params)
+
+    def export(self) -> Params:
+        return dict(self.params)
+
+    def predict_proba(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Probabilities [N, C] of the loaded ensemble; uniform while it has no trees."""
+        return predict_proba_from_params(self.params, map_inputs(inputs, self.input_map), self.num_classes)
+
+
+class TreeTrainer(TreeEvaluator):
+    """Fits one hospital's tree or forest once, privately when ``epsilon`` is finite."""
+
+    def __init__(self, *, model_cfg: dict, inputs: np.ndarray | torch.Tensor, labels, num_classes: int,
+                 input_map, epsilon: float, seed: int, hospital: int):
+        super().__init__(num_classes=num_classes, input_map=input_map)
+        if model_cfg["name"] not in MODELS:
+            raise ValueError(f"unknown tree model {model_cfg['name']!r}; expected one of {MODELS}")
+        self.model_cfg = model_cfg
+        self.inputs = inputs
+        self.labels = torch.as_tensor(labels).cpu().numpy().astype(np.int64)
+        self.epsilon = float(epsilon)
+        self.seed = seed
+        self.hospital = hospital
+        self.accountant = None
+        self.released: tuple[Params, dict[str, float]] | None = None
+        self.restored_spent = 0.0
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def private(self) -> bool:
+        return not math.isinf(self.epsilon)
+
+    def fit(self, params: Params, *, epochs: int, round_idx: int) -> tuple[Params, dict[str, float]]:
+        """This hospital's ensemble (weight 1), fitted on the first call; later calls return the same release.
+
+        ``params``, ``epochs`` and ``round_idx`` are ignored: a tree is not
+        trained from the global model, and fitting again would spend ε again.
+        """
+        start = time.perf_counter()
+        if self.released is None:
+            self.released = self.fit_once()
+        own, metrics = self.released
+        self.load(own)
+        return dict(own), {**metrics, "fit_seconds": time.perf_counter() - start, **self.privacy_state()}
+
+    def fit_once(self) -> tuple[Params, dict[str, float]]:
+        x = map_inputs(self.inputs, self.input_map)
+        model = self.build(num_features=x.shape[1])
+        model.fit(x, self.labels)
+        own = forest_to_params(getattr(model, "estimators_", [model]), weight=1.0,
+                               num_classes=self.num_classes, classes_seen=model.classes_)
+        probs = predict_proba_from_params(own, x, self.num_classes)
+        picked = probs[np.arange(self.num_samples), self.labels]
+        return own, {
+            "train_loss": float(-np.log(np.clip(picked, PROB_FLOOR, 1.0)).mean()),
+            "train_accuracy": float((probs.argmax(axis=1) == self.labels).mean()),
+            "local_steps": 0.0,
+        }
+
+    def build(self, *, num_features: int):
+        """An unfitted estimator: scikit-learn's when non-private, else diffprivlib's with its own accountant."""
+        max_depth = int(self.model_cfg.get("max_depth", 5))
+        n_estimators = int(self.model_cfg.get("n_estimators", 10))
+        forest = self.model_cfg["name"] == "random_forest"
+        random_state = int(np.random.SeedSequence([self.seed, self.hospital, 0x7EE]).generate_state(1)[0])
+        if not self.private:
+            from sklearn.ensemble import RandomForestClassifier
+            from sklearn.tree import DecisionTreeClassifier
+
+            if forest:
+                return RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, random_state=random_state)
+            return DecisionTreeClassifier(max_depth=max_depth, random_state=random_state)
+        # Imported here: the non-private path must work where diffprivlib does not import (scikit-learn >= 1.9).
+        import diffprivlib.models
+        from diffprivlib import BudgetAccountant
+
+        self.accountant = BudgetAccountant(epsilon=self.epsilon, delta=0.0)
+        common = dict(epsilon=self.epsilon, bounds=(np.zeros(num_features), np.ones(num_features)),
+                      classes=list(range(self.num_classes)), random_state=random_state,
+                      accountant=self.accountant, max_depth=max_depth)
+        if forest:
+            return diffprivlib.models.RandomForestClassifier(n_estimators=n_estimators, shuffle=True, **common)
+        return diffprivlib.models.DecisionTreeClassifier(**common)
+
+    # -- privacy state: the ε the library's accountant has charged (none without DP) --
+    def privacy_state(self) -> dict:
+        if not self.private:
+            return {}
+        spent = self.accountant.total()[0] if self.accountant is not None else 0.0  # total() is (ε, δ)
+        # After a restart the refit reproduces the recorded release, so the two are not composed.
+        return {"dp_epsilon_spent": float(max(spent, self.restored_spent))}
+
+    def restore_privacy_state(self, state: dict) -> None:
+        """Record the ε a previous incarnation of this hospital already released with."""
+        self.restored_spent = float(state.get("dp_epsilon_spent", 0.0))
