@@ -106,7 +106,7 @@ def test_privacy_loss_vs_epsilon_cells(written):
 def test_metrics_vs_epsilon_long_table(written):
     table = paper_tables(written[1])["metrics_vs_epsilon"]
     assert list(table.columns) == ["model", "mechanism", "target ε", "folds", "accuracy", "precision", "recall",
-                                   "macro F1", "AUC-ROC", "trial"]
+                                   "F1", "AUC-ROC", "trial"]
     assert table.iloc[2].tolist() == ["logreg", "dpsgd", "1", "5", "0.780 ± 0.010", "0.700 ± 0.010",
                                       "0.600 ± 0.010", "0.650 ± 0.010", "0.800 ± 0.010", "lr-dp-1-b"]
 
@@ -118,7 +118,7 @@ def test_utility_by_configuration_only_without_an_epsilon_axis(written, tmp_path
                for model in ("mlp", "logreg") for mode in ("federated", "centralized")]
     path = write_frontier(tmp_path, configs, axes=["backbone", "mode"], sweep_name="modes")["frontier"]
     table = paper_tables(pd.read_parquet(path))["utility_by_configuration"]
-    assert list(table.columns) == ["trial", "backbone", "mode", "accuracy", "balanced accuracy", "macro F1",
+    assert list(table.columns) == ["trial", "backbone", "mode", "accuracy", "balanced accuracy", "F1",
                                    "AUC-ROC", "ε spent"]
     assert table.iloc[0].tolist() == ["mlp-federated", "mlp", "federated", "0.700", "0.650", "0.650", "0.800",
                                       "0.988"]

@@ -82,7 +82,8 @@ class PrivacyPlan:
                                       steps=steps, delta=cfg["delta"], accountant=cfg["accountant"]),
             ))
         ledger = summarise_ledger(entries)
-        return {"mechanism": self.mechanism, "target_epsilon": cfg["epsilon"], "epsilon": ledger["epsilon"],
+        return {"mechanism": self.mechanism, "unit": "record", "target_epsilon": cfg["epsilon"],
+                "epsilon": ledger["epsilon"],
                 "delta": cfg["delta"], "delta_note": cfg["delta_note"], "accountant": cfg["accountant"],
                 "max_noise_multiplier": max(e.noise_multiplier for e in entries), "hospitals": ledger["entries"]}
 

@@ -27,8 +27,9 @@ def mean_and_std(dicts: list[dict]) -> tuple[dict, dict]:
     keys = [k for k, v in dicts[0].items() if _is_number(v) and all(_is_number(d.get(k)) for d in dicts)]
     values = {k: np.array([float(d[k]) for d in dicts]) for k in keys}
     ddof = 1 if len(dicts) > 1 else 0
-    return ({k: float(np.mean(v)) for k, v in values.items()},
-            {k: float(np.std(v, ddof=ddof)) for k, v in values.items()})
+    with np.errstate(invalid="ignore"):  # an infinite value (e.g. an unbounded ε estimate) has no spread: nan
+        return ({k: float(np.mean(v)) for k, v in values.items()},
+                {k: float(np.std(v, ddof=ddof)) for k, v in values.items()})
 
 
 def combine_fold_summaries(summaries: list[dict]) -> dict:

@@ -30,7 +30,7 @@ from fedray.federation.experiment import prepare_experiment, resolve_for_data, v
 from fedray.privacy.setup import plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.sweep.resources import check_trial_fits, trial_bundles
-from fedray.sweep.space import apply_params, axis_paths, grid
+from fedray.sweep.space import apply_params, axis_paths, grid, normalise_space
 from fedray.sweep.trial import run_trial
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -45,7 +45,7 @@ def run_sweep(cfg: dict) -> dict:
     # including the summary JSON); no automatic TensorBoard logger.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    sweep = cfg["sweep"]
+    sweep = cfg["sweep"] = {**cfg["sweep"], "space": normalise_space(cfg["sweep"].get("space") or {})}
     paths = axis_paths(sweep, cfg)
     out_dir = Path(sweep["resume"] or sweep["out_dir"]).expanduser().resolve()
     manifest = {"sweep": sweep["name"], "space": _jsonable(sweep["space"]), "paths": paths}

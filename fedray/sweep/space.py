@@ -67,6 +67,17 @@ def axis_paths(sweep_cfg: dict, base_cfg: dict) -> dict[str, str]:
     return paths
 
 
+def normalise_space(space: dict) -> dict:
+    """Axis values as YAML would read them: a command-line ``.inf`` or ``1e-3`` arrives as a string."""
+    def value(v):
+        if isinstance(v, str):
+            parsed = yaml.safe_load(v)
+            return parsed if isinstance(parsed, float) else v
+        return v
+    return {axis: [value(v) for v in values] if isinstance(values, (list, tuple)) else values
+            for axis, values in space.items()}
+
+
 def grid(sweep_cfg: dict) -> list[dict]:
     """Every combination of the axes' values, in a stable order (the trials of a grid sweep)."""
     space = sweep_cfg["space"]

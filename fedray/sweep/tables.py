@@ -19,7 +19,7 @@ mean alone. ``paper_tables`` returns, by key:
   (TPR + 1 - FPR) / 2), TPR at 1 % FPR and empirical ε lower bound.
 - ``accuracy_vs_epsilon``: per (model, mechanism), one column per target ε
   (non-private last) of test accuracy.
-- ``metrics_vs_epsilon``: the long form, accuracy, precision, recall, macro F1
+- ``metrics_vs_epsilon``: the long form, accuracy, precision, recall, F1
   and AUC-ROC per (model, mechanism, target ε).
 - ``utility_by_configuration``: only for sweeps without an ε axis (at most one
   target ε, e.g. backbone x mode): every completed trial with its swept params.
@@ -45,7 +45,7 @@ from fedray.sweep.report import DEFAULT_UTILITY, MISSING, PARAM_PREFIX, best_per
 # Table rows list mechanisms from none (the non-private baseline) through the private ones; others follow.
 MECHANISMS = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
 NON_PRIVATE = "∞ (non-private)"
-_METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("macro F1", "f1"),
+_METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
             ("AUC-ROC", "auc"))
 _PRIVACY_HEADERS = ["model", "mechanism", "target ε", "ε spent", "δ", "DP unit", "attack", "attack AUC",
                     "attack advantage", "attack balanced acc.", "TPR @ 1% FPR", "empirical ε lower bound", "trial"]
@@ -54,7 +54,8 @@ _TITLES = {
     "privacy_loss_vs_epsilon": ("Privacy loss vs ε", "ε and δ as the accountant reports them; the strongest "
                                 "membership-inference attack's success, an empirical audit, not a guarantee."),
     "accuracy_vs_epsilon": ("Accuracy vs ε", "Test accuracy per target ε."),
-    "metrics_vs_epsilon": ("Test metrics vs ε", "Macro-averaged over classes; AUC-ROC one-vs-rest."),
+    "metrics_vs_epsilon": ("Test metrics vs ε", "Precision, recall and F1 of the positive class (label 1) for "
+                           "two classes, macro-averaged over classes otherwise; AUC-ROC one-vs-rest."),
     "utility_by_configuration": ("Utility by configuration", "Every completed trial of a sweep without an ε axis."),
 }
 # A frontier of schema version 1 lacks these; they read as missing.
@@ -145,7 +146,7 @@ def _accuracy_wide(best: pd.DataFrame) -> pd.DataFrame:
 
 def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
     params = [c for c in completed.columns if c.startswith(PARAM_PREFIX)]
-    metrics = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro F1", "f1"),
+    metrics = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("F1", "f1"),
                ("AUC-ROC", "auc"))
     rows = [[_text(row["trial_id"]), *(_param(row[c]) for c in params), *(_metric(row, m) for _, m in metrics),
              _eps(row["epsilon_spent"])] for _, row in completed.iterrows()]

@@ -93,7 +93,8 @@ class TreeTrainer(TreeEvaluator):
             raise ValueError(f"unknown tree model {model_cfg['name']!r}; expected one of {MODELS}")
         self.model_cfg = model_cfg
         self.inputs = inputs
-        self.labels = torch.as_tensor(labels).cpu().numpy().astype(np.int64)
+        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+        self.labels = np.array(labels, dtype=np.int64)  # a copy: arrays from Ray's object store are read-only
         self.epsilon = float(epsilon)
         self.seed = seed
         self.hospital = hospital
