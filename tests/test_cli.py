@@ -26,7 +26,7 @@ def test_two_round_five_hospital_run_writes_every_output(ray_session, tmp_path, 
     # Hydra would reconfigure logging around pytest's captured streams; the CLI's own output is print().
     run_cli(monkeypatch, [*TINY, f"hydra.run.dir={run_dir}", "hydra/job_logging=none", "hydra/hydra_logging=none"])
     out = capsys.readouterr().out
-    assert "[round   1/2]" in out and "[round   2/2]" in out and "held-out test acc" in out
+    assert "[round   1/2]" in out and "[round   2/2]" in out and "held-out test: acc" in out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 2
     assert len(summary["data"]["hospital_train_sizes"]) == 5

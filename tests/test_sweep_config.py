@@ -83,3 +83,43 @@ def test_cluster_yaml_passes_rays_own_validation():
     assert config["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}")
     gpu_nodes = [n for n in config["available_node_types"].values() if n["resources"].get("GPU")]
     assert gpu_nodes and all(n["max_workers"] >= n["min_workers"] for n in gpu_nodes)
+
+
+def test_seed_isic_is_the_papers_study_backbone_by_mode(tmp_path):
+    cfg = compose_plain(["+experiment=seed_isic", "data.root=/data/isic"], tmp_path)
+    assert cfg["data"]["whitening"] == "pca" and cfg["data"]["image_size"] == 128
+    assert cfg["data"]["split"] == {"train": 0.7, "val": 0.1, "test": 0.2}
+    assert cfg["fl"]["num_hospitals"] == 5 and cfg["fl"]["partition"]["scheme"] == "equal_per_class"
+    assert cfg["privacy"]["name"] == "none"
+    trials = grid(cfg["sweep"])
+    assert {(t["backbone"], t["mode"]) for t in trials} == {
+        (b, m) for b in ("vgg19", "resnet50", "inception_v3") for m in ("federated", "centralized", "local")}
+    paths = axis_paths(cfg["sweep"], cfg)
+    trial = apply_params(cfg, {"backbone": "resnet50", "mode": "centralized"}, paths, ROOT / "conf")
+    assert trial["model"]["name"] == "resnet50" and trial["mode"] == "centralized"
+
+
+def test_method_axis_sets_model_and_mechanism_before_epsilon(tmp_path):
+    cfg = compose_plain(["+sweep=ehr_tradeoff"], tmp_path)
+    paths = axis_paths(cfg["sweep"], cfg)
+    assert paths["method"] == "model+privacy"
+    trial = apply_params(cfg, {"epsilon": 0.5, "method": "random_forest/dp_tree"}, paths, ROOT / "conf")
+    assert trial["model"]["name"] == "random_forest" and trial["privacy"] == {"name": "dp_tree", "epsilon": 0.5}
+    with pytest.raises(FedrayError, match="one option per group of model\\+privacy"):
+        apply_params(cfg, {"method": "mlp"}, paths, ROOT / "conf")
+
+
+@pytest.mark.parametrize("group, name", [
+    *(("sweep", p.stem) for p in sorted((ROOT / "conf" / "sweep").glob("*.yaml"))),
+    *(("experiment", p.stem) for p in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))),
+])
+def test_every_sweep_and_experiment_composes_into_trials_whose_pairs_exist(tmp_path, group, name):
+    from fedray.models import model_family
+    from fedray.privacy.setup import check_pair
+
+    cfg = compose_plain([f"+{group}={name}", "data.root=/data/isic"] if group == "experiment"
+                        else [f"+{group}={name}"], tmp_path)
+    paths = axis_paths(cfg["sweep"], cfg)
+    for params in grid(cfg["sweep"]):
+        trial = apply_params(cfg, params, paths, ROOT / "conf")
+        check_pair(trial["model"]["name"], model_family(trial["model"]["name"]), trial["privacy"]["name"])
