@@ -82,7 +82,7 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
     model = build_model({"name": model_name}, num_classes=NUM_CLASSES, image_size=args.image_size)
     n = 10 * args.batch_size
     common = dict(inputs=np.zeros((n, 3, 1, 1), np.uint8), labels=np.zeros(n, np.int64),
-                  whitening=ColorWhitening(method="none", mean=torch.zeros(3), matrix=torch.eye(3)),
+                  input_map=ColorWhitening(method="none", mean=torch.zeros(3), matrix=torch.eye(3)),
                   augment=no_augment, device=device, seed=0, hospital=0)
     if kind == "nonprivate":
         return LocalTrainer(model=model, train_cfg=_train_cfg(args, "bf16"), **common), None

@@ -96,10 +96,8 @@ class PureCompute:
     """The hospitals' trainers in this process, trained one after another."""
 
     def __init__(self, prep, hospital_res: dict):
-        from fedray.data.whitening import ColorWhitening
+        from fedray.training import build_trainer
         from fedray.training.device import configure_process
-        from fedray.training import build_trainer, build_training_model
-        from fedray.training.local import params_to_numpy
 
         cfg = prep.cfg
         self.device = configure_process(num_cpus=hospital_res["num_cpus"], num_gpus=hospital_res["num_gpus"],
@@ -107,13 +105,10 @@ class PureCompute:
         self.epochs = int(cfg["fl"]["local_epochs"])
         self.trainers = []
         for k, shard in enumerate(prep.dealt.train_shards):
-            model = build_training_model(cfg, num_classes=prep.num_classes)
             self.trainers.append(build_trainer(
-                cfg=cfg, model=model, inputs=np.ascontiguousarray(np.asarray(shard.inputs)),
-                labels=np.asarray(shard.labels),
-                whitening=input_map_from_state(prep.dealt.input_map.state_dict()),
-                device=self.device, hospital=k))
-        self.params = params_to_numpy(self.trainers[0].model)
+                cfg=cfg, num_classes=prep.num_classes, inputs=np.ascontiguousarray(np.asarray(shard.inputs)),
+                labels=np.asarray(shard.labels), input_map=prep.dealt.input_map, device=self.device, hospital=k))
+        self.params = self.trainers[0].export()
         self.images_per_pass = sum(t.num_samples for t in self.trainers) * self.epochs
         self.passes: list[dict] = []
 
