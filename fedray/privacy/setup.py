@@ -46,7 +46,8 @@ PAIRS = {
 PAIR_NAMES = {"image": "image backbones", "table": "mlp, logreg", "tree": "decision_tree, random_forest"}
 PURE_NOTES = {
     "laplace_input": "epsilon-local-DP per training record: Laplace input perturbation at its hospital (delta = 0)",
-    "dp_tree": "epsilon-DP per hospital: diffprivlib's DP trees, fitted once (delta = 0)",
+    "dp_tree": "epsilon-DP per training record in each hospital's release: diffprivlib's DP trees, fitted once "
+               "(delta = 0)",
 }
 CLIENT_LEVEL_NOTE = ("client-level DP: protects whether a whole hospital took part, not individual patients; "
                      "with {k} hospitals all taking part every round (q = 1), epsilon={eps:.3g} at delta={delta:g}")

@@ -3,13 +3,13 @@
 :func:`build_trainer` and :func:`build_evaluator` are the only places that
 decide which trainer a model and a privacy mechanism need:
 
-================  ==============================  ===============================
-model family      trainer                          privacy it can take
-================  ==============================  ===============================
-image backbone    LocalTrainer / DPSGDTrainer      none, dpsgd, dpfedavg
-mlp, logreg       LocalTrainer / DPSGDTrainer      + laplace_input
-trees             TreeTrainer (sklearn/diffprivlib) none, dp_tree, laplace_input
-================  ==============================  ===============================
+================  ==================================  ================================
+model family      trainer                             privacy it can take
+================  ==================================  ================================
+image backbone    LocalTrainer / DPSGDTrainer         none, dpsgd, dpfedavg
+mlp, logreg       LocalTrainer / DPSGDTrainer         the same, and laplace_input
+trees             TreeTrainer (sklearn, diffprivlib)  none, dp_tree, laplace_input
+================  ==================================  ================================
 
 Every trainer has the same interface (``fit``, ``load``, ``export``,
 ``predict_proba``, ``num_samples``, ``privacy_state``), so hospitals, the
