@@ -53,6 +53,26 @@ def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypa
     assert len(set(groups)) == 2
 
 
+def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_session, tmp_path, monkeypatch):
+    from test_cli import image_folder
+
+    root = image_folder(tmp_path / "isic", {"melanoma": 50, "nevus": 50})  # 5 per class in validation
+    out_dir = tmp_path / "seed"
+    monkeypatch.setattr(sys, "argv", [
+        "fedray", "+experiment=seed_isic", f"data.root={root}", "data.image_size=16", "fl.rounds=1",
+        "sweep.space.backbone=[small_cnn]", f"sweep.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h",
+        "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    main()
+    frontier = pd.read_parquet(out_dir / "frontier.parquet")
+    assert sorted(frontier["mode"]) == ["centralized", "federated", "local"]
+    assert set(frontier["status"]) == {"completed"} and frontier["test_balanced_accuracy"].notna().all()
+    sizes = {s["mode"]: s["data"]["hospital_train_sizes"] for s in trial_summaries(out_dir).values()}
+    assert len(sizes["federated"]) == len(sizes["local"]) == 5 and len(sizes["centralized"]) == 1
+    tables = (out_dir / "tables.md").read_text()
+    assert "Utility by configuration" in tables and "balanced accuracy" in tables
+    assert (out_dir / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_session, tmp_path, monkeypatch):
     out_dir = tmp_path / "sweep"
     args = [*SWEEP, "sweep.max_concurrent_trials=1", f"sweep.out_dir={out_dir}"]
