@@ -29,11 +29,9 @@ def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_d
     cfg = apply_params(base_cfg, params, paths, Path(conf_dir))
     trial_id = tune.get_context().get_trial_id()
     cfg["run_dir"] = str(Path(out_dir) / "trials" / trial_id)
-    rounds_seen = []
     folds = int((cfg.get("cv") or {}).get("folds", 1))
 
     def on_round(record: dict) -> None:
-        rounds_seen.append(record)
         if record["round"] < record["total_rounds"] or record.get("fold", folds - 1) < folds - 1:
             tune.report(round_metrics(record))
 
@@ -42,8 +40,11 @@ def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_d
     write_run(Path(cfg["run_dir"]), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary)
     # The last round's report also carries the whole summary and history, so the frontier can be
     # rebuilt from Tune's results alone (also after a resume, without rerunning finished trials).
+    # Its test metrics are the summary's: under k-fold CV the mean over folds, not the last fold's.
+    final_test = {f"test_{k}": float(v) for k, v in result.summary["final_test"].items() if k in SCALAR_METRICS}
     tune.report({
         **round_metrics(result.rounds[-1]),
+        **final_test,
         "epsilon_spent": _finite_or_none(result.summary["privacy"]["epsilon"]),
         "summary_json": json.dumps(result.summary, default=_json_default),
         "rounds_json": json.dumps(result.rounds, default=_json_default),
