@@ -2,9 +2,10 @@
 ``learning_curves.png`` (test metrics per round).
 
 Left panel: the utility (e.g. test balanced accuracy) against ``epsilon_spent``
-on a log axis. Each backbone gets one line through its best trial per target
-epsilon (the max-utility learning rate, i.e. what tuning would pick); every
-other trial is a faint dot, and the overall Pareto-optimal trials are ringed.
+on a log axis. Each backbone (each backbone and mechanism, when a sweep holds
+several mechanisms) gets one line through its best trial per target epsilon
+(the max-utility one, i.e. what tuning would pick); every other trial is a
+faint dot, and the overall Pareto-optimal trials are ringed.
 Right panel: the strongest attack's AUC (solid) and advantage (dashed) for
 those same best trials, with chance (AUC 0.5) marked.
 
@@ -51,7 +52,7 @@ def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) 
             _note(ax, "no completed trial with a utility and a positive ε spent")
     else:
         best = best_per_backbone_epsilon(shown, utility)
-        colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(shown["backbone"].unique()))}
+        colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(shown["series"].unique()))}
         _utility_panel(left, shown, best, utility, colours)
         _attack_panel(right, best, colours)
     fig.tight_layout()
@@ -60,19 +61,22 @@ def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) 
 
 
 def plottable(frame: pd.DataFrame, utility: str) -> pd.DataFrame:
-    """Completed trials with a utility and a positive epsilon spent, with their x position in ``_x``."""
+    """Completed trials with a utility and a positive epsilon spent: x position ``_x``, line ``series``."""
     eps = frame["epsilon_spent"]
     keep = (frame["status"] == "completed") & frame[utility].notna() & eps.notna() & (eps > 0)
     shown = frame[keep].copy()
     shown["backbone"] = shown["backbone"].fillna(UNKNOWN_BACKBONE).astype(str)
+    mechanisms = shown["mechanism"].fillna("none").astype(str)
+    several = mechanisms.groupby(shown["backbone"]).transform("nunique") > 1
+    shown["series"] = shown["backbone"].where(~several, shown["backbone"] + " / " + mechanisms)
     shown["_x"] = _x_positions(shown["epsilon_spent"].to_numpy(float))
     return shown
 
 
 def best_per_backbone_epsilon(shown: pd.DataFrame, utility: str) -> pd.DataFrame:
-    """The max-utility trial of each (backbone, target epsilon), sorted along the epsilon axis."""
-    best = shown.loc[shown.groupby(["backbone", "target_epsilon"], dropna=False)[utility].idxmax()]
-    return best.sort_values(["backbone", "_x"])
+    """The max-utility trial of each (series, target epsilon), sorted along the epsilon axis."""
+    best = shown.loc[shown.groupby(["series", "target_epsilon"], dropna=False)[utility].idxmax()]
+    return best.sort_values(["series", "_x"])
 
 
 def _x_positions(eps: np.ndarray) -> np.ndarray:
@@ -83,10 +87,10 @@ def _x_positions(eps: np.ndarray) -> np.ndarray:
 
 def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, colours: dict) -> None:
     for name, colour in colours.items():
-        trials = shown[shown["backbone"] == name]
+        trials = shown[shown["series"] == name]
         ax.scatter(trials["_x"], trials[utility], s=12, color=colour, alpha=0.3)
-        line = best[best["backbone"] == name]
-        _broken_line(ax, line, utility, "-o", colour, f"{name} (best lr per target ε)")
+        line = best[best["series"] == name]
+        _broken_line(ax, line, utility, "-o", colour, f"{name} (best trial per target ε)")
     pareto = shown[shown["pareto_overall"]]
     ax.scatter(pareto["_x"], pareto[utility], s=170, facecolors="none", edgecolors="black", linewidths=1.4,
                label="Pareto-optimal (all backbones)")
@@ -101,7 +105,7 @@ def _attack_panel(ax, best: pd.DataFrame, colours: dict) -> None:
         _note(ax, "no membership-inference audit in these trials")
         return
     for name, colour in colours.items():
-        line = best[(best["backbone"] == name) & best["attack_auc"].notna()]
+        line = best[(best["series"] == name) & best["attack_auc"].notna()]
         _broken_line(ax, line, "attack_auc", "-o", colour, f"{name} attack AUC")
         _broken_line(ax, line, "attack_advantage", "--s", colour, f"{name} attack advantage", markersize=4)
     ax.axhline(0.5, color="grey", linestyle=":", label="chance (AUC 0.5)")
@@ -170,7 +174,7 @@ def plot_learning_curves(frame: pd.DataFrame, rounds: pd.DataFrame, path: Path, 
             continue
         for i, (trial_id, trial) in enumerate(shown.groupby("trial_id", sort=False)):
             curve = trial.groupby("round")[column].mean()  # the mean over folds; a single split has one
-            ax.plot(curve.index, curve.to_numpy(float), "-o", markersize=3, color=f"C{i % 10}",
+            ax.plot(curve.index, curve.to_numpy(float), "-o", markersize=3, color=plt.cm.tab20(i % 20),
                     label=_trial_label(trial_id, trial.iloc[0], params))
         ax.set_xlabel("round (mean over folds under cross-validation)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
