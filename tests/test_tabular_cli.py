@@ -50,7 +50,7 @@ def test_pure_epsilon_mechanisms_run_and_report_their_ledger(ray_session, tmp_pa
     assert summary["membership_inference"]["strongest"]["n_members"] > 0
 
 
-def test_ehr_sweep_writes_the_paper_tables_from_the_frontier(ray_session, tmp_path, monkeypatch, capsys):
+def test_ehr_sweep_writes_the_paper_tables_from_the_frontier(ray_session, tmp_path, monkeypatch):
     from fedray.sweep.tables import paper_tables
 
     out_dir = tmp_path / "sweep"
