@@ -21,8 +21,11 @@ mean alone. ``paper_tables`` returns, by key:
   (non-private last) of test accuracy.
 - ``metrics_vs_epsilon``: the long form, accuracy, precision, recall, F1
   and AUC-ROC per (model, mechanism, target ε).
-- ``utility_by_configuration``: only for sweeps without an ε axis (at most one
-  target ε, e.g. backbone x mode): every completed trial with its swept params.
+- ``utility_by_configuration``: for sweeps without an ε axis (at most one
+  target ε, e.g. backbone x mode) this is the only table: every completed
+  trial with its swept params, its utility and its attack AUC. The ε tables
+  would pick one trial per model across configurations that are not
+  alternatives (e.g. federated vs centralized), so they are left out.
 
 Cells are display strings: metrics to 3 decimals, ε and δ to 3 significant
 digits, "∞" for infinity, "–" for missing. The numbers are in the Parquet.
@@ -67,6 +70,8 @@ def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict
     """The paper's tables of a frontier frame (as read from ``frontier.parquet``), cells formatted."""
     frame = frame.reindex(columns=[*frame.columns, *(c for c in _V2_COLUMNS if c not in frame.columns)])
     completed = frame[frame["status"] == "completed"]
+    if completed["target_epsilon"].nunique(dropna=False) <= 1:
+        return {"utility_by_configuration": _by_configuration(completed)}
     best = _ordered(best_per_target_epsilon(completed, utility, by=("backbone", "mechanism")))
     tables = {
         "privacy_loss_vs_epsilon": pd.DataFrame([_privacy_row(row) for _, row in best.iterrows()],
@@ -75,8 +80,6 @@ def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict
         "metrics_vs_epsilon": pd.DataFrame([_metrics_row(row) for _, row in best.iterrows()],
                                            columns=_METRICS_HEADERS),
     }
-    if completed["target_epsilon"].nunique(dropna=False) <= 1:
-        tables["utility_by_configuration"] = _by_configuration(completed)
     return tables
 
 
@@ -149,9 +152,10 @@ def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
     metrics = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("F1", "f1"),
                ("AUC-ROC", "auc"))
     rows = [[_text(row["trial_id"]), *(_param(row[c]) for c in params), *(_metric(row, m) for _, m in metrics),
-             _eps(row["epsilon_spent"])] for _, row in completed.iterrows()]
+             _eps(row["epsilon_spent"]), mean_std(row["attack_auc"], row["attack_auc_std"])]
+            for _, row in completed.iterrows()]
     return pd.DataFrame(rows, columns=["trial", *(c[len(PARAM_PREFIX):] for c in params),
-                                       *(header for header, _ in metrics), "ε spent"])
+                                       *(header for header, _ in metrics), "ε spent", "attack AUC"])
 
 
 def _ordered(best: pd.DataFrame) -> pd.DataFrame:
