@@ -23,6 +23,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 SCALAR_METRICS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
+PROB_FLOOR = 1e-7  # probabilities are clipped to this before the log, so a confident miss costs a finite loss
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
@@ -37,7 +38,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
         y_true, y_pred, average=average, pos_label=1, zero_division=0
     )
     return {
-        "loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "loss": float(log_loss(y_true, np.clip(probs, PROB_FLOOR, 1.0), labels=labels)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "precision": float(precision),

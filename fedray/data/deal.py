@@ -65,13 +65,18 @@ def deal_data(cfg: dict) -> Dealt:
     return Dealt(splits, train_shards, val_shards, dropped, fit_input_map(cfg, union(train_shards)))
 
 
-def cv_fold(cfg: dict) -> tuple[int, int] | None:
-    """``(fold, folds)`` under k-fold cross-validation (``cv.folds`` > 1), else None."""
-    cv = cfg.get("cv") or {}
-    folds = int(cv.get("folds", 1))
+def cv_folds(cfg: dict) -> int:
+    """``cv.folds``: 1 for a single hold-out split, k >= 2 for k-fold cross-validation."""
+    folds = int((cfg.get("cv") or {}).get("folds", 1))
     if folds < 1:
         raise FedrayError(f"cv.folds={folds}: use 1 (a single hold-out split) or k >= 2 folds")
-    return (int(cv.get("fold", 0)), folds) if folds > 1 else None
+    return folds
+
+
+def cv_fold(cfg: dict) -> tuple[int, int] | None:
+    """``(fold, folds)`` under k-fold cross-validation (``cv.folds`` > 1), else None."""
+    folds = cv_folds(cfg)
+    return (int(cfg["cv"].get("fold", 0)), folds) if folds > 1 else None
 
 
 def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fedray.data.deal import cv_fold
+from fedray.data.deal import cv_folds
 from fedray.federation.experiment import ExperimentResult, Prepared, run_experiment
 from fedray.results import write_run
 from fedray.results.crossval import combine_fold_summaries
@@ -29,7 +29,7 @@ def run_study(
     ``prepared`` (a fold-0 preparation, e.g. from the caller's input checks) is
     reused for the first fold. ``placement`` is passed on to :func:`run_experiment`.
     """
-    folds = (cv_fold(cfg) or (0, 1))[1]
+    folds = cv_folds(cfg)
     if folds == 1:
         return run_experiment(cfg, prepared=prepared, on_round=on_round, **placement)
     results = []

@@ -1,6 +1,7 @@
 """Federated strategies: pure aggregation objects, no transport."""
 
 from fedray.errors import FedrayError
+from fedray.strategies.aggregate import WEIGHTINGS
 from fedray.strategies.base import ClientResult, Params, Strategy
 from fedray.strategies.fedavg import FedAvg
 
@@ -17,7 +18,7 @@ def build_strategy(fl_cfg: dict, privacy_cfg: dict | None = None, *, trees: bool
     """
     privacy_cfg = privacy_cfg or {}
     weighting = fl_cfg.get("weighting", "samples")
-    if weighting not in ("samples", "uniform"):
+    if weighting not in WEIGHTINGS:
         raise FedrayError(f"unknown fl.weighting {weighting!r}: use 'samples' or 'uniform'")
     if trees:
         from fedray.strategies.ensemble import TreeEnsemble

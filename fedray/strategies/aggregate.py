@@ -32,10 +32,16 @@ Params = dict[str, np.ndarray]
 WEIGHTINGS = ("samples", "uniform")
 
 
-def client_weights(num_samples: Sequence[int], *, weighting: str) -> np.ndarray:
-    """Normalised aggregation weights a_k / Σ a_k for the given weighting."""
+def check_weighting(weighting: str) -> str:
+    """``weighting`` itself if it is one of :data:`WEIGHTINGS`, else ValueError."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+    return weighting
+
+
+def client_weights(num_samples: Sequence[int], *, weighting: str) -> np.ndarray:
+    """Normalised aggregation weights a_k / Σ a_k for the given weighting."""
+    check_weighting(weighting)
     counts = np.asarray(num_samples, dtype=np.float64)
     if weighting == "uniform":
         counts = np.ones_like(counts)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedray.models.trees import merge_ensembles
-from fedray.strategies.aggregate import WEIGHTINGS, client_weights
+from fedray.strategies.aggregate import check_weighting, client_weights
 from fedray.strategies.base import ClientResult, Params, Strategy
 
 
@@ -26,9 +26,7 @@ class TreeEnsemble(Strategy):
     """Pools the hospitals' tree ensembles; ``weighting`` is "samples" (n_k) or "uniform"."""
 
     def __init__(self, *, weighting: str = "samples"):
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
-        self.weighting = weighting
+        self.weighting = check_weighting(weighting)
 
     def aggregate(
         self, server_round: int, global_params: Params, results: Sequence[ClientResult]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedray.strategies.aggregate import WEIGHTINGS, weighted_average
+from fedray.strategies.aggregate import check_weighting, weighted_average
 from fedray.strategies.base import ClientResult, Params, Strategy
 
 
@@ -12,9 +12,7 @@ class FedAvg(Strategy):
     """McMahan et al. (2017). ``weighting`` is "samples" (n_k) or "uniform" (the seed's)."""
 
     def __init__(self, weighting: str = "samples"):
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
-        self.weighting = weighting
+        self.weighting = check_weighting(weighting)
 
     def aggregate(
         self, server_round: int, global_params: Params, results: Sequence[ClientResult]

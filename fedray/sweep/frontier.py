@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
-from fedray.sweep.report import DEFAULT_UTILITY, PARAM_PREFIX, render_report
+from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, render_report
 from fedray.sweep.tables import render_tables
 
 SCHEMA_VERSION = 2
@@ -40,8 +40,6 @@ _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
 _STRONGEST = ("summary", "membership_inference", "strongest")
 _STRONGEST_STD = ("summary", "membership_inference", "strongest_std")
-# The six headline test metrics: a mean column test_<m> and, under k-fold CV, a std-over-folds test_<m>_std.
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 
 # (column, Arrow type, where the value lives in {"config": ..., "summary": ...}; None: set by this module).
 # Each block of std-over-folds columns follows the block of its means, so v1's means keep their relative order.

@@ -15,6 +15,9 @@ import math
 
 import pandas as pd
 
+# The test metrics the frontier keeps a mean (and, under k-fold CV, a std) column for: fedray.metrics'
+# scalars but the loss (not imported from there: it would load scikit-learn into the tables CLI).
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 # Swept axis <axis> is the frontier column param_<axis> (frontier.py imports this: it depends on this module).
 PARAM_PREFIX = "param_"
 DEFAULT_UTILITY = "test_balanced_accuracy"

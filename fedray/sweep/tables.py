@@ -43,7 +43,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fedray.sweep.report import DEFAULT_UTILITY, MISSING, PARAM_PREFIX, best_per_target_epsilon, markdown_table
+from fedray.sweep.report import (
+    DEFAULT_UTILITY,
+    HEADLINE_METRICS,
+    MISSING,
+    PARAM_PREFIX,
+    best_per_target_epsilon,
+    markdown_table,
+)
 
 # Table rows list mechanisms from none (the non-private baseline) through the private ones; others follow.
 MECHANISMS = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
@@ -63,7 +70,7 @@ _TITLES = {
 }
 # A frontier of schema version 1 lacks these; they read as missing.
 _V2_COLUMNS = ("test_precision", "test_recall", "privacy_unit", "cv_folds", "attack_auc_std", "attack_advantage_std",
-               *(f"test_{m}_std" for m in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")))
+               *(f"test_{m}_std" for m in HEADLINE_METRICS))
 
 
 def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict[str, pd.DataFrame]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ray import tune
 from ray.util import get_current_placement_group
 
+from fedray.data.deal import cv_folds
 from fedray.federation.study import run_study
 from fedray.metrics import SCALAR_METRICS
 from fedray.results import write_run
@@ -29,7 +30,7 @@ def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_d
     cfg = apply_params(base_cfg, params, paths, Path(conf_dir))
     trial_id = tune.get_context().get_trial_id()
     cfg["run_dir"] = str(Path(out_dir) / "trials" / trial_id)
-    folds = int((cfg.get("cv") or {}).get("folds", 1))
+    folds = cv_folds(cfg)
 
     def on_round(record: dict) -> None:
         if record["round"] < record["total_rounds"] or record.get("fold", folds - 1) < folds - 1:

@@ -51,11 +51,11 @@ import time
 import numpy as np
 import torch
 
+from fedray.metrics import PROB_FLOOR
 from fedray.models.trees import Params, forest_to_params, predict_proba_from_params
 from fedray.training.local import as_device_tensor
 
 MODELS = ("decision_tree", "random_forest")
-PROB_FLOOR = 1e-7  # fedray.metrics clips probabilities to the same floor before the log
 
 
 def map_inputs(inputs: np.ndarray | torch.Tensor, input_map) -> np.ndarray:
