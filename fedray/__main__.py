@@ -1,16 +1,20 @@
 """``python -m fedray``: compose the Hydra config in ``conf/`` and run it.
 
 A plain run is one federated experiment; ``+sweep=<name>`` runs a Ray Tune
-sweep instead. Hydra is only the front door: the composed config is resolved
-into a plain dict (absolute paths, no interpolations) before it reaches any
-actor or trial.
+sweep instead. Hydra is only the front door: the composed config becomes the
+typed, validated :class:`~fedray.config.Config` (frozen dataclasses, absolute
+paths, no interpolations) before anything else runs.
 
-User-fixable problems end with one line on stderr and exit code 2.
+User-fixable problems end with one line on stderr and exit code 2, before
+Ray starts wherever the problem can be seen there. Ctrl-C (SIGINT) and SIGTERM
+stop the actors and exit 130 and 143; the run directory then holds only a
+summary with ``"status": "interrupted"``, never files that look complete.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -18,22 +22,23 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fedray.config import to_plain
+from fedray.config import CONF_DIR, Config, check_group_choices, compose_config, normalise_overrides, to_typed
 from fedray.errors import FedrayError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_GROUPS = ("data", "model", "fl", "privacy", "cluster", "paths", "sweep", "experiment")
 EXIT_USER_ERROR = 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop, clean up, exit 128 + the signal number."""
 
-def check_group_choices(argv: list[str]) -> None:
-    """Name an unknown config choice (``model=resnet5``) in one line, before Hydra's longer message."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if sep and key in CONFIG_GROUPS and value and not (CONF_DIR / key / f"{value}.yaml").is_file():
-            choices = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
-            raise FedrayError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
 
 
 def print_round(record: dict) -> None:
@@ -48,26 +53,30 @@ def print_round(record: dict) -> None:
     )
 
 
-def run_single(cfg: dict) -> dict:
+def run_single(cfg: Config) -> dict:
     import ray
 
     from fedray.federation.cluster import connect
     from fedray.federation.experiment import prepare_experiment
     from fedray.federation.study import run_study
-    from fedray.results import write_failure, write_run
+    from fedray.results import write_failure, write_interrupted, write_run
 
-    run_dir = Path(cfg["run_dir"])
+    run_dir = Path(cfg.run_dir)
     prepared = prepare_experiment(cfg)  # bad input fails here, before Ray starts
-    started_ray = connect(cfg["cluster"])
+    started_ray = connect(cfg.cluster)
     try:
         result = run_study(cfg, prepared=prepared, on_round=print_round, run_dir=run_dir)
+    except Interrupted as stop:
+        write_interrupted(run_dir, signal.Signals(stop.signum).name)
+        raise
     except BaseException as err:
         write_failure(run_dir, f"{type(err).__name__}: {err}")
         raise
     finally:
         if started_ray:
             ray.shutdown()
-    write_run(run_dir, resolved_cfg=cfg, rounds=result.rounds, summary=result.summary)
+    write_run(run_dir, resolved_cfg=cfg, rounds=result.rounds, summary=result.summary,
+              models=(result.final_params, result.best_params))
     _print_summary(result.summary, run_dir)
     return result.summary
 
@@ -92,26 +101,32 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         print(f"consent: {summary['data']['without_consent']} records without informed consent were left out",
               flush=True)
     for note in (summary["privacy"].get("note") or summary["privacy"].get("delta_note"),
-                 summary["privacy"].get("cv_note")):
+                 summary["privacy"].get("cv_note"), summary["privacy"].get("noise")):
         if note:
             print(f"privacy: {note}", flush=True)
     print(f"results: {run_dir}", flush=True)
 
 
-def dispatch(cfg: dict) -> dict:
-    if cfg.get("sweep"):
+def dispatch(cfg: Config) -> dict:
+    if cfg.sweep is not None:
         from fedray.sweep.runner import run_sweep
 
-        return run_sweep(cfg)
+        return run_sweep(cfg, overrides=_task_overrides())
     return run_single(cfg)
+
+
+def _task_overrides() -> list[str]:
+    return normalise_overrides(list(HydraConfig.get().overrides.task))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
     try:
-        dispatch(to_plain(cfg, run_dir=HydraConfig.get().runtime.output_dir))
+        dispatch(to_typed(cfg, run_dir=HydraConfig.get().runtime.output_dir))
     except FedrayError as err:
         _exit_with(err)
+    except Interrupted as stop:
+        _exit_interrupted(stop)
     except Exception as err:
         cause = _user_error_inside(err)
         if cause is None:
@@ -131,15 +146,28 @@ def _user_error_inside(err: BaseException) -> FedrayError | None:
 
 
 def _exit_with(err: FedrayError) -> None:
-    print(f"fedray: error: {err}", file=sys.stderr, flush=True)
+    message = err.args[0] if err.args else str(err)
+    print(f"fedray: error: {message}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
 
 
+def _exit_interrupted(stop: Interrupted) -> None:
+    print(f"fedray: interrupted by {signal.Signals(stop.signum).name}; the run is marked interrupted",
+          file=sys.stderr, flush=True)
+    sys.exit(EXIT_SIGNAL[stop.signum])
+
+
 def main() -> None:
+    argv = normalise_overrides(sys.argv[1:])
     try:
-        check_group_choices(sys.argv[1:])
+        check_group_choices(argv)
+        if not any(a.startswith("-") for a in argv):
+            compose_config([a for a in argv if not a.startswith(("hydra.", "hydra/"))])  # every bad key or value in one line, before Hydra's longer messages
     except FedrayError as err:
         _exit_with(err)
+    sys.argv[1:] = argv
+    for signum in EXIT_SIGNAL:
+        signal.signal(signum, _raise_interrupted)
     hydra_main()
 
 

@@ -1,7 +1,7 @@
 """Data layer: load, filter by consent, split, partition and preprocess images or tables (no Ray).
 
 ``load_splits(data_cfg, seed, fold=None)`` is the entry point: it dispatches
-on ``data_cfg["name"]`` to a loader, removes records without informed consent
+on ``data_cfg.name`` to a loader, removes records without informed consent
 (:mod:`fedray.data.consent`), and splits the rest into :class:`Splits`: a
 stratified hold-out split (``data.split``, 70/10/20 by default) or fold ``i``
 of a stratified k-fold cross-validation. Callers then :func:`partition` the
@@ -11,7 +11,7 @@ training labels among hospitals and map inputs per batch on the device
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from fedray.data.augment import AUGMENTATIONS, get_augment, random_flips
 from fedray.data.breast_cancer import load_breast_cancer
@@ -26,9 +26,10 @@ from fedray.data.table_csv import load_table
 from fedray.data.types import Loaded, Records, Splits
 from fedray.data.whitening import METHODS as WHITENING_METHODS
 from fedray.data.whitening import ColorWhitening
+from fedray.config.schema import DataCommon
 from fedray.errors import FedrayError
 
-LOADERS: dict[str, Callable[[Mapping, int], Loaded]] = {
+LOADERS: dict[str, Callable[[DataCommon, int], Loaded]] = {
     "isic": load_isic,
     "synthetic": load_synthetic,
     "ehr_synthetic": load_ehr_synthetic,
@@ -37,28 +38,23 @@ LOADERS: dict[str, Callable[[Mapping, int], Loaded]] = {
 }
 
 
-def load_splits(data_cfg: Mapping, seed: int, *, fold: tuple[int, int] | None = None) -> Splits:
-    """Load the dataset ``data_cfg["name"]``, drop records without consent, split reproducibly from ``seed``.
+def load_splits(data_cfg: DataCommon, seed: int, *, fold: tuple[int, int] | None = None) -> Splits:
+    """Load the dataset ``data_cfg.name``, drop records without consent, split reproducibly from ``seed``.
 
-    ``data_cfg`` is the resolved ``data`` config group as a plain dict; see
+    ``data_cfg`` is the typed ``data`` config section; see
     ``conf/data/*.yaml`` for the keys. ``fold=(i, k)`` makes the test set fold
     ``i`` of a stratified ``k``-fold split of the consented records (the
     validation set is then ``split.val / (split.train + split.val)`` of the
-    rest). ``whitening`` and ``augment`` are only checked here (so a typo
-    fails before any decoding); callers apply them.
+    rest). ``whitening`` and ``augment`` are applied by the callers.
     """
-    name = data_cfg.get("name")
+    name = data_cfg.name
     if name not in LOADERS:
         raise FedrayError(f"unknown dataset data.name={name!r}: use one of {', '.join(LOADERS)}")
-    whitening = data_cfg.get("whitening", "auto")
-    if whitening not in WHITENING_METHODS:
-        raise FedrayError(f"unknown data.whitening '{whitening}': use one of {', '.join(WHITENING_METHODS)}")
-    get_augment(data_cfg.get("augment", "flips"))
     loaded = LOADERS[name](data_cfg, seed)
-    if loaded.records.kind == "table" and data_cfg.get("augment", "none") != "none":
-        raise FedrayError(f"data.augment={data_cfg['augment']!r} flips images; tables take data.augment=none")
+    if loaded.records.kind == "table" and data_cfg.augment != "none":
+        raise FedrayError(f"data.augment={data_cfg.augment!r} flips images; tables take data.augment=none")
     records, fixed_test, without_consent = apply_consent(loaded, data_cfg)
-    fractions = split_fractions(data_cfg)
+    fractions = split_fractions(data_cfg.split)
     if fold is not None:
         if fixed_test is not None:
             raise FedrayError("cross-validation cuts its own test folds: set data.use_test_folder=false or cv.folds=1")

@@ -25,25 +25,19 @@ record counts as consented unless ``data.consent_list`` says otherwise).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import numpy as np
 import sklearn.datasets
 import torch
 
 from fedray.data.types import Loaded, Records
-from fedray.errors import FedrayError
+from fedray.config.schema import BreastCancerData
 
 CLASS_NAMES = ("benign", "malignant")
 
 
-def load_breast_cancer(data_cfg: Mapping, seed: int) -> Loaded:
+def load_breast_cancer(data_cfg: BreastCancerData, seed: int) -> Loaded:
     """All 569 records; ``seed`` is unused (the table is fixed, the split draws from it later)."""
-    if data_cfg.get("consent_column") is not None:
-        raise FedrayError(
-            "the breast_cancer dataset has no consent column: remove data.consent_column "
-            "(use data.consent_list to restrict records)"
-        )
     bunch = sklearn.datasets.load_breast_cancer()
     inputs = bunch.data.astype(np.float32)
     # Ranges of the stored float32 values, so every input lies inside its range exactly.

@@ -15,12 +15,12 @@ how many were removed (``data.without_consent``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from fedray.data.types import Loaded, Records
+from fedray.config.schema import DataCommon
 from fedray.errors import FedrayError
 
 
@@ -41,9 +41,9 @@ def consent_mask(records: Records, dataset_consent: np.ndarray | None, listed: s
     return mask
 
 
-def apply_consent(loaded: Loaded, data_cfg: Mapping) -> tuple[Records, Records | None, int]:
+def apply_consent(loaded: Loaded, data_cfg: DataCommon) -> tuple[Records, Records | None, int]:
     """(records, fixed test set or None, number removed) with every record lacking consent removed."""
-    listed = read_consent_list(data_cfg["consent_list"]) if data_cfg.get("consent_list") else None
+    listed = read_consent_list(data_cfg.consent_list) if data_cfg.consent_list else None
     if listed is not None:
         known = set(loaded.records.ids.astype(str))
         if loaded.test is not None:

@@ -3,7 +3,7 @@
 The validation split is partitioned with the same scheme and seed as the
 training split, so every hospital also holds its own validation shard. Under
 ``mode=centralized`` the shards are pooled into one. The input map is fitted
-on the training shards only (:mod:`fedray.data.input_map`). Under k-fold
+from the training shards' own statistics only (:mod:`fedray.data.input_map`). Under k-fold
 cross-validation (``cv.folds`` > 1) the config's ``cv.fold`` picks the test fold.
 """
 
@@ -20,12 +20,10 @@ from fedray.data import load_splits
 from fedray.data.partition import partition
 from fedray.data.input_map import InputMap, fit_input_map
 from fedray.data.types import Records, Splits
+from fedray.config.schema import Config, CrossValidation
 from fedray.errors import FedrayError
 
 log = logging.getLogger(__name__)
-
-MODES = ("federated", "centralized", "local")
-
 
 @dataclass
 class Dealt:
@@ -36,47 +34,35 @@ class Dealt:
     val_shards: list[Records]
     dropped: int
     input_map: InputMap
+    preprocessing: list[dict]  # ledger entries of the private statistics the input map was fitted on
 
 
-def deal_data(cfg: dict) -> Dealt:
+def deal_data(cfg: Config) -> Dealt:
     """Load, split and partition the data; fit the input map on the training shards."""
-    mode = cfg["mode"]
-    if mode not in MODES:
-        raise FedrayError(f"unknown mode {mode!r}: set mode to one of {', '.join(MODES)}")
-    splits = load_splits(cfg["data"], seed=cfg["seed"], fold=cv_fold(cfg))
-    num_hospitals = int(cfg["fl"]["num_hospitals"])
-    if num_hospitals < 1:
-        raise FedrayError(f"fl.num_hospitals={num_hospitals}: need at least 1 hospital")
-    scheme = cfg["fl"]["partition"]["scheme"]
-    alpha = float(cfg["fl"]["partition"].get("alpha", 0.5))
+    splits = load_splits(cfg.data, seed=cfg.seed, fold=cv_fold(cfg.cv))
+    num_hospitals = cfg.fl.num_hospitals
+    scheme = cfg.fl.partition.scheme
+    alpha = cfg.fl.partition.alpha
     num_classes = len(splits.train.class_names)
     shards = []
     dropped = 0
     for part_name, data in (("train", splits.train), ("val", splits.val)):
-        part = _partition_or_explain(data, num_hospitals, scheme, cfg["seed"], alpha, num_classes, part_name)
+        part = _partition_or_explain(data, num_hospitals, scheme, cfg.seed, alpha, num_classes, part_name)
         shards.append([data.subset(idx) for idx in part.shards])
         if part_name == "train":
             dropped = len(part.dropped)
     if dropped:
         log.warning("partition %s dropped %d training records (the per-class remainder)", scheme, dropped)
     train_shards, val_shards = shards
-    if mode == "centralized":
+    if cfg.mode == "centralized":
         train_shards, val_shards = [union(train_shards)], [union(val_shards)]
-    return Dealt(splits, train_shards, val_shards, dropped, fit_input_map(cfg, union(train_shards)))
+    input_map, preprocessing = fit_input_map(cfg, train_shards)
+    return Dealt(splits, train_shards, val_shards, dropped, input_map, preprocessing)
 
 
-def cv_folds(cfg: dict) -> int:
-    """``cv.folds``: 1 for a single hold-out split, k >= 2 for k-fold cross-validation."""
-    folds = int((cfg.get("cv") or {}).get("folds", 1))
-    if folds < 1:
-        raise FedrayError(f"cv.folds={folds}: use 1 (a single hold-out split) or k >= 2 folds")
-    return folds
-
-
-def cv_fold(cfg: dict) -> tuple[int, int] | None:
+def cv_fold(cv: CrossValidation) -> tuple[int, int] | None:
     """``(fold, folds)`` under k-fold cross-validation (``cv.folds`` > 1), else None."""
-    folds = cv_folds(cfg)
-    return (int(cfg["cv"].get("fold", 0)), folds) if folds > 1 else None
+    return (cv.fold, cv.folds) if cv.folds > 1 else None
 
 
 def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):

@@ -57,7 +57,6 @@ assumption: real refusals are rarely random).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -65,9 +64,9 @@ from scipy.optimize import brentq
 from scipy.special import expit
 
 from fedray.data.types import Loaded, Records
+from fedray.config.schema import EhrSyntheticData
 from fedray.errors import FedrayError
 
-DEFAULTS = {"num_records": 4000, "positive_rate": 0.25, "consent_rate": 0.95, "label_noise": 0.0}
 CLASS_NAMES = ("no_condition", "develops_condition")
 # (column, a-priori low, high): clinically plausible for adults, in the units of the docstring.
 FEATURES = (
@@ -153,16 +152,10 @@ def make_ehr(
     return records, consent
 
 
-def load_ehr_synthetic(data_cfg: Mapping, seed: int) -> Loaded:
-    """Generate the table from ``data_cfg`` (defaults in :data:`DEFAULTS`) and the run's ``seed``."""
-    cfg = {key: data_cfg.get(key, default) for key, default in DEFAULTS.items()}
-    n, rate = int(cfg["num_records"]), float(cfg["positive_rate"])
-    consent_rate, noise = float(cfg["consent_rate"]), float(cfg["label_noise"])
-    if n < 2 or not 0 < rate < 1 or not 0 <= consent_rate <= 1:
-        raise FedrayError(
-            f"ehr_synthetic needs num_records >= 2, 0 < positive_rate < 1 and 0 <= consent_rate <= 1, got {cfg}: "
-            "fix data.*"
-        )
+def load_ehr_synthetic(data_cfg: EhrSyntheticData, seed: int) -> Loaded:
+    """Generate the table ``data_cfg`` describes (``conf/data/ehr_synthetic.yaml``) from the run's ``seed``."""
+    n, rate = data_cfg.num_records, data_cfg.positive_rate
+    consent_rate, noise = data_cfg.consent_rate, data_cfg.label_noise
     if not 0 <= noise < min(rate, 1 - rate):
         raise FedrayError(
             f"data.label_noise={noise} must lie in [0, {min(rate, 1 - rate)}) for positive_rate {rate}: lower it"

@@ -1,40 +1,79 @@
 """The map every model input goes through on its device: colour whitening for images, public-range scaling for rows.
 
-It is decided once per experiment, in the caller's process, and travels to the
+It is decided once per experiment, from each hospital's own statistics (summed,
+and noised under DP), and travels to the
 hospitals, the driver and the auditor as a plain ``state_dict``, so every
 process feeds its model identical inputs.
 """
 
 from __future__ import annotations
 
+import math
+
+from fedray.config.schema import Config
 from fedray.data.feature_scaling import FeatureScaling
 from fedray.data.types import Records
-from fedray.data.whitening import ColorWhitening
+from fedray.data.whitening import ColorWhitening, ColourMoments, private_colour_moments
 from fedray.models import backbone_spec, model_family
+from fedray.privacy.accounting import default_delta
+from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 
 InputMap = ColorWhitening | FeatureScaling
 
 
-def fit_input_map(cfg: dict, train: Records) -> InputMap:
-    """The input map of one experiment, fitted on (or, for tables, read from the public ranges of) ``train``.
+def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, list[dict]]:
+    """The input map of one experiment and the ledger entries of every private statistic it used.
 
     Tables are scaled by their public feature ranges, never by statistics of
-    the private rows. For images, ``data.whitening=auto`` (the default) is the
-    seed's ZCA whitening fitted on the training shards, except for a backbone
-    loaded with pretrained weights: its features only mean something under the
-    normalisation those weights were trained with, so that fixed normalisation
-    is used instead.
+    the private rows. For images the colour statistics are federated: each
+    hospital computes the sufficient statistics of its own shard
+    (:class:`ColourMoments`) and only their sum is used. ``data.whitening``:
+
+    - ``auto``: a pretrained backbone's own fixed normalisation; otherwise the
+      seed's ZCA whitening, except under a DP mechanism, where it is ``none``
+      (rgb/255): no statistic of private images is fitted at all.
+    - ``zca`` / ``pca`` under a DP mechanism: each hospital releases its
+      statistics through the Gaussian mechanism at ``data.whitening_epsilon_share``
+      of the run's ε and δ (:func:`private_colour_moments`); the entries
+      returned here are charged in the ledger and the training budget is
+      reduced by the same share (:func:`fedray.privacy.setup.plan_privacy`).
     """
-    if train.kind == "table":
-        return FeatureScaling.from_ranges(train.feature_ranges)
-    method = cfg["data"].get("whitening", "auto")
+    if train_shards[0].kind == "table":
+        return FeatureScaling.from_ranges(train_shards[0].feature_ranges), []
+    method = cfg.data.whitening
+    private = _mechanism_active(cfg)
     if method == "auto":
-        name = cfg["model"]["name"]
+        name = cfg.model.name
         normalisation = backbone_spec(name).pretrained_normalisation if model_family(name) == "image" else None
-        if cfg["model"].get("pretrained") and normalisation is not None:
-            return ColorWhitening.standardise(mean=normalisation[0], std=normalisation[1])
-        method = "zca"
-    return ColorWhitening.fit(train.inputs, method=method, seed=cfg["seed"])
+        if getattr(cfg.model, "pretrained", False) and normalisation is not None:
+            return ColorWhitening.standardise(mean=normalisation[0], std=normalisation[1]), []
+        method = "none" if private else "zca"
+    if method == "none":
+        return ColorWhitening.fit(train_shards[0].inputs[:1], method="none", seed=cfg.seed), []
+    if not private:
+        return ColorWhitening.fit_federated([ColourMoments.of_images(s.inputs) for s in train_shards],
+                                            method=method), []
+    share = cfg.data.whitening_epsilon_share
+    epsilon, delta = statistics_budget(cfg, total_records=sum(len(s) for s in train_shards))
+    moments, entries = [], []
+    for k, shard in enumerate(train_shards):
+        noise = (NoiseSource.reproducible(cfg.seed, hospital(k)) if cfg.privacy.reproducible_noise
+                 else NoiseSource.secret(hospital(k)))
+        released, entry = private_colour_moments(shard.inputs, epsilon=share * epsilon, delta=share * delta,
+                                                 rng=noise.numpy_generator(0, Purpose.STAT_NOISE))
+        moments.append(released)
+        entries.append({**entry, "hospital": k})
+    return ColorWhitening.fit_federated(moments, method=method), entries
+
+
+def statistics_budget(cfg: Config, *, total_records: int) -> tuple[float, float]:
+    """The run's (ε, δ) as the privacy plan will resolve them (δ defaults below 1/N)."""
+    delta = getattr(cfg.privacy, "delta", None)
+    return float(cfg.privacy.epsilon), float(delta if delta is not None else default_delta(total_records))
+
+
+def _mechanism_active(cfg: Config) -> bool:
+    return cfg.privacy.name != "none" and not math.isinf(float(getattr(cfg.privacy, "epsilon", math.inf)))
 
 
 def input_map_from_state(state: dict) -> InputMap:

@@ -18,13 +18,13 @@ the same class on every machine. Splits (made by :func:`fedray.data.load_splits`
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from fedray.data.image_folder import class_folders, decode_images, list_images
 from fedray.data.types import Loaded, Records
+from fedray.config.schema import IsicData
 from fedray.errors import FedrayError
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,13 @@ LAYOUT_HINT = "a folder holding Train/<class>/*.jpg"
 MIN_IMAGE_SIZE = 8  # below this the backbones' pooling stages run out of pixels
 
 
-def load_isic(data_cfg: Mapping, seed: int) -> Loaded:
+def load_isic(data_cfg: IsicData, seed: int) -> Loaded:
     """Decode ``data.root`` once; see the module docstring. ``seed`` is unused: decoding is deterministic."""
-    root = _root(data_cfg.get("root"))
-    image_size = int(data_cfg.get("image_size", 128))
+    root = _root(data_cfg.root)
+    image_size = data_cfg.image_size
     if image_size < MIN_IMAGE_SIZE:
         raise FedrayError(f"data.image_size is {image_size}: use at least {MIN_IMAGE_SIZE} pixels")
-    on_corrupt = data_cfg.get("on_corrupt", "skip")
+    on_corrupt = data_cfg.on_corrupt
 
     class_names = class_folders(root / "Train")
     if not class_names:
@@ -48,7 +48,7 @@ def load_isic(data_cfg: Mapping, seed: int) -> Loaded:
     _require_every_class(train_all, root)
 
     test_dir = root / "Test"
-    if data_cfg.get("use_test_folder", False) and test_dir.is_dir():
+    if data_cfg.use_test_folder and test_dir.is_dir():
         extra = set(class_folders(test_dir)) - set(class_names)
         if extra:
             raise FedrayError(
@@ -57,7 +57,7 @@ def load_isic(data_cfg: Mapping, seed: int) -> Loaded:
         test, test_skipped = _decode(root, "Test", class_names, image_size, on_corrupt)
         return Loaded(records=train_all, consent=None, skipped_files=skipped + test_skipped,
                       source=f"isic:{root} (Test/ as test)", test=test)
-    if data_cfg.get("use_test_folder", False):
+    if data_cfg.use_test_folder:
         log.warning("data.use_test_folder is true but %s does not exist: splitting Train/ instead", test_dir)
     return Loaded(records=train_all, consent=None, skipped_files=skipped, source=f"isic:{root}")
 

@@ -9,23 +9,17 @@ rest; both are sized as a share of the whole set and cut with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from fedray.config.schema import Split
 from fedray.errors import FedrayError
 
-DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
-
-
-def split_fractions(data_cfg: Mapping) -> tuple[float, float, float]:
-    """``data.split`` as a ``(train, val, test)`` tuple, defaults for missing keys."""
-    split = {**DEFAULT_FRACTIONS, **(data_cfg.get("split") or {})}
-    unknown = set(split) - set(DEFAULT_FRACTIONS)
-    if unknown:
-        raise FedrayError(f"data.split has unknown keys {sorted(unknown)}: use only train, val and test")
-    return float(split["train"]), float(split["val"]), float(split["test"])
+def split_fractions(split: Split) -> tuple[float, float, float]:
+    """``data.split`` as a ``(train, val, test)`` tuple (checked to sum to 1 with the config)."""
+    return split.train, split.val, split.test
 
 
 def stratified_split(

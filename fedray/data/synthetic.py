@@ -20,16 +20,15 @@ identical for the same arguments on every machine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from fedray.data.isic import MIN_IMAGE_SIZE
 from fedray.data.types import Loaded, Records
+from fedray.config.schema import SyntheticData
 from fedray.errors import FedrayError
 
-DEFAULTS = {"num_classes": 4, "samples_per_class": 150, "image_size": 32, "noise": 0.3}
 BACKGROUND_RGB = np.array([0.85, 0.65, 0.55])  # a light skin tone
 
 
@@ -71,21 +70,12 @@ def make_synthetic(
     )
 
 
-def load_synthetic(data_cfg: Mapping, seed: int) -> Loaded:
-    """Generate the set from ``data_cfg`` (defaults in :data:`DEFAULTS`)."""
-    cfg = {key: data_cfg.get(key, default) for key, default in DEFAULTS.items()}
-    if int(cfg["image_size"]) < MIN_IMAGE_SIZE:
-        raise FedrayError(f"data.image_size is {cfg['image_size']}: use at least {MIN_IMAGE_SIZE} pixels")
-    if int(cfg["num_classes"]) < 2 or int(cfg["samples_per_class"]) < 1 or float(cfg["noise"]) < 0:
-        raise FedrayError(
-            f"synthetic data needs num_classes >= 2, samples_per_class >= 1 and noise >= 0, got {cfg}: fix data.*"
-        )
-    data = make_synthetic(
-        num_classes=int(cfg["num_classes"]),
-        samples_per_class=int(cfg["samples_per_class"]),
-        image_size=int(cfg["image_size"]),
-        noise=float(cfg["noise"]),
-        seed=seed,
-    )
+def load_synthetic(data_cfg: SyntheticData, seed: int) -> Loaded:
+    """Generate the set ``data_cfg`` describes (``conf/data/synthetic.yaml``)."""
+    if data_cfg.image_size < MIN_IMAGE_SIZE:
+        raise FedrayError(f"data.image_size={data_cfg.image_size} is too small: use at least {MIN_IMAGE_SIZE} pixels")
+    data = make_synthetic(num_classes=data_cfg.num_classes, samples_per_class=data_cfg.samples_per_class,
+                          image_size=data_cfg.image_size, noise=data_cfg.noise, seed=seed)
     return Loaded(records=data, consent=None, skipped_files=(),
-                  source=f"synthetic (generated, seed {seed}, {cfg['num_classes']} classes x {cfg['samples_per_class']})")
+                  source=f"synthetic (generated, seed {seed}, {data_cfg.num_classes} classes x "
+                         f"{data_cfg.samples_per_class})")

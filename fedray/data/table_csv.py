@@ -36,18 +36,19 @@ import pandas as pd
 import torch
 
 from fedray.data.types import Loaded, Records
+from fedray.config.schema import TableData
 from fedray.errors import FedrayError
 
 TRUTHY = frozenset({"1", "true", "yes", "y"})
 
 
-def load_table(data_cfg: Mapping, seed: int) -> Loaded:
-    """Every row of ``data_cfg["path"]``; ``seed`` is unused (the split draws from it later)."""
-    path = _existing_file(data_cfg.get("path"))
-    label = data_cfg.get("label_column")
+def load_table(data_cfg: TableData, seed: int) -> Loaded:
+    """Every row of ``data_cfg.path``; ``seed`` is unused (the split draws from it later)."""
+    path = _existing_file(data_cfg.path)
+    label = data_cfg.label_column
     if not label:
         raise FedrayError("data.label_column is not set: name the CSV column that holds the outcome")
-    consent_column, id_column = data_cfg.get("consent_column"), data_cfg.get("id_column")
+    consent_column, id_column = data_cfg.consent_column, data_cfg.id_column
     # Read as text so that "yes"/"1" and ids like "007" survive pandas' type guessing.
     as_text = {column: str for column in (consent_column, id_column) if column is not None}
     try:
@@ -69,7 +70,7 @@ def load_table(data_cfg: Mapping, seed: int) -> Loaded:
     labels, class_names = _labels(frame[label], label)
     names = tuple(c for c in frame.columns if c not in {label, consent_column, id_column})
     inputs = _features(frame, names, path)
-    ranges, public = _ranges(inputs, names, data_cfg.get("feature_ranges") or {})
+    ranges, public = _ranges(inputs, names, data_cfg.feature_ranges or {})
     n = len(frame)
     if id_column is None:
         ids = np.array([f"table/{i:06d}" for i in range(n)], dtype=object)

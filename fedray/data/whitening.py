@@ -23,12 +23,50 @@ are strongly correlated - from being amplified into noise.
 
 Assumptions: one transform for the whole image (spatial statistics are left
 alone); a hospital that fits its own transform would leak nothing across
-hospitals but would give each client different inputs, so callers fit once on
-the pooled training split.
+hospitals but would give each client different inputs, so one transform is
+fitted for all of them.
+
+Federated fit. ``m`` and ``C`` are functions of sums, so each hospital ``k``
+sends only its :class:`ColourMoments`: its image count ``n_k`` and, over its
+images ``i``, ``s_k = sum_i a_i`` and ``Q_k = sum_i B_i``, where ``a_i`` and
+``B_i`` are image ``i``'s mean pixel and mean outer product ``x x^T``. With
+``n, s, Q`` the sums over hospitals, ``m = s / n`` and ``C = Q / n - m m^T``.
+Every image weighs the same, so for images of one size (one ``[N, 3, H, W]``
+tensor) this is exactly the pixel mean and covariance: :meth:`ColorWhitening.fit`
+on the pooled images equals :meth:`ColorWhitening.fit_federated` on the
+hospitals' moments. Exact moments are not private: they reveal the statistics
+of a hospital's images to whoever sums them.
+
+DP fit (:func:`private_colour_moments`). The unit of privacy is one image.
+Image ``i`` adds ``v_i = (1, a_i, u(B_i))`` to the 10 released coordinates,
+``u(B)`` being the 6 entries on and above the diagonal. Pixels lie in
+``[0, 1]^3``, so every coordinate of ``v_i`` lies in ``[0, 1]`` and
+``||v_i||_2 <= sqrt(1 + 3 + 6) = sqrt(10)``, attained by an all-white image:
+adding or removing one image moves the sums by at most ``Delta = sqrt(10)`` in
+L2 (replacing one moves them by at most 3: the bound covers both
+adjacencies). Each hospital adds ``N(0, sigma^2 I_10)`` to its own sums before they leave
+it, with ``sigma = Delta z`` and ``z`` the smallest noise multiplier whose exact
+privacy profile gives ``(epsilon, delta)``-DP (the analytic Gaussian mechanism,
+Balle & Wang 2018, via ``dp_accounting.get_sigma_gaussian``). The driver only
+ever sees noised sums; each image lies in one hospital, so by parallel
+composition the fit spends ``(epsilon, delta)`` per image, once per run, to be
+composed with training in the ledger. A hospital releases its noised sums
+once: asking it again (after a restart) would spend the budget again, so the
+caller keeps them, or the fitted map. Everything after the noise is
+post-processing: ``m = s / n`` clipped to ``[0, 1]^3``; ``C`` with its
+eigenvalues clipped to ``[0, 3/4]`` (for ``x`` in ``[0, 1]^3`` and a unit ``u``,
+``u^T x`` ranges over an interval of length ``||u||_1 <= sqrt(3)``, so its
+variance is at most 3/4), which also makes it PSD; and ``W``. The DP path reads
+every pixel: no subsample is drawn, so nothing in it is seeded from the config.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dp_accounting
 import numpy as np
 import torch
 
@@ -37,6 +75,106 @@ from fedray.errors import FedrayError
 # "auto": the seed's ZCA whitening, or a pretrained backbone's own input normalisation
 # (resolved per experiment by fedray.data.deal, which knows the model).
 METHODS = ("auto", "zca", "pca", "none")
+
+# L2 sensitivity of one image's contribution (1, a_i, u(B_i)) to the released sums (module docstring).
+PRIVATE_SENSITIVITY = math.sqrt(10.0)
+# The largest variance of u^T x, |u| = 1, for x in [0, 1]^3: (sqrt(3))^2 / 4.
+_MAX_COLOUR_VARIANCE = 0.75
+# Pixels per float64 chunk when summing moments (48 MiB): bounds memory on large image sets.
+_CHUNK_PIXELS = 1 << 21
+_UPPER = np.triu_indices(3)
+
+
+@dataclass(frozen=True, eq=False)
+class ColourMoments:
+    """Sufficient statistics of colour: image count, sum of mean pixels, sum of mean pixel outer products.
+
+    Attributes:
+        count: ``n``, the number of images (noisy after :func:`private_colour_moments`).
+        total: float64 ``[3]``, ``s = sum_i a_i`` in ``[0, 1]`` units.
+        second: float64 ``[3, 3]`` symmetric, ``Q = sum_i B_i``.
+    """
+
+    count: float
+    total: np.ndarray
+    second: np.ndarray
+
+    @classmethod
+    def of_images(cls, images_uint8: torch.Tensor) -> ColourMoments:
+        """The exact moments of ``images_uint8`` (``[N, 3, H, W]``); every pixel is read."""
+        _check_batch(images_uint8)
+        n, _, h, w = images_uint8.shape
+        total, second = np.zeros(3), np.zeros((3, 3))
+        for chunk in images_uint8.split(max(1, _CHUNK_PIXELS // max(h * w, 1))):
+            x = chunk.reshape(len(chunk), 3, h * w).to(torch.float64) / 255.0
+            total += x.mean(dim=2).sum(dim=0).cpu().numpy()
+            second += (x @ x.transpose(1, 2)).sum(dim=0).cpu().numpy() / (h * w)
+        return cls(count=float(n), total=total, second=second)
+
+    def __add__(self, other: ColourMoments) -> ColourMoments:
+        return ColourMoments(self.count + other.count, self.total + other.total, self.second + other.second)
+
+    def as_vector(self) -> np.ndarray:
+        """The 10 released coordinates ``(n, s, u(Q))``."""
+        return np.concatenate([[self.count], self.total, self.second[_UPPER]])
+
+    @classmethod
+    def from_vector(cls, vector: np.ndarray) -> ColourMoments:
+        """Inverse of :meth:`as_vector` (``Q`` rebuilt symmetric from its upper triangle)."""
+        second = np.zeros((3, 3))
+        second[_UPPER] = vector[4:]
+        second = second + np.triu(second, 1).T
+        return cls(count=float(vector[0]), total=np.asarray(vector[1:4], dtype=np.float64), second=second)
+
+    def mean(self) -> np.ndarray:
+        """``m = s / n``, clipped to ``[0, 1]^3`` (a no-op unless ``s`` and ``n`` are noisy)."""
+        if not self.count >= 1:
+            raise FedrayError(
+                f"colour statistics over {self.count:.3g} images: too few images (or too much noise) to "
+                "fit whitening; raise data.whitening_epsilon_share, pool more hospitals, or set data.whitening=none"
+            )
+        return np.clip(self.total / self.count, 0.0, 1.0)
+
+    def covariance(self) -> np.ndarray:
+        """``C = Q / n - m m^T`` with its eigenvalues clipped to ``[0, 3/4]``, the range pixel colours allow."""
+        m = self.mean()
+        cov = self.second / self.count - np.outer(m, m)
+        lam, u = np.linalg.eigh((cov + cov.T) / 2)
+        return (u * np.clip(lam, 0.0, _MAX_COLOUR_VARIANCE)) @ u.T
+
+
+def private_colour_moments(
+    images_uint8: torch.Tensor, *, epsilon: float, delta: float, rng: np.random.Generator
+) -> tuple[ColourMoments, dict]:
+    """One hospital's moments plus ``N(0, sigma^2 I_10)``: ``(epsilon, delta)``-DP per image, and its ledger entry.
+
+    ``rng`` must be secret (``NoiseSource`` with ``Purpose.STAT_NOISE``). The
+    ledger entry names the mechanism so that the privacy ledger can compose it
+    with training (``noise_multiplier`` is ``sigma / sensitivity``, the
+    ``GaussianDpEvent`` parameter).
+    """
+    if not 0 < epsilon < math.inf or not 0 < delta < 1:
+        raise FedrayError(
+            f"whitening epsilon={epsilon}, delta={delta}: need a finite epsilon > 0 and 0 < delta < 1 "
+            "(without privacy, use ColourMoments.of_images)"
+        )
+    exact = ColourMoments.of_images(images_uint8)
+    # brentq stops within 1e-12 of the root; step past it so that sigma never falls below the calibrated value.
+    noise_multiplier = dp_accounting.get_sigma_gaussian(epsilon, delta) + 1e-9
+    sigma = noise_multiplier * PRIVATE_SENSITIVITY
+    noisy = ColourMoments.from_vector(exact.as_vector() + rng.normal(0.0, sigma, size=10))
+    entry = {
+        "statistic": "colour mean and covariance",
+        "mechanism": "gaussian",
+        "epsilon": float(epsilon),
+        "delta": float(delta),
+        "sensitivity": PRIVATE_SENSITIVITY,
+        "sigma": float(sigma),
+        "noise_multiplier": float(noise_multiplier),
+        "unit": "image",
+        "neighbouring": "add or remove one image",
+    }
+    return noisy, entry
 
 
 class ColorWhitening:
@@ -69,18 +207,40 @@ class ColorWhitening:
         Pass the training images only. When they hold more than ``max_pixels``
         pixels, the statistics come from ``max_pixels`` pixels drawn uniformly
         with replacement (seeded), which estimates a 3x3 covariance to well
-        under 1% while bounding memory and time.
+        under 1% while bounding memory and time. Otherwise the fit equals
+        :meth:`fit_federated` on any split of the same images. Not private:
+        the DP fit is :func:`private_colour_moments` then :meth:`fit_federated`.
         """
-        if method not in ("zca", "pca", "none"):
-            raise FedrayError(f"whitening '{method}' cannot be fitted: use one of zca, pca, none")
+        _check_method(method)
         _check_batch(images_uint8)
         if method == "none":
             return cls(method=method, mean=torch.zeros(3), matrix=torch.eye(3))
-        pixels = _pixel_sample(images_uint8, max_pixels, seed).to(torch.float64) / 255.0
-        mean = pixels.mean(dim=0)
-        centred = pixels - mean
-        cov = centred.T @ centred / max(len(pixels) - 1, 1)
-        lam, u = torch.linalg.eigh(cov)
+        n, _, h, w = images_uint8.shape
+        if n * h * w > max_pixels:
+            # A sampled pixel is a one-pixel image: the moments of the sample are its pixel statistics.
+            images_uint8 = _pixel_sample(images_uint8, max_pixels, seed).reshape(max_pixels, 3, 1, 1)
+        return cls.fit_moments(ColourMoments.of_images(images_uint8), method=method, eps=eps)
+
+    @classmethod
+    def fit_federated(cls, moments: Sequence[ColourMoments], *, method: str = "zca",
+                      eps: float = 1e-3) -> ColorWhitening:
+        """Fit on the sum of the hospitals' (exact or DP) moments: the driver never sees a pixel."""
+        _check_method(method)
+        if not moments:
+            raise FedrayError("no hospital sent colour statistics: whitening needs at least one")
+        total = moments[0]
+        for part in moments[1:]:
+            total = total + part
+        return cls.fit_moments(total, method=method, eps=eps)
+
+    @classmethod
+    def fit_moments(cls, moments: ColourMoments, *, method: str = "zca", eps: float = 1e-3) -> ColorWhitening:
+        """``m`` and ``W`` from summed moments (see the module docstring)."""
+        _check_method(method)
+        if method == "none":
+            return cls(method=method, mean=torch.zeros(3), matrix=torch.eye(3))
+        mean = torch.from_numpy(moments.mean())
+        lam, u = torch.linalg.eigh(torch.from_numpy(moments.covariance()))
         scale = torch.diag(1.0 / torch.sqrt(lam.clamp(min=0) + eps))
         matrix = scale @ u.T if method == "pca" else u @ scale @ u.T
         return cls(method=method, mean=mean, matrix=matrix)
@@ -117,6 +277,11 @@ class ColorWhitening:
 
     def __repr__(self) -> str:
         return f"ColorWhitening(method={self.method!r}, mean={self.mean.tolist()})"
+
+
+def _check_method(method: str) -> None:
+    if method not in ("zca", "pca", "none"):
+        raise FedrayError(f"whitening '{method}' cannot be fitted: use one of zca, pca, none")
 
 
 def _check_batch(images: torch.Tensor) -> None:

@@ -11,44 +11,69 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import ray
 
+from fedray.config.schema import LocalCluster, RemoteCluster
 from fedray.errors import FedrayError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_EXCLUDES = [".git", ".venv", "outputs", "multirun", "sweeps/**/*.parquet", ".devbundle", "data"]
 
 
-def connect(cluster_cfg: dict) -> bool:
+def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
     """Make sure Ray is initialised; return True when this call started it (so it should shut it down)."""
     if ray.is_initialized():
         return False
-    kind = cluster_cfg.get("name", "local")
+    kind = cluster_cfg.name
     # Actors inherit the driver's environment; keep Ray's own console chatter down.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if kind == "local":
         # Token auth stays on; only its start-up notice is silenced (the CLI's stderr is for errors).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(
-            num_cpus=cluster_cfg.get("num_cpus"),
-            num_gpus=cluster_cfg.get("num_gpus"),
+            num_cpus=cluster_cfg.num_cpus,
+            num_gpus=cluster_cfg.num_gpus,
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=True,
         )
         return True
     if kind == "remote":
-        address = cluster_cfg.get("address")
-        if not address:
-            raise FedrayError("cluster=remote needs cluster.address (e.g. ray://head:10001 or auto)")
-        runtime_env = dict(cluster_cfg.get("runtime_env") or {})
+        address = cluster_cfg.address
+        check_reachable(address, timeout_s=cluster_cfg.connect_timeout_s)
+        runtime_env = dict(cluster_cfg.runtime_env or {})
         runtime_env.setdefault("working_dir", str(PROJECT_ROOT))
         runtime_env.setdefault("excludes", SHIPPED_EXCLUDES)
         try:
             ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
-        except ConnectionError as err:
-            raise FedrayError(f"cannot reach the Ray cluster at {address}: {err}; is `ray up cluster.yaml` running?") from None
+        except (ConnectionError, TimeoutError, RuntimeError) as err:
+            raise FedrayError(f"cannot reach the Ray cluster at {address} ({_first_line(err)}): start it with "
+                              "`ray up cluster.yaml`, or run here with cluster=local") from None
         return True
     raise FedrayError(f"unknown cluster {kind!r}: use cluster=local or cluster=remote")
+
+
+def check_reachable(address: str, *, timeout_s: float) -> None:
+    """Fail within ``timeout_s`` when nothing accepts a TCP connection at a ``ray://host:port`` or ``host:port``.
+
+    Ray's own client retries an unreachable address for minutes; a refused or
+    silent port is better reported at once. ``auto`` (the head node's own
+    cluster) is left to ``ray.init``, which fails fast when there is none.
+    """
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise FedrayError(f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({_first_line(err)}): "
+                          "start it with `ray up cluster.yaml`, or run here with cluster=local") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

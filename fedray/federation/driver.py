@@ -9,10 +9,16 @@ Each round the driver
 4. evaluates the new global model on the held-out validation and test sets,
    and asks each hospital for metrics on its own validation shard.
 
-It receives only parameters, sample counts and metrics from hospitals. The
-validation and test images it evaluates on are the consortium's held-out
-evaluation sets, handed to it at construction; no hospital training record
-ever reaches it.
+It receives only what each hospital's privacy plan releases (parameters,
+sample counts and, without DP, metrics; see
+:func:`fedray.privacy.setup.released_metrics`). The validation and test
+records it evaluates on are the consortium's held-out evaluation sets, handed
+to it at construction; no hospital training record ever reaches it.
+
+It keeps the global model of the best-validation round beside the last one,
+so a run can export both. A hospital's own error (a bad learning rate, a
+diverged loss) arrives here as a ``HospitalError`` and leaves as one
+:class:`~fedray.errors.FedrayError` line naming the hospital.
 
 Faults: a hospital that dies mid-round is restarted by Ray (``max_restarts``);
 the driver waits for it, restores its privacy accountant from the last state it
@@ -29,9 +35,14 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
+from fedray.errors import FedrayError
+from fedray.federation.hospital import HospitalError
 from fedray.federation.runtime import placement_of_this_actor
 from fedray.metrics import classification_metrics
+from fedray.privacy.randomness import DRIVER, NoiseSource
+from fedray.privacy.setup import released_metrics
 from fedray.models import model_family
 from fedray.strategies import ClientResult, build_strategy
 from fedray.training import build_evaluator
@@ -49,23 +60,28 @@ class Driver:
     def __init__(
         self,
         *,
-        cfg: dict,
+        cfg: Config,
+        plan: dict,
         hospitals: list,
         val_set: dict,
         test_set: dict,
         input_map_state: dict,
         num_classes: int,
+        num_features: int | None,
         resources: dict,
     ):
         self.cfg = cfg
-        self.mode = cfg["mode"]
+        self.mode = cfg.mode
         self.hospitals = hospitals
-        self.device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
-        self.evaluator = build_evaluator(cfg, num_classes=num_classes, device=self.device,
-                                         input_map=input_map_from_state(input_map_state))
-        self.strategy = build_strategy(cfg["fl"], cfg.get("privacy"), seed=cfg["seed"],
-                                       trees=model_family(cfg["model"]["name"]) == "tree")
+        self.device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg.seed)
+        self.evaluator = build_evaluator(cfg, plan, num_classes=num_classes, num_features=num_features,
+                                         device=self.device, input_map=input_map_from_state(input_map_state))
+        noise = NoiseSource.reproducible(cfg.seed, DRIVER) if cfg.privacy.reproducible_noise \
+            else NoiseSource.secret(DRIVER)
+        self.strategy = build_strategy(cfg.fl, plan, noise=noise, trees=model_family(cfg.model.name) == "tree")
+        self.hospitals_release_metrics = released_metrics(plan) is None
         self.global_params: Params = self.evaluator.export()
+        self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.val_set, self.test_set = (
@@ -73,8 +89,8 @@ class Driver:
         )
         self.privacy_states: list[dict] = [{} for _ in hospitals]
         self.restarts = 0
-        self.max_round_retries = int(cfg["fl"].get("max_round_retries", 3))
-        self.fault_injection = cfg["fl"].get("fault_injection") or {}
+        self.max_round_retries = cfg.fl.max_round_retries
+        self.fault_injection = cfg.fl.fault_injection or {}
 
     # -- one round ----------------------------------------------------------------
     def run_round(self, round_idx: int) -> dict:
@@ -96,6 +112,8 @@ class Driver:
             "clients": [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results],
         }
         record.update(self._evaluate())
+        if record["val"]["balanced_accuracy"] > self.best_val[0]:
+            self.best_val = (record["val"]["balanced_accuracy"], self.final_params())
         record["round_seconds"] = time.perf_counter() - start
         record["restarts"] = self.restarts
         return record
@@ -111,6 +129,10 @@ class Driver:
                 try:
                     results[k] = ray.get(ref)
                     break
+                except ray.exceptions.RayTaskError as err:
+                    if isinstance(err.cause, HospitalError):
+                        raise FedrayError(err.cause.args[0]) from None
+                    raise
                 except HOSPITAL_FAILURES as err:
                     if attempt == self.max_round_retries:
                         raise RuntimeError(
@@ -138,13 +160,16 @@ class Driver:
     # -- evaluation ---------------------------------------------------------------
     def _evaluate(self) -> dict:
         if self.mode == "local":
-            per_hospital = [h.evaluate.remote(p) for h, p in zip(self.hospitals, self.local_params)]
+            per_hospital = [h.evaluate.remote(p) for h, p in zip(self.hospitals, self.local_params)
+                            if self.hospitals_release_metrics]
             tests = [self._metrics(p, self.test_set) for p in self.local_params]
             vals = [self._metrics(p, self.val_set) for p in self.local_params]
             return {"val": _mean_metrics(vals), "test": _mean_metrics(tests),
                     "test_per_hospital": tests, "hospital_val": ray.get(per_hospital)}
-        global_ref = ray.put(self.global_params)
-        per_hospital = [h.evaluate.remote(global_ref) for h in self.hospitals]
+        per_hospital = []
+        if self.hospitals_release_metrics:
+            global_ref = ray.put(self.global_params)
+            per_hospital = [h.evaluate.remote(global_ref) for h in self.hospitals]
         return {
             "val": self._metrics(self.global_params, self.val_set),
             "test": self._metrics(self.global_params, self.test_set),
@@ -159,6 +184,10 @@ class Driver:
     def final_params(self) -> list[Params]:
         """The global model, or under mode=local each hospital's own model."""
         return self.local_params if self.mode == "local" else [self.global_params]
+
+    def exported_params(self) -> tuple[list[Params], list[Params]]:
+        """(the final model(s), the model(s) after the round with the best validation balanced accuracy)."""
+        return self.final_params(), self.best_val[1]
 
     def hospital_privacy_states(self) -> list[dict]:
         return self.privacy_states

@@ -1,7 +1,7 @@
 """One federated experiment end to end: data → partition → hospitals → driver → results.
 
 :func:`run_experiment` is what the CLI and every Tune trial call. It takes the
-resolved config as a plain dict (no Hydra objects cross process boundaries),
+typed config (frozen dataclasses cross process boundaries; no Hydra objects),
 decodes the images once, deals the shards, puts each shard into Ray's object
 store once, starts the hospital and driver actors (inside a placement group
 when one is given), runs the rounds, and always tears the actors down.
@@ -13,6 +13,13 @@ Modes (every FL comparison needs both baselines):
   the same rounds × local epochs, i.e. the same number of passes over the data.
 - ``local``: each hospital trains alone for the same budget; metrics are the
   mean over the hospitals' models, each evaluated on the same held-out sets.
+
+A hospital's shard reaches its actor as an ``ObjectRef`` inside a list, not as
+a top-level constructor argument: Ray logs an error-level line for actors whose
+constructor arguments live in the object store while ``max_restarts > 0``. The
+nested reference is pinned by the actor's creation task, and this process keeps
+its own references (:class:`Actors`) until the actors are gone, so a restarted
+hospital still finds its shard.
 """
 
 from __future__ import annotations
@@ -26,15 +33,17 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from fedray.config import Config, replace
+from fedray.config.schema import Federation
 from fedray.data.deal import Dealt, deal_data, union
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital
 from fedray.models import model_family
-from fedray.models.tabular import check_table_model_keys
 from fedray.privacy.audit import audit_pools, run_audit
-from fedray.privacy.setup import PrivacyPlan, check_pair, plan_privacy
+from fedray.privacy.randomness import new_release_key
+from fedray.privacy.setup import PrivacyPlan, check_mechanism, plan_privacy
 from fedray.training import build_training_model
 
 
@@ -46,6 +55,7 @@ class ExperimentResult:
     rounds: list[dict]
     summary: dict
     final_params: list[dict] = field(repr=False)
+    best_params: list[dict] = field(repr=False)  # the model(s) after the best-validation round
     dealt: Dealt = field(repr=False)
 
 
@@ -54,62 +64,59 @@ def _as_payload(data: Records) -> dict:
     return {"inputs": np.ascontiguousarray(np.asarray(data.inputs)), "labels": np.asarray(data.labels)}
 
 
-def validate_model(cfg: dict, num_classes: int, data_kind: str) -> None:
+def validate_model(cfg: Config, plan: dict, *, num_classes: int, num_features: int | None, data_kind: str) -> None:
     """Check the model against the data and build it once in the caller's process, before any actor starts."""
-    name = cfg["model"]["name"]
+    name = cfg.model.name
     family = model_family(name)
     if (data_kind == "image") != (family == "image"):
         wants = "images" if family == "image" else "table rows"
-        raise FedrayError(f"model {name} takes {wants} but data {cfg['data']['name']} holds {data_kind}s: "
+        raise FedrayError(f"model {name} takes {wants} but data {cfg.data.name} holds {data_kind}s: "
                           f"pick a {'table' if data_kind == 'table' else 'image'} model (conf/model/)")
-    check_pair(name, family, (cfg.get("privacy") or {}).get("name", "none"))
-    if family == "tree":
-        check_table_model_keys(cfg["model"])
-    else:
-        build_training_model(cfg, num_classes=num_classes)
+    if family != "tree":
+        build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
 
 
-def actor_resources(cfg: dict, *, gpus_present: bool) -> tuple[dict, dict]:
+def actor_resources(fl: Federation, *, gpus_present: bool) -> tuple[dict, dict]:
     """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs."""
-    def one(section: dict) -> dict:
-        gpus = float(section.get("num_gpus", 0)) if gpus_present else 0.0
-        return {"num_cpus": float(section.get("num_cpus", 1)), "num_gpus": gpus}
-    return one(cfg["fl"]["driver"]), one(cfg["fl"]["hospital"])
+    def one(section) -> dict:
+        return {"num_cpus": float(section.num_cpus), "num_gpus": float(section.num_gpus) if gpus_present else 0.0}
+    return one(fl.driver), one(fl.hospital)
 
 
 @dataclass
 class Prepared:
     """Everything decided before Ray is touched: bad input fails here, in the caller's process."""
 
-    cfg: dict  # the run config with the privacy section resolved per hospital
+    cfg: Config  # resolved for the data (a tree model runs one round)
     dealt: Dealt
     privacy: PrivacyPlan
     num_classes: int
+    num_features: int | None  # a table's column count; None for images
+    # One secret per hospital for its one-time releases (Laplace rows, DP trees): a restarted
+    # hospital must re-create the same release, never draw a second one. Never given to the driver.
+    release_keys: list[int | None]
 
 
-def prepare_experiment(cfg: dict) -> Prepared:
+def prepare_experiment(cfg: Config) -> Prepared:
+    check_mechanism(cfg)
     dealt = deal_data(cfg)
     train = dealt.splits.train
     num_classes = len(train.class_names)
-    cfg = resolve_for_data(cfg, train)
-    validate_model(cfg, num_classes, train.kind)
-    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in dealt.train_shards], ranges_public=train.ranges_public)
-    return Prepared({**cfg, "privacy": privacy.resolved_cfg}, dealt, privacy, num_classes)
+    num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
+    cfg = resolve_for_data(cfg)
+    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in dealt.train_shards],
+                           ranges_public=train.ranges_public, preprocessing=dealt.preprocessing)
+    validate_model(cfg, privacy.resolved_cfg, num_classes=num_classes, num_features=num_features,
+                   data_kind=train.kind)
+    release_keys = [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
+    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys)
 
 
-def resolve_for_data(cfg: dict, train: Records) -> dict:
-    """What the loaded data decides: a table's feature count; one round for a tree model.
-
-    Trees are fitted once (a second fit would spend the privacy budget again),
-    so a tree model always runs exactly one round whatever ``fl.rounds`` says.
-    """
-    cfg = {**cfg, "data": dict(cfg["data"]), "fl": dict(cfg["fl"])}
-    if train.kind == "table":
-        cfg["data"]["num_features"] = int(train.inputs.shape[1])
-    if model_family(cfg["model"]["name"]) == "tree" and int(cfg["fl"]["rounds"]) != 1:
-        log.info("model %s is fitted once: running 1 round instead of fl.rounds=%s",
-                 cfg["model"]["name"], cfg["fl"]["rounds"])
-        cfg["fl"]["rounds"] = 1
+def resolve_for_data(cfg: Config) -> Config:
+    """A tree model is fitted once (a second fit would spend the privacy budget again): exactly one round."""
+    if model_family(cfg.model.name) == "tree" and cfg.fl.rounds != 1:
+        log.info("model %s is fitted once: running 1 round instead of fl.rounds=%s", cfg.model.name, cfg.fl.rounds)
+        return replace(cfg, **{"fl.rounds": 1})
     return cfg
 
 
@@ -133,11 +140,11 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
     hospital_cls = ray.remote(Hospital)
     hospitals = [
         hospital_cls.options(
-            max_restarts=int(cfg["fl"].get("max_restarts", 3)), **hospital_res, **placed(1 + k),
+            max_restarts=cfg.fl.max_restarts, **hospital_res, **placed(1 + k),
         ).remote(
-            hospital_id=k, train_shard=train_ref, val_shard=val_ref, cfg=cfg,
+            hospital_id=k, shards=[train_ref, val_ref], cfg=cfg, plan=prep.privacy.resolved_cfg,
             input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
-            resources=hospital_res,
+            num_features=prep.num_features, resources=hospital_res, release_key=prep.release_keys[k],
         )
         for k, (train_ref, val_ref) in enumerate(shard_refs)
     ]
@@ -146,25 +153,27 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
 
 def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
     return dict(
-        cfg=prep.cfg, hospitals=hospitals,
+        cfg=prep.cfg, plan=prep.privacy.resolved_cfg, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
-        input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes, resources=driver_res,
+        input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
+        num_features=prep.num_features, resources=driver_res,
     )
 
 
 def audit_kwargs(prep: Prepared, params: dict, resources: dict) -> dict:
     """Inputs of the membership audit. Members are exactly the records trained on (hospital 0's under mode=local)."""
     dealt = prep.dealt
-    members = dealt.train_shards[0] if prep.cfg["mode"] == "local" else union(dealt.train_shards)
+    members = dealt.train_shards[0] if prep.cfg.mode == "local" else union(dealt.train_shards)
     held_out = union([dealt.splits.val, dealt.splits.test])
-    pools = audit_pools(members=members, held_out=held_out, seed=prep.cfg["seed"],
-                        max_records=int((prep.cfg.get("audit") or {}).get("max_records", 1000)))
-    return dict(cfg=prep.cfg, params=params, pools={k: _as_payload(v) for k, v in pools.items()},
-                input_map_state=dealt.input_map.state_dict(), num_classes=prep.num_classes, resources=resources)
+    pools = audit_pools(members=members, held_out=held_out, seed=prep.cfg.seed,
+                        max_records=prep.cfg.audit.max_records)
+    return dict(cfg=prep.cfg, plan=prep.privacy.resolved_cfg, params=params,
+                pools={k: _as_payload(v) for k, v in pools.items()}, input_map_state=dealt.input_map.state_dict(),
+                num_classes=prep.num_classes, num_features=prep.num_features, resources=resources)
 
 
 def run_experiment(
-    cfg: dict,
+    cfg: Config,
     *,
     prepared: Prepared | None = None,
     on_round: Callable[[dict], None] | None = None,
@@ -180,7 +189,7 @@ def run_experiment(
     prep = prepared or prepare_experiment(cfg)
     cfg = prep.cfg
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-    driver_res, hospital_res = actor_resources(cfg, gpus_present=gpus_present)
+    driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=gpus_present)
 
     def placed(index: int) -> dict:
         if placement_group is None:
@@ -193,20 +202,20 @@ def run_experiment(
         actors.driver = ray.remote(Driver).options(**driver_res, **placed(0)).remote(
             **driver_kwargs(prep, actors.hospitals, driver_res))
         rounds = []
-        total = int(cfg["fl"]["rounds"])
+        total = cfg.fl.rounds
         for r in range(1, total + 1):
-            record = ray.get(actors.driver.run_round.remote(r))
+            record = _hospital_errors_as_one_line(actors.driver.run_round.remote(r))
             record["total_rounds"] = total
             rounds.append(record)
             if on_round is not None:
                 on_round(record)
         placement = ray.get(actors.driver.placement.remote())
-        final_params = ray.get(actors.driver.final_params.remote())
+        final_params, best_params = ray.get(actors.driver.exported_params.remote())
         privacy_states = ray.get(actors.driver.hospital_privacy_states.remote())
     finally:
         actors.kill()
     audit = None
-    if (cfg.get("audit") or {}).get("enabled", True):
+    if cfg.audit.enabled:
         # The auditor takes the driver's freed bundle: it is the only process that sees members' records.
         audit = ray.get(ray.remote(run_audit).options(**driver_res, **placed(0)).remote(
             **audit_kwargs(prep, final_params[0], driver_res)))
@@ -214,18 +223,29 @@ def run_experiment(
     summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["placement"] = placement
-    return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, dealt=prep.dealt)
+    return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
+                            dealt=prep.dealt)
+
+
+def _hospital_errors_as_one_line(ref):
+    """A user-fixable error inside the driver or a hospital (the driver names the hospital) as one FedrayError."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, FedrayError):
+            raise FedrayError(err.cause.args[0]) from None
+        raise
 
 
 def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, driver_res, hospital_res) -> dict:
     final = rounds[-1]
-    best = max(rounds, key=lambda r: r["val"]["balanced_accuracy"])
+    best = max(rounds, key=lambda r: r["val"]["balanced_accuracy"])  # chosen on validation, never on test
     scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
     gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
     return {
         "status": "completed",
-        "mode": cfg["mode"],
-        "model": cfg["model"]["name"],
+        "mode": cfg.mode,
+        "model": cfg.model.name,
         "data": {
             "source": dealt.splits.source,
             "classes": list(dealt.splits.train.class_names),

@@ -1,26 +1,46 @@
 """A hospital: one long-lived Ray actor that holds only its own patients' records (images or table rows).
 
-The actor is created with its shard as an ``ObjectRef`` argument: the shard is
-put into Ray's object store once per experiment, and Ray hands it to the actor
-(again, from the store, if the actor is restarted after a crash). Each round it
-receives the global parameters (one shared object for all hospitals), trains
-locally, and returns a :class:`~fedray.strategies.ClientResult`: parameters,
-sample count and scalar metrics. Nothing else leaves the hospital.
+The actor is created with its two shards (training, validation) as
+``ObjectRef`` s inside a list: each shard is put into Ray's object store once
+per experiment, and the actor fetches it on construction (again after a
+restart). Each round it receives the global parameters (one shared object for
+all hospitals), trains locally, and returns a
+:class:`~fedray.strategies.ClientResult`.
+
+What leaves the hospital is decided by the privacy plan
+(:func:`fedray.privacy.setup.released_metrics`): without DP, parameters,
+sample count, training metrics and metrics on its own validation shard; under
+any DP mechanism, only the mechanism's output (noised parameters, or
+parameters trained on privatised records) and record-independent counters.
+
+DP randomness comes from the hospital's own
+:class:`~fedray.privacy.randomness.NoiseSource`: secret by default, with a
+``release_key`` the launcher created from OS entropy for one-time releases,
+which it hands to this hospital alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import ray
 
+from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
+from fedray.errors import FedrayError
 from fedray.federation.runtime import placement_of_this_actor
 from fedray.metrics import classification_metrics
+from fedray.privacy.randomness import NoiseSource, hospital as hospital_party
+from fedray.privacy.setup import released_metrics
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
 from fedray.training.device import configure_process
 from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
+
+
+class HospitalError(Exception):
+    """A hospital's own failure (bad hyper-parameters, a diverged loss), reported in one line with its id."""
 
 
 class Hospital:
@@ -30,43 +50,61 @@ class Hospital:
         self,
         *,
         hospital_id: int,
-        train_shard: dict,
-        val_shard: dict,
-        cfg: dict,
+        shards: list,
+        cfg: Config,
+        plan: dict,
         input_map_state: dict,
         num_classes: int,
+        num_features: int | None,
         resources: dict,
+        release_key: int | None,
     ):
         self.hospital_id = hospital_id
+        train_shard, val_shard = (ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref for ref in shards)
         self.device = configure_process(
-            num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"] + hospital_id
+            num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg.seed + hospital_id
         )
-        self.trainer = build_trainer(
-            cfg=cfg,
-            num_classes=num_classes,
-            inputs=train_shard["inputs"],
-            labels=train_shard["labels"],
-            input_map=input_map_from_state(input_map_state),
-            device=self.device,
-            hospital=hospital_id,
-        )
+        party = hospital_party(hospital_id)
+        noise = (NoiseSource.reproducible(cfg.seed, party) if cfg.privacy.reproducible_noise
+                 else NoiseSource.secret(party, release_key=release_key))
+        self.released = released_metrics(plan)
+        self.trainer = self._guard(lambda: build_trainer(
+            cfg=cfg, plan=plan, num_classes=num_classes, num_features=num_features,
+            inputs=train_shard["inputs"], labels=train_shard["labels"],
+            input_map=input_map_from_state(input_map_state), device=self.device, hospital=hospital_id, noise=noise,
+        ), "setting up")
         self.val_inputs = as_device_tensor(val_shard["inputs"], self.device)
         self.val_labels = val_shard["labels"]
-        self.local_epochs = int(cfg["fl"]["local_epochs"])
+        self.local_epochs = cfg.fl.local_epochs
 
     def fit(self, params: Params, round_idx: int) -> ClientResult:
-        new_params, metrics = self.trainer.fit(params, epochs=self.local_epochs, round_idx=round_idx)
+        new_params, metrics = self._guard(
+            lambda: self.trainer.fit(params, epochs=self.local_epochs, round_idx=round_idx), f"round {round_idx}")
+        if not all(np.isfinite(v).all() for v in new_params.values() if np.issubdtype(v.dtype, np.floating)):
+            raise HospitalError(f"hospital {self.hospital_id}: training diverged in round {round_idx} (non-finite "
+                                "parameters): lower train.lr")
+        if self.released is not None:
+            metrics = {k: v for k, v in metrics.items() if k in self.released}
         return ClientResult(
             hospital=self.hospital_id, params=new_params, num_samples=self.trainer.num_samples, metrics=metrics
         )
 
     def evaluate(self, params: Params) -> dict:
-        """Metrics of ``params`` on this hospital's own validation shard."""
-        if len(self.val_labels) == 0:
+        """Metrics of ``params`` on this hospital's own validation shard; nothing under a DP mechanism."""
+        if len(self.val_labels) == 0 or self.released is not None:
             return {}
         self.trainer.load(params)
         probs = self.trainer.predict_proba(self.val_inputs)
         return classification_metrics(self.val_labels, probs)
+
+    def _guard(self, work, stage: str):
+        try:
+            return work()
+        except FedrayError as err:
+            raise HospitalError(f"hospital {self.hospital_id}, {stage}: {err}") from None
+        except (ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise HospitalError(f"hospital {self.hospital_id}, {stage}: {first}") from None
 
     def privacy_state(self) -> dict:
         return self.trainer.privacy_state()

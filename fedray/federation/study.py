@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fedray.data.deal import cv_folds
+from fedray.config import Config, replace
 from fedray.federation.experiment import ExperimentResult, Prepared, run_experiment
 from fedray.results import write_run
 from fedray.results.crossval import combine_fold_summaries
 
 
 def run_study(
-    cfg: dict,
+    cfg: Config,
     *,
     prepared: Prepared | None = None,
     on_round: Callable[[dict], None] | None = None,
@@ -29,12 +29,12 @@ def run_study(
     ``prepared`` (a fold-0 preparation, e.g. from the caller's input checks) is
     reused for the first fold. ``placement`` is passed on to :func:`run_experiment`.
     """
-    folds = cv_folds(cfg)
+    folds = cfg.cv.folds
     if folds == 1:
         return run_experiment(cfg, prepared=prepared, on_round=on_round, **placement)
     results = []
     for fold in range(folds):
-        fold_cfg = {**cfg, "cv": {**cfg["cv"], "fold": fold}}
+        fold_cfg = replace(cfg, **{"cv.fold": fold})
 
         def tagged(record: dict, fold: int = fold) -> None:
             record["fold"] = fold
@@ -43,11 +43,13 @@ def run_study(
 
         result = run_experiment(fold_cfg, prepared=prepared if fold == 0 else None, on_round=tagged, **placement)
         if run_dir is not None:
-            write_run(run_dir / f"fold_{fold}", resolved_cfg=fold_cfg, rounds=result.rounds, summary=result.summary)
+            write_run(run_dir / f"fold_{fold}", resolved_cfg=fold_cfg, rounds=result.rounds, summary=result.summary,
+                      models=(result.final_params, result.best_params))
         results.append(result)
     return ExperimentResult(
         rounds=[record for result in results for record in result.rounds],
         summary=combine_fold_summaries([result.summary for result in results]),
         final_params=results[0].final_params,
+        best_params=results[0].best_params,
         dealt=results[0].dealt,
     )

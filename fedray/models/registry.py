@@ -19,12 +19,13 @@ weights then come from ``torch.hub`` (cached under ``torch.hub.get_dir()``);
 EfficientNet-Lite0's come from an installed pip package and never need a network.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from fedray.config.schema import BackboneModel
 from fedray.errors import FedrayError
 from fedray.models.efficientnet_lite import efficientnet_lite0
 from fedray.models.finetune import Block, freeze_for_finetune, set_frozen_eval
@@ -36,7 +37,6 @@ FIVE_HALVINGS_MIN_SIZE = 32
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet weights
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inception_v3 (transform_input=False) and EfficientNet-Lite0
 INCEPTION_MIN_SIZE = 75
-MODEL_CONFIG_KEYS = ("name", "pretrained", "finetune", "finetune_last_n")
 
 
 @dataclass(frozen=True)
@@ -182,25 +182,20 @@ def _lookup(name: str) -> _Backbone:
     return _BACKBONES[name]
 
 
-def build_model(model_cfg: Mapping[str, Any], *, num_classes: int, image_size: int) -> nn.Module:
-    """Build the backbone ``model_cfg["name"]`` for ``num_classes`` classes and square images of side ``image_size``.
+def build_model(model_cfg: BackboneModel, *, num_classes: int, image_size: int) -> nn.Module:
+    """Build the backbone ``model_cfg.name`` for ``num_classes`` classes and square images of side ``image_size``.
 
-    ``model_cfg`` keys: ``name``; ``pretrained`` (default False: ImageNet
-    weights); ``finetune`` (default ``"all"``; ``"head"`` | ``"last_n"``);
-    ``finetune_last_n`` (default 1). The model comes back in train mode with
-    its frozen parts in eval mode; call :func:`set_frozen_eval` again after any
-    later ``model.train()``.
+    ``model_cfg`` (``conf/model/<backbone>.yaml``): ``name``; ``pretrained``
+    (ImageNet weights); ``finetune`` (``"all"`` | ``"head"`` | ``"last_n"``);
+    ``finetune_last_n``. The model comes back in train mode with its frozen
+    parts in eval mode; call :func:`set_frozen_eval` again after any later
+    ``model.train()``.
     """
-    unknown = sorted(set(model_cfg) - set(MODEL_CONFIG_KEYS))
-    if unknown:
-        raise FedrayError(f"unknown model config key(s) {unknown}: use only {', '.join(MODEL_CONFIG_KEYS)}")
-    backbone = _lookup(model_cfg.get("name"))
+    backbone = _lookup(model_cfg.name)
     name, min_size = backbone.spec.name, backbone.spec.min_image_size
     if image_size < min_size:
         raise FedrayError(f"image size {image_size} is below {name}'s minimum of {min_size}: set data.image_size>={min_size}")
-    pretrained = model_cfg.get("pretrained", False)
-    if not isinstance(pretrained, bool):
-        raise FedrayError(f"model.pretrained={pretrained!r} is not a boolean: set it to true or false")
+    pretrained = model_cfg.pretrained
 
     model = backbone.build(pretrained)
     old_head = model.get_submodule(backbone.head)
@@ -209,10 +204,10 @@ def build_model(model_cfg: Mapping[str, Any], *, num_classes: int, image_size: i
     _make_out_of_place(model)
     freeze_for_finetune(
         model,
-        mode=model_cfg.get("finetune", "all"),
+        mode=model_cfg.finetune,
         head=backbone.head,
         blocks=backbone.blocks(model),
-        last_n=model_cfg.get("finetune_last_n", 1),
+        last_n=model_cfg.finetune_last_n,
     )
     model.train()
     set_frozen_eval(model)

@@ -18,16 +18,15 @@ the driver merges them into one forest (:mod:`fedray.strategies.ensemble`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
+from fedray.config.schema import LogregModel, MlpModel
 from fedray.errors import FedrayError
 
 TORCH_TABLE_MODELS = ("mlp", "logreg")
 TREE_MODELS = ("decision_tree", "random_forest")
-TABLE_MODEL_KEYS = {"mlp": ("name", "hidden"), "logreg": ("name",),
-                    "decision_tree": ("name", "max_depth"), "random_forest": ("name", "max_depth", "n_estimators")}
 
 
 def mlp(num_features: int, num_classes: int, hidden: Sequence[int]) -> nn.Sequential:
@@ -38,20 +37,12 @@ def mlp(num_features: int, num_classes: int, hidden: Sequence[int]) -> nn.Sequen
     return nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
 
-def build_table_model(model_cfg: Mapping, *, num_classes: int, num_features: int) -> nn.Module:
-    """The torch model ``model_cfg["name"]`` (``mlp`` or ``logreg``) for ``num_features`` inputs."""
-    name = model_cfg.get("name")
-    check_table_model_keys(model_cfg)
-    if name == "logreg":
+def build_table_model(model_cfg: MlpModel | LogregModel, *, num_classes: int, num_features: int) -> nn.Module:
+    """The torch model ``model_cfg.name`` (``mlp`` or ``logreg``) for ``num_features`` inputs."""
+    if model_cfg.name == "logreg":
         return nn.Sequential(nn.Linear(num_features, num_classes))
-    hidden = model_cfg.get("hidden", [64, 32])
+    hidden = model_cfg.hidden
     if not hidden or any(int(h) < 1 for h in hidden):
         raise FedrayError(f"model.hidden={hidden}: give one positive width per hidden layer, e.g. [64, 32]")
     return mlp(num_features, num_classes, hidden)
 
-
-def check_table_model_keys(model_cfg: Mapping) -> None:
-    allowed = TABLE_MODEL_KEYS[model_cfg["name"]]
-    unknown = sorted(set(model_cfg) - set(allowed))
-    if unknown:
-        raise FedrayError(f"unknown model config key(s) {unknown} for {model_cfg['name']}: use only {', '.join(allowed)}")

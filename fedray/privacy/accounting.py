@@ -46,29 +46,29 @@ ACCOUNTANTS = ("rdp", "prv")
 
 
 def validate_privacy_params(
-    *, epsilon: float, delta: float, max_grad_norm: float, min_hospital_size: int
+    *, epsilon: float, delta: float, max_grad_norm: float, num_records: int
 ) -> None:
     """Raise :class:`FedrayError` unless the DP-SGD settings can give a guarantee.
 
     ``epsilon`` must be > 0 (``inf`` is the non-private baseline). ``delta``
-    must lie in (0, 1/n_min) where n_min is the smallest hospital's record
-    count: a delta of 1/n lets a mechanism publish one whole record.
+    must lie in (0, 1/N), N the number of protected units (training records; hospitals under client-level DP)
+    a delta of 1/N lets a mechanism publish one whole record.
 
-    >>> validate_privacy_params(epsilon=1.0, delta=1e-5, max_grad_norm=1.0, min_hospital_size=62)
+    >>> validate_privacy_params(epsilon=1.0, delta=1e-5, max_grad_norm=1.0, num_records=62)
     """
-    if min_hospital_size < 1:
+    if num_records < 1:
         raise FedrayError(
-            f"the smallest hospital has {min_hospital_size} records: give every hospital at least one training record"
+            f"there are {num_records} training records: give every hospital at least one"
         )
     if not epsilon > 0:
         raise FedrayError(
             f"privacy.epsilon={epsilon} must be positive: set e.g. privacy.epsilon=1.0 (or inf for no DP)"
         )
-    limit = 1.0 / min_hospital_size
+    limit = 1.0 / num_records
     if not 0 < delta < limit:
         raise FedrayError(
-            f"delta={delta} is not below 1/n=1/{min_hospital_size} for the smallest hospital: "
-            f"set privacy.delta in (0, {limit:.2g}), e.g. {default_delta(min_hospital_size):g}"
+            f"delta={delta} is not below 1/N=1/{num_records} for the N training records: "
+            f"set privacy.delta in (0, {limit:.2g}), e.g. {default_delta(num_records):g}"
         )
     if not max_grad_norm > 0:
         raise FedrayError(
@@ -76,8 +76,8 @@ def validate_privacy_params(
         )
 
 
-def default_delta(min_hospital_size: int) -> float:
-    r"""A delta strictly below :math:`1/n_{\min}`: :math:`\min(10^{-5}, 10^{-\lceil\log_{10} n\rceil - 1})`.
+def default_delta(num_records: int) -> float:
+    r"""A delta strictly below :math:`1/N`: :math:`\min(10^{-5}, 10^{-\lceil\log_{10} n\rceil - 1})`.
 
     That is one power of ten below the largest power of ten not above
     :math:`1/n`, and never more than 1e-5.
@@ -85,7 +85,7 @@ def default_delta(min_hospital_size: int) -> float:
     >>> default_delta(311), default_delta(30), default_delta(2_000_000)
     (1e-05, 1e-05, 1e-08)
     """
-    return min(1e-5, 10.0 ** (-math.ceil(math.log10(min_hospital_size)) - 1))
+    return min(1e-5, 10.0 ** (-math.ceil(math.log10(num_records)) - 1))
 
 
 def _check_schedule(*, sample_rate: float, steps: int) -> None:

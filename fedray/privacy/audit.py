@@ -28,7 +28,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
+from fedray.privacy.randomness import AUDITOR, NoiseSource
 from fedray.data.types import Records
 from fedray.training.device import configure_process
 from fedray.privacy.membership import (
@@ -57,30 +59,30 @@ def audit_pools(*, members: Records, held_out: Records, max_records: int, seed: 
     }
 
 
-def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], input_map_state: dict,
-              num_classes: int, resources: dict) -> dict:
+def run_audit(*, cfg: Config, plan: dict, params: dict, pools: dict[str, dict], input_map_state: dict,
+              num_classes: int, num_features: int | None, resources: dict) -> dict:
     """Attack the final model; returns the reports of each attack and the strongest (highest AUC)."""
-    audit_cfg = cfg.get("audit") or {}
-    device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg["seed"])
+    device = configure_process(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg.seed)
     input_map = input_map_from_state(input_map_state)
-    delta = cfg["privacy"].get("delta") or 1e-5
+    delta = plan.get("delta") or 1e-5
+    shape = dict(num_classes=num_classes, num_features=num_features)
 
     def losses_under(model, pool: dict) -> np.ndarray:
         return per_example_losses(model.predict_proba(pool["inputs"]), pool["labels"])
 
-    target = build_evaluator(cfg, num_classes=num_classes, input_map=input_map, device=device)
+    target = build_evaluator(cfg, plan, **shape, input_map=input_map, device=device)
     target.load(params)
     members, nonmembers = losses_under(target, pools["members"]), losses_under(target, pools["nonmembers"])
     scores, is_member = loss_threshold_scores(members, nonmembers)
     reports = [evaluate_attack(scores, is_member, attack="loss_threshold", delta=delta).as_dict()]
 
-    n_refs = int(audit_cfg.get("reference_models", 2))
+    n_refs = cfg.audit.reference_models
     if n_refs >= 2 and len(pools["reference"]["labels"]) > 0:
         scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("inputs", "labels")}
-        epochs = int(cfg["fl"]["rounds"]) * int(cfg["fl"]["local_epochs"])
+        epochs = cfg.fl.rounds * cfg.fl.local_epochs
         reference_losses = []
         for r in range(n_refs):
-            reference = _reference_trainer(cfg, num_classes, input_map, device, pools["reference"], stream=r)
+            reference = _reference_trainer(cfg, plan, shape, input_map, device, pools["reference"], stream=r)
             params_r, _ = reference.fit(reference.export(), epochs=epochs, round_idx=0)
             reference.load(params_r)
             reference_losses.append(losses_under(reference, scored))
@@ -91,10 +93,11 @@ def run_audit(*, cfg: dict, params: dict, pools: dict[str, dict], input_map_stat
             "delta": delta}
 
 
-def _reference_trainer(cfg, num_classes, input_map, device, pool: dict, *, stream: int):
+def _reference_trainer(cfg, plan, shape, input_map, device, pool: dict, *, stream: int):
     """A non-private trainer of the run's architecture on the reference population, its own seed stream."""
     hospital = AUDIT_STREAM + stream
-    torch.manual_seed(cfg["seed"] + hospital)
+    torch.manual_seed(cfg.seed + hospital)
     # The target's architecture (GroupNorm under DP-SGD), trained without any mechanism.
-    return build_trainer(cfg=cfg, num_classes=num_classes, inputs=pool["inputs"], labels=pool["labels"],
-                         input_map=input_map, device=device, hospital=hospital, private=False)
+    return build_trainer(cfg=cfg, plan=plan, **shape, inputs=pool["inputs"], labels=pool["labels"],
+                         input_map=input_map, device=device, hospital=hospital, apply_mechanism=False,
+                         noise=NoiseSource.reproducible(cfg.seed, AUDITOR))

@@ -28,6 +28,8 @@ import math
 import numpy as np
 
 from fedray.errors import FedrayError
+from fedray.privacy.randomized_response import randomize_labels, split_epsilon
+from fedray.privacy.randomness import NoiseSource, Purpose
 
 
 def laplace_mechanism(value, *, sensitivity: float, epsilon: float, rng: np.random.Generator):
@@ -75,15 +77,21 @@ def perturb_features(
     return clipped + rng.laplace(0.0, d * width / epsilon, size=clipped.shape)
 
 
-def perturb_hospital_rows(inputs, *, epsilon: float, input_map, seed: int, hospital: int) -> np.ndarray:
-    """Hospital ``hospital``'s training rows after ε-local-DP Laplace input perturbation.
+def perturb_hospital_rows(inputs, labels, *, plan: dict, num_classes: int, input_map,
+                          noise: NoiseSource) -> tuple[np.ndarray, np.ndarray]:
+    """Hospital rows and labels after ε-local-DP perturbation: Laplace features, randomised-response labels.
 
-    The ranges are the input map's public feature ranges. The noise is drawn
-    once, from a generator private to (seed, hospital): a restarted hospital
-    re-creates the identical release instead of a second, independent one
-    (which would double the budget spent).
+    The plan's ε is split by sequential composition
+    (:func:`~fedray.privacy.randomized_response.split_epsilon`): ``label_share``
+    of it on k-ary randomised response for the label, the rest on the
+    features. The ranges are the input map's public feature ranges. Both are
+    one-time releases drawn from the hospital's secret release stream: a
+    restarted hospital re-creates the identical release instead of a second,
+    independent one (which would double the budget spent).
     """
-    rng = np.random.default_rng([seed, hospital, 0x1A9])
-    noisy = perturb_features(np.asarray(inputs, dtype=np.float64), epsilon=epsilon,
-                             feature_ranges=input_map.ranges, rng=rng)
-    return noisy.astype(np.float32)
+    features_epsilon, label_epsilon = split_epsilon(float(plan["epsilon"]), float(plan["label_share"]))
+    noisy = perturb_features(np.asarray(inputs, dtype=np.float64), epsilon=features_epsilon,
+                             feature_ranges=input_map.ranges, rng=noise.release_generator(Purpose.LAPLACE_FEATURES))
+    responded = randomize_labels(np.asarray(labels), num_classes, label_epsilon,
+                                 rng=noise.release_generator(Purpose.LABEL_RESPONSE))
+    return noisy.astype(np.float32), responded

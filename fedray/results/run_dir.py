@@ -1,15 +1,19 @@
 """Write one run's directory atomically.
 
 A finished run directory holds ``config.yaml`` (the resolved config),
-``rounds.parquet`` (per-round metrics, long format), ``learning_curve.png``
-and ``summary.json``. Each file is written to a temporary name and renamed
+``rounds.parquet`` (per-round metrics, long format), ``learning_curve.png``,
+the final and best-validation models (``final_model.pt``,
+``best_val_model.pt``: torch state dicts, loadable without fedray) and
+``summary.json``. Each file is written to a temporary name and renamed
 into place, and ``summary.json`` is written last: a directory whose summary
 says ``"status": "completed"`` is complete. A failed run gets only a summary
-with ``"status": "failed"`` and the error.
+with ``"status": "failed"`` and the error, an interrupted one
+``"status": "interrupted"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,9 +24,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from fedray.metrics import SCALAR_METRICS  # noqa: E402
+
+MODEL_FILES = ("final_model.pt", "best_val_model.pt")
 
 
 def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
@@ -53,9 +61,16 @@ def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if k in SCALAR_METRICS}
 
 
-def write_run(run_dir: Path, *, resolved_cfg: dict, rounds: list[dict], summary: dict) -> None:
+def write_run(run_dir: Path, *, resolved_cfg, rounds: list[dict], summary: dict,
+              models: tuple[list[dict], list[dict]] | None = None) -> None:
+    """Write the run; ``models`` = (final, best-validation) parameters, one dict per model (per hospital under
+    ``mode=local``), saved as torch state dicts that load without fedray."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(resolved_cfg, sort_keys=False)))
+    plain = dataclasses.asdict(resolved_cfg) if dataclasses.is_dataclass(resolved_cfg) else resolved_cfg
+    _atomic(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(_jsonable(plain), sort_keys=False)))
+    if models is not None:
+        for name, params in zip(MODEL_FILES, models):
+            _atomic(run_dir / name, lambda p, params=params: save_state_dicts(params, p))
     frame = rounds_frame(rounds)
     _atomic(run_dir / "rounds.parquet", lambda p: frame.to_parquet(
         p, index=False, engine="pyarrow"))
@@ -63,9 +78,25 @@ def write_run(run_dir: Path, *, resolved_cfg: dict, rounds: list[dict], summary:
     _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(_jsonable(summary), indent=2)))
 
 
+def save_state_dicts(params: list[dict], path: Path) -> None:
+    """One model: its state dict; several (``mode=local``): a list of them. Load with ``torch.load(path)``."""
+    states = [{k: torch.from_numpy(np.array(v)) for k, v in p.items() if np.asarray(v).dtype.kind in "biuf"} for p in params]
+    with open(path, "wb") as handle:
+        torch.save(states[0] if len(states) == 1 else states, handle)
+
+
 def write_failure(run_dir: Path, error: str) -> None:
+    _write_status(run_dir, {"status": "failed", "error": error})
+
+
+def write_interrupted(run_dir: Path, signal_name: str) -> None:
+    """Only a summary saying so: an interrupted run leaves nothing that looks complete."""
+    _write_status(run_dir, {"status": "interrupted", "signal": signal_name})
+
+
+def _write_status(run_dir: Path, status: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps({"status": "failed", "error": error})))
+    _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(status)))
 
 
 def plot_learning_curve(frame: pd.DataFrame, path: Path, *, title: str) -> None:
@@ -77,8 +108,9 @@ def plot_learning_curve(frame: pd.DataFrame, path: Path, *, title: str) -> None:
         axes[0].plot(part["round"], part["accuracy"], style, marker="o", label=f"{split} accuracy")
         axes[0].plot(part["round"], part["balanced_accuracy"], style, marker=".", label=f"{split} balanced acc.")
         axes[1].plot(part["round"], part["loss"], style, marker="o", label=f"{split} loss")
-    train = frame[frame["split"] == "train"].groupby("round")["train_loss"].mean()
-    axes[1].plot(train.index, train.values, ":", marker="x", label="train loss (mean over hospitals)")
+    if "train_loss" in frame:  # hospitals send no training loss under DP
+        train = frame[frame["split"] == "train"].groupby("round")["train_loss"].mean()
+        axes[1].plot(train.index, train.values, ":", marker="x", label="train loss (mean over hospitals)")
     axes[0].set(xlabel="round", ylabel="accuracy", ylim=(0, 1))
     axes[1].set(xlabel="round", ylabel="cross-entropy")
     for ax in axes:

@@ -10,7 +10,9 @@ The unit of privacy is a whole hospital: with 5 hospitals all taking part
 (sampling rate q = 1) this hides whether any one *hospital* took part, which
 needs a large z for a small ε, and says nothing finer about its patients
 than that. Integer buffers (BatchNorm's batch counters) are not aggregated:
-the global value is kept.
+the global value is kept. The noise of round r comes from the driver's
+:class:`~fedray.privacy.randomness.NoiseSource` (secret by default), never
+from the config seed: whoever could regenerate it could subtract it.
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedray.privacy.client_level import clip_update, noisy_mean
+from fedray.privacy.randomness import NoiseSource, Purpose
 from fedray.strategies.base import ClientResult, Params, Strategy
 
 
 class DPFedAvg(Strategy):
     """Uniform FedAvg of clipped updates plus Gaussian noise z·S on their sum."""
 
-    def __init__(self, *, clip_norm: float, noise_multiplier: float, seed: int):
+    def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource):
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
-        self.rng = np.random.default_rng([seed, 0xC11E])
+        self.noise = noise
 
     def aggregate(self, server_round: int, global_params: Params, results: Sequence[ClientResult]) -> Params:
         floating = [name for name, value in global_params.items() if np.issubdtype(value.dtype, np.floating)]
@@ -37,6 +40,7 @@ class DPFedAvg(Strategy):
             clip_update({n: r.params[n] - global_params[n] for n in floating}, clip_norm=self.clip_norm)[0]
             for r in results
         ]
-        update = noisy_mean(clipped, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, rng=self.rng)
+        update = noisy_mean(clipped, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
+                             rng=self.noise.numpy_generator(server_round, Purpose.DPFEDAVG_NOISE))
         return {name: (value + update[name]).astype(value.dtype) if name in update else value
                 for name, value in global_params.items()}

@@ -2,7 +2,7 @@
 
 A trial reserves, as one placement group:
 
-- bundle 0: the Tune trial process (``sweep.trial_cpus``),
+- bundle 0: the Tune trial process (``tune.trial_cpus``),
 - bundle 1: the driver actor (``fl.driver``),
 - bundles 2…N+1: one per hospital (``fl.hospital``).
 
@@ -14,20 +14,21 @@ instead of deadlocking half-started ones.
 
 from __future__ import annotations
 
+from fedray.config import Config
 from fedray.errors import FedrayError
 from fedray.federation.experiment import actor_resources
 
 DRIVER_BUNDLE = 1  # the driver's bundle index; hospital k is DRIVER_BUNDLE + 1 + k
 
 
-def trial_bundles(cfg: dict, *, gpus_present: bool) -> list[dict[str, float]]:
+def trial_bundles(cfg: Config, *, gpus_present: bool) -> list[dict[str, float]]:
     """The placement bundles of one trial of ``cfg``: exactly what its actors will request."""
     def bundle(request: dict) -> dict[str, float]:
         return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {})}
 
-    driver, hospital = actor_resources(cfg, gpus_present=gpus_present)
-    hospitals = 1 if cfg["mode"] == "centralized" else int(cfg["fl"]["num_hospitals"])
-    return [{"CPU": float(cfg["sweep"].get("trial_cpus", 0.1))}, bundle(driver)] + [bundle(hospital) for _ in range(hospitals)]
+    driver, hospital = actor_resources(cfg.fl, gpus_present=gpus_present)
+    hospitals = 1 if cfg.mode == "centralized" else cfg.fl.num_hospitals
+    return [{"CPU": float(cfg.tune.trial_cpus)}, bundle(driver)] + [bundle(hospital) for _ in range(hospitals)]
 
 
 def check_trial_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:

@@ -8,9 +8,10 @@ the end, the frontier (``frontier.parquet``, ``rounds.parquet``,
 
 Everything a trial could reject (data, model, privacy parameters, resources)
 is checked here first, so a bad grid fails in one line before any trial runs.
-Interrupted sweeps continue with ``sweep.resume=<sweep dir>``: Tune restores
-the experiment, finished trials are not rerun, and the frontier has exactly
-one row per trial.
+Interrupted sweeps (Ctrl-C, SIGTERM) save Tune's state, print the exact
+resume command (``python -m fedray +sweep=<name> tune.resume=<sweep dir>``)
+and exit non-zero without a frontier; the resume restores the experiment,
+finished trials are not rerun, and the frontier has exactly one row per trial.
 """
 
 from __future__ import annotations
@@ -18,42 +19,46 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from fedray.config import Config, replace
 from fedray.errors import FedrayError
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
-from fedray.privacy.setup import plan_privacy
+from fedray.privacy.setup import check_mechanism, plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.sweep.resources import check_trial_fits, trial_bundles
-from fedray.sweep.space import apply_params, axis_paths, grid, normalise_space
+from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
 from fedray.sweep.trial import run_trial
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MANIFEST = "sweep.json"
 PROGRESS_COLUMNS = {"round": "round", "test_accuracy": "test acc", "test_balanced_accuracy": "test bal acc",
                     "epsilon_spent": "eps spent", "round_seconds": "s/round"}
 TUNE_NAME = "tune"
 
 
-def run_sweep(cfg: dict) -> dict:
+def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
+    """Run the sweep ``cfg.sweep`` over the command line ``overrides`` (each trial adds its axis values)."""
     # Tune's classic table reporter shows just PROGRESS_COLUMNS (the newer one prints every metric,
     # including the summary JSON); no automatic TensorBoard logger.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    sweep = cfg["sweep"] = {**cfg["sweep"], "space": normalise_space(cfg["sweep"].get("space") or {})}
-    paths = axis_paths(sweep, cfg)
-    out_dir = Path(sweep["resume"] or sweep["out_dir"]).expanduser().resolve()
-    manifest = {"sweep": sweep["name"], "space": _jsonable(sweep["space"]), "paths": paths}
-    if sweep.get("resume"):
+    sweep, tune_cfg = cfg.sweep, cfg.tune
+    space = normalise_space(sweep.space or {})
+    paths = axis_paths(replace(sweep, space=space), cfg)
+    out_dir = Path(tune_cfg.resume or tune_cfg.out_dir).expanduser().resolve()
+    manifest = {"sweep": sweep.name, "space": _jsonable(space), "paths": paths}
+    if tune_cfg.resume:
         _check_resume_dir(out_dir, manifest)
-    trial_cfgs = [apply_params(cfg, params, paths, CONF_DIR) for params in grid(sweep)]
+    base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("tune.resume", "tune.out_dir"))]
+    trial_cfgs = [trial_config(base_overrides, params, paths) for params in grid(space)]
     _validate_trials(trial_cfgs)
-    started_ray = connect(cfg["cluster"])
+    started_ray = connect(cfg.cluster)
     try:
         gpus_present = ray.cluster_resources().get("GPU", 0) > 0
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
@@ -61,60 +66,82 @@ def run_sweep(cfg: dict) -> dict:
             check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present), nodes)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        tuner = _tuner(cfg, paths, out_dir, gpus_present)
-        result_grid = tuner.fit()
+        tuner = _tuner(cfg, space, paths, base_overrides, out_dir, gpus_present)
+        try:
+            result_grid = tuner.fit()
+        except BaseException as err:
+            if type(err).__name__ == "Interrupted":
+                _print_resume(base_overrides, out_dir)
+            raise
     finally:
         if started_ray:
             ray.shutdown()
     records = [trial_record(result, list(paths)) for result in result_grid]
-    written = write_frontier(out_dir, records, axes=list(paths), sweep_name=sweep["name"],
-                             utility=sweep.get("optimized_metric", "test_balanced_accuracy"))
+    unfinished = [r for r in records if r["status"] == "unfinished"]
+    if unfinished:
+        _print_resume(base_overrides, out_dir)
+        raise SweepInterrupted(f"{len(unfinished)} of {len(records)} trials did not finish; no frontier written")
+    written = write_frontier(out_dir, records, axes=list(paths), sweep_name=sweep.name,
+                             utility=sweep.optimized_metric)
     completed = sum(r["status"] == "completed" for r in records)
-    print(f"sweep {sweep['name']}: {completed}/{len(records)} trials completed\nfrontier: {written['frontier']}",
+    print(f"sweep {sweep.name}: {completed}/{len(records)} trials completed\nfrontier: {written['frontier']}",
           flush=True)
     return {"out_dir": str(out_dir), "records": records}
 
 
-def _validate_trials(trial_cfgs: list[dict]) -> None:
+class SweepInterrupted(Exception):
+    """Tune stopped before every trial ended (Ctrl-C): its state is saved, the resume line printed."""
+
+
+def _print_resume(overrides: list[str], out_dir: Path) -> None:
+    command = " ".join(["python -m fedray", *(f"+{o}" if o.startswith("sweep=") else o for o in overrides),
+                        f"tune.resume={out_dir}"])
+    print(f"fedray: sweep interrupted, its state saved; resume it with: {command}", file=sys.stderr, flush=True)
+
+
+def _validate_trials(trial_cfgs: list[Config]) -> None:
     """Load the data once and check every trial's model and privacy settings against it."""
     prepared = prepare_experiment(trial_cfgs[0])
     train = prepared.dealt.splits.train
     sizes = [len(s) for s in prepared.dealt.train_shards]
     for trial_cfg in trial_cfgs:
-        trial_cfg = resolve_for_data(trial_cfg, train)
-        validate_model(trial_cfg, prepared.num_classes, train.kind)
-        same_shards = (trial_cfg["mode"], trial_cfg["fl"]["num_hospitals"]) == \
-            (prepared.cfg["mode"], prepared.cfg["fl"]["num_hospitals"])
+        trial_cfg = resolve_for_data(trial_cfg)
+        check_mechanism(trial_cfg)
+        same_shards = (trial_cfg.mode, trial_cfg.fl.num_hospitals) == \
+            (prepared.cfg.mode, prepared.cfg.fl.num_hospitals)
         if same_shards:  # privacy plans depend on the shard sizes this preparation dealt
-            plan_privacy(trial_cfg, shard_sizes=sizes, ranges_public=train.ranges_public)
+            plan = plan_privacy(trial_cfg, shard_sizes=sizes, ranges_public=train.ranges_public)
+            validate_model(trial_cfg, plan.resolved_cfg, num_classes=prepared.num_classes,
+                           num_features=prepared.num_features, data_kind=train.kind)
 
 
-def _tuner(cfg: dict, paths: dict, out_dir: Path, gpus_present: bool) -> tune.Tuner:
-    sweep = cfg["sweep"]
+def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,
+           gpus_present: bool) -> tune.Tuner:
+    sweep, tune_cfg = cfg.sweep, cfg.tune
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base_cfg=cfg, paths=paths, conf_dir=str(CONF_DIR), out_dir=str(out_dir)),
+        tune.with_parameters(run_trial, overrides=overrides, paths=paths, out_dir=str(out_dir)),
         lambda params: tune.PlacementGroupFactory(
-            trial_bundles(apply_params(cfg, params, paths, CONF_DIR), gpus_present=gpus_present),
-            strategy=sweep.get("placement_strategy", "PACK"),
+            trial_bundles(trial_config(overrides, params, paths), gpus_present=gpus_present),
+            strategy=tune_cfg.placement_strategy,
         ),
     )
-    storage = sweep.get("storage_path") or str(out_dir)
+    storage = tune_cfg.storage_path or str(out_dir)
     if "://" not in storage:  # s3://, gs://: Tune's own filesystems; otherwise a local or shared path
         storage = str(Path(storage).expanduser().resolve())
     experiment = f"{storage.rstrip('/')}/{TUNE_NAME}"
-    if sweep.get("resume"):
+    if tune_cfg.resume:
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-    ranked = bool(sweep.get("scheduler")) or sweep.get("search", "grid") != "grid"
+    ranked = tune_cfg.scheduler is not None or tune_cfg.search != "grid"
     return tune.Tuner(
         trainable,
-        param_space=_param_space(sweep),
+        param_space=_param_space(tune_cfg.search, space),
         tune_config=tune.TuneConfig(
-            num_samples=int(sweep.get("num_samples", 1)),
-            search_alg=_search_alg(sweep),
-            scheduler=_scheduler(sweep),
-            metric=sweep.get("optimized_metric") if ranked else None,
-            mode=sweep.get("metric_mode", "max") if ranked else None,
-            max_concurrent_trials=sweep.get("max_concurrent_trials"),
+            num_samples=tune_cfg.num_samples,
+            search_alg=_search_alg(tune_cfg.search),
+            scheduler=_scheduler(tune_cfg.scheduler),
+            metric=sweep.optimized_metric if ranked else None,
+            mode=sweep.metric_mode if ranked else None,
+            max_concurrent_trials=tune_cfg.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
@@ -126,14 +153,13 @@ def _tuner(cfg: dict, paths: dict, out_dir: Path, gpus_present: bool) -> tune.Tu
     )
 
 
-def _param_space(sweep: dict) -> dict:
-    if sweep.get("search", "grid") == "grid":
-        return {axis: tune.grid_search(list(values)) for axis, values in sweep["space"].items()}
-    return {axis: tune.choice(list(values)) for axis, values in sweep["space"].items()}
+def _param_space(search: str, space: dict) -> dict:
+    if search == "grid":
+        return {axis: tune.grid_search(list(values)) for axis, values in space.items()}
+    return {axis: tune.choice(list(values)) for axis, values in space.items()}
 
 
-def _search_alg(sweep: dict):
-    search = sweep.get("search", "grid")
+def _search_alg(search: str):
     if search == "grid":
         return None
     if search == "optuna":
@@ -142,26 +168,23 @@ def _search_alg(sweep: dict):
         except ImportError:
             raise FedrayError("sweep.search=optuna needs Optuna: pip install optuna") from None
         return OptunaSearch(seed=0)
-    raise FedrayError(f"unknown sweep.search {search!r}: use grid or optuna")
+    raise FedrayError(f"unknown tune.search {search!r}: use grid or optuna")
 
 
-def _scheduler(sweep: dict):
-    name = sweep.get("scheduler")
+def _scheduler(name: str | None):
     if name is None:
         return None
-    if name == "asha":
-        return tune.schedulers.ASHAScheduler(time_attr="round", grace_period=1)
-    raise FedrayError(f"unknown sweep.scheduler {name!r}: use null (keep every trial) or asha")
+    return tune.schedulers.ASHAScheduler(time_attr="round", grace_period=1)
 
 
 def _check_resume_dir(out_dir: Path, manifest: dict) -> None:
     found = out_dir / MANIFEST
     if not found.is_file():
-        raise FedrayError(f"sweep.resume={out_dir} holds no fedray sweep ({MANIFEST} missing): pass a sweep directory")
+        raise FedrayError(f"tune.resume={out_dir} holds no fedray sweep ({MANIFEST} missing): pass a sweep directory")
     previous = json.loads(found.read_text())
     if previous.get("sweep") != manifest["sweep"] or previous.get("space") != manifest["space"]:
         raise FedrayError(
-            f"sweep.resume={out_dir} holds sweep {previous.get('sweep')!r} with another space: "
+            f"tune.resume={out_dir} holds sweep {previous.get('sweep')!r} with another space: "
             f"resume with the same +sweep and sweep.space it was started with"
         )
 
@@ -169,9 +192,12 @@ def _check_resume_dir(out_dir: Path, manifest: dict) -> None:
 def trial_record(result, axes: list[str]) -> dict:
     """A Tune result as the frontier's trial record."""
     metrics = result.metrics or {}
-    params = {axis: result.config.get(axis) for axis in axes}
+    params = {axis: (result.config or {}).get(axis) for axis in axes}
     trial_id = metrics.get("trial_id") or Path(result.path).name
-    if result.error is not None or "summary_json" not in metrics:
+    if result.error is None and "summary_json" not in metrics:  # never started, or stopped mid-trial
+        return {"trial_id": trial_id, "status": "unfinished", "error": None, "params": params,
+                "config": None, "summary": None, "rounds": []}
+    if result.error is not None:
         return {"trial_id": trial_id, "status": "failed", "error": _one_line(result.error), "params": params,
                 "config": None, "summary": None, "rounds": []}
     return {

@@ -1,5 +1,9 @@
 """The sweep's search space: named axes over config fields (pure, no Ray).
 
+Each trial's config is composed by Hydra from the sweep's command line plus
+one override per axis (:func:`trial_config`), never by editing a config by
+hand, so interpolations and defaults lists hold in trials too.
+
 ``sweep.space`` maps an axis name to the list of values to sweep, e.g.
 ``{"backbone": ["small_cnn"], "lr": [0.01, 0.05], "epsilon": [1.0, inf]}``.
 ``sweep.axes`` maps each axis name to the config path it sets (``lr`` →
@@ -17,12 +21,15 @@ become an axis.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import itertools
-from pathlib import Path
+import json
+import math
 
 import yaml
 
+from fedray.config import Config, compose_config
+from fedray.config.schema import Sweep
 from fedray.errors import FedrayError
 
 GROUPS = ("model", "privacy")
@@ -47,12 +54,12 @@ AXES = {
 }
 
 
-def axis_paths(sweep_cfg: dict, base_cfg: dict) -> dict[str, str]:
+def axis_paths(sweep: Sweep, base_cfg: Config) -> dict[str, str]:
     """Each axis → the config path it sets; unknown or empty axes are a one-line error."""
-    space = sweep_cfg.get("space") or {}
+    space = sweep.space or {}
     if not space:
         raise FedrayError("sweep.space is empty: give at least one axis, e.g. sweep.space.epsilon=[1,10]")
-    aliases = {**AXES, **(sweep_cfg.get("axes") or {})}
+    aliases = {**AXES, **(sweep.axes or {})}
     paths = {}
     for axis, values in space.items():
         if not isinstance(values, (list, tuple)) or len(values) == 0:
@@ -78,51 +85,58 @@ def normalise_space(space: dict) -> dict:
             for axis, values in space.items()}
 
 
-def grid(sweep_cfg: dict) -> list[dict]:
+def grid(space: dict) -> list[dict]:
     """Every combination of the axes' values, in a stable order (the trials of a grid sweep)."""
-    space = sweep_cfg["space"]
     names = list(space)
     return [dict(zip(names, combo)) for combo in itertools.product(*(space[n] for n in names))]
 
 
-def apply_params(base_cfg: dict, params: dict, paths: dict[str, str], conf_dir: Path) -> dict:
-    """The trial's config: the base config with each axis value written at its path."""
-    cfg = copy.deepcopy(base_cfg)
-    ordered = sorted(params, key=lambda axis: not _is_group_path(paths[axis]))  # groups first
-    for axis in ordered:
-        path, value = paths[axis], params[axis]
+def trial_overrides(base_overrides: list[str], params: dict, paths: dict[str, str]) -> list[str]:
+    """The Hydra overrides of one trial: the sweep's command line, then one override per axis value.
+
+    A group axis (``model``, ``model+privacy``) selects config files, so a
+    pretrained backbone keeps its own settings; a field axis sets the field.
+    Base overrides of a key an axis sets are dropped: the axis decides.
+    """
+    axis_overrides = []
+    for axis, value in params.items():
+        path = paths[axis]
         if _is_group_path(path):
             groups, options = path.split("+"), str(value).split("/")
             if len(options) != len(groups):
                 raise FedrayError(f"sweep axis {axis!r} value {value!r}: give one option per group of {path}, "
                                   f"joined by '/', e.g. {'/'.join(['name'] * len(groups))}")
-            for group, option in zip(groups, options):
-                cfg[group] = load_group_option(conf_dir, group, option)
-            continue
-        *parents, leaf = path.split(".")
-        node = cfg
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return cfg
+            axis_overrides += [f"{group}={option}" for group, option in zip(groups, options)]
+        else:
+            axis_overrides.append(f"{path}={_override_value(value)}")
+    taken = {o.partition("=")[0] for o in axis_overrides}
+    kept = [o for o in base_overrides if o.lstrip("+~").partition("=")[0] not in taken]
+    return kept + axis_overrides
 
 
-def load_group_option(conf_dir: Path, group: str, option: str) -> dict:
-    path = conf_dir / group / f"{option}.yaml"
-    if not path.is_file():
-        choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
-        raise FedrayError(f"unknown {group} {option!r} in the sweep: choose from {choices}")
-    return yaml.safe_load(path.read_text())
+def trial_config(base_overrides: list[str], params: dict, paths: dict[str, str], *, run_dir=None) -> Config:
+    """One trial's typed config, composed by Hydra exactly as ``python -m fedray <overrides>`` would."""
+    return compose_config(trial_overrides(base_overrides, params, paths), run_dir=run_dir)
+
+
+def _override_value(value) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def _is_group_path(path: str) -> bool:
     return all(part in GROUPS for part in path.split("+"))
 
 
-def _has_path(cfg: dict, path: str) -> bool:
+def _has_path(cfg, path: str) -> bool:
     node = cfg
     for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
+        if not dataclasses.is_dataclass(node) or not hasattr(node, key):
             return False
-        node = node[key]
+        node = getattr(node, key)
     return True

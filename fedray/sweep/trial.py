@@ -9,12 +9,12 @@ from pathlib import Path
 from ray import tune
 from ray.util import get_current_placement_group
 
-from fedray.data.deal import cv_folds
+from fedray.config import as_dict
 from fedray.federation.study import run_study
 from fedray.metrics import SCALAR_METRICS
 from fedray.results import write_run
 from fedray.sweep.resources import DRIVER_BUNDLE
-from fedray.sweep.space import apply_params
+from fedray.sweep.space import trial_config
 
 
 def round_metrics(record: dict) -> dict:
@@ -25,20 +25,20 @@ def round_metrics(record: dict) -> dict:
     return flat
 
 
-def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_dir: str) -> None:
-    """Tune's function trainable: build the trial's config, run it, report every round and the summary."""
-    cfg = apply_params(base_cfg, params, paths, Path(conf_dir))
+def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) -> None:
+    """Tune's function trainable: compose the trial's config, run it, report every round and the summary."""
     trial_id = tune.get_context().get_trial_id()
-    cfg["run_dir"] = str(Path(out_dir) / "trials" / trial_id)
-    folds = cv_folds(cfg)
+    cfg = trial_config(overrides, params, paths, run_dir=Path(out_dir) / "trials" / trial_id)
+    folds = cfg.cv.folds
 
     def on_round(record: dict) -> None:
         if record["round"] < record["total_rounds"] or record.get("fold", folds - 1) < folds - 1:
             tune.report(round_metrics(record))
 
-    result = run_study(cfg, on_round=on_round, run_dir=Path(cfg["run_dir"]),
+    result = run_study(cfg, on_round=on_round, run_dir=Path(cfg.run_dir),
                        placement_group=get_current_placement_group(), bundle_offset=DRIVER_BUNDLE)
-    write_run(Path(cfg["run_dir"]), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary)
+    write_run(Path(cfg.run_dir), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary,
+              models=(result.final_params, result.best_params))
     # The last round's report also carries the whole summary and history, so the frontier can be
     # rebuilt from Tune's results alone (also after a resume, without rerunning finished trials).
     # Its test metrics are the summary's: under k-fold CV the mean over folds, not the last fold's.
@@ -49,7 +49,7 @@ def run_trial(params: dict, *, base_cfg: dict, paths: dict, conf_dir: str, out_d
         "epsilon_spent": _finite_or_none(result.summary["privacy"]["epsilon"]),
         "summary_json": json.dumps(result.summary, default=_json_default),
         "rounds_json": json.dumps(result.rounds, default=_json_default),
-        "config_json": json.dumps(cfg, default=_json_default),
+        "config_json": json.dumps(as_dict(cfg), default=_json_default),
     })
 
 

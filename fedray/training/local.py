@@ -7,9 +7,11 @@ the model it is given for a number of local epochs.
 
 Every round starts from the parameters passed in (the global model under
 FedAvg) with a fresh optimizer state: momentum from a previous round's local
-trajectory would otherwise leak into the next round's starting point. The batch
-order and augmentation of round r at hospital k are drawn from a generator
-seeded with (seed, k, r), so a retried round reproduces the same update.
+trajectory would otherwise leak into the next round's starting point. Without DP, the
+batch order and augmentation of round r at hospital k are drawn from a
+generator seeded with (seed, k, r), so a retried round reproduces the same
+update. Under DP-SGD every random draw (Poisson batches, noise) comes from the
+hospital's :class:`~fedray.privacy.randomness.NoiseSource` instead.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedray.config.schema import Train
 from fedray.data.augment import Augment
 from fedray.data.input_map import InputMap
 from fedray.models import set_frozen_eval
+from fedray.privacy.randomness import NoiseSource
 
 Params = dict[str, np.ndarray]
 
@@ -61,25 +65,21 @@ def as_device_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> 
     return torch.as_tensor(array).to(device)
 
 
-def build_optimizer(parameters, train_cfg: dict) -> torch.optim.Optimizer:
-    name = train_cfg.get("optimizer", "sgd")
-    lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=float(train_cfg.get("momentum", 0.9)), weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=wd)
-    raise ValueError(f"unknown optimizer {name!r}")
+def build_optimizer(parameters, train_cfg: Train) -> torch.optim.Optimizer:
+    if train_cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    return torch.optim.SGD(parameters, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay)
 
 
 class Evaluator:
     """A model on ``device`` that loads parameters and predicts class probabilities (the driver's role)."""
 
-    def __init__(self, *, model: nn.Module, train_cfg: dict, input_map: InputMap, device: torch.device):
+    def __init__(self, *, model: nn.Module, train_cfg: Train, input_map: InputMap, device: torch.device):
         self.device = device
         self.train_cfg = train_cfg
         self.input_map = input_map
-        self.autocast = device.type == "cuda" and train_cfg.get("precision", "bf16") == "bf16"
-        self.channels_last = device.type == "cuda" and train_cfg.get("channels_last", True)
+        self.autocast = device.type == "cuda" and train_cfg.precision == "bf16"
+        self.channels_last = device.type == "cuda" and train_cfg.channels_last
         self.model = model.to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -114,12 +114,13 @@ class LocalTrainer(Evaluator):
         model: nn.Module,
         inputs: np.ndarray | torch.Tensor,
         labels: np.ndarray,
-        train_cfg: dict,
+        train_cfg: Train,
         input_map: InputMap,
         augment: Augment,
         device: torch.device,
         seed: int,
         hospital: int,
+        noise: NoiseSource,
     ):
         super().__init__(model=model, train_cfg=train_cfg, input_map=input_map, device=device)
         self.inputs = as_device_tensor(inputs, device)
@@ -127,7 +128,8 @@ class LocalTrainer(Evaluator):
         self.augment = augment
         self.seed = seed
         self.hospital = hospital
-        self.batch_size = int(train_cfg["batch_size"])
+        self.noise = noise
+        self.batch_size = train_cfg.batch_size
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(trainable, train_cfg)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -142,7 +144,7 @@ class LocalTrainer(Evaluator):
         start = time.perf_counter()
         self.load(params)
         self.optimizer.state.clear()
-        generator = round_generator(self.seed, self.hospital, round_idx)
+        generator = self.round_randomness(round_idx)
         self.model.train()
         set_frozen_eval(self.model)
         loss_sum, correct, seen, steps = 0.0, 0, 0, 0
@@ -163,6 +165,10 @@ class LocalTrainer(Evaluator):
             "fit_seconds": time.perf_counter() - start,
         }
         return self.export(), metrics
+
+    def round_randomness(self, round_idx: int) -> torch.Generator:
+        """Batch order and augmentation of one round: reproducible from the config (no DP claim rests on them)."""
+        return round_generator(self.seed, self.hospital, round_idx)
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """One epoch of shuffled index batches (DP-SGD overrides this with Poisson sampling)."""

@@ -16,9 +16,19 @@ fixed-size batches). Per-record gradients are clipped to norm C and
 calibrated before the run for the planned steps (:mod:`fedray.privacy.setup`).
 The steps actually taken are what the ledger reports.
 
-Noise and sampling use seeded generators so that a run is reproducible; this
-is not ``secure_mode`` (see :mod:`fedray.privacy.compat`). Training runs in
-fp32: per-sample gradients in bf16 would change the clipping arithmetic.
+Randomness. The Poisson masks and the Gaussian noise of round r are drawn
+from two generators the hospital's :class:`~fedray.privacy.randomness.NoiseSource`
+hands out for (r, purpose): seeded from 128 bits of OS entropy by default, so
+neither the config nor the driver can regenerate them, and a retried round
+draws afresh (its first attempt's update was never released, but the noise
+must not be replayed either). Only ``privacy.reproducible_noise=true`` derives
+them from the config seed, and the ledger then disclaims the guarantee. This is
+not Opacus' ``secure_mode`` (see :mod:`fedray.privacy.randomness`).
+
+What leaves the hospital: the noised parameters and the step count, which is
+fixed in advance (round(1/q) steps an epoch). The loss and accuracy on the
+private batches are never computed for release. Training runs in fp32:
+per-sample gradients in bf16 would change the clipping arithmetic.
 """
 
 from __future__ import annotations
@@ -26,10 +36,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 from fedray.privacy.compat import private_step, wrap_private
+from fedray.privacy.randomness import Purpose
 from fedray.training.local import LocalTrainer
 
 
@@ -42,14 +52,18 @@ class DPSGDTrainer(LocalTrainer):
         self.autocast = False
         self.sample_rate = sample_rate
         self.noise_multiplier = noise_multiplier
-        noise_generator = torch.Generator(device=self.device).manual_seed(
-            int(np.random.SeedSequence([self.seed, self.hospital, 0xD9]).generate_state(1)[0]))
         self.parts = wrap_private(
             self.model, self.optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
             sample_rate=sample_rate, expected_batch_size=max(1, round(sample_rate * self.num_samples)),
-            accountant=accountant, generator=noise_generator, grad_sample_mode=grad_sample_mode,
+            accountant=accountant, generator=self.noise.torch_generator(0, Purpose.DPSGD_NOISE, self.device),
+            grad_sample_mode=grad_sample_mode,
         )
         self.optimizer = self.parts.optimizer
+
+    def round_randomness(self, round_idx: int) -> torch.Generator:
+        """Fresh secret streams for this round's Poisson masks (returned) and Gaussian noise (set on the optimizer)."""
+        self.parts.optimizer.generator = self.noise.torch_generator(round_idx, Purpose.DPSGD_NOISE, self.device)
+        return self.noise.torch_generator(round_idx, Purpose.POISSON_SAMPLING)
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """round(1/q) Poisson batches: record i is in a batch with probability q, independently."""
@@ -64,7 +78,7 @@ class DPSGDTrainer(LocalTrainer):
 
     def fit(self, params, *, epochs: int, round_idx: int):
         new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)
-        return new_params, {**metrics, **self.privacy_state()}
+        return new_params, {"local_steps": metrics["local_steps"], **self.privacy_state()}
 
     def privacy_state(self) -> dict:
         return {"dp_steps": float(sum(steps for _, _, steps in self.parts.accountant.history))}

@@ -38,9 +38,10 @@ Assumptions that void the guarantee:
 * Refitting. Every ``fit`` of the library spends ε again; this trainer fits
   once and keeps its release, and its accountant's budget is ε, so a second
   library fit would raise ``BudgetError``. A restarted hospital refits with
-  the same seed and data, which reproduces the identical release.
-* The randomness is a seeded ``numpy.random.RandomState``, for reproducibility,
-  not a cryptographic generator (as with Opacus without ``secure_mode``).
+  the same release key and data, which reproduces the identical release.
+* The private fit's randomness is the hospital's secret one-time release
+  stream (:meth:`~fedray.privacy.randomness.NoiseSource.release_random_state`),
+  never the config seed; a non-private fit is seeded from the config.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ import time
 import numpy as np
 import torch
 
+from fedray.config.schema import DecisionTreeModel, RandomForestModel
 from fedray.metrics import PROB_FLOOR
+from fedray.privacy.randomness import NoiseSource, Purpose
 from fedray.models.trees import Params, forest_to_params, predict_proba_from_params
 from fedray.training.local import as_device_tensor
 
@@ -86,11 +89,11 @@ class TreeEvaluator:
 class TreeTrainer(TreeEvaluator):
     """Fits one hospital's tree or forest once, privately when ``epsilon`` is finite."""
 
-    def __init__(self, *, model_cfg: dict, inputs: np.ndarray | torch.Tensor, labels, num_classes: int,
-                 input_map, epsilon: float, seed: int, hospital: int):
+    def __init__(self, *, model_cfg: DecisionTreeModel | RandomForestModel, inputs: np.ndarray | torch.Tensor, labels, num_classes: int,
+                 input_map, epsilon: float, seed: int, hospital: int, noise: NoiseSource):
         super().__init__(num_classes=num_classes, input_map=input_map)
-        if model_cfg["name"] not in MODELS:
-            raise ValueError(f"unknown tree model {model_cfg['name']!r}; expected one of {MODELS}")
+        if model_cfg.name not in MODELS:
+            raise ValueError(f"unknown tree model {model_cfg.name!r}; expected one of {MODELS}")
         self.model_cfg = model_cfg
         self.inputs = inputs
         labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
@@ -98,6 +101,7 @@ class TreeTrainer(TreeEvaluator):
         self.epsilon = float(epsilon)
         self.seed = seed
         self.hospital = hospital
+        self.noise = noise
         self.accountant = None
         self.released: tuple[Params, dict[str, float]] | None = None
         self.restored_spent = 0.0
@@ -139,11 +143,11 @@ class TreeTrainer(TreeEvaluator):
 
     def build(self, *, num_features: int):
         """An unfitted estimator: scikit-learn's when non-private, else diffprivlib's with its own accountant."""
-        max_depth = int(self.model_cfg.get("max_depth", 5))
-        n_estimators = int(self.model_cfg.get("n_estimators", 10))
-        forest = self.model_cfg["name"] == "random_forest"
-        random_state = int(np.random.SeedSequence([self.seed, self.hospital, 0x7EE]).generate_state(1)[0])
+        max_depth = self.model_cfg.max_depth
+        forest = self.model_cfg.name == "random_forest"
+        n_estimators = self.model_cfg.n_estimators if forest else 1
         if not self.private:
+            random_state = int(np.random.SeedSequence([self.seed, self.hospital, 0x7EE]).generate_state(1)[0])
             from sklearn.ensemble import RandomForestClassifier
             from sklearn.tree import DecisionTreeClassifier
 
@@ -155,6 +159,8 @@ class TreeTrainer(TreeEvaluator):
         from diffprivlib import BudgetAccountant
 
         self.accountant = BudgetAccountant(epsilon=self.epsilon, delta=0.0)
+        # A one-time release: the hospital's secret release key makes a restarted refit identical.
+        random_state = self.noise.release_random_state(Purpose.DP_TREE)
         common = dict(epsilon=self.epsilon, bounds=(np.zeros(num_features), np.ones(num_features)),
                       classes=list(range(self.num_classes)), random_state=random_state,
                       accountant=self.accountant, max_depth=max_depth)

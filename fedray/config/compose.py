@@ -1,0 +1,144 @@
+"""From Hydra to the typed config every component receives.
+
+There is one way to build a config: Hydra composes ``conf/`` with overrides,
+and :func:`to_typed` resolves every interpolation, makes paths absolute,
+turns the result into the frozen dataclasses of :mod:`fedray.config.schema`
+and validates it. The CLI composes through ``@hydra.main``; sweep trials and
+tests through :func:`compose_config` with the trial's overrides, so a trial's
+config is exactly what ``python -m fedray <the same overrides>`` would run.
+
+``+sweep=<name>`` (the documented entry point) and ``sweep=<name>`` are the
+same thing: the root defaults list holds ``sweep: null``, as
+lightning-hydra-template's does, and :func:`normalise_overrides` drops the
+``+`` that Hydra would otherwise reject for a group already in that list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedray.config.checks import validate
+from fedray.config.schema import Config, register
+from fedray.errors import FedrayError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+NULL_DEFAULT_GROUPS = ("sweep", "experiment")
+CONFIG_GROUPS = ("data", "model", "fl", "privacy", "cluster", "paths", "tune", "sweep", "experiment")
+
+register()
+
+
+def normalise_overrides(overrides: list[str]) -> list[str]:
+    """``+sweep=x`` → ``sweep=x`` (and for ``experiment``): both groups are ``null`` in the root defaults."""
+    out = []
+    for item in overrides:
+        key = item[1:].partition("=")[0] if item.startswith("+") else None
+        item = item[1:] if key in NULL_DEFAULT_GROUPS else item
+        # YAML spells infinity .inf; Hydra's override grammar spells it inf
+        out.append(re.sub(r"(?<=[=,\[])(-?)\.inf(?=$|[],])", r"\1inf", item))
+    return out
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Name an unknown config choice (``model=resnet5``) in one line, before Hydra's longer message."""
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in CONFIG_GROUPS and value and value != "null" \
+                and not (CONF_DIR / key / f"{value}.yaml").is_file():
+            choices = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+            raise FedrayError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
+
+
+def compose_config(overrides: list[str], *, run_dir: str | Path | None = None) -> Config:
+    """Compose ``conf/config.yaml`` with ``overrides`` and return the validated typed config."""
+    overrides = normalise_overrides(list(overrides))
+    check_group_choices(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise FedrayError(composition_error(err)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return to_typed(composed, run_dir=run_dir)
+
+
+def composition_error(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line errors as one line that names the override."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    cause = err.__cause__
+    detail = ""
+    if cause is not None:
+        detail = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    head = lines[0] if lines else type(err).__name__
+    if detail and detail not in head:
+        head = f"{head}: {detail}"
+    return f"{head} (check the key and the value's type; `python -m fedray --cfg job` prints the config)"
+
+
+def to_typed(cfg: DictConfig, *, run_dir: str | Path | None = None) -> Config:
+    """Resolve, make paths absolute, set ``run_dir``, convert to frozen dataclasses and validate."""
+    cfg = cfg.copy()
+    with _open(cfg):
+        if "hydra" in cfg:
+            del cfg["hydra"]
+        try:
+            OmegaConf.resolve(cfg)
+        except OmegaConfBaseException as err:
+            raise FedrayError(composition_error(err)) from None
+        if run_dir is not None:
+            cfg.run_dir = str(Path(run_dir).resolve())
+        for key in ("root", "path"):
+            value = cfg.data.get(key)
+            if isinstance(value, str) and value != "???":
+                cfg.data[key] = str(Path(value).expanduser().resolve())
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        raise FedrayError(f"{key} must be set: add {key}=<value> to the command line")
+    typed = OmegaConf.to_object(cfg)
+    validate(typed)
+    return typed
+
+
+class _open:
+    """Lift Hydra's struct flag while the composed tree is being finished."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def __enter__(self):
+        OmegaConf.set_struct(self.cfg, False)
+
+    def __exit__(self, *exc):
+        OmegaConf.set_struct(self.cfg, True)
+        return False
+
+
+def as_dict(cfg) -> dict:
+    """The typed config (or a section) as plain JSON/YAML-ready containers."""
+    return dataclasses.asdict(cfg)
+
+
+def replace(cfg, **changes):
+    """A copy of a frozen config node with dotted-path ``changes`` (``{"fl.rounds": 1}``) applied."""
+    nested: dict[str, dict] = {}
+    direct = {}
+    for path, value in changes.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = replace(getattr(cfg, head), **sub)
+    return dataclasses.replace(cfg, **direct)

@@ -1,0 +1,340 @@
+"""The typed config: one frozen dataclass per config group option, registered in Hydra's ConfigStore.
+
+YAML under ``conf/`` is the only home of defaults: no field here has a
+default (every one is ``MISSING`` until a YAML file or an override sets it),
+so code can never restate or contradict one. Each YAML file names its schema
+in its defaults list (``- /schema/data/isic@_here_``), Hydra merges the two,
+and a key the schema does not know is a composition error, not a silently
+ignored typo.
+
+Each field also carries its constraint (``fedray.config.checks``): a range
+for numbers, allowed values for enums. :func:`fedray.config.checks.validate`
+walks the whole tree once, before Ray starts.
+
+:func:`fedray.config.compose.to_typed` turns the composed config into
+instances of these classes, read-only once built (:class:`ReadOnly`), which is
+what every component receives: its own section, typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from fedray.config.checks import (
+    Spec,
+    boolean,
+    choice,
+    count,
+    epsilon,
+    fraction,
+    free,
+    nonnegative,
+    nonnegative_count,
+    open_fraction,
+    positive,
+    text,
+)
+
+class ReadOnly:
+    """Frozen once built: a field is set by ``__init__`` and never again (``dataclasses.replace`` makes a copy).
+
+    Not ``@dataclass(frozen=True)``: OmegaConf makes a frozen dataclass's config
+    nodes read-only, and Hydra could then merge neither YAML nor overrides into them.
+    """
+
+    def __setattr__(self, name, value):
+        if name in self.__dict__:
+            raise dataclasses.FrozenInstanceError(f"the config is read-only: cannot assign {name!r}; "
+                                                  "use fedray.config.replace for a changed copy")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        raise dataclasses.FrozenInstanceError(f"the config is read-only: cannot delete {name!r}")
+
+
+# -- data --------------------------------------------------------------------------
+
+
+@dataclass
+class Split(ReadOnly):
+    train: float = fraction()
+    val: float = fraction()
+    test: float = fraction()
+
+
+@dataclass
+class DataCommon(ReadOnly):
+    name: str = text()
+    split: Split = free()
+    augment: str = choice("flips", "none")
+    consent_list: Optional[str] = free()
+
+
+@dataclass
+class ImageWhitening(ReadOnly):
+    image_size: int = count()
+    whitening: str = choice("auto", "zca", "pca", "none")
+    # under DP: the share of privacy.epsilon and delta spent on the noised colour statistics
+    whitening_epsilon_share: float = open_fraction()
+
+
+@dataclass
+class SyntheticData(ImageWhitening, DataCommon):
+    num_classes: int = count(minimum=2)
+    samples_per_class: int = count()
+    noise: float = nonnegative()
+
+
+@dataclass
+class IsicData(ImageWhitening, DataCommon):
+    root: str = text()
+    use_test_folder: bool = boolean()
+    on_corrupt: str = choice("skip", "fail")
+
+
+@dataclass
+class EhrSyntheticData(DataCommon):
+    num_records: int = count(minimum=2)
+    positive_rate: float = open_fraction()
+    consent_rate: float = fraction()
+    label_noise: float = fraction()
+
+
+@dataclass
+class BreastCancerData(DataCommon):
+    pass
+
+
+@dataclass
+class TableData(DataCommon):
+    path: str = text()
+    label_column: str = text()
+    consent_column: Optional[str] = free()
+    id_column: Optional[str] = free()
+    feature_ranges: Optional[dict[str, Any]] = free()
+
+
+# -- model -------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneModel(ReadOnly):
+    name: str = text()
+    pretrained: bool = boolean()
+    finetune: str = choice("all", "head", "last_n")
+    finetune_last_n: int = count()
+
+
+@dataclass
+class MlpModel(ReadOnly):
+    name: str = text()
+    hidden: list[int] = free()
+
+
+@dataclass
+class LogregModel(ReadOnly):
+    name: str = text()
+
+
+@dataclass
+class DecisionTreeModel(ReadOnly):
+    name: str = text()
+    max_depth: int = count()
+
+
+@dataclass
+class RandomForestModel(ReadOnly):
+    name: str = text()
+    max_depth: int = count()
+    n_estimators: int = count()
+
+
+# -- federation --------------------------------------------------------------------
+
+
+@dataclass
+class Partition(ReadOnly):
+    scheme: str = choice("equal_per_class", "iid", "dirichlet")
+    alpha: float = positive()
+
+
+@dataclass
+class Resources(ReadOnly):
+    num_cpus: float = positive()
+    num_gpus: float = nonnegative()
+
+
+@dataclass
+class Federation(ReadOnly):
+    strategy: str = choice("fedavg")
+    weighting: str = choice("samples", "uniform")
+    rounds: int = count()
+    local_epochs: int = count()
+    num_hospitals: int = count()
+    partition: Partition = free()
+    hospital: Resources = free()
+    driver: Resources = free()
+    max_restarts: int = nonnegative_count()
+    max_round_retries: int = nonnegative_count()
+    fault_injection: Optional[Any] = free()  # testing only: {hospital: k, round: r}
+
+
+# -- privacy -----------------------------------------------------------------------
+
+
+@dataclass
+class PrivacyCommon(ReadOnly):
+    name: str = text()
+    # true: DP noise derived from the config seed (tests, simulations); the run then claims no guarantee
+    reproducible_noise: bool = boolean()
+
+
+@dataclass
+class NoPrivacy(PrivacyCommon):
+    pass
+
+
+@dataclass
+class DpSgdPrivacy(PrivacyCommon):
+    epsilon: float = epsilon()
+    delta: Optional[float] = open_fraction()
+    max_grad_norm: float = positive()
+    accountant: str = choice("rdp", "prv")
+    grad_sample_mode: Optional[str] = choice("hooks", "functorch", "ew", "ghost", nullable=True)
+
+
+@dataclass
+class DpFedAvgPrivacy(PrivacyCommon):
+    epsilon: float = epsilon()
+    delta: float = open_fraction()
+    clip_norm: float = positive()
+    accountant: str = choice("rdp")
+
+
+@dataclass
+class LaplaceInputPrivacy(PrivacyCommon):
+    epsilon: float = epsilon()
+    label_share: float = open_fraction()
+
+
+@dataclass
+class DpTreePrivacy(PrivacyCommon):
+    epsilon: float = epsilon()
+
+
+# -- run, audit, cluster, paths, sweep ------------------------------------------------
+
+
+@dataclass
+class Train(ReadOnly):
+    optimizer: str = choice("sgd", "adam")
+    lr: float = positive()
+    momentum: float = Spec.make(check="momentum")
+    weight_decay: float = nonnegative()
+    batch_size: int = count()
+    precision: str = choice("bf16", "fp32")
+    channels_last: bool = boolean()
+
+
+@dataclass
+class Audit(ReadOnly):
+    enabled: bool = boolean()
+    reference_models: int = nonnegative_count()
+    max_records: int = count()
+
+
+@dataclass
+class CrossValidation(ReadOnly):
+    folds: int = count()
+    fold: int = nonnegative_count()
+
+
+@dataclass
+class LocalCluster(ReadOnly):
+    name: str = text()
+    num_cpus: Optional[float] = positive(nullable=True)
+    num_gpus: Optional[float] = nonnegative(nullable=True)
+
+
+@dataclass
+class RemoteCluster(ReadOnly):
+    name: str = text()
+    address: str = text()
+    runtime_env: dict[str, Any] = free()
+    connect_timeout_s: float = positive()
+
+
+@dataclass
+class Paths(ReadOnly):
+    root_dir: str = text()
+    output_dir: str = text()
+
+
+@dataclass
+class Sweep(ReadOnly):
+    name: str = text()
+    space: dict[str, Any] = free()
+    axes: dict[str, str] = free()
+    optimized_metric: str = text()
+    metric_mode: str = choice("max", "min")
+
+
+@dataclass
+class Tune(ReadOnly):
+    search: str = choice("grid", "optuna")
+    num_samples: int = count()
+    scheduler: Optional[str] = choice("asha", nullable=True)
+    max_concurrent_trials: Optional[int] = count(nullable=True)
+    trial_cpus: float = positive()
+    placement_strategy: str = choice("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+    checkpoint_every: int = count()
+    out_dir: str = text()
+    storage_path: Optional[str] = free()
+    resume: Optional[str] = free()
+
+
+@dataclass
+class Config(ReadOnly):
+    seed: int = free()
+    mode: str = choice("federated", "centralized", "local")
+    run_dir: Optional[str] = free()
+    train: Train = free()
+    audit: Audit = free()
+    cv: CrossValidation = free()
+    data: Any = free()
+    model: Any = free()
+    fl: Federation = free()
+    privacy: Any = free()
+    cluster: Any = free()
+    paths: Paths = free()
+    tune: Tune = free()
+    sweep: Optional[Sweep] = free()
+
+
+# Group -> option -> schema. A YAML option file names its schema as ``/schema/<group>/<key>@_here_``.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"synthetic": SyntheticData, "isic": IsicData, "ehr_synthetic": EhrSyntheticData,
+             "breast_cancer": BreastCancerData, "table": TableData},
+    "model": {"backbone": BackboneModel, "mlp": MlpModel, "logreg": LogregModel,
+              "decision_tree": DecisionTreeModel, "random_forest": RandomForestModel},
+    "fl": {"federation": Federation},
+    "privacy": {"none": NoPrivacy, "dpsgd": DpSgdPrivacy, "dpfedavg": DpFedAvgPrivacy,
+                "laplace_input": LaplaceInputPrivacy, "dp_tree": DpTreePrivacy},
+    "cluster": {"local": LocalCluster, "remote": RemoteCluster},
+    "paths": {"paths": Paths},
+    "sweep": {"sweep": Sweep},
+    "tune": {"tune": Tune},
+}
+
+
+def register() -> None:
+    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="config", node=Config)
+    for group, options in GROUP_SCHEMAS.items():
+        for key, schema in options.items():
+            store.store(group=f"schema/{group}", name=key, node=schema)
