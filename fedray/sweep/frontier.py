@@ -34,7 +34,7 @@ from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, render_report
 from fedray.sweep.tables import render_tables
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: validation metrics (the selection metric), beside test
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
@@ -66,6 +66,7 @@ _COLUMNS = [
     *((f"test_{m}", pa.float64(), (*_FINAL_TEST, m)) for m in HEADLINE_METRICS),
     ("test_loss", pa.float64(), (*_FINAL_TEST, "loss")),
     *((f"test_{m}_std", pa.float64(), (*_FINAL_TEST_STD, m)) for m in HEADLINE_METRICS),
+    *((f"val_{m}", pa.float64(), ("summary", "final_val", m)) for m in HEADLINE_METRICS),
     ("best_val_round", pa.int64(), ("summary", "best_val_round")),
     ("best_val_test_balanced_accuracy", pa.float64(), ("summary", "best_val_round_test", "balanced_accuracy")),
     ("mechanism", pa.string(), ("summary", "privacy", "mechanism")),

@@ -44,13 +44,25 @@ def pareto_mask(utility: np.ndarray, epsilon: np.ndarray) -> np.ndarray:
 def mark_pareto(
     frame: pd.DataFrame, *, utility: str, epsilon: str = "epsilon_spent", group: str | None = None
 ) -> pd.Series:
-    """Pareto-optimality of each row of ``frame``, over all rows or within each value of ``group``.
+    """Pareto-optimality of each row of ``frame``, within each privacy unit and each value of ``group``.
 
-    Rows whose ``group`` value is missing (failed trials have no backbone) are
-    not optimal. The result is a bool Series aligned with ``frame.index``.
+    An ε per record, per hospital or per record under local DP are different
+    guarantees, so rows are only ever compared with rows of the same
+    ``privacy_unit`` (a non-private row, whose unit is missing, competes in
+    every unit). Rows whose ``group`` value is missing (failed trials have no
+    backbone) are not optimal. The result is a bool Series aligned with ``frame.index``.
     """
     marked = pd.Series(False, index=frame.index, dtype=bool)
-    parts = [frame] if group is None else [part for _, part in frame.groupby(group, dropna=True, sort=False)]
+    keys = [k for k in ("privacy_unit", group) if k is not None and k in frame]
+    units = frame["privacy_unit"].dropna().unique() if "privacy_unit" in frame else []
+    if len(units) > 1:
+        for unit in units:
+            within = frame[(frame["privacy_unit"] == unit) | frame["privacy_unit"].isna()]
+            marked |= mark_pareto(within.assign(privacy_unit=unit), utility=utility, epsilon=epsilon,
+                                  group=group).reindex(frame.index, fill_value=False)
+        return marked
+    keys = [k for k in keys if k != "privacy_unit"]
+    parts = [frame] if not keys else [part for _, part in frame.groupby(keys[0], dropna=True, sort=False)]
     for part in parts:
         marked.loc[part.index] = pareto_mask(_floats(part[utility]), _floats(part[epsilon]))
     return marked

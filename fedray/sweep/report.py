@@ -20,7 +20,7 @@ import pandas as pd
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 # Swept axis <axis> is the frontier column param_<axis> (frontier.py imports this: it depends on this module).
 PARAM_PREFIX = "param_"
-DEFAULT_UTILITY = "test_balanced_accuracy"
+DEFAULT_UTILITY = "val_balanced_accuracy"  # choose on validation; test is only reported
 # Axes already shown through their resolved config column (backbone, lr) or as the table's key (epsilon).
 _SHOWN_AXES = {"backbone", "lr", "epsilon"}
 MISSING = "–"
@@ -42,7 +42,9 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         f"# Privacy-utility frontier: {sweep_name}",
         "",
         f"{len(frame)} trials: {len(completed)} completed, {len(failed)} failed. "
-        f"Utility is `{utility}` (final round, held-out test set); ε is what the accountant reports as spent "
+        f"Trials are chosen and ranked on `{utility}` (final round; choose on validation, report test: "
+        "choosing on the test set would make the reported test numbers optimistic). The columns report the "
+        "held-out test metrics of the chosen trials. ε is what the accountant reports as spent "
         "(max over hospitals; ∞ = non-private). The empirical ε lower bound comes from the strongest "
         "membership-inference attack.",
         "",
@@ -54,7 +56,7 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         markdown_table(best_per_target_epsilon(completed, utility), [
             ("target ε", "target_epsilon"), ("trial", "trial_id"), ("backbone", "backbone"), ("lr", "lr"),
             *((c[len(PARAM_PREFIX):], c) for c in other_params),
-            ("test acc.", "test_accuracy"), ("balanced acc.", "test_balanced_accuracy"),
+            (f"{utility} (chosen on)", utility), ("test acc.", "test_accuracy"), ("balanced acc.", "test_balanced_accuracy"),
             ("precision", "test_precision"), ("recall", "test_recall"), ("F1", "test_f1"),
             ("AUC", "test_auc"), ("ε spent", "epsilon_spent"), ("attack AUC", "attack_auc"),
             ("empirical ε lower bound", "attack_epsilon_lower_bound"),

@@ -98,7 +98,8 @@ def render_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> str
         f"# Paper tables: {names.iloc[0] if len(names) else 'sweep'}",
         "",
         f"{completed} of {len(frame)} trials completed. Where several trials share a row's (model, mechanism, "
-        f"target ε), the row is the one with the highest `{utility}`. ± is the standard deviation over "
+        f"target ε), the row is the one with the highest `{utility}` (chosen on validation, test reported). "
+        "± is the standard deviation over "
         "cross-validation folds. Regenerate with `python -m fedray.sweep.tables frontier.parquet`.",
     ]
     for key, table in paper_tables(frame, utility=utility).items():
