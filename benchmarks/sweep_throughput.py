@@ -2,11 +2,11 @@
 
 Runs the real CLI twice in subprocesses, on the same grid:
 
-- packed: ``python -m fedray +sweep=privacy_tradeoff <overrides> sweep.out_dir=<tmp>/packed``:
+- packed: ``python -m fedray +sweep=privacy_tradeoff <overrides> tune.out_dir=<tmp>/packed``:
   Tune starts every trial whose placement group (trial + driver + hospitals,
   each with its fraction of a GPU, see fedray/sweep/resources.py) fits, so
   several trials share a GPU;
-- one at a time: the same plus ``sweep.max_concurrent_trials=1``.
+- one at a time: the same plus ``tune.max_concurrent_trials=1``.
 
 For each it reports wall-clock time (process start to exit, Ray start-up
 included), the trials completed (``status == "completed"`` rows of
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--full", action="store_true",
-                   help="the seed's three backbones on ISIC (+experiment=privacy_tradeoff_full when that config "
+                   help="the seed's three backbones on ISIC (+sweep=privacy_tradeoff_full when that config "
                         f"exists, else +sweep=privacy_tradeoff data=isic sweep.space.backbone={SEED_BACKBONES}); "
                         "GPU machines")
     p.add_argument("--data-root", default=os.environ.get("ISIC_DIR"),
@@ -78,8 +78,8 @@ def base_overrides(args) -> list[str]:
     if args.full:
         if not args.data_root:
             raise SystemExit("--full needs --data-root (or $ISIC_DIR)")
-        if (CONF_DIR / "experiment" / "privacy_tradeoff_full.yaml").is_file():
-            out = ["+experiment=privacy_tradeoff_full"]
+        if (CONF_DIR / "sweep" / "privacy_tradeoff_full.yaml").is_file():
+            out = ["+sweep=privacy_tradeoff_full"]
         else:
             out = ["+sweep=privacy_tradeoff", "data=isic", f"sweep.space.backbone={SEED_BACKBONES}"]
         return out + [f"data.root={args.data_root}"] + args.extra
@@ -123,7 +123,7 @@ def count_trials(out_dir: Path) -> tuple[int, int]:
 
 
 def run_sweep(overrides: list[str], out_dir: Path, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "fedray", *overrides, f"sweep.out_dir={out_dir}", f"hydra.run.dir={out_dir}/hydra"]
+    cmd = [sys.executable, "-m", "fedray", *overrides, f"tune.out_dir={out_dir}", f"hydra.run.dir={out_dir}/hydra"]
     print("$ " + " ".join(cmd[1:]).replace(sys.executable, "python"), file=sys.stderr, flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     sampler = GpuSampler() if has_nvidia_smi() else None
@@ -157,7 +157,7 @@ def run_sweep(overrides: list[str], out_dir: Path, timeout: float) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     overrides = base_overrides(args)
-    variants = {"packed": overrides, "one at a time": overrides + ["sweep.max_concurrent_trials=1"]}
+    variants = {"packed": overrides, "one at a time": overrides + ["tune.max_concurrent_trials=1"]}
     root = Path(tempfile.mkdtemp(prefix="fedray-sweep-bench-"))
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     try:
@@ -188,7 +188,7 @@ def render(args, overrides: list[str], runs: dict[str, list[dict]]) -> str:
     packed, serial = _best(runs["packed"]), _best(runs["one at a time"])
     rows = []
     for name, res in (("packed (Tune fits as many trials as resources allow)", packed),
-                      ("one at a time (sweep.max_concurrent_trials=1)", serial)):
+                      ("one at a time (tune.max_concurrent_trials=1)", serial)):
         util = (f"{res['gpu_util_mean']:.0f}% (non-idle {res['gpu_util_mean_nonidle'] or 0:.0f}%)"
                 if gpu and res["gpu_util_mean"] is not None else "n/a (no GPU)")
         rows.append([name, f"{res['completed_trials']}/{res['trials']}", res["wall_seconds"], res["trials_per_hour"],

@@ -1,7 +1,7 @@
 """``python -m fedray +sweep=<name>``: a Ray Tune sweep whose trials are federated experiments.
 
 The sweep directory ``sweeps/<name>/<timestamp>/`` holds ``sweep.json`` (what
-was swept), Tune's experiment (``tune/``, unless ``sweep.storage_path`` puts
+was swept), Tune's experiment (``tune/``, unless ``tune.storage_path`` puts
 it on shared storage), each trial's run directory (``trials/<id>/``) and, at
 the end, the frontier (``frontier.parquet``, ``rounds.parquet``,
 ``frontier.png``, ``report.md``).
@@ -166,7 +166,7 @@ def _search_alg(search: str):
         try:
             from ray.tune.search.optuna import OptunaSearch
         except ImportError:
-            raise FedrayError("sweep.search=optuna needs Optuna: pip install optuna") from None
+            raise FedrayError("tune.search=optuna needs Optuna: pip install optuna") from None
         return OptunaSearch(seed=0)
     raise FedrayError(f"unknown tune.search {search!r}: use grid or optuna")
 
