@@ -7,9 +7,11 @@ sample standard deviation (ddof = 1) beside it, and the test confusion matrix
 is the sum over folds (each record counted once).
 
 Privacy: each fold's model spends ε on records that the other folds' models
-also trained on. The summary reports the largest per-model ε; releasing all
-k models would compose, up to k·ε by basic composition, which the summary's
-``cv_note`` says.
+also trained on. The summary reports the largest per-model ε. The test folds
+are disjoint, so every record is a training record of exactly k − 1 of the k
+models (it is left out of the one whose test fold holds it): releasing all k
+models spends at most (k − 1)·ε per record by basic composition, which the
+summary's ``cv_note`` says.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections import Counter
 import numpy as np
 
 CV_NOTE = ("k-fold CV: each of the {k} fold models spends epsilon on overlapping records; the epsilon reported is "
-           "one model's. Releasing all {k} models would spend up to {k} x epsilon (basic composition).")
+           "one model's. Every record trains {k_minus_1} of the {k} models, so releasing all of them would spend up "
+           "to {k_minus_1} x epsilon per record (basic composition).")
 
 
 def mean_and_std(dicts: list[dict]) -> tuple[dict, dict]:
@@ -40,7 +43,7 @@ def combine_fold_summaries(summaries: list[dict]) -> dict:
     val_mean, _ = mean_and_std([s["final_val"] for s in summaries])
     best_mean, _ = mean_and_std([s["best_val_round_test"] for s in summaries])
     privacy = {**first["privacy"], "epsilon": max(float(s["privacy"]["epsilon"]) for s in summaries),
-               "cv_note": CV_NOTE.format(k=k)}
+               "cv_note": CV_NOTE.format(k=k, k_minus_1=k - 1)}
     matrices = [s.get("final_test_confusion_matrix") for s in summaries]
     return {
         **first,
