@@ -14,12 +14,13 @@ Modes (every FL comparison needs both baselines):
 - ``local``: each hospital trains alone for the same budget; metrics are the
   mean over the hospitals' models, each evaluated on the same held-out sets.
 
-A hospital's shard reaches its actor as an ``ObjectRef`` inside a list, not as
-a top-level constructor argument: Ray logs an error-level line for actors whose
-constructor arguments live in the object store while ``max_restarts > 0``. The
-nested reference is pinned by the actor's creation task, and this process keeps
-its own references (:class:`Actors`) until the actors are gone, so a restarted
-hospital still finds its shard.
+A hospital's shards reach its actor as ``ObjectRef`` s serialized out of band
+(:func:`shard_handle`), not as constructor arguments: Ray logs an error-level
+line for every actor whose constructor arguments live in the object store while
+``max_restarts > 0`` (nested references and large values included), which a
+healthy run must not print. An out-of-band reference is not reference-counted,
+so this process keeps the shards pinned itself and frees them when the actors
+are gone (:meth:`Actors.kill`); a restarted hospital re-reads the same objects.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import ray
+from ray import cloudpickle
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fedray.config import Config, replace
@@ -130,6 +132,25 @@ class Actors:
         for actor in [self.driver, *self.hospitals]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+        for pair in self.shard_refs:
+            for ref in pair:
+                _unpin(ref)
+
+
+def shard_handle(ref: ray.ObjectRef) -> bytes:
+    """``ref`` serialized out of band: a small constructor argument Ray does not count as an object-store one.
+
+    Ray pins an out-of-band reference with one extra local reference for the
+    life of this process; :func:`_unpin` drops it when the experiment ends.
+    """
+    return cloudpickle.dumps(ref)
+
+
+def _unpin(ref: ray.ObjectRef) -> None:
+    # The counterpart of the pin Ray's serializer adds (ray._private.serialization.add_contained_object_ref).
+    core_worker = getattr(ray._private.worker.global_worker, "core_worker", None)
+    if core_worker is not None and hasattr(core_worker, "remove_object_ref_reference"):
+        core_worker.remove_object_ref_reference(ref)
 
 
 def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], dict]) -> Actors:
@@ -142,7 +163,8 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
         hospital_cls.options(
             max_restarts=cfg.fl.max_restarts, **hospital_res, **placed(1 + k),
         ).remote(
-            hospital_id=k, shards=[train_ref, val_ref], cfg=cfg, plan=prep.privacy.resolved_cfg,
+            hospital_id=k, shards=[shard_handle(train_ref), shard_handle(val_ref)], cfg=cfg,
+            plan=prep.privacy.resolved_cfg,
             input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
             num_features=prep.num_features, resources=hospital_res, release_key=prep.release_keys[k],
         )

@@ -1,9 +1,9 @@
 """A hospital: one long-lived Ray actor that holds only its own patients' records (images or table rows).
 
-The actor is created with its two shards (training, validation) as
-``ObjectRef`` s inside a list: each shard is put into Ray's object store once
-per experiment, and the actor fetches it on construction (again after a
-restart). Each round it receives the global parameters (one shared object for
+The actor is created with handles to its two shards (training, validation):
+each shard is put into Ray's object store once per experiment, and the actor
+fetches it on construction (again after a restart;
+:func:`fedray.federation.experiment.shard_handle` says why handles). Each round it receives the global parameters (one shared object for
 all hospitals), trains locally, and returns a
 :class:`~fedray.strategies.ClientResult`.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import ray
+from ray import cloudpickle
 
 from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
@@ -60,7 +61,7 @@ class Hospital:
         release_key: int | None,
     ):
         self.hospital_id = hospital_id
-        train_shard, val_shard = (ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref for ref in shards)
+        train_shard, val_shard = (ray.get(cloudpickle.loads(handle)) for handle in shards)
         self.device = configure_process(
             num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg.seed + hospital_id
         )
