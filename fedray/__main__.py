@@ -61,10 +61,15 @@ def run_single(cfg: Config) -> dict:
     from fedray.federation.study import run_study
     from fedray.results import write_failure, write_interrupted, write_run
 
+    from fedray.sweep.resources import check_memory_plan, gpu_memory_bytes
+
     run_dir = Path(cfg.run_dir)
     prepared = prepare_experiment(cfg)  # bad input fails here, before Ray starts
     started_ray = connect(cfg.cluster)
     try:
+        if ray.cluster_resources().get("GPU", 0) > 0:
+            nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+            check_memory_plan(prepared.cfg, num_classes=prepared.num_classes, gpu_bytes=gpu_memory_bytes(nodes))
         result = run_study(cfg, prepared=prepared, on_round=print_round, run_dir=run_dir)
     except Interrupted as stop:
         write_interrupted(run_dir, signal.Signals(stop.signum).name)

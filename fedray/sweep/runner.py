@@ -32,7 +32,7 @@ from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
 from fedray.privacy.setup import check_mechanism, plan_privacy
 from fedray.sweep.frontier import write_frontier
-from fedray.sweep.resources import check_trial_fits, trial_bundles
+from fedray.sweep.resources import check_memory_plan, check_trial_fits, gpu_memory_bytes, trial_bundles
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
 from fedray.sweep.trial import run_trial
 
@@ -57,13 +57,15 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         _check_resume_dir(out_dir, manifest)
     base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("tune.resume", "tune.out_dir"))]
     trial_cfgs = [trial_config(base_overrides, params, paths) for params in grid(space)]
-    _validate_trials(trial_cfgs)
+    num_classes = _validate_trials(trial_cfgs)
     started_ray = connect(cfg.cluster)
     try:
         gpus_present = ray.cluster_resources().get("GPU", 0) > 0
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        gpu_bytes = gpu_memory_bytes(nodes) if gpus_present else None
         for trial_cfg in trial_cfgs:
             check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present), nodes)
+            check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         tuner = _tuner(cfg, space, paths, base_overrides, out_dir, gpus_present)
@@ -99,8 +101,8 @@ def _print_resume(overrides: list[str], out_dir: Path) -> None:
     print(f"fedray: sweep interrupted, its state saved; resume it with: {command}", file=sys.stderr, flush=True)
 
 
-def _validate_trials(trial_cfgs: list[Config]) -> None:
-    """Load the data once and check every trial's model and privacy settings against it."""
+def _validate_trials(trial_cfgs: list[Config]) -> int:
+    """Load the data once and check every trial's model and privacy settings against it; the class count."""
     prepared = prepare_experiment(trial_cfgs[0])
     train = prepared.dealt.splits.train
     sizes = [len(s) for s in prepared.dealt.train_shards]
@@ -113,6 +115,7 @@ def _validate_trials(trial_cfgs: list[Config]) -> None:
             plan = plan_privacy(trial_cfg, shard_sizes=sizes, ranges_public=train.ranges_public)
             validate_model(trial_cfg, plan.resolved_cfg, num_classes=prepared.num_classes,
                            num_features=prepared.num_features, data_kind=train.kind)
+    return prepared.num_classes
 
 
 def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,

@@ -1,0 +1,53 @@
+"""A plan whose per-hospital GPU share cannot hold the backbone's training step is refused before any trial."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from conftest import backbone
+
+from fedray.errors import FedrayError
+from fedray.models.memory import check_memory_fits, estimate_training_memory
+from fedray.sweep.resources import gpu_memory_bytes
+
+H200 = 141e9
+
+
+def _estimate(name: str, *, dp_sgd: bool = True, batch_size: int = 32, image_size: int = 128):
+    return estimate_training_memory(backbone(name), num_classes=9, image_size=image_size, batch_size=batch_size,
+                                    optimizer="sgd", dp_sgd=dp_sgd)
+
+
+def test_per_sample_gradients_dominate_under_dp_sgd():
+    vgg = _estimate("vgg19")
+    assert vgg.trainable == vgg.parameters > 139e6
+    assert vgg.gigabytes > 4 * 32 * 139.6e6 / 1e9  # at least the 17.9 GB of per-sample gradients
+    assert _estimate("vgg19", dp_sgd=False).gigabytes < vgg.gigabytes - 17
+
+
+def test_vgg19_at_the_full_sweeps_share_is_refused_and_the_message_names_a_share_that_fits():
+    vgg = _estimate("vgg19")
+    with pytest.raises(FedrayError, match=r"vgg19 at train.batch_size=32 needs about .* fl.hospital.num_gpus="
+                                          r"0.09 .* set fl.hospital.num_gpus=(0\.\d+) or more") as err:
+        check_memory_fits(vgg, gpu_share=0.09, gpu_bytes=H200, model_name="vgg19", batch_size=32)
+    suggested = float(re.search(r"num_gpus=(0\.\d+) or more", str(err.value)).group(1))
+    check_memory_fits(vgg, gpu_share=suggested, gpu_bytes=H200, model_name="vgg19", batch_size=32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a local card's size is used first")
+def test_resnet50_does_not_fit_a_tenth_of_the_cluster_workers_a10g_but_small_cnn_does():
+    a10g = gpu_memory_bytes([{"CPU": 8.0, "GPU": 1.0, "accelerator_type:A10G": 1.0}])
+    assert a10g == 24e9
+    with pytest.raises(FedrayError, match="resnet50"):
+        check_memory_fits(_estimate("resnet50"), gpu_share=0.09, gpu_bytes=a10g, model_name="resnet50",
+                          batch_size=32)
+    check_memory_fits(_estimate("small_cnn", image_size=32), gpu_share=0.09, gpu_bytes=a10g,
+                      model_name="small_cnn", batch_size=32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a local card's size is used first")
+def test_unknown_accelerators_give_no_size():
+    assert gpu_memory_bytes([{"CPU": 8.0, "GPU": 1.0}]) is None
