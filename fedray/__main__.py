@@ -133,6 +133,9 @@ def hydra_main(cfg: DictConfig) -> None:
     except Interrupted as stop:
         _exit_interrupted(stop)
     except Exception as err:
+        if type(err).__name__ == "SweepInterrupted":  # Tune caught the signal; the resume line is printed
+            print(f"fedray: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_SIGNAL[signal.SIGINT])
         cause = _user_error_inside(err)
         if cause is None:
             raise

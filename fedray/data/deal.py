@@ -37,8 +37,12 @@ class Dealt:
     preprocessing: list[dict]  # ledger entries of the private statistics the input map was fitted on
 
 
-def deal_data(cfg: Config) -> Dealt:
-    """Load, split and partition the data; fit the input map on the training shards."""
+def deal_data(cfg: Config, *, fitted: tuple[InputMap, list[dict]] | None = None) -> Dealt:
+    """Load, split and partition the data; fit the input map on the training shards.
+
+    ``fitted`` (a resumed run's input map and its ledger entries) is reused
+    as is: refitting would release noised statistics a second time.
+    """
     splits = load_splits(cfg.data, seed=cfg.seed, fold=cv_fold(cfg.cv))
     num_hospitals = cfg.fl.num_hospitals
     scheme = cfg.fl.partition.scheme
@@ -56,7 +60,7 @@ def deal_data(cfg: Config) -> Dealt:
     train_shards, val_shards = shards
     if cfg.mode == "centralized":
         train_shards, val_shards = [union(train_shards)], [union(val_shards)]
-    input_map, preprocessing = fit_input_map(cfg, train_shards)
+    input_map, preprocessing = fitted or fit_input_map(cfg, train_shards)
     return Dealt(splits, train_shards, val_shards, dropped, input_map, preprocessing)
 
 

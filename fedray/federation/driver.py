@@ -185,6 +185,22 @@ class Driver:
         """The global model, or under mode=local each hospital's own model."""
         return self.local_params if self.mode == "local" else [self.global_params]
 
+    def snapshot(self) -> dict:
+        """Everything a resumed run needs from the driver after the last round: models, ledger, strategy state."""
+        state_dict = getattr(self.strategy, "state_dict", None)
+        return {"global_params": self.global_params, "local_params": self.local_params, "best_val": self.best_val,
+                "privacy_states": self.privacy_states, "restarts": self.restarts,
+                "strategy": state_dict() if state_dict else None}
+
+    def restore(self, snapshot: dict) -> None:
+        """Continue from :meth:`snapshot`; each hospital's accountant resumes at the steps it had taken."""
+        self.global_params, self.local_params = snapshot["global_params"], snapshot["local_params"]
+        self.best_val, self.restarts = snapshot["best_val"], snapshot["restarts"]
+        self.privacy_states = snapshot["privacy_states"]
+        if snapshot["strategy"] is not None:
+            self.strategy.load_state_dict(snapshot["strategy"])
+        ray.get([h.restore_privacy_state.remote(s) for h, s in zip(self.hospitals, self.privacy_states)])
+
     def exported_params(self) -> tuple[list[Params], list[Params]]:
         """(the final model(s), the model(s) after the round with the best validation balanced accuracy)."""
         return self.final_params(), self.best_val[1]

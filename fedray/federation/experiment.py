@@ -38,6 +38,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from fedray.config import Config, replace
 from fedray.config.schema import Federation
 from fedray.data.deal import Dealt, deal_data, union
+from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
@@ -99,9 +100,29 @@ class Prepared:
     release_keys: list[int | None]
 
 
-def prepare_experiment(cfg: Config) -> Prepared:
+@dataclass
+class ExperimentState:
+    """An experiment stopped after round ``round``: what a checkpoint stores to continue it.
+
+    The input map, its private-statistics entries and the hospitals' release
+    keys are kept rather than recomputed: a second noised release of the same
+    records would spend the budget again. The release keys are secrets of the
+    hospitals: a checkpoint is as sensitive as the data it was made from.
+    """
+
+    round: int
+    rounds: list[dict]
+    driver: dict
+    input_map_state: dict
+    preprocessing: list[dict]
+    release_keys: list[int | None]
+    seconds: float  # wall time spent before the checkpoint
+
+
+def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) -> Prepared:
     check_mechanism(cfg)
-    dealt = deal_data(cfg)
+    fitted = None if resume is None else (input_map_from_state(resume.input_map_state), resume.preprocessing)
+    dealt = deal_data(cfg, fitted=fitted)
     train = dealt.splits.train
     num_classes = len(train.class_names)
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
@@ -110,7 +131,8 @@ def prepare_experiment(cfg: Config) -> Prepared:
                            ranges_public=train.ranges_public, preprocessing=dealt.preprocessing)
     validate_model(cfg, privacy.resolved_cfg, num_classes=num_classes, num_features=num_features,
                    data_kind=train.kind)
-    release_keys = [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
+    release_keys = resume.release_keys if resume is not None else \
+        [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
     return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys)
 
 
@@ -201,14 +223,19 @@ def run_experiment(
     on_round: Callable[[dict], None] | None = None,
     placement_group=None,
     bundle_offset: int = 0,
+    resume: ExperimentState | None = None,
+    on_checkpoint: Callable[[dict, ExperimentState], None] | None = None,
 ) -> ExperimentResult:
     """Run one experiment on the connected Ray cluster and return its rounds and summary.
 
     With ``placement_group``, the driver takes bundle ``bundle_offset`` and
-    hospital k bundle ``bundle_offset + 1 + k``.
+    hospital k bundle ``bundle_offset + 1 + k``. ``resume`` continues a
+    checkpointed experiment after its last round. With ``on_checkpoint``,
+    every ``tune.checkpoint_every``-th round before the last is handed to it
+    with the :class:`ExperimentState` to save, instead of to ``on_round``.
     """
-    started = time.perf_counter()
-    prep = prepared or prepare_experiment(cfg)
+    started = time.perf_counter() - (resume.seconds if resume else 0.0)
+    prep = prepared or prepare_experiment(cfg, resume=resume)
     cfg = prep.cfg
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
     driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=gpus_present)
@@ -223,13 +250,20 @@ def run_experiment(
     try:
         actors.driver = ray.remote(Driver).options(**driver_res, **placed(0)).remote(
             **driver_kwargs(prep, actors.hospitals, driver_res))
-        rounds = []
+        rounds = list(resume.rounds) if resume else []
+        if resume:
+            ray.get(actors.driver.restore.remote(resume.driver))
         total = cfg.fl.rounds
-        for r in range(1, total + 1):
+        for r in range(len(rounds) + 1, total + 1):
             record = _hospital_errors_as_one_line(actors.driver.run_round.remote(r))
             record["total_rounds"] = total
             rounds.append(record)
-            if on_round is not None:
+            if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
+                on_checkpoint(record, ExperimentState(
+                    round=r, rounds=list(rounds), driver=ray.get(actors.driver.snapshot.remote()),
+                    input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
+                    release_keys=prep.release_keys, seconds=time.perf_counter() - started))
+            elif on_round is not None:
                 on_round(record)
         placement = ray.get(actors.driver.placement.remote())
         final_params, best_params = ray.get(actors.driver.exported_params.remote())
@@ -245,6 +279,7 @@ def run_experiment(
     summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["placement"] = placement
+    summary["resumed_after_round"] = resume.round if resume else None
     return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
                             dealt=prep.dealt)
 

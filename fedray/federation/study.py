@@ -3,17 +3,31 @@
 Each fold is a complete, independent :func:`run_experiment` (its own split,
 partition, hospitals, driver and audit); the fold summaries are combined by
 :func:`fedray.results.crossval.combine_fold_summaries` (mean ± std).
+
+A study can be checkpointed and resumed (:class:`StudyState`): the folds it
+finished, and the experiment state of the fold in progress.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedray.config import Config, replace
-from fedray.federation.experiment import ExperimentResult, Prepared, run_experiment
+from fedray.federation.experiment import ExperimentResult, ExperimentState, Prepared, run_experiment
 from fedray.results import write_run
 from fedray.results.crossval import combine_fold_summaries
+
+
+@dataclass
+class StudyState:
+    """A study stopped inside fold ``fold``: the folds before it, finished, and that fold's experiment state."""
+
+    fold: int
+    done: list[ExperimentResult]  # without their data (``dealt=None``)
+    experiment: ExperimentState
 
 
 def run_study(
@@ -22,34 +36,46 @@ def run_study(
     prepared: Prepared | None = None,
     on_round: Callable[[dict], None] | None = None,
     run_dir: Path | None = None,
+    resume: StudyState | None = None,
+    on_checkpoint: Callable[[dict, StudyState], None] | None = None,
     **placement,
 ) -> ExperimentResult:
     """Run ``cfg`` once, or once per fold; with ``run_dir``, each fold's run is written to ``run_dir/fold_<i>``.
 
     ``prepared`` (a fold-0 preparation, e.g. from the caller's input checks) is
-    reused for the first fold. ``placement`` is passed on to :func:`run_experiment`.
+    reused for the first fold. ``placement`` is passed on to :func:`run_experiment`;
+    ``resume`` and ``on_checkpoint`` as there, with the study's state.
     """
     folds = cfg.cv.folds
-    if folds == 1:
-        return run_experiment(cfg, prepared=prepared, on_round=on_round, **placement)
-    results = []
-    for fold in range(folds):
-        fold_cfg = replace(cfg, **{"cv.fold": fold})
+    done: list[ExperimentResult] = list(resume.done) if resume else []
+    for fold in range(len(done), folds):
+        fold_cfg = replace(cfg, **{"cv.fold": fold}) if folds > 1 else cfg
 
         def tagged(record: dict, fold: int = fold) -> None:
-            record["fold"] = fold
+            if folds > 1:
+                record["fold"] = fold
             if on_round is not None:
                 on_round(record)
 
-        result = run_experiment(fold_cfg, prepared=prepared if fold == 0 else None, on_round=tagged, **placement)
-        if run_dir is not None:
+        def checkpoint(record: dict, state: ExperimentState, fold: int = fold) -> None:
+            if folds > 1:
+                record["fold"] = fold
+            on_checkpoint(record, StudyState(fold, [dataclasses.replace(r, dealt=None) for r in done], state))
+
+        result = run_experiment(
+            fold_cfg, prepared=prepared if fold == 0 and resume is None else None, on_round=tagged,
+            resume=resume.experiment if resume is not None and fold == resume.fold else None,
+            on_checkpoint=checkpoint if on_checkpoint is not None else None, **placement)
+        if run_dir is not None and folds > 1:
             write_run(run_dir / f"fold_{fold}", resolved_cfg=fold_cfg, rounds=result.rounds, summary=result.summary,
                       models=(result.final_params, result.best_params))
-        results.append(result)
+        done.append(result)
+    if folds == 1:
+        return done[0]
     return ExperimentResult(
-        rounds=[record for result in results for record in result.rounds],
-        summary=combine_fold_summaries([result.summary for result in results]),
-        final_params=results[0].final_params,
-        best_params=results[0].best_params,
-        dealt=results[0].dealt,
+        rounds=[record for result in done for record in result.rounds],
+        summary=combine_fold_summaries([result.summary for result in done]),
+        final_params=done[0].final_params,
+        best_params=done[0].best_params,
+        dealt=done[0].dealt,
     )

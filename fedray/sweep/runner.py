@@ -17,8 +17,10 @@ finished trials are not rerun, and the frontier has exactly one row per trial.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -69,6 +71,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         tuner = _tuner(cfg, space, paths, base_overrides, out_dir, gpus_present)
+        logging.getLogger("ray.tune.tune").addFilter(_NoTuneResumeHint())
         try:
             result_grid = tuner.fit()
         except BaseException as err:
@@ -95,9 +98,16 @@ class SweepInterrupted(Exception):
     """Tune stopped before every trial ended (Ctrl-C): its state is saved, the resume line printed."""
 
 
+class _NoTuneResumeHint(logging.Filter):
+    """Tune's own hint (``Tuner.restore(...)``) is not how a fedray sweep resumes: :func:`_print_resume` is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
 def _print_resume(overrides: list[str], out_dir: Path) -> None:
-    command = " ".join(["python -m fedray", *(f"+{o}" if o.startswith("sweep=") else o for o in overrides),
-                        f"tune.resume={out_dir}"])
+    words = [f"+{o}" if o.startswith("sweep=") else o for o in overrides] + [f"tune.resume={out_dir}"]
+    command = " ".join(["python -m fedray", *map(shlex.quote, words)])
     print(f"fedray: sweep interrupted, its state saved; resume it with: {command}", file=sys.stderr, flush=True)
 
 

@@ -1,0 +1,305 @@
+r"""Canary audits from a single training run: a rigorous ε lower bound and a Gaussian ε estimate.
+
+**One-run lower bound** (Steinke, Nasr, Jagielski, "Privacy Auditing with One
+(1) Training Run", NeurIPS 2023, arXiv:2305.08846; Theorem 3.1, the game of
+Algorithm 1, the code of Appendix D). Each of :math:`m` canaries is included
+independently with probability ½ (:math:`S_i \in \{\pm1\}`). From the output
+alone the auditor guesses :math:`T_i \in \{+1, -1, 0\}` (0 abstains), with
+:math:`r` non-zero guesses, and counts :math:`W` correct ones. If the training
+run is :math:`(\varepsilon,\delta)`-DP with respect to each canary then, with
+:math:`f(v) = \Pr[\mathrm{Binomial}(r, q) \ge v]`, :math:`q = e^\varepsilon/(1+e^\varepsilon)`
+(the accuracy of ε-randomised response),
+
+.. math:: \Pr[W \ge v] \le f(v) + 2m\delta \max_{i=1..v} \frac{f(v-i) - f(v)}{i} =: p_\varepsilon(v).
+
+The bound reported at confidence :math:`c` is the largest ε with
+:math:`p_\varepsilon(W) < 1-c`, found like the authors' code by bracketing and
+bisection (it keeps :math:`p_{\varepsilon_{lb}}(W) < 1-c`); 0 if even ε = 0 is
+not rejected. It needs no shadow models and no assumption on the mechanism
+beyond DP, but it is conservative: :math:`m` canaries cap it (all 1000 of
+1000 guesses right at δ = 1e-5, 95%: 5.78).
+
+*Choosing the number of guesses honestly.* The theorem holds for guesses that
+are a function of the output only, so :math:`k_+, k_-` must not be tuned on the
+canaries' membership. :func:`one_run_audit` takes a fixed grid of
+:math:`G` pairs :math:`(k_+, k_-)` declared before the scores are seen, tests
+each at significance :math:`(1-c)/G` and reports the largest bound. If the run
+is :math:`(\varepsilon^*, \delta)`-DP, each grid point exceeds :math:`\varepsilon^*`
+with probability at most :math:`(1-c)/G` (since :math:`p_\varepsilon` grows with ε),
+so by the union bound all stay below it with probability :math:`\ge c`. We
+prefer this to choosing k on half of the canaries: the bound grows with the
+number of guesses, and a dozen grid points cost only :math:`\log G` in the
+p-value, while a split halves :math:`m`.
+
+**Gaussian estimate** (Andrew et al., "One-shot Empirical Privacy Estimation
+for Federated Learning", ICLR 2024, arXiv:2302.03098; Algorithm 1, Sec. 3-4).
+Canary clients push random unit directions :math:`c_j \in \mathbb{R}^d`; the
+statistic is the cosine between the final model delta and :math:`c_j` (or its
+maximum over the rounds' updates when every iterate is released). Cosines of
+canaries that took part ("observed") and of fresh directions that did not
+("unobserved", :math:`\approx \mathcal N(0, 1/d)` in high dimension) are fitted by
+:math:`\mathcal N(\mu_1, \sigma_1^2)` and :math:`\mathcal N(\mu_0, \sigma_0^2)`, and the
+estimate is the ε of that pair at δ: the smallest ε whose hockey-stick
+divergence :math:`\sup_E P_a(E) - e^\varepsilon P_b(E)` is at most δ in both
+directions. For :math:`\sigma_1 = \sigma_0` it is the Gaussian mechanism with
+:math:`\mu = |\mu_1-\mu_0|/\sigma` (Balle & Wang 2018). The paper shows the estimate is
+exact for the Gaussian mechanism as :math:`d \to \infty`; otherwise it is an
+estimate, not a bound: a bootstrap interval gives its sampling spread under
+the Gaussian fit, nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import expit, log_ndtr, ndtr
+from scipy.stats import binom
+
+from fedray.errors import FedrayError
+
+BISECTION_STEPS = 40  # brackets of width 1 shrink to about 1e-12
+DEFAULT_GUESS_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+
+def one_run_p_value(m: int, guesses: int, correct: int, epsilon: float, delta: float) -> float:
+    r""":math:`p_\varepsilon(v)` of Theorem 3.1 (see the module docstring): a bound on the chance of ``correct`` or more right guesses."""
+    q = float(expit(epsilon))
+    tail = binom.sf(correct - 1, guesses, q)
+    if delta == 0 or correct == 0:
+        return min(float(tail), 1.0)
+    # f(v-i) - f(v) = P[v-i <= B < v], accumulated from B = v-1 downward.
+    window = np.cumsum(binom.pmf(np.arange(correct - 1, -1, -1), guesses, q))
+    slope = float(np.max(window / np.arange(1, correct + 1)))
+    return min(float(tail) + 2 * m * delta * slope, 1.0)
+
+
+def one_run_epsilon_lower_bound(m: int, guesses: int, correct: int, delta: float, confidence: float = 0.95) -> float:
+    """Largest ε that ``correct`` right guesses out of ``guesses`` over ``m`` canaries reject at ``confidence`` (Steinke et al. 2023).
+
+    Monotone non-decreasing in ``correct``; 0 when the guesses are no better than chance.
+
+    >>> round(one_run_epsilon_lower_bound(1000, 100, 100, 1e-5), 3)
+    3.465
+    """
+    m, guesses, correct = int(m), int(guesses), int(correct)
+    if not 0 <= correct <= guesses <= m:
+        raise FedrayError(f"need 0 <= correct <= guesses <= m, got correct={correct}, guesses={guesses}, m={m}")
+    if not 0 < confidence < 1 or not 0 <= delta <= 1:
+        raise FedrayError(f"confidence={confidence} must lie in (0, 1) and delta={delta} in [0, 1]")
+    significance = 1.0 - confidence
+
+    def rejected(epsilon: float) -> bool:
+        return one_run_p_value(m, guesses, correct, epsilon, delta) < significance
+
+    if not rejected(0.0):
+        return 0.0
+    low, high = 0.0, 1.0
+    while rejected(high):
+        low, high = high, high + 1.0
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if rejected(middle) else (low, middle)
+    return low
+
+
+def choose_guesses(scores: np.ndarray, k_plus: int, k_minus: int) -> np.ndarray:
+    """+1 ("member") for the ``k_plus`` highest scores, -1 for the ``k_minus`` lowest, 0 (abstain) elsewhere.
+
+    Ties are broken by position (a stable sort), which depends on the scores' order only, never on membership.
+
+    >>> choose_guesses(np.array([0.3, 0.9, 0.1, 0.5]), 1, 1)
+    array([ 0,  1, -1,  0])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if k_plus < 0 or k_minus < 0 or k_plus + k_minus > len(scores):
+        raise FedrayError(f"k_plus={k_plus} and k_minus={k_minus} must be >= 0 and sum to at most {len(scores)} canaries")
+    order = np.argsort(scores, kind="stable")
+    guesses = np.zeros(len(scores), dtype=int)
+    guesses[order[:k_minus]] = -1
+    guesses[order[len(scores) - k_plus:]] = 1
+    return guesses
+
+
+def guess_grid(m: int, fractions: tuple[float, ...] = DEFAULT_GUESS_FRACTIONS) -> list[tuple[int, int]]:
+    """The fixed grid of (k_plus, k_minus): k = round(fraction * m), one-sided (k, 0) and symmetric (k, k)."""
+    ks = sorted({max(1, round(f * m)) for f in fractions if 2 * max(1, round(f * m)) <= m})
+    return [(k, 0) for k in ks] + [(k, k) for k in ks]
+
+
+@dataclass
+class OneRunAudit:
+    """The one-run bound (valid at ``confidence`` over the whole grid) and the grid point that attained it."""
+
+    epsilon_lower_bound: float
+    k_plus: int
+    k_minus: int
+    guesses: int
+    correct: int
+    m: int
+    grid_size: int
+    confidence: float
+    delta: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def one_run_audit(
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    delta: float,
+    confidence: float = 0.95,
+    grid: list[tuple[int, int]] | None = None,
+) -> OneRunAudit:
+    """Steinke et al.'s bound from canary ``scores`` (higher = "included") with a Bonferroni correction over ``grid``.
+
+    ``included[i]`` is whether canary i was in the run (drawn independently with
+    probability ½ before training). ``grid`` defaults to :func:`guess_grid`; it
+    must be fixed before looking at the scores.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    included = np.asarray(included).astype(bool)
+    m = len(scores)
+    grid = guess_grid(m) if grid is None else list(grid)
+    if m == 0 or len(included) != m or not grid:
+        raise FedrayError(f"need as many inclusion flags as canary scores ({len(included)} vs {m}) and a non-empty grid")
+    per_test_confidence = 1.0 - (1.0 - confidence) / len(grid)
+    truth = np.where(included, 1, -1)
+    best = None
+    for k_plus, k_minus in grid:
+        guesses = choose_guesses(scores, k_plus, k_minus)
+        correct = int(np.sum(guesses == truth))
+        bound = one_run_epsilon_lower_bound(m, k_plus + k_minus, correct, delta, per_test_confidence)
+        if best is None or bound > best.epsilon_lower_bound:
+            best = OneRunAudit(bound, k_plus, k_minus, k_plus + k_minus, correct, m, len(grid), confidence, delta)
+    return best
+
+
+def random_canary_directions(n_canaries: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_canaries, dim] directions drawn uniformly on the unit sphere (normalised standard Gaussians)."""
+    directions = rng.standard_normal((n_canaries, dim))
+    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
+def canary_cosines(model_deltas: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Cosine of each canary direction with the model delta [dim]; with per-round updates [rounds, dim], the max over rounds."""
+    deltas = np.atleast_2d(np.asarray(model_deltas, dtype=np.float64))
+    norms = np.linalg.norm(deltas, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise FedrayError("a model delta is all zeros, so its cosine with the canaries is undefined")
+    return ((deltas / norms) @ np.asarray(directions, dtype=np.float64).T).max(axis=0)
+
+
+def _log_mass_where_loss_exceeds(epsilon: float, a: float, b: float, c: float, mu: float, sigma: float) -> float:
+    r"""log P[a x^2 + b x + c > ε] for x ~ N(mu, sigma^2): the privacy loss is that quadratic in x."""
+    shift = c - epsilon
+    if a == 0:
+        if b == 0:
+            return 0.0 if shift > 0 else -np.inf
+        cut = -shift / b
+        return float(log_ndtr((mu - cut) / sigma) if b > 0 else log_ndtr((cut - mu) / sigma))
+    discriminant = b * b - 4 * a * shift
+    if discriminant <= 0:  # the quadratic never crosses ε: its sign is the sign of a
+        return 0.0 if a > 0 else -np.inf
+    # Roots without cancellation (Numerical Recipes 5.6): q/a and shift/q.
+    q = -0.5 * (b + np.copysign(np.sqrt(discriminant), b))
+    left, right = sorted((q / a, shift / q))
+    low, high = (left - mu) / sigma, (right - mu) / sigma
+    if a > 0:  # mass outside the roots
+        return float(np.logaddexp(log_ndtr(low), log_ndtr(-high)))
+    # Mass between the roots, differenced in the tail where both cdfs are small.
+    between = ndtr(-low) - ndtr(-high) if low > 0 else ndtr(high) - ndtr(low)
+    return float(np.log(between)) if between > 0 else -np.inf
+
+
+def _hockey_stick(epsilon: float, mu_a: float, sigma_a: float, mu_b: float, sigma_b: float) -> float:
+    r""":math:`\sup_E P_a(E) - e^\varepsilon P_b(E) = P_a[L > \varepsilon] - e^\varepsilon P_b[L > \varepsilon]`, L = log(p_a/p_b)."""
+    a = 0.5 * (sigma_b ** -2 - sigma_a ** -2)
+    b = mu_a / sigma_a ** 2 - mu_b / sigma_b ** 2
+    c = 0.5 * ((mu_b / sigma_b) ** 2 - (mu_a / sigma_a) ** 2) + np.log(sigma_b / sigma_a)
+    log_a = _log_mass_where_loss_exceeds(epsilon, a, b, c, mu_a, sigma_a)
+    log_b = _log_mass_where_loss_exceeds(epsilon, a, b, c, mu_b, sigma_b)
+    return max(0.0, float(np.exp(log_a) - np.exp(epsilon + log_b)))
+
+
+def gaussian_pair_epsilon(mu_1: float, sigma_1: float, mu_0: float, sigma_0: float, delta: float) -> float:
+    """The smallest ε >= 0 at which N(mu_1, sigma_1²) and N(mu_0, sigma_0²) are (ε, δ)-indistinguishable, both ways."""
+    if sigma_1 <= 0 or sigma_0 <= 0 or not 0 < delta < 1:
+        raise FedrayError(f"need positive standard deviations (got {sigma_1}, {sigma_0}) and 0 < delta={delta} < 1")
+
+    def excess(epsilon: float) -> float:
+        worst = max(_hockey_stick(epsilon, mu_1, sigma_1, mu_0, sigma_0), _hockey_stick(epsilon, mu_0, sigma_0, mu_1, sigma_1))
+        return worst - delta
+
+    if excess(0.0) <= 0:
+        return 0.0
+    high = 1.0
+    while excess(high) > 0:  # the divergence falls as ε grows
+        high *= 2
+    return float(brentq(excess, 0.0, high, xtol=1e-9))
+
+
+@dataclass
+class GaussianEstimate:
+    """Andrew et al.'s ε estimate, the fitted Gaussians, and a bootstrap percentile interval (NaN when not asked for)."""
+
+    epsilon: float
+    interval: tuple[float, float]
+    observed_mean: float
+    observed_std: float
+    unobserved_mean: float
+    unobserved_std: float
+    n_observed: int
+    n_unobserved: int
+    delta: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def gaussian_epsilon_estimate(
+    observed_cosines: np.ndarray,
+    unobserved_cosines: np.ndarray,
+    delta: float,
+    *,
+    confidence: float = 0.95,
+    n_bootstrap: int = 1000,
+    rng: np.random.Generator | None = None,
+) -> GaussianEstimate:
+    """ε of N(mean, std²) fitted to each set of canary cosines, at ``delta``, with a ``confidence`` bootstrap interval.
+
+    The interval resamples both sets with replacement ``n_bootstrap`` times
+    (0 skips it); it describes the estimate's sampling spread, it is not a
+    lower bound on the mechanism's ε.
+    """
+    observed = np.asarray(observed_cosines, dtype=np.float64)
+    unobserved = np.asarray(unobserved_cosines, dtype=np.float64)
+    if len(observed) < 2 or len(unobserved) < 2:
+        raise FedrayError(f"need at least 2 observed and 2 unobserved canaries, got {len(observed)} and {len(unobserved)}")
+
+    def estimate(obs: np.ndarray, unobs: np.ndarray) -> float:
+        return gaussian_pair_epsilon(obs.mean(), obs.std(ddof=1), unobs.mean(), unobs.std(ddof=1), delta)
+
+    interval = (float("nan"), float("nan"))
+    if n_bootstrap > 0:
+        rng = np.random.default_rng() if rng is None else rng
+        draws = [
+            estimate(rng.choice(observed, len(observed)), rng.choice(unobserved, len(unobserved)))
+            for _ in range(n_bootstrap)
+        ]
+        tail = (1.0 - confidence) / 2
+        interval = tuple(float(x) for x in np.quantile(draws, [tail, 1.0 - tail]))
+    return GaussianEstimate(
+        epsilon=estimate(observed, unobserved),
+        interval=interval,
+        observed_mean=float(observed.mean()),
+        observed_std=float(observed.std(ddof=1)),
+        unobserved_mean=float(unobserved.mean()),
+        unobserved_std=float(unobserved.std(ddof=1)),
+        n_observed=len(observed),
+        n_unobserved=len(unobserved),
+        delta=delta,
+    )
