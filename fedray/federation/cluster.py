@@ -9,9 +9,12 @@ worker) is reused as is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 import ray
@@ -33,13 +36,14 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
     if kind == "local":
         # Token auth stays on; only its start-up notice is silenced (the CLI's stderr is for errors).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(
-            num_cpus=cluster_cfg.num_cpus,
-            num_gpus=cluster_cfg.num_gpus,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
+        with _callers_signal_handlers():
+            ray.init(
+                num_cpus=cluster_cfg.num_cpus,
+                num_gpus=cluster_cfg.num_gpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
         return True
     if kind == "remote":
         address = cluster_cfg.address
@@ -48,8 +52,9 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
         runtime_env.setdefault("working_dir", str(PROJECT_ROOT))
         runtime_env.setdefault("excludes", SHIPPED_EXCLUDES)
         try:
-            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
-        except (ConnectionError, TimeoutError, RuntimeError) as err:
+            with _callers_signal_handlers():
+                ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
             raise FedrayError(f"cannot reach the Ray cluster at {address} ({_first_line(err)}): start it with "
                               "`ray up cluster.yaml`, or run here with cluster=local") from None
         return True
@@ -77,3 +82,17 @@ def check_reachable(address: str, *, timeout_s: float) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def _callers_signal_handlers():
+    """Keep the caller's SIGINT/SIGTERM handlers: ``ray.init`` installs its own, which exit with a stack dump."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

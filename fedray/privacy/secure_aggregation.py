@@ -24,8 +24,8 @@ for :math:`|x_\ell| \le B`. With N clients the integer sum satisfies
 demands, so the signed representative of the ring sum *is* the integer sum:
 no wrap-around. Decoding divides by s; the error per coordinate of the sum is
 at most :math:`N/(2s)` (N roundings of at most half a step), plus float64's own
-half-ulp rounding of the result. The default s is the largest power of two
-that satisfies the bound (a power of two makes :math:`s x` exact in float64).
+half-ulp rounding of the result. s must be a power of two, which makes
+:math:`s x` exact in float64; the default is the largest that satisfies the bound.
 B comes from the caller: the clip norm S for clipped updates
 (:math:`|x_\ell| \le \lVert x\rVert_2 \le S`, :func:`clipped_update_bound`), or
 :math:`n_{\max}\cdot\max|w|` for sample-weighted FedAvg (:func:`weighted_fedavg_bound`);
@@ -107,7 +107,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-RING_MODULUS = 2**64
 SIGNED_LIMIT = 2**63
 NOISE_TAIL_SIGMAS = 20.0
 # float32 clipping can overshoot the clip norm by one float32 rounding; this covers it.
@@ -134,8 +133,8 @@ class FixedPointCodec:
             raise ValueError(f"value_bound={self.value_bound} must be a positive finite bound on |value|")
         if self.num_clients < 1:
             raise ValueError(f"num_clients={self.num_clients} must be at least 1")
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise ValueError(f"scale={self.scale} must be positive and finite")
+        if not (self.scale > 0 and math.isfinite(self.scale) and math.frexp(self.scale)[0] == 0.5):
+            raise ValueError(f"scale={self.scale} must be a positive power of two, so that s*x is exact in float64")
         worst_sum = self.num_clients * (Fraction(self.value_bound) * Fraction(self.scale) + Fraction(1, 2))
         if worst_sum >= SIGNED_LIMIT:
             raise ValueError(
@@ -170,7 +169,7 @@ class FixedPointCodec:
             raise ValueError(
                 f"value {largest:.6g} exceeds the declared bound {self.value_bound:.6g}: the sum of "
                 f"{self.num_clients} encodings could overflow the ring; clip the update or declare a larger bound")
-        scaled = values * self.scale  # exact: the default scale is a power of two
+        scaled = values * self.scale  # exact: s is a power of two
         return np.rint(scaled, out=scaled).astype(np.int64).view(np.uint64)
 
     def decode_sum(self, ring_sum: np.ndarray) -> np.ndarray:
@@ -273,19 +272,12 @@ def _apply_mask(target: np.ndarray, pair_key: bytes, *, add: bool) -> None:
             target[start:stop] -= words
 
 
-def pair_mask(pair_key: bytes, length: int) -> np.ndarray:
-    """The mask m_ij of a pair key: ``length`` uniform elements of Z_{2^64}."""
-    mask = np.zeros(length, dtype=np.uint64)
-    _apply_mask(mask, pair_key, add=True)
-    return mask
-
-
 @dataclass(frozen=True)
 class SecureAggregationSession:
     """Public parameters of one attempt of one round; the driver creates it and sends it to every hospital.
 
-    ``session_id`` (random per run) salts the KDF so that runs never share
-    masks; ``value_bound`` (B) and ``scale`` (default: the largest safe one)
+    ``session_id`` (random by default; the driver may keep one per run and
+    pass it on) salts the KDF so that runs never share masks; ``value_bound`` (B) and ``scale`` (default: the largest safe one)
     fix the codec. Picklable, so it travels to Ray actors as it is.
     """
 
@@ -383,9 +375,10 @@ class ClientMasker:
             raise RuntimeError("this attempt's masks are spent: two vectors under one mask reveal their "
                                "difference; retry with session.next_attempt() and a new ClientMasker")
         if np.shape(vector) != (self.session.vector_length,):
-            raise ValueError(f"vector has shape {np.shape(vector)}, the session expects ({self.session.vector_length},)")
-        self._masked_once = True
+            raise ValueError(f"vector has shape {np.shape(vector)}, "
+                             f"the session expects ({self.session.vector_length},)")
         masked = self.session.codec.encode(vector)
+        self._masked_once = True  # from here on this attempt's masks count as used
         for peer, pair_key in sorted(self._pair_keys.items()):
             _apply_mask(masked, pair_key, add=self.client_id < peer)
         return masked
