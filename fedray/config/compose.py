@@ -65,7 +65,7 @@ def compose_config(overrides: list[str], *, run_dir: str | Path | None = None) -
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             composed = compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException, AttributeError) as err:  # OmegaConf raises the last bare
         raise FedrayError(composition_error(err)) from None
     finally:
         GlobalHydra.instance().clear()

@@ -106,7 +106,7 @@ class EhrSyntheticData(DataCommon):
 
 @dataclass
 class BreastCancerData(DataCommon):
-    pass
+    feature_ranges: Optional[Any] = free()  # {column: [low, high]}
 
 
 @dataclass
@@ -115,7 +115,7 @@ class TableData(DataCommon):
     label_column: str = text()
     consent_column: Optional[str] = free()
     id_column: Optional[str] = free()
-    feature_ranges: Optional[dict[str, Any]] = free()
+    feature_ranges: Optional[Any] = free()  # {column: [low, high]}
 
 
 # -- model -------------------------------------------------------------------------

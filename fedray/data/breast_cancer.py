@@ -17,7 +17,9 @@ scaling ranges reveals something about the data: ``feature_ranges`` are the
 data's own min and max, flagged ``ranges_public=False``. In a real deployment
 the ranges would come from clinical knowledge (e.g. a nucleus radius in
 micrometres), fixed before any patient is seen; a CSV with such ranges goes
-through :func:`fedray.data.table_csv.load_table`.
+through :func:`fedray.data.table_csv.load_table`, and ``data.feature_ranges``
+declares them here too (``{column: [low, high]}``, every column: the ranges
+are then public and the DP note about them goes away).
 
 Consent. The dataset records none, so ``Loaded.consent`` is None (every
 record counts as consented unless ``data.consent_list`` says otherwise).
@@ -32,6 +34,7 @@ import torch
 
 from fedray.data.types import Loaded, Records
 from fedray.config.schema import BreastCancerData
+from fedray.data.table_csv import feature_ranges
 
 CLASS_NAMES = ("benign", "malignant")
 
@@ -40,21 +43,22 @@ def load_breast_cancer(data_cfg: BreastCancerData, seed: int) -> Loaded:
     """All 569 records; ``seed`` is unused (the table is fixed, the split draws from it later)."""
     bunch = sklearn.datasets.load_breast_cancer()
     inputs = bunch.data.astype(np.float32)
-    # Ranges of the stored float32 values, so every input lies inside its range exactly.
-    as_stored = inputs.astype(np.float64)
+    names = tuple(str(name) for name in bunch.feature_names)
+    ranges, public = feature_ranges(inputs, names, data_cfg.feature_ranges or {})
     n = len(inputs)
     records = Records(
         inputs=torch.from_numpy(inputs),
         labels=(1 - bunch.target).astype(np.int64),
         ids=np.array([f"breast_cancer/{i:06d}" for i in range(n)], dtype=object),
         class_names=CLASS_NAMES,
-        feature_names=tuple(str(name) for name in bunch.feature_names),
-        feature_ranges=np.stack([as_stored.min(axis=0), as_stored.max(axis=0)], axis=1),
-        ranges_public=False,
+        feature_names=names,
+        feature_ranges=ranges,
+        ranges_public=public,
     )
     return Loaded(
         records=records,
         consent=None,
         skipped_files=(),
-        source=f"breast_cancer (scikit-learn's Wisconsin diagnostic table, {n} records, ranges from the data)",
+        source=f"breast_cancer (scikit-learn's Wisconsin diagnostic table, {n} records, "
+               f"{'declared public ranges' if public else 'ranges from the data'})",
     )

@@ -36,7 +36,7 @@ def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, l
       statistics through the Gaussian mechanism at ``data.whitening_epsilon_share``
       of the run's ε and δ (:func:`private_colour_moments`); the entries
       returned here are charged in the ledger and the training budget is
-      reduced by the same share (:func:`fedray.privacy.setup.plan_privacy`).
+      reduced by the same share (:func:`fedray.privacy.mechanisms.plan_privacy`).
     """
     if train_shards[0].kind == "table":
         return FeatureScaling.from_ranges(train_shards[0].feature_ranges), []

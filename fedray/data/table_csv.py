@@ -70,7 +70,7 @@ def load_table(data_cfg: TableData, seed: int) -> Loaded:
     labels, class_names = _labels(frame[label], label)
     names = tuple(c for c in frame.columns if c not in {label, consent_column, id_column})
     inputs = _features(frame, names, path)
-    ranges, public = _ranges(inputs, names, data_cfg.feature_ranges or {})
+    ranges, public = feature_ranges(inputs, names, data_cfg.feature_ranges or {})
     n = len(frame)
     if id_column is None:
         ids = np.array([f"table/{i:06d}" for i in range(n)], dtype=object)
@@ -141,7 +141,7 @@ def _features(frame: pd.DataFrame, names: tuple[str, ...], path: Path) -> np.nda
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-def _ranges(inputs: np.ndarray, names: tuple[str, ...], given: Mapping) -> tuple[np.ndarray, bool]:
+def feature_ranges(inputs: np.ndarray, names: tuple[str, ...], given: Mapping) -> tuple[np.ndarray, bool]:
     """``[D, 2]`` float64 ranges (given ones, else the data's min/max) and whether all were given."""
     unknown = sorted(set(given) - set(names))
     if unknown:

@@ -11,7 +11,7 @@ Each round the driver
 
 It receives only what each hospital's privacy plan releases (parameters,
 sample counts and, without DP, metrics; see
-:func:`fedray.privacy.setup.released_metrics`). The validation and test
+:func:`fedray.privacy.mechanisms.released_metrics`). The validation and test
 records it evaluates on are the consortium's held-out evaluation sets, handed
 to it at construction; no hospital training record ever reaches it.
 
@@ -42,7 +42,7 @@ from fedray.federation.hospital import HospitalError
 from fedray.federation.runtime import placement_of_this_actor
 from fedray.metrics import classification_metrics
 from fedray.privacy.randomness import DRIVER, NoiseSource
-from fedray.privacy.setup import released_metrics
+from fedray.privacy.mechanisms import released_metrics
 from fedray.models import model_family
 from fedray.strategies import ClientResult, build_strategy
 from fedray.training import build_evaluator

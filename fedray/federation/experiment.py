@@ -46,7 +46,7 @@ from fedray.federation.hospital import Hospital
 from fedray.models import model_family
 from fedray.privacy.audit import audit_pools, run_audit
 from fedray.privacy.randomness import new_release_key
-from fedray.privacy.setup import PrivacyPlan, check_mechanism, plan_privacy
+from fedray.privacy.mechanisms import PrivacyPlan, check_mechanism, plan_privacy
 from fedray.training import build_training_model
 
 

@@ -8,7 +8,7 @@ all hospitals), trains locally, and returns a
 :class:`~fedray.strategies.ClientResult`.
 
 What leaves the hospital is decided by the privacy plan
-(:func:`fedray.privacy.setup.released_metrics`): without DP, parameters,
+(:func:`fedray.privacy.mechanisms.released_metrics`): without DP, parameters,
 sample count, training metrics and metrics on its own validation shard; under
 any DP mechanism, only the mechanism's output (noised parameters, or
 parameters trained on privatised records) and record-independent counters.
@@ -31,7 +31,7 @@ from fedray.errors import FedrayError
 from fedray.federation.runtime import placement_of_this_actor
 from fedray.metrics import classification_metrics
 from fedray.privacy.randomness import NoiseSource, hospital as hospital_party
-from fedray.privacy.setup import released_metrics
+from fedray.privacy.mechanisms import released_metrics
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
 from fedray.training.device import configure_process

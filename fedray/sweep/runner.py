@@ -32,7 +32,7 @@ from fedray.config import Config, replace
 from fedray.errors import FedrayError
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
-from fedray.privacy.setup import check_mechanism, plan_privacy
+from fedray.privacy.mechanisms import check_mechanism, plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.sweep.resources import check_memory_plan, check_trial_fits, gpu_memory_bytes, trial_bundles
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config

@@ -43,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from fedray.privacy.mechanisms import REGISTRY
 from fedray.sweep.report import (
     DEFAULT_UTILITY,
     HEADLINE_METRICS,
@@ -53,7 +54,7 @@ from fedray.sweep.report import (
 )
 
 # Table rows list mechanisms from none (the non-private baseline) through the private ones; others follow.
-MECHANISMS = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
+MECHANISMS = tuple(REGISTRY)  # table order
 NON_PRIVATE = "∞ (non-private)"
 _METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
             ("AUC-ROC", "auc"))

@@ -13,7 +13,7 @@ that includes every record independently with probability q = B/n (the
 amplification-by-sampling analysis assumes exactly this, not shuffled
 fixed-size batches). Per-record gradients are clipped to norm C and
 :math:`\mathcal N(0, \sigma^2 C^2)` noise is added to their sum, with σ
-calibrated before the run for the planned steps (:mod:`fedray.privacy.setup`).
+calibrated before the run for the planned steps (:mod:`fedray.privacy.mechanisms`).
 The steps actually taken are what the ledger reports.
 
 Randomness. The Poisson masks and the Gaussian noise of round r are drawn

@@ -21,11 +21,12 @@ a lone tree predicts 0/1 probabilities and its log loss is floored at 1e-7
 as in :mod:`fedray.metrics`.
 
 The DP forest splits the rows into T = ``n_estimators`` disjoint chunks of about
-n/T rows each (after a seeded shuffle, which fedray turns on: the default
-in-order split would give each tree one block of a label-sorted shard) and
-fits each tree on its chunk with the *full* ε; the library charges ε once,
-by parallel composition. More trees therefore cost no budget but give each
-tree fewer records.
+n/T rows each (after a secret shuffle: an in-order split would give each tree
+one block of a label-sorted shard) and fits each tree on its chunk with the
+*full* ε; by parallel composition the forest is ε-DP. More trees therefore
+cost no budget but give each tree fewer records. fedray fits the T trees
+itself (:meth:`TreeTrainer.fit_private_trees`) rather than through
+diffprivlib's forest class, which would reseed each tree from 31 bits.
 
 Assumptions that void the guarantee:
 
@@ -102,7 +103,7 @@ class TreeTrainer(TreeEvaluator):
         self.seed = seed
         self.hospital = hospital
         self.noise = noise
-        self.accountant = None
+        self.accountants: list = []
         self.released: tuple[Params, dict[str, float]] | None = None
         self.restored_spent = 0.0
 
@@ -129,10 +130,14 @@ class TreeTrainer(TreeEvaluator):
 
     def fit_once(self) -> tuple[Params, dict[str, float]]:
         x = map_inputs(self.inputs, self.input_map)
-        model = self.build(num_features=x.shape[1])
-        model.fit(x, self.labels)
-        own = forest_to_params(getattr(model, "estimators_", [model]), weight=1.0,
-                               num_classes=self.num_classes, classes_seen=model.classes_)
+        trees = self.fit_private_trees(x) if self.private else None
+        if trees is None:
+            model = self.build(num_features=x.shape[1])
+            model.fit(x, self.labels)
+            trees, classes = getattr(model, "estimators_", [model]), model.classes_
+        else:
+            classes = np.arange(self.num_classes)
+        own = forest_to_params(trees, weight=1.0, num_classes=self.num_classes, classes_seen=classes)
         probs = predict_proba_from_params(own, x, self.num_classes)
         picked = probs[np.arange(self.num_samples), self.labels]
         return own, {
@@ -142,37 +147,48 @@ class TreeTrainer(TreeEvaluator):
         }
 
     def build(self, *, num_features: int):
-        """An unfitted estimator: scikit-learn's when non-private, else diffprivlib's with its own accountant."""
-        max_depth = self.model_cfg.max_depth
-        forest = self.model_cfg.name == "random_forest"
-        n_estimators = self.model_cfg.n_estimators if forest else 1
-        if not self.private:
-            random_state = int(np.random.SeedSequence([self.seed, self.hospital, 0x7EE]).generate_state(1)[0])
-            from sklearn.ensemble import RandomForestClassifier
-            from sklearn.tree import DecisionTreeClassifier
+        """An unfitted non-private estimator: scikit-learn's tree or forest, seeded from the config."""
+        random_state = int(np.random.SeedSequence([self.seed, self.hospital, 0x7EE]).generate_state(1)[0])
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.tree import DecisionTreeClassifier
 
-            if forest:
-                return RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, random_state=random_state)
-            return DecisionTreeClassifier(max_depth=max_depth, random_state=random_state)
+        if self.model_cfg.name == "random_forest":
+            return RandomForestClassifier(n_estimators=self.model_cfg.n_estimators, max_depth=self.model_cfg.max_depth,
+                                          random_state=random_state)
+        return DecisionTreeClassifier(max_depth=self.model_cfg.max_depth, random_state=random_state)
+
+    def fit_private_trees(self, x: np.ndarray) -> list:
+        """diffprivlib ε-DP trees, each on its own disjoint share of the rows (parallel composition: ε in all).
+
+        The forest is built here, not by ``diffprivlib.models.RandomForestClassifier``: that class reseeds
+        every tree with a 31-bit integer, and a released tree would let anyone search those 2^31 seeds
+        for the draws of its leaf-label mechanism. Tree t draws from the hospital's secret release
+        stream ``(DP_TREE, t)`` instead, and the row shares from ``(DP_TREE, T)``.
+        """
         # Imported here: the non-private path must work where diffprivlib does not import (scikit-learn >= 1.9).
         import diffprivlib.models
         from diffprivlib import BudgetAccountant
 
-        self.accountant = BudgetAccountant(epsilon=self.epsilon, delta=0.0)
-        # A one-time release: the hospital's secret release key makes a restarted refit identical.
-        random_state = self.noise.release_random_state(Purpose.DP_TREE)
-        common = dict(epsilon=self.epsilon, bounds=(np.zeros(num_features), np.ones(num_features)),
-                      classes=list(range(self.num_classes)), random_state=random_state,
-                      accountant=self.accountant, max_depth=max_depth)
-        if forest:
-            return diffprivlib.models.RandomForestClassifier(n_estimators=n_estimators, shuffle=True, **common)
-        return diffprivlib.models.DecisionTreeClassifier(**common)
+        count = self.model_cfg.n_estimators if self.model_cfg.name == "random_forest" else 1
+        order = self.noise.release_generator(Purpose.DP_TREE, index=count).permutation(self.num_samples)
+        self.accountants, trees = [], []
+        for t, rows in enumerate(np.array_split(order, count)):
+            accountant = BudgetAccountant(epsilon=self.epsilon, delta=0.0)
+            tree = diffprivlib.models.DecisionTreeClassifier(
+                epsilon=self.epsilon, bounds=(np.zeros(x.shape[1]), np.ones(x.shape[1])),
+                classes=list(range(self.num_classes)), max_depth=self.model_cfg.max_depth,
+                random_state=self.noise.release_random_state(Purpose.DP_TREE, index=t), accountant=accountant)
+            tree.fit(x[rows], self.labels[rows])
+            self.accountants.append(accountant)
+            trees.append(tree)
+        return trees
 
-    # -- privacy state: the ε the library's accountant has charged (none without DP) --
+    # -- privacy state: the ε the libraries' accountants have charged (none without DP) --
     def privacy_state(self) -> dict:
         if not self.private:
             return {}
-        spent = self.accountant.total()[0] if self.accountant is not None else 0.0  # total() is (ε, δ)
+        # Disjoint rows: the record-level ε is the largest any one tree's accountant charged.
+        spent = max((a.total()[0] for a in self.accountants), default=0.0)  # total() is (ε, δ)
         # After a restart the refit reproduces the recorded release, so the two are not composed.
         return {"dp_epsilon_spent": float(max(spent, self.restored_spent))}
 
