@@ -69,6 +69,9 @@ def plottable(frame: pd.DataFrame, utility: str) -> pd.DataFrame:
     mechanisms = shown["mechanism"].fillna("none").astype(str)
     several = mechanisms.groupby(shown["backbone"]).transform("nunique") > 1
     shown["series"] = shown["backbone"].where(~several, shown["backbone"] + " / " + mechanisms)
+    units = shown["privacy_unit"] if "privacy_unit" in shown else pd.Series(None, index=shown.index)
+    if units.dropna().nunique() > 1:  # ε per record and ε per hospital are different guarantees: say which
+        shown["series"] = shown["series"] + " [ε per " + units.fillna("—").astype(str) + "]"
     shown["_x"] = _x_positions(shown["epsilon_spent"].to_numpy(float))
     return shown
 
@@ -86,15 +89,18 @@ def _x_positions(eps: np.ndarray) -> np.ndarray:
 
 
 def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, colours: dict) -> None:
+    # Trials are chosen on ``utility`` (validation); the panel shows their held-out test counterpart.
+    reported = utility.replace("val_", "test_", 1) if utility.startswith("val_") and \
+        utility.replace("val_", "test_", 1) in shown else utility
     for name, colour in colours.items():
         trials = shown[shown["series"] == name]
-        ax.scatter(trials["_x"], trials[utility], s=12, color=colour, alpha=0.3)
+        ax.scatter(trials["_x"], trials[reported], s=12, color=colour, alpha=0.3)
         line = best[best["series"] == name]
-        _broken_line(ax, line, utility, "-o", colour, f"{name} (best trial per target ε)")
+        _broken_line(ax, line, reported, "-o", colour, f"{name} (trial chosen per target ε on {utility})")
     pareto = shown[shown["pareto_overall"]]
-    ax.scatter(pareto["_x"], pareto[utility], s=170, facecolors="none", edgecolors="black", linewidths=1.4,
-               label="Pareto-optimal (all backbones)")
-    ax.set_ylabel(utility.replace("_", " "))
+    ax.scatter(pareto["_x"], pareto[reported], s=170, facecolors="none", edgecolors="black", linewidths=1.4,
+               label=f"Pareto-optimal on {utility}, within each privacy unit")
+    ax.set_ylabel(reported.replace("_", " "))
     ax.set_title("utility vs privacy spent")
     _epsilon_axis(ax, shown["_x"].to_numpy(float), shown["epsilon_spent"].to_numpy(float))
     ax.legend(fontsize=8)
