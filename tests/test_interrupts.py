@@ -4,7 +4,8 @@
 - A sweep stopped by SIGINT prints fedray's resume command, exits non-zero and writes no frontier; the resumed
   sweep finishes with one row per trial, and the trial that had checkpointed continues after its last
   checkpointed round with the ledger of an uninterrupted run.
-- A healthy run prints no error-level Ray line; an unreachable cluster is one line within the bound.
+- A healthy run prints no error-level Ray line and exports its final and best-validation models; an unreachable
+  cluster is one line within the bound.
 """
 
 from __future__ import annotations
@@ -82,13 +83,25 @@ def test_an_interrupted_sweep_resumes_from_its_last_checkpoint_with_the_same_led
         assert entry["steps"] == 4 * 2 * round(1 / entry["sample_rate"])
 
 
-def test_a_healthy_run_prints_no_error_level_ray_line(tmp_path):
-    log = tmp_path / "log.txt"
-    proc = start([*TINY, "privacy=dpsgd", "privacy.epsilon=3", f"hydra.run.dir={tmp_path}/run", *QUIET], log)
+def test_a_healthy_run_prints_no_error_level_ray_line_and_exports_its_models(tmp_path):
+    log, run_dir = tmp_path / "log.txt", tmp_path / "run"
+    proc = start([*TINY, "privacy=dpsgd", "privacy.epsilon=3", f"hydra.run.dir={run_dir}", *QUIET], log)
     assert proc.wait(timeout=300) == 0
     output = log.read_text()
     assert "results:" in output
     assert not RAY_ERROR_LINE.search(output), [line for line in output.splitlines() if RAY_ERROR_LINE.search(line)]
+    # Both models load with torch alone into the architecture the run trained (GroupNorm under DP-SGD).
+    import torch
+
+    from conftest import backbone
+    from fedray.models import build_model
+    from fedray.privacy.compat import make_dp_compatible
+
+    model = make_dp_compatible(build_model(backbone("small_cnn"), num_classes=3, image_size=16))
+    for name in ("final_model.pt", "best_val_model.pt"):
+        state = torch.load(run_dir / name, weights_only=True)
+        model.load_state_dict(state)
+        assert set(state) == set(model.state_dict())
 
 
 def test_an_unreachable_cluster_is_one_line_naming_the_address_within_the_bound(tmp_path):
