@@ -180,6 +180,8 @@ class Federation(ReadOnly):
     driver: Resources = free()
     max_restarts: int = nonnegative_count()
     max_round_retries: int = nonnegative_count()
+    secure_aggregation: bool = boolean()
+    secure_max_abs: float = positive()
     fault_injection: Optional[Any] = free()  # testing only: {hospital: k, round: r}
 
 

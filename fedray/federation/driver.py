@@ -40,8 +40,10 @@ from fedray.data.input_map import input_map_from_state
 from fedray.errors import FedrayError
 from fedray.federation.hospital import HospitalError
 from fedray.federation.runtime import placement_of_this_actor
+from fedray.federation.secure_round import SecureRound
 from fedray.metrics import classification_metrics
 from fedray.privacy.randomness import DRIVER, NoiseSource
+from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
 from fedray.models import model_family
 from fedray.strategies import ClientResult, build_strategy
@@ -68,6 +70,7 @@ class Driver:
         input_map_state: dict,
         num_classes: int,
         num_features: int | None,
+        max_samples: int,
         resources: dict,
     ):
         self.cfg = cfg
@@ -82,6 +85,8 @@ class Driver:
         self.hospitals_release_metrics = released_metrics(plan) is None
         self.global_params: Params = self.evaluator.export()
         self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
+        self.secure = _secure_round(cfg, plan, self.global_params, num_hospitals=len(hospitals),
+                                    max_samples=max_samples)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.val_set, self.test_set = (
@@ -95,6 +100,8 @@ class Driver:
     # -- one round ----------------------------------------------------------------
     def run_round(self, round_idx: int) -> dict:
         start = time.perf_counter()
+        if self.secure is not None:
+            return self._finish_round(round_idx, start, self._secure_round(round_idx), [])
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
         refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
         param_refs = [refs_by_params[id(p)] for p in starts]
@@ -105,12 +112,12 @@ class Driver:
             self.local_params = [r.params for r in results]
         else:
             self.global_params = self.strategy.aggregate(round_idx, self.global_params, results)
-        fit_seconds = time.perf_counter() - start
-        record = {
-            "round": round_idx,
-            "fit_seconds": fit_seconds,
-            "clients": [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results],
-        }
+        clients = [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results]
+        return self._finish_round(round_idx, start, self.global_params, clients)
+
+    def _finish_round(self, round_idx: int, start: float, global_params: Params, clients: list[dict]) -> dict:
+        self.global_params = global_params
+        record = {"round": round_idx, "fit_seconds": time.perf_counter() - start, "clients": clients}
         record.update(self._evaluate())
         if record["val"]["balanced_accuracy"] > self.best_val[0]:
             self.best_val = (record["val"]["balanced_accuracy"], self.final_params())
@@ -143,17 +150,62 @@ class Driver:
                     ref = self._restart_and_refit(k, param_refs[k], round_idx)
         return [results[k] for k in sorted(results)]
 
-    def _restart_and_refit(self, k: int, param_ref, round_idx: int):
+    def _secure_round(self, round_idx: int) -> Params:
+        """One masked round: keys, relay, masked payloads, the unmasked sum, the next global model.
+
+        Any hospital failure restarts the masking for everyone as a new attempt
+        (fresh key pairs; no mask is ever reused): hospitals that had trained
+        keep their update, a restarted one retrains from the same global model.
+        """
+        param_ref = ray.put(self.global_params)
+        ids = tuple(range(len(self.hospitals)))
+        session = SecureAggregationSession(participants=ids, round_idx=round_idx, attempt=0,
+                                           vector_length=self.secure.vector_length,
+                                           value_bound=self.secure.value_bound)
+        for attempt in range(self.max_round_retries + 1):
+            try:
+                pending = [h.secure_fit.remote(param_ref, round_idx, session) for h in self.hospitals]
+                if self.fault_injection.get("round") == round_idx and not self.restarts:
+                    ray.kill(self.hospitals[int(self.fault_injection["hospital"])], no_restart=False)
+                keys = dict(zip(ids, self._get(pending)))
+                masked = self._get([h.secure_mask.remote(keys, self.secure) for h in self.hospitals])
+                total = session.unmask_sum(dict(zip(ids, masked)))
+                break
+            except HOSPITAL_FAILURES as err:
+                if attempt == self.max_round_retries:
+                    raise RuntimeError(f"secure aggregation failed {attempt + 1} times in round {round_idx}; "
+                                       "refusing to continue with fewer hospitals") from err
+                self.restarts += 1
+                for k in ids:
+                    self._wait_until_answering(k)
+                ray.get([h.restore_privacy_state.remote(s) for h, s in zip(self.hospitals, self.privacy_states)])
+                session = session.next_attempt()
+        self.privacy_states = ray.get([h.privacy_state.remote() for h in self.hospitals])
+        return self.secure.apply(self.global_params, total, participants=len(ids))
+
+    def _get(self, refs: list):
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as err:
+            if isinstance(err.cause, HospitalError):
+                raise FedrayError(err.cause.args[0]) from None
+            raise
+
+    def _wait_until_answering(self, k: int) -> None:
         hospital = self.hospitals[k]
         deadline = time.monotonic() + 120
         while True:  # Ray restarts the actor asynchronously; wait until it answers.
             try:
                 ray.get(hospital.ping.remote(), timeout=30)
-                break
+                return
             except HOSPITAL_FAILURES + (ray.exceptions.GetTimeoutError,):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def _restart_and_refit(self, k: int, param_ref, round_idx: int):
+        hospital = self.hospitals[k]
+        self._wait_until_answering(k)
         ray.get(hospital.restore_privacy_state.remote(self.privacy_states[k]))
         return hospital.fit.remote(param_ref, round_idx)
 
@@ -218,3 +270,15 @@ def _mean_metrics(runs: list[dict]) -> dict:
     """Mean of each scalar metric over hospitals' models (mode=local)."""
     keys = [k for k, v in runs[0].items() if isinstance(v, float)]
     return {k: float(np.mean([r[k] for r in runs])) for k in keys}
+
+
+def _secure_round(cfg: Config, plan: dict, global_params: Params, *, num_hospitals: int,
+                  max_samples: int) -> SecureRound | None:
+    """The masked aggregation of ``fl.secure_aggregation=true``: DP-FedAvg's noised sum, or FedAvg's."""
+    if not cfg.fl.secure_aggregation:
+        return None
+    if plan["name"] == "dpfedavg" and plan.get("noise_multiplier", 0) > 0:
+        return SecureRound.for_dp_fedavg(global_params, clip_norm=plan["clip_norm"],
+                                         noise_multiplier=plan["noise_multiplier"], num_clients=num_hospitals)
+    return SecureRound.for_fedavg(global_params, weighted=cfg.fl.weighting == "samples",
+                                  max_abs=cfg.fl.secure_max_abs, max_samples=max_samples)

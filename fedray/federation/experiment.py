@@ -200,7 +200,8 @@ def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
         cfg=prep.cfg, plan=prep.privacy.resolved_cfg, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
         input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
-        num_features=prep.num_features, resources=driver_res,
+        num_features=prep.num_features, max_samples=max(len(s) for s in prep.dealt.train_shards),
+        resources=driver_res,
     )
 
 

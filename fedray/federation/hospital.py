@@ -30,7 +30,9 @@ from fedray.data.input_map import input_map_from_state
 from fedray.errors import FedrayError
 from fedray.federation.runtime import placement_of_this_actor
 from fedray.metrics import classification_metrics
-from fedray.privacy.randomness import NoiseSource, hospital as hospital_party
+from fedray.federation.secure_round import SecureRound
+from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
+from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
@@ -69,6 +71,9 @@ class Hospital:
         noise = (NoiseSource.reproducible(cfg.seed, party) if cfg.privacy.reproducible_noise
                  else NoiseSource.secret(party, release_key=release_key))
         self.released = released_metrics(plan)
+        self.noise = noise
+        self.pending: tuple | None = None  # secure aggregation: (round, start params, trained params) not yet masked
+        self.masker: ClientMasker | None = None
         self.trainer = self._guard(lambda: build_trainer(
             cfg=cfg, plan=plan, num_classes=num_classes, num_features=num_features,
             inputs=train_shard["inputs"], labels=train_shard["labels"],
@@ -89,6 +94,33 @@ class Hospital:
         return ClientResult(
             hospital=self.hospital_id, params=new_params, num_samples=self.trainer.num_samples, metrics=metrics
         )
+
+    def secure_fit(self, params: Params, round_idx: int, session: SecureAggregationSession) -> bytes:
+        """Secure aggregation, step 1: train (once per round; a new attempt reuses the update) and key a fresh masker.
+
+        Returns this attempt's public X25519 key, which the driver relays to every hospital.
+        """
+        if self.pending is None or self.pending[0] != round_idx:
+            new_params, _ = self._guard(
+                lambda: self.trainer.fit(params, epochs=self.local_epochs, round_idx=round_idx), f"round {round_idx}")
+            self.pending = (round_idx, params, new_params)
+        self.masker = ClientMasker(session, self.hospital_id)
+        return self.masker.public_key
+
+    def secure_mask(self, public_keys: dict[int, bytes], secure: SecureRound) -> np.ndarray:
+        """Secure aggregation, step 2: agree on the pair keys and return the masked payload (uniform on the ring).
+
+        The DP noise share is keyed by the round, not the attempt: a fresh mask
+        hides each attempt's payload, and reusing the noise keeps a
+        reproducible run identical to one with a retried attempt.
+        """
+        round_idx, start, trained = self.pending
+        payload = secure.payload(start, trained, self.trainer.num_samples,
+                                 rng=self.noise.numpy_generator(round_idx, Purpose.SECAGG_NOISE))
+        self.masker.agree(public_keys)
+        masked = self._guard(lambda: self.masker.mask(payload), f"masking round {round_idx}")
+        self.masker = None
+        return masked
 
     def evaluate(self, params: Params) -> dict:
         """Metrics of ``params`` on this hospital's own validation shard; nothing under a DP mechanism."""

@@ -49,6 +49,8 @@ from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTI
 
 FAMILY_NAMES = {"image": "image backbones", "table": "mlp, logreg", "tree": "decision_tree, random_forest"}
 NON_PRIVATE_NOTE = "non-private: no clipping, no noise"
+AGGREGATION = {False: "plain: the driver sees each hospital's update",
+               True: "secure: the driver sees only masked updates and their sum"}
 
 
 class Mechanism:
@@ -244,10 +246,16 @@ class PrivacyPlan:
         plan = self.resolved_cfg
         if self.mechanism == "none" or math.isinf(plan["epsilon"]):
             return {"mechanism": self.mechanism, "target_epsilon": math.inf, "epsilon": math.inf,
-                    "delta": plan.get("delta"), "note": NON_PRIVATE_NOTE}
+                    "delta": plan.get("delta"), "note": NON_PRIVATE_NOTE,
+                    "aggregation": AGGREGATION[bool(plan.get("secure_aggregation"))]}
         owner = mechanism(self.mechanism)
+        trust = owner.trust
+        if plan.get("secure_aggregation") and self.mechanism == "dpfedavg":
+            trust = ("nobody: distributed DP; each hospital adds its share of the noise before secure "
+                     "aggregation, so the driver never sees an un-noised update")
         return {"mechanism": self.mechanism, "unit": owner.unit, "target_epsilon": plan["epsilon"],
-                **owner.ledger(plan, hospital_states), "trust": owner.trust, "noise": plan["noise"]}
+                **owner.ledger(plan, hospital_states), "trust": trust, "noise": plan["noise"],
+                "aggregation": AGGREGATION[bool(plan.get("secure_aggregation"))]}
 
 
 def check_pair(model_name: str, family: str, name: str) -> None:
@@ -261,8 +269,13 @@ def check_pair(model_name: str, family: str, name: str) -> None:
 
 def check_mechanism(cfg: Config) -> None:
     """Refuse, before Ray starts, every combination that cannot give the guarantee it would report."""
-    check_pair(cfg.model.name, model_family(cfg.model.name), cfg.privacy.name)
+    family = model_family(cfg.model.name)
+    check_pair(cfg.model.name, family, cfg.privacy.name)
     mechanism(cfg.privacy.name).refuse(cfg)
+    if cfg.fl.secure_aggregation and (cfg.mode != "federated" or family == "tree" or cfg.fl.num_hospitals < 2):
+        raise FedrayError(f"fl.secure_aggregation=true with mode={cfg.mode}, model={cfg.model.name} and "
+                          f"{cfg.fl.num_hospitals} hospital(s): masked sums need mode=federated, at least two "
+                          "hospitals and a model whose parameters add up (not a tree); set fl.secure_aggregation=false")
 
 
 def plan_privacy(cfg: Config, *, shard_sizes: list[int], ranges_public: bool = True,
@@ -287,6 +300,8 @@ def released_metrics(plan: dict) -> frozenset[str] | None:
     Loss and accuracy on private batches, fit times and metrics on a hospital's
     own validation shard all do, and they would leave un-noised.
     """
+    if plan.get("secure_aggregation"):  # only masked sums leave a hospital, and record-independent counters
+        return frozenset({"local_steps", "dp_steps"})
     if plan["name"] == "none" or math.isinf(float(plan.get("epsilon", math.inf))):
         return None
     return mechanism(plan["name"]).released
@@ -295,4 +310,5 @@ def released_metrics(plan: dict) -> frozenset[str] | None:
 def _common(cfg: Config) -> dict:
     privacy = cfg.privacy
     return {"name": privacy.name, "reproducible_noise": privacy.reproducible_noise,
-            "noise": REPRODUCIBLE_DESCRIPTION if privacy.reproducible_noise else SECRET_DESCRIPTION}
+            "noise": REPRODUCIBLE_DESCRIPTION if privacy.reproducible_noise else SECRET_DESCRIPTION,
+            "secure_aggregation": cfg.fl.secure_aggregation}

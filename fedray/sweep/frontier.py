@@ -34,7 +34,7 @@ from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, render_report
 from fedray.sweep.tables import render_tables
 
-SCHEMA_VERSION = 3  # 3: validation metrics (the selection metric), beside test
+SCHEMA_VERSION = 3  # 3: validation metrics (the selection metric) beside test; strategy, secure aggregation
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
@@ -57,6 +57,8 @@ _COLUMNS = [
     ("rounds", pa.int64(), ("config", "fl", "rounds")),
     ("local_epochs", pa.int64(), ("config", "fl", "local_epochs")),
     ("hospitals", pa.int64(), ("config", "fl", "num_hospitals")),
+    ("strategy", pa.string(), ("config", "fl", "strategy")),
+    ("secure_aggregation", pa.bool_(), ("config", "fl", "secure_aggregation")),
     ("cv_folds", pa.int64(), ("summary", "cv", "folds")),
     ("seed", pa.int64(), ("config", "seed")),
     ("mode", pa.string(), ("config", "mode")),

@@ -32,7 +32,7 @@ from fedray.config import Config, compose_config
 from fedray.config.schema import Sweep
 from fedray.errors import FedrayError
 
-GROUPS = ("model", "privacy")
+GROUPS = ("model", "privacy", "fl")
 # Axis name -> config path, for every sweep; a sweep's own ``sweep.axes`` adds to or overrides these.
 AXES = {
     "backbone": "model",
@@ -51,6 +51,8 @@ AXES = {
     "hospitals": "fl.num_hospitals",
     "batch_size": "train.batch_size",
     "folds": "cv.folds",
+    "strategy": "fl",
+    "secure_aggregation": "fl.secure_aggregation",
 }
 
 

@@ -1,0 +1,105 @@
+r"""One round under secure aggregation: what each hospital masks, and what the driver makes of the sum (pure numpy).
+
+The masking protocol itself is :mod:`fedray.privacy.secure_aggregation`
+(X25519 pair keys, ChaCha20 masks, a fixed-point ring). This module decides the
+vector each hospital puts into it and how the driver turns the unmasked sum
+into the next global model, for the two aggregations fedray can run on sums:
+
+- **FedAvg** (no DP, or record-level DP-SGD at the hospitals): hospital k masks
+  its floating parameters :math:`w_k`, times :math:`n_k` with one more element
+  :math:`n_k` under sample weighting; the driver learns
+  :math:`\sum_k n_k w_k` and :math:`\sum_k n_k` and sets
+  :math:`w = \sum_k n_k w_k / \sum_k n_k`, FedAvg exactly up to fixed-point
+  rounding. The ring needs a bound on every coordinate: ``fl.secure_max_abs``
+  declares :math:`\max|w|`, and a hospital whose parameters exceed it refuses
+  to mask (a clear error, never a wrapped sum).
+- **Distributed DP-FedAvg** (``privacy=dpfedavg``): hospital k clips its update
+  :math:`\Delta_k = w_k - w` to norm S and adds its share
+  :math:`\mathcal N(0, z^2S^2/K)` of the noise before masking; the driver
+  learns only the noised sum, whose noise is the :math:`\mathcal N(0, z^2S^2)`
+  central DP-FedAvg adds, and sets :math:`w \leftarrow w + \frac1K\sum_k(\bar\Delta_k + e_k)`.
+  The driver never sees an un-noised update: it need not be trusted.
+
+Integer buffers (BatchNorm's counters) are not summed: the global value is kept.
+What the driver still learns: the sum (and under sample weighting the total
+count :math:`\sum_k n_k`), who took part, and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedray.privacy.client_level import clip_update
+from fedray.privacy.secure_aggregation import (
+    ParamSpec,
+    add_noise_share,
+    clipped_update_bound,
+    flatten_params,
+    split_weighted_sum,
+    unflatten,
+    weighted_fedavg_bound,
+    weighted_payload,
+)
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SecureRound:
+    """What the driver and every hospital agree on for masked rounds: tensor layout, ring bound, aggregation."""
+
+    spec: tuple[ParamSpec, ...]
+    value_bound: float
+    weighted: bool  # FedAvg by samples: hospitals mask (n_k w_k, n_k)
+    clip_norm: float | None = None  # distributed DP-FedAvg: clip norm S and noise multiplier z
+    noise_multiplier: float = 0.0
+    num_clients: int = 1
+
+    @classmethod
+    def for_fedavg(cls, global_params: Params, *, weighted: bool, max_abs: float, max_samples: int) -> SecureRound:
+        _, spec = flatten_params(_floating(global_params))
+        bound = weighted_fedavg_bound(max_abs_value=max_abs, max_samples=max_samples if weighted else 1)
+        return cls(spec=spec, value_bound=bound, weighted=weighted)
+
+    @classmethod
+    def for_dp_fedavg(cls, global_params: Params, *, clip_norm: float, noise_multiplier: float,
+                      num_clients: int) -> SecureRound:
+        _, spec = flatten_params(_floating(global_params))
+        bound = clipped_update_bound(clip_norm, noise_multiplier=noise_multiplier, num_clients=num_clients)
+        return cls(spec=spec, value_bound=bound, weighted=False, clip_norm=clip_norm,
+                   noise_multiplier=noise_multiplier, num_clients=num_clients)
+
+    @property
+    def vector_length(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in self.spec) + (1 if self.weighted else 0)
+
+    def payload(self, global_params: Params, params: Params, num_samples: int,
+                rng: np.random.Generator) -> np.ndarray:
+        """The vector hospital k masks after training ``global_params`` into ``params`` on ``num_samples`` records."""
+        if self.clip_norm is None:
+            vector, _ = flatten_params(_floating(params), self.spec)
+            return weighted_payload(vector, num_samples) if self.weighted else vector
+        update = {p.name: params[p.name] - global_params[p.name] for p in self.spec}
+        clipped, _ = clip_update(update, clip_norm=self.clip_norm)
+        vector, _ = flatten_params(clipped, self.spec)
+        return add_noise_share(vector, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
+                               num_clients=self.num_clients, rng=rng)
+
+    def apply(self, global_params: Params, total: np.ndarray, *, participants: int) -> Params:
+        """The next global model from the unmasked sum of the ``participants`` hospitals' :meth:`payload`."""
+        if self.clip_norm is not None:  # DP-FedAvg divides by the fixed count its noise is calibrated to
+            step = unflatten(total / self.num_clients, self.spec)
+            new = {name: global_params[name] + value for name, value in step.items()}
+        elif self.weighted:
+            weighted_sum, count = split_weighted_sum(total)
+            new = unflatten(weighted_sum / count, self.spec)
+        else:
+            new = unflatten(total / participants, self.spec)
+        return {name: new[name].astype(value.dtype) if name in new else value
+                for name, value in global_params.items()}
+
+
+def _floating(params: Params) -> Params:
+    return {name: value for name, value in params.items() if np.issubdtype(np.asarray(value).dtype, np.floating)}
