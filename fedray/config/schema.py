@@ -175,6 +175,7 @@ class Federation(ReadOnly):
     rounds: int = count()
     local_epochs: int = count()
     num_hospitals: int = count()
+    clients_per_round: Optional[int] = count(nullable=True)
     partition: Partition = free()
     hospital: Resources = free()
     driver: Resources = free()

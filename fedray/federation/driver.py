@@ -42,7 +42,7 @@ from fedray.federation.hospital import HospitalError
 from fedray.federation.runtime import placement_of_this_actor
 from fedray.federation.secure_round import SecureRound
 from fedray.metrics import classification_metrics
-from fedray.privacy.randomness import DRIVER, NoiseSource
+from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
 from fedray.models import model_family
@@ -81,7 +81,9 @@ class Driver:
                                          device=self.device, input_map=input_map_from_state(input_map_state))
         noise = NoiseSource.reproducible(cfg.seed, DRIVER) if cfg.privacy.reproducible_noise \
             else NoiseSource.secret(DRIVER)
+        self.noise = noise
         self.strategy = build_strategy(cfg.fl, plan, noise=noise, trees=model_family(cfg.model.name) == "tree")
+        self.sample_rate = (cfg.fl.clients_per_round or len(hospitals)) / len(hospitals)
         self.hospitals_release_metrics = released_metrics(plan) is None
         self.global_params: Params = self.evaluator.export()
         self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
@@ -105,12 +107,12 @@ class Driver:
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
         refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
         param_refs = [refs_by_params[id(p)] for p in starts]
-        results = self._collect(param_refs, round_idx)
+        results = self._collect(param_refs, round_idx, self.sample_participants(round_idx))
         for r in results:
             self.privacy_states[r.hospital] = {k: v for k, v in r.metrics.items() if k.startswith("dp_")}
         if self.mode == "local":
             self.local_params = [r.params for r in results]
-        else:
+        elif results or self.strategy.aggregates_empty_rounds:
             self.global_params = self.strategy.aggregate(round_idx, self.global_params, results)
         clients = [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results]
         return self._finish_round(round_idx, start, self.global_params, clients)
@@ -125,8 +127,19 @@ class Driver:
         record["restarts"] = self.restarts
         return record
 
-    def _collect(self, param_refs: list, round_idx: int) -> list[ClientResult]:
-        pending = {k: h.fit.remote(param_refs[k], round_idx) for k, h in enumerate(self.hospitals)}
+    def sample_participants(self, round_idx: int) -> list[int]:
+        """The hospitals of this round: all, or each independently with probability q = m/K (Poisson sampling).
+
+        The draw is the driver's DP randomness (amplification by sampling holds
+        only if nobody can predict it): secret unless ``reproducible_noise``.
+        """
+        if self.sample_rate >= 1:
+            return list(range(len(self.hospitals)))
+        draws = self.noise.numpy_generator(round_idx, Purpose.CLIENT_SAMPLING).random(len(self.hospitals))
+        return [k for k, u in enumerate(draws) if u < self.sample_rate]
+
+    def _collect(self, param_refs: list, round_idx: int, participants: list[int]) -> list[ClientResult]:
+        pending = {k: self.hospitals[k].fit.remote(param_refs[k], round_idx) for k in participants}
         if self.fault_injection.get("round") == round_idx and not self.restarts:
             # Test hook: kill a hospital while its training task is in flight.
             ray.kill(self.hospitals[int(self.fault_injection["hospital"])], no_restart=False)

@@ -144,7 +144,8 @@ class DpFedAvg(Mechanism):
     trust = "the driver: it sees each hospital's un-noised update and adds the noise (central DP)"
     released = frozenset({"local_steps"})
     note = ("client-level DP: protects whether a whole hospital took part, not individual patients; "
-            "with {k} hospitals all taking part every round (q = 1), epsilon={eps:.3g} at delta={delta:g}")
+            "with {k} hospitals each taking part with probability q = {q:.3g} every round, epsilon={eps:.3g} at "
+            "delta={delta:g}")
 
     def refuse(self, cfg):
         if math.isinf(cfg.privacy.epsilon):
@@ -158,22 +159,26 @@ class DpFedAvg(Mechanism):
 
     def plan(self, cfg, *, shard_sizes, ranges_public, preprocessing):
         privacy, hospitals = cfg.privacy, len(shard_sizes)
+        per_round = cfg.fl.clients_per_round or hospitals
         validate_privacy_params(epsilon=privacy.epsilon, delta=privacy.delta, max_grad_norm=privacy.clip_norm,
                                 num_records=hospitals)
         z = 0.0 if math.isinf(privacy.epsilon) else calibrate_client_noise(
-            target_epsilon=privacy.epsilon, delta=privacy.delta, rounds=cfg.fl.rounds, sample_rate=1.0)
+            target_epsilon=privacy.epsilon, delta=privacy.delta, rounds=cfg.fl.rounds,
+            sample_rate=per_round / hospitals)
         return {**_common(cfg), "epsilon": privacy.epsilon, "delta": privacy.delta, "clip_norm": privacy.clip_norm,
                 "noise_multiplier": z, "rounds": cfg.fl.rounds, "hospitals": hospitals,
-                "preprocessing": list(preprocessing)}
+                "clients_per_round": per_round, "preprocessing": list(preprocessing)}
 
     def ledger(self, plan, hospital_states):
         spent = client_level_epsilon(noise_multiplier=plan["noise_multiplier"], rounds=plan["rounds"],
-                                     num_clients_per_round=plan["hospitals"], total_clients=plan["hospitals"],
-                                     delta=plan["delta"])
+                                     num_clients_per_round=plan["clients_per_round"],
+                                     total_clients=plan["hospitals"], delta=plan["delta"])
         return {"epsilon": spent, "delta": plan["delta"], "accountant": "rdp", "clip_norm": plan["clip_norm"],
                 "max_noise_multiplier": plan["noise_multiplier"], "rounds": plan["rounds"],
                 "preprocessing": plan["preprocessing"],
-                "note": self.note.format(k=plan["hospitals"], eps=spent, delta=plan["delta"])}
+                "clients_per_round": plan["clients_per_round"],
+                "note": self.note.format(k=plan["hospitals"], q=plan["clients_per_round"] / plan["hospitals"],
+                                         eps=spent, delta=plan["delta"])}
 
 
 class PureLocal(Mechanism):
@@ -272,6 +277,16 @@ def check_mechanism(cfg: Config) -> None:
     family = model_family(cfg.model.name)
     check_pair(cfg.model.name, family, cfg.privacy.name)
     mechanism(cfg.privacy.name).refuse(cfg)
+    sampled = cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round < cfg.fl.num_hospitals
+    if cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round > cfg.fl.num_hospitals:
+        raise FedrayError(f"fl.clients_per_round={cfg.fl.clients_per_round} is more than the "
+                          f"{cfg.fl.num_hospitals} hospitals: use at most fl.clients_per_round={cfg.fl.num_hospitals}")
+    if sampled and (cfg.mode != "federated" or family == "tree"):
+        raise FedrayError(f"fl.clients_per_round with mode={cfg.mode} and model={cfg.model.name}: client sampling "
+                          "needs mode=federated and a model trained in rounds; set fl.clients_per_round=null")
+    if sampled and cfg.fl.secure_aggregation:
+        raise FedrayError("fl.clients_per_round with fl.secure_aggregation=true: the masked sum needs every "
+                          "hospital of the round fixed before keys are agreed; set fl.clients_per_round=null")
     if cfg.fl.secure_aggregation and (cfg.mode != "federated" or family == "tree" or cfg.fl.num_hospitals < 2):
         raise FedrayError(f"fl.secure_aggregation=true with mode={cfg.mode}, model={cfg.model.name} and "
                           f"{cfg.fl.num_hospitals} hospital(s): masked sums need mode=federated, at least two "

@@ -143,6 +143,7 @@ class Purpose(enum.IntEnum):
     STAT_NOISE = 7  # noise on DP preprocessing statistics, e.g. colour whitening (hospital)
     SECAGG_NOISE = 8  # a hospital's share of distributed noise under secure aggregation
     CANARY = 9  # which canaries are inserted, for privacy auditing (auditor)
+    CLIENT_SAMPLING = 10  # which hospitals take part in a round (driver, per round)
 
 
 def new_release_key() -> int:

@@ -25,7 +25,8 @@ def build_strategy(fl: Federation, plan: dict | None = None, *, noise: NoiseSour
     if plan and plan["name"] == "dpfedavg" and plan.get("noise_multiplier", 0) > 0:
         from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in Opacus' accountant: only when asked for
 
-        return DPFedAvg(clip_norm=plan["clip_norm"], noise_multiplier=plan["noise_multiplier"], noise=noise)
+        return DPFedAvg(clip_norm=plan["clip_norm"], noise_multiplier=plan["noise_multiplier"], noise=noise,
+                        expected_clients=plan["clients_per_round"])
     if fl.strategy not in STRATEGIES:
         raise FedrayError(f"unknown strategy {fl.strategy!r}: set fl.strategy to one of {sorted(STRATEGIES)}")
     return STRATEGIES[fl.strategy](weighting=fl.weighting)

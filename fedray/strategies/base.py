@@ -33,6 +33,10 @@ class ClientResult:
 class Strategy(ABC):
     """Aggregates one round of client results into new global parameters."""
 
+    # Under client sampling a round may draw no hospital; most strategies then keep the global model,
+    # DP-FedAvg still releases its noise (the accountant charged the round whoever took part).
+    aggregates_empty_rounds = False
+
     @abstractmethod
     def aggregate(
         self, server_round: int, global_params: Params, results: Sequence[ClientResult]

@@ -9,7 +9,10 @@ Gaussian noise to their sum:
 The unit of privacy is a whole hospital: with 5 hospitals all taking part
 (sampling rate q = 1) this hides whether any one *hospital* took part, which
 needs a large z for a small ε, and says nothing finer about its patients
-than that. Integer buffers (BatchNorm's batch counters) are not aggregated:
+than that. With ``fl.clients_per_round = m`` each hospital takes part with
+probability q = m/K (Poisson sampling, drawn by the driver from its secret
+stream) and K in the formula is the expected count m, fixed in advance: the
+accountant then counts the amplification by sampling at rate q. Integer buffers (BatchNorm's batch counters) are not aggregated:
 the global value is kept. The noise of round r comes from the driver's
 :class:`~fedray.privacy.randomness.NoiseSource` (secret by default), never
 from the config seed: whoever could regenerate it could subtract it.
@@ -29,10 +32,13 @@ from fedray.strategies.base import ClientResult, Params, Strategy
 class DPFedAvg(Strategy):
     """Uniform FedAvg of clipped updates plus Gaussian noise z·S on their sum."""
 
-    def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource):
+    aggregates_empty_rounds = True
+
+    def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource, expected_clients: int):
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         self.noise = noise
+        self.expected_clients = expected_clients
 
     def aggregate(self, server_round: int, global_params: Params, results: Sequence[ClientResult]) -> Params:
         floating = [name for name, value in global_params.items() if np.issubdtype(value.dtype, np.floating)]
@@ -40,7 +46,10 @@ class DPFedAvg(Strategy):
             clip_update({n: r.params[n] - global_params[n] for n in floating}, clip_norm=self.clip_norm)[0]
             for r in results
         ]
+        if not clipped:  # no hospital drawn this round: the release is the noise alone
+            clipped = [{n: np.zeros_like(global_params[n]) for n in floating}]
         update = noisy_mean(clipped, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
-                             rng=self.noise.numpy_generator(server_round, Purpose.DPFEDAVG_NOISE))
+                             rng=self.noise.numpy_generator(server_round, Purpose.DPFEDAVG_NOISE),
+                             expected_clients=self.expected_clients)
         return {name: (value + update[name]).astype(value.dtype) if name in update else value
                 for name, value in global_params.items()}
