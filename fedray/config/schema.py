@@ -170,8 +170,14 @@ class Resources(ReadOnly):
 
 @dataclass
 class Federation(ReadOnly):
-    strategy: str = choice("fedavg")
+    strategy: str = choice("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
     weighting: str = choice("samples", "uniform")
+    proximal_mu: float = nonnegative()
+    server_lr: float = positive()
+    server_momentum: float = Spec.make(check="momentum")
+    beta1: float = Spec.make(check="momentum")
+    beta2: float = Spec.make(check="momentum")
+    tau: float = positive()
     rounds: int = count()
     local_epochs: int = count()
     num_hospitals: int = count()

@@ -194,7 +194,11 @@ class Driver:
                 ray.get([h.restore_privacy_state.remote(s) for h, s in zip(self.hospitals, self.privacy_states)])
                 session = session.next_attempt()
         self.privacy_states = ray.get([h.privacy_state.remote() for h in self.hospitals])
-        return self.secure.apply(self.global_params, total, participants=len(ids))
+        mean = self.secure.apply(self.global_params, total, participants=len(ids))
+        delta = {name: mean[name] - value for name, value in self.global_params.items()
+                 if np.issubdtype(value.dtype, np.floating)}
+        server = getattr(self.strategy, "server", self.strategy)  # DP-FedAvg's noise is already in the sum
+        return server.apply_update(self.global_params, delta)
 
     def _get(self, refs: list):
         try:
@@ -252,7 +256,7 @@ class Driver:
 
     def snapshot(self) -> dict:
         """Everything a resumed run needs from the driver after the last round: models, ledger, strategy state."""
-        state_dict = getattr(self.strategy, "state_dict", None)
+        state_dict = getattr(self.strategy, "state_dict", None)  # a server optimizer's moments
         return {"global_params": self.global_params, "local_params": self.local_params, "best_val": self.best_val,
                 "privacy_states": self.privacy_states, "restarts": self.restarts,
                 "strategy": state_dict() if state_dict else None}

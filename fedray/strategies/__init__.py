@@ -1,12 +1,13 @@
 """Federated strategies: pure aggregation objects, no transport."""
 
 from fedray.config.schema import Federation
-from fedray.errors import FedrayError
 from fedray.privacy.randomness import NoiseSource
 from fedray.strategies.base import ClientResult, Params, Strategy
 from fedray.strategies.fedavg import FedAvg
+from fedray.strategies.fedprox import FedProx
+from fedray.strategies.server_optimizers import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
-STRATEGIES = {"fedavg": FedAvg}
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
 
 
 def build_strategy(fl: Federation, plan: dict | None = None, *, noise: NoiseSource | None = None,
@@ -16,20 +17,33 @@ def build_strategy(fl: Federation, plan: dict | None = None, *, noise: NoiseSour
     ``trees=True`` (a tree model): trees cannot be averaged parameter by
     parameter, so the hospitals' trees are merged into one forest instead
     (:class:`~fedray.strategies.ensemble.TreeEnsemble`). ``noise`` is the
-    driver's source of DP randomness (DP-FedAvg only).
+    driver's source of DP randomness (DP-FedAvg only). Under DP-FedAvg a server
+    optimizer (``fedavgm``, ``fedadam``, ...) steps on the noised mean update.
     """
     if trees:
         from fedray.strategies.ensemble import TreeEnsemble
 
         return TreeEnsemble(weighting=fl.weighting)
+    strategy = _plain(fl)
     if plan and plan["name"] == "dpfedavg" and plan.get("noise_multiplier", 0) > 0:
         from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in Opacus' accountant: only when asked for
 
         return DPFedAvg(clip_norm=plan["clip_norm"], noise_multiplier=plan["noise_multiplier"], noise=noise,
-                        expected_clients=plan["clients_per_round"])
-    if fl.strategy not in STRATEGIES:
-        raise FedrayError(f"unknown strategy {fl.strategy!r}: set fl.strategy to one of {sorted(STRATEGIES)}")
-    return STRATEGIES[fl.strategy](weighting=fl.weighting)
+                        expected_clients=plan["clients_per_round"], server=strategy)
+    return strategy
 
 
-__all__ = ["ClientResult", "FedAvg", "Params", "Strategy", "build_strategy", "STRATEGIES"]
+def _plain(fl: Federation) -> Strategy:
+    if fl.strategy == "fedprox":
+        return FedProx(weighting=fl.weighting, proximal_mu=fl.proximal_mu)
+    if fl.strategy == "fedavgm":
+        return FedAvgM(weighting=fl.weighting, server_lr=fl.server_lr, server_momentum=fl.server_momentum)
+    adaptive = {"fedadagrad": FedAdagrad, "fedadam": FedAdam, "fedyogi": FedYogi}
+    if fl.strategy in adaptive:
+        return adaptive[fl.strategy](weighting=fl.weighting, server_lr=fl.server_lr, beta1=fl.beta1, beta2=fl.beta2,
+                                     tau=fl.tau)
+    return FedAvg(weighting=fl.weighting)
+
+
+__all__ = ["ClientResult", "FedAvg", "FedAdagrad", "FedAdam", "FedAvgM", "FedProx", "FedYogi", "Params", "Strategy",
+           "build_strategy", "STRATEGIES"]

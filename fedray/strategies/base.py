@@ -37,6 +37,15 @@ class Strategy(ABC):
     # DP-FedAvg still releases its noise (the accountant charged the round whoever took part).
     aggregates_empty_rounds = False
 
+    def apply_update(self, global_params: Params, delta: Params) -> Params:
+        """The next global model from a mean update ``delta`` (floating tensors): FedAvg adds it.
+
+        Server optimizers take a step on it instead; DP-FedAvg and secure
+        aggregation hand them their noised or unmasked mean this way.
+        """
+        return {name: (value + delta[name]).astype(value.dtype) if name in delta else value
+                for name, value in global_params.items()}
+
     @abstractmethod
     def aggregate(
         self, server_round: int, global_params: Params, results: Sequence[ClientResult]

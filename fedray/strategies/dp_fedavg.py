@@ -34,11 +34,20 @@ class DPFedAvg(Strategy):
 
     aggregates_empty_rounds = True
 
-    def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource, expected_clients: int):
+    def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource, expected_clients: int,
+                 server: Strategy):
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         self.noise = noise
         self.expected_clients = expected_clients
+        self.server = server  # what it does with the noised mean update: FedAvg adds it, a server optimizer steps
+
+    def state_dict(self) -> dict | None:
+        """The server optimizer's state (None for plain FedAvg), for checkpoints."""
+        return self.server.state_dict() if hasattr(self.server, "state_dict") else None
+
+    def load_state_dict(self, state: dict) -> None:
+        self.server.load_state_dict(state)
 
     def aggregate(self, server_round: int, global_params: Params, results: Sequence[ClientResult]) -> Params:
         floating = [name for name, value in global_params.items() if np.issubdtype(value.dtype, np.floating)]
@@ -51,5 +60,4 @@ class DPFedAvg(Strategy):
         update = noisy_mean(clipped, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
                              rng=self.noise.numpy_generator(server_round, Purpose.DPFEDAVG_NOISE),
                              expected_clients=self.expected_clients)
-        return {name: (value + update[name]).astype(value.dtype) if name in update else value
-                for name, value in global_params.items()}
+        return self.server.apply_update(global_params, update)

@@ -97,7 +97,8 @@ def build_trainer(
     model = build_training_model(cfg, architecture, num_classes=num_classes, num_features=num_features)
     augment = get_augment(cfg.data.augment if np.ndim(inputs) == 4 else "none")
     common = dict(model=model, inputs=inputs, labels=labels, train_cfg=cfg.train, input_map=input_map,
-                  augment=augment, device=device, seed=cfg.seed, hospital=hospital, noise=noise)
+                  augment=augment, device=device, seed=cfg.seed, hospital=hospital, noise=noise,
+                  proximal_mu=cfg.fl.proximal_mu if cfg.fl.strategy == "fedprox" else 0.0)
     if not dp_sgd_active(plan):
         return LocalTrainer(**common)
     from fedray.training.private import DPSGDTrainer  # Opacus costs seconds to import; only DP runs pay it

@@ -29,6 +29,7 @@ from fedray.data.augment import Augment
 from fedray.data.input_map import InputMap
 from fedray.models import set_frozen_eval
 from fedray.privacy.randomness import NoiseSource
+from fedray.training.proximal import anchor_of, proximal_loss
 
 Params = dict[str, np.ndarray]
 
@@ -121,6 +122,7 @@ class LocalTrainer(Evaluator):
         seed: int,
         hospital: int,
         noise: NoiseSource,
+        proximal_mu: float = 0.0,
     ):
         super().__init__(model=model, train_cfg=train_cfg, input_map=input_map, device=device)
         self.inputs = as_device_tensor(inputs, device)
@@ -129,6 +131,8 @@ class LocalTrainer(Evaluator):
         self.seed = seed
         self.hospital = hospital
         self.noise = noise
+        self.proximal_mu = proximal_mu
+        self.anchor: list = []
         self.batch_size = train_cfg.batch_size
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(trainable, train_cfg)
@@ -144,6 +148,7 @@ class LocalTrainer(Evaluator):
         start = time.perf_counter()
         self.load(params)
         self.optimizer.state.clear()
+        self.anchor = anchor_of(self.model) if self.proximal_mu > 0 else []
         generator = self.round_randomness(round_idx)
         self.model.train()
         set_frozen_eval(self.model)
@@ -190,7 +195,7 @@ class LocalTrainer(Evaluator):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), y)
-        loss.backward()
+        (loss + proximal_loss(self.anchor, self.proximal_mu) if self.anchor else loss).backward()
         self.optimizer.step()
         return float(loss.detach()), logits.detach()
 
