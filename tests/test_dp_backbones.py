@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import backbone
+
 from fedray.errors import FedrayError
 from fedray.models import backbone_names, backbone_spec, build_model
 from fedray.privacy.accounting import epsilon_spent
@@ -36,7 +38,7 @@ class _DepthwiseResidual(nn.Module):
 
 def _models():
     torch.manual_seed(0)
-    return {"small_cnn": build_model({"name": "small_cnn"}, num_classes=3, image_size=16),
+    return {"small_cnn": build_model(backbone("small_cnn"), num_classes=3, image_size=16),
             "depthwise_residual": _DepthwiseResidual()}
 
 
@@ -136,7 +138,7 @@ def test_a_batchnorm_in_train_mode_stops_the_step():
 def test_every_backbone_takes_a_dp_step(name):
     size = backbone_spec(name).min_image_size
     torch.manual_seed(0)
-    model = make_dp_compatible(build_model({"name": name}, num_classes=3, image_size=size))
+    model = make_dp_compatible(build_model(backbone(name), num_classes=3, image_size=size))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     parts = _wrap(model, batch=2)
     loss, _ = private_step(parts, torch.randn(2, 3, size, size), torch.tensor([0, 2]), loss_fn)

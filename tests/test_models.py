@@ -1,5 +1,6 @@
 """Backbone registry: shapes, Opacus-readiness, fine-tuning freezes, errors, Lite0's shipped weights."""
 
+import dataclasses
 from pathlib import Path
 from urllib.error import URLError
 
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 import torchvision
 import yaml
 from torch import nn
+
+from conftest import backbone, compose_typed
 
 from fedray.errors import FedrayError
 from fedray.models import (
@@ -21,8 +24,7 @@ from fedray.models import (
 )
 from fedray.models.efficientnet_lite import INPUT_MEAN, INPUT_STD, EfficientNetLite0
 from fedray.models import TORCH_TABLE_MODELS, TREE_MODELS, model_family
-from fedray.models.registry import MODEL_CONFIG_KEYS
-from fedray.models.tabular import TABLE_MODEL_KEYS
+from fedray.config.schema import GROUP_SCHEMAS, LogregModel, MlpModel
 from fedray.models.torchvision_backbones import swap_in_place_blocks
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -34,22 +36,24 @@ def _forward(model: nn.Module, image_size: int) -> torch.Tensor:
         return model(torch.randn(2, 3, image_size, image_size))
 
 
-def test_every_model_has_a_conf_file_with_the_contract_keys():
+def test_every_model_has_a_conf_file_with_exactly_its_schemas_keys():
     configs = {path.stem: yaml.safe_load(path.read_text()) for path in CONF_MODEL_DIR.glob("*.yaml")}
     assert sorted(configs) == sorted([*backbone_names(), *TORCH_TABLE_MODELS, *TREE_MODELS])
+    schemas = GROUP_SCHEMAS["model"]
     for name, cfg in configs.items():
-        allowed = TABLE_MODEL_KEYS.get(name, MODEL_CONFIG_KEYS)
-        assert cfg["name"] == name and set(cfg) == set(allowed)
+        schema = schemas.get(name, schemas["backbone"])
+        keys = set(cfg) - {"defaults"}
+        assert cfg["name"] == name and keys == {f.name for f in dataclasses.fields(schema)}
 
 
 def test_table_models_build_for_the_feature_count_and_reject_unknown_keys():
     from fedray.models import build_table_model
 
     x = torch.rand(5, 7)
-    assert build_table_model({"name": "mlp", "hidden": [8]}, num_classes=2, num_features=7)(x).shape == (5, 2)
-    assert build_table_model({"name": "logreg"}, num_classes=3, num_features=7)(x).shape == (5, 3)
-    with pytest.raises(FedrayError, match="unknown model config key"):
-        build_table_model({"name": "logreg", "hidden": [8]}, num_classes=2, num_features=7)
+    assert build_table_model(MlpModel(name="mlp", hidden=[8]), num_classes=2, num_features=7)(x).shape == (5, 2)
+    assert build_table_model(LogregModel(name="logreg"), num_classes=3, num_features=7)(x).shape == (5, 3)
+    with pytest.raises(FedrayError, match="hidden"):  # the schema has no such key for logreg
+        compose_typed(["data=ehr_synthetic", "model=logreg", "+model.hidden=[8]"], Path("."))
     assert model_family("mlp") == "table" and model_family("random_forest") == "tree"
     assert model_family("resnet18") == "image"
     with pytest.raises(FedrayError, match="unknown model 'resnet5'"):
@@ -60,7 +64,7 @@ def test_table_models_build_for_the_feature_count_and_reject_unknown_keys():
 def test_backbone_builds_runs_at_min_size_and_computes_nothing_in_place(name):
     spec = backbone_spec(name)
     assert isinstance(spec, BackboneSpec) and spec.name == name
-    model = build_model({"name": name}, num_classes=NUM_CLASSES, image_size=spec.min_image_size).eval()
+    model = build_model(backbone(name), num_classes=NUM_CLASSES, image_size=spec.min_image_size).eval()
     for size in {spec.min_image_size, max(spec.min_image_size, 32)}:
         assert _forward(model, size).shape == (2, NUM_CLASSES)
     assert not [n for n, m in model.named_modules() if getattr(m, "inplace", False)]
@@ -90,7 +94,7 @@ def test_opacus_hooks_compute_per_sample_gradients(name, finetune, size):
     opacus = pytest.importorskip("opacus")
     from opacus.validators import ModuleValidator
 
-    model = build_model({"name": name, "finetune": finetune}, num_classes=NUM_CLASSES, image_size=size)
+    model = build_model(backbone(name, finetune=finetune), num_classes=NUM_CLASSES, image_size=size)
     model = opacus.GradSampleModule(ModuleValidator.fix(model))  # trainable BatchNorm -> GroupNorm
     set_frozen_eval(model)
     F.cross_entropy(model(torch.randn(2, 3, size, size)), torch.tensor([0, 1])).backward()
@@ -100,13 +104,11 @@ def test_opacus_hooks_compute_per_sample_gradients(name, finetune, size):
 @pytest.mark.parametrize(
     ("cfg", "image_size", "message"),
     [
-        ({"name": "inception_v3"}, 64, "image size 64 is below inception_v3's minimum of 75: set data.image_size>=75"),
-        ({"name": "resnet51"}, 64, "unknown backbone 'resnet51'"),
-        ({"name": "small_cnn", "finetune": "some"}, 16, "unknown model.finetune 'some'"),
-        ({"name": "small_cnn", "finetune": "last_n", "finetune_last_n": 4}, 16, "between 1 and 3"),
-        ({"name": "small_cnn", "pretrain": True}, 16, "unknown model config key(s) ['pretrain']"),
-        ({"name": "small_cnn", "pretrained": True}, 16, "small_cnn has no pretrained weights"),
-        ({"name": "small_cnn", "pretrained": "yes"}, 16, "is not a boolean"),
+        (backbone("inception_v3"), 64, "image size 64 is below inception_v3's minimum of 75: set data.image_size>=75"),
+        (backbone("resnet51"), 64, "unknown backbone 'resnet51'"),
+        (backbone("small_cnn", finetune="some"), 16, "unknown model.finetune 'some'"),
+        (backbone("small_cnn", finetune="last_n", finetune_last_n=4), 16, "between 1 and 3"),
+        (backbone("small_cnn", pretrained=True), 16, "small_cnn has no pretrained weights"),
     ],
 )
 def test_user_errors_raise_one_line_fedray_error(cfg, image_size, message):
@@ -121,7 +123,7 @@ def test_unknown_spec_lists_the_backbones():
 
 
 def test_finetune_head_trains_only_the_head_and_freezes_batchnorm_statistics():
-    model = build_model({"name": "mobilenet_v3_small", "finetune": "head"}, num_classes=NUM_CLASSES, image_size=32)
+    model = build_model(backbone("mobilenet_v3_small", finetune="head"), num_classes=NUM_CLASSES, image_size=32)
     assert trainable_parameter_names(model) == ["classifier.3.weight", "classifier.3.bias"]
     batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     before = [bn.running_mean.clone() for bn in batchnorms]
@@ -134,8 +136,7 @@ def test_finetune_head_trains_only_the_head_and_freezes_batchnorm_statistics():
 
 
 def test_finetune_last_n_trains_the_last_blocks_and_the_head():
-    model = build_model(
-        {"name": "resnet18", "finetune": "last_n", "finetune_last_n": 1}, num_classes=NUM_CLASSES, image_size=32
+    model = build_model(backbone("resnet18", finetune="last_n", finetune_last_n=1), num_classes=NUM_CLASSES, image_size=32
     )
     names = trainable_parameter_names(model)
     assert names[-2:] == ["fc.weight", "fc.bias"]
@@ -155,14 +156,14 @@ def _stub_download(monkeypatch, state_dict=None):
 def test_pretrained_torchvision_offline_raises_fedray_error(monkeypatch):
     _stub_download(monkeypatch)
     with pytest.raises(FedrayError, match="ImageNet weights for resnet50 are unavailable offline") as err:
-        build_model({"name": "resnet50", "pretrained": True}, num_classes=NUM_CLASSES, image_size=32)
+        build_model(backbone("resnet50", pretrained=True), num_classes=NUM_CLASSES, image_size=32)
     assert "model.pretrained=false" in str(err.value) and "model=efficientnet_lite0" in str(err.value)
 
 
 def test_pretrained_inception_loads_imagenet_weights_without_the_aux_head(monkeypatch):
     imagenet_layout = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     _stub_download(monkeypatch, imagenet_layout.state_dict())
-    model = build_model({"name": "inception_v3", "pretrained": True}, num_classes=NUM_CLASSES, image_size=75)
+    model = build_model(backbone("inception_v3", pretrained=True), num_classes=NUM_CLASSES, image_size=75)
     assert torch.equal(model.Conv2d_1a_3x3.conv.weight, imagenet_layout.Conv2d_1a_3x3.conv.weight)
     assert model.fc.out_features == NUM_CLASSES and model.AuxLogits is None
 
@@ -180,7 +181,7 @@ def test_lite0_checkpoint_loads_strict_with_no_missing_or_unexpected_keys(lite0_
 
 
 def test_lite0_pretrained_replaces_the_head_and_keeps_the_features(lite0_checkpoint):
-    model = build_model({"name": "efficientnet_lite0", "pretrained": True}, num_classes=9, image_size=128)
+    model = build_model(backbone("efficientnet_lite0", pretrained=True), num_classes=9, image_size=128)
     assert model._fc.out_features == 9
     assert torch.equal(model._blocks[15]._project_conv.weight, lite0_checkpoint["_blocks.15._project_conv.weight"])
 
@@ -199,7 +200,7 @@ def _imagenet_input(image) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def lite0_imagenet_classifier(lite0_checkpoint):
-    return build_model({"name": "efficientnet_lite0", "pretrained": True}, num_classes=1000, image_size=224).eval()
+    return build_model(backbone("efficientnet_lite0", pretrained=True), num_classes=1000, image_size=224).eval()
 
 
 @pytest.mark.parametrize(

@@ -8,39 +8,45 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY, compose_plain
+from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
 from fedray.sweep.resources import check_trial_fits, trial_bundles
-from fedray.sweep.space import apply_params, axis_paths, grid
+from fedray.config import replace
+from fedray.sweep.space import axis_paths, grid, trial_config, trial_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SWEEP = ["+sweep=privacy_tradeoff", *TINY]
+
+
 @pytest.fixture
 def sweep_cfg(tmp_path):
-    return compose_plain(["+sweep=privacy_tradeoff", *TINY], tmp_path)
+    return compose_typed(SWEEP, tmp_path)
 
 
 def test_default_sweep_is_backbones_by_three_lrs_by_four_epsilons(sweep_cfg):
-    space = sweep_cfg["sweep"]["space"]
+    space = sweep_cfg.sweep.space
     assert len(space["lr"]) == 3
     assert space["epsilon"][:3] == [0.1, 1.0, 10.0] and math.isinf(space["epsilon"][3])
-    assert len(grid(sweep_cfg["sweep"])) == len(space["backbone"]) * 3 * 4
-    assert sweep_cfg["privacy"]["name"] == "dpsgd"
+    assert len(grid(space)) == len(space["backbone"]) * 3 * 4
+    assert sweep_cfg.privacy.name == "dpsgd" and sweep_cfg.sweep.optimized_metric.startswith("val_")
 
 
-def test_axis_values_land_at_their_config_paths(sweep_cfg):
-    paths = axis_paths(sweep_cfg["sweep"], sweep_cfg)
-    cfg = apply_params(sweep_cfg, {"backbone": "resnet18", "lr": 0.3, "epsilon": 8.0}, paths, ROOT / "conf")
-    assert cfg["model"]["name"] == "resnet18" and cfg["train"]["lr"] == 0.3 and cfg["privacy"]["epsilon"] == 8.0
-    assert sweep_cfg["train"]["lr"] != 0.3  # the base config is not modified
+def test_axis_values_land_at_their_config_paths_through_hydra(sweep_cfg):
+    paths = axis_paths(sweep_cfg.sweep, sweep_cfg)
+    cfg = trial_config(SWEEP, {"backbone": "resnet18", "lr": 0.3, "epsilon": 8.0}, paths)
+    assert cfg.model.name == "resnet18" and cfg.train.lr == 0.3 and cfg.privacy.epsilon == 8.0
+    assert sweep_cfg.train.lr != 0.3  # the base config is not modified
+    assert trial_overrides(["train.lr=0.9", "fl.rounds=2"], {"lr": 0.3}, {"lr": "train.lr"}) == \
+        ["fl.rounds=2", "train.lr=0.3"]  # the axis decides, the rest of the command line stays
 
 
 def test_any_config_path_can_be_an_axis(sweep_cfg):
-    sweep = {**sweep_cfg["sweep"], "space": {"fl.partition.alpha": [0.1, 1.0]}}
+    sweep = replace(sweep_cfg.sweep, space={"fl.partition.alpha": [0.1, 1.0]})
     paths = axis_paths(sweep, sweep_cfg)
-    assert apply_params(sweep_cfg, {"fl.partition.alpha": 0.1}, paths, ROOT / "conf")["fl"]["partition"]["alpha"] == 0.1
+    assert trial_config(SWEEP, {"fl.partition.alpha": 0.1}, paths).fl.partition.alpha == 0.1
 
 
 @pytest.mark.parametrize("space, message", [
@@ -50,18 +56,17 @@ def test_any_config_path_can_be_an_axis(sweep_cfg):
 ])
 def test_empty_or_unknown_axes_are_refused(sweep_cfg, space, message):
     with pytest.raises(FedrayError, match=message):
-        axis_paths({**sweep_cfg["sweep"], "space": space}, sweep_cfg)
+        axis_paths(replace(sweep_cfg.sweep, space=space), sweep_cfg)
 
 
 def test_bundles_are_sized_from_the_config(sweep_cfg):
-    cfg = {**sweep_cfg, "fl": {**sweep_cfg["fl"], "num_hospitals": 3,
-                               "hospital": {"num_cpus": 0.5, "num_gpus": 0.2},
-                               "driver": {"num_cpus": 1, "num_gpus": 0.1}}}
+    cfg = replace(sweep_cfg, **{"fl.num_hospitals": 3, "fl.hospital.num_cpus": 0.5, "fl.hospital.num_gpus": 0.2,
+                                "fl.driver.num_cpus": 1.0, "fl.driver.num_gpus": 0.1})
     bundles = trial_bundles(cfg, gpus_present=True)
     assert bundles[1] == {"CPU": 1.0, "GPU": 0.1}
     assert bundles[2:] == [{"CPU": 0.5, "GPU": 0.2}] * 3
     assert all("GPU" not in b for b in trial_bundles(cfg, gpus_present=False))
-    assert len(trial_bundles({**cfg, "mode": "centralized"}, gpus_present=False)) == 3
+    assert len(trial_bundles(replace(cfg, mode="centralized"), gpus_present=False)) == 3
 
 
 def test_a_trial_that_fits_no_node_names_the_short_resource():
@@ -86,40 +91,39 @@ def test_cluster_yaml_passes_rays_own_validation():
 
 
 def test_seed_isic_is_the_papers_study_backbone_by_mode(tmp_path):
-    cfg = compose_plain(["+experiment=seed_isic", "data.root=/data/isic"], tmp_path)
-    assert cfg["data"]["whitening"] == "pca" and cfg["data"]["image_size"] == 128
-    assert cfg["data"]["split"] == {"train": 0.7, "val": 0.1, "test": 0.2}
-    assert cfg["fl"]["num_hospitals"] == 5 and cfg["fl"]["partition"]["scheme"] == "equal_per_class"
-    assert cfg["privacy"]["name"] == "none"
-    trials = grid(cfg["sweep"])
+    base = ["+sweep=seed_isic", "data.root=/data/isic"]
+    cfg = compose_typed(base, tmp_path)
+    assert cfg.data.whitening == "pca" and cfg.data.image_size == 128
+    assert (cfg.data.split.train, cfg.data.split.val, cfg.data.split.test) == (0.7, 0.1, 0.2)
+    assert cfg.fl.num_hospitals == 5 and cfg.fl.partition.scheme == "equal_per_class"
+    assert cfg.privacy.name == "none"
+    trials = grid(cfg.sweep.space)
     assert {(t["backbone"], t["mode"]) for t in trials} == {
         (b, m) for b in ("vgg19", "resnet50", "inception_v3") for m in ("federated", "centralized", "local")}
-    paths = axis_paths(cfg["sweep"], cfg)
-    trial = apply_params(cfg, {"backbone": "resnet50", "mode": "centralized"}, paths, ROOT / "conf")
-    assert trial["model"]["name"] == "resnet50" and trial["mode"] == "centralized"
+    paths = axis_paths(cfg.sweep, cfg)
+    trial = trial_config(base, {"backbone": "resnet50", "mode": "centralized"}, paths)
+    assert trial.model.name == "resnet50" and trial.mode == "centralized"
 
 
-def test_method_axis_sets_model_and_mechanism_before_epsilon(tmp_path):
-    cfg = compose_plain(["+sweep=ehr_tradeoff"], tmp_path)
-    paths = axis_paths(cfg["sweep"], cfg)
+def test_method_axis_sets_model_and_mechanism_together(tmp_path):
+    cfg = compose_typed(["+sweep=ehr_tradeoff"], tmp_path)
+    paths = axis_paths(cfg.sweep, cfg)
     assert paths["method"] == "model+privacy"
-    trial = apply_params(cfg, {"epsilon": 0.5, "method": "random_forest/dp_tree"}, paths, ROOT / "conf")
-    assert trial["model"]["name"] == "random_forest" and trial["privacy"] == {"name": "dp_tree", "epsilon": 0.5}
+    trial = trial_config(["+sweep=ehr_tradeoff"], {"epsilon": 0.5, "method": "random_forest/dp_tree"}, paths)
+    assert trial.model.name == "random_forest" and trial.privacy.name == "dp_tree" and trial.privacy.epsilon == 0.5
     with pytest.raises(FedrayError, match="one option per group of model\\+privacy"):
-        apply_params(cfg, {"method": "mlp"}, paths, ROOT / "conf")
+        trial_config(["+sweep=ehr_tradeoff"], {"method": "mlp"}, paths)
 
 
-@pytest.mark.parametrize("group, name", [
-    *(("sweep", p.stem) for p in sorted((ROOT / "conf" / "sweep").glob("*.yaml"))),
-    *(("experiment", p.stem) for p in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))),
-])
-def test_every_sweep_and_experiment_composes_into_trials_whose_pairs_exist(tmp_path, group, name):
+@pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "conf" / "sweep").glob("*.yaml"))])
+def test_every_sweep_composes_into_trials_whose_pairs_exist(tmp_path, name):
     from fedray.models import model_family
-    from fedray.privacy.setup import check_pair
+    from fedray.privacy.mechanisms import check_pair
 
-    cfg = compose_plain([f"+{group}={name}", "data.root=/data/isic"] if group == "experiment"
-                        else [f"+{group}={name}"], tmp_path)
-    paths = axis_paths(cfg["sweep"], cfg)
-    for params in grid(cfg["sweep"]):
-        trial = apply_params(cfg, params, paths, ROOT / "conf")
-        check_pair(trial["model"]["name"], model_family(trial["model"]["name"]), trial["privacy"]["name"])
+    base = [f"+sweep={name}", "data.root=/data/isic"] if name in ("seed_isic", "privacy_tradeoff_full") \
+        else [f"+sweep={name}"]
+    cfg = compose_typed(base, tmp_path)
+    paths = axis_paths(cfg.sweep, cfg)
+    for params in grid(cfg.sweep.space):
+        trial = trial_config(base, params, paths)
+        check_pair(trial.model.name, model_family(trial.model.name), trial.privacy.name)

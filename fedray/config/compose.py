@@ -105,9 +105,23 @@ def to_typed(cfg: DictConfig, *, run_dir: str | Path | None = None) -> Config:
     if missing:
         key = missing[0]
         raise FedrayError(f"{key} must be set: add {key}=<value> to the command line")
+    _refuse_unknown_keys(cfg)
     typed = OmegaConf.to_object(cfg)
     validate(typed)
     return typed
+
+
+def _refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """A key a schema does not declare (``+model.hidden=8`` on logreg) is an error, not silently dropped."""
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        if declared is not None and key not in declared:
+            raise FedrayError(f"unknown key {prefix}{key}: {prefix[:-1] or 'the config'} takes "
+                              f"{', '.join(sorted(declared))}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _refuse_unknown_keys(child, prefix=f"{prefix}{key}.")
 
 
 class _open:
