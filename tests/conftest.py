@@ -7,12 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from fedray.config import to_plain
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from fedray.config import CONF_DIR, Config, compose_config, replace
+from fedray.config.schema import BackboneModel
 
 # Small enough for a 2-core CPU, large enough that every hospital gets every class.
 TINY = [
@@ -32,17 +28,37 @@ def same_params(a: list[dict], b: list[dict]) -> bool:
     return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
 
 
-def compose_plain(overrides: list[str], run_dir: Path) -> dict:
-    """Compose conf/ like the CLI does and resolve it to the plain dict actors receive."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return to_plain(cfg, run_dir=run_dir)
+def compose_typed(overrides: list[str], run_dir: Path) -> Config:
+    """Compose conf/ like the CLI does: the typed, validated config actors receive."""
+    return compose_config(overrides, run_dir=run_dir)
+
+
+def with_changes(cfg: Config, **changes) -> Config:
+    """A copy of ``cfg`` with dotted-path changes, e.g. ``with_changes(cfg, **{"fl.rounds": 1})``."""
+    return replace(cfg, **changes)
+
+
+def data_cfg(name: str, **fields):
+    """conf/data/<name>.yaml as its typed section, with ``fields`` replaced (a dict ``split`` becomes a Split)."""
+    import dataclasses
+
+    from fedray.config.schema import Split
+
+    required = {"isic": ["data.root=/unused"], "table": ["data.path=/unused", "data.label_column=unused"]}
+    section = compose_config([f"data={name}", *required.get(name, [])]).data
+    if isinstance(fields.get("split"), dict):
+        fields["split"] = Split(**fields["split"])
+    return dataclasses.replace(section, **fields)
+
+
+def backbone(name: str, *, pretrained: bool = False, finetune: str = "all", finetune_last_n: int = 1) -> BackboneModel:
+    """A ``model`` section for one backbone, as conf/model/<name>.yaml would give it."""
+    return BackboneModel(name=name, pretrained=pretrained, finetune=finetune, finetune_last_n=finetune_last_n)
 
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    return compose_plain(TINY, tmp_path / "run")
+    return compose_typed(TINY, tmp_path / "run")
 
 
 @pytest.fixture(scope="session")

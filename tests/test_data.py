@@ -8,6 +8,9 @@ import torch
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
+from conftest import data_cfg
+
+from fedray.config import compose_config
 from fedray.data import load_splits, random_flips
 from fedray.data.synthetic import make_synthetic
 from fedray.errors import FedrayError
@@ -25,7 +28,7 @@ def _write_images(folder, classes=CLASSES, per_class=10, suffix=".jpg"):
 
 
 def _isic_cfg(root, **overrides):
-    return {"name": "isic", "root": str(root), "image_size": 12, **overrides}
+    return data_cfg("isic", **{"root": str(root), "image_size": 12, **overrides})
 
 
 @pytest.fixture
@@ -89,7 +92,7 @@ def test_corrupt_image_fails_when_asked(isic_root):
 @pytest.mark.parametrize("root", [None, "", "???"])
 def test_unset_root_says_how_to_set_it(root):
     with pytest.raises(FedrayError, match="data.root is not set"):
-        load_splits({"name": "isic", "root": root}, seed=0)
+        load_splits(data_cfg("isic", root=root), seed=0)
 
 
 def test_missing_root_is_an_error(tmp_path):
@@ -120,17 +123,18 @@ def test_tiny_image_size_is_an_error(isic_root):
         load_splits(_isic_cfg(isic_root, image_size=4), seed=0)
 
 
-@pytest.mark.parametrize("key, value", [("name", "cifar"), ("whitening", "imagenet"), ("augment", "mixup")])
-def test_unknown_choices_list_the_known_ones(key, value):
+@pytest.mark.parametrize("override, value", [("data=cifar", "cifar"), ("data.whitening=imagenet", "imagenet"),
+                                             ("data.augment=mixup", "mixup")])
+def test_unknown_choices_list_the_known_ones(override, value):
     with pytest.raises(FedrayError, match=value):
-        load_splits({"name": "synthetic", key: value}, seed=0)
+        compose_config([override])
 
 
 def test_synthetic_is_deterministic_balanced_and_shaped():
-    a = load_splits({"name": "synthetic"}, seed=0)
-    b = load_splits({"name": "synthetic"}, seed=0)
+    a = load_splits(data_cfg("synthetic"), seed=0)
+    b = load_splits(data_cfg("synthetic"), seed=0)
     assert torch.equal(a.train.inputs, b.train.inputs) and np.array_equal(a.test.ids, b.test.ids)
-    assert not torch.equal(a.train.inputs, load_splits({"name": "synthetic"}, seed=1).train.inputs)
+    assert not torch.equal(a.train.inputs, load_splits(data_cfg("synthetic"), seed=1).train.inputs)
     assert a.train.inputs.shape[1:] == (3, 32, 32)
     assert a.train.class_names == tuple(f"synthetic_class_{c}" for c in range(4))
     for data in (a.train, a.val, a.test):
