@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from fedray.config import replace
 from fedray.data import load_splits
 from fedray.data.deal import deal_data
 from fedray.errors import FedrayError
 from fedray.federation.experiment import audit_kwargs, prepare_experiment
-from fedray.privacy.setup import check_pair
+from fedray.privacy.mechanisms import check_pair
 from fedray.results.crossval import combine_fold_summaries, mean_and_std
 
-from conftest import compose_plain
+from conftest import data_cfg, compose_typed
 
 EHR = ["data=ehr_synthetic", "data.num_records=400", "model=logreg", "fl.rounds=1"]
 
@@ -25,15 +26,15 @@ def _all_ids(splits) -> set[str]:
 
 
 def test_records_without_consent_reach_no_split_no_shard_and_no_audit_pool(tmp_path):
-    cfg = compose_plain([*EHR, "data.consent_rate=0.7"], tmp_path)
+    cfg = compose_typed([*EHR, "data.consent_rate=0.7"], tmp_path)
     prep = prepare_experiment(cfg)
     splits = prep.dealt.splits
-    everyone = load_splits({**cfg["data"], "consent_rate": 1.0}, seed=cfg["seed"])
+    everyone = load_splits(replace(cfg.data, consent_rate=1.0), seed=cfg.seed)
     assert 0.2 < splits.without_consent / 400 < 0.4
     assert len(_all_ids(splits)) == 400 - splits.without_consent
     from fedray.data.ehr_synthetic import make_ehr
 
-    _, consent = make_ehr(num_records=400, positive_rate=0.25, consent_rate=0.7, label_noise=0.0, seed=cfg["seed"])
+    _, consent = make_ehr(num_records=400, positive_rate=0.25, consent_rate=0.7, label_noise=0.0, seed=cfg.seed)
     refused = {f"ehr/{i:06d}" for i in np.flatnonzero(~consent)}
     assert refused and not refused & _all_ids(splits)
     assert refused <= _all_ids(everyone)  # they exist, and only consent kept them out
@@ -53,24 +54,24 @@ def _pool_ids(prep, pool: str) -> list[str]:
 
 
 def test_consent_list_keeps_only_listed_images_and_rejects_unknown_ids(tmp_path):
-    data = {"name": "synthetic", "image_size": 8, "num_classes": 2, "samples_per_class": 30}
+    data = data_cfg("synthetic", image_size=8, num_classes=2, samples_per_class=30)
     listed = [f"synthetic/{i:06d}" for i in range(0, 60, 2)]  # every other image consented
     consent_file = tmp_path / "consent.txt"
     consent_file.write_text("# opt-in register\n" + "\n".join(listed) + "\n\n")
-    splits = load_splits({**data, "consent_list": str(consent_file)}, seed=0)
+    splits = load_splits(replace(data, consent_list=str(consent_file)), seed=0)
     assert _all_ids(splits) == set(listed) and splits.without_consent == 30
     consent_file.write_text("synthetic/000000\nsynthetic/999999\n")
     with pytest.raises(FedrayError, match="names 1 record.*synthetic/999999"):
-        load_splits({**data, "consent_list": str(consent_file)}, seed=0)
+        load_splits(replace(data, consent_list=str(consent_file)), seed=0)
     with pytest.raises(FedrayError, match="does not exist"):
-        load_splits({**data, "consent_list": str(tmp_path / "missing.txt")}, seed=0)
+        load_splits(replace(data, consent_list=str(tmp_path / "missing.txt")), seed=0)
 
 
 def test_k_folds_test_every_record_exactly_once_and_never_train_on_it(tmp_path):
-    cfg = compose_plain([*EHR, "cv.folds=4"], tmp_path)
+    cfg = compose_typed([*EHR, "cv.folds=4"], tmp_path)
     tested = []
     for fold in range(4):
-        dealt = deal_data({**cfg, "cv": {"folds": 4, "fold": fold}})
+        dealt = deal_data(replace(cfg, **{"cv.fold": fold}))
         test_ids = set(dealt.splits.test.ids)
         assert not test_ids & set(dealt.splits.train.ids) and not test_ids & set(dealt.splits.val.ids)
         assert dealt.splits.fold == (fold, 4)
@@ -79,7 +80,7 @@ def test_k_folds_test_every_record_exactly_once_and_never_train_on_it(tmp_path):
 
 
 def test_more_folds_than_the_smallest_class_is_one_clear_error():
-    data = {"name": "synthetic", "image_size": 8, "num_classes": 2, "samples_per_class": 6}
+    data = data_cfg("synthetic", image_size=8, num_classes=2, samples_per_class=6)
     with pytest.raises(FedrayError, match=r"cv.folds=7 is larger than the smallest class .* has 6 .* at most 6"):
         load_splits(data, seed=0, fold=(0, 7))
 
@@ -98,7 +99,7 @@ def test_fold_summaries_combine_to_mean_and_sample_std():
     assert combined["final_test"]["accuracy"] == pytest.approx(0.7)
     assert combined["final_test_std"]["accuracy"] == pytest.approx(math.sqrt(0.02))  # ddof = 1
     assert combined["final_test_confusion_matrix"] == [[2, 0], [2, 2]]
-    assert combined["privacy"]["epsilon"] == 1.0 and "2 x epsilon" in combined["privacy"]["cv_note"]
+    assert combined["privacy"]["epsilon"] == 1.0 and "up to 1 x epsilon" in combined["privacy"]["cv_note"]
     assert combined["membership_inference"]["strongest"]["auc"] == pytest.approx(0.54)
     assert combined["cv"]["folds"] == 2 and combined["wall_seconds"] == 4.0
     assert mean_and_std([{"x": math.inf}, {"x": math.inf}])[0]["x"] == math.inf
@@ -113,33 +114,36 @@ def test_a_pair_that_does_not_exist_names_the_pairs_that_do(model, family, mecha
         check_pair(model, family, mechanism)
     assert f"{model} cannot be trained with privacy={mechanism}" in str(err.value)
     assert "mlp, logreg x none|dpsgd|dpfedavg|laplace_input" in str(err.value)
-    assert "decision_tree, random_forest x none|dp_tree|laplace_input" in str(err.value)
+    assert "decision_tree, random_forest x none|laplace_input|dp_tree" in str(err.value)
 
 
-def test_laplace_rows_are_noisy_once_per_hospital_and_reproducible(tmp_path):
+def test_laplace_rows_are_noisy_once_per_hospital_and_the_release_is_keyed_by_a_secret(tmp_path):
+    from fedray.privacy.randomness import NoiseSource, hospital as party
     from fedray.training import build_trainer
 
-    cfg = compose_plain([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
+    cfg = compose_typed([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
     prep = prepare_experiment(cfg)
     shard = prep.dealt.train_shards[0]
+    plan = prep.privacy.resolved_cfg
 
-    def rows(cfg: dict, hospital: int = 0, private: bool = True) -> torch.Tensor:
-        return build_trainer(cfg=cfg, num_classes=2, inputs=shard.inputs, labels=shard.labels,
-                             input_map=prep.dealt.input_map, device=torch.device("cpu"), hospital=hospital,
-                             private=private).inputs
+    def rows(plan: dict, hospital: int = 0, key: int = 1234, apply_mechanism: bool = True) -> torch.Tensor:
+        return build_trainer(cfg=prep.cfg, plan=plan, num_classes=2, num_features=prep.num_features,
+                             inputs=shard.inputs, labels=shard.labels, input_map=prep.dealt.input_map,
+                             device=torch.device("cpu"), hospital=hospital,
+                             noise=NoiseSource.secret(party(hospital), release_key=key),
+                             apply_mechanism=apply_mechanism).inputs
 
-    noisy = rows(prep.cfg)
-    assert torch.equal(noisy, rows(prep.cfg))  # a restarted hospital re-creates the same release
-    assert not torch.equal(noisy, rows(prep.cfg, hospital=1))
+    noisy = rows(plan)
+    assert torch.equal(noisy, rows(plan))  # a restarted hospital (same release key) re-creates the same release
+    assert not torch.equal(noisy, rows(plan, hospital=1)) and not torch.equal(noisy, rows(plan, key=99))
     assert not torch.allclose(noisy, shard.inputs)
-    assert torch.equal(rows(prep.cfg, private=False), shard.inputs)  # the auditor's reference models: no noise
-    infinite = {**prep.cfg, "privacy": {**prep.cfg["privacy"], "epsilon": math.inf}}
-    assert torch.equal(rows(infinite), shard.inputs)
+    assert torch.equal(rows(plan, apply_mechanism=False), shard.inputs)  # the auditor's reference models
+    assert torch.equal(rows({**plan, "epsilon": math.inf}), shard.inputs)
     assert prep.privacy.summary([{}] * 5)["delta"] == 0.0
 
 
 def test_audit_members_are_true_rows_not_the_noisy_release(tmp_path):
-    cfg = compose_plain([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
+    cfg = compose_typed([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
     prep = prepare_experiment(cfg)
     members = audit_kwargs(prep, params={}, resources={})["pools"]["members"]["inputs"]
     train_rows = {tuple(r) for shard in prep.dealt.train_shards for r in shard.inputs.numpy()}
