@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from fedray.errors import FedrayError
+from fedray.config import compose_config
+from fedray.privacy.randomness import DRIVER, NoiseSource
 from fedray.strategies import ClientResult, FedAvg, build_strategy
 from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.strategies.aggregate import client_weights, weighted_average
@@ -48,12 +50,12 @@ def test_identical_clients_are_a_fixed_point():
     np.testing.assert_allclose(out["w"], params["w"], rtol=1e-12)
 
 
-def test_build_strategy_rejects_unknown_names():
-    assert isinstance(build_strategy({"strategy": "fedavg", "weighting": "uniform"}), FedAvg)
+def test_unknown_strategies_and_weightings_are_refused_by_the_config():
+    assert isinstance(build_strategy(compose_config(["fl.weighting=uniform"]).fl), FedAvg)
     with pytest.raises(FedrayError, match="fl.strategy"):
-        build_strategy({"strategy": "fedprox"})
+        compose_config(["fl.strategy=fedsgd"])
     with pytest.raises(FedrayError, match="fl.weighting"):
-        build_strategy({"strategy": "fedavg", "weighting": "median"})
+        compose_config(["fl.weighting=median"])
 
 
 def test_dp_fedavg_without_noise_and_loose_clip_is_uniform_fedavg():
@@ -62,7 +64,7 @@ def test_dp_fedavg_without_noise_and_loose_clip_is_uniform_fedavg():
     results = [ClientResult(hospital=k, params={"w": global_params["w"] + rng.normal(size=(3, 2)),
                                                 "steps": np.array(9, dtype=np.int64)}, num_samples=k + 1)
                for k in range(4)]
-    loose = DPFedAvg(clip_norm=1e6, noise_multiplier=0.0, seed=0).aggregate(1, global_params, results)
+    loose = _dp_fedavg(clip_norm=1e6, noise_multiplier=0.0, clients=4).aggregate(1, global_params, results)
     plain = FedAvg("uniform").aggregate(1, global_params, results)
     np.testing.assert_allclose(loose["w"], plain["w"])
     assert int(loose["steps"]) == 7  # integer buffers keep the global value
@@ -72,7 +74,12 @@ def test_dp_fedavg_bounds_each_hospitals_influence_by_the_clip_norm():
     global_params = {"w": np.zeros(4)}
     outlier = ClientResult(hospital=0, params={"w": np.full(4, 100.0)}, num_samples=1)
     quiet = [ClientResult(hospital=k, params={"w": np.zeros(4)}, num_samples=1) for k in (1, 2, 3)]
-    out = DPFedAvg(clip_norm=0.5, noise_multiplier=0.0, seed=0).aggregate(1, global_params, [outlier, *quiet])
+    out = _dp_fedavg(clip_norm=0.5, noise_multiplier=0.0, clients=4).aggregate(1, global_params, [outlier, *quiet])
     assert np.linalg.norm(out["w"]) == pytest.approx(0.5 / 4)
-    noisy = DPFedAvg(clip_norm=0.5, noise_multiplier=2.0, seed=0).aggregate(1, global_params, [outlier, *quiet])
+    noisy = _dp_fedavg(clip_norm=0.5, noise_multiplier=2.0, clients=4).aggregate(1, global_params, [outlier, *quiet])
     assert not np.allclose(noisy["w"], out["w"])
+
+
+def _dp_fedavg(*, clip_norm: float, noise_multiplier: float, clients: int) -> DPFedAvg:
+    return DPFedAvg(clip_norm=clip_norm, noise_multiplier=noise_multiplier, expected_clients=clients,
+                    noise=NoiseSource.reproducible(0, DRIVER), server=FedAvg("uniform"))

@@ -9,6 +9,8 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
+from fedray.config.schema import DecisionTreeModel, RandomForestModel
+from fedray.privacy.randomness import NoiseSource, hospital as party
 from fedray.models.trees import forest_to_params, merge_ensembles, predict_proba_from_params
 from fedray.strategies.base import ClientResult
 from fedray.strategies.ensemble import TreeEnsemble
@@ -30,9 +32,13 @@ def make_data(n: int, *, num_classes: int = 3, seed: int = 0) -> tuple[np.ndarra
     return x, y
 
 
-def trainer(x, y, *, epsilon=math.inf, name="random_forest", num_classes=3, hospital=0, **model):
-    return TreeTrainer(model_cfg={"name": name, **model}, inputs=x, labels=y, num_classes=num_classes,
-                       input_map=Scale(), epsilon=epsilon, seed=7, hospital=hospital)
+def trainer(x, y, *, epsilon=math.inf, name="random_forest", num_classes=3, hospital=0, key=1234, **model):
+    """A hospital's tree trainer; ``key`` is its secret release key (the same key re-creates the same release)."""
+    fields = {"max_depth": 5, **({"n_estimators": 10} if name == "random_forest" else {}), **model}
+    schema = RandomForestModel if name == "random_forest" else DecisionTreeModel
+    return TreeTrainer(model_cfg=schema(name=name, **fields), inputs=x, labels=y, num_classes=num_classes,
+                       input_map=Scale(), epsilon=epsilon, seed=7, hospital=hospital,
+                       noise=NoiseSource.secret(party(hospital), release_key=key + hospital))
 
 
 def test_params_agree_with_sklearn_predict_proba():
@@ -86,13 +92,15 @@ def test_classes_missing_at_a_hospital_map_to_global_columns():
 def test_fit_is_one_shot_and_reports_the_accountants_epsilon():
     x, y = make_data(400)
     for name in ("decision_tree", "random_forest"):
-        t = trainer(x, y, epsilon=2.5, name=name, n_estimators=4)
+        t = trainer(x, y, epsilon=2.5, name=name, **({"n_estimators": 4} if name == "random_forest" else {}))
         first, metrics = t.fit({}, epochs=1, round_idx=0)
         t.load({})
         second, again = t.fit(first, epochs=1, round_idx=1)
         assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
         assert metrics["dp_epsilon_spent"] == again["dp_epsilon_spent"] == 2.5
-        assert len(t.accountant.spent_budget) == 1
+        # One tree per disjoint share of the rows, each charged once: ε in all (parallel composition).
+        trees = 4 if name == "random_forest" else 1
+        assert len(t.accountants) == trees and all(len(a.spent_budget) == 1 for a in t.accountants)
         assert t.privacy_state() == {"dp_epsilon_spent": 2.5}
         assert metrics["local_steps"] == 0.0 and 0.0 <= metrics["train_accuracy"] <= 1.0
         assert np.array_equal(t.export()["tree0000.value"], first["tree0000.value"])
@@ -114,7 +122,7 @@ def test_non_private_path_is_sklearn_and_needs_no_diffprivlib(monkeypatch):
     x, y = make_data(300)
     t = trainer(x, y, name="decision_tree", max_depth=3)
     params, metrics = t.fit({}, epochs=1, round_idx=0)
-    assert t.accountant is None and t.privacy_state() == {}
+    assert t.accountants == [] and t.privacy_state() == {}
     assert not any(k.startswith("dp_") for k in metrics)
     reference = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x / 10.0, y)
     np.testing.assert_allclose(t.predict_proba(x), reference.predict_proba(x / 10.0))
