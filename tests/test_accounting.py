@@ -72,19 +72,19 @@ def test_unreachable_target_is_a_user_error():
         (dict(epsilon=0.0), "epsilon"),
         (dict(epsilon=-1.0), "epsilon"),
         (dict(delta=0.0), "delta"),
-        (dict(delta=0.02), r"delta=0.02 is not below 1/n=1/62"),
+        (dict(delta=0.02), r"delta=0.02 is not below 1/N=1/62"),
         (dict(delta=1 / 62), "delta"),
         (dict(max_grad_norm=0.0), "max_grad_norm"),
     ],
 )
 def test_validation_rejects_settings_without_a_guarantee(kwargs, message):
-    params = dict(epsilon=1.0, delta=1e-5, max_grad_norm=1.0, min_hospital_size=62) | kwargs
+    params = dict(epsilon=1.0, delta=1e-5, max_grad_norm=1.0, num_records=62) | kwargs
     with pytest.raises(FedrayError, match=message):
         validate_privacy_params(**params)
 
 
 def test_validation_accepts_the_non_private_baseline():
-    validate_privacy_params(epsilon=math.inf, delta=1e-5, max_grad_norm=1.0, min_hospital_size=62)
+    validate_privacy_params(epsilon=math.inf, delta=1e-5, max_grad_norm=1.0, num_records=62)
 
 
 @pytest.mark.parametrize("n", [1, 2, 9, 10, 11, 30, 62, 311, 10**5, 10**6, 2 * 10**6])

@@ -87,6 +87,7 @@ def test_unknown_method_is_a_user_error():
 
 
 def test_auto_uses_a_pretrained_backbones_own_normalisation_and_zca_otherwise():
+    from fedray.config import compose_config
     from fedray.data.input_map import fit_input_map
     from fedray.data.types import Records
 
@@ -94,13 +95,13 @@ def test_auto_uses_a_pretrained_backbones_own_normalisation_and_zca_otherwise():
     train = Records(inputs=images, labels=np.zeros(4, dtype=np.int64), ids=np.arange(4).astype(object),
                     class_names=("a",))
 
-    def input_map(cfg, _images):
-        return fit_input_map(cfg, train)
+    def input_map(overrides):
+        fitted, private_statistics = fit_input_map(compose_config(overrides), [train])
+        assert private_statistics == []  # nothing charged without DP
+        return fitted
 
-    cfg = {"seed": 0, "data": {"whitening": "auto"}, "model": {"name": "efficientnet_lite0", "pretrained": True}}
-    pretrained = input_map(cfg, images)
+    pretrained = input_map(["model=efficientnet_lite0"])
     white = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     assert pretrained.method == "pretrained" and torch.allclose(pretrained.apply(white), torch.ones(1, 3, 2, 2))
-    scratch = input_map({**cfg, "model": {"name": "efficientnet_lite0", "pretrained": False}}, images)
-    assert scratch.method == "zca"
-    assert input_map({**cfg, "data": {"whitening": "pca"}}, images).method == "pca"
+    assert input_map(["model=efficientnet_lite0", "model.pretrained=false"]).method == "zca"
+    assert input_map(["data.whitening=pca"]).method == "pca"
