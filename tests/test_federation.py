@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import ray
 
-from conftest import same_params
+from conftest import same_params, with_changes
 
 from fedray.federation import driver as driver_module
 from fedray.federation.driver import Driver
@@ -24,7 +24,7 @@ from fedray.strategies import ClientResult
 def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, tiny_cfg):
     first = run_experiment(tiny_cfg)
     second = run_experiment(tiny_cfg)
-    other = run_experiment({**tiny_cfg, "seed": 1})
+    other = run_experiment(with_changes(tiny_cfg, seed=1))
     assert same_params(first.final_params, second.final_params)
     assert not same_params(first.final_params, other.final_params)
     assert [r["round"] for r in first.rounds] == [1, 2]
@@ -33,7 +33,7 @@ def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, ti
 
 def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cfg):
     clean = run_experiment(tiny_cfg)
-    faulty_cfg = {**tiny_cfg, "fl": {**tiny_cfg["fl"], "fault_injection": {"hospital": 2, "round": 2}}}
+    faulty_cfg = with_changes(tiny_cfg, **{"fl.fault_injection": {"hospital": 2, "round": 2}})
     faulty = run_experiment(faulty_cfg)
     assert faulty.summary["hospital_restarts"] >= 1
     assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
@@ -43,7 +43,7 @@ def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cf
 
 def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):
     prep = prepare_experiment(tiny_cfg)
-    driver_res, hospital_res = actor_resources(tiny_cfg, gpus_present=False)
+    driver_res, hospital_res = actor_resources(tiny_cfg.fl, gpus_present=False)
     actors = start_hospitals(prep, hospital_res, placed=lambda _: {})
     received = []
     real_get = ray.get
@@ -61,7 +61,7 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
     finally:
         monkeypatch.undo()
         actors.kill()
-    model = build_model(tiny_cfg["model"], num_classes=prep.num_classes, image_size=tiny_cfg["data"]["image_size"])
+    model = build_model(tiny_cfg.model, num_classes=prep.num_classes, image_size=tiny_cfg.data.image_size)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     train_labels = np.concatenate([s.labels for s in prep.dealt.train_shards])
     fits = [v for v in received if isinstance(v, ClientResult)]
@@ -79,7 +79,7 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
 
 @pytest.mark.parametrize("mode", ["centralized", "local"])
 def test_baselines_use_the_same_budget(ray_session, tiny_cfg, mode):
-    result = run_experiment({**tiny_cfg, "mode": mode})
+    result = run_experiment(with_changes(tiny_cfg, mode=mode))
     sizes = result.summary["data"]["hospital_train_sizes"]
     if mode == "centralized":
         assert len(sizes) == 1 and len(result.rounds[0]["clients"]) == 1

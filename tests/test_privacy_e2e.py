@@ -6,29 +6,29 @@ import math
 
 import pytest
 
-from conftest import TINY, compose_plain, same_params
+from conftest import TINY, compose_typed, same_params
 
 from fedray.federation.experiment import run_experiment
 from fedray.privacy.accounting import independent_epsilon
 
 
 def test_infinite_epsilon_bypasses_opacus_entirely(ray_session, tmp_path):
-    plain = run_experiment(compose_plain(TINY, tmp_path))
-    infinite = run_experiment(compose_plain([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path))
+    plain = run_experiment(compose_typed(TINY, tmp_path))
+    infinite = run_experiment(compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path))
     assert same_params(plain.final_params, infinite.final_params)  # no clipping, no noise, same model
     assert math.isinf(infinite.summary["privacy"]["epsilon"])
 
 
 def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_session, tmp_path):
-    cfg = compose_plain([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "fl.fault_injection={hospital: 1, round: 2}"],
+    cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "fl.fault_injection={hospital: 1, round: 2}"],
                         tmp_path)
     result = run_experiment(cfg)
     ledger = result.summary["privacy"]
     assert result.summary["hospital_restarts"] >= 1
-    assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / min(result.summary["data"]["hospital_train_sizes"])
+    assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / sum(result.summary["data"]["hospital_train_sizes"])
     for entry in ledger["hospitals"]:
         # The restarted hospital resumed its accountant: it reports every step of both rounds.
-        assert entry["steps"] == cfg["fl"]["rounds"] * cfg["fl"]["local_epochs"] * round(1 / entry["sample_rate"])
+        assert entry["steps"] == cfg.fl.rounds * cfg.fl.local_epochs * round(1 / entry["sample_rate"])
         independent = independent_epsilon(noise_multiplier=entry["noise_multiplier"],
                                           sample_rate=entry["sample_rate"], steps=entry["steps"],
                                           delta=entry["delta"])
@@ -37,7 +37,7 @@ def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_ses
 
 
 def test_client_level_dp_fedavg_reports_a_hospital_level_guarantee(ray_session, tmp_path):
-    result = run_experiment(compose_plain([*TINY, "privacy=dpfedavg", "privacy.epsilon=20", "audit.enabled=false"],
+    result = run_experiment(compose_typed([*TINY, "privacy=dpfedavg", "privacy.epsilon=20", "audit.enabled=false"],
                                           tmp_path))
     ledger = result.summary["privacy"]
     assert ledger["unit"] == "hospital" and 0 < ledger["epsilon"] <= 20 and ledger["max_noise_multiplier"] > 0
@@ -51,8 +51,8 @@ MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "dat
 
 def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
     # Pure-noise images and 40 epochs: the model can only memorise its training records.
-    exposed = run_experiment(compose_plain(MEMORISING, tmp_path)).summary["membership_inference"]
-    private = run_experiment(compose_plain([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
+    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary["membership_inference"]
+    private = run_experiment(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
                              ).summary["membership_inference"]
     assert exposed["strongest"]["auc"] > 0.7
     assert private["strongest"]["auc"] < 0.62
