@@ -47,6 +47,7 @@ from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
 from fedray.models import model_family
 from fedray.strategies import ClientResult, build_strategy
+from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
 from fedray.training.device import configure_process
 from fedray.training.local import as_device_tensor
@@ -83,7 +84,7 @@ class Driver:
             else NoiseSource.secret(DRIVER)
         self.noise = noise
         self.strategy = build_strategy(cfg.fl, plan, noise=noise, trees=model_family(cfg.model.name) == "tree")
-        self.sample_rate = (cfg.fl.clients_per_round or len(hospitals)) / len(hospitals)
+        self.clients_per_round = cfg.fl.clients_per_round
         self.hospitals_release_metrics = released_metrics(plan) is None
         self.global_params: Params = self.evaluator.export()
         self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
@@ -133,10 +134,8 @@ class Driver:
         The draw is the driver's DP randomness (amplification by sampling holds
         only if nobody can predict it): secret unless ``reproducible_noise``.
         """
-        if self.sample_rate >= 1:
-            return list(range(len(self.hospitals)))
-        draws = self.noise.numpy_generator(round_idx, Purpose.CLIENT_SAMPLING).random(len(self.hospitals))
-        return [k for k, u in enumerate(draws) if u < self.sample_rate]
+        return sample_clients(len(self.hospitals), self.clients_per_round,
+                              self.noise.numpy_generator(round_idx, Purpose.CLIENT_SAMPLING))
 
     def _collect(self, param_refs: list, round_idx: int, participants: list[int]) -> list[ClientResult]:
         pending = {k: self.hospitals[k].fit.remote(param_refs[k], round_idx) for k in participants}
