@@ -41,6 +41,7 @@ def _record(trial_id: str, *, lr: float, epsilon: float, balanced: float, attack
         {"mechanism": "none", "target_epsilon": math.inf, "epsilon": math.inf, "delta": None}
     summary = {
         "mode": "federated", "model": "small_cnn", "rounds": 2, "final_test": _metrics(balanced),
+        "final_val": _metrics(balanced),
         "best_val_round": 2, "best_val_round_test": _metrics(balanced), "privacy": privacy,
         "wall_seconds": 12.0, "gpu_hours": 0.0, "seconds_per_round": 6.0,
     }
@@ -140,11 +141,15 @@ def test_string_and_numeric_axes_are_typed_per_axis(records):
 
 def test_unknown_utility_is_rejected(records):
     with pytest.raises(ValueError, match="not a numeric frontier column"):
-        frontier_frame(records, axes=AXES, utility="val_balanced_accuracy")
+        frontier_frame(records, axes=AXES, utility="val_happiness")
 
 
-def test_schema_version_2_columns_and_types(records):
-    assert SCHEMA_VERSION == 2
+def test_schema_version_3_columns_and_types(records):
+    assert SCHEMA_VERSION == 3
+    names = FRONTIER_SCHEMA.names
+    assert [f"val_{m}" for m in HEADLINE_METRICS] == [n for n in names if n.startswith("val_")]
+    assert FRONTIER_SCHEMA.field("strategy").type == pa.string()
+    assert FRONTIER_SCHEMA.field("secure_aggregation").type == pa.bool_()
     for name, type_ in V2_COLUMNS.items():
         assert FRONTIER_SCHEMA.field(name).type == type_, name
     names = FRONTIER_SCHEMA.names
@@ -213,9 +218,9 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"2" and metadata[b"fedray.sweep"] == b"demo"
-    assert metadata[b"fedray.utility"] == b"test_balanced_accuracy"
-    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"2"
+    assert metadata[b"fedray.schema_version"] == b"3" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
+    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"3"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["rounds"])) == 6

@@ -75,7 +75,12 @@ _V2_COLUMNS = ("test_precision", "test_recall", "privacy_unit", "cv_folds", "att
 
 
 def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict[str, pd.DataFrame]:
-    """The paper's tables of a frontier frame (as read from ``frontier.parquet``), cells formatted."""
+    """The paper's tables of a frontier frame (as read from ``frontier.parquet``), cells formatted.
+
+    A frontier written before schema 3 has no validation columns: its rows are
+    then chosen on the test counterpart of ``utility``, as they were written.
+    """
+    utility = selection_column(frame, utility)
     frame = frame.reindex(columns=[*frame.columns, *(c for c in _V2_COLUMNS if c not in frame.columns)])
     completed = frame[frame["status"] == "completed"]
     if completed["target_epsilon"].nunique(dropna=False) <= 1:
@@ -91,8 +96,16 @@ def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict
     return tables
 
 
+def selection_column(frame: pd.DataFrame, utility: str) -> str:
+    """``utility``, or for an older frontier without validation columns its ``test_`` counterpart."""
+    if utility not in frame.columns and utility.startswith("val_"):
+        return "test_" + utility[len("val_"):]
+    return utility
+
+
 def render_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> str:
     """``paper_tables`` as one Markdown document."""
+    utility = selection_column(frame, utility)
     completed = int((frame["status"] == "completed").sum())
     names = frame["sweep"].dropna()
     lines = [
