@@ -30,7 +30,7 @@ def trial_summaries(out_dir: Path) -> dict[str, dict]:
 
 def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypatch):
     out_dir = tmp_path / "sweep"
-    monkeypatch.setattr(sys, "argv", ["fedray", *SWEEP, f"sweep.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h"])
+    monkeypatch.setattr(sys, "argv", ["fedray", *SWEEP, f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h"])
     main()
     frontier = pd.read_parquet(out_dir / "frontier.parquet")
     assert len(frontier) == 2 and set(frontier["status"]) == {"completed"}
@@ -59,8 +59,8 @@ def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_
     root = image_folder(tmp_path / "isic", {"melanoma": 50, "nevus": 50})  # 5 per class in validation
     out_dir = tmp_path / "seed"
     monkeypatch.setattr(sys, "argv", [
-        "fedray", "+experiment=seed_isic", f"data.root={root}", "data.image_size=16", "fl.rounds=1",
-        "sweep.space.backbone=[small_cnn]", f"sweep.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h",
+        "fedray", "+sweep=seed_isic", f"data.root={root}", "data.image_size=16", "fl.rounds=1",
+        "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h",
         "hydra/job_logging=none", "hydra/hydra_logging=none"])
     main()
     frontier = pd.read_parquet(out_dir / "frontier.parquet")
@@ -75,7 +75,7 @@ def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_session, tmp_path, monkeypatch):
     out_dir = tmp_path / "sweep"
-    args = [*SWEEP, "sweep.max_concurrent_trials=1", f"sweep.out_dir={out_dir}"]
+    args = [*SWEEP, "tune.max_concurrent_trials=1", f"tune.out_dir={out_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "fedray", *args, f"hydra.run.dir={tmp_path}/h1"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -90,7 +90,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_sess
     (trial_id, summary), = first.items()
     finished_at = (out_dir / "trials" / trial_id / "summary.json").stat().st_mtime
 
-    monkeypatch.setattr(sys, "argv", ["fedray", *args, f"sweep.resume={out_dir}", f"hydra.run.dir={tmp_path}/h2"])
+    monkeypatch.setattr(sys, "argv", ["fedray", *args, f"tune.resume={out_dir}", f"hydra.run.dir={tmp_path}/h2"])
     main()
     frontier = pd.read_parquet(out_dir / "frontier.parquet")
     assert len(frontier) == 2 and frontier["trial_id"].is_unique
@@ -100,7 +100,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_sess
 
 def test_resume_refuses_a_directory_of_another_sweep(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"sweep": "other", "space": {}}))
-    proc = subprocess.run([sys.executable, "-m", "fedray", *SWEEP, f"sweep.resume={tmp_path}",
+    proc = subprocess.run([sys.executable, "-m", "fedray", *SWEEP, f"tune.resume={tmp_path}",
                            f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("fedray: error:")
     assert "holds sweep 'other'" in proc.stderr and "Traceback" not in proc.stderr
@@ -110,17 +110,17 @@ MULTI_NODE = """
 import json, sys, ray
 from ray.cluster_utils import Cluster
 sys.path.insert(0, "tests")
-from conftest import compose_plain, TINY
+from conftest import compose_typed, TINY
 from fedray.sweep.runner import run_sweep
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 for _ in range(2):  # two "GPU" nodes: each fits one trial (5 x 0.15 + 0.1 GPU) but not two
     cluster.add_node(num_cpus=2, num_gpus=1)
 ray.init(address=cluster.address, log_to_driver=False)
-cfg = compose_plain(["+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "audit.enabled=false",
+cfg = compose_typed(["+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "audit.enabled=false",
                      "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
                      "fl.hospital.num_gpus=0.15", "fl.driver.num_gpus=0.1",
-                     f"sweep.out_dir={sys.argv[1]}"], sys.argv[1])
+                     f"tune.out_dir={sys.argv[1]}"], sys.argv[1])
 records = run_sweep(cfg)["records"]
 print(json.dumps([r["summary"]["placement"] for r in records]))
 ray.shutdown()

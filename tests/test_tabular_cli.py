@@ -55,7 +55,7 @@ def test_ehr_sweep_writes_the_paper_tables_from_the_frontier(ray_session, tmp_pa
 
     out_dir = tmp_path / "sweep"
     run_cli(monkeypatch, ["+sweep=ehr_tradeoff", *EHR, "cv.folds=2", "sweep.space.method=[logreg/dpsgd]",
-                          "sweep.space.epsilon=[1.0,.inf]", f"sweep.out_dir={out_dir}", *QUIET])
+                          "sweep.space.epsilon=[1.0,.inf]", f"tune.out_dir={out_dir}", *QUIET])
     frame = pd.read_parquet(out_dir / "frontier.parquet")
     assert list(frame["status"]) == ["completed", "completed"] and set(frame["cv_folds"]) == {2}
     assert frame["test_accuracy_std"].notna().all() and frame["records_without_consent"].gt(0).all()
