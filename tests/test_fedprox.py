@@ -9,7 +9,7 @@ import torch
 from fedray.strategies.base import ClientResult
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.fedprox import FedProx
-from fedray.training.proximal import anchor_of, proximal_loss, proximal_step
+from fedray.training.proximal import add_proximal_gradient, anchor_of, proximal_loss
 
 
 def _linear_moved_from_zero() -> tuple[torch.nn.Linear, list]:
@@ -83,16 +83,29 @@ def test_mu_zero_leaves_the_local_objective_as_fedavg():
     assert term.item() == 0.0
     term.backward()
     assert torch.count_nonzero(model.weight.grad) == 0
-    before = [p.detach().clone() for p in model.parameters()]
-    proximal_step(anchor, 0.0, lr=0.1)
-    for p, old in zip(model.parameters(), before):
-        torch.testing.assert_close(p.detach(), old)
+    add_proximal_gradient(anchor, 0.0)
+    assert torch.count_nonzero(model.weight.grad) == 0
 
 
-def test_decoupled_proximal_step_after_a_private_step():
-    # Under DP-SGD the term is applied after the noised step: w ← w - ημ(w - w_t) = [1, 2]·(1 - 0.1·0.4).
+def test_under_dp_sgd_the_proximal_gradient_joins_the_noised_gradient_before_the_optimizer_step():
+    # σ = 0 and a loose clip: Opacus' gradient is the data gradient, and momentum must see it plus μ(w - w_t).
+    from fedray.privacy.compat import private_step, wrap_private
+
     model, anchor = _linear_moved_from_zero()
-    proximal_step(anchor, 0.4, lr=0.1)
-    torch.testing.assert_close(model.weight.detach(), torch.tensor([[0.96, 1.92]], dtype=torch.float64))
-    torch.testing.assert_close(model.bias.detach(), torch.tensor([0.48], dtype=torch.float64))
-    assert anchor[0][1].abs().sum() == 0  # w_t itself is untouched
+    model = model.float()
+    anchor = [(p, start.float()) for p, start in zip(model.parameters(), (a for _, a in anchor))]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    parts = wrap_private(model, optimizer, noise_multiplier=0.0, max_grad_norm=1e6, sample_rate=0.5,
+                         expected_batch_size=2, grad_sample_mode="hooks")
+    x, y = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0], [0.0]])
+    before = [p.detach().clone() for p in model.parameters()]
+    private_step(parts, x, y, torch.nn.MSELoss(), add_public_gradient=lambda: add_proximal_gradient(anchor, 0.4))
+    # Data gradient of the mean squared error at w = [1, 2], b = 0.5 on these two points: outputs 1.5 and 2.5.
+    data_grad_w = torch.tensor([[1.5, 2.5]])  # mean of 2·(out - 0)·x over the batch
+    data_grad_b = torch.tensor([(3.0 + 5.0) / 2])  # mean of 2·out
+    expected_w = before[0] - 0.1 * (data_grad_w + 0.4 * before[0])
+    expected_b = before[1] - 0.1 * (data_grad_b + 0.4 * before[1])
+    torch.testing.assert_close(model.weight.detach(), expected_w)
+    torch.testing.assert_close(model.bias.detach(), expected_b)
+    assert sum(steps for _, _, steps in parts.accountant.history) == 1  # one accounted step
+

@@ -153,7 +153,7 @@ def wrap_private(
 
 
 def private_step(
-    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn
+    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, add_public_gradient=None
 ) -> tuple[float, torch.Tensor | None]:
     r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss and detached logits.
 
@@ -163,6 +163,8 @@ def private_step(
     update is pure noise :math:`\mathcal N(0, \sigma^2C^2)/(qn)` and the
     accountant counts it, exactly as Opacus' ``DPDataLoader`` path. Skipping
     it would make the number of steps depend on the data. Returns (NaN, None) then.
+    ``add_public_gradient`` (optional) adds a record-independent term to the
+    noised gradient before the optimizer steps.
     A (frozen) BatchNorm left in train mode mixes the batch's records and
     voids the clipping bound: that raises ``RuntimeError``.
     """
@@ -179,5 +181,11 @@ def private_step(
         out = loss_fn(logits, y)
         out.backward()
         loss, logits = out.item(), logits.detach()
-    parts.optimizer.step()
+    # Opacus' step is pre_step (clip, noise, scale, accountant) then the wrapped optimizer's step. A
+    # gradient that reads no record (FedProx's proximal term) is added between the two: post-processing
+    # of the noised gradient, seen by momentum or Adam like the data gradient.
+    if parts.optimizer.pre_step():
+        if add_public_gradient is not None:
+            add_public_gradient()
+        parts.optimizer.original_optimizer.step()
     return loss, logits

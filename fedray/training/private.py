@@ -41,7 +41,7 @@ import torch
 from fedray.privacy.compat import private_step, wrap_private
 from fedray.privacy.randomness import Purpose
 from fedray.training.local import LocalTrainer
-from fedray.training.proximal import proximal_step
+from fedray.training.proximal import add_proximal_gradient
 
 
 class DPSGDTrainer(LocalTrainer):
@@ -75,10 +75,8 @@ class DPSGDTrainer(LocalTrainer):
         with warnings.catch_warnings():
             # Opacus' hooks fire on the first layer's output because input images need no grad: expected.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            result = private_step(self.parts, x, y, self.loss_fn)
-        if self.anchor:  # FedProx: the proximal gradient reads no record, so it is applied after the noise
-            proximal_step(self.anchor, self.proximal_mu, self.train_cfg.lr)
-        return result
+            proximal = (lambda: add_proximal_gradient(self.anchor, self.proximal_mu)) if self.anchor else None
+            return private_step(self.parts, x, y, self.loss_fn, add_public_gradient=proximal)
 
     def fit(self, params, *, epochs: int, round_idx: int):
         new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)

@@ -8,12 +8,11 @@ trainable parameters, with :math:`w_t` the global model the round started from.
 - Under DP-SGD the term must not enter the per-example gradients: Opacus would
   clip it per example (its gradient is the same for every record, so clipping
   would shrink it by the batch's clip factors and its sum would scale with the
-  batch size). Its gradient :math:`\mu(w - w_t)` reads no record, so after each
-  private step the trainer takes a decoupled proximal step
-  :math:`w \leftarrow w - \eta\mu(w - w_t)` (:func:`proximal_step`), as
-  decoupled weight decay does. The noised step is unchanged, and the extra step
-  is post-processing of released quantities and public :math:`w_t`: the DP
-  guarantee is the same.
+  batch size). Its gradient :math:`\mu(w - w_t)` reads no record, so it is
+  added to the already clipped and noised gradient, between Opacus' noise and
+  the optimizer's step (:func:`add_proximal_gradient`), where momentum or Adam
+  treat it as they treat the data gradient. That is post-processing of the
+  noised gradient and the public :math:`w_t`: the DP guarantee is the same.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ def proximal_loss(anchor: list[tuple[torch.nn.Parameter, torch.Tensor]], mu: flo
 
 
 @torch.no_grad()
-def proximal_step(anchor: list[tuple[torch.nn.Parameter, torch.Tensor]], mu: float, lr: float) -> None:
-    r"""The decoupled step :math:`w \leftarrow w - \eta\mu(w - w_t)`."""
+def add_proximal_gradient(anchor: list[tuple[torch.nn.Parameter, torch.Tensor]], mu: float) -> None:
+    r"""``p.grad += μ(w - w_t)`` for every anchored parameter (after DP-SGD's noise)."""
     for p, start in anchor:
-        p.sub_(lr * mu * (p - start))
+        if p.grad is not None:
+            p.grad.add_(p - start, alpha=mu)
