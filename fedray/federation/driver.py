@@ -37,9 +37,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
-from fedray.errors import FedrayError
 from fedray.federation.hospital import HospitalError
-from fedray.federation.runtime import placement_of_this_actor
+from fedray.federation.runtime import get_in_one_line, placement_of_this_actor
 from fedray.federation.secure_round import SecureRound
 from fedray.metrics import classification_metrics
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
@@ -146,12 +145,8 @@ class Driver:
         for k, ref in pending.items():
             for attempt in range(self.max_round_retries + 1):
                 try:
-                    results[k] = ray.get(ref)
+                    results[k] = self._get(ref, siblings=list(pending.values()))
                     break
-                except ray.exceptions.RayTaskError as err:
-                    if isinstance(err.cause, HospitalError):
-                        raise FedrayError(err.cause.args[0]) from None
-                    raise
                 except HOSPITAL_FAILURES as err:
                     if attempt == self.max_round_retries:
                         raise RuntimeError(
@@ -199,13 +194,8 @@ class Driver:
         server = getattr(self.strategy, "server", self.strategy)  # DP-FedAvg's noise is already in the sum
         return server.apply_update(self.global_params, delta)
 
-    def _get(self, refs: list):
-        try:
-            return ray.get(refs)
-        except ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, HospitalError):
-                raise FedrayError(err.cause.args[0]) from None
-            raise
+    def _get(self, refs, siblings=()):
+        return get_in_one_line(refs, causes=(HospitalError,), siblings=siblings)
 
     def _wait_until_answering(self, k: int) -> None:
         hospital = self.hospitals[k]

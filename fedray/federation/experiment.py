@@ -43,6 +43,7 @@ from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital
+from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
 from fedray.privacy.audit import audit_pools, run_audit
 from fedray.privacy.randomness import new_release_key
@@ -287,12 +288,7 @@ def run_experiment(
 
 def _hospital_errors_as_one_line(ref):
     """A user-fixable error inside the driver or a hospital (the driver names the hospital) as one FedrayError."""
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, FedrayError):
-            raise FedrayError(err.cause.args[0]) from None
-        raise
+    return get_in_one_line(ref, causes=(FedrayError,))
 
 
 def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, driver_res, hospital_res) -> dict:
