@@ -45,13 +45,20 @@ directions. For :math:`\sigma_1 = \sigma_0` it is the Gaussian mechanism with
 :math:`\mu = |\mu_1-\mu_0|/\sigma` (Balle & Wang 2018). The paper shows the estimate is
 exact for the Gaussian mechanism as :math:`d \to \infty`; otherwise it is an
 estimate, not a bound: a bootstrap interval gives its sampling spread under
-the Gaussian fit, nothing more.
+the Gaussian fit, nothing more. Separate variances make the privacy loss
+quadratic and the estimate sensitive to the variance ratio's sampling noise;
+an option pools the variance (the Gaussian mechanism's own assumption).
+
+Both can run on the same canaries: include each with probability ½, use the
+cosines as scores for :func:`one_run_audit` (the certificate) and as the two
+samples of :func:`gaussian_epsilon_estimate` (the estimate).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import dp_accounting
 import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit, log_ndtr, ndtr
@@ -64,7 +71,7 @@ DEFAULT_GUESS_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
 def one_run_p_value(m: int, guesses: int, correct: int, epsilon: float, delta: float) -> float:
-    r""":math:`p_\varepsilon(v)` of Theorem 3.1 (see the module docstring): a bound on the chance of ``correct`` or more right guesses."""
+    r""":math:`p_\varepsilon(v)` of Theorem 3.1 (module docstring): bounds the chance of ``correct`` or more right guesses."""
     q = float(expit(epsilon))
     tail = binom.sf(correct - 1, guesses, q)
     if delta == 0 or correct == 0:
@@ -76,7 +83,7 @@ def one_run_p_value(m: int, guesses: int, correct: int, epsilon: float, delta: f
 
 
 def one_run_epsilon_lower_bound(m: int, guesses: int, correct: int, delta: float, confidence: float = 0.95) -> float:
-    """Largest ε that ``correct`` right guesses out of ``guesses`` over ``m`` canaries reject at ``confidence`` (Steinke et al. 2023).
+    """Largest ε that ``correct`` right of ``guesses`` over ``m`` canaries reject at ``confidence`` (Steinke et al.).
 
     Monotone non-decreasing in ``correct``; 0 when the guesses are no better than chance.
 
@@ -114,7 +121,9 @@ def choose_guesses(scores: np.ndarray, k_plus: int, k_minus: int) -> np.ndarray:
     """
     scores = np.asarray(scores, dtype=np.float64)
     if k_plus < 0 or k_minus < 0 or k_plus + k_minus > len(scores):
-        raise FedrayError(f"k_plus={k_plus} and k_minus={k_minus} must be >= 0 and sum to at most {len(scores)} canaries")
+        raise FedrayError(
+            f"k_plus={k_plus} and k_minus={k_minus} must be >= 0 and sum to at most {len(scores)} canaries"
+        )
     order = np.argsort(scores, kind="stable")
     guesses = np.zeros(len(scores), dtype=int)
     guesses[order[:k_minus]] = -1
@@ -165,7 +174,9 @@ def one_run_audit(
     m = len(scores)
     grid = guess_grid(m) if grid is None else list(grid)
     if m == 0 or len(included) != m or not grid:
-        raise FedrayError(f"need as many inclusion flags as canary scores ({len(included)} vs {m}) and a non-empty grid")
+        raise FedrayError(
+            f"need as many inclusion flags as canary scores ({len(included)} vs {m}) and a non-empty grid"
+        )
     per_test_confidence = 1.0 - (1.0 - confidence) / len(grid)
     truth = np.where(included, 1, -1)
     best = None
@@ -185,7 +196,7 @@ def random_canary_directions(n_canaries: int, dim: int, rng: np.random.Generator
 
 
 def canary_cosines(model_deltas: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """Cosine of each canary direction with the model delta [dim]; with per-round updates [rounds, dim], the max over rounds."""
+    """Cosine of each canary direction with the delta [dim]; for per-round updates [rounds, dim], the max over rounds."""
     deltas = np.atleast_2d(np.asarray(model_deltas, dtype=np.float64))
     norms = np.linalg.norm(deltas, axis=1, keepdims=True)
     if np.any(norms == 0):
@@ -216,7 +227,10 @@ def _log_mass_where_loss_exceeds(epsilon: float, a: float, b: float, c: float, m
 
 
 def _hockey_stick(epsilon: float, mu_a: float, sigma_a: float, mu_b: float, sigma_b: float) -> float:
-    r""":math:`\sup_E P_a(E) - e^\varepsilon P_b(E) = P_a[L > \varepsilon] - e^\varepsilon P_b[L > \varepsilon]`, L = log(p_a/p_b)."""
+    r"""Hockey-stick divergence :math:`\sup_E P_a(E) - e^\varepsilon P_b(E)`.
+
+    It equals :math:`P_a[L > \varepsilon] - e^\varepsilon P_b[L > \varepsilon]` with :math:`L = \log(p_a/p_b)`.
+    """
     a = 0.5 * (sigma_b ** -2 - sigma_a ** -2)
     b = mu_a / sigma_a ** 2 - mu_b / sigma_b ** 2
     c = 0.5 * ((mu_b / sigma_b) ** 2 - (mu_a / sigma_a) ** 2) + np.log(sigma_b / sigma_a)
@@ -226,12 +240,14 @@ def _hockey_stick(epsilon: float, mu_a: float, sigma_a: float, mu_b: float, sigm
 
 
 def gaussian_pair_epsilon(mu_1: float, sigma_1: float, mu_0: float, sigma_0: float, delta: float) -> float:
-    """The smallest ε >= 0 at which N(mu_1, sigma_1²) and N(mu_0, sigma_0²) are (ε, δ)-indistinguishable, both ways."""
+    """The smallest ε >= 0 at which N(mu_1, sigma_1²) and N(mu_0, sigma_0²) are (ε, δ)-indistinguishable both ways."""
     if sigma_1 <= 0 or sigma_0 <= 0 or not 0 < delta < 1:
         raise FedrayError(f"need positive standard deviations (got {sigma_1}, {sigma_0}) and 0 < delta={delta} < 1")
 
     def excess(epsilon: float) -> float:
-        worst = max(_hockey_stick(epsilon, mu_1, sigma_1, mu_0, sigma_0), _hockey_stick(epsilon, mu_0, sigma_0, mu_1, sigma_1))
+        worst = max(
+            _hockey_stick(epsilon, mu_1, sigma_1, mu_0, sigma_0), _hockey_stick(epsilon, mu_0, sigma_0, mu_1, sigma_1)
+        )
         return worst - delta
 
     if excess(0.0) <= 0:
@@ -244,7 +260,7 @@ def gaussian_pair_epsilon(mu_1: float, sigma_1: float, mu_0: float, sigma_0: flo
 
 @dataclass
 class GaussianEstimate:
-    """Andrew et al.'s ε estimate, the fitted Gaussians, and a bootstrap percentile interval (NaN when not asked for)."""
+    """Andrew et al.'s ε estimate, the fitted Gaussians, and a bootstrap percentile interval (NaN if not asked)."""
 
     epsilon: float
     interval: tuple[float, float]
@@ -268,20 +284,42 @@ def gaussian_epsilon_estimate(
     confidence: float = 0.95,
     n_bootstrap: int = 1000,
     rng: np.random.Generator | None = None,
+    pooled_variance: bool = False,
 ) -> GaussianEstimate:
-    """ε of N(mean, std²) fitted to each set of canary cosines, at ``delta``, with a ``confidence`` bootstrap interval.
+    r"""ε at ``delta`` of N(mean, std²) fitted to each set of canary cosines, with a ``confidence`` bootstrap interval.
 
     The interval resamples both sets with replacement ``n_bootstrap`` times
     (0 skips it); it describes the estimate's sampling spread, it is not a
     lower bound on the mechanism's ε.
+
+    With separate variances (the paper's fit) the privacy loss is quadratic,
+    so at small δ the estimate is very sensitive to the ratio of the fitted
+    standard deviations, whose sampling noise is about :math:`1/\sqrt{n}`:
+    with a few hundred canaries of each kind the interval is wide.
+    ``pooled_variance=True`` assumes the Gaussian mechanism's equal variances
+    and returns its ε for :math:`\mu = |\mu_1-\mu_0|/\sigma_{pooled}` (dp_accounting),
+    far more stable; the reported standard deviations are then both the pooled one.
     """
     observed = np.asarray(observed_cosines, dtype=np.float64)
     unobserved = np.asarray(unobserved_cosines, dtype=np.float64)
     if len(observed) < 2 or len(unobserved) < 2:
-        raise FedrayError(f"need at least 2 observed and 2 unobserved canaries, got {len(observed)} and {len(unobserved)}")
+        raise FedrayError(
+            f"need at least 2 observed and 2 unobserved canaries, got {len(observed)} and {len(unobserved)}"
+        )
+
+    def spreads(obs: np.ndarray, unobs: np.ndarray) -> tuple[float, float]:
+        if not pooled_variance:
+            return float(obs.std(ddof=1)), float(unobs.std(ddof=1))
+        squares = obs.var(ddof=1) * (len(obs) - 1) + unobs.var(ddof=1) * (len(unobs) - 1)
+        pooled = np.sqrt(squares / (len(obs) + len(unobs) - 2))
+        return float(pooled), float(pooled)
 
     def estimate(obs: np.ndarray, unobs: np.ndarray) -> float:
-        return gaussian_pair_epsilon(obs.mean(), obs.std(ddof=1), unobs.mean(), unobs.std(ddof=1), delta)
+        sigma_1, sigma_0 = spreads(obs, unobs)
+        if pooled_variance:
+            gap = abs(obs.mean() - unobs.mean())
+            return 0.0 if gap == 0 else float(dp_accounting.get_epsilon_gaussian(sigma_1 / gap, delta))
+        return gaussian_pair_epsilon(obs.mean(), sigma_1, unobs.mean(), sigma_0, delta)
 
     interval = (float("nan"), float("nan"))
     if n_bootstrap > 0:
@@ -292,13 +330,14 @@ def gaussian_epsilon_estimate(
         ]
         tail = (1.0 - confidence) / 2
         interval = tuple(float(x) for x in np.quantile(draws, [tail, 1.0 - tail]))
+    observed_std, unobserved_std = spreads(observed, unobserved)
     return GaussianEstimate(
         epsilon=estimate(observed, unobserved),
         interval=interval,
         observed_mean=float(observed.mean()),
-        observed_std=float(observed.std(ddof=1)),
+        observed_std=observed_std,
         unobserved_mean=float(unobserved.mean()),
-        unobserved_std=float(unobserved.std(ddof=1)),
+        unobserved_std=unobserved_std,
         n_observed=len(observed),
         n_unobserved=len(unobserved),
         delta=delta,

@@ -29,7 +29,8 @@ with :math:`\overline{\cdot}` one-sided Clopper-Pearson upper bounds at level
 Without leakage (FPR = TPR) the two upper bounds sum to at least 1 whenever
 they hold, so :math:`\varepsilon_{lb} > 0` has probability at most :math:`1-c`.
 
-**Advantage** (Yeom et al. 2018): TPR - FPR at the held-out threshold, with a
+**Advantage** (Yeom et al. 2018): TPR - FPR on the eval part at its own
+threshold (the best TPR - FPR on the choose part), with a
 Clopper-Pearson interval for each rate at :math:`1-(1-c)/2` combined into
 :math:`[\underline{\mathrm{TPR}}-\overline{\mathrm{FPR}},\ \overline{\mathrm{TPR}}-\underline{\mathrm{FPR}}]`:
 coverage :math:`\ge c` guaranteed (a flag claims a violation, so no
@@ -50,15 +51,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
-from scipy.stats import beta, mannwhitneyu
+from scipy.stats import beta, rankdata
 
 from fedray.errors import FedrayError
 
 
-def split_for_threshold(n: int, rng: np.random.Generator, choose_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Random disjoint (choose_idx, eval_idx) over ``range(n)``, sorted, the choose part of size round(choose_fraction * n).
+def split_for_threshold(
+    n: int, rng: np.random.Generator, choose_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random disjoint, sorted (choose_idx, eval_idx) over ``range(n)``; the choose part has round(choose_fraction * n).
 
     The split ignores membership, so each part is a random sample of the pool.
     """
@@ -76,10 +80,16 @@ def dp_advantage_ceiling(epsilon: float, delta: float) -> float:
     return float(min(1.0, (np.expm1(epsilon) + 2 * delta) / (np.exp(epsilon) + 1)))
 
 
+@lru_cache(maxsize=512)
+def _clopper_pearson_upper_table(n: int, level: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bounds at ``level`` for every count 0..n, cached for all thresholds and attacks."""
+    count = np.arange(n + 1)
+    return np.where(count >= n, 1.0, beta.ppf(level, count + 1, np.maximum(n - count, 1)))
+
+
 def _clopper_pearson_upper(count, n: int, level: float):
     """One-sided Clopper-Pearson upper bound at ``level`` on a rate with ``count`` of ``n``."""
-    count = np.asarray(count)
-    return np.where(count >= n, 1.0, beta.ppf(level, count + 1, np.maximum(n - count, 1)))
+    return _clopper_pearson_upper_table(int(n), float(level))[np.asarray(count, dtype=int)]
 
 
 def _clopper_pearson_lower(count, n: int, level: float):
@@ -108,8 +118,10 @@ def _as_parts(scores, is_member) -> tuple[np.ndarray, np.ndarray, int, int]:
     return scores, is_member, n_members, n_nonmembers
 
 
-def _choose_threshold(scores, is_member, delta: float, confidence: float) -> tuple[float, float, float]:
-    """(threshold, ε_lb, advantage) of the threshold with the best ε_lb on these records, ties to the best advantage.
+def _choose_thresholds(scores, is_member, delta: float, confidence: float) -> tuple[float, float, float, float]:
+    """(ε threshold, its ε_lb, advantage threshold, its advantage) on these records.
+
+    The ε threshold has the best ε_lb, ties going to the better advantage; the advantage threshold the best TPR - FPR.
 
     "Member" means score >= threshold; the candidates are the distinct scores.
     """
@@ -121,8 +133,9 @@ def _choose_threshold(scores, is_member, delta: float, confidence: float) -> tup
     thresholds, true_pos, false_pos = ranked[last_of_tie], true_pos[last_of_tie], false_pos[last_of_tie]
     bounds = _epsilon_bound(false_pos, n_nonmembers, n_members - true_pos, n_members, delta, confidence)
     advantages = true_pos / n_members - false_pos / n_nonmembers
-    best = np.lexsort((advantages, bounds))[-1]
-    return float(thresholds[best]), float(bounds[best]), float(advantages[best])
+    best_bound, best_advantage = np.lexsort((advantages, bounds))[-1], int(np.argmax(advantages))
+    return (float(thresholds[best_bound]), float(bounds[best_bound]),
+            float(thresholds[best_advantage]), float(advantages[best_advantage]))
 
 
 def advantage_interval(
@@ -140,10 +153,17 @@ def advantage_interval(
 
 @dataclass
 class HeldoutBound:
-    """One attack: threshold and criteria from the choose part, counts and bounds from the eval part."""
+    """One attack: thresholds and criteria from the choose part, counts and bounds from the eval part.
+
+    ``threshold`` (chosen for ε_lb) gives ``true_positives``, ``false_positives``,
+    ``tpr``, ``fpr`` and ``epsilon_lower_bound``; ``advantage_threshold`` (chosen
+    for TPR - FPR) gives the ``advantage_*`` counts, ``advantage`` and its
+    interval. AUC uses no threshold.
+    """
 
     attack: str
     threshold: float
+    advantage_threshold: float
     epsilon_lower_bound: float
     confidence: float
     delta: float
@@ -153,6 +173,8 @@ class HeldoutBound:
     n_nonmembers: int
     tpr: float
     fpr: float
+    advantage_true_positives: int
+    advantage_false_positives: int
     advantage: float
     advantage_interval: tuple[float, float]
     auc: float
@@ -173,26 +195,33 @@ def epsilon_lower_bound_heldout(
     *,
     attack: str = "attack",
 ) -> HeldoutBound:
-    """Threshold with the best ε_lb on ``choose_idx``; ε_lb, advantage (with interval) and AUC at it on ``eval_idx``.
+    """Thresholds chosen on ``choose_idx`` (best ε_lb, best advantage); ε_lb, advantage, interval and AUC on ``eval_idx``.
 
     Scores are "higher = member". ``choose_idx`` and ``eval_idx`` must be disjoint.
+    The ε bound and the advantage interval each hold at ``confidence`` on their own.
     """
     scores = np.asarray(scores, dtype=np.float64)
     is_member = np.asarray(is_member).astype(bool)
     choose_idx, eval_idx = np.asarray(choose_idx), np.asarray(eval_idx)
     if np.intersect1d(choose_idx, eval_idx).size:
         raise FedrayError("the choose and eval parts share records: pass disjoint parts from split_for_threshold")
-    threshold, choose_bound, choose_advantage = _choose_threshold(
+    threshold, choose_bound, advantage_threshold, choose_advantage = _choose_thresholds(
         scores[choose_idx], is_member[choose_idx], delta, confidence
     )
     eval_scores, eval_member, n_members, n_nonmembers = _as_parts(scores[eval_idx], is_member[eval_idx])
-    guessed = eval_scores >= threshold
-    true_pos, false_pos = int(np.sum(guessed & eval_member)), int(np.sum(guessed & ~eval_member))
-    tpr, fpr = true_pos / n_members, false_pos / n_nonmembers
-    auc = mannwhitneyu(eval_scores[eval_member], eval_scores[~eval_member], method="asymptotic").statistic
+
+    def counts(at: float) -> tuple[int, int]:
+        guessed = eval_scores >= at
+        return int(np.sum(guessed & eval_member)), int(np.sum(guessed & ~eval_member))
+
+    true_pos, false_pos = counts(threshold)
+    adv_true_pos, adv_false_pos = counts(advantage_threshold)
+    # AUC = Mann-Whitney U / (n1 n0), ties counting one half.
+    auc = rankdata(eval_scores)[eval_member].sum() - n_members * (n_members + 1) / 2
     return HeldoutBound(
         attack=attack,
         threshold=threshold,
+        advantage_threshold=advantage_threshold,
         epsilon_lower_bound=float(
             _epsilon_bound(false_pos, n_nonmembers, n_members - true_pos, n_members, delta, confidence)
         ),
@@ -202,10 +231,12 @@ def epsilon_lower_bound_heldout(
         n_members=n_members,
         false_positives=false_pos,
         n_nonmembers=n_nonmembers,
-        tpr=tpr,
-        fpr=fpr,
-        advantage=tpr - fpr,
-        advantage_interval=advantage_interval(true_pos, n_members, false_pos, n_nonmembers, confidence),
+        tpr=true_pos / n_members,
+        fpr=false_pos / n_nonmembers,
+        advantage_true_positives=adv_true_pos,
+        advantage_false_positives=adv_false_pos,
+        advantage=adv_true_pos / n_members - adv_false_pos / n_nonmembers,
+        advantage_interval=advantage_interval(adv_true_pos, n_members, adv_false_pos, n_nonmembers, confidence),
         auc=float(auc) / (n_members * n_nonmembers),
         choose_epsilon_lower_bound=choose_bound,
         choose_advantage=choose_advantage,
@@ -234,7 +265,7 @@ def select_attack_heldout(
     delta: float,
     confidence: float = 0.95,
 ) -> HeldoutSelection:
-    """Pick the attack with the best choose-part ε_lb (ties: advantage, then the given order) and report it on the eval part.
+    """Pick the attack with the best choose-part ε_lb (ties: advantage, then given order); report it on the eval part.
 
     ``max_over_attacks`` holds the largest eval-part figures over the k attacks,
     labelled as such: its ``epsilon_lower_bound`` is not a ``confidence`` bound;
@@ -288,8 +319,9 @@ def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, d
     best = report["max_over_attacks"]
     if best["epsilon_lower_bound_bonferroni"] > accountant_epsilon:
         flags.append(
-            f"violation: the best of {best['k']} attacks certifies epsilon >= {best['epsilon_lower_bound_bonferroni']:.3g} "
-            f"at {level} (Bonferroni over attacks), above the accountant's epsilon = {accountant_epsilon:.3g}"
+            f"violation: the best of {best['k']} attacks certifies epsilon >= "
+            f"{best['epsilon_lower_bound_bonferroni']:.3g} at {level} (Bonferroni over attacks), "
+            f"above the accountant's epsilon = {accountant_epsilon:.3g}"
         )
     one_run = report.get("one_run")
     if one_run and one_run["epsilon_lower_bound"] > accountant_epsilon:
@@ -300,7 +332,8 @@ def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, d
     ceiling = dp_advantage_ceiling(accountant_epsilon, delta)
     low, high = reported["advantage_interval"]
     where = (
-        f"attack {reported['attack']!r} advantage {reported['advantage']:.3g} ({level} interval [{low:.3g}, {high:.3g}]) "
+        f"attack {reported['attack']!r} advantage {reported['advantage']:.3g} "
+        f"({level} interval [{low:.3g}, {high:.3g}]) "
         f"vs the ceiling {ceiling:.3g} of ({accountant_epsilon:.3g}, {delta:.3g})-DP"
     )
     if low > ceiling:

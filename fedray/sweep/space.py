@@ -52,6 +52,9 @@ AXES = {
     "batch_size": "train.batch_size",
     "folds": "cv.folds",
     "strategy": "fl",
+    "server_lr": "fl.server_lr",
+    "proximal_mu": "fl.proximal_mu",
+    "clients_per_round": "fl.clients_per_round",
     "secure_aggregation": "fl.secure_aggregation",
 }
 
