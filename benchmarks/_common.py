@@ -16,18 +16,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
-def compose_plain(overrides: list[str], run_dir: Path) -> dict:
-    """Compose conf/ like the CLI does and resolve it to the plain dict actors receive."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def compose(overrides: list[str], run_dir: Path):
+    """Compose conf/ like the CLI does: the typed, read-only :class:`fedray.config.Config` actors receive.
 
-    from fedray.config import to_plain
+    Change a copy with ``fedray.config.replace(cfg, **{"fl.driver.num_gpus": 0.1})``.
+    """
+    from fedray.config import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    GlobalHydra.instance().clear()
-    return to_plain(cfg, run_dir=run_dir)
+    return compose_config(overrides, run_dir=run_dir)
 
 
 def data_overrides(args) -> list[str]:

@@ -64,9 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _train_cfg(args, precision: str) -> dict:
-    return {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": args.batch_size,
-            "precision": precision, "channels_last": True}
+def _train_cfg(args, precision: str):
+    from fedray.config.schema import Train
+
+    return Train(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=0.0, batch_size=args.batch_size,
+                 precision=precision, channels_last=True)
 
 
 def build(args, model_name: str, kind: str, mode: str | None, device):
@@ -75,15 +77,19 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
 
     from fedray.data.augment import no_augment
     from fedray.data.whitening import ColorWhitening
+    from fedray.config.schema import BackboneModel
     from fedray.models import build_model
+    from fedray.privacy.randomness import NoiseSource, hospital
     from fedray.training.local import LocalTrainer
 
     torch.manual_seed(0)
-    model = build_model({"name": model_name}, num_classes=NUM_CLASSES, image_size=args.image_size)
+    model = build_model(BackboneModel(name=model_name, pretrained=False, finetune="all", finetune_last_n=1),
+                        num_classes=NUM_CLASSES, image_size=args.image_size)
     n = 10 * args.batch_size
     common = dict(inputs=np.zeros((n, 3, 1, 1), np.uint8), labels=np.zeros(n, np.int64),
                   input_map=ColorWhitening(method="none", mean=torch.zeros(3), matrix=torch.eye(3)),
-                  augment=no_augment, device=device, seed=0, hospital=0)
+                  augment=no_augment, device=device, seed=0, hospital=0,
+                  noise=NoiseSource.reproducible(0, hospital(0)))
     if kind == "nonprivate":
         return LocalTrainer(model=model, train_cfg=_train_cfg(args, "bf16"), **common), None
     if kind == "nonprivate_fp32":

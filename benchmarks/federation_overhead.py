@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import (compose_plain, cuda_sync, data_overrides, device_summary, markdown_table, median,
+from _common import (compose, cuda_sync, data_overrides, device_summary, markdown_table, median,
                      save_json)
 
 
@@ -66,8 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_config(args, run_dir: Path) -> dict:
+def build_config(args, run_dir: Path):
+    """The typed config (:class:`fedray.config.Config`) of the federated run."""
     import torch
+
+    from fedray.config import replace
 
     gpus = torch.cuda.device_count()
     overrides = [
@@ -77,37 +80,39 @@ def build_config(args, run_dir: Path) -> dict:
     ]
     if args.cpu_per_hospital is not None:
         overrides.append(f"fl.hospital.num_cpus={args.cpu_per_hospital}")
-    cfg = compose_plain(overrides + list(args.extra), run_dir)
+    cfg = compose(overrides + list(args.extra), run_dir)
     if args.driver_gpu is not None:
-        cfg["fl"]["driver"]["num_gpus"] = args.driver_gpu
+        cfg = replace(cfg, **{"fl.driver.num_gpus": float(args.driver_gpu)})
     elif gpus:
         left = max(0.0, round(gpus - args.hospitals * args.gpu_per_hospital, 4))
-        wanted = float(cfg["fl"]["driver"]["num_gpus"])
+        wanted = float(cfg.fl.driver.num_gpus)
         if left < wanted:
             print(f"note: {args.hospitals} x {args.gpu_per_hospital} GPU leaves {left:g} GPU for the driver "
                   f"(conf asks {wanted:g}); driver gets {left:g}" + (" and evaluates on the CPU" if left == 0 else ""),
                   file=sys.stderr)
-            cfg["fl"]["driver"]["num_gpus"] = left
-    cfg["audit"]["enabled"] = False
-    return cfg
+            cfg = replace(cfg, **{"fl.driver.num_gpus": left})
+    return replace(cfg, **{"audit.enabled": False})
 
 
 class PureCompute:
     """The hospitals' trainers in this process, trained one after another."""
 
     def __init__(self, prep, hospital_res: dict):
+        from fedray.privacy.randomness import NoiseSource, hospital
         from fedray.training import build_trainer
         from fedray.training.device import configure_process
 
         cfg = prep.cfg
         self.device = configure_process(num_cpus=hospital_res["num_cpus"], num_gpus=hospital_res["num_gpus"],
-                                        seed=cfg["seed"])
-        self.epochs = int(cfg["fl"]["local_epochs"])
+                                        seed=cfg.seed)
+        self.epochs = int(cfg.fl.local_epochs)
         self.trainers = []
         for k, shard in enumerate(prep.dealt.train_shards):
             self.trainers.append(build_trainer(
-                cfg=cfg, num_classes=prep.num_classes, inputs=np.ascontiguousarray(np.asarray(shard.inputs)),
-                labels=np.asarray(shard.labels), input_map=prep.dealt.input_map, device=self.device, hospital=k))
+                cfg=cfg, plan=prep.privacy.resolved_cfg, num_classes=prep.num_classes,
+                num_features=prep.num_features, inputs=np.ascontiguousarray(np.asarray(shard.inputs)),
+                labels=np.asarray(shard.labels), input_map=prep.dealt.input_map, device=self.device, hospital=k,
+                noise=NoiseSource.reproducible(cfg.seed, hospital(k))))
         self.params = self.trainers[0].export()
         self.images_per_pass = sum(t.num_samples for t in self.trainers) * self.epochs
         self.passes: list[dict] = []
@@ -121,7 +126,8 @@ class PureCompute:
             _, metrics = trainer.fit(self.params, epochs=self.epochs, round_idx=round_idx)
             cuda_sync()
             wall.append(time.perf_counter() - t0)
-            fit.append(metrics["fit_seconds"])
+            # under DP a trainer withholds its fit time (fedray.privacy.mechanisms.released_metrics): use the wall time
+            fit.append(metrics.get("fit_seconds", wall[-1]))
         return {"fit": fit, "wall": wall}
 
 
@@ -129,7 +135,7 @@ def aggregation_seconds(prep, pure: PureCompute, repeats: int = 5) -> float:
     """FedAvg of the hospitals' parameter dicts in this process (what the driver does once per round)."""
     from fedray.strategies import ClientResult, build_strategy
 
-    strategy = build_strategy(prep.cfg["fl"])
+    strategy = build_strategy(prep.cfg.fl)
     results = [ClientResult(hospital=k, params=pure.params, num_samples=t.num_samples)
                for k, t in enumerate(pure.trainers)]
     times = []
@@ -171,10 +177,10 @@ def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="fedray-bench-"))
     cfg = build_config(args, tmp / "run")
     prep = prepare_experiment(cfg)
-    started_ray = connect(cfg["cluster"])
+    started_ray = connect(cfg.cluster)
     try:
         gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-        driver_res, hospital_res = actor_resources(cfg, gpus_present=gpus_present)
+        driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=gpus_present)
         pure = PureCompute(prep, hospital_res)
         pure.one_pass(round_idx=0)  # warm-up
         agg = aggregation_seconds(prep, pure)
@@ -203,12 +209,17 @@ def run(args) -> dict:
     return summarise(args, cfg, prep, pure, result.rounds, wall, agg, eval_local, driver_res, hospital_res)
 
 
+def _fit_s(client: dict) -> float:
+    return client.get("fit_seconds", float("nan"))
+
+
 def summarise(args, cfg, prep, pure, rounds, wall, agg, eval_local, driver_res, hospital_res) -> dict:
     measured = [r for r in rounds if r["round"] >= 2]
     round_s = median([r["round_seconds"] for r in measured])
     fit_phase_s = median([r["fit_seconds"] for r in measured])
-    actor_fit_max = median([max(c["fit_seconds"] for c in r["clients"]) for r in measured])
-    actor_fit_sum = median([sum(c["fit_seconds"] for c in r["clients"]) for r in measured])
+    # hospitals under DP do not release their fit times: n/a then
+    actor_fit_max = median([max(_fit_s(c) for c in r["clients"]) for r in measured])
+    actor_fit_sum = median([sum(_fit_s(c) for c in r["clients"]) for r in measured])
     pure_sum = median([sum(x["fit"]) for x in pure.passes])
     pure_wall_sum = median([sum(x["wall"]) for x in pure.passes])
     pure_max = median([max(x["fit"]) for x in pure.passes])
@@ -216,8 +227,8 @@ def summarise(args, cfg, prep, pure, rounds, wall, agg, eval_local, driver_res, 
     sizes = [t.num_samples for t in pure.trainers]
     out = {
         "setup": {
-            "device": device_summary(), "model": args.model, "data": cfg["data"]["name"],
-            "image_size": cfg["data"]["image_size"], "hospitals": args.hospitals, "hospital_train_sizes": sizes,
+            "device": device_summary(), "model": args.model, "data": cfg.data.name,
+            "image_size": getattr(cfg.data, "image_size", None), "hospitals": args.hospitals, "hospital_train_sizes": sizes,
             "local_epochs": args.local_epochs, "batch_size": args.batch_size, "rounds": args.rounds,
             "measured_rounds": len(measured), "pure_passes": len(pure.passes),
             "hospital_resources": hospital_res, "driver_resources": driver_res, "extra_overrides": args.extra,
@@ -228,7 +239,7 @@ def summarise(args, cfg, prep, pure, rounds, wall, agg, eval_local, driver_res, 
             "images_per_second": images / round_s, "fit_phase_images_per_second": images / fit_phase_s,
             **wall,
             "per_round": [{k: r[k] for k in ("round", "round_seconds", "fit_seconds")}
-                          | {"client_fit_seconds": [c["fit_seconds"] for c in r["clients"]]} for r in rounds],
+                          | {"client_fit_seconds": [_fit_s(c) for c in r["clients"]]} for r in rounds],
         },
         "pure_compute": {
             "fit_seconds_sum": pure_sum, "fit_seconds_max_hospital": pure_max,
