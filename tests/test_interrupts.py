@@ -59,10 +59,13 @@ def test_a_signalled_run_stops_its_actors_and_is_marked_interrupted(tmp_path, si
 
 def test_an_interrupted_sweep_resumes_from_its_last_checkpoint_with_the_same_ledger(tmp_path):
     out_dir, log = tmp_path / "sweep", tmp_path / "log.txt"
-    args = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=4", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
+    args = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=4", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[inf,1.0]",
             "tune.checkpoint_every=1", "tune.max_concurrent_trials=1", *QUIET]
     proc = start([*args, f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h1"], log)
-    wait_for(lambda: len(list(out_dir.glob("tune/*/checkpoint_000001"))) > 0)
+    # Stop while the second (DP) trial is mid-way: the first has finished, the second has checkpointed.
+    wait_for(lambda: len(list(out_dir.glob("tune/*_00001_*/checkpoint_000001"))) > 0)
+    finished = {p.parent.name: p.stat().st_mtime for p in out_dir.glob("trials/*/summary.json")}
+    assert len(finished) == 1
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     output = log.read_text()
@@ -75,7 +78,9 @@ def test_an_interrupted_sweep_resumes_from_its_last_checkpoint_with_the_same_led
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     frame = pd.read_parquet(out_dir / "frontier.parquet")
-    assert len(frame) == 2 and set(frame["status"]) == {"completed"}
+    assert len(frame) == 2 and frame["trial_id"].is_unique and set(frame["status"]) == {"completed"}
+    for trial_id, mtime in finished.items():  # the finished trial is not rerun
+        assert (out_dir / "trials" / trial_id / "summary.json").stat().st_mtime == mtime
     summaries = [json.loads(p.read_text()) for p in out_dir.glob("trials/*/summary.json")]
     private = next(s for s in summaries if s["privacy"]["mechanism"] == "dpsgd" and s["privacy"].get("hospitals"))
     assert private["resumed_after_round"] is not None and private["resumed_after_round"] >= 1
