@@ -34,18 +34,18 @@ def test_two_fold_cv_run_reports_mean_std_consent_and_the_ledger(ray_session, tm
     assert set(pd.read_parquet(run_dir / "rounds.parquet")["fold"]) == {0, 1}
 
 
-@pytest.mark.parametrize("args, mechanism, rounds", [
-    (["model=random_forest", "privacy=dp_tree", "privacy.epsilon=1"], "dp_tree", 1),  # trees are fitted once
-    (["model=mlp", "privacy=laplace_input", "privacy.epsilon=5"], "laplace_input", 2),
+@pytest.mark.parametrize("args, mechanism, rounds, unit", [
+    (["model=random_forest", "privacy=dp_tree", "privacy.epsilon=1"], "dp_tree", 1, "record"),  # fitted once
+    (["model=mlp", "privacy=laplace_input", "privacy.epsilon=5"], "laplace_input", 2, "record (local DP)"),
 ])
 def test_pure_epsilon_mechanisms_run_and_report_their_ledger(ray_session, tmp_path, monkeypatch, args, mechanism,
-                                                             rounds):
+                                                             rounds, unit):
     run_dir = tmp_path / "run"
     run_cli(monkeypatch, [*EHR, *args, f"hydra.run.dir={run_dir}", *QUIET])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == rounds
     privacy = summary["privacy"]
-    assert privacy["mechanism"] == mechanism and privacy["delta"] == 0.0 and privacy["unit"] == "record"
+    assert privacy["mechanism"] == mechanism and privacy["delta"] == 0.0 and privacy["unit"] == unit
     assert max(h["epsilon"] for h in privacy["hospitals"]) == pytest.approx(privacy["target_epsilon"])
     assert summary["membership_inference"]["strongest"]["n_members"] > 0
 

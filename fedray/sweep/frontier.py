@@ -275,6 +275,8 @@ def _cast(value, type_: pa.DataType):
     try:
         if pa.types.is_string(type_):
             return str(value)
+        if pa.types.is_boolean(type_):
+            return value if isinstance(value, bool) else None
         number = float(value)  # also parses "inf"/"Infinity", which JSON round-trips may leave as strings
     except (TypeError, ValueError):
         return None
