@@ -20,6 +20,7 @@ TINY = [
     "fl.rounds=2",
     "fl.num_hospitals=5",
     "train.batch_size=8",
+    "audit.enabled=false",  # the audit costs a Ray task per experiment; tests of the audit turn it on
 ]
 
 
@@ -36,6 +37,27 @@ def compose_typed(overrides: list[str], run_dir: Path) -> Config:
 def with_changes(cfg: Config, **changes) -> Config:
     """A copy of ``cfg`` with dotted-path changes, e.g. ``with_changes(cfg, **{"fl.rounds": 1})``."""
     return replace(cfg, **changes)
+
+
+# Dummy values for the keys a config option leaves as ??? (a path on the user's machine).
+DUMMY_VALUES = {"data.root": "/data/isic", "data.path": "/data/records.csv", "data.label_column": "outcome"}
+
+
+def required_values(overrides: list[str]) -> list[str]:
+    """Dummy ``key=value`` overrides for every ``???`` key ``overrides`` leave unset (data=isic needs data.root)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from fedray.config import normalise_overrides
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            raw = compose(config_name="config", overrides=normalise_overrides(list(overrides)))
+    finally:
+        GlobalHydra.instance().clear()
+    return [f"{key}={DUMMY_VALUES[key]}" for key in sorted(OmegaConf.missing_keys(raw))]
 
 
 def data_cfg(name: str, **fields):

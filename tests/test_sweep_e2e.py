@@ -17,7 +17,7 @@ from conftest import TINY
 from fedray.__main__ import main
 from fedray.sweep.frontier import FRONTIER_SCHEMA, SCHEMA_VERSION
 
-SWEEP = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
+SWEEP = ["+sweep=privacy_tradeoff", *TINY, "audit.enabled=true", "fl.rounds=1", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
          "hydra/job_logging=none", "hydra/hydra_logging=none"]
 ROOT = Path(__file__).resolve().parents[1]
 

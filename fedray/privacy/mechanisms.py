@@ -166,18 +166,18 @@ class DpFedAvg(Mechanism):
             target_epsilon=privacy.epsilon, delta=privacy.delta, rounds=cfg.fl.rounds,
             sample_rate=per_round / hospitals)
         return {**_common(cfg), "epsilon": privacy.epsilon, "delta": privacy.delta, "clip_norm": privacy.clip_norm,
-                "noise_multiplier": z, "rounds": cfg.fl.rounds, "hospitals": hospitals,
+                "noise_multiplier": z, "rounds": cfg.fl.rounds, "num_hospitals": hospitals,
                 "clients_per_round": per_round, "preprocessing": list(preprocessing)}
 
     def ledger(self, plan, hospital_states):
         spent = client_level_epsilon(noise_multiplier=plan["noise_multiplier"], rounds=plan["rounds"],
                                      num_clients_per_round=plan["clients_per_round"],
-                                     total_clients=plan["hospitals"], delta=plan["delta"])
+                                     total_clients=plan["num_hospitals"], delta=plan["delta"])
         return {"epsilon": spent, "delta": plan["delta"], "accountant": "rdp", "clip_norm": plan["clip_norm"],
                 "max_noise_multiplier": plan["noise_multiplier"], "rounds": plan["rounds"],
                 "preprocessing": plan["preprocessing"],
                 "clients_per_round": plan["clients_per_round"],
-                "note": self.note.format(k=plan["hospitals"], q=plan["clients_per_round"] / plan["hospitals"],
+                "note": self.note.format(k=plan["num_hospitals"], q=plan["clients_per_round"] / plan["num_hospitals"],
                                          eps=spent, delta=plan["delta"])}
 
 
