@@ -36,6 +36,8 @@ def test_two_round_five_hospital_run_writes_every_output(ray_session, tmp_path, 
     assert set(rounds["round"]) == {1, 2}
     assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "fl:" in (run_dir / "config.yaml").read_text()
+    for name in ("final_model.pt", "best_val_model.pt"):  # the exported models
+        assert (run_dir / name).stat().st_size > 0
 
 
 def fedray_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

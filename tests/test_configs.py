@@ -14,15 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from fedray.config import CONF_DIR, Config, compose_config
+from conftest import required_values
+
+from fedray.config import CONF_DIR, Config, compose_config, replace
 from fedray.config.schema import GROUP_SCHEMAS
+from fedray.errors import FedrayError
 
 ROOT = Path(__file__).resolve().parents[1]
-# Options that need a value the YAML leaves as ??? (a path on the user's machine).
-NEEDS = {("data", "isic"): ["data.root=/data/isic"],
-         ("data", "table"): ["data.path=/data/records.csv", "data.label_column=outcome"],
-         ("sweep", "seed_isic"): ["data.root=/data/isic"], ("sweep", "privacy_tradeoff_full"): ["data.root=/data/isic"],
-         ("experiment", "isic_lite0_head"): ["data.root=/data/isic"]}
 OPTIONS = [(group, path.stem) for group in ("data", "model", "fl", "privacy", "cluster", "paths", "tune", "sweep",
                                             "experiment")
            for path in sorted((CONF_DIR / group).glob("*.yaml"))]
@@ -31,7 +29,8 @@ OPTIONS = [(group, path.stem) for group in ("data", "model", "fl", "privacy", "c
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_of_every_group_composes_into_the_typed_config(group, option):
     prefix = "+" if group in ("sweep", "experiment") else ""
-    cfg = compose_config([f"{prefix}{group}={option}", *NEEDS.get((group, option), [])])
+    choice = f"{prefix}{group}={option}"
+    cfg = compose_config([choice, *required_values([choice])])  # dummy data.root etc. where the YAML has ???
     assert isinstance(cfg, Config)
     section = getattr(cfg, group, None)
     if group in GROUP_SCHEMAS and section is not None:
@@ -66,6 +65,8 @@ INVALID = [
     (["cluster.num_cpus=0"], "cluster.num_cpus"),
     (["+sweep=privacy_tradeoff", "sweep.metric_mode=up"], "sweep.metric_mode"),
     (["+model.hidden=[8]"], "model.hidden"),
+    (["paths.output_dir="], "paths.output_dir"),
+    (["+experiment=nope"], "experiment"),
 ]
 
 
@@ -78,3 +79,18 @@ def test_an_invalid_value_is_one_line_naming_the_key_before_ray_starts(tmp_path,
     assert len(lines) == 1 and lines[0].startswith("fedray: error:") and key in lines[0], lines
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written: it failed before the run began
+
+
+def test_sweep_with_or_without_plus_composes_the_same_config():
+    plus, plain = compose_config(["+sweep=privacy_tradeoff"]), compose_config(["sweep=privacy_tradeoff"])
+    same_time = {"tune.out_dir": "sweeps/x"}  # the default out_dir holds the composition's timestamp
+    assert replace(plus, **same_time) == replace(plain, **same_time) and plus.sweep.name == "privacy_tradeoff"
+    assert plus.sweep.optimized_metric.startswith("val_")  # trials are selected on validation, never on test
+    assert compose_config([]).sweep is None
+
+
+@pytest.mark.parametrize("override", ["model.foo=1", "+model.foo=1", "+data.foo=1", "+fl.foo=1", "+privacy.foo=1",
+                                      "+cluster.foo=1", "+paths.foo=1", "+tune.foo=1", "+train.foo=1", "+foo=1"])
+def test_a_key_no_schema_declares_is_refused_at_composition(override):
+    with pytest.raises(FedrayError, match="foo"):
+        compose_config([override])

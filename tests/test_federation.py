@@ -26,6 +26,7 @@ def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, ti
     second = run_experiment(tiny_cfg)
     other = run_experiment(with_changes(tiny_cfg, seed=1))
     assert same_params(first.final_params, second.final_params)
+    assert same_params(first.best_params, second.best_params)  # the best-validation model is reproducible too
     assert not same_params(first.final_params, other.final_params)
     assert [r["round"] for r in first.rounds] == [1, 2]
     assert all(len(r["clients"]) == 5 for r in first.rounds)

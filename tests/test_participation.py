@@ -29,7 +29,7 @@ def test_sampled_rounds_train_only_the_drawn_hospitals_and_dp_fedavg_counts_the_
 
 def test_participation_is_secret_by_default_and_reproducible_on_request(ray_session, tmp_path):
     draws = [[len(r["clients"]) for r in run_experiment(compose_typed(
-        [*BASE, "fl.rounds=8", "fl.clients_per_round=2", "privacy=dpfedavg", "privacy.epsilon=5",
+        [*BASE, "fl.rounds=6", "fl.clients_per_round=2", "privacy=dpfedavg", "privacy.epsilon=5",
          "privacy.reproducible_noise=true"], tmp_path)).rounds] for _ in range(2)]
     assert draws[0] == draws[1] and len(set(draws[0])) > 1  # the same draws, and not the same every round
 

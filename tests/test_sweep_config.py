@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY, compose_typed
+from conftest import TINY, compose_typed, required_values
 
 from fedray.errors import FedrayError
 from fedray.sweep.resources import check_trial_fits, trial_bundles
@@ -120,8 +120,7 @@ def test_every_sweep_composes_into_trials_whose_pairs_exist(tmp_path, name):
     from fedray.models import model_family
     from fedray.privacy.mechanisms import check_pair
 
-    base = [f"+sweep={name}", "data.root=/data/isic"] if name in ("seed_isic", "privacy_tradeoff_full") \
-        else [f"+sweep={name}"]
+    base = [f"+sweep={name}", *required_values([f"+sweep={name}"])]  # data.root for the ISIC sweeps
     cfg = compose_typed(base, tmp_path)
     paths = axis_paths(cfg.sweep, cfg)
     for params in grid(cfg.sweep.space):

@@ -35,7 +35,8 @@ def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypa
     assert set(FRONTIER_SCHEMA.names) <= set(frontier.columns)
     assert {"param_backbone", "param_lr", "param_epsilon"} <= set(frontier.columns)
     assert frontier["schema_version"].eq(SCHEMA_VERSION).all()
-    assert pq.read_metadata(out_dir / "frontier.parquet").metadata[b"fedray.schema_version"] == b"2"
+    assert pq.read_metadata(out_dir / "frontier.parquet").metadata[b"fedray.schema_version"] == \
+        str(SCHEMA_VERSION).encode()
     private = frontier[frontier["param_epsilon"] == 1.0].iloc[0]
     assert 0 < private["epsilon_spent"] <= 1.0 and private["noise_multiplier"] > 0
     assert frontier["attack_auc"].between(0, 1).all()
