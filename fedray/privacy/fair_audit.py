@@ -54,9 +54,10 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import beta, rankdata
+from scipy.stats import rankdata
 
 from fedray.errors import FedrayError
+from fedray.privacy.membership import clopper_pearson_upper, epsilon_from_error_rates
 
 
 def split_for_threshold(
@@ -83,8 +84,7 @@ def dp_advantage_ceiling(epsilon: float, delta: float) -> float:
 @lru_cache(maxsize=512)
 def _clopper_pearson_upper_table(n: int, level: float) -> np.ndarray:
     """One-sided Clopper-Pearson upper bounds at ``level`` for every count 0..n, cached for all thresholds and attacks."""
-    count = np.arange(n + 1)
-    return np.where(count >= n, 1.0, beta.ppf(level, count + 1, np.maximum(n - count, 1)))
+    return clopper_pearson_upper(np.arange(n + 1), n, level)
 
 
 def _clopper_pearson_upper(count, n: int, level: float):
@@ -102,8 +102,7 @@ def _epsilon_bound(false_pos, n_nonmembers: int, false_neg, n_members: int, delt
     level = 1.0 - (1.0 - confidence) / 2.0
     fpr_ub = _clopper_pearson_upper(false_pos, n_nonmembers, level)
     fnr_ub = _clopper_pearson_upper(false_neg, n_members, level)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bound = np.fmax(np.log((1 - delta - fnr_ub) / fpr_ub), np.log((1 - delta - fpr_ub) / fnr_ub))
+    bound = epsilon_from_error_rates(fpr_ub, fnr_ub, delta)
     return np.maximum(np.nan_to_num(bound, nan=0.0, neginf=0.0), 0.0)
 
 

@@ -116,14 +116,15 @@ class AttackReport:
         return asdict(self)
 
 
-def _clopper_pearson_upper(errors: np.ndarray, n: int, level: float) -> np.ndarray:
+def clopper_pearson_upper(errors: np.ndarray, n: int, level: float) -> np.ndarray:
     """One-sided Clopper-Pearson upper bound at ``level`` on a rate with ``errors`` of ``n``."""
-    upper = beta.ppf(level, errors + 1, n - errors)
+    with np.errstate(invalid="ignore"):  # errors == n has no beta quantile; the bound is 1 there
+        upper = beta.ppf(level, errors + 1, n - errors)
     return np.where(errors >= n, 1.0, upper)
 
 
-def _epsilon_per_threshold(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> np.ndarray:
-    """The DP lower bound on epsilon implied by each threshold's (FPR, FNR); NaN where none is implied."""
+def epsilon_from_error_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> np.ndarray:
+    """The DP lower bound on epsilon implied by (FPR, FNR) pairs (Kairouz et al. 2015); NaN where none is implied."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.fmax(np.log((1 - delta - fnr) / fpr), np.log((1 - delta - fpr) / fnr))
 
@@ -175,11 +176,11 @@ def evaluate_attack(
     level = 1.0 - (1.0 - confidence) / 2.0
     fp = np.rint(fpr * n_nonmembers)
     fn = np.rint(fnr * n_members)
-    bounds = _epsilon_per_threshold(
-        _clopper_pearson_upper(fp, n_nonmembers, level), _clopper_pearson_upper(fn, n_members, level), delta
+    bounds = epsilon_from_error_rates(
+        clopper_pearson_upper(fp, n_nonmembers, level), clopper_pearson_upper(fn, n_members, level), delta
     )
     best = int(np.nanargmax(np.nan_to_num(bounds, nan=-np.inf)))
-    point = _epsilon_per_threshold(fpr[best], fnr[best], delta)
+    point = epsilon_from_error_rates(fpr[best], fnr[best], delta)
     return AttackReport(
         attack=attack,
         auc=float(roc_auc_score(is_member, scores)),
