@@ -23,18 +23,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from fedray.config import CONF_DIR, Config, check_group_choices, compose_config, normalise_overrides, to_typed
-from fedray.errors import FedrayError
+from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived: stop, clean up, exit 128 + the signal number."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def _raise_interrupted(signum, _frame):
@@ -132,10 +124,10 @@ def hydra_main(cfg: DictConfig) -> None:
         _exit_with(err)
     except Interrupted as stop:
         _exit_interrupted(stop)
+    except SweepInterrupted as err:  # Tune caught the signal; the resume line is printed
+        print(f"fedray: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SIGNAL[signal.SIGINT])
     except Exception as err:
-        if type(err).__name__ == "SweepInterrupted":  # Tune caught the signal; the resume line is printed
-            print(f"fedray: {err}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_SIGNAL[signal.SIGINT])
         cause = _user_error_inside(err)
         if cause is None:
             raise

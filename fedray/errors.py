@@ -1,4 +1,4 @@
-"""The one exception type that the CLI turns into a one-line message.
+"""The exceptions the CLI turns into one line: user errors, and interrupts.
 
 Raise :class:`FedrayError` for anything a user can fix (bad config, bad data,
 unavailable weights). The message states what is wrong and how to fix it, in
@@ -9,3 +9,15 @@ without a traceback. Anything else is a bug and keeps its traceback.
 
 class FedrayError(Exception):
     """A user-fixable problem; ``str(err)`` is the one line shown to the user."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop, clean up, exit 128 + the signal number (a BaseException, like Ctrl-C)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SweepInterrupted(Exception):
+    """Tune stopped before every trial ended: its state is saved and the resume command printed."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from fedray.config.checks import validate
@@ -65,7 +65,7 @@ def compose_config(overrides: list[str], *, run_dir: str | Path | None = None) -
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             composed = compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException, AttributeError) as err:  # OmegaConf raises the last bare
+    except (HydraException, OmegaConfBaseException, AttributeError) as err:  # some bad merges surface as a bare AttributeError
         raise FedrayError(composition_error(err)) from None
     finally:
         GlobalHydra.instance().clear()
@@ -88,7 +88,7 @@ def composition_error(err: BaseException) -> str:
 def to_typed(cfg: DictConfig, *, run_dir: str | Path | None = None) -> Config:
     """Resolve, make paths absolute, set ``run_dir``, convert to frozen dataclasses and validate."""
     cfg = cfg.copy()
-    with _open(cfg):
+    with open_dict(cfg):
         if "hydra" in cfg:
             del cfg["hydra"]
         try:
@@ -122,20 +122,6 @@ def _refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
             _refuse_unknown_keys(child, prefix=f"{prefix}{key}.")
-
-
-class _open:
-    """Lift Hydra's struct flag while the composed tree is being finished."""
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.cfg, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, True)
-        return False
 
 
 def as_dict(cfg) -> dict:

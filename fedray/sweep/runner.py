@@ -29,7 +29,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from fedray.config import Config, replace
-from fedray.errors import FedrayError
+from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
 from fedray.privacy.mechanisms import check_mechanism, plan_privacy
@@ -74,9 +74,8 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         logging.getLogger("ray.tune.tune").addFilter(_NoTuneResumeHint())
         try:
             result_grid = tuner.fit()
-        except BaseException as err:
-            if type(err).__name__ == "Interrupted":
-                _print_resume(base_overrides, out_dir)
+        except Interrupted:
+            _print_resume(base_overrides, out_dir)
             raise
     finally:
         if started_ray:
@@ -92,10 +91,6 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     print(f"sweep {sweep.name}: {completed}/{len(records)} trials completed\nfrontier: {written['frontier']}",
           flush=True)
     return {"out_dir": str(out_dir), "records": records}
-
-
-class SweepInterrupted(Exception):
-    """Tune stopped before every trial ended (Ctrl-C): its state is saved, the resume line printed."""
 
 
 class _NoTuneResumeHint(logging.Filter):
