@@ -16,18 +16,20 @@ Every model that :func:`build_model` returns is ready for Opacus:
 
 Nothing is downloaded unless ``pretrained=true`` is asked for. torchvision
 weights then come from ``torch.hub`` (cached under ``torch.hub.get_dir()``);
-EfficientNet-Lite0's come from an installed pip package and never need a network.
+EfficientNet-Lite0/1/2's come from installed pip packages and never need a network.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from torch import nn
 
 from fedray.config.schema import BackboneModel
 from fedray.errors import FedrayError
-from fedray.models.efficientnet_lite import efficientnet_lite0
+from fedray.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
+from fedray.models.efficientnet_lite import efficientnet_lite
 from fedray.models.finetune import Block, freeze_for_finetune, set_frozen_eval
 from fedray.models.small_cnn import MIN_IMAGE_SIZE as SMALL_CNN_MIN_IMAGE_SIZE
 from fedray.models.small_cnn import SmallCNN
@@ -35,7 +37,7 @@ from fedray.models.small_cnn import SmallCNN
 # Five stride-2 stages take 32 px to 1 px; inception_v3's unpadded stem needs 75 px.
 FIVE_HALVINGS_MIN_SIZE = 32
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet weights
-HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inception_v3 (transform_input=False) and EfficientNet-Lite0
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inception_v3 (transform_input=False) and EfficientNet-Lite
 INCEPTION_MIN_SIZE = 75
 
 
@@ -103,7 +105,7 @@ def _sequential_then_hidden_linears(features: str, hidden: tuple[str, ...]) -> C
     return blocks
 
 
-def _lite0_blocks(model: nn.Module) -> list[Block]:
+def _lite_blocks(model: nn.Module) -> list[Block]:
     return [
         ("_conv_stem", "_bn0"),
         *((f"_blocks.{i}",) for i in range(len(model._blocks))),
@@ -156,12 +158,15 @@ _BACKBONES: dict[str, _Backbone] = {
             head="classifier.3",
             blocks=_sequential_then_hidden_linears("features", ("classifier.0",)),
         ),
+    )
+    + tuple(
         _Backbone(
-            BackboneSpec("efficientnet_lite0", FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=HALF),
-            efficientnet_lite0,
+            BackboneSpec(name, FIVE_HALVINGS_MIN_SIZE, has_batchnorm=True, pretrained_normalisation=HALF),
+            partial(efficientnet_lite, name),
             head="_fc",
-            blocks=_lite0_blocks,
-        ),
+            blocks=_lite_blocks,
+        )
+        for name in LITE_VARIANTS  # efficientnet_lite0, _lite1, _lite2: one builder, one block layout
     )
 }
 
