@@ -89,7 +89,7 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
     common = dict(inputs=np.zeros((n, 3, 1, 1), np.uint8), labels=np.zeros(n, np.int64),
                   input_map=ColorWhitening(method="none", mean=torch.zeros(3), matrix=torch.eye(3)),
                   augment=no_augment, device=device, seed=0, hospital=0,
-                  noise=NoiseSource.reproducible(0, hospital(0)))
+                  noise=NoiseSource.reproducible(0, hospital(0)), loss_fn=torch.nn.CrossEntropyLoss(), l2=0.0)
     if kind == "nonprivate":
         return LocalTrainer(model=model, train_cfg=_train_cfg(args, "bf16"), **common), None
     if kind == "nonprivate_fp32":

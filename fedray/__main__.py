@@ -34,13 +34,18 @@ def _raise_interrupted(signum, _frame):
 
 
 def print_round(record: dict) -> None:
-    val, test = record["val"], record["test"]
     fold = f"fold {record['fold'] + 1} " if "fold" in record else ""
+    where = f"[{fold}round {record['round']:>3}/{record['total_rounds']}] "
+    cache = f" | {record['feature_cache']}" if "feature_cache" in record else ""
+    if "val" not in record:  # fl.eval_every skipped this round's evaluation
+        print(f"{where}trained, not evaluated | {record['round_seconds']:.1f} s/round{cache}", flush=True)
+        return
+    val, test = record["val"], record["test"]
     print(
-        f"[{fold}round {record['round']:>3}/{record['total_rounds']}] "
+        f"{where}"
         f"val acc {val['accuracy']:.3f} bal {val['balanced_accuracy']:.3f} | "
         f"test acc {test['accuracy']:.3f} bal {test['balanced_accuracy']:.3f} f1 {test['f1']:.3f} "
-        f"auc {test['auc']:.3f} loss {test['loss']:.3f} | {record['round_seconds']:.1f} s/round",
+        f"auc {test['auc']:.3f} loss {test['loss']:.3f} | {record['round_seconds']:.1f} s/round{cache}",
         flush=True,
     )
 
@@ -101,7 +106,35 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
                  summary["privacy"].get("cv_note"), summary["privacy"].get("noise")):
         if note:
             print(f"privacy: {note}", flush=True)
+    for line in _audit_lines(summary.get("membership_inference")):
+        print(line, flush=True)
     print(f"results: {run_dir}", flush=True)
+
+
+CANARY_NAMES = {"gradient": "white-box gradient canaries", "clients": "canary clients", "input": "input canaries"}
+
+
+def _audit_lines(audit: dict | None) -> list[str]:
+    """One line per audit: each canary audit's bound and guesses, the held-out attack, then every flag."""
+    if not audit:
+        return []
+    lines = []
+    for kind, report in (audit.get("canaries") or {}).items():
+        if kind in CANARY_NAMES:
+            gaussian = report.get("gaussian_estimate")
+            estimate = "" if not gaussian else (f"; Gaussian estimate {gaussian['epsilon']:.2f} "
+                                                f"[{gaussian['interval'][0]:.2f}, {gaussian['interval'][1]:.2f}]")
+            lines.append(f"audit: {CANARY_NAMES[kind]}: epsilon >= {report['epsilon_lower_bound']:.2f} at "
+                         f"{report['confidence']:.0%} (m={report['m']}, {report['included']} trained on, "
+                         f"k+={report['k_plus']} k-={report['k_minus']}, {report['correct']} correct){estimate}")
+    strongest = audit["strongest"]
+    if strongest is None:
+        lines.append(f"audit: no membership attack: {audit.get('attack_note')}")
+    else:
+        lines.append(f"audit: membership attack {strongest['attack']} (chosen on a held-out half): auc "
+                     f"{strongest['auc']:.3f}, epsilon >= {strongest['epsilon_lower_bound']:.2f} "
+                     f"({strongest['n_members']} members, {strongest['n_nonmembers']} non-members)")
+    return lines + [f"audit: {flag}" for flag in audit.get("flags", [])]
 
 
 def dispatch(cfg: Config) -> dict:

@@ -12,7 +12,8 @@ from fedray.config import replace
 from fedray.data import load_splits
 from fedray.data.deal import deal_data
 from fedray.errors import FedrayError
-from fedray.federation.experiment import audit_kwargs, prepare_experiment
+from fedray.federation.audit import audit_inputs
+from fedray.federation.experiment import prepare_experiment
 from fedray.privacy.mechanisms import check_pair
 from fedray.results.crossval import combine_fold_summaries, mean_and_std
 
@@ -113,7 +114,7 @@ def test_a_pair_that_does_not_exist_names_the_pairs_that_do(model, family, mecha
     with pytest.raises(FedrayError) as err:
         check_pair(model, family, mechanism)
     assert f"{model} cannot be trained with privacy={mechanism}" in str(err.value)
-    assert "mlp, logreg x none|dpsgd|dpfedavg|laplace_input" in str(err.value)
+    assert "mlp, logreg, svm x none|dpsgd|dpfedavg|laplace_input" in str(err.value)
     assert "decision_tree, random_forest x none|laplace_input|dp_tree" in str(err.value)
 
 
@@ -145,6 +146,6 @@ def test_laplace_rows_are_noisy_once_per_hospital_and_the_release_is_keyed_by_a_
 def test_audit_members_are_true_rows_not_the_noisy_release(tmp_path):
     cfg = compose_typed([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
     prep = prepare_experiment(cfg)
-    members = audit_kwargs(prep, params={}, resources={})["pools"]["members"]["inputs"]
+    members = audit_inputs(prep, final_params=[{}], resources={})["pools"]["members"]["inputs"]
     train_rows = {tuple(r) for shard in prep.dealt.train_shards for r in shard.inputs.numpy()}
     assert all(tuple(r) in train_rows for r in members)

@@ -23,6 +23,13 @@ TEST_STDS = [f"test_{m}_std" for m in HEADLINE_METRICS]
 V2_COLUMNS = {"records_without_consent": pa.int64(), "cv_folds": pa.int64(), "test_precision": pa.float64(),
               "test_recall": pa.float64(), **dict.fromkeys(TEST_STDS, pa.float64()), "privacy_unit": pa.string(),
               "attack_auc_std": pa.float64(), "attack_advantage_std": pa.float64()}
+# Schema version 4's additions: the canary audits and the audit's flags.
+V4_COLUMNS = {**{f"canary_{kind}_{f}": pa.int64() for kind in ("input", "white_box")
+                 for f in ("m", "included", "k_plus", "k_minus", "correct")},
+              "canary_input_epsilon_lower_bound": pa.float64(), "canary_white_box_epsilon_lower_bound": pa.float64(),
+              "canary_white_box_kind": pa.string(), "canary_gaussian_epsilon": pa.float64(),
+              "canary_gaussian_epsilon_low": pa.float64(), "canary_gaussian_epsilon_high": pa.float64(),
+              "audit_flag_count": pa.int64(), "audit_flags": pa.string()}
 FILES = ["frontier.parquet", "frontier.png", "learning_curves.png", "report.md", "rounds.parquet", "tables.md"]
 
 
@@ -144,8 +151,8 @@ def test_unknown_utility_is_rejected(records):
         frontier_frame(records, axes=AXES, utility="val_happiness")
 
 
-def test_schema_version_3_columns_and_types(records):
-    assert SCHEMA_VERSION == 3
+def test_schema_version_4_columns_and_types(records):
+    assert SCHEMA_VERSION == 4
     names = FRONTIER_SCHEMA.names
     assert [f"val_{m}" for m in HEADLINE_METRICS] == [n for n in names if n.startswith("val_")]
     assert FRONTIER_SCHEMA.field("strategy").type == pa.string()
@@ -163,6 +170,35 @@ def test_schema_version_3_columns_and_types(records):
     for name, type_ in numeric.items():
         assert frame[name].dtype == ("Int64" if type_ == pa.int64() else "float64"), name
     assert frame["privacy_unit"].tolist()[0] == "record"
+
+
+def _one_run(bound: float, m: int = 1000) -> dict:
+    return {"epsilon_lower_bound": bound, "k_plus": 50, "k_minus": 50, "guesses": 100, "correct": 97, "m": m,
+            "included": m // 2, "confidence": 0.95, "delta": 1e-5, "flags": []}
+
+
+def test_version_4_canary_columns(records):
+    audit = records[0]["summary"]["membership_inference"]
+    audit["canaries"] = {"input": _one_run(0.2, m=100), "gradient": _one_run(0.9), "notes": {}}
+    audit["flags"] = ["violation: made up for the test"]
+    dpfedavg = records[1]["summary"]["membership_inference"]
+    dpfedavg["canaries"] = {"clients": {**_one_run(0.0), "gaussian_estimate": {"epsilon": 6.5, "interval": [5.0, 8.0]}}}
+    dpfedavg["flags"] = []
+    for name, type_ in V4_COLUMNS.items():
+        assert FRONTIER_SCHEMA.field(name).type == type_, name
+    frame = frontier_frame(records, axes=AXES).set_index("trial_id")
+    t1, t2, t3 = frame.loc["t1"], frame.loc["t2"], frame.loc["t3"]
+    assert (t1["canary_input_m"], t1["canary_input_included"], t1["canary_input_epsilon_lower_bound"]) == (100, 50, 0.2)
+    assert t1["canary_white_box_kind"] == "gradient" and t1["canary_white_box_epsilon_lower_bound"] == 0.9
+    white_box = [t1[f"canary_white_box_{f}"] for f in ("k_plus", "k_minus", "correct")]
+    assert white_box == [50, 50, 97]
+    assert t1["audit_flag_count"] == 1 and t1["audit_flags"].startswith("violation")
+    assert t2["canary_white_box_kind"] == "clients" and pd.isna(t2["canary_input_m"])
+    assert (t2["canary_gaussian_epsilon"], t2["canary_gaussian_epsilon_low"], t2["canary_gaussian_epsilon_high"]) == \
+        (6.5, 5.0, 8.0)
+    assert t2["audit_flag_count"] == 0 and pd.isna(t1["canary_gaussian_epsilon"])
+    assert frame.loc[["t3", "t4"], list(V4_COLUMNS)].isna().all().all()  # no audit, and a failed trial: null
+    assert pd.isna(t3["canary_white_box_kind"])
 
 
 def test_old_summaries_give_nulls_not_errors(records):
@@ -218,9 +254,9 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"3" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == b"4" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"3"
+    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"4"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["rounds"])) == 6

@@ -9,7 +9,9 @@ and an allowed example. The rules:
 - counts are positive integers (``nonnegative_count`` allows 0);
 - fractions lie in [0, 1] (``open_fraction``: in (0, 1));
 - rates and scales (learning rate, clip norms) are > 0;
-- enums take one of their listed values.
+- enums take one of their listed values;
+- canary counts are 0 (off) or at least ``MIN_CANARIES`` (fewer can never
+  certify an ε > 0 at 95%).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from omegaconf import MISSING
 
 from fedray.errors import FedrayError
+
+MIN_CANARIES = 10  # with fewer, even m/2 guesses all right (p = 2^(-m/2) > 5%) certify nothing at 95%
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ def epsilon():
     return Spec.make(check="epsilon")
 
 
+def canary_count():
+    """0 (no canaries) or at least :data:`MIN_CANARIES`: fewer canaries can never certify an ε > 0."""
+    return Spec.make(check="canaries")
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -105,6 +114,8 @@ RULES = {
     "momentum": (lambda v, s: _finite(v) and 0 <= v < 1, "a number in [0, 1)", "0.9"),
     "epsilon": (lambda v, s: _number(v) and not math.isnan(v) and v > 0,
                 "a number > 0, or .inf for the non-private baseline", "1.0"),
+    "canaries": (lambda v, s: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or v >= MIN_CANARIES),
+                 f"0 (no canaries) or an integer >= {MIN_CANARIES}", "1000"),
 }
 
 

@@ -97,10 +97,10 @@ def to_typed(cfg: DictConfig, *, run_dir: str | Path | None = None) -> Config:
             raise FedrayError(composition_error(err)) from None
         if run_dir is not None:
             cfg.run_dir = str(Path(run_dir).resolve())
-        for key in ("root", "path"):
-            value = cfg.data.get(key)
-            if isinstance(value, str) and value != "???":
-                cfg.data[key] = str(Path(value).expanduser().resolve())
+        for section, key in (("data", "root"), ("data", "path"), ("paths", "feature_cache_dir")):
+            value = cfg[section].get(key)
+            if isinstance(value, str) and value != "???":  # actors in other working directories read them
+                cfg[section][key] = str(Path(value).expanduser().resolve())
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         key = missing[0]

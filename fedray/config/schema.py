@@ -27,6 +27,7 @@ from hydra.core.config_store import ConfigStore
 from fedray.config.checks import (
     Spec,
     boolean,
+    canary_count,
     choice,
     count,
     epsilon,
@@ -141,6 +142,12 @@ class LogregModel(ReadOnly):
 
 
 @dataclass
+class SvmModel(ReadOnly):
+    name: str = text()
+    l2: float = nonnegative()  # lambda of the SVM objective, mean hinge + lambda/2 ||theta||^2 (C = 1/(lambda n))
+
+
+@dataclass
 class DecisionTreeModel(ReadOnly):
     name: str = text()
     max_depth: int = count()
@@ -180,6 +187,7 @@ class Federation(ReadOnly):
     tau: float = positive()
     rounds: int = count()
     local_epochs: int = count()
+    eval_every: int = count()
     num_hospitals: int = count()
     clients_per_round: Optional[int] = count(nullable=True)
     partition: Partition = free()
@@ -247,11 +255,16 @@ class Train(ReadOnly):
     batch_size: int = count()
     precision: str = choice("bf16", "fp32")
     channels_last: bool = boolean()
+    cache_features: bool = boolean()
 
 
 @dataclass
 class Audit(ReadOnly):
     enabled: bool = boolean()
+    confidence: float = Spec.make(check="open_fraction")
+    canaries: int = canary_count()
+    input_canaries: int = canary_count()
+    gradient_canary_norm: float = positive()
     reference_models: int = nonnegative_count()
     max_records: int = count()
 
@@ -281,6 +294,7 @@ class RemoteCluster(ReadOnly):
 class Paths(ReadOnly):
     root_dir: str = text()
     output_dir: str = text()
+    feature_cache_dir: Optional[str] = free()
 
 
 @dataclass
@@ -328,7 +342,7 @@ class Config(ReadOnly):
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"synthetic": SyntheticData, "isic": IsicData, "ehr_synthetic": EhrSyntheticData,
              "breast_cancer": BreastCancerData, "table": TableData},
-    "model": {"backbone": BackboneModel, "mlp": MlpModel, "logreg": LogregModel,
+    "model": {"backbone": BackboneModel, "mlp": MlpModel, "logreg": LogregModel, "svm": SvmModel,
               "decision_tree": DecisionTreeModel, "random_forest": RandomForestModel},
     "fl": {"federation": Federation},
     "privacy": {"none": NoPrivacy, "dpsgd": DpSgdPrivacy, "dpfedavg": DpFedAvgPrivacy,

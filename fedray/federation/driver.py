@@ -6,14 +6,20 @@ Each round the driver
    hospital reads the same object),
 2. collects each hospital's :class:`~fedray.strategies.ClientResult`,
 3. aggregates them with the strategy (FedAvg),
-4. evaluates the new global model on the held-out validation and test sets,
-   and asks each hospital for metrics on its own validation shard.
+4. every ``fl.eval_every`` rounds and on the last, evaluates the new global
+   model on the held-out validation and test sets, and asks each hospital for
+   metrics on its own validation shard.
 
 It receives only what each hospital's privacy plan releases (parameters,
 sample counts and, without DP, metrics; see
 :func:`fedray.privacy.mechanisms.released_metrics`). The validation and test
 records it evaluates on are the consortium's held-out evaluation sets, handed
 to it at construction; no hospital training record ever reaches it.
+
+Under a canary audit it is also the white-box adversary: it scores the
+gradient canaries from each hospital's update as it arrives (from the sum
+under secure aggregation), and under DP-FedAvg it adds the included canary
+clients' updates to the clipped sum (:mod:`fedray.privacy.canaries`).
 
 It keeps the global model of the best-validation round beside the last one,
 so a run can export both. A hospital's own error (a bad learning rate, a
@@ -29,6 +35,7 @@ cannot be brought back within ``max_round_retries`` tries, the run fails.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -41,6 +48,7 @@ from fedray.federation.hospital import HospitalError
 from fedray.federation.runtime import get_in_one_line, placement_of_this_actor
 from fedray.federation.secure_round import SecureRound
 from fedray.metrics import classification_metrics
+from fedray.privacy.canaries import IncludedCanaryClients, WhiteBoxScores
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
@@ -49,7 +57,6 @@ from fedray.strategies import ClientResult, build_strategy
 from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
 from fedray.training.device import configure_process
-from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
 
@@ -72,6 +79,8 @@ class Driver:
         num_features: int | None,
         max_samples: int,
         resources: dict,
+        white_box: WhiteBoxScores | None = None,
+        canary_clients: IncludedCanaryClients | None = None,
     ):
         self.cfg = cfg
         self.mode = cfg.mode
@@ -82,17 +91,20 @@ class Driver:
         noise = NoiseSource.reproducible(cfg.seed, DRIVER) if cfg.privacy.reproducible_noise \
             else NoiseSource.secret(DRIVER)
         self.noise = noise
-        self.strategy = build_strategy(cfg.fl, plan, noise=noise, trees=model_family(cfg.model.name) == "tree")
+        self.strategy = build_strategy(cfg.fl, plan, noise=noise, trees=model_family(cfg.model.name) == "tree",
+                                       canary_clients=canary_clients)
+        self.white_box, self.canary_clients = white_box, canary_clients
         self.clients_per_round = cfg.fl.clients_per_round
         self.hospitals_release_metrics = released_metrics(plan) is None
         self.global_params: Params = self.evaluator.export()
+        self.initial_params = self.global_params  # the seeded initial model: canary clients score the run's delta
         self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
         self.secure = _secure_round(cfg, plan, self.global_params, num_hospitals=len(hospitals),
                                     max_samples=max_samples)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.val_set, self.test_set = (
-            {"inputs": as_device_tensor(d["inputs"], self.device), "labels": d["labels"]} for d in (val_set, test_set)
+            {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
         )
         self.privacy_states: list[dict] = [{} for _ in hospitals]
         self.restarts = 0
@@ -100,14 +112,17 @@ class Driver:
         self.fault_injection = cfg.fl.fault_injection or {}
 
     # -- one round ----------------------------------------------------------------
-    def run_round(self, round_idx: int) -> dict:
+    def run_round(self, round_idx: int, evaluate: bool = True) -> dict:
         start = time.perf_counter()
         if self.secure is not None:
-            return self._finish_round(round_idx, start, self._secure_round(round_idx), [])
+            return self._finish_round(round_idx, start, self._secure_round(round_idx), [], evaluate)
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
         refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
         param_refs = [refs_by_params[id(p)] for p in starts]
         results = self._collect(param_refs, round_idx, self.sample_participants(round_idx))
+        if self.white_box is not None:  # the white-box adversary: every hospital's update, as received
+            self.white_box.observe_updates({r.hospital: starts[r.hospital] for r in results},
+                                           {r.hospital: r.params for r in results})
         for r in results:
             self.privacy_states[r.hospital] = {k: v for k, v in r.metrics.items() if k.startswith("dp_")}
         if self.mode == "local":
@@ -115,14 +130,16 @@ class Driver:
         elif results or self.strategy.aggregates_empty_rounds:
             self.global_params = self.strategy.aggregate(round_idx, self.global_params, results)
         clients = [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results]
-        return self._finish_round(round_idx, start, self.global_params, clients)
+        return self._finish_round(round_idx, start, self.global_params, clients, evaluate)
 
-    def _finish_round(self, round_idx: int, start: float, global_params: Params, clients: list[dict]) -> dict:
+    def _finish_round(self, round_idx: int, start: float, global_params: Params, clients: list[dict],
+                      evaluate: bool) -> dict:
         self.global_params = global_params
         record = {"round": round_idx, "fit_seconds": time.perf_counter() - start, "clients": clients}
-        record.update(self._evaluate())
-        if record["val"]["balanced_accuracy"] > self.best_val[0]:
-            self.best_val = (record["val"]["balanced_accuracy"], self.final_params())
+        if evaluate:  # fl.eval_every: best-validation selection sees only evaluated rounds
+            record.update(self._evaluate())
+            if record["val"]["balanced_accuracy"] > self.best_val[0]:
+                self.best_val = (record["val"]["balanced_accuracy"], self.final_params())
         record["round_seconds"] = time.perf_counter() - start
         record["restarts"] = self.restarts
         return record
@@ -189,6 +206,8 @@ class Driver:
                 session = session.next_attempt()
         self.privacy_states = ray.get([h.privacy_state.remote() for h in self.hospitals])
         mean = self.secure.apply(self.global_params, total, participants=len(ids))
+        if self.white_box is not None:  # under secure aggregation the adversary sees only the sum
+            self.white_box.observe_sum(self.global_params, mean)
         delta = {name: mean[name] - value for name, value in self.global_params.items()
                  if np.issubdtype(value.dtype, np.floating)}
         server = getattr(self.strategy, "server", self.strategy)  # DP-FedAvg's noise is already in the sum
@@ -248,7 +267,8 @@ class Driver:
         state_dict = getattr(self.strategy, "state_dict", None)  # a server optimizer's moments
         return {"global_params": self.global_params, "local_params": self.local_params, "best_val": self.best_val,
                 "privacy_states": self.privacy_states, "restarts": self.restarts,
-                "strategy": state_dict() if state_dict else None}
+                "strategy": state_dict() if state_dict else None,
+                "white_box_scores": None if self.white_box is None else self.white_box.scores.copy()}
 
     def restore(self, snapshot: dict) -> None:
         """Continue from :meth:`snapshot`; each hospital's accountant resumes at the steps it had taken."""
@@ -257,11 +277,30 @@ class Driver:
         self.privacy_states = snapshot["privacy_states"]
         if snapshot["strategy"] is not None:
             self.strategy.load_state_dict(snapshot["strategy"])
+        if self.white_box is not None:
+            self.white_box.scores = np.array(snapshot["white_box_scores"], dtype=np.float64)
         ray.get([h.restore_privacy_state.remote(s) for h, s in zip(self.hospitals, self.privacy_states)])
 
     def exported_params(self) -> tuple[list[Params], list[Params]]:
         """(the final model(s), the model(s) after the round with the best validation balanced accuracy)."""
         return self.final_params(), self.best_val[1]
+
+    def feature_cache(self) -> dict:
+        """What caching frozen features cost the driver (validation and test sets) and each hospital, or {}."""
+        report = getattr(getattr(self.evaluator, "encoder", None), "report", None)
+        if report is None:
+            return {}
+        return {"driver": dataclasses.asdict(report),
+                "hospitals": ray.get([h.feature_cache.remote() for h in self.hospitals])}
+
+    def canary_scores(self) -> dict:
+        """The adversary's scores: gradient canaries (white-box) and canary-client cosines; None where not run."""
+        clients = None
+        if self.canary_clients is not None:
+            names = self.canary_clients.clients.names
+            clients = self.canary_clients.clients.cosines(
+                {name: self.global_params[name] - self.initial_params[name] for name in names})
+        return {"gradient": None if self.white_box is None else self.white_box.scores, "clients": clients}
 
     def hospital_privacy_states(self) -> list[dict]:
         return self.privacy_states

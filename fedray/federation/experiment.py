@@ -37,7 +37,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fedray.config import Config, replace
 from fedray.config.schema import Federation
-from fedray.data.deal import Dealt, deal_data, union
+from fedray.data.deal import Dealt, deal_data
 from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
@@ -45,7 +45,9 @@ from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital
 from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
-from fedray.privacy.audit import audit_pools, run_audit
+from fedray.federation.audit import (CanaryPlan, audit_inputs, audit_summary, driver_canaries,
+                                     hospital_gradient_canaries, plan_input_canaries, plan_white_box, run_auditor,
+                                     training_shards)
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import PrivacyPlan, check_mechanism, plan_privacy
 from fedray.training import build_training_model
@@ -99,6 +101,12 @@ class Prepared:
     # One secret per hospital for its one-time releases (Laplace rows, DP trees): a restarted
     # hospital must re-create the same release, never draw a second one. Never given to the driver.
     release_keys: list[int | None]
+    # The auditor's canaries and their secret inclusion (None: no audit). Never given to the driver whole.
+    canaries: CanaryPlan | None = None
+
+    def training_shards(self) -> list[Records]:
+        """What each hospital trains on: its shard and the input canaries the auditor included there."""
+        return training_shards(self.dealt, self.canaries)
 
 
 @dataclass
@@ -108,7 +116,8 @@ class ExperimentState:
     The input map, its private-statistics entries and the hospitals' release
     keys are kept rather than recomputed: a second noised release of the same
     records would spend the budget again. The release keys are secrets of the
-    hospitals: a checkpoint is as sensitive as the data it was made from.
+    hospitals: a checkpoint is as sensitive as the data it was made from. So
+    is the auditor's canary plan, kept so that its inclusion is never redrawn.
     """
 
     round: int
@@ -118,6 +127,7 @@ class ExperimentState:
     preprocessing: list[dict]
     release_keys: list[int | None]
     seconds: float  # wall time spent before the checkpoint
+    canaries: CanaryPlan | None = None
 
 
 def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) -> Prepared:
@@ -128,13 +138,17 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     num_classes = len(train.class_names)
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
     cfg = resolve_for_data(cfg)
-    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in dealt.train_shards],
+    canaries = resume.canaries if resume is not None else plan_input_canaries(cfg, dealt)
+    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in training_shards(dealt, canaries)],
                            ranges_public=train.ranges_public, preprocessing=dealt.preprocessing)
     validate_model(cfg, privacy.resolved_cfg, num_classes=num_classes, num_features=num_features,
                    data_kind=train.kind)
+    if resume is None:
+        canaries = plan_white_box(cfg, privacy.resolved_cfg, canaries, dealt=dealt, num_classes=num_classes,
+                                  num_features=num_features)
     release_keys = resume.release_keys if resume is not None else \
         [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
-    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys)
+    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys, canaries)
 
 
 def resolve_for_data(cfg: Config) -> Config:
@@ -180,7 +194,7 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
     """One actor per hospital, each given only its own shards (put into the object store once)."""
     cfg = prep.cfg
     shard_refs = [(ray.put(_as_payload(t)), ray.put(_as_payload(v)))
-                  for t, v in zip(prep.dealt.train_shards, prep.dealt.val_shards)]
+                  for t, v in zip(prep.training_shards(), prep.dealt.val_shards)]
     hospital_cls = ray.remote(Hospital)
     hospitals = [
         hospital_cls.options(
@@ -190,6 +204,7 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
             plan=prep.privacy.resolved_cfg,
             input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
             num_features=prep.num_features, resources=hospital_res, release_key=prep.release_keys[k],
+            gradient_canaries=hospital_gradient_canaries(prep.canaries, k),
         )
         for k, (train_ref, val_ref) in enumerate(shard_refs)
     ]
@@ -201,21 +216,9 @@ def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
         cfg=prep.cfg, plan=prep.privacy.resolved_cfg, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
         input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
-        num_features=prep.num_features, max_samples=max(len(s) for s in prep.dealt.train_shards),
-        resources=driver_res,
+        num_features=prep.num_features, max_samples=max(len(s) for s in prep.training_shards()),
+        resources=driver_res, **driver_canaries(prep.canaries),
     )
-
-
-def audit_kwargs(prep: Prepared, params: dict, resources: dict) -> dict:
-    """Inputs of the membership audit. Members are exactly the records trained on (hospital 0's under mode=local)."""
-    dealt = prep.dealt
-    members = dealt.train_shards[0] if prep.cfg.mode == "local" else union(dealt.train_shards)
-    held_out = union([dealt.splits.val, dealt.splits.test])
-    pools = audit_pools(members=members, held_out=held_out, seed=prep.cfg.seed,
-                        max_records=prep.cfg.audit.max_records)
-    return dict(cfg=prep.cfg, plan=prep.privacy.resolved_cfg, params=params,
-                pools={k: _as_payload(v) for k, v in pools.items()}, input_map_state=dealt.input_map.state_dict(),
-                num_classes=prep.num_classes, num_features=prep.num_features, resources=resources)
 
 
 def run_experiment(
@@ -256,34 +259,55 @@ def run_experiment(
         if resume:
             ray.get(actors.driver.restore.remote(resume.driver))
         total = cfg.fl.rounds
-        for r in range(len(rounds) + 1, total + 1):
-            record = _hospital_errors_as_one_line(actors.driver.run_round.remote(r))
+        feature_cache = _hospital_errors_as_one_line(actors.driver.feature_cache.remote())
+        first = len(rounds) + 1
+        for r in range(first, total + 1):
+            evaluate = r % cfg.fl.eval_every == 0 or r == total
+            record = _hospital_errors_as_one_line(actors.driver.run_round.remote(r, evaluate))
             record["total_rounds"] = total
+            if feature_cache and r == first:
+                record["feature_cache"] = cache_line(feature_cache)
             rounds.append(record)
             if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
                 on_checkpoint(record, ExperimentState(
                     round=r, rounds=list(rounds), driver=ray.get(actors.driver.snapshot.remote()),
                     input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
-                    release_keys=prep.release_keys, seconds=time.perf_counter() - started))
+                    release_keys=prep.release_keys, seconds=time.perf_counter() - started,
+                    canaries=prep.canaries))
             elif on_round is not None:
                 on_round(record)
         placement = ray.get(actors.driver.placement.remote())
         final_params, best_params = ray.get(actors.driver.exported_params.remote())
         privacy_states = ray.get(actors.driver.hospital_privacy_states.remote())
+        canary_scores = ray.get(actors.driver.canary_scores.remote())
     finally:
         actors.kill()
     audit = None
     if cfg.audit.enabled:
         # The auditor takes the driver's freed bundle: it is the only process that sees members' records.
-        audit = ray.get(ray.remote(run_audit).options(**driver_res, **placed(0)).remote(
-            **audit_kwargs(prep, final_params[0], driver_res)))
+        auditor = ray.get(ray.remote(run_auditor).options(**driver_res, **placed(0)).remote(
+            **audit_inputs(prep, final_params, driver_res)))
+        audit = audit_summary(cfg, prep.canaries, auditor, canary_scores,
+                              ledger=prep.privacy.summary(privacy_states),
+                              num_records=sum(len(s) for s in prep.training_shards()))
     seconds = time.perf_counter() - started
     summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
+    summary["feature_cache"] = feature_cache or None
     summary["placement"] = placement
     summary["resumed_after_round"] = resume.round if resume else None
     return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
                             dealt=prep.dealt)
+
+
+def cache_line(feature_cache: dict) -> str:
+    """One line for the progress output: what was cached and the wall time it took (the slowest party's)."""
+    parties = [feature_cache["driver"], *feature_cache["hospitals"]]
+    records = sum(p["records"] for p in parties)
+    seconds = max(p["seconds"] for p in parties)
+    where = "read from the feature cache" if all(p["from_disk"] for p in parties) else "computed"
+    return (f"frozen features of {records} images ({feature_cache['hospitals'][0]['views']} views at the hospitals) "
+            f"{where} in {seconds:.1f} s")
 
 
 def _hospital_errors_as_one_line(ref):
@@ -293,7 +317,8 @@ def _hospital_errors_as_one_line(ref):
 
 def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, driver_res, hospital_res) -> dict:
     final = rounds[-1]
-    best = max(rounds, key=lambda r: r["val"]["balanced_accuracy"])  # chosen on validation, never on test
+    evaluated = [r for r in rounds if "val" in r]  # fl.eval_every; the last round is always evaluated
+    best = max(evaluated, key=lambda r: r["val"]["balanced_accuracy"])  # chosen on validation, never on test
     scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
     gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
     return {

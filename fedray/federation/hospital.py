@@ -13,6 +13,9 @@ sample count, training metrics and metrics on its own validation shard; under
 any DP mechanism, only the mechanism's output (noised parameters, or
 parameters trained on privatised records) and record-independent counters.
 
+Under a canary audit the auditor hands it the gradient canaries it included
+here (:mod:`fedray.training.gradient_canaries`), never the others.
+
 DP randomness comes from the hospital's own
 :class:`~fedray.privacy.randomness.NoiseSource`: secret by default, with a
 ``release_key`` the launcher created from OS entropy for one-time releases,
@@ -20,6 +23,8 @@ which it hands to this hospital alone.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import ray
@@ -34,10 +39,11 @@ from fedray.federation.secure_round import SecureRound
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
+from fedray.privacy.canaries import DiracCanaries
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
+from fedray.training.gradient_canaries import GradientCanaryInjector
 from fedray.training.device import configure_process
-from fedray.training.local import as_device_tensor
 
 Params = dict[str, np.ndarray]
 
@@ -61,6 +67,7 @@ class Hospital:
         num_features: int | None,
         resources: dict,
         release_key: int | None,
+        gradient_canaries: DiracCanaries | None = None,
     ):
         self.hospital_id = hospital_id
         train_shard, val_shard = (ray.get(cloudpickle.loads(handle)) for handle in shards)
@@ -79,7 +86,9 @@ class Hospital:
             inputs=train_shard["inputs"], labels=train_shard["labels"],
             input_map=input_map_from_state(input_map_state), device=self.device, hospital=hospital_id, noise=noise,
         ), "setting up")
-        self.val_inputs = as_device_tensor(val_shard["inputs"], self.device)
+        if gradient_canaries is not None and len(gradient_canaries):
+            self.trainer.gradient_canaries = _canary_injector(self.trainer, gradient_canaries, noise)
+        self.val_inputs = self.trainer.encode(val_shard["inputs"])
         self.val_labels = val_shard["labels"]
         self.local_epochs = cfg.fl.local_epochs
 
@@ -139,6 +148,11 @@ class Hospital:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise HospitalError(f"hospital {self.hospital_id}, {stage}: {first}") from None
 
+    def feature_cache(self) -> dict | None:
+        """What caching frozen features cost this hospital (its training and validation shards), or None."""
+        report = getattr(getattr(self.trainer, "encoder", None), "report", None)
+        return dataclasses.asdict(report) if report is not None else None
+
     def privacy_state(self) -> dict:
         return self.trainer.privacy_state()
 
@@ -151,3 +165,9 @@ class Hospital:
 
     def where(self) -> dict:
         return placement_of_this_actor()
+
+
+def _canary_injector(trainer, canaries: DiracCanaries, noise: NoiseSource) -> GradientCanaryInjector:
+    """The auditor's included gradient canaries of this hospital, sampled at its records' rate q."""
+    sample_rate = getattr(trainer, "sample_rate", None) or min(1.0, trainer.batch_size / trainer.num_samples)
+    return GradientCanaryInjector(trainer.full_model, canaries, sample_rate=sample_rate, noise=noise)

@@ -1,15 +1,17 @@
-"""Models for table rows: the seed study's neural network and linear model, and the tree families.
+"""Models for table rows: the seed study's neural network, linear models and tree families.
 
 Inputs are rows already scaled to ``[0, 1]`` per feature by their public
-ranges (:class:`fedray.data.FeatureScaling`). Both torch models are plain
+ranges (:class:`fedray.data.FeatureScaling`). The torch models are plain
 ``Linear``/``ReLU`` stacks with no normalisation layer, so Opacus computes
 their per-sample gradients exactly and fast (``hooks`` mode), and FedAvg
 averages every parameter.
 
 * ``mlp``: ``D -> h_1 -> ... -> h_m -> C`` with ReLU between layers.
 * ``logreg``: one ``Linear(D, C)``: multinomial logistic regression, trained
-  by the same SGD/DP-SGD as the network (the linear model of the seed study;
-  a linear SVM differs only in its loss).
+  by the same SGD/DP-SGD as the network.
+* ``svm``: the same ``Linear(D, C)`` scores :math:`s = Wx + b`, trained on the
+  Crammer-Singer multi-class hinge loss with an L2 penalty (the seed study's
+  SVM; the loss and the penalty are in :mod:`fedray.training.objective`).
 
 The tree families (``decision_tree``, ``random_forest``) are not torch models:
 :mod:`fedray.training.trees` fits them with scikit-learn or diffprivlib and
@@ -22,10 +24,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fedray.config.schema import LogregModel, MlpModel
+from fedray.config.schema import LogregModel, MlpModel, SvmModel
 from fedray.errors import FedrayError
 
-TORCH_TABLE_MODELS = ("mlp", "logreg")
+TORCH_TABLE_MODELS = ("mlp", "logreg", "svm")
 TREE_MODELS = ("decision_tree", "random_forest")
 
 
@@ -37,9 +39,10 @@ def mlp(num_features: int, num_classes: int, hidden: Sequence[int]) -> nn.Sequen
     return nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
 
-def build_table_model(model_cfg: MlpModel | LogregModel, *, num_classes: int, num_features: int) -> nn.Module:
-    """The torch model ``model_cfg.name`` (``mlp`` or ``logreg``) for ``num_features`` inputs."""
-    if model_cfg.name == "logreg":
+def build_table_model(model_cfg: MlpModel | LogregModel | SvmModel, *, num_classes: int,
+                      num_features: int) -> nn.Module:
+    """The torch model ``model_cfg.name`` (``mlp``, ``logreg`` or ``svm``) for ``num_features`` inputs."""
+    if model_cfg.name in ("logreg", "svm"):
         return nn.Sequential(nn.Linear(num_features, num_classes))
     hidden = model_cfg.hidden
     if not hidden or any(int(h) < 1 for h in hidden):

@@ -80,7 +80,7 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         reason = " ".join(str(err).split())
         raise FedrayError(
             f"ImageNet weights for {name} are unavailable offline ({reason}): connect once to cache them in "
-            f"{torch.hub.get_dir()}, set model.pretrained=false, or use model=efficientnet_lite0 which ships its weights"
+            f"{torch.hub.get_dir()}, set model.pretrained=false, or use model=efficientnet_lite0 (or lite1, lite2), which ship their weights"
         ) from err
 
 

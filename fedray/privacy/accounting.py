@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-
-import dp_accounting
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
+from functools import lru_cache
 
 from fedray.errors import FedrayError
+
+# Opacus and dp-accounting are imported where they are used: a non-private hospital, the driver and the
+# launching process reach this module for default_delta alone, and each import costs about a second a process.
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -111,9 +111,12 @@ def _orders(accountant: str) -> dict:
 def _accountant(name: str):
     if name not in ACCOUNTANTS:
         raise FedrayError(f"privacy.accountant={name!r} is unknown: use one of {ACCOUNTANTS}")
+    from opacus.accountants import create_accountant
+
     return create_accountant(mechanism=name)
 
 
+@lru_cache(maxsize=256)  # hospitals of equal size share one calibration (0.5-1 s each on a laptop)
 def calibrate_noise_multiplier(
     *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:
@@ -131,6 +134,8 @@ def calibrate_noise_multiplier(
         return 0.0
     _check_schedule(sample_rate=sample_rate, steps=steps)
     _accountant(accountant)
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         return float(
             get_noise_multiplier(
@@ -181,6 +186,8 @@ def independent_epsilon(
         return 0.0
     if noise_multiplier == 0:
         return math.inf
+    import dp_accounting
+
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(
             sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier)

@@ -153,7 +153,7 @@ def wrap_private(
 
 
 def private_step(
-    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, add_public_gradient=None
+    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, add_public_gradient=None, add_canary_gradient=None
 ) -> tuple[float, torch.Tensor | None]:
     r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss and detached logits.
 
@@ -164,7 +164,10 @@ def private_step(
     accountant counts it, exactly as Opacus' ``DPDataLoader`` path. Skipping
     it would make the number of steps depend on the data. Returns (NaN, None) then.
     ``add_public_gradient`` (optional) adds a record-independent term to the
-    noised gradient before the optimizer steps.
+    noised gradient before the optimizer steps. ``add_canary_gradient`` (optional,
+    auditing) adds an auditor's canary gradient of norm :math:`C` divided by
+    :math:`qn` there too: by linearity the same as a record of the clipped sum
+    (:mod:`fedray.training.gradient_canaries`).
     A (frozen) BatchNorm left in train mode mixes the batch's records and
     voids the clipping bound: that raises ``RuntimeError``.
     """
@@ -185,6 +188,8 @@ def private_step(
     # gradient that reads no record (FedProx's proximal term) is added between the two: post-processing
     # of the noised gradient, seen by momentum or Adam like the data gradient.
     if parts.optimizer.pre_step():
+        if add_canary_gradient is not None:
+            add_canary_gradient()
         if add_public_gradient is not None:
             add_public_gradient()
         parts.optimizer.original_optimizer.step()

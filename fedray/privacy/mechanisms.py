@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from fedray.config.schema import Config
 from fedray.errors import FedrayError
-from fedray.models import model_family
+from fedray.models import TORCH_TABLE_MODELS, TREE_MODELS, model_family
 from fedray.privacy.accounting import (
     LedgerEntry,
     calibrate_noise_multiplier,
@@ -47,7 +47,7 @@ from fedray.privacy.accounting import (
 from fedray.privacy.client_level import calibrate_client_noise, client_level_epsilon
 from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
 
-FAMILY_NAMES = {"image": "image backbones", "table": "mlp, logreg", "tree": "decision_tree, random_forest"}
+FAMILY_NAMES = {"image": "image backbones", "table": ", ".join(TORCH_TABLE_MODELS), "tree": ", ".join(TREE_MODELS)}
 NON_PRIVATE_NOTE = "non-private: no clipping, no noise"
 AGGREGATION = {False: "plain: the driver sees each hospital's update",
                True: "secure: the driver sees only masked updates and their sum"}

@@ -67,14 +67,25 @@ def combine_fold_summaries(summaries: list[dict]) -> dict:
 
 
 def _combine_audits(audits: list[dict | None]) -> dict | None:
-    """The strongest attack's numbers averaged over folds (with std); the most frequent strongest attack's name."""
+    """The strongest attack's numbers averaged over folds (with std); the most frequent strongest attack's name.
+
+    A canary audit's bound is not averaged (a mean of 95% lower bounds is none): each kind reports the fold
+    with the smallest bound, still a 95% lower bound on every fold's epsilon; every fold's flags are kept.
+    """
     if any(a is None for a in audits):
         return None
     strongest = [a["strongest"] for a in audits]
-    mean, std = mean_and_std(strongest)
-    name = Counter(s["attack"] for s in strongest).most_common(1)[0][0]
-    return {"strongest": {"attack": name, **mean}, "strongest_std": std, "per_fold": audits,
-            "reference_models": audits[0].get("reference_models"), "delta": audits[0].get("delta")}
+    attacked = all(strongest)  # a fold whose pool was too small for a held-out attack has none
+    mean, std = mean_and_std(strongest) if attacked else ({}, None)
+    name = Counter(s["attack"] for s in strongest).most_common(1)[0][0] if attacked else None
+    per_kind = [a.get("canaries") or {} for a in audits]
+    canaries = {kind: {**min((c[kind] for c in per_kind), key=lambda r: r["epsilon_lower_bound"]),
+                       "combined": f"the smallest bound of {len(audits)} folds"}
+                for kind in per_kind[0] if kind != "notes" and all(kind in c for c in per_kind)}
+    return {"strongest": {"attack": name, **mean} if attacked else None, "strongest_std": std, "per_fold": audits,
+            "reference_models": audits[0].get("reference_models"), "delta": audits[0].get("delta"),
+            "canaries": {**canaries, "notes": per_kind[0].get("notes", {})},
+            "flags": [flag for a in audits for flag in a.get("flags", [])]}
 
 
 def _is_number(value) -> bool:

@@ -40,14 +40,15 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     mode=local: the mean over hospitals' models); scope "hospital" rows carry a
     hospital's own-validation metrics (split "val") and local training metrics
     (split "train"). Under k-fold cross-validation ``fold`` says which fold's
-    run a row belongs to (0 otherwise).
+    run a row belongs to (0 otherwise). A round that ``fl.eval_every`` did not
+    evaluate has only its "train" rows.
     """
     rows = []
     for r in rounds:
         base = {"fold": int(r.get("fold", 0)), "round": r["round"], "round_seconds": r["round_seconds"]}
-        for split in ("val", "test"):
+        for split in ("val", "test") if "val" in r else ():  # fl.eval_every skips some rounds' evaluation
             rows.append({**base, "scope": "global", "hospital": -1, "split": split, **_scalars(r[split])})
-        for k, metrics in enumerate(r["hospital_val"]):
+        for k, metrics in enumerate(r.get("hospital_val", [])):
             rows.append({**base, "scope": "hospital", "hospital": k, "split": "val", **_scalars(metrics)})
         for client in r["clients"]:
             rows.append({**base, "scope": "hospital", "hospital": client["hospital"], "split": "train",

@@ -11,14 +11,15 @@ STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi"
 
 
 def build_strategy(fl: Federation, plan: dict | None = None, *, noise: NoiseSource | None = None,
-                   trees: bool = False) -> Strategy:
+                   trees: bool = False, canary_clients=None) -> Strategy:
     """Instantiate the strategy named by ``fl.strategy``; a ``dpfedavg`` plan makes it client-level DP.
 
     ``trees=True`` (a tree model): trees cannot be averaged parameter by
     parameter, so the hospitals' trees are merged into one forest instead
     (:class:`~fedray.strategies.ensemble.TreeEnsemble`). ``noise`` is the
     driver's source of DP randomness (DP-FedAvg only). Under DP-FedAvg a server
-    optimizer (``fedavgm``, ``fedadam``, ...) steps on the noised mean update.
+    optimizer (``fedavgm``, ``fedadam``, ...) steps on the noised mean update. ``canary_clients``
+    (:class:`~fedray.privacy.canaries.IncludedCanaryClients`, DP-FedAvg only) are an audit's canary clients.
     """
     if trees:
         from fedray.strategies.ensemble import TreeEnsemble
@@ -29,7 +30,7 @@ def build_strategy(fl: Federation, plan: dict | None = None, *, noise: NoiseSour
         from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in Opacus' accountant: only when asked for
 
         return DPFedAvg(clip_norm=plan["clip_norm"], noise_multiplier=plan["noise_multiplier"], noise=noise,
-                        expected_clients=plan["clients_per_round"], server=strategy)
+                        expected_clients=plan["clients_per_round"], server=strategy, canary_clients=canary_clients)
     return strategy
 
 

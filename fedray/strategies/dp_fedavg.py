@@ -16,6 +16,12 @@ accountant then counts the amplification by sampling at rate q. Integer buffers 
 the global value is kept. The noise of round r comes from the driver's
 :class:`~fedray.privacy.randomness.NoiseSource` (secret by default), never
 from the config seed: whoever could regenerate it could subtract it.
+
+Under a canary audit (Andrew et al. 2024, :mod:`fedray.privacy.canaries`) the
+included canary clients join the sum like hospitals: each is sampled with
+the hospitals' rate q (the driver's stream, its own index) and adds an update
+of norm exactly S. K stays the hospitals' expected count, so the noise per
+hospital, and the ε of each client, are unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fedray.privacy.canaries import IncludedCanaryClients
 from fedray.privacy.client_level import clip_update, noisy_mean
 from fedray.privacy.randomness import NoiseSource, Purpose
 from fedray.strategies.base import ClientResult, Params, Strategy
@@ -35,12 +42,13 @@ class DPFedAvg(Strategy):
     aggregates_empty_rounds = True
 
     def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource, expected_clients: int,
-                 server: Strategy):
+                 server: Strategy, canary_clients: IncludedCanaryClients | None = None):
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         self.noise = noise
         self.expected_clients = expected_clients
         self.server = server  # what it does with the noised mean update: FedAvg adds it, a server optimizer steps
+        self.canary_clients = canary_clients
 
     def state_dict(self) -> dict | None:
         """The server optimizer's state (None for plain FedAvg), for checkpoints."""
@@ -57,6 +65,9 @@ class DPFedAvg(Strategy):
         ]
         if not clipped:  # no hospital drawn this round: the release is the noise alone
             clipped = [{n: np.zeros_like(global_params[n]) for n in floating}]
+        if self.canary_clients is not None:  # each canary update has norm exactly S: clipping leaves it as is
+            clipped.append(self.canary_clients.round_update(
+                self.noise.numpy_generator(server_round, Purpose.CLIENT_SAMPLING, index=1)))
         update = noisy_mean(clipped, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
                              rng=self.noise.numpy_generator(server_round, Purpose.DPFEDAVG_NOISE),
                              expected_clients=self.expected_clients)

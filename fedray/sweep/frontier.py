@@ -9,8 +9,14 @@ after ``error`` (docs/frontier.md lists every column with its unit).
 each to a temporary name renamed into place, the report last: a sweep
 directory with a ``report.md`` has the whole frontier.
 
-Summaries written before k-fold cross-validation, consent filtering or the
-attack's std over folds lack those keys; their columns are then null.
+Summaries written before k-fold cross-validation, consent filtering, the
+attack's std over folds or the canary audits lack those keys; their columns
+are then null. The ``canary_*`` columns hold each one-run canary audit
+(:mod:`fedray.privacy.canaries`): ``canary_input_*`` the black-box input
+canaries, ``canary_white_box_*`` the gradient canaries or, under DP-FedAvg,
+the canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
+estimate and interval are ``canary_gaussian_*``; ``audit_flags`` lists every
+bound or advantage the accountant's (ε, δ) forbids.
 
 Values missing from a record (a failed trial, an audit that was not run) are
 null/NaN, never guessed. The one derived default is a noise multiplier of 0.0
@@ -34,12 +40,18 @@ from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, render_report
 from fedray.sweep.tables import render_tables
 
-SCHEMA_VERSION = 3  # 3: validation metrics (the selection metric) beside test; strategy, secure aggregation
+SCHEMA_VERSION = 4  # 3: validation metrics beside test; strategy, secure aggregation. 4: canary audits, flags
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
 _STRONGEST = ("summary", "membership_inference", "strongest")
 _STRONGEST_STD = ("summary", "membership_inference", "strongest_std")
+_CANARIES = ("summary", "membership_inference", "canaries")
+# The one-run audit's report (fedray.privacy.canaries.one_run_report): column suffix, type, key.
+_ONE_RUN = [("m", pa.int64(), "m"), ("included", pa.int64(), "included"), ("k_plus", pa.int64(), "k_plus"),
+            ("k_minus", pa.int64(), "k_minus"), ("correct", pa.int64(), "correct"),
+            ("epsilon_lower_bound", pa.float64(), "epsilon_lower_bound")]
+WHITE_BOX_KINDS = ("gradient", "clients")  # gradient canaries (DP-SGD, non-private) or canary clients (DP-FedAvg)
 
 # (column, Arrow type, where the value lives in {"config": ..., "summary": ...}; None: set by this module).
 # Each block of std-over-folds columns follows the block of its means, so v1's means keep their relative order.
@@ -88,6 +100,14 @@ _COLUMNS = [
     ("attack_n_nonmembers", pa.int64(), (*_STRONGEST, "n_nonmembers")),
     ("attack_auc_std", pa.float64(), (*_STRONGEST_STD, "auc")),
     ("attack_advantage_std", pa.float64(), (*_STRONGEST_STD, "advantage")),
+    *((f"canary_input_{field}", type_, (*_CANARIES, "input", key)) for field, type_, key in _ONE_RUN),
+    ("canary_white_box_kind", pa.string(), None),
+    *((f"canary_white_box_{field}", type_, None) for field, type_, _ in _ONE_RUN),
+    ("canary_gaussian_epsilon", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "epsilon")),
+    ("canary_gaussian_epsilon_low", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 0)),
+    ("canary_gaussian_epsilon_high", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 1)),
+    ("audit_flag_count", pa.int64(), None),
+    ("audit_flags", pa.string(), None),
     ("wall_seconds", pa.float64(), ("summary", "wall_seconds")),
     ("gpu_hours", pa.float64(), ("summary", "gpu_hours")),
     ("seconds_per_round", pa.float64(), ("summary", "seconds_per_round")),
@@ -189,6 +209,7 @@ def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | Non
         **{f.name: _param_value(record, f) for f in param_fields},
         **{name: _cast(_lookup(sources, name, path), type_) for name, type_, path in _COLUMNS if path is not None},
         **_ledger_columns(sources["summary"].get("privacy")),
+        **_audit_columns(sources["summary"].get("membership_inference")),
         "pareto_overall": False, "pareto_per_backbone": False,
     }
 
@@ -214,6 +235,21 @@ def _ledger_columns(privacy: dict | None) -> dict:
         names = sorted({str(h["accountant"]) for h in ledger if h.get("accountant") is not None})
         accountant = "+".join(names) or None
     return {"noise_multiplier": noise, "accountant": _cast(accountant, pa.string())}
+
+
+def _audit_columns(audit: dict | None) -> dict:
+    """The white-box canary audit's columns (gradient canaries or canary clients, whichever ran) and the flags.
+
+    A summary without an audit, or from before canary audits, leaves them null.
+    """
+    canaries = (audit or {}).get("canaries") or {}
+    kind = next((k for k in WHITE_BOX_KINDS if k in canaries), None)
+    report = canaries.get(kind) or {}
+    columns = {f"canary_white_box_{field}": _cast(report.get(key), type_) for field, type_, key in _ONE_RUN}
+    flags = (audit or {}).get("flags")
+    return {"canary_white_box_kind": kind, **columns,
+            "audit_flag_count": None if flags is None else len(flags),
+            "audit_flags": None if flags is None else " | ".join(map(str, flags))}
 
 
 def _param_fields(records: list[dict], axes: list[str]) -> list[pa.Field]:
@@ -259,12 +295,16 @@ def _lookup(sources: dict, column: str, path: tuple[str, ...]):
     return _dig(sources, _FALLBACKS[column]) if value is None and column in _FALLBACKS else value
 
 
-def _dig(sources: dict, path: tuple[str, ...]):
+def _dig(sources: dict, path: tuple):
+    """The value at ``path`` (dict keys, or an int index into a list such as an interval); None if absent."""
     value = sources
     for key in path:
-        if not isinstance(value, dict):
+        if isinstance(key, int) and isinstance(value, (list, tuple)):
+            value = value[key] if -len(value) <= key < len(value) else None
+        elif isinstance(value, dict) and not isinstance(key, int):
+            value = value.get(key)
+        else:
             return None
-        value = value.get(key)
     return value
 
 

@@ -6,8 +6,12 @@ on a log axis. Each backbone (each backbone and mechanism, when a sweep holds
 several mechanisms) gets one line through its best trial per target epsilon
 (the max-utility one, i.e. what tuning would pick); every other trial is a
 faint dot, and the overall Pareto-optimal trials are ringed.
-Right panel: the strongest attack's AUC (solid) and advantage (dashed) for
-those same best trials, with chance (AUC 0.5) marked.
+Right panel: the empirical ε lower bounds of those same best trials against
+the ε the accountant spent: the white-box canary audit (solid), the black-box
+input canaries (dashed) and the held-out membership attack (dotted), with the
+line y = x. A correct accountant keeps every point on or below it (within the
+bounds' 95% confidence); the gap below it is how loose the audit, or the
+accountant, is. Non-private trials (x = ∞) have no such line.
 
 A log axis has no place for epsilon = inf, so non-private trials are drawn at
 ``INF_FACTOR`` x the largest finite epsilon under a tick labelled "∞", past a
@@ -54,7 +58,7 @@ def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) 
         best = best_per_backbone_epsilon(shown, utility)
         colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(shown["series"].unique()))}
         _utility_panel(left, shown, best, utility, colours)
-        _attack_panel(right, best, colours)
+        _canary_panel(right, best, colours)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
@@ -106,20 +110,32 @@ def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, co
     ax.legend(fontsize=8)
 
 
-def _attack_panel(ax, best: pd.DataFrame, colours: dict) -> None:
-    if best["attack_auc"].isna().all():
-        _note(ax, "no membership-inference audit in these trials")
+BOUNDS = (("canary_white_box_epsilon_lower_bound", "-o", "white-box canaries"),
+          ("canary_input_epsilon_lower_bound", "--s", "input canaries"),
+          ("attack_epsilon_lower_bound", ":^", "membership attack (held-out)"))
+
+
+def _canary_panel(ax, best: pd.DataFrame, colours: dict) -> None:
+    bounds = [(column, style, label) for column, style, label in BOUNDS
+              if column in best and best[column].notna().any()]
+    if not bounds:
+        _note(ax, "no privacy audit in these trials")
         return
     for name, colour in colours.items():
-        line = best[(best["series"] == name) & best["attack_auc"].notna()]
-        _broken_line(ax, line, "attack_auc", "-o", colour, f"{name} attack AUC")
-        _broken_line(ax, line, "attack_advantage", "--s", colour, f"{name} attack advantage", markersize=4)
-    ax.axhline(0.5, color="grey", linestyle=":", label="chance (AUC 0.5)")
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("strongest membership-inference attack")
-    ax.set_title("attack success vs privacy spent")
-    _epsilon_axis(ax, best["_x"].to_numpy(float), best["epsilon_spent"].to_numpy(float))
-    ax.legend(fontsize=8)
+        for column, style, label in bounds:
+            line = best[(best["series"] == name) & best[column].notna()]
+            _broken_line(ax, line, column, style, colour, f"{name}: {label}", markersize=4)
+    eps = best["epsilon_spent"].to_numpy(float)
+    top = max(float(np.nanmax(best[[c for c, _, _ in bounds]].to_numpy(float))), 1.0) * 1.15
+    finite = np.sort(best["_x"].to_numpy(float)[np.isfinite(eps)])
+    if finite.size:
+        x = np.geomspace(finite[0] / 1.6, finite[-1] * 1.6, 50)
+        ax.plot(x, x, color="grey", linestyle="-", linewidth=0.8, label="y = x: the accountant's ε")
+    ax.set_ylim(0, top)
+    ax.set_ylabel("empirical ε lower bound (95%)")
+    ax.set_title("audited ε vs ε spent")
+    _epsilon_axis(ax, best["_x"].to_numpy(float), eps)
+    ax.legend(fontsize=7)
 
 
 def _broken_line(ax, line: pd.DataFrame, column: str, style: str, colour: str, label: str, **kwargs) -> None:

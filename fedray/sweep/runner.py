@@ -58,7 +58,8 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     if tune_cfg.resume:
         _check_resume_dir(out_dir, manifest)
     base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("tune.resume", "tune.out_dir"))]
-    trial_cfgs = [trial_config(base_overrides, params, paths) for params in grid(space)]
+    trial_overrides = [*base_overrides, *_absolute_paths(cfg)]
+    trial_cfgs = [trial_config(trial_overrides, params, paths) for params in grid(space)]
     num_classes = _validate_trials(trial_cfgs)
     started_ray = connect(cfg.cluster)
     try:
@@ -70,7 +71,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        tuner = _tuner(cfg, space, paths, base_overrides, out_dir, gpus_present)
+        tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present)
         logging.getLogger("ray.tune.tune").addFilter(_NoTuneResumeHint())
         try:
             result_grid = tuner.fit()
@@ -121,6 +122,13 @@ def _validate_trials(trial_cfgs: list[Config]) -> int:
             validate_model(trial_cfg, plan.resolved_cfg, num_classes=prepared.num_classes,
                            num_features=prepared.num_features, data_kind=train.kind)
     return prepared.num_classes
+
+
+def _absolute_paths(cfg: Config) -> list[str]:
+    """Overrides pinning every path to what it means here: Tune runs each trial in its own working directory."""
+    pinned = {"paths.feature_cache_dir": cfg.paths.feature_cache_dir}
+    pinned |= {f"data.{key}": getattr(cfg.data, key) for key in ("root", "path") if hasattr(cfg.data, key)}
+    return [f"{key}=null" if value is None else f"{key}='{value}'" for key, value in pinned.items()]
 
 
 def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,

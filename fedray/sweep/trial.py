@@ -32,7 +32,7 @@ def round_metrics(record: dict) -> dict:
     """The flat per-round metrics reported to Tune (shown live, kept in each trial's history)."""
     flat = {"round": record["round"], "round_seconds": record["round_seconds"], "fold": record.get("fold", 0)}
     for split in ("val", "test"):
-        flat.update({f"{split}_{k}": float(v) for k, v in record[split].items() if k in SCALAR_METRICS})
+        flat.update({f"{split}_{k}": float(v) for k, v in record.get(split, {}).items() if k in SCALAR_METRICS})
     return flat
 
 

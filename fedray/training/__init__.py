@@ -7,7 +7,7 @@ decide which trainer a model and a privacy mechanism need:
 model family      trainer                             privacy it can take
 ================  ==================================  ================================
 image backbone    LocalTrainer / DPSGDTrainer         none, dpsgd, dpfedavg
-mlp, logreg       LocalTrainer / DPSGDTrainer         the same, and laplace_input
+mlp, logreg, svm  LocalTrainer / DPSGDTrainer         the same, and laplace_input
 trees             TreeTrainer (sklearn, diffprivlib)  none, dp_tree, laplace_input
 ================  ==================================  ================================
 
@@ -19,6 +19,7 @@ driver and the auditor never ask which one they hold.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +30,18 @@ from fedray.data.augment import get_augment
 from fedray.data.input_map import InputMap
 from fedray.models import build_model, build_table_model, model_family
 from fedray.privacy.randomness import NoiseSource
+from fedray.training.features import (
+    FLIP_VIEWS,
+    FeatureEncoder,
+    FeatureStore,
+    FrozenSplit,
+    Unchanged,
+    only_view,
+    pick_flip_view,
+    split_frozen,
+)
 from fedray.training.local import Evaluator, LocalTrainer
+from fedray.training.objective import model_l2, training_loss
 
 
 def mechanism_active(plan: dict, name: str) -> bool:
@@ -67,7 +79,23 @@ def build_evaluator(cfg: Config, plan: dict, *, num_classes: int, num_features: 
 
         return TreeEvaluator(num_classes=num_classes, input_map=input_map)
     model = build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
-    return Evaluator(model=model, train_cfg=cfg.train, input_map=input_map, device=device)
+    cached = frozen_split(cfg, model, device)
+    if cached is None:
+        return Evaluator(model=model, train_cfg=cfg.train, input_map=input_map, device=device)
+    return Evaluator(model=cached.head_side, full_model=model, train_cfg=cfg.train, input_map=Unchanged(),
+                     device=device, encoder=FeatureEncoder(cached, input_map, _store(cfg), device))
+
+
+def frozen_split(cfg: Config, model: nn.Module, device: torch.device) -> FrozenSplit | None:
+    """The cut of :mod:`fedray.training.features` when ``train.cache_features`` and the backbone allow it."""
+    if not cfg.train.cache_features or model_family(cfg.model.name) != "image":
+        return None
+    trainable = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    if len(trainable) != 1:
+        return None
+    sample = torch.zeros((2, 3, cfg.data.image_size, cfg.data.image_size), device=device)
+    head_name = next(name for name, m in model.named_modules() if m is trainable[0])
+    return split_frozen(model.to(device), head_name, sample)
 
 
 def build_trainer(
@@ -95,18 +123,32 @@ def build_trainer(
         return TreeTrainer(model_cfg=cfg.model, inputs=inputs, labels=labels, num_classes=num_classes,
                            input_map=input_map, epsilon=epsilon, seed=cfg.seed, hospital=hospital, noise=noise)
     model = build_training_model(cfg, architecture, num_classes=num_classes, num_features=num_features)
-    augment = get_augment(cfg.data.augment if np.ndim(inputs) == 4 else "none")
+    augment_name = cfg.data.augment if np.ndim(inputs) == 4 else "none"
     common = dict(model=model, inputs=inputs, labels=labels, train_cfg=cfg.train, input_map=input_map,
-                  augment=augment, device=device, seed=cfg.seed, hospital=hospital, noise=noise,
+                  augment=get_augment(augment_name), device=device, seed=cfg.seed, hospital=hospital, noise=noise,
+                  loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model),
                   proximal_mu=cfg.fl.proximal_mu if cfg.fl.strategy == "fedprox" else 0.0)
+    cached = frozen_split(cfg, model, device)
+    if cached is not None:
+        encoder = FeatureEncoder(cached, input_map, _store(cfg), device)
+        views = FLIP_VIEWS if augment_name == "flips" else 1
+        common |= dict(model=cached.head_side, full_model=model, inputs=encoder.features(inputs, views=views),
+                       input_map=Unchanged(), augment=pick_flip_view if views == FLIP_VIEWS else only_view,
+                       encoder=encoder)
     if not dp_sgd_active(plan):
-        return LocalTrainer(**common)
-    from fedray.training.private import DPSGDTrainer  # Opacus costs seconds to import; only DP runs pay it
+        trainer = LocalTrainer(**common)
+    else:
+        from fedray.training.private import DPSGDTrainer  # Opacus costs seconds to import; only DP runs pay it
 
-    hospital_plan = plan["hospitals"][hospital]
-    return DPSGDTrainer(**common, noise_multiplier=hospital_plan["noise_multiplier"],
-                        sample_rate=hospital_plan["sample_rate"], max_grad_norm=plan["max_grad_norm"],
-                        accountant=plan["accountant"], grad_sample_mode=plan.get("grad_sample_mode"))
+        hospital_plan = plan["hospitals"][hospital]
+        trainer = DPSGDTrainer(**common, noise_multiplier=hospital_plan["noise_multiplier"],
+                               sample_rate=hospital_plan["sample_rate"], max_grad_norm=plan["max_grad_norm"],
+                               accountant=plan["accountant"], grad_sample_mode=plan.get("grad_sample_mode"))
+    return trainer
+
+
+def _store(cfg: Config) -> FeatureStore:
+    return FeatureStore(Path(cfg.paths.feature_cache_dir) if cfg.paths.feature_cache_dir else None)
 
 
 __all__ = ["LocalTrainer", "build_evaluator", "build_trainer", "build_training_model", "dp_sgd_active",

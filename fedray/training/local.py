@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from fedray.data.augment import Augment
 from fedray.data.input_map import InputMap
 from fedray.models import set_frozen_eval
 from fedray.privacy.randomness import NoiseSource
+from fedray.training.features import Features
+from fedray.training.gradient_canaries import GradientCanaryInjector
 from fedray.training.proximal import anchor_of, proximal_loss
 
 Params = dict[str, np.ndarray]
@@ -66,37 +68,54 @@ def as_device_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> 
     return torch.as_tensor(array).to(device)
 
 
-def build_optimizer(parameters, train_cfg: Train) -> torch.optim.Optimizer:
+def build_optimizer(parameters, train_cfg: Train, l2: float) -> torch.optim.Optimizer:
+    """SGD or Adam with weight decay ``train.weight_decay + l2``: the L2 penalty's gradient, added after DP noise."""
+    weight_decay = train_cfg.weight_decay + l2
     if train_cfg.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    return torch.optim.SGD(parameters, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay)
+        return torch.optim.Adam(parameters, lr=train_cfg.lr, weight_decay=weight_decay)
+    return torch.optim.SGD(parameters, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=weight_decay)
 
 
 class Evaluator:
-    """A model on ``device`` that loads parameters and predicts class probabilities (the driver's role)."""
+    """A model on ``device`` that loads parameters and predicts class probabilities (the driver's role).
 
-    def __init__(self, *, model: nn.Module, train_cfg: Train, input_map: InputMap, device: torch.device):
+    With cached features (:mod:`fedray.training.features`) ``model`` is only
+    the head side of ``full_model``: parameters are still loaded and exported
+    as ``full_model``'s state dict, and ``encoder`` turns raw images into the
+    head's cached inputs.
+    """
+
+    def __init__(self, *, model: nn.Module, train_cfg: Train, input_map: InputMap, device: torch.device,
+                 full_model: nn.Module | None = None, encoder: Callable[[np.ndarray], Features] | None = None):
         self.device = device
         self.train_cfg = train_cfg
         self.input_map = input_map
+        self.encoder = encoder
         self.autocast = device.type == "cuda" and train_cfg.precision == "bf16"
-        self.channels_last = device.type == "cuda" and train_cfg.channels_last
+        self.channels_last = device.type == "cuda" and train_cfg.channels_last and encoder is None
         self.model = model.to(device)
+        self.full_model = model if full_model is None else full_model.to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     def load(self, params: Params) -> None:
-        load_numpy_params(self.model, params)
+        load_numpy_params(self.full_model, params)
 
     def export(self) -> Params:
-        return params_to_numpy(self.model)
+        return params_to_numpy(self.full_model)
+
+    def encode(self, inputs: np.ndarray | torch.Tensor) -> torch.Tensor | Features:
+        """An evaluation set as :meth:`predict_proba` reads it fastest: on the device, or as cached features."""
+        return self.encoder(inputs) if self.encoder is not None else as_device_tensor(inputs, self.device)
 
     @torch.no_grad()
-    def predict_proba(self, inputs: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities of the current model on raw ``inputs`` (uint8 images or rows, on any device)."""
+    def predict_proba(self, inputs: np.ndarray | torch.Tensor | Features) -> np.ndarray:
+        """Softmax probabilities of the current model on raw ``inputs`` (uint8 images or rows) or :meth:`encode`'s."""
         self.model.eval()
         outputs = []
-        for chunk in as_device_tensor(inputs, self.device).split(EVAL_BATCH_SIZE):
+        encoded = inputs if isinstance(inputs, Features) else self.encode(inputs)
+        values = encoded.values if isinstance(encoded, Features) else encoded
+        for chunk in values.split(EVAL_BATCH_SIZE):
             x = self.input_map.apply(chunk.to(self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.model(x)
@@ -107,7 +126,14 @@ class Evaluator:
 
 
 class LocalTrainer(Evaluator):
-    """Trains (and evaluates) a model on one shard kept on ``device``."""
+    """Trains (and evaluates) a model on one shard kept on ``device``.
+
+    ``loss_fn`` is the batch-mean per-record loss and ``l2`` the model's own L2
+    penalty, both from :mod:`fedray.training.objective`. A hospital under a
+    canary audit sets ``gradient_canaries`` (:mod:`fedray.training.gradient_canaries`).
+    """
+
+    gradient_canaries: GradientCanaryInjector | None = None
 
     def __init__(
         self,
@@ -122,9 +148,14 @@ class LocalTrainer(Evaluator):
         seed: int,
         hospital: int,
         noise: NoiseSource,
+        loss_fn: nn.Module,
+        l2: float,
         proximal_mu: float = 0.0,
+        full_model: nn.Module | None = None,
+        encoder: Callable[[np.ndarray], Features] | None = None,
     ):
-        super().__init__(model=model, train_cfg=train_cfg, input_map=input_map, device=device)
+        super().__init__(model=model, train_cfg=train_cfg, input_map=input_map, device=device,
+                         full_model=full_model, encoder=encoder)
         self.inputs = as_device_tensor(inputs, device)
         self.labels = as_device_tensor(labels, device).long()
         self.augment = augment
@@ -135,8 +166,8 @@ class LocalTrainer(Evaluator):
         self.anchor: list = []
         self.batch_size = train_cfg.batch_size
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(trainable, train_cfg)
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.optimizer = build_optimizer(trainable, train_cfg, l2)
+        self.loss_fn = loss_fn
 
     @property
     def num_samples(self) -> int:
@@ -150,6 +181,8 @@ class LocalTrainer(Evaluator):
         self.optimizer.state.clear()
         self.anchor = anchor_of(self.model) if self.proximal_mu > 0 else []
         generator = self.round_randomness(round_idx)
+        if self.gradient_canaries is not None:
+            self.gradient_canaries.start_round(round_idx)
         self.model.train()
         set_frozen_eval(self.model)
         loss_sum, correct, seen, steps = 0.0, 0, 0, 0
@@ -196,6 +229,8 @@ class LocalTrainer(Evaluator):
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), y)
         (loss + proximal_loss(self.anchor, self.proximal_mu) if self.anchor else loss).backward()
+        if self.gradient_canaries is not None:  # a canary weighs as one record of the batch mean
+            self.gradient_canaries.add(1.0 / len(y))
         self.optimizer.step()
         return float(loss.detach()), logits.detach()
 

@@ -76,7 +76,11 @@ class DPSGDTrainer(LocalTrainer):
             # Opacus' hooks fire on the first layer's output because input images need no grad: expected.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             proximal = (lambda: add_proximal_gradient(self.anchor, self.proximal_mu)) if self.anchor else None
-            return private_step(self.parts, x, y, self.loss_fn, add_public_gradient=proximal)
+            canaries = self.gradient_canaries
+            # After the noise, divided by the expected batch size qn as the noised sum is (gradient_canaries.py).
+            canary = (lambda: canaries.add(1.0 / self.parts.optimizer.expected_batch_size)) if canaries else None
+            return private_step(self.parts, x, y, self.loss_fn, add_public_gradient=proximal,
+                                add_canary_gradient=canary)
 
     def fit(self, params, *, epochs: int, round_idx: int):
         new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)

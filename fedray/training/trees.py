@@ -82,6 +82,10 @@ class TreeEvaluator:
     def export(self) -> Params:
         return dict(self.params)
 
+    def encode(self, inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """An evaluation set as :meth:`predict_proba` reads it (rows on the CPU)."""
+        return as_device_tensor(inputs, torch.device("cpu"))
+
     def predict_proba(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray:
         """Probabilities [N, C] of the loaded ensemble; uniform while it has no trees."""
         return predict_proba_from_params(self.params, map_inputs(inputs, self.input_map), self.num_classes)

@@ -1,0 +1,142 @@
+"""Canary audits: where canaries go, whose randomness includes them, how they enter training, and what they certify."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY, compose_typed
+
+from fedray.federation.audit import audit_inputs, hospital_gradient_canaries, plan_input_canaries
+from fedray.federation.experiment import prepare_experiment, run_experiment
+from fedray.privacy.canaries import (DiracCanaries, WhiteBoxScores, consenting_hospitals, deal_round_robin,
+                                     dirac_canaries)
+from fedray.privacy.compat import make_dp_compatible, private_step, wrap_private
+from fedray.privacy.randomness import NoiseSource, hospital
+from fedray.training.gradient_canaries import GradientCanaryInjector
+
+AUDITED = [*TINY, "audit.enabled=true", "audit.reference_models=0", "audit.canaries=600", "audit.input_canaries=20"]
+
+
+def _ids(records) -> set[str]:
+    return {str(i) for i in records.ids}
+
+
+def _canary_ids(shards) -> set[str]:
+    return {i for shard in shards for i in _ids(shard) if i.startswith("canary/")}
+
+
+def test_inclusion_is_the_auditors_secret_not_the_seed(tmp_path):
+    cfg = compose_typed(AUDITED, tmp_path)
+    first, second = prepare_experiment(cfg), prepare_experiment(cfg)
+    # The canaries themselves are public (from the seed); which ones were trained on is drawn afresh.
+    assert torch.equal(first.canaries.input.design.inputs, second.canaries.input.design.inputs)
+    assert first.canaries.gradient.design.names == second.canaries.gradient.design.names
+    for kind in ("input", "gradient"):
+        assert not np.array_equal(getattr(first.canaries, kind).included, getattr(second.canaries, kind).included)
+    simulation = compose_typed([*AUDITED, "privacy.reproducible_noise=true"], tmp_path)
+    again = [prepare_experiment(simulation).canaries for _ in range(2)]
+    assert np.array_equal(again[0].input.included, again[1].input.included)
+    assert np.array_equal(again[0].gradient.included, again[1].gradient.included)
+
+
+def test_canaries_reach_only_training_shards(tmp_path):
+    prep = prepare_experiment(compose_typed(AUDITED, tmp_path))
+    inserted = prep.canaries.input
+    trained = _canary_ids(prep.training_shards())
+    assert trained == {f"canary/{j:06d}" for j in np.flatnonzero(inserted.included)}
+    added = [int(np.sum(inserted.included & (inserted.hospitals == k))) for k in range(len(prep.dealt.train_shards))]
+    assert [len(s) for s in prep.training_shards()] == [len(s) + n for s, n in zip(prep.dealt.train_shards, added)]
+    held = [prep.dealt.splits.val, prep.dealt.splits.test, *prep.dealt.val_shards, *prep.dealt.train_shards]
+    assert not _canary_ids(held)  # no validation, test or member pool holds one
+    pools = audit_inputs(prep, final_params=[{}], resources={})["pools"]
+    canary_pixels = {bytes(x) for x in inserted.design.inputs.numpy()}
+    assert not any(bytes(x) in canary_pixels for pool in pools.values() for x in pool["inputs"])
+    # A hospital learns of the gradient canaries included at it, and of no other.
+    gradient = prep.canaries.gradient
+    for k in range(len(prep.dealt.train_shards)):
+        assert len(hospital_gradient_canaries(prep.canaries, k)) == int(np.sum(gradient.included
+                                                                               & (gradient.hospitals == k)))
+
+
+def test_no_canary_goes_to_a_hospital_without_consented_records(tmp_path):
+    assert consenting_hospitals([5, 0, 3]) == [0, 2]
+    assert deal_round_robin(5, [0, 2]).tolist() == [0, 2, 0, 2, 0]
+    cfg = compose_typed(AUDITED, tmp_path)
+    dealt = prepare_experiment(cfg).dealt
+    emptied = dataclasses.replace(dealt, train_shards=[dealt.train_shards[0].subset(np.array([], dtype=int)),
+                                                       *dealt.train_shards[1:]])
+    assert 0 not in plan_input_canaries(cfg, emptied).input.hospitals
+
+
+def test_gradient_canary_enters_like_a_record():
+    model = make_dp_compatible(nn.Sequential(nn.Linear(4, 3)))
+    canaries = dirac_canaries([(n, p.numel()) for n, p in model.named_parameters()], 3, 2.0,
+                              np.random.default_rng(0))
+    expected = torch.zeros(15)
+    offsets = {"0.weight": 0, "0.bias": 12}
+    for name, i, sign in zip(canaries.names, canaries.flat_index, canaries.signs):
+        expected[offsets[name] + i] = 2.0 * sign / 5
+    injector = GradientCanaryInjector(model, canaries, sample_rate=1.0, noise=NoiseSource.reproducible(0, hospital(0)))
+    injector.start_round(1)
+    parts = wrap_private(model, torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=0.0,
+                         max_grad_norm=1.0, sample_rate=0.5, expected_batch_size=5)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    # An empty Poisson batch: the update is the canaries alone, divided by the expected batch size qn = 5.
+    private_step(parts, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), nn.functional.cross_entropy,
+                 add_canary_gradient=lambda: injector.add(1.0 / parts.optimizer.expected_batch_size))
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(before - after, expected)
+
+
+def test_white_box_scores_read_each_hospitals_update():
+    canaries = DiracCanaries(("w", "w", "w"), np.array([0, 1, 2]), np.array([1.0, -1.0, 1.0]), 1.0)
+    scores = WhiteBoxScores(canaries, np.array([0, 1, 1]))
+    start = {"w": np.zeros(3)}
+    scores.observe_updates({0: start, 1: start}, {0: {"w": np.array([-0.5, 9.0, 9.0])},
+                                                  1: {"w": np.array([9.0, 0.25, -1.0])}})
+    assert scores.scores.tolist() == [0.5, 0.25, 1.0]  # each canary read from its own hospital's update only
+
+
+def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_session, tmp_path):
+    two = [*AUDITED, "fl.num_hospitals=2"]  # fewer actors to start: most of a tiny run's time
+    public = run_experiment(compose_typed(two, tmp_path / "public"))
+    audit = public.summary["membership_inference"]
+    white_box = audit["canaries"]["gradient"]
+    assert white_box["epsilon_lower_bound"] > 1.0 and white_box["m"] == 600
+    assert audit["canaries"]["input"]["m"] == 20
+    sizes = public.summary["data"]
+    assert (sizes["val"], sizes["test"]) == (len(public.dealt.splits.val), len(public.dealt.splits.test))
+    assert not _canary_ids([public.dealt.splits.val, public.dealt.splits.test])
+    private = run_experiment(compose_typed([*two, "privacy=dpsgd", "privacy.epsilon=2"], tmp_path / "dp"))
+    ledger, audit = private.summary["privacy"], private.summary["membership_inference"]
+    assert math.isfinite(ledger["epsilon"]) and audit["delta"] == ledger["delta"]
+    assert audit["canaries"]["gradient"]["epsilon_lower_bound"] <= ledger["epsilon"]
+    assert not [flag for flag in audit["flags"] if flag.startswith("violation")]
+
+
+@pytest.mark.parametrize("overrides, absent", [
+    (["privacy=dpfedavg", "privacy.epsilon=5"], "gradient"),
+    (["audit.canaries=0"], "gradient"),
+])
+def test_the_white_box_audit_matches_the_mechanism(tmp_path, overrides, absent):
+    canaries = prepare_experiment(compose_typed([*AUDITED, *overrides], tmp_path)).canaries
+    assert getattr(canaries, absent) is None
+    if "privacy=dpfedavg" in overrides:
+        assert canaries.clients.design.count == 600 and canaries.client_sample_rate == 1.0
+    else:
+        assert canaries.notes["white_box"] == "audit.canaries=0"
+
+
+@pytest.mark.parametrize("override", ["audit.canaries=5", "audit.input_canaries=-1", "audit.confidence=1.0"])
+def test_a_bad_audit_setting_is_one_line_naming_the_key(override):
+    from fedray.config import compose_config
+    from fedray.errors import FedrayError
+
+    with pytest.raises(FedrayError, match=override.split("=")[0]):
+        compose_config([override])
