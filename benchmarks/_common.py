@@ -80,6 +80,28 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def add_workload_arguments(parser, *, data_root_default: str | None) -> None:
+    """The federated workload flags ``flower_comparison.py`` and its Flower side share (stdlib only: both
+    interpreters import this module). ``data_root_default=None`` makes ``--data-root`` required."""
+    parser.add_argument("--data-root", default=data_root_default, required=data_root_default is None,
+                        help="ISIC folder holding Train/<class>/*.jpg")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--hospitals", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.05)
+
+
+def run_and_report(parse_args, run, render, argv=None) -> dict:
+    """A benchmark script's ``main``: parse, measure, print the table, save ``--json`` if asked."""
+    args = parse_args(argv)
+    res = run(args)
+    print(render(res))
+    save_json(args.json, res)
+    return res
+
+
 def save_json(path: str | None, payload: dict) -> None:
     if not path:
         return

@@ -4,7 +4,7 @@ Runs under the interpreter of a separate virtualenv that has ``flwr[simulation]`
 torch and torchvision (not fedray: nothing here imports it). It is started by
 ``flower_comparison.py`` as a subprocess; by hand:
 
-    /work/flower-venv/bin/python benchmarks/_flower_side.py --data-root $ISIC_DIR --out flower.json
+    ../flower-venv/bin/python benchmarks/_flower_side.py --data-root $ISIC_DIR --out flower.json
 
 What it does, step for step what fedray does for ``data=isic model=mobilenet_v3_small``:
 
@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 
+from _common import add_workload_arguments  # stdlib only: safe under the Flower interpreter
+
 T_PROCESS = time.perf_counter()
 
 EVAL_BATCH = 256
@@ -56,13 +58,7 @@ _CACHE: dict = {}
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--hospitals", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
+    add_workload_arguments(p, data_root_default=None)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--client-cpus", type=float, default=0.4, help="client_resources num_cpus")

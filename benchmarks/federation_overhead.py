@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import (compose, cuda_sync, data_overrides, device_summary, markdown_table, median,
-                     save_json)
+                     run_and_report)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -303,10 +303,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    res = run(args)
-    print(render(res))
-    save_json(args.json, res)
+    run_and_report(parse_args, run, render, argv)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, markdown_table, save_json
+from _common import REPO_ROOT, markdown_table, run_and_report
 
 # ε of the laptop sweep's grid (conf/sweep/privacy_tradeoff.yaml), cycled over the experiments
 SWEEP_EPSILONS = ["1.0", "inf", "10.0", "0.1"]
@@ -566,10 +566,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    res = run(args)
-    print(render(res))
-    save_json(args.json, res)
+    run_and_report(parse_args, run, render, argv)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ With ``--repeats k`` the two sides alternate which goes first.
 
 Setting up the Flower interpreter (once; kept out of fedray's install and CI):
 
-    python3 -m venv /work/flower-venv
-    /work/flower-venv/bin/pip install 'flwr[simulation]==1.42.0' torch==2.14.1 torchvision==0.29.1 pillow
+    python3 -m venv ../flower-venv
+    ../flower-venv/bin/pip install 'flwr[simulation]==1.42.0' torch==2.14.1 torchvision==0.29.1 pillow
     # or, in a virtualenv of its own: pip install -e '.[flower]'
 """
 
@@ -58,23 +58,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, markdown_table, save_json
+from _common import REPO_ROOT, add_workload_arguments, markdown_table, run_and_report
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_FLOWER_PYTHON = os.environ.get("FLOWER_PYTHON", "/work/flower-venv/bin/python")
+DEFAULT_FLOWER_PYTHON = os.environ.get("FLOWER_PYTHON", str(REPO_ROOT.parent / "flower-venv" / "bin" / "python"))
 DEFAULT_DATA_ROOT = os.environ.get("ISIC_DIR", str(REPO_ROOT.parent / "shared" / "data" / "isic-skin-cancer-9"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="ISIC folder holding Train/<class>/*.jpg")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--hospitals", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
+    add_workload_arguments(p, data_root_default=DEFAULT_DATA_ROOT)
     p.add_argument("--flower-python", default=DEFAULT_FLOWER_PYTHON,
                    help="interpreter with flwr[simulation], torch, torchvision, pillow (env FLOWER_PYTHON)")
     p.add_argument("--flower-client-cpus", type=float, default=0.4,
@@ -198,8 +192,8 @@ def run(args) -> dict:
     flower_missing = None if args.skip_flower else flower_available(args)
     if flower_missing:
         out["flower_skipped"] = flower_missing
-        print(f"Flower side skipped: {flower_missing}. Create it with: python3 -m venv /work/flower-venv && "
-              "/work/flower-venv/bin/pip install 'flwr[simulation]==1.42.0' torch==2.14.1 torchvision==0.29.1 "
+        print(f"Flower side skipped: {flower_missing}. Create it with: python3 -m venv ../flower-venv && "
+              "../flower-venv/bin/pip install 'flwr[simulation]==1.42.0' torch==2.14.1 torchvision==0.29.1 "
               "pillow (or pass --flower-python)", file=sys.stderr, flush=True)
     sides = [s for s, skip in (("fedray", args.skip_fedray), ("flower", args.skip_flower or flower_missing))
              if not skip]
@@ -357,10 +351,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    res = run(args)
-    print(render(res))
-    save_json(args.json, res)
+    run_and_report(parse_args, run, render, argv)
 
 
 if __name__ == "__main__":
