@@ -48,10 +48,10 @@ def test_inclusion_is_the_auditors_secret_not_the_seed(tmp_path):
 def test_canaries_reach_only_training_shards(tmp_path):
     prep = prepare_experiment(compose_typed(AUDITED, tmp_path))
     inserted = prep.canaries.input
-    trained = _canary_ids(prep.training_shards())
+    trained = _canary_ids(prep.training_shards)
     assert trained == {f"canary/{j:06d}" for j in np.flatnonzero(inserted.included)}
     added = [int(np.sum(inserted.included & (inserted.hospitals == k))) for k in range(len(prep.dealt.train_shards))]
-    assert [len(s) for s in prep.training_shards()] == [len(s) + n for s, n in zip(prep.dealt.train_shards, added)]
+    assert [len(s) for s in prep.training_shards] == [len(s) + n for s, n in zip(prep.dealt.train_shards, added)]
     held = [prep.dealt.splits.val, prep.dealt.splits.test, *prep.dealt.val_shards, *prep.dealt.train_shards]
     assert not _canary_ids(held)  # no validation, test or member pool holds one
     pools = audit_inputs(prep, final_params=[{}], resources={})["pools"]

@@ -101,12 +101,10 @@ class Prepared:
     # One secret per hospital for its one-time releases (Laplace rows, DP trees): a restarted
     # hospital must re-create the same release, never draw a second one. Never given to the driver.
     release_keys: list[int | None]
+    # What each hospital trains on: its shard and the input canaries the auditor included there.
+    training_shards: list[Records]
     # The auditor's canaries and their secret inclusion (None: no audit). Never given to the driver whole.
     canaries: CanaryPlan | None = None
-
-    def training_shards(self) -> list[Records]:
-        """What each hospital trains on: its shard and the input canaries the auditor included there."""
-        return training_shards(self.dealt, self.canaries)
 
 
 @dataclass
@@ -139,7 +137,8 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
     cfg = resolve_for_data(cfg)
     canaries = resume.canaries if resume is not None else plan_input_canaries(cfg, dealt)
-    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in training_shards(dealt, canaries)],
+    shards = training_shards(dealt, canaries)
+    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in shards],
                            ranges_public=train.ranges_public, preprocessing=dealt.preprocessing)
     validate_model(cfg, privacy.resolved_cfg, num_classes=num_classes, num_features=num_features,
                    data_kind=train.kind)
@@ -148,7 +147,7 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
                                   num_features=num_features)
     release_keys = resume.release_keys if resume is not None else \
         [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
-    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys, canaries)
+    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys, shards, canaries)
 
 
 def resolve_for_data(cfg: Config) -> Config:
@@ -194,7 +193,7 @@ def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], 
     """One actor per hospital, each given only its own shards (put into the object store once)."""
     cfg = prep.cfg
     shard_refs = [(ray.put(_as_payload(t)), ray.put(_as_payload(v)))
-                  for t, v in zip(prep.training_shards(), prep.dealt.val_shards)]
+                  for t, v in zip(prep.training_shards, prep.dealt.val_shards)]
     hospital_cls = ray.remote(Hospital)
     hospitals = [
         hospital_cls.options(
@@ -216,7 +215,7 @@ def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
         cfg=prep.cfg, plan=prep.privacy.resolved_cfg, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
         input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
-        num_features=prep.num_features, max_samples=max(len(s) for s in prep.training_shards()),
+        num_features=prep.num_features, max_samples=max(len(s) for s in prep.training_shards),
         resources=driver_res, **driver_canaries(prep.canaries),
     )
 
@@ -282,16 +281,17 @@ def run_experiment(
         canary_scores = ray.get(actors.driver.canary_scores.remote())
     finally:
         actors.kill()
+    ledger = prep.privacy.summary(privacy_states)
     audit = None
     if cfg.audit.enabled:
         # The auditor takes the driver's freed bundle: it is the only process that sees members' records.
         auditor = ray.get(ray.remote(run_auditor).options(**driver_res, **placed(0)).remote(
             **audit_inputs(prep, final_params, driver_res)))
         audit = audit_summary(cfg, prep.canaries, auditor, canary_scores,
-                              ledger=prep.privacy.summary(privacy_states),
-                              num_records=sum(len(s) for s in prep.training_shards()))
+                              ledger=ledger,
+                              num_records=sum(len(s) for s in prep.training_shards))
     seconds = time.perf_counter() - started
-    summary = _summarise(cfg, prep.dealt, rounds, prep.privacy, privacy_states, seconds, driver_res, hospital_res)
+    summary = _summarise(cfg, prep.dealt, rounds, ledger, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["feature_cache"] = feature_cache or None
     summary["placement"] = placement
@@ -315,7 +315,7 @@ def _hospital_errors_as_one_line(ref):
     return get_in_one_line(ref, causes=(FedrayError,))
 
 
-def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, seconds, driver_res, hospital_res) -> dict:
+def _summarise(cfg, dealt: Dealt, rounds, ledger: dict, seconds, driver_res, hospital_res) -> dict:
     final = rounds[-1]
     evaluated = [r for r in rounds if "val" in r]  # fl.eval_every; the last round is always evaluated
     best = max(evaluated, key=lambda r: r["val"]["balanced_accuracy"])  # chosen on validation, never on test
@@ -341,7 +341,7 @@ def _summarise(cfg, dealt: Dealt, rounds, privacy: PrivacyPlan, privacy_states, 
         "final_test_confusion_matrix": final["test"].get("confusion_matrix"),
         "best_val_round": best["round"],
         "best_val_round_test": scalar(best["test"]),
-        "privacy": privacy.summary(privacy_states),
+        "privacy": ledger,
         "hospital_restarts": final["restarts"],
         "wall_seconds": seconds,
         "seconds_per_round": float(np.mean([r["round_seconds"] for r in rounds])),
