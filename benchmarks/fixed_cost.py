@@ -21,10 +21,12 @@ The fixed cost is broken down with ``time.perf_counter`` around the calls
 ``fedray.federation.experiment`` calls: ``deal_data``, ``plan_privacy``,
 ``audit_inputs``, ``audit_summary``, …; nothing in fedray is changed) and, inside
 the actors, with Ray's task timeline (``ray.timeline()``: each actor
-constructor's start and end, and the auditor task). Round 1's
-``round_seconds`` starts when the *driver* is ready, so it also holds the wait
-for hospitals still in their constructors; the timeline measures that part
-and the table shows it on its own row.
+creation (``Host.__init__``: only when the pool has no fitting actors), each
+party's set-up (``Host.start``: the driver and hospitals of this experiment)
+and the auditor (``Host.run``). Experiments run one after another in this
+process share its actor pool (:mod:`fedray.federation.pool`), as the
+experiments of a reused Tune trial actor do: the first one creates the
+actors, the later ones reuse them.
 
 Also measured, once: how long a fresh Python process takes to import torch,
 torchvision, opacus, ray and the modules an actor process imports
@@ -213,7 +215,7 @@ def install_hooks(marks: Marks) -> list[str]:
 
     missing = []
     for name in ["check_mechanism", "deal_data", "plan_input_canaries", "plan_privacy", "validate_model",
-                 "plan_white_box", "start_hospitals", "audit_inputs", "audit_summary", "_summarise"]:
+                 "plan_white_box", "hospital_setups", "audit_inputs", "audit_summary", "_summarise"]:
         if not marks.wrap(experiment, name):
             missing.append(f"fedray.federation.experiment.{name}")
     for name in ["save_state_dicts", "plot_learning_curve", "rounds_frame"]:
@@ -275,25 +277,17 @@ def timeline_window(start_epoch: float, end_epoch: float) -> dict:
 
 
 def profile_hospital_constructor(prep, top: int = 14) -> dict:
-    """cProfile of one ``Hospital.__init__`` in this process (modules already imported), built as
-    ``start_hospitals`` builds hospital 0: what an actor's constructor costs besides its imports."""
+    """cProfile of one ``Hospital.__init__`` in this process (modules already imported), built from
+    ``hospital_setups`` as a pooled actor builds hospital 0: what a party's set-up costs besides imports."""
     import cProfile
     import pstats
 
-    import ray
-
     try:
-        from fedray.federation.audit import hospital_gradient_canaries
-        from fedray.federation.experiment import _as_payload, actor_resources, shard_handle
+        from fedray.federation.experiment import actor_resources, hospital_setups
         from fedray.federation.hospital import Hospital
 
         _, hospital_res = actor_resources(prep.cfg.fl, gpus_present=False)
-        refs = [ray.put(_as_payload(prep.training_shards()[0])), ray.put(_as_payload(prep.dealt.val_shards[0]))]
-        kwargs = dict(hospital_id=0, shards=[shard_handle(r) for r in refs], cfg=prep.cfg,
-                      plan=prep.privacy.resolved_cfg, input_map_state=prep.dealt.input_map.state_dict(),
-                      num_classes=prep.num_classes, num_features=prep.num_features, resources=hospital_res,
-                      release_key=prep.release_keys[0],
-                      gradient_canaries=hospital_gradient_canaries(prep.canaries, 0))
+        kwargs = hospital_setups(prep, hospital_res)[0]
     except Exception as err:  # noqa: BLE001 - fedray's internals moved: skip this table
         return {"error": f"{type(err).__name__}: {err}"}
     profiler = cProfile.Profile()
@@ -358,7 +352,7 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
         "prepare_parts": {k: s.get(k) for k in ["check_mechanism", "deal_data", "plan_input_canaries", "plan_privacy",
                                                 "validate_model", "plan_white_box"]},
         "run_experiment": t3 - t2,
-        "start_hospitals_call": s.get("start_hospitals"),  # shard puts + actor submissions (asynchronous)
+        "setups_call": s.get("hospital_setups"),  # the shard puts
         "startup_to_round1": round1_start - t2,
         "after_rounds": (marks.first_start.get("audit_inputs", t3) if audit else
                          marks.first_start.get("_summarise", t3)) - last_round_back,
@@ -372,21 +366,13 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
     # Inside the actors (Ray timeline, epoch seconds → this process's perf_counter)
     if "error" not in spans:
         to_local = lambda ts: ts - clock_offset  # noqa: E731
-        hospitals = spans.get("Hospital.__init__", [])
-        drivers = spans.get("Driver.__init__", [])
-        submitted = marks.first_start.get("start_hospitals", t2)
-        if hospitals:
-            ends = [to_local(e) for _, e in hospitals]
-            row["hospital_init"] = [e - b for b, e in hospitals]
-            row["hospital_wait_before_init"] = [to_local(b) - submitted for b, _ in hospitals]
-            row["hospitals_ready"] = max(ends) - t2
-            row["hidden_in_round1"] = max(0.0, min(max(ends), marks.rounds_back[0]) - round1_start)
-        if drivers:
-            b, e = drivers[-1]
-            row["driver_init"] = e - b
-            row["driver_wait_before_init"] = to_local(b) - submitted
-            row["driver_ready"] = to_local(e) - t2
-        auditor = spans.get("run_auditor", [])
+        created = spans.get("Host.__init__", [])
+        setups = spans.get("Host.start", [])
+        row["actors_created"] = len(created)
+        if setups:
+            row["party_setup"] = [e - b for b, e in setups]
+            row["parties_ready"] = to_local(max(e for _, e in setups)) - t2
+        auditor = spans.get("Host.run", [])
         if auditor:
             row["auditor_task"] = sum(e - b for b, e in auditor)
             if "audit_inputs" in marks.last_end:
@@ -497,12 +483,12 @@ def render(res: dict) -> str:
 
     exps = res["experiments"]
     per = [[e["index"], "on" if e["audit"] else "off", e["epsilon"], e["wall"], e["rounds"], e["fixed"],
-            e["fixed"] / e["wall"], e.get("hidden_in_round1"), f"{e['load_start']:.1f}→{e['load_end']:.1f}"]
+            e["fixed"] / e["wall"], e.get("actors_created"), f"{e['load_start']:.1f}→{e['load_end']:.1f}"]
            for e in exps]
     parts.append("Per experiment (wall = compose + prepare + run_experiment + write_run; rounds = Σ round_seconds; "
                  "fixed = wall − rounds)\n\n"
                  + markdown_table(["exp", "audit", "ε", "wall s", "rounds s", "fixed s", "fixed / wall",
-                                   "hospital start-up inside round 1, s", "load avg"], per))
+                                   "actors created", "load avg"], per))
 
     on = [e for e in exps if e["audit"]]
     off = [e for e in exps if not e["audit"]]
@@ -525,17 +511,13 @@ def render(res: dict) -> str:
             values=[(a or 0) + (b or 0) for a, b in zip(part("prepare_parts", "plan_input_canaries"),
                                                          part("prepare_parts", "plan_white_box"))]),
         row("actor start-up until round 1 starts (driver ready)", "startup_to_round1"),
-        row("  of which start_hospitals (shard puts, actor submissions)", "start_hospitals_call"),
-        row("  driver: submission → constructor starts (worker, imports)", "driver_wait_before_init"),
-        row("  driver: constructor", "driver_init"),
-        row("  hospitals: submission → constructor starts (median)",
-            values=[_med(e.get("hospital_wait_before_init") or []) for e in on]),
-        row("  hospitals: constructor (median)", values=[_med(e.get("hospital_init") or []) for e in on]),
-        row("  all hospitals ready (from run_experiment start)", "hospitals_ready"),
-        row("hospital start-up counted inside round 1 (a fixed cost, not in this total)", "hidden_in_round1"),
-        row("after the last round: final params, privacy states, kill actors", "after_rounds"),
+        row("  of which hospital_setups (shard puts)", "setups_call"),
+        row("  parties' set-up in their actors (Host.start, median)",
+            values=[_med(e.get("party_setup") or []) for e in on]),
+        row("  all parties ready (from run_experiment start)", "parties_ready"),
+        row("after the last round: final params, privacy states, release the parties", "after_rounds"),
         row("audit (audit_inputs → audit_summary)", "audit"),
-        row("  of which: submission → auditor task starts (a fresh worker: process, imports)",
+        row("  of which: submission → auditor starts in the driver's actor",
             "auditor_wait_before_task"),
         row("  of which: the auditor task (reference models, attacks)", "auditor_task"),
         row("summary (run_experiment's tail)", "tail"),

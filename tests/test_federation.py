@@ -8,15 +8,16 @@ import ray
 
 from conftest import same_params, with_changes
 
-from fedray.federation import driver as driver_module
 from fedray.federation.driver import Driver
 from fedray.federation.experiment import (
     actor_resources,
     driver_kwargs,
+    hospital_setups,
     prepare_experiment,
     run_experiment,
-    start_hospitals,
 )
+from fedray.federation.pool import ActorPool
+from fedray.federation.proxy import RayHospitals
 from fedray.models import build_model
 from fedray.strategies import ClientResult
 
@@ -45,7 +46,10 @@ def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cf
 def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):
     prep = prepare_experiment(tiny_cfg)
     driver_res, hospital_res = actor_resources(tiny_cfg.fl, gpus_present=False)
-    actors = start_hospitals(prep, hospital_res, placed=lambda _: {})
+    pool = ActorPool()
+    _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res, max_restarts=0)
+    hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), max_round_retries=0)
+    ray.get(hospitals.starting())
     received = []
     real_get = ray.get
 
@@ -56,12 +60,12 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
 
     try:
         # The driver runs in this process, so every object it fetches from a hospital passes here.
-        driver = Driver(**driver_kwargs(prep, actors.hospitals, driver_res))
-        monkeypatch.setattr(driver_module.ray, "get", recording_get)
+        driver = Driver(**driver_kwargs(prep, hospitals, driver_res))
+        monkeypatch.setattr(ray, "get", recording_get)
         driver.run_round(1)
     finally:
         monkeypatch.undo()
-        actors.kill()
+        pool.close()
     model = build_model(tiny_cfg.model, num_classes=prep.num_classes, image_size=tiny_cfg.data.image_size)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     train_labels = np.concatenate([s.labels for s in prep.dealt.train_shards])

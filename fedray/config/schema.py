@@ -312,6 +312,7 @@ class Tune(ReadOnly):
     num_samples: int = count()
     scheduler: Optional[str] = choice("asha", nullable=True)
     max_concurrent_trials: Optional[int] = count(nullable=True)
+    reuse_actors: bool = boolean()
     trial_cpus: float = positive()
     placement_strategy: str = choice("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
     checkpoint_every: int = count()

@@ -14,8 +14,8 @@ The stages, in the order :mod:`fedray.federation.experiment` calls them:
 3. Hospital k receives its included gradient canaries
    (:func:`hospital_gradient_canaries`); the driver, the white-box adversary,
    receives every canary's coordinate but no inclusion (:func:`driver_canaries`).
-4. After the rounds, :func:`run_auditor` (a Ray task in the driver's freed
-   bundle, the only process that sees members' records) attacks the final
+4. After the rounds, :func:`run_auditor` (run in the driver's actor once the
+   driver is gone, the only process that sees members' records) attacks the final
    model(s) with the membership attacks and scores the input canaries;
    :func:`audit_summary` adds the driver's white-box scores and turns
    everything into bounds and flags against the ledger's (ε, δ).

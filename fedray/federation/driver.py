@@ -1,9 +1,8 @@
-"""The driver: a Ray actor that owns the global model and runs the federated rounds.
+"""The driver: the party that owns the global model and runs the federated rounds.
 
 Each round the driver
 
-1. publishes the current global parameters once (one ``ray.put``; every
-   hospital reads the same object),
+1. sends the current global parameters to the round's hospitals,
 2. collects each hospital's :class:`~fedray.strategies.ClientResult`,
 3. aggregates them with the strategy (FedAvg),
 4. every ``fl.eval_every`` rounds and on the last, evaluates the new global
@@ -26,11 +25,11 @@ so a run can export both. A hospital's own error (a bad learning rate, a
 diverged loss) arrives here as a ``HospitalError`` and leaves as one
 :class:`~fedray.errors.FedrayError` line naming the hospital.
 
-Faults: a hospital that dies mid-round is restarted by Ray (``max_restarts``);
-the driver waits for it, restores its privacy accountant from the last state it
-reported, and retries that hospital's training for the same round from the same
-global parameters. A run never continues with fewer hospitals: if a hospital
-cannot be brought back within ``max_round_retries`` tries, the run fails.
+It reaches the hospitals only through a
+:class:`~fedray.federation.proxy.HospitalsProxy`: in process, or over Ray,
+where the proxy owns transport, restarts, retries and fault injection. The
+driver itself runs in a pooled Ray actor (:mod:`fedray.federation.pool`) or,
+in tests, in the caller's process.
 """
 
 from __future__ import annotations
@@ -39,13 +38,10 @@ import dataclasses
 import time
 
 import numpy as np
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
-from fedray.federation.hospital import HospitalError
-from fedray.federation.runtime import get_in_one_line, placement_of_this_actor
+from fedray.federation.proxy import HospitalsProxy
 from fedray.federation.secure_round import SecureRound
 from fedray.metrics import classification_metrics
 from fedray.privacy.canaries import IncludedCanaryClients, WhiteBoxScores
@@ -60,8 +56,6 @@ from fedray.training.device import configure_process
 
 Params = dict[str, np.ndarray]
 
-HOSPITAL_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
-
 
 class Driver:
     """Owns the global model, the strategy and the hospitals of one experiment."""
@@ -71,7 +65,7 @@ class Driver:
         *,
         cfg: Config,
         plan: dict,
-        hospitals: list,
+        hospitals: HospitalsProxy,
         val_set: dict,
         test_set: dict,
         input_map_state: dict,
@@ -106,10 +100,6 @@ class Driver:
         self.val_set, self.test_set = (
             {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
         )
-        self.privacy_states: list[dict] = [{} for _ in hospitals]
-        self.restarts = 0
-        self.max_round_retries = cfg.fl.max_round_retries
-        self.fault_injection = cfg.fl.fault_injection or {}
 
     # -- one round ----------------------------------------------------------------
     def run_round(self, round_idx: int, evaluate: bool = True) -> dict:
@@ -117,14 +107,10 @@ class Driver:
         if self.secure is not None:
             return self._finish_round(round_idx, start, self._secure_round(round_idx), [], evaluate)
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
-        refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
-        param_refs = [refs_by_params[id(p)] for p in starts]
-        results = self._collect(param_refs, round_idx, self.sample_participants(round_idx))
+        results = self.hospitals.fit(starts, round_idx, self.sample_participants(round_idx))
         if self.white_box is not None:  # the white-box adversary: every hospital's update, as received
             self.white_box.observe_updates({r.hospital: starts[r.hospital] for r in results},
                                            {r.hospital: r.params for r in results})
-        for r in results:
-            self.privacy_states[r.hospital] = {k: v for k, v in r.metrics.items() if k.startswith("dp_")}
         if self.mode == "local":
             self.local_params = [r.params for r in results]
         elif results or self.strategy.aggregates_empty_rounds:
@@ -141,7 +127,7 @@ class Driver:
             if record["val"]["balanced_accuracy"] > self.best_val[0]:
                 self.best_val = (record["val"]["balanced_accuracy"], self.final_params())
         record["round_seconds"] = time.perf_counter() - start
-        record["restarts"] = self.restarts
+        record["restarts"] = self.hospitals.restarts
         return record
 
     def sample_participants(self, round_idx: int) -> list[int]:
@@ -153,59 +139,14 @@ class Driver:
         return sample_clients(len(self.hospitals), self.clients_per_round,
                               self.noise.numpy_generator(round_idx, Purpose.CLIENT_SAMPLING))
 
-    def _collect(self, param_refs: list, round_idx: int, participants: list[int]) -> list[ClientResult]:
-        pending = {k: self.hospitals[k].fit.remote(param_refs[k], round_idx) for k in participants}
-        if self.fault_injection.get("round") == round_idx and not self.restarts:
-            # Test hook: kill a hospital while its training task is in flight.
-            ray.kill(self.hospitals[int(self.fault_injection["hospital"])], no_restart=False)
-        results: dict[int, ClientResult] = {}
-        for k, ref in pending.items():
-            for attempt in range(self.max_round_retries + 1):
-                try:
-                    results[k] = self._get(ref, siblings=list(pending.values()))
-                    break
-                except HOSPITAL_FAILURES as err:
-                    if attempt == self.max_round_retries:
-                        raise RuntimeError(
-                            f"hospital {k} failed {attempt + 1} times in round {round_idx}; "
-                            "refusing to continue with fewer hospitals"
-                        ) from err
-                    self.restarts += 1
-                    ref = self._restart_and_refit(k, param_refs[k], round_idx)
-        return [results[k] for k in sorted(results)]
-
     def _secure_round(self, round_idx: int) -> Params:
-        """One masked round: keys, relay, masked payloads, the unmasked sum, the next global model.
-
-        Any hospital failure restarts the masking for everyone as a new attempt
-        (fresh key pairs; no mask is ever reused): hospitals that had trained
-        keep their update, a restarted one retrains from the same global model.
-        """
-        param_ref = ray.put(self.global_params)
-        ids = tuple(range(len(self.hospitals)))
-        session = SecureAggregationSession(participants=ids, round_idx=round_idx, attempt=0,
-                                           vector_length=self.secure.vector_length,
+        """One masked round: the hospitals' masked payloads, their unmasked sum, the next global model."""
+        session = SecureAggregationSession(participants=tuple(range(len(self.hospitals))), round_idx=round_idx,
+                                           attempt=0, vector_length=self.secure.vector_length,
                                            value_bound=self.secure.value_bound)
-        for attempt in range(self.max_round_retries + 1):
-            try:
-                pending = [h.secure_fit.remote(param_ref, round_idx, session) for h in self.hospitals]
-                if self.fault_injection.get("round") == round_idx and not self.restarts:
-                    ray.kill(self.hospitals[int(self.fault_injection["hospital"])], no_restart=False)
-                keys = dict(zip(ids, self._get(pending)))
-                masked = self._get([h.secure_mask.remote(keys, self.secure) for h in self.hospitals])
-                total = session.unmask_sum(dict(zip(ids, masked)))
-                break
-            except HOSPITAL_FAILURES as err:
-                if attempt == self.max_round_retries:
-                    raise RuntimeError(f"secure aggregation failed {attempt + 1} times in round {round_idx}; "
-                                       "refusing to continue with fewer hospitals") from err
-                self.restarts += 1
-                for k in ids:
-                    self._wait_until_answering(k)
-                ray.get([h.restore_privacy_state.remote(s) for h, s in zip(self.hospitals, self.privacy_states)])
-                session = session.next_attempt()
-        self.privacy_states = ray.get([h.privacy_state.remote() for h in self.hospitals])
-        mean = self.secure.apply(self.global_params, total, participants=len(ids))
+        session, masked = self.hospitals.masked_payloads(self.global_params, round_idx, session, self.secure)
+        total = session.unmask_sum(masked)
+        mean = self.secure.apply(self.global_params, total, participants=len(self.hospitals))
         if self.white_box is not None:  # under secure aggregation the adversary sees only the sum
             self.white_box.observe_sum(self.global_params, mean)
         delta = {name: mean[name] - value for name, value in self.global_params.items()
@@ -213,44 +154,19 @@ class Driver:
         server = getattr(self.strategy, "server", self.strategy)  # DP-FedAvg's noise is already in the sum
         return server.apply_update(self.global_params, delta)
 
-    def _get(self, refs, siblings=()):
-        return get_in_one_line(refs, causes=(HospitalError,), siblings=siblings)
-
-    def _wait_until_answering(self, k: int) -> None:
-        hospital = self.hospitals[k]
-        deadline = time.monotonic() + 120
-        while True:  # Ray restarts the actor asynchronously; wait until it answers.
-            try:
-                ray.get(hospital.ping.remote(), timeout=30)
-                return
-            except HOSPITAL_FAILURES + (ray.exceptions.GetTimeoutError,):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def _restart_and_refit(self, k: int, param_ref, round_idx: int):
-        hospital = self.hospitals[k]
-        self._wait_until_answering(k)
-        ray.get(hospital.restore_privacy_state.remote(self.privacy_states[k]))
-        return hospital.fit.remote(param_ref, round_idx)
-
     # -- evaluation ---------------------------------------------------------------
     def _evaluate(self) -> dict:
+        models = self.final_params() if self.mode == "local" else [self.global_params] * len(self.hospitals)
+        per_hospital = self.hospitals.evaluate(models) if self.hospitals_release_metrics else []
         if self.mode == "local":
-            per_hospital = [h.evaluate.remote(p) for h, p in zip(self.hospitals, self.local_params)
-                            if self.hospitals_release_metrics]
             tests = [self._metrics(p, self.test_set) for p in self.local_params]
             vals = [self._metrics(p, self.val_set) for p in self.local_params]
             return {"val": _mean_metrics(vals), "test": _mean_metrics(tests),
-                    "test_per_hospital": tests, "hospital_val": ray.get(per_hospital)}
-        per_hospital = []
-        if self.hospitals_release_metrics:
-            global_ref = ray.put(self.global_params)
-            per_hospital = [h.evaluate.remote(global_ref) for h in self.hospitals]
+                    "test_per_hospital": tests, "hospital_val": per_hospital}
         return {
             "val": self._metrics(self.global_params, self.val_set),
             "test": self._metrics(self.global_params, self.test_set),
-            "hospital_val": ray.get(per_hospital),
+            "hospital_val": per_hospital,
         }
 
     def _metrics(self, params: Params, data: dict) -> dict:
@@ -266,20 +182,19 @@ class Driver:
         """Everything a resumed run needs from the driver after the last round: models, ledger, strategy state."""
         state_dict = getattr(self.strategy, "state_dict", None)  # a server optimizer's moments
         return {"global_params": self.global_params, "local_params": self.local_params, "best_val": self.best_val,
-                "privacy_states": self.privacy_states, "restarts": self.restarts,
+                "privacy_states": self.hospitals.privacy_states(), "restarts": self.hospitals.restarts,
                 "strategy": state_dict() if state_dict else None,
                 "white_box_scores": None if self.white_box is None else self.white_box.scores.copy()}
 
     def restore(self, snapshot: dict) -> None:
         """Continue from :meth:`snapshot`; each hospital's accountant resumes at the steps it had taken."""
         self.global_params, self.local_params = snapshot["global_params"], snapshot["local_params"]
-        self.best_val, self.restarts = snapshot["best_val"], snapshot["restarts"]
-        self.privacy_states = snapshot["privacy_states"]
+        self.best_val, self.hospitals.restarts = snapshot["best_val"], snapshot["restarts"]
         if snapshot["strategy"] is not None:
             self.strategy.load_state_dict(snapshot["strategy"])
         if self.white_box is not None:
             self.white_box.scores = np.array(snapshot["white_box_scores"], dtype=np.float64)
-        ray.get([h.restore_privacy_state.remote(s) for h, s in zip(self.hospitals, self.privacy_states)])
+        self.hospitals.restore_privacy_states(snapshot["privacy_states"])
 
     def exported_params(self) -> tuple[list[Params], list[Params]]:
         """(the final model(s), the model(s) after the round with the best validation balanced accuracy)."""
@@ -291,7 +206,7 @@ class Driver:
         if report is None:
             return {}
         return {"driver": dataclasses.asdict(report),
-                "hospitals": ray.get([h.feature_cache.remote() for h in self.hospitals])}
+                "hospitals": self.hospitals.feature_cache()}
 
     def canary_scores(self) -> dict:
         """The adversary's scores: gradient canaries (white-box) and canary-client cosines; None where not run."""
@@ -303,12 +218,11 @@ class Driver:
         return {"gradient": None if self.white_box is None else self.white_box.scores, "clients": clients}
 
     def hospital_privacy_states(self) -> list[dict]:
-        return self.privacy_states
+        return self.hospitals.privacy_states()
 
-    def placement(self) -> dict:
-        """Where the driver and each hospital run: node and placement group ids."""
-        return {"driver": placement_of_this_actor(),
-                "hospitals": ray.get([h.where.remote() for h in self.hospitals])}
+    def hospital_placement(self) -> list[dict]:
+        """Where each hospital runs: node and placement group ids."""
+        return self.hospitals.placement()
 
 
 def _mean_metrics(runs: list[dict]) -> dict:

@@ -3,8 +3,11 @@
 :func:`run_experiment` is what the CLI and every Tune trial call. It takes the
 typed config (frozen dataclasses cross process boundaries; no Hydra objects),
 decodes the images once, deals the shards, puts each shard into Ray's object
-store once, starts the hospital and driver actors (inside a placement group
-when one is given), runs the rounds, and always tears the actors down.
+store once, builds the hospitals and the driver in this process's pooled
+actors (:mod:`fedray.federation.pool`, inside a placement group when one is
+given), runs the rounds, runs the audit in the driver's freed actor, and
+always drops the experiment's parties (a failed experiment also kills the
+actors, so no later experiment inherits them).
 
 Modes (every FL comparison needs both baselines):
 
@@ -14,13 +17,9 @@ Modes (every FL comparison needs both baselines):
 - ``local``: each hospital trains alone for the same budget; metrics are the
   mean over the hospitals' models, each evaluated on the same held-out sets.
 
-A hospital's shards reach its actor as ``ObjectRef`` s serialized out of band
-(:func:`shard_handle`), not as constructor arguments: Ray logs an error-level
-line for every actor whose constructor arguments live in the object store while
-``max_restarts > 0`` (nested references and large values included), which a
-healthy run must not print. An out-of-band reference is not reference-counted,
-so this process keeps the shards pinned itself and frees them when the actors
-are gone (:meth:`Actors.kill`); a restarted hospital re-reads the same objects.
+A hospital's shards are object references in its set-up
+(:func:`hospital_setups`), kept by this process for the whole experiment: a
+hospital restarted by Ray is rebuilt from the same objects.
 """
 
 from __future__ import annotations
@@ -32,8 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import ray
-from ray import cloudpickle
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fedray.config import Config, replace
 from fedray.config.schema import Federation
@@ -42,7 +39,9 @@ from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
-from fedray.federation.hospital import Hospital
+from fedray.federation.hospital import Hospital, HospitalError
+from fedray.federation.pool import ActorPool, process_pool
+from fedray.federation.proxy import HospitalsProxy, RayHospitals
 from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
 from fedray.federation.audit import (CanaryPlan, audit_inputs, audit_summary, driver_canaries,
@@ -158,59 +157,19 @@ def resolve_for_data(cfg: Config) -> Config:
     return cfg
 
 
-@dataclass
-class Actors:
-    driver: object
-    hospitals: list
-    shard_refs: list  # held for the whole run: a restarted hospital is re-created from these objects
-
-    def kill(self) -> None:
-        for actor in [self.driver, *self.hospitals]:
-            if actor is not None:
-                ray.kill(actor, no_restart=True)
-        for pair in self.shard_refs:
-            for ref in pair:
-                _unpin(ref)
-
-
-def shard_handle(ref: ray.ObjectRef) -> bytes:
-    """``ref`` serialized out of band: a small constructor argument Ray does not count as an object-store one.
-
-    Ray pins an out-of-band reference with one extra local reference for the
-    life of this process; :func:`_unpin` drops it when the experiment ends.
-    """
-    return cloudpickle.dumps(ref)
-
-
-def _unpin(ref: ray.ObjectRef) -> None:
-    # The counterpart of the pin Ray's serializer adds (ray._private.serialization.add_contained_object_ref).
-    core_worker = getattr(ray._private.worker.global_worker, "core_worker", None)
-    if core_worker is not None and hasattr(core_worker, "remove_object_ref_reference"):
-        core_worker.remove_object_ref_reference(ref)
-
-
-def start_hospitals(prep: Prepared, hospital_res: dict, placed: Callable[[int], dict]) -> Actors:
-    """One actor per hospital, each given only its own shards (put into the object store once)."""
+def hospital_setups(prep: Prepared, hospital_res: dict, *, store: Callable = lambda payload: payload) -> list[dict]:
+    """Each hospital's constructor arguments: only its own shards (``store``: ``ray.put`` over Ray) and secrets."""
     cfg = prep.cfg
-    shard_refs = [(ray.put(_as_payload(t)), ray.put(_as_payload(v)))
-                  for t, v in zip(prep.training_shards, prep.dealt.val_shards)]
-    hospital_cls = ray.remote(Hospital)
-    hospitals = [
-        hospital_cls.options(
-            max_restarts=cfg.fl.max_restarts, **hospital_res, **placed(1 + k),
-        ).remote(
-            hospital_id=k, shards=[shard_handle(train_ref), shard_handle(val_ref)], cfg=cfg,
-            plan=prep.privacy.resolved_cfg,
-            input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
-            num_features=prep.num_features, resources=hospital_res, release_key=prep.release_keys[k],
-            gradient_canaries=hospital_gradient_canaries(prep.canaries, k),
-        )
-        for k, (train_ref, val_ref) in enumerate(shard_refs)
+    return [
+        dict(hospital_id=k, train_shard=store(_as_payload(train)), val_shard=store(_as_payload(val)), cfg=cfg,
+             plan=prep.privacy.resolved_cfg, input_map_state=prep.dealt.input_map.state_dict(),
+             num_classes=prep.num_classes, num_features=prep.num_features, resources=hospital_res,
+             release_key=prep.release_keys[k], gradient_canaries=hospital_gradient_canaries(prep.canaries, k))
+        for k, (train, val) in enumerate(zip(prep.training_shards, prep.dealt.val_shards))
     ]
-    return Actors(driver=None, hospitals=hospitals, shard_refs=shard_refs)
 
 
-def driver_kwargs(prep: Prepared, hospitals: list, driver_res: dict) -> dict:
+def driver_kwargs(prep: Prepared, hospitals: HospitalsProxy, driver_res: dict) -> dict:
     return dict(
         cfg=prep.cfg, plan=prep.privacy.resolved_cfg, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
@@ -229,6 +188,7 @@ def run_experiment(
     bundle_offset: int = 0,
     resume: ExperimentState | None = None,
     on_checkpoint: Callable[[dict, ExperimentState], None] | None = None,
+    pool: ActorPool | None = None,
 ) -> ExperimentResult:
     """Run one experiment on the connected Ray cluster and return its rounds and summary.
 
@@ -237,6 +197,7 @@ def run_experiment(
     checkpointed experiment after its last round. With ``on_checkpoint``,
     every ``tune.checkpoint_every``-th round before the last is handed to it
     with the :class:`ExperimentState` to save, instead of to ``on_round``.
+    The parties run in ``pool``'s actors (default: this process's pool).
     """
     started = time.perf_counter() - (resume.seconds if resume else 0.0)
     prep = prepared or prepare_experiment(cfg, resume=resume)
@@ -244,52 +205,55 @@ def run_experiment(
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
     driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=gpus_present)
 
-    def placed(index: int) -> dict:
-        if placement_group is None:
-            return {}
-        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-            placement_group=placement_group, placement_group_bundle_index=bundle_offset + index)}
-
-    actors = start_hospitals(prep, hospital_res, placed)
+    pool = pool or process_pool()
+    driver_host, hosts = pool.hosts(count=len(prep.training_shards), driver_res=driver_res,
+                                    hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts,
+                                    placement_group=placement_group, bundle_offset=bundle_offset)
     try:
-        actors.driver = ray.remote(Driver).options(**driver_res, **placed(0)).remote(
-            **driver_kwargs(prep, actors.hospitals, driver_res))
+        hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put),
+                                 max_round_retries=cfg.fl.max_round_retries, fault_injection=cfg.fl.fault_injection)
+        _hospital_errors_as_one_line([*hospitals.starting(),
+                                      driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))])
+
+        def driver(method: str, *args):
+            return _hospital_errors_as_one_line(driver_host.call.remote(method, *args))
+
         rounds = list(resume.rounds) if resume else []
         if resume:
-            ray.get(actors.driver.restore.remote(resume.driver))
+            driver("restore", resume.driver)
         total = cfg.fl.rounds
-        feature_cache = _hospital_errors_as_one_line(actors.driver.feature_cache.remote())
+        feature_cache = driver("feature_cache")
         first = len(rounds) + 1
         for r in range(first, total + 1):
             evaluate = r % cfg.fl.eval_every == 0 or r == total
-            record = _hospital_errors_as_one_line(actors.driver.run_round.remote(r, evaluate))
+            record = driver("run_round", r, evaluate)
             record["total_rounds"] = total
             if feature_cache and r == first:
                 record["feature_cache"] = cache_line(feature_cache)
             rounds.append(record)
             if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
                 on_checkpoint(record, ExperimentState(
-                    round=r, rounds=list(rounds), driver=ray.get(actors.driver.snapshot.remote()),
+                    round=r, rounds=list(rounds), driver=driver("snapshot"),
                     input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
                     release_keys=prep.release_keys, seconds=time.perf_counter() - started,
                     canaries=prep.canaries))
             elif on_round is not None:
                 on_round(record)
-        placement = ray.get(actors.driver.placement.remote())
-        final_params, best_params = ray.get(actors.driver.exported_params.remote())
-        privacy_states = ray.get(actors.driver.hospital_privacy_states.remote())
-        canary_scores = ray.get(actors.driver.canary_scores.remote())
-    finally:
-        actors.kill()
-    ledger = prep.privacy.summary(privacy_states)
-    audit = None
-    if cfg.audit.enabled:
-        # The auditor takes the driver's freed bundle: it is the only process that sees members' records.
-        auditor = ray.get(ray.remote(run_auditor).options(**driver_res, **placed(0)).remote(
-            **audit_inputs(prep, final_params, driver_res)))
-        audit = audit_summary(cfg, prep.canaries, auditor, canary_scores,
-                              ledger=ledger,
-                              num_records=sum(len(s) for s in prep.training_shards))
+        placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver("hospital_placement")}
+        final_params, best_params = driver("exported_params")
+        privacy_states = driver("hospital_privacy_states")
+        canary_scores = driver("canary_scores")
+        pool.release()
+        ledger = prep.privacy.summary(privacy_states)
+        audit = None
+        if cfg.audit.enabled:
+            # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
+            auditor = ray.get(driver_host.run.remote(run_auditor, audit_inputs(prep, final_params, driver_res)))
+            audit = audit_summary(cfg, prep.canaries, auditor, canary_scores, ledger=ledger,
+                                  num_records=sum(len(s) for s in prep.training_shards))
+    except BaseException:
+        pool.close()  # never hand a half-finished party to the next experiment
+        raise
     seconds = time.perf_counter() - started
     summary = _summarise(cfg, prep.dealt, rounds, ledger, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
@@ -311,8 +275,8 @@ def cache_line(feature_cache: dict) -> str:
 
 
 def _hospital_errors_as_one_line(ref):
-    """A user-fixable error inside the driver or a hospital (the driver names the hospital) as one FedrayError."""
-    return get_in_one_line(ref, causes=(FedrayError,))
+    """A user-fixable error inside the driver or a hospital (each names the hospital) as one FedrayError."""
+    return get_in_one_line(ref, causes=(FedrayError, HospitalError))
 
 
 def _summarise(cfg, dealt: Dealt, rounds, ledger: dict, seconds, driver_res, hospital_res) -> dict:

@@ -1,11 +1,10 @@
-"""A hospital: one long-lived Ray actor that holds only its own patients' records (images or table rows).
+"""A hospital: the party that holds only its own patients' records (images or table rows).
 
-The actor is created with handles to its two shards (training, validation):
-each shard is put into Ray's object store once per experiment, and the actor
-fetches it on construction (again after a restart;
-:func:`fedray.federation.experiment.shard_handle` says why handles). Each round it receives the global parameters (one shared object for
-all hospitals), trains locally, and returns a
-:class:`~fedray.strategies.ClientResult`.
+It is built with its two shards (training, validation), in a Ray actor
+(:class:`~fedray.federation.pool.Host`, which fetches the shards from the
+object store) or in process. Each round it receives the global parameters,
+trains locally, and returns a :class:`~fedray.strategies.ClientResult`; the
+driver reaches it only through :mod:`fedray.federation.proxy`.
 
 What leaves the hospital is decided by the privacy plan
 (:func:`fedray.privacy.mechanisms.released_metrics`): without DP, parameters,
@@ -27,13 +26,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import ray
-from ray import cloudpickle
 
 from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
 from fedray.errors import FedrayError
-from fedray.federation.runtime import placement_of_this_actor
 from fedray.metrics import classification_metrics
 from fedray.federation.secure_round import SecureRound
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
@@ -59,7 +55,8 @@ class Hospital:
         self,
         *,
         hospital_id: int,
-        shards: list,
+        train_shard: dict,
+        val_shard: dict,
         cfg: Config,
         plan: dict,
         input_map_state: dict,
@@ -70,7 +67,6 @@ class Hospital:
         gradient_canaries: DiracCanaries | None = None,
     ):
         self.hospital_id = hospital_id
-        train_shard, val_shard = (ray.get(cloudpickle.loads(handle)) for handle in shards)
         self.device = configure_process(
             num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], seed=cfg.seed + hospital_id
         )
@@ -159,12 +155,6 @@ class Hospital:
     def restore_privacy_state(self, state: dict) -> None:
         """After a restart, resume the accountant so spent privacy is never forgotten."""
         self.trainer.restore_privacy_state(state)
-
-    def ping(self) -> int:
-        return self.hospital_id
-
-    def where(self) -> dict:
-        return placement_of_this_actor()
 
 
 def _canary_injector(trainer, canaries: DiracCanaries, noise: NoiseSource) -> GradientCanaryInjector:

@@ -158,6 +158,7 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
             metric=sweep.optimized_metric if ranked else None,
             mode=sweep.metric_mode if ranked else None,
             max_concurrent_trials=tune_cfg.max_concurrent_trials,
+            reuse_actors=tune_cfg.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,

@@ -1,0 +1,146 @@
+"""Long-lived Ray actors that host one experiment's parties after another.
+
+Starting a Ray actor costs a process and its imports (torch, fedray): about
+3-5 s each on a laptop, for the driver and every hospital of every
+experiment. A :class:`Host` is an actor that outlives an experiment: it
+holds one party object at a time (a :class:`~fedray.federation.hospital.Hospital`,
+a :class:`~fedray.federation.driver.Driver`) and builds the next experiment's
+party from scratch when told to. An :class:`ActorPool` keeps the hosts of one
+process (a CLI run's folds, the trials a reused Tune trial actor runs, a test
+session) and hands them to each experiment.
+
+Nothing of one experiment survives into the next: a party is built anew from
+its own set-up (the accountant, the optimizer, the model, its noise source
+and the seeded torch generator are all created in its constructor), and the
+old party is dropped first. ``tests/test_pool.py`` checks that an experiment
+on reused hosts equals the same experiment on fresh ones.
+
+The pool is keyed by what the actors were created with (placement group and
+bundles, resources, restart budget): an experiment that needs other actors
+gets fresh ones, and the old ones are killed. An experiment that fails closes
+the pool, so the next one never inherits a half-finished party.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+
+import ray
+
+from fedray.federation.runtime import placement_of_this_actor
+
+
+class Host:
+    """A Ray actor hosting one party object at a time; its methods are called by name through :meth:`call`."""
+
+    def __init__(self):
+        self.party = None
+
+    def start(self, factory, kwargs: dict) -> None:
+        """Drop the previous party and build ``factory(**kwargs)``; object references in ``kwargs`` are fetched."""
+        self.party = None
+        gc.collect()
+        self.party = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()})
+
+    def call(self, method: str, *args):
+        return getattr(self.party, method)(*args)
+
+    def run(self, function, kwargs: dict):
+        """Drop the party and run ``function(**kwargs)`` here (the auditor, after the rounds)."""
+        self.party = None
+        gc.collect()
+        return function(**kwargs)
+
+    def holds(self, cls) -> bool:
+        return isinstance(self.party, cls)
+
+    def clear(self) -> None:
+        self.party = None
+        gc.collect()
+
+    def ping(self) -> bool:
+        return True
+
+    def where(self) -> dict:
+        return placement_of_this_actor()
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """What a pool's hosts were created with; an experiment that needs anything else gets new hosts."""
+
+    ray_job: str  # a new Ray session (ray.shutdown, ray.init) invalidates every handle
+    placement_group: str | None
+    bundle_offset: int
+    driver: tuple
+    hospital: tuple
+    max_restarts: int
+
+
+class ActorPool:
+    """The driver host and hospital hosts of this process, reused by consecutive experiments."""
+
+    def __init__(self):
+        self.key: PoolKey | None = None
+        self.driver = None
+        self.hospitals: list = []
+
+    def hosts(self, *, count: int, driver_res: dict, hospital_res: dict, max_restarts: int,
+              placement_group=None, bundle_offset: int = 0) -> tuple[object, list]:
+        """(the driver host, ``count`` hospital hosts): the pooled ones when they fit, else new ones."""
+        key = PoolKey(ray.get_runtime_context().get_job_id(), None if placement_group is None else placement_group.id.hex(), bundle_offset,
+                      tuple(sorted(driver_res.items())), tuple(sorted(hospital_res.items())), max_restarts)
+        if key != self.key or not self._alive():
+            self.close()
+            self.key = key
+        if placement_group is not None and len(self.hospitals) != count:
+            self.close()  # bundles are numbered per hospital: the trial's group fixes the count
+            self.key = key
+        actor = ray.remote(Host)
+
+        def placed(index: int) -> dict:
+            if placement_group is None:
+                return {}
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                placement_group=placement_group, placement_group_bundle_index=bundle_offset + index)}
+
+        if self.driver is None:
+            self.driver = actor.options(**driver_res, **placed(0)).remote()
+        for surplus in self.hospitals[count:]:
+            ray.kill(surplus, no_restart=True)
+        self.hospitals = self.hospitals[:count]
+        self.hospitals += [actor.options(max_restarts=max_restarts, **hospital_res, **placed(1 + k)).remote()
+                           for k in range(len(self.hospitals), count)]
+        return self.driver, list(self.hospitals)
+
+    def release(self) -> None:
+        """The experiment is over: drop its parties (their models and shards), keep the processes."""
+        ray.get([host.clear.remote() for host in [self.driver, *self.hospitals]])
+
+    def close(self) -> None:
+        for host in [self.driver, *self.hospitals]:
+            if host is not None:
+                try:
+                    ray.kill(host, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone, or from an earlier Ray session
+                    pass
+        self.key, self.driver, self.hospitals = None, None, []
+
+    def _alive(self) -> bool:
+        hosts = [self.driver, *self.hospitals] if self.driver is not None else []
+        try:
+            ray.get([host.ping.remote() for host in hosts], timeout=60)
+            return True
+        except Exception:  # noqa: BLE001 - dead, unreachable or from an earlier Ray session: start afresh
+            return False
+
+
+_PROCESS_POOL = ActorPool()
+
+
+def process_pool() -> ActorPool:
+    """This process's pool: every experiment run here (folds, trials of one Tune actor, tests) shares it."""
+    return _PROCESS_POOL

@@ -1,0 +1,248 @@
+"""The driver's view of the hospitals: a small protocol, in process or over Ray.
+
+The round loop (:class:`~fedray.federation.driver.Driver`) talks to the
+hospitals only through :class:`HospitalsProxy`, after Flower's
+``ClientProxy``: train from given parameters, evaluate, run the two steps of
+a masked round, and report or restore each accountant's state. Transport is
+the proxy's business:
+
+- :class:`InProcessHospitals` calls :class:`~fedray.federation.hospital.Hospital`
+  objects directly, so the round loop runs (and is unit-tested) without Ray.
+- :class:`RayHospitals` calls hospital actors (:mod:`fedray.federation.pool`)
+  and owns everything that only exists over Ray: one object-store copy per
+  distinct model, waiting for a restarted actor, re-creating its hospital from
+  the same set-up, restoring its accountant from the last state it reported,
+  the retries of a round, and the test hook that kills a hospital mid-round.
+
+Both return the same values for the same calls, so a run is identical either
+way (a test checks it).
+
+Faults: a hospital that dies mid-round is restarted by Ray (``max_restarts``);
+the proxy waits until it answers, rebuilds its hospital from the set-up it was
+given, restores its accountant from the last state it reported, and retries
+its training for the same round from the same global parameters. A run never
+continues with fewer hospitals: after ``max_round_retries`` failed tries it
+fails. A masked round restarts the masking for everyone as a new attempt
+(fresh key pairs; no mask is ever reused): hospitals that had trained keep
+their update, a restarted one retrains from the same global model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import numpy as np
+
+from fedray.federation.hospital import Hospital, HospitalError
+from fedray.federation.secure_round import SecureRound
+from fedray.privacy.secure_aggregation import SecureAggregationSession
+from fedray.strategies import ClientResult
+
+Params = dict[str, np.ndarray]
+
+
+def reported_privacy_state(result: ClientResult) -> dict:
+    """The accountant's state a hospital reports with every update (record-independent ``dp_*`` counters)."""
+    return {k: v for k, v in result.metrics.items() if k.startswith("dp_")}
+
+
+class HospitalsProxy(Protocol):
+    """What the round loop may ask of the hospitals of one experiment."""
+
+    restarts: int
+
+    def __len__(self) -> int: ...
+
+    def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
+        """Each participant trains from its start parameters; results in hospital order."""
+
+    def evaluate(self, params: list[Params]) -> list[dict]:
+        """Hospital k's metrics of ``params[k]`` on its own validation shard ({} under a DP mechanism)."""
+
+    def masked_payloads(self, params: Params, round_idx: int, session: SecureAggregationSession,
+                        secure: SecureRound) -> tuple[SecureAggregationSession, dict[int, np.ndarray]]:
+        """One masked round's payloads from every hospital, and the session (attempt) they were masked in."""
+
+    def privacy_states(self) -> list[dict]:
+        """Each accountant's state after the last completed round."""
+
+    def restore_privacy_states(self, states: list[dict]) -> None: ...
+
+    def feature_cache(self) -> list[dict | None]: ...
+
+    def placement(self) -> list[dict]: ...
+
+
+class InProcessHospitals:
+    """Hospitals as plain objects in this process: the round loop without Ray (tests, a debugger)."""
+
+    restarts = 0
+
+    def __init__(self, setups: list[dict]):
+        self.hospitals = [Hospital(**setup) for setup in setups]
+
+    def __len__(self) -> int:
+        return len(self.hospitals)
+
+    def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
+        return [self.hospitals[k].fit(starts[k], round_idx) for k in sorted(participants)]
+
+    def evaluate(self, params: list[Params]) -> list[dict]:
+        return [h.evaluate(p) for h, p in zip(self.hospitals, params)]
+
+    def masked_payloads(self, params, round_idx, session, secure):
+        keys = {h.hospital_id: h.secure_fit(params, round_idx, session) for h in self.hospitals}
+        return session, {h.hospital_id: h.secure_mask(keys, secure) for h in self.hospitals}
+
+    def privacy_states(self) -> list[dict]:
+        return [h.privacy_state() for h in self.hospitals]
+
+    def restore_privacy_states(self, states: list[dict]) -> None:
+        for hospital, state in zip(self.hospitals, states):
+            hospital.restore_privacy_state(state)
+
+    def feature_cache(self) -> list[dict | None]:
+        return [h.feature_cache() for h in self.hospitals]
+
+    def placement(self) -> list[dict]:
+        return [{"node": None, "placement_group": None} for _ in self.hospitals]
+
+
+class RayHospitals:
+    """Hospitals in Ray actors (:class:`~fedray.federation.pool.Host`), each hosting one :class:`Hospital`.
+
+    ``setups`` are the hospitals' constructor arguments, kept to rebuild a
+    restarted one; their shards are object references this proxy's owner
+    keeps alive for the whole experiment.
+    """
+
+    def __init__(self, hosts: list, setups: list[dict], *, max_round_retries: int,
+                 fault_injection: dict | None = None):
+        self.hosts, self.setups = hosts, setups
+        self.max_round_retries = max_round_retries
+        self.fault_injection = fault_injection or {}
+        self.restarts = 0
+        self.states: list[dict] = [{} for _ in hosts]
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def starting(self) -> list:
+        """Build every hospital in its host (a reused host drops the previous experiment's first): the tasks."""
+        return [host.start.remote(Hospital, setup) for host, setup in zip(self.hosts, self.setups)]
+
+    # -- rounds --------------------------------------------------------------------
+    def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
+        import ray
+
+        refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
+        param_refs = [refs_by_params[id(p)] for p in starts]
+        pending = {k: self.hosts[k].call.remote("fit", param_refs[k], round_idx) for k in participants}
+        self._inject_fault(round_idx)
+        results: dict[int, ClientResult] = {}
+        for k, ref in pending.items():
+            for attempt in range(self.max_round_retries + 1):
+                try:
+                    results[k] = self._get(ref, siblings=list(pending.values()))
+                    break
+                except _failures() as err:
+                    if attempt == self.max_round_retries:
+                        raise RuntimeError(f"hospital {k} failed {attempt + 1} times in round {round_idx}; "
+                                           "refusing to continue with fewer hospitals") from err
+                    self._rebuild(k)
+                    ref = self.hosts[k].call.remote("fit", param_refs[k], round_idx)
+        for k, result in results.items():
+            self.states[k] = reported_privacy_state(result)
+        return [results[k] for k in sorted(results)]
+
+    def masked_payloads(self, params, round_idx, session, secure):
+        import ray
+
+        param_ref = ray.put(params)
+        for attempt in range(self.max_round_retries + 1):
+            try:
+                pending = [h.call.remote("secure_fit", param_ref, round_idx, session) for h in self.hosts]
+                self._inject_fault(round_idx)
+                keys = dict(zip(session.participants, self._get(pending)))
+                masked = self._get([h.call.remote("secure_mask", keys, secure) for h in self.hosts])
+                break
+            except _failures() as err:
+                if attempt == self.max_round_retries:
+                    raise RuntimeError(f"secure aggregation failed {attempt + 1} times in round {round_idx}; "
+                                       "refusing to continue with fewer hospitals") from err
+                for k in range(len(self.hosts)):
+                    self._rebuild(k)
+                session = session.next_attempt()
+        self.states = self._get([h.call.remote("privacy_state") for h in self.hosts])
+        return session, dict(zip(session.participants, masked))
+
+    def evaluate(self, params: list[Params]) -> list[dict]:
+        import ray
+
+        refs_by_params = {id(p): ray.put(p) for p in params}
+        return self._get([h.call.remote("evaluate", refs_by_params[id(p)]) for h, p in zip(self.hosts, params)])
+
+    # -- privacy state and reports -------------------------------------------------
+    def privacy_states(self) -> list[dict]:
+        return list(self.states)
+
+    def restore_privacy_states(self, states: list[dict]) -> None:
+        self.states = list(states)
+        self._get([h.call.remote("restore_privacy_state", s) for h, s in zip(self.hosts, states)])
+
+    def feature_cache(self) -> list[dict | None]:
+        return self._get([h.call.remote("feature_cache") for h in self.hosts])
+
+    def placement(self) -> list[dict]:
+        return self._get([h.where.remote() for h in self.hosts])
+
+    # -- faults --------------------------------------------------------------------
+    def _inject_fault(self, round_idx: int) -> None:
+        if self.fault_injection.get("round") == round_idx and not self.restarts:
+            import ray  # test hook: kill a hospital while its task is in flight; Ray restarts it
+
+            ray.kill(self.hosts[int(self.fault_injection["hospital"])], no_restart=False)
+
+    def _rebuild(self, k: int) -> None:
+        """Wait until host k answers; if Ray restarted it, rebuild its hospital and resume its accountant.
+
+        The rebuilt hospital is the same set-up with the same release key, so
+        no one-time release is redrawn, and its accountant resumes at the steps
+        last reported: spent privacy stays spent. A host that survived keeps
+        its hospital as it is (its accountant already counts what it trained).
+        """
+        host = self.hosts[k]
+        self._wait_until_answering(host)
+        if self._get(host.holds.remote(Hospital)):
+            return
+        self.restarts += 1
+        self._get(host.start.remote(Hospital, self.setups[k]))
+        self._get(host.call.remote("restore_privacy_state", self.states[k]))
+
+    @staticmethod
+    def _wait_until_answering(host) -> None:
+        import ray
+
+        deadline = time.monotonic() + 120
+        while True:  # Ray restarts the actor asynchronously; wait until it answers.
+            try:
+                ray.get(host.ping.remote(), timeout=30)
+                return
+            except _failures() + (ray.exceptions.GetTimeoutError,):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    @staticmethod
+    def _get(refs, siblings=()):
+        from fedray.federation.runtime import get_in_one_line
+
+        return get_in_one_line(refs, causes=(HospitalError,), siblings=siblings)
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """The errors of a hospital actor that died or cannot be reached (Ray imported only on the Ray path)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    return RayActorError, ActorDiedError, ActorUnavailableError

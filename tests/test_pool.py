@@ -1,0 +1,79 @@
+"""The hospitals proxy and the actor pool: the round loop without Ray, and reused actors that keep no state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TINY, compose_typed, same_params, with_changes
+from fedray.errors import FedrayError
+
+from fedray.federation.driver import Driver
+from fedray.federation.experiment import (actor_resources, driver_kwargs, hospital_setups, prepare_experiment,
+                                          run_experiment)
+from fedray.federation.pool import ActorPool
+from fedray.federation.proxy import InProcessHospitals
+
+
+def _in_process_run(cfg) -> tuple[list[dict], list[dict]]:
+    """The round loop with every party in this process: (final params, rounds)."""
+    threads = torch.get_num_threads()  # each party pins torch's threads to its CPU share
+    try:
+        prep = prepare_experiment(cfg)
+        driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=False)
+        hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
+        driver = Driver(**driver_kwargs(prep, hospitals, driver_res))
+        rounds = [driver.run_round(r) for r in range(1, cfg.fl.rounds + 1)]
+        return driver.final_params(), rounds
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_round_loop_runs_in_process_and_equals_the_ray_run(ray_session, tiny_cfg):
+    cfg = with_changes(tiny_cfg, **{"fl.secure_aggregation": True})  # the masked round's two steps too
+    params, rounds = _in_process_run(cfg)
+    over_ray = run_experiment(cfg)
+    assert same_params(params, over_ray.final_params)
+    assert [r["test"]["balanced_accuracy"] for r in rounds] == \
+        [r["test"]["balanced_accuracy"] for r in over_ray.rounds]
+
+
+def test_reused_actors_leave_nothing_behind(ray_session, tmp_path):
+    """Experiment B after experiment A on the same actors equals B on fresh actors: model, ledger, metrics.
+
+    Both are DP-SGD runs (an accountant, an optimizer and noise streams to leak), with reproducible noise
+    so that two runs of B can be compared at all.
+    """
+    b_cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true"],
+                          tmp_path)
+    a_cfg = with_changes(b_cfg, seed=7, **{"train.lr": 0.3, "privacy.epsilon": 1.0})
+    reused = ActorPool()
+    try:
+        run_experiment(a_cfg, pool=reused)
+        a_hosts = list(reused.hospitals)
+        b_reused = run_experiment(b_cfg, pool=reused)
+        assert reused.hospitals == a_hosts  # the very same actors ran B
+    finally:
+        reused.close()
+    fresh = ActorPool()
+    try:
+        b_fresh = run_experiment(b_cfg, pool=fresh)
+    finally:
+        fresh.close()
+    assert same_params(b_reused.final_params, b_fresh.final_params)
+    assert same_params(b_reused.best_params, b_fresh.best_params)
+    assert b_reused.summary["privacy"] == b_fresh.summary["privacy"]  # the accountant started clean
+    assert [r["test"] for r in b_reused.rounds] == [r["test"] for r in b_fresh.rounds]
+
+
+def test_a_failed_experiment_leaves_no_actors_to_the_next(ray_session, tiny_cfg):
+    pool = ActorPool()
+    try:
+        run_experiment(tiny_cfg, pool=pool)
+        assert pool.driver is not None and len(pool.hospitals) == 5
+        with pytest.raises(FedrayError, match="hospital"):
+            run_experiment(with_changes(tiny_cfg, **{"train.lr": 1e9}), pool=pool)  # diverges at a hospital
+        assert pool.driver is None and pool.hospitals == []
+        assert run_experiment(tiny_cfg, pool=pool).summary["status"] == "completed"
+    finally:
+        pool.close()
