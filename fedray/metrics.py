@@ -12,15 +12,6 @@ fewer than two classes are present.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    log_loss,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
-from sklearn.preprocessing import label_binarize
 
 SCALAR_METRICS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 PROB_FLOOR = 1e-7  # probabilities are clipped to this before the log, so a confident miss costs a finite loss
@@ -28,6 +19,10 @@ PROB_FLOOR = 1e-7  # probabilities are clipped to this before the log, so a conf
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     """Metrics of ``probs`` ([N, C], rows summing to 1) against integer labels ``y_true``."""
+    # Imported here: every party imports this module, and a DP hospital never evaluates (about 1 s per process).
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss,
+                                 precision_recall_fscore_support)
+
     num_classes = probs.shape[1]
     labels = np.arange(num_classes)
     y_pred = probs.argmax(axis=1)
@@ -50,6 +45,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def _ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import label_binarize
+
     present = np.unique(y_true)
     if present.size < 2:
         return float("nan")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from fedray.config.schema import Split
 from fedray.errors import FedrayError
@@ -61,6 +60,8 @@ def _cut(
     idx: np.ndarray, labels: np.ndarray, count: int, seed: int, class_names: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept, cut) with ``count`` records in ``cut``, stratified."""
+    from sklearn.model_selection import train_test_split  # only the caller splits; parties import this package
+
     if count == 0:
         return idx, idx[:0]
     try:
@@ -105,6 +106,8 @@ def kfold_split(
         )
     if not 0 <= fold < folds:
         raise FedrayError(f"fold {fold} does not exist in a {folds}-fold split")
+    from sklearn.model_selection import StratifiedKFold
+
     rest, test = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(labels, labels))[fold]
     train, val = _cut(rest, labels, round(val_share * len(rest)), seed, class_names)
     return np.sort(train), np.sort(val), np.sort(test)

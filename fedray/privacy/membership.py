@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.stats import beta, norm
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedray.errors import FedrayError
 
@@ -171,6 +170,8 @@ def evaluate_attack(
         raise FedrayError(
             f"the audit has {n_members} members and {n_nonmembers} non-members: hold out records of both kinds"
         )
+    from sklearn.metrics import roc_auc_score, roc_curve  # the auditor's: the parties import this module too
+
     fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
     fnr = 1.0 - tpr
     level = 1.0 - (1.0 - confidence) / 2.0
