@@ -1,12 +1,12 @@
 """Fixed cost per experiment: where a fedray experiment's seconds go outside its rounds.
 
-Runs ``--experiments`` (default 3) 5-hospital small_cnn experiments on the
-synthetic images, all on one shared ``ray.init``, each as a Tune trial of the
-laptop sweep runs it: ``compose_config`` → ``prepare_experiment`` →
-``run_experiment`` → ``fedray.results.write_run`` (``--preset sweep-trial``,
-the default: ``+sweep=privacy_tradeoff``, lr 0.05, ε cycling through the
-sweep's grid, audit on), or as plain ``python -m fedray`` does
-(``--preset cli``). ``--audit-off-runs`` more experiments repeat the first one
+Runs ``--experiments`` (default 12, the laptop sweep's grid) 5-hospital
+small_cnn experiments on the synthetic images, all on one shared
+``ray.init``, each as a Tune trial of the laptop sweep runs it:
+``compose_config`` → ``prepare_experiment`` → ``run_experiment`` →
+``fedray.results.write_run`` (``--preset sweep-trial``, the default:
+``+sweep=privacy_tradeoff``, the grid's learning rates × ε in order, audit
+on), or as plain ``python -m fedray`` does (``--preset cli``). ``--audit-off-runs`` more experiments repeat the first one
 with ``audit.enabled=false``.
 
 Per experiment:
@@ -38,7 +38,7 @@ to start when they import nothing, torch only, or ``fedray.federation.hospital``
 The machine this was written on has 2 shared cores: quote ratios; the load
 average is printed next to every experiment.
 
-    python benchmarks/fixed_cost.py                          # 3 sweep-trial experiments + 1 audit-off
+    python benchmarks/fixed_cost.py                          # the 12 sweep-trial experiments + 1 audit-off
     python benchmarks/fixed_cost.py --preset cli --experiments 2 --json fixed_cost.json
 """
 
@@ -61,8 +61,8 @@ from pathlib import Path
 
 from _common import REPO_ROOT, markdown_table, run_and_report
 
-# ε of the laptop sweep's grid (conf/sweep/privacy_tradeoff.yaml), cycled over the experiments
-SWEEP_EPSILONS = ["1.0", "inf", "10.0", "0.1"]
+# The laptop sweep's grid (conf/sweep/privacy_tradeoff.yaml), in Tune's order, cycled over the experiments
+SWEEP_GRID = [(lr, eps) for lr in ["0.02", "0.05", "0.1"] for eps in ["0.1", "1.0", "10.0", "inf"]]
 IMPORT_MODULES = ["torch", "torchvision", "opacus", "ray", "fedray.federation.hospital", "fedray.federation.driver",
                   "fedray.federation.experiment", "fedray.results"]
 # Packages whose first import is worth tracing back to the fedray module that asks for it.
@@ -73,12 +73,12 @@ HEAVY_PACKAGES = ["torch", "torchvision", "ray", "opacus", "sklearn", "scipy", "
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--experiments", type=int, default=3, help="experiments with the audit on")
+    p.add_argument("--experiments", type=int, default=12, help="experiments with the audit on")
     p.add_argument("--audit-off-runs", type=int, default=1,
                    help="extra experiments repeating the first one with audit.enabled=false")
     p.add_argument("--preset", choices=["sweep-trial", "cli"], default="sweep-trial",
                    help="sweep-trial: a trial of +sweep=privacy_tradeoff (DP-SGD, 5 rounds x 2 local epochs, batch "
-                        "16, lr 0.05, eps cycling 1, inf, 10, 0.1); cli: `python -m fedray` defaults (non-private)")
+                        "16, its lr x eps grid in order); cli: `python -m fedray` defaults (non-private)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="a further Hydra override for every experiment (repeatable)")
     p.add_argument("--import-repeats", type=int, default=2,
@@ -99,8 +99,8 @@ def load() -> float:
 
 def experiment_overrides(args, index: int, *, audit: bool) -> list[str]:
     if args.preset == "sweep-trial":
-        eps = SWEEP_EPSILONS[index % len(SWEEP_EPSILONS)]
-        base = ["sweep=privacy_tradeoff", "model=small_cnn", "train.lr=0.05", f"privacy.epsilon={eps}"]
+        lr, eps = SWEEP_GRID[index % len(SWEEP_GRID)]
+        base = ["sweep=privacy_tradeoff", "model=small_cnn", f"train.lr={lr}", f"privacy.epsilon={eps}"]
     else:
         base = []
     return [*base, "data=synthetic", "fl.num_hospitals=5", f"audit.enabled={str(audit).lower()}", *args.extra]
@@ -485,12 +485,14 @@ def render(res: dict) -> str:
     per = [[e["index"], "on" if e["audit"] else "off", e["epsilon"], e["wall"], e["rounds"], e["fixed"],
             e["fixed"] / e["wall"], e.get("actors_created"), f"{e['load_start']:.1f}→{e['load_end']:.1f}"]
            for e in exps]
+    on = [e for e in exps if e["audit"]]
+    mean_fixed = statistics.mean(e["fixed"] for e in on) if on else float("nan")
     parts.append("Per experiment (wall = compose + prepare + run_experiment + write_run; rounds = Σ round_seconds; "
                  "fixed = wall − rounds)\n\n"
                  + markdown_table(["exp", "audit", "ε", "wall s", "rounds s", "fixed s", "fixed / wall",
-                                   "actors created", "load avg"], per))
-
-    on = [e for e in exps if e["audit"]]
+                                   "actors created", "load avg"], per)
+                 + f"\n\n**Mean fixed cost over the {len(on)} audit-on experiments: {mean_fixed:.2f} s** "
+                 "(the first creates the pooled actors, the others reuse them)")
     off = [e for e in exps if not e["audit"]]
     fixed = _med([e["fixed"] for e in on])
 

@@ -58,8 +58,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedray.errors import FedrayError
-from fedray.privacy.canary_bounds import one_run_audit
-from fedray.privacy.membership import per_example_losses
 from fedray.privacy.randomness import NoiseSource, Purpose
 
 Params = dict[str, np.ndarray]
@@ -110,6 +108,8 @@ def input_canary_arrays(*, m: int, image_shape: tuple[int, ...] | None, feature_
 
 def input_canary_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Black-box scores, higher = "trained on": minus each canary's loss on its own (random) label."""
+    from fedray.privacy.membership import per_example_losses  # scipy: the auditor's, not the parties'
+
     return -per_example_losses(probs, labels)
 
 
@@ -232,6 +232,8 @@ def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, co
 
     A bound above the accountant's ε is a contradiction of the guarantee at ``confidence``: flagged as a violation.
     """
+    from fedray.privacy.canary_bounds import one_run_audit  # scipy, dp_accounting: the auditor's
+
     audit = one_run_audit(scores, included, delta=delta, confidence=confidence).as_dict()
     flags = []
     if audit["epsilon_lower_bound"] > accountant_epsilon:
