@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -54,15 +55,30 @@ def run_single(cfg: Config) -> dict:
     import ray
 
     from fedray.federation.cluster import connect
-    from fedray.federation.experiment import prepare_experiment
-    from fedray.federation.study import run_study
-    from fedray.results import write_failure, write_interrupted, write_run
+    from fedray.federation.pool import warm_actors
 
-    from fedray.sweep.resources import check_memory_plan, gpu_memory_bytes
+    def prepare():
+        from fedray.federation.experiment import prepare_experiment  # torch and the data stack, off the main thread
+
+        return prepare_experiment(cfg)
 
     run_dir = Path(cfg.run_dir)
-    prepared = prepare_experiment(cfg)  # bad input fails here, before Ray starts
-    started_ray = connect(cfg.cluster)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedray-prepare") as background:
+        # Imports and decoding run while Ray starts and the actors import torch: on a laptop that overlaps
+        # three serial waits. Bad input still fails in one line, after shutting down the Ray this call started.
+        preparing = background.submit(prepare)
+        started_ray = connect(cfg.cluster)
+        try:
+            warm_actors(cfg)
+            prepared = preparing.result()
+        except BaseException:
+            if started_ray:
+                ray.shutdown()
+            raise
+    from fedray.federation.study import run_study
+    from fedray.results import write_failure, write_interrupted, write_run
+    from fedray.sweep.resources import check_memory_plan, gpu_memory_bytes
+
     try:
         if ray.cluster_resources().get("GPU", 0) > 0:
             nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]

@@ -157,17 +157,14 @@ class Driver:
     # -- evaluation ---------------------------------------------------------------
     def _evaluate(self) -> dict:
         models = self.final_params() if self.mode == "local" else [self.global_params] * len(self.hospitals)
-        per_hospital = self.hospitals.evaluate(models) if self.hospitals_release_metrics else []
+        per_hospital = self.hospitals.start_evaluate(models) if self.hospitals_release_metrics else list
         if self.mode == "local":
             tests = [self._metrics(p, self.test_set) for p in self.local_params]
             vals = [self._metrics(p, self.val_set) for p in self.local_params]
             return {"val": _mean_metrics(vals), "test": _mean_metrics(tests),
-                    "test_per_hospital": tests, "hospital_val": per_hospital}
-        return {
-            "val": self._metrics(self.global_params, self.val_set),
-            "test": self._metrics(self.global_params, self.test_set),
-            "hospital_val": per_hospital,
-        }
+                    "test_per_hospital": tests, "hospital_val": per_hospital()}
+        val, test = self._metrics(self.global_params, self.val_set), self._metrics(self.global_params, self.test_set)
+        return {"val": val, "test": test, "hospital_val": per_hospital()}
 
     def _metrics(self, params: Params, data: dict) -> dict:
         self.evaluator.load(params)

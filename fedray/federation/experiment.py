@@ -33,14 +33,13 @@ import numpy as np
 import ray
 
 from fedray.config import Config, replace
-from fedray.config.schema import Federation
 from fedray.data.deal import Dealt, deal_data
 from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import Hospital, HospitalError
-from fedray.federation.pool import ActorPool, process_pool
+from fedray.federation.pool import ActorPool, actor_resources, process_pool
 from fedray.federation.proxy import HospitalsProxy, RayHospitals
 from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
@@ -79,13 +78,6 @@ def validate_model(cfg: Config, plan: dict, *, num_classes: int, num_features: i
                           f"pick a {'table' if data_kind == 'table' else 'image'} model (conf/model/)")
     if family != "tree":
         build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
-
-
-def actor_resources(fl: Federation, *, gpus_present: bool) -> tuple[dict, dict]:
-    """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs."""
-    def one(section) -> dict:
-        return {"num_cpus": float(section.num_cpus), "num_gpus": float(section.num_gpus) if gpus_present else 0.0}
-    return one(fl.driver), one(fl.hospital)
 
 
 @dataclass

@@ -24,11 +24,21 @@ the pool, so the next one never inherits a half-finished party.
 from __future__ import annotations
 
 import gc
+import importlib
 from dataclasses import dataclass
 
 import ray
 
+from fedray.config import Config
+from fedray.config.schema import Federation
 from fedray.federation.runtime import placement_of_this_actor
+
+
+def actor_resources(fl: Federation, *, gpus_present: bool) -> tuple[dict, dict]:
+    """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs."""
+    def one(section) -> dict:
+        return {"num_cpus": float(section.num_cpus), "num_gpus": float(section.num_gpus) if gpus_present else 0.0}
+    return one(fl.driver), one(fl.hospital)
 
 
 class Host:
@@ -42,6 +52,11 @@ class Host:
         self.party = None
         gc.collect()
         self.party = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()})
+
+    def warm(self, *modules: str) -> None:
+        """Import ``modules`` (a party's) now, while the caller is still preparing the data."""
+        for module in modules:
+            importlib.import_module(module)
 
     def call(self, method: str, *args):
         return getattr(self.party, method)(*args)
@@ -144,3 +159,20 @@ _PROCESS_POOL = ActorPool()
 def process_pool() -> ActorPool:
     """This process's pool: every experiment run here (folds, trials of one Tune actor, tests) shares it."""
     return _PROCESS_POOL
+
+
+def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
+    """Create the pooled actors ``cfg`` will need and have them import their party's modules, without waiting.
+
+    A single run calls this as soon as Ray is up, while its data are still being decoded: the actors'
+    imports then overlap the decoding instead of following it. scikit-learn's metrics come too for the
+    parties that will evaluate: the driver always, the hospitals only in a non-private run.
+    """
+    driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=ray.cluster_resources().get("GPU", 0) > 0)
+    driver, hospitals = (pool or process_pool()).hosts(
+        count=1 if cfg.mode == "centralized" else cfg.fl.num_hospitals, driver_res=driver_res,
+        hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts)
+    driver.warm.remote("fedray.federation.driver", "sklearn.metrics")
+    evaluating = ("sklearn.metrics",) if cfg.privacy.name == "none" else ()
+    for host in hospitals:
+        host.warm.remote("fedray.federation.hospital", *evaluating)

@@ -30,6 +30,7 @@ their update, a restarted one retrains from the same global model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -57,8 +58,9 @@ class HospitalsProxy(Protocol):
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         """Each participant trains from its start parameters; results in hospital order."""
 
-    def evaluate(self, params: list[Params]) -> list[dict]:
-        """Hospital k's metrics of ``params[k]`` on its own validation shard ({} under a DP mechanism)."""
+    def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
+        """Ask hospital k for its metrics of ``params[k]`` on its own validation shard ({} under a DP mechanism);
+        calling the result collects them, so the driver evaluates its own sets meanwhile."""
 
     def masked_payloads(self, params: Params, round_idx: int, session: SecureAggregationSession,
                         secure: SecureRound) -> tuple[SecureAggregationSession, dict[int, np.ndarray]]:
@@ -88,8 +90,9 @@ class InProcessHospitals:
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         return [self.hospitals[k].fit(starts[k], round_idx) for k in sorted(participants)]
 
-    def evaluate(self, params: list[Params]) -> list[dict]:
-        return [h.evaluate(p) for h, p in zip(self.hospitals, params)]
+    def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
+        metrics = [h.evaluate(p) for h, p in zip(self.hospitals, params)]
+        return lambda: metrics
 
     def masked_payloads(self, params, round_idx, session, secure):
         keys = {h.hospital_id: h.secure_fit(params, round_idx, session) for h in self.hospitals}
@@ -177,11 +180,12 @@ class RayHospitals:
         self.states = self._get([h.call.remote("privacy_state") for h in self.hosts])
         return session, dict(zip(session.participants, masked))
 
-    def evaluate(self, params: list[Params]) -> list[dict]:
+    def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
         import ray
 
         refs_by_params = {id(p): ray.put(p) for p in params}
-        return self._get([h.call.remote("evaluate", refs_by_params[id(p)]) for h, p in zip(self.hosts, params)])
+        pending = [h.call.remote("evaluate", refs_by_params[id(p)]) for h, p in zip(self.hosts, params)]
+        return lambda: self._get(pending)
 
     # -- privacy state and reports -------------------------------------------------
     def privacy_states(self) -> list[dict]:
