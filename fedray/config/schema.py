@@ -250,6 +250,7 @@ class DpTreePrivacy(PrivacyCommon):
 class Train(ReadOnly):
     optimizer: str = choice("sgd", "adam")
     lr: float = positive()
+    lr_schedule: str = choice("constant", "cosine")
     momentum: float = Spec.make(check="momentum")
     weight_decay: float = nonnegative()
     batch_size: int = count()

@@ -126,7 +126,7 @@ def build_trainer(
     augment_name = cfg.data.augment if np.ndim(inputs) == 4 else "none"
     common = dict(model=model, inputs=inputs, labels=labels, train_cfg=cfg.train, input_map=input_map,
                   augment=get_augment(augment_name), device=device, seed=cfg.seed, hospital=hospital, noise=noise,
-                  loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model),
+                  loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model), rounds=cfg.fl.rounds,
                   proximal_mu=cfg.fl.proximal_mu if cfg.fl.strategy == "fedprox" else 0.0)
     cached = frozen_split(cfg, model, device)
     if cached is not None:

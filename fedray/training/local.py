@@ -16,6 +16,7 @@ hospital's :class:`~fedray.privacy.randomness.NoiseSource` instead.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -66,6 +67,18 @@ def as_device_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> 
     if isinstance(array, np.ndarray) and not array.flags.writeable:
         array = array.copy()
     return torch.as_tensor(array).to(device)
+
+
+def scheduled_lr(train_cfg: Train, round_idx: int, rounds: int) -> float:
+    """The hospitals' step size in round ``round_idx`` (1-based) of ``rounds``.
+
+    ``train.lr_schedule=cosine`` decays ``train.lr`` to lr·(1 + cos(π(R−1)/R))/2 in the last round, so FedAvg's
+    last model is a converged one rather than a snapshot of an oscillation. The schedule reads no record: it
+    changes no privacy accounting.
+    """
+    if train_cfg.lr_schedule == "constant" or rounds <= 1:
+        return train_cfg.lr
+    return train_cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (round_idx - 1) / rounds))
 
 
 def build_optimizer(parameters, train_cfg: Train, l2: float) -> torch.optim.Optimizer:
@@ -150,6 +163,7 @@ class LocalTrainer(Evaluator):
         noise: NoiseSource,
         loss_fn: nn.Module,
         l2: float,
+        rounds: int = 1,
         proximal_mu: float = 0.0,
         full_model: nn.Module | None = None,
         encoder: Callable[[np.ndarray], Features] | None = None,
@@ -163,6 +177,7 @@ class LocalTrainer(Evaluator):
         self.hospital = hospital
         self.noise = noise
         self.proximal_mu = proximal_mu
+        self.rounds = rounds
         self.anchor: list = []
         self.batch_size = train_cfg.batch_size
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -179,6 +194,8 @@ class LocalTrainer(Evaluator):
         start = time.perf_counter()
         self.load(params)
         self.optimizer.state.clear()
+        for group in self.optimizer.param_groups:
+            group["lr"] = scheduled_lr(self.train_cfg, round_idx, self.rounds)
         self.anchor = anchor_of(self.model) if self.proximal_mu > 0 else []
         generator = self.round_randomness(round_idx)
         if self.gradient_canaries is not None:
