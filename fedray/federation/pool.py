@@ -104,7 +104,8 @@ class ActorPool:
     def hosts(self, *, count: int, driver_res: dict, hospital_res: dict, max_restarts: int,
               placement_group=None, bundle_offset: int = 0) -> tuple[object, list]:
         """(the driver host, ``count`` hospital hosts): the pooled ones when they fit, else new ones."""
-        key = PoolKey(ray.get_runtime_context().get_job_id(), None if placement_group is None else placement_group.id.hex(), bundle_offset,
+        group = None if placement_group is None else placement_group.id.hex()
+        key = PoolKey(ray.get_runtime_context().get_job_id(), group, bundle_offset,
                       tuple(sorted(driver_res.items())), tuple(sorted(hospital_res.items())), max_restarts)
         if key != self.key or not self._alive():
             self.close()
