@@ -356,7 +356,7 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
         "startup_to_round1": round1_start - t2,
         "after_rounds": (marks.first_start.get("audit_inputs", t3) if audit else
                          marks.first_start.get("_summarise", t3)) - last_round_back,
-        "audit": (marks.last_end["audit_summary"] - marks.first_start["audit_inputs"])
+        "audit_seconds": (marks.last_end["audit_summary"] - marks.first_start["audit_inputs"])
         if audit and "audit_inputs" in marks.first_start and "audit_summary" in marks.last_end else None,
         "write_run": t4 - t3,
         "write_parts": {k: s.get(k) for k in ["save_state_dicts", "plot_learning_curve", "rounds_frame"]},
@@ -518,7 +518,7 @@ def render(res: dict) -> str:
             values=[_med(e.get("party_setup") or []) for e in on]),
         row("  all parties ready (from run_experiment start)", "parties_ready"),
         row("after the last round: final params, privacy states, release the parties", "after_rounds"),
-        row("audit (audit_inputs → audit_summary)", "audit"),
+        row("audit (audit_inputs → audit_summary)", "audit_seconds"),
         row("  of which: submission → auditor starts in the driver's actor",
             "auditor_wait_before_task"),
         row("  of which: the auditor task (reference models, attacks)", "auditor_task"),

@@ -49,7 +49,7 @@ from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import released_metrics
 from fedray.models import model_family
-from fedray.strategies import ClientResult, build_strategy
+from fedray.strategies import build_strategy
 from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
 from fedray.training.device import configure_process

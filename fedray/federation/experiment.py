@@ -38,7 +38,7 @@ from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
-from fedray.federation.hospital import Hospital, HospitalError
+from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, process_pool
 from fedray.federation.proxy import HospitalsProxy, RayHospitals
 from fedray.federation.runtime import get_in_one_line

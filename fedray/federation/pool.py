@@ -48,9 +48,12 @@ class Host:
         self.party = None
 
     def start(self, factory, kwargs: dict) -> None:
-        """Drop the previous party and build ``factory(**kwargs)``; object references in ``kwargs`` are fetched."""
+        """Drop the previous party and build ``factory(**kwargs)``; object references in ``kwargs`` are fetched.
+
+        The pool's :meth:`ActorPool.release` already collected the previous experiment's party; a host Ray
+        restarted holds none.
+        """
         self.party = None
-        gc.collect()
         self.party = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()})
 
     def warm(self, *modules: str) -> None:
@@ -62,9 +65,8 @@ class Host:
         return getattr(self.party, method)(*args)
 
     def run(self, function, kwargs: dict):
-        """Drop the party and run ``function(**kwargs)`` here (the auditor, after the rounds)."""
+        """Drop the party and run ``function(**kwargs)`` here (the auditor, after the rounds and the release)."""
         self.party = None
-        gc.collect()
         return function(**kwargs)
 
     def holds(self, cls) -> bool:
@@ -107,11 +109,9 @@ class ActorPool:
         group = None if placement_group is None else placement_group.id.hex()
         key = PoolKey(ray.get_runtime_context().get_job_id(), group, bundle_offset,
                       tuple(sorted(driver_res.items())), tuple(sorted(hospital_res.items())), max_restarts)
-        if key != self.key or not self._alive():
+        # Under a placement group the bundles are numbered per hospital: the trial's group fixes the count.
+        if key != self.key or (placement_group is not None and len(self.hospitals) != count) or not self._alive():
             self.close()
-            self.key = key
-        if placement_group is not None and len(self.hospitals) != count:
-            self.close()  # bundles are numbered per hospital: the trial's group fixes the count
             self.key = key
         actor = ray.remote(Host)
 
@@ -162,6 +162,11 @@ def process_pool() -> ActorPool:
     return _PROCESS_POOL
 
 
+def hospital_actor_count(cfg: Config) -> int:
+    """How many hospital actors ``cfg`` runs: one holding every shard under ``mode=centralized``."""
+    return 1 if cfg.mode == "centralized" else cfg.fl.num_hospitals
+
+
 def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
     """Create the pooled actors ``cfg`` will need and have them import their party's modules, without waiting.
 
@@ -171,7 +176,7 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
     """
     driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=ray.cluster_resources().get("GPU", 0) > 0)
     driver, hospitals = (pool or process_pool()).hosts(
-        count=1 if cfg.mode == "centralized" else cfg.fl.num_hospitals, driver_res=driver_res,
+        count=hospital_actor_count(cfg), driver_res=driver_res,
         hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts)
     driver.warm.remote("fedray.federation.driver", "sklearn.metrics")
     evaluating = ("sklearn.metrics",) if cfg.privacy.name == "none" else ()

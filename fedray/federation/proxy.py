@@ -137,10 +137,7 @@ class RayHospitals:
 
     # -- rounds --------------------------------------------------------------------
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
-        import ray
-
-        refs_by_params = {id(p): ray.put(p) for p in starts}  # one object per distinct model
-        param_refs = [refs_by_params[id(p)] for p in starts]
+        param_refs = _put_once(starts)
         pending = {k: self.hosts[k].call.remote("fit", param_refs[k], round_idx) for k in participants}
         self._inject_fault(round_idx)
         results: dict[int, ClientResult] = {}
@@ -181,10 +178,7 @@ class RayHospitals:
         return session, dict(zip(session.participants, masked))
 
     def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        import ray
-
-        refs_by_params = {id(p): ray.put(p) for p in params}
-        pending = [h.call.remote("evaluate", refs_by_params[id(p)]) for h, p in zip(self.hosts, params)]
+        pending = [h.call.remote("evaluate", ref) for h, ref in zip(self.hosts, _put_once(params))]
         return lambda: self._get(pending)
 
     # -- privacy state and reports -------------------------------------------------
@@ -243,6 +237,14 @@ class RayHospitals:
         from fedray.federation.runtime import get_in_one_line
 
         return get_in_one_line(refs, causes=(HospitalError,), siblings=siblings)
+
+
+def _put_once(params: list[Params]) -> list:
+    """An object reference per entry, with one object-store copy per distinct model (FedAvg sends one to all)."""
+    import ray
+
+    refs = {id(p): ray.put(p) for p in params}
+    return [refs[id(p)] for p in params]
 
 
 def _failures() -> tuple[type[BaseException], ...]:

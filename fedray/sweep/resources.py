@@ -22,7 +22,7 @@ import torch
 
 from fedray.config import Config
 from fedray.errors import FedrayError
-from fedray.federation.experiment import actor_resources
+from fedray.federation.pool import actor_resources, hospital_actor_count
 from fedray.models import model_family
 from fedray.models.memory import check_memory_fits, estimate_training_memory
 
@@ -35,7 +35,7 @@ def trial_bundles(cfg: Config, *, gpus_present: bool) -> list[dict[str, float]]:
         return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {})}
 
     driver, hospital = actor_resources(cfg.fl, gpus_present=gpus_present)
-    hospitals = 1 if cfg.mode == "centralized" else cfg.fl.num_hospitals
+    hospitals = hospital_actor_count(cfg)
     return [{"CPU": float(cfg.tune.trial_cpus)}, bundle(driver)] + [bundle(hospital) for _ in range(hospitals)]
 
 
