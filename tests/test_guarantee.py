@@ -20,7 +20,7 @@ from fedray.federation.experiment import prepare_experiment, run_experiment
 from fedray.privacy.laplace import perturb_hospital_rows
 from fedray.privacy.mechanisms import released_metrics
 from fedray.privacy.randomized_response import keep_probability
-from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose, hospital
+from fedray.privacy.randomness import DRIVER, NoiseSource, hospital
 from fedray.strategies import ClientResult, build_strategy
 from fedray.training import build_trainer
 

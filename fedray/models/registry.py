@@ -22,7 +22,6 @@ EfficientNet-Lite0/1/2's come from installed pip packages and never need a netwo
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from torch import nn
 
