@@ -235,7 +235,7 @@ def _reference_params(cfg, plan, shape, input_map, device, pool: dict, stream: i
     # The target's architecture (GroupNorm under DP-SGD), trained without any mechanism: the attacker's choice.
     trainer = build_trainer(cfg=cfg, plan=plan, **shape, inputs=pool["inputs"], labels=pool["labels"],
                             input_map=input_map, device=device, hospital=hospital, apply_mechanism=False,
-                            noise=NoiseSource.reproducible(cfg.seed, AUDITOR))
+                            noise=NoiseSource.reproducible(cfg.seed, AUDITOR), rounds=1)
     params, _ = trainer.fit(trainer.export(), epochs=cfg.fl.rounds * cfg.fl.local_epochs, round_idx=0)
     return params
 

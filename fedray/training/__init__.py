@@ -101,6 +101,7 @@ def frozen_split(cfg: Config, model: nn.Module, device: torch.device) -> FrozenS
 def build_trainer(
     *, cfg: Config, plan: dict, num_classes: int, num_features: int | None, inputs: np.ndarray, labels: np.ndarray,
     input_map: InputMap, device: torch.device, hospital: int, noise: NoiseSource, apply_mechanism: bool = True,
+    rounds: int | None = None,
 ):
     """The trainer for hospital ``hospital`` under the privacy ``plan`` (``{"name": "none"}``: no mechanism).
 
@@ -108,6 +109,8 @@ def build_trainer(
     :mod:`fedray.privacy.randomness`); nothing random under DP is drawn from the
     config. ``apply_mechanism=False`` trains the plan's architecture (GroupNorm
     under DP-SGD) without the mechanism: the auditor's reference models.
+    ``rounds`` is how many fits the learning-rate schedule spans (default
+    ``fl.rounds``; a reference model takes its whole budget in one fit: 1).
     """
     architecture = plan
     plan = plan if apply_mechanism else {"name": "none"}
@@ -126,7 +129,8 @@ def build_trainer(
     augment_name = cfg.data.augment if np.ndim(inputs) == 4 else "none"
     common = dict(model=model, inputs=inputs, labels=labels, train_cfg=cfg.train, input_map=input_map,
                   augment=get_augment(augment_name), device=device, seed=cfg.seed, hospital=hospital, noise=noise,
-                  loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model), rounds=cfg.fl.rounds,
+                  loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model),
+                  rounds=cfg.fl.rounds if rounds is None else rounds,
                   proximal_mu=cfg.fl.proximal_mu if cfg.fl.strategy == "fedprox" else 0.0)
     cached = frozen_split(cfg, model, device)
     if cached is not None:
