@@ -116,8 +116,7 @@ def test_breast_cancer_shape_and_malignant_is_label_1():
     radius = r.inputs[:, r.feature_names.index("mean radius")].numpy()
     assert radius[r.labels == 1].mean() > radius[r.labels == 0].mean()  # malignant nuclei are larger
     assert r.ids[5] == "breast_cancer/000005" and len(set(r.ids)) == 569
-    assert not r.ranges_public and _inside_ranges(r)
-    assert np.array_equal(r.feature_ranges[:, 1], r.inputs.double().numpy().max(axis=0))
+    assert r.ranges_public and _inside_ranges(r)  # the bundled public ranges (tests/test_public_ranges.py)
     assert loaded.consent is None
 
 
@@ -214,7 +213,8 @@ def test_feature_scaling_maps_ranges_to_unit_interval_and_clips():
 
 def test_feature_scaling_of_real_ranges_spans_exactly_zero_to_one():
     r = load_breast_cancer(data_cfg("breast_cancer"), seed=0).records
-    y = FeatureScaling.from_ranges(r.feature_ranges).apply(r.inputs)
+    stored = r.inputs.double().numpy()  # ranges as a loader takes them from the rows: the stored extremes
+    y = FeatureScaling.from_ranges(np.stack([stored.min(axis=0), stored.max(axis=0)], axis=1)).apply(r.inputs)
     assert torch.equal(y.min(dim=0).values, torch.zeros(30)) and torch.equal(y.max(dim=0).values, torch.ones(30))
 
 

@@ -69,6 +69,10 @@ from fedray.errors import FedrayError
 
 CLASS_NAMES = ("no_condition", "develops_condition")
 # (column, a-priori low, high): clinically plausible for adults, in the units of the docstring.
+# Public by construction, hence ``ranges_public=True``: these constants are part of the generator's
+# definition, fixed before any record is drawn and the same for every seed, and every generated value
+# lies inside them (age = 18 + 72 Beta(.) in [18, 90], the 0/1 columns, the rest clipped in
+# _patients), so no range depends on the rows drawn. tests/test_public_ranges.py checks both.
 FEATURES = (
     ("age", 18.0, 90.0),
     ("sex", 0.0, 1.0),
@@ -147,7 +151,7 @@ def make_ehr(
         class_names=CLASS_NAMES,
         feature_names=names,
         feature_ranges=np.array([[low, high] for _, low, high in FEATURES], dtype=np.float64),
-        ranges_public=True,
+        ranges_public=True,  # the generator's own constants (FEATURES), not the rows
     )
     return records, consent
 

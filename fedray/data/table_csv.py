@@ -19,10 +19,14 @@ Ids. The ``id_column``'s values (as text, unique, none empty), or
 
 Feature ranges. :class:`~fedray.data.feature_scaling.FeatureScaling` maps
 each feature's range ``[low, high]`` onto ``[0, 1]``. Give ranges fixed
-before seeing the data (clinical knowledge) in ``feature_ranges: {column:
-[low, high]}``; values outside are clipped at training time. A feature
-without a given range gets the data's own min and max, which depend on the
-patients, and then the whole table is flagged ``ranges_public=False``.
+before seeing the data (clinical knowledge, a data dictionary) in
+``data.feature_ranges: {column: [low, high]}`` (:data:`RANGES_KEY`); values
+outside are clipped when the rows are scaled, the records themselves keep
+them. The table is ``ranges_public=True`` only when every feature column has
+a declared range. A feature without one gets the data's own min and max,
+which are single patients' exact values, and then the whole table is flagged
+``ranges_public=False``: a run without DP still works, a DP mechanism refuses
+it (the loader's ``source`` line names the undeclared columns).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from fedray.config.schema import TableData
 from fedray.errors import FedrayError
 
 TRUTHY = frozenset({"1", "true", "yes", "y"})
+# The config key that declares public feature ranges (tables and breast_cancer), {column: [low, high]}.
+RANGES_KEY = "data.feature_ranges"
 
 
 def load_table(data_cfg: TableData, seed: int) -> Loaded:
@@ -70,7 +76,8 @@ def load_table(data_cfg: TableData, seed: int) -> Loaded:
     labels, class_names = _labels(frame[label], label)
     names = tuple(c for c in frame.columns if c not in {label, consent_column, id_column})
     inputs = _features(frame, names, path)
-    ranges, public = feature_ranges(inputs, names, data_cfg.feature_ranges or {})
+    given = data_cfg.feature_ranges or {}
+    ranges, public = feature_ranges(inputs, names, given)
     n = len(frame)
     if id_column is None:
         ids = np.array([f"table/{i:06d}" for i in range(n)], dtype=object)
@@ -92,7 +99,7 @@ def load_table(data_cfg: TableData, seed: int) -> Loaded:
         records=records,
         consent=consent,
         skipped_files=(),
-        source=f"table {path} ({n} rows, {len(names)} features, label '{label}')",
+        source=f"table {path} ({n} rows, {len(names)} features, label '{label}', {_ranges_note(names, given)})",
     )
 
 
@@ -142,7 +149,10 @@ def _features(frame: pd.DataFrame, names: tuple[str, ...], path: Path) -> np.nda
 
 
 def feature_ranges(inputs: np.ndarray, names: tuple[str, ...], given: Mapping) -> tuple[np.ndarray, bool]:
-    """``[D, 2]`` float64 ranges (given ones, else the data's min/max) and whether all were given."""
+    """``[D, 2]`` float64 ranges (given ones, else the data's min/max) and whether all were given.
+
+    Only the all-given case is public: a data-derived bound is one patient's exact value.
+    """
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise FedrayError(
@@ -160,6 +170,16 @@ def feature_ranges(inputs: np.ndarray, names: tuple[str, ...], given: Mapping) -
                 f"feature column '{name}' is constant ({ranges[j, 0]:g}): give data.feature_ranges.{name} or remove it"
             )
     return ranges, set(names) <= set(given)
+
+
+def _ranges_note(names: tuple[str, ...], given: Mapping) -> str:
+    """``declared public ranges``, or which columns took their range from the data and where to declare it."""
+    undeclared = [name for name in names if name not in given]
+    if not undeclared:
+        return "declared public ranges"
+    shown = ", ".join(undeclared[:5]) + (f" and {len(undeclared) - 5} more" if len(undeclared) > 5 else "")
+    return (f"ranges from the data for {len(undeclared)} of {len(names)} features ({shown}): "
+            f"not public; declare them in {RANGES_KEY}")
 
 
 def _one_range(name: str, pair: object) -> tuple[float, float]:
