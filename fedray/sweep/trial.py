@@ -3,12 +3,32 @@
 Every ``tune.checkpoint_every`` rounds the trial reports a Tune ``Checkpoint``
 holding its :class:`~fedray.federation.study.StudyState` (models, the
 hospitals' accountant steps, the server optimizer's state, the fitted input
-map). A resumed sweep restarts an unfinished trial from its last checkpoint,
-not from round 1, with the same ledger.
+map); so does the last round of every cross-validation fold (the state at
+the fold boundary) and the final report (the finished study). A resumed
+sweep restarts an unfinished trial from its last checkpoint, not from round
+1, with the same ledger; a trial resumed from its final checkpoint reruns
+nothing and reports the same result again.
+
+Resume and release. A resumed trial reruns the rounds after its last
+checkpoint, and under DP a rerun round draws fresh noise: a second release
+of the same records. If the first run had already reported that round (its
+metrics reach Tune's results, the live table and the frontier), both
+releases would be out while the ledger counts one. So under a DP claim (a
+mechanism other than ``none`` with a finite ε) every reported round is
+checkpointed: the trial runs with ``tune.checkpoint_every = 1`` (the
+resolved config it writes says so), and :func:`run_trial` never reports a
+round without its checkpoint. A crash can then only lose rounds nobody saw,
+and their rerun is the only release of them. The alternative, charging the
+ledger for every round released twice, was not taken: it would make a run's ε
+depend on when its machine failed, and a checkpoint per round costs only
+Tune's storage (one pickle of the models per round; checkpoints are as
+sensitive as the data). Without a DP claim the configured interval stands;
+a rerun round then releases nothing private, it only repeats a report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
@@ -18,7 +38,7 @@ from pathlib import Path
 from ray import tune
 from ray.util import get_current_placement_group
 
-from fedray.config import as_dict
+from fedray.config import Config, as_dict, replace
 from fedray.federation.study import StudyState, run_study
 from fedray.metrics import SCALAR_METRICS
 from fedray.results import write_run
@@ -37,21 +57,33 @@ def round_metrics(record: dict) -> dict:
 
 
 def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) -> None:
-    """Tune's function trainable: compose the trial's config, run it, report every round and the summary."""
+    """Tune's function trainable: compose the trial's config, run it, report every round and the summary.
+
+    Under a DP claim every report carries a checkpoint (module docstring).
+    """
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(overrides, params, paths, run_dir=Path(out_dir) / "trials" / trial_id)
+    private = _claims_dp(cfg)
+    if private:
+        cfg = replace(cfg, **{"tune.checkpoint_every": 1})
     folds = cfg.cv.folds
+    resume = _last_checkpoint()
+    finished: list[StudyState] = [resume] if resume is not None and resume.fold >= folds else []
 
     def on_round(record: dict) -> None:
-        if record["round"] < record["total_rounds"] or record.get("fold", folds - 1) < folds - 1:
+        # Only rounds between checkpoints come here. Under DP there are none; should one come, it is
+        # not reported: a resume would rerun it with fresh noise.
+        if not private:
             tune.report(round_metrics(record))
 
     def on_checkpoint(record: dict, state: StudyState) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / CHECKPOINT_FILE).write_bytes(pickle.dumps(state))
-            tune.report(round_metrics(record), checkpoint=tune.Checkpoint.from_directory(folder))
+        if state.fold >= folds:
+            finished.append(state)  # the finished study: the final report below carries it
+            return
+        with _checkpoint(state) as checkpoint:
+            tune.report(round_metrics(record), checkpoint=checkpoint)
 
-    result = run_study(cfg, on_round=on_round, run_dir=Path(cfg.run_dir), resume=_last_checkpoint(),
+    result = run_study(cfg, on_round=on_round, run_dir=Path(cfg.run_dir), resume=resume,
                        on_checkpoint=on_checkpoint, placement_group=get_current_placement_group(),
                        bundle_offset=DRIVER_BUNDLE)
     write_run(Path(cfg.run_dir), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary,
@@ -61,14 +93,31 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
     # Its test metrics are the summary's: under k-fold CV the mean over folds, not the last fold's.
     final = {f"{split}_{k}": float(v) for split in ("val", "test")
              for k, v in result.summary[f"final_{split}"].items() if k in SCALAR_METRICS}
-    tune.report({
-        **round_metrics(result.rounds[-1]),
-        **final,
-        "epsilon_spent": _finite_or_none(result.summary["privacy"]["epsilon"]),
-        "summary_json": json.dumps(result.summary, default=_json_default),
-        "rounds_json": json.dumps(result.rounds, default=_json_default),
-        "config_json": json.dumps(as_dict(cfg), default=_json_default),
-    })
+    # Its checkpoint is the finished study: a trial restarted after this report (killed before Tune
+    # marked it done) resumes to the same result and reports it again, without rerunning a round.
+    with _checkpoint(finished[-1]) as checkpoint:
+        tune.report({
+            **round_metrics(result.rounds[-1]),
+            **final,
+            "epsilon_spent": _finite_or_none(result.summary["privacy"]["epsilon"]),
+            "summary_json": json.dumps(result.summary, default=_json_default),
+            "rounds_json": json.dumps(result.rounds, default=_json_default),
+            "config_json": json.dumps(as_dict(cfg), default=_json_default),
+        }, checkpoint=checkpoint)
+
+
+def _claims_dp(cfg: Config) -> bool:
+    """Whether ``cfg``'s results claim a DP guarantee: a mechanism other than ``none`` with a finite ε."""
+    epsilon = getattr(cfg.privacy, "epsilon", math.inf)
+    return cfg.privacy.name != "none" and math.isfinite(float(epsilon))
+
+
+@contextlib.contextmanager
+def _checkpoint(state: StudyState):
+    """A Tune checkpoint of ``state``, valid inside the block (Tune persists it when it is reported)."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / CHECKPOINT_FILE).write_bytes(pickle.dumps(state))
+        yield tune.Checkpoint.from_directory(folder)
 
 
 def _last_checkpoint() -> StudyState | None:
