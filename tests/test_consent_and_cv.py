@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -14,7 +16,7 @@ from fedray.data.deal import deal_data
 from fedray.errors import FedrayError
 from fedray.federation.audit import audit_inputs
 from fedray.federation.experiment import prepare_experiment
-from fedray.privacy.mechanisms import check_pair
+from fedray.privacy.mechanisms import NonPrivate, check_pair
 from fedray.results.crossval import combine_fold_summaries, mean_and_std
 
 from conftest import data_cfg, compose_typed
@@ -125,9 +127,9 @@ def test_laplace_rows_are_noisy_once_per_hospital_and_the_release_is_keyed_by_a_
     cfg = compose_typed([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
     prep = prepare_experiment(cfg)
     shard = prep.dealt.train_shards[0]
-    plan = prep.privacy.resolved_cfg
+    plan = prep.privacy
 
-    def rows(plan: dict, hospital: int = 0, key: int = 1234, apply_mechanism: bool = True) -> torch.Tensor:
+    def rows(plan, hospital: int = 0, key: int = 1234, apply_mechanism: bool = True) -> torch.Tensor:
         return build_trainer(cfg=prep.cfg, plan=plan, num_classes=2, num_features=prep.num_features,
                              inputs=shard.inputs, labels=shard.labels, input_map=prep.dealt.input_map,
                              device=torch.device("cpu"), hospital=hospital,
@@ -139,8 +141,9 @@ def test_laplace_rows_are_noisy_once_per_hospital_and_the_release_is_keyed_by_a_
     assert not torch.equal(noisy, rows(plan, hospital=1)) and not torch.equal(noisy, rows(plan, key=99))
     assert not torch.allclose(noisy, shard.inputs)
     assert torch.equal(rows(plan, apply_mechanism=False), shard.inputs)  # the auditor's reference models
-    assert torch.equal(rows({**plan, "epsilon": math.inf}), shard.inputs)
-    assert prep.privacy.summary([{}] * 5)["delta"] == 0.0
+    baseline = NonPrivate(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(NonPrivate)})
+    assert torch.equal(rows(baseline), shard.inputs)
+    assert prep.privacy.ledger([{}] * 5)["delta"] == 0.0
 
 
 def test_audit_members_are_true_rows_not_the_noisy_release(tmp_path):

@@ -23,7 +23,7 @@ LITE0_HEAD = [*TINY, "model=efficientnet_lite0", "model.pretrained=true", "model
 def _trainer(tmp_path, overrides: list[str], *, k: int = 0):
     prep = prepare_experiment(compose_typed(overrides, tmp_path))
     shard = prep.dealt.train_shards[k]
-    return build_trainer(cfg=prep.cfg, plan=prep.privacy.resolved_cfg, num_classes=prep.num_classes,
+    return build_trainer(cfg=prep.cfg, plan=prep.privacy, num_classes=prep.num_classes,
                          num_features=None, inputs=shard.inputs, labels=shard.labels,
                          input_map=prep.dealt.input_map, device=torch.device("cpu"), hospital=k,
                          noise=NoiseSource.reproducible(prep.cfg.seed, hospital(k))), prep
@@ -59,8 +59,8 @@ def test_cached_evaluation_predicts_what_the_whole_model_predicts(tmp_path):
     shape = dict(num_classes=prep.num_classes, num_features=None, input_map=prep.dealt.input_map,
                  device=torch.device("cpu"))
     cfg_direct = compose_typed([*LITE0_HEAD, "train.cache_features=false"], tmp_path)
-    cached = build_evaluator(prep.cfg, prep.privacy.resolved_cfg, **shape)
-    direct = build_evaluator(cfg_direct, prep.privacy.resolved_cfg, **shape)
+    cached = build_evaluator(prep.cfg, prep.privacy, **shape)
+    direct = build_evaluator(cfg_direct, prep.privacy, **shape)
     direct.load(cached.export())
     images = prep.dealt.splits.test.inputs
     encoded = cached.encode(images)

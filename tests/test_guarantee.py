@@ -18,7 +18,7 @@ from fedray.data.feature_scaling import FeatureScaling
 from fedray.errors import FedrayError
 from fedray.federation.experiment import prepare_experiment, run_experiment
 from fedray.privacy.laplace import perturb_hospital_rows
-from fedray.privacy.mechanisms import released_metrics
+from fedray.privacy.mechanisms import PlanContext, plan_privacy
 from fedray.privacy.randomized_response import keep_probability
 from fedray.privacy.randomness import DRIVER, NoiseSource, hospital
 from fedray.strategies import ClientResult, build_strategy
@@ -31,7 +31,7 @@ def _dp_trainer(tmp_path, noise: NoiseSource, k: int = 0):
     cfg = compose_typed(DP, tmp_path)
     prep = prepare_experiment(cfg)
     shard = prep.dealt.train_shards[k]
-    return build_trainer(cfg=prep.cfg, plan=prep.privacy.resolved_cfg, num_classes=prep.num_classes,
+    return build_trainer(cfg=prep.cfg, plan=prep.privacy, num_classes=prep.num_classes,
                          num_features=None, inputs=shard.inputs, labels=shard.labels,
                          input_map=prep.dealt.input_map, device=torch.device("cpu"), hospital=k, noise=noise)
 
@@ -59,12 +59,12 @@ def test_dp_sgd_streams_differ_across_hospitals_rounds_and_purposes_and_a_retry_
 
 def test_dp_fedavg_noise_is_fresh_each_round_and_secret_by_default(tmp_path):
     cfg = compose_typed([*TINY, "privacy=dpfedavg", "privacy.epsilon=5"], tmp_path)
-    plan = prepare_experiment(cfg).privacy.resolved_cfg
+    plan = prepare_experiment(cfg).privacy
     zero = {"w": np.zeros(6)}
-    results = [ClientResult(hospital=k, params={"w": np.full(6, 0.1)}, num_samples=10) for k in range(5)]
+    results = [ClientResult(hospital=k, params={"w": np.full(6, 0.1)}, num_samples=None) for k in range(5)]
 
     def aggregate(noise: NoiseSource, round_idx: int) -> np.ndarray:
-        return build_strategy(cfg.fl, plan, noise=noise).aggregate(round_idx, zero, results)["w"]
+        return plan.wrap_strategy(build_strategy(cfg.fl), noise=noise).aggregate(round_idx, zero, results)["w"]
 
     assert not np.array_equal(aggregate(NoiseSource.secret(DRIVER), 1), aggregate(NoiseSource.secret(DRIVER), 1))
     assert np.array_equal(aggregate(NoiseSource.reproducible(0, DRIVER), 1),
@@ -103,12 +103,16 @@ def test_under_dp_the_driver_receives_no_statistic_of_training_records(default_d
     assert len(plain.rounds[0]["hospital_val"]) == 5
 
 
-@pytest.mark.parametrize("name, keys", [("dpsgd", {"local_steps", "dp_steps"}), ("dpfedavg", {"local_steps"}),
-                                        ("laplace_input", {"local_steps"}), ("dp_tree", {"dp_epsilon_spent"})])
-def test_each_mechanism_names_exactly_what_a_hospital_may_release(name, keys):
-    assert released_metrics({"name": name, "epsilon": 1.0}) == keys
-    assert released_metrics({"name": name, "epsilon": math.inf}) is None
-    assert released_metrics({"name": "none", "epsilon": math.inf}) is None
+@pytest.mark.parametrize("overrides, keys", [
+    ([*TINY, "privacy=dpsgd"], {"local_steps", "dp_steps"}), ([*TINY, "privacy=dpfedavg"], set()),
+    (["data=breast_cancer", "model=logreg", "privacy=laplace_input"], {"local_steps"}),
+    (["data=breast_cancer", "model=random_forest", "privacy=dp_tree"], {"dp_epsilon_spent"})])
+def test_each_mechanism_names_exactly_what_a_hospital_may_release(tmp_path, overrides, keys):
+    metrics = {"local_steps", "dp_steps", "dp_epsilon_spent", "train_loss", "train_accuracy"}
+    for epsilon, expected in (("1.0", keys), ("inf", metrics)):
+        cfg = compose_typed([*overrides, f"privacy.epsilon={epsilon}"], tmp_path)
+        plan = plan_privacy(cfg, PlanContext(slot_counts=(50,) * 5, num_features=30, num_classes=2))
+        assert {m for m in metrics if plan.hospital_releases(0).covers(f"metrics.{m}")} == expected
 
 
 def test_dp_whitening_is_federated_noised_and_charged_to_the_same_budget(ray_session, tmp_path):
@@ -117,9 +121,10 @@ def test_dp_whitening_is_federated_noised_and_charged_to_the_same_budget(ray_ses
                                            "data.samples_per_class=150"], tmp_path))
     ledger = result.summary["privacy"]
     assert len(ledger["preprocessing"]) == 5 and all(e["unit"] == "image" for e in ledger["preprocessing"])
-    share = ledger["preprocessing"][0]["epsilon"]
-    assert share == pytest.approx(0.5 * 3)
-    assert ledger["epsilon"] == pytest.approx(ledger["training_epsilon"] + share) and ledger["epsilon"] <= 3.0
+    assert ledger["preprocessing"][0]["epsilon"] == pytest.approx(0.5 * 3)
+    # One accountant composes each hospital's statistic with its training (RDP), within the target.
+    assert all(events[0].startswith("GaussianDpEvent") for events in ledger["events"].values())
+    assert 2.9 <= ledger["epsilon"] <= 3.0
     auto = prepare_experiment(compose_typed(DP, tmp_path))  # auto under DP fits no private statistic
     assert auto.dealt.preprocessing == [] and auto.dealt.input_map.method == "none"
 
@@ -127,8 +132,7 @@ def test_dp_whitening_is_federated_noised_and_charged_to_the_same_budget(ray_ses
 def test_laplace_input_randomises_labels_at_the_stated_rate():
     rows = np.random.default_rng(0).uniform(0, 1, size=(20_000, 4))
     labels = np.random.default_rng(1).integers(0, 3, size=20_000)
-    plan = {"name": "laplace_input", "epsilon": 4.0, "label_share": 0.25}
-    noisy_rows, responded = perturb_hospital_rows(rows, labels, plan=plan, num_classes=3,
+    noisy_rows, responded = perturb_hospital_rows(rows, labels, epsilon=4.0, label_share=0.25, num_classes=3,
                                                   input_map=FeatureScaling.from_ranges(np.array([[0.0, 1.0]] * 4)),
                                                   noise=NoiseSource.secret(hospital(0), release_key=7))
     kept = float(np.mean(responded == labels))

@@ -20,17 +20,18 @@ def test_sampled_rounds_train_only_the_drawn_hospitals_and_dp_fedavg_counts_the_
     ledger = sampled.summary["privacy"]
     assert ledger["clients_per_round"] == 2 and ledger["epsilon"] <= 5
     # The same ε at q = 2/5 needs less noise than with every hospital every round.
-    assert ledger["max_noise_multiplier"] < everyone.privacy.resolved_cfg["noise_multiplier"]
+    assert ledger["max_noise_multiplier"] < everyone.privacy.noise_multiplier
     assert ledger["epsilon"] == pytest.approx(client_level_epsilon(
         noise_multiplier=ledger["max_noise_multiplier"], rounds=4, num_clients_per_round=2, total_clients=5,
-        delta=ledger["delta"]))
-    assert all(len(r["clients"]) <= 5 for r in sampled.rounds)
+        delta=ledger["delta"]), rel=1e-3)  # dp-accounting's ledger against Opacus' RDP: two code bases
+    # Amplification rests on the sample being secret: nothing published names a round's participants.
+    assert all(r["clients"] == [] for r in sampled.rounds)
 
 
 def test_participation_is_secret_by_default_and_reproducible_on_request(ray_session, tmp_path):
     draws = [[len(r["clients"]) for r in run_experiment(compose_typed(
-        [*BASE, "fl.rounds=6", "fl.clients_per_round=2", "privacy=dpfedavg", "privacy.epsilon=5",
-         "privacy.reproducible_noise=true"], tmp_path)).rounds] for _ in range(2)]
+        [*BASE, "fl.rounds=6", "fl.clients_per_round=2", "privacy.reproducible_noise=true"], tmp_path)).rounds]
+        for _ in range(2)]
     assert draws[0] == draws[1] and len(set(draws[0])) > 1  # the same draws, and not the same every round
 
 

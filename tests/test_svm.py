@@ -76,7 +76,7 @@ def test_the_l2_penalty_is_the_optimizers_weight_decay_with_and_without_dp(tmp_p
     cfg = compose_typed([*RECORDS, *privacy, "model.l2=0.01", "train.weight_decay=0.001"], tmp_path)
     prep = prepare_experiment(cfg)
     shard = prep.dealt.train_shards[0]
-    trainer = build_trainer(cfg=prep.cfg, plan=prep.privacy.resolved_cfg, num_classes=prep.num_classes,
+    trainer = build_trainer(cfg=prep.cfg, plan=prep.privacy, num_classes=prep.num_classes,
                             num_features=prep.num_features, inputs=shard.inputs, labels=shard.labels,
                             input_map=prep.dealt.input_map, device=torch.device("cpu"), hospital=0,
                             noise=NoiseSource.reproducible(0, hospital(0)))

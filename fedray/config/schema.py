@@ -230,6 +230,8 @@ class DpFedAvgPrivacy(PrivacyCommon):
     delta: float = open_fraction()
     clip_norm: float = positive()
     accountant: str = choice("rdp")
+    # distributed DP (fl.secure_aggregation=true): the hospitals that may collude with the driver
+    colluders: int = nonnegative_count()
 
 
 @dataclass
@@ -309,8 +311,12 @@ class Sweep(ReadOnly):
 
 @dataclass
 class Tune(ReadOnly):
-    search: str = choice("grid", "optuna")
+    search: str = choice("grid", "random", "optuna")
     num_samples: int = count()
+    # Private selection (Papernot & Steinke 2022; fedray.sweep.selection): the number of trials is drawn.
+    selection: Optional[str] = choice("poisson", "negative_binomial", nullable=True)
+    selection_mean: float = positive()
+    selection_shape: float = nonnegative()
     scheduler: Optional[str] = choice("asha", nullable=True)
     max_concurrent_trials: Optional[int] = count(nullable=True)
     reuse_actors: bool = boolean()

@@ -8,14 +8,13 @@ process feeds its model identical inputs.
 
 from __future__ import annotations
 
-import math
-
 from fedray.config.schema import Config
 from fedray.data.feature_scaling import FeatureScaling
 from fedray.data.types import Records
 from fedray.data.whitening import ColorWhitening, ColourMoments, private_colour_moments
 from fedray.models import backbone_spec, model_family
 from fedray.privacy.accounting import default_delta
+from fedray.privacy.mechanisms import claims_dp
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 
 InputMap = ColorWhitening | FeatureScaling
@@ -35,13 +34,14 @@ def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, l
     - ``zca`` / ``pca`` under a DP mechanism: each hospital releases its
       statistics through the Gaussian mechanism at ``data.whitening_epsilon_share``
       of the run's ε and δ (:func:`private_colour_moments`); the entries
-      returned here are charged in the ledger and the training budget is
-      reduced by the same share (:func:`fedray.privacy.mechanisms.plan_privacy`).
+      returned here are declared releases: the mechanism composes each one
+      (a ``GaussianDpEvent``) with training in one accountant and calibrates
+      the training noise for what is left (:mod:`fedray.privacy.mechanisms.dpsgd`).
     """
     if train_shards[0].kind == "table":
         return FeatureScaling.from_ranges(train_shards[0].feature_ranges), []
     method = cfg.data.whitening
-    private = _mechanism_active(cfg)
+    private = claims_dp(cfg)
     if method == "auto":
         name = cfg.model.name
         normalisation = backbone_spec(name).pretrained_normalisation if model_family(name) == "image" else None
@@ -54,7 +54,7 @@ def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, l
         return ColorWhitening.fit_federated([ColourMoments.of_images(s.inputs) for s in train_shards],
                                             method=method), []
     share = cfg.data.whitening_epsilon_share
-    epsilon, delta = statistics_budget(cfg, total_records=sum(len(s) for s in train_shards))
+    epsilon, delta = statistics_budget(cfg, total_records=sum(len(s) for s in train_shards) + canary_slots(cfg))
     moments, entries = [], []
     for k, shard in enumerate(train_shards):
         noise = (NoiseSource.reproducible(cfg.seed, hospital(k)) if cfg.privacy.reproducible_noise
@@ -66,14 +66,15 @@ def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, l
     return ColorWhitening.fit_federated(moments, method=method), entries
 
 
+def canary_slots(cfg: Config) -> int:
+    """The audit's input-canary slots, which the plan counts as records (its δ rule counts them too)."""
+    return cfg.audit.input_canaries if cfg.audit.enabled else 0
+
+
 def statistics_budget(cfg: Config, *, total_records: int) -> tuple[float, float]:
-    """The run's (ε, δ) as the privacy plan will resolve them (δ defaults below 1/N)."""
+    """The run's (ε, δ) as the privacy plan will resolve them (δ defaults below 1/N for N record slots)."""
     delta = getattr(cfg.privacy, "delta", None)
     return float(cfg.privacy.epsilon), float(delta if delta is not None else default_delta(total_records))
-
-
-def _mechanism_active(cfg: Config) -> bool:
-    return cfg.privacy.name != "none" and not math.isinf(float(getattr(cfg.privacy, "epsilon", math.inf)))
 
 
 def input_map_from_state(state: dict) -> InputMap:

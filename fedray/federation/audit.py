@@ -28,7 +28,6 @@ summary reports how many were trained on, never which.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +47,7 @@ from fedray.privacy.canaries import (CLIENT, GRADIENT, INPUT, CanaryClients, Dir
                                      input_canary_scores, one_run_report)
 from fedray.privacy.canary_bounds import gaussian_epsilon_estimate
 from fedray.privacy.fair_audit import audit_flags
+from fedray.privacy.mechanisms import Mechanism
 from fedray.privacy.membership import calibrated_scores, per_example_losses
 from fedray.privacy.randomness import AUDITOR, NoiseSource
 from fedray.training import build_evaluator, build_trainer, build_training_model
@@ -114,38 +114,45 @@ def training_shards(dealt: Dealt, canaries: CanaryPlan | None) -> list[Records]:
     return shards
 
 
-def plan_white_box(cfg: Config, plan: dict, canaries: CanaryPlan | None, *, dealt: Dealt, num_classes: int,
+def slot_counts(dealt: Dealt, canaries: CanaryPlan | None) -> list[int]:
+    """Each hospital's public record slots: its records plus every input canary dealt to it, included or not.
+
+    The privacy plan's schedule (q, T, σ, FedAvg weights) depends on these only, so nothing it releases
+    reveals the auditor's secret inclusion (zero-out neighbouring, :mod:`fedray.privacy.ledger`).
+    """
+    counts = [len(shard) for shard in dealt.train_shards]
+    if canaries is not None and canaries.input is not None:
+        for k in canaries.input.hospitals:
+            counts[int(k)] += 1
+    return counts
+
+
+def plan_white_box(cfg: Config, plan: Mechanism, canaries: CanaryPlan | None, *, dealt: Dealt, num_classes: int,
                    num_features: int | None) -> CanaryPlan | None:
-    """Stage 2: gradient canaries or canary clients, whichever the mechanism's guarantee covers (module docstring)."""
+    """Stage 2: gradient canaries or canary clients, whichever the mechanism's guarantee covers (``plan.white_box``)."""
     if canaries is None:
         return None
-    m, name = cfg.audit.canaries, plan["name"]
-    private = not math.isinf(float(plan.get("epsilon", math.inf)))
+    m, white_box = cfg.audit.canaries, plan.white_box(cfg)
     if m == 0:
         canaries.notes["white_box"] = "audit.canaries=0"
     elif model_family(cfg.model.name) == "tree":
         canaries.notes["white_box"] = "a tree model has no gradients and no parameter updates to hold a canary"
-    elif name == "dpfedavg" and private and cfg.fl.secure_aggregation:
-        canaries.notes["white_box"] = ("canary clients are not inserted under fl.secure_aggregation: the masked "
-                                       "sum has no slot for a client outside the key agreement")
-    elif name == "dpfedavg" and private:
+    elif white_box.kind == "clients":
         params = build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features).state_dict()
         names = floating_names({n: t.numpy() for n, t in params.items()})
         clients = CanaryClients(names=names, shapes={n: tuple(params[n].shape) for n in names}, seed=cfg.seed,
-                                count=m, clip_norm=plan["clip_norm"])
+                                count=m, clip_norm=white_box.norm)
         canaries.clients = Inserted(clients, draw_inclusion(m, _auditor(cfg), CLIENT), None)
-        canaries.client_sample_rate = plan["clients_per_round"] / plan["num_hospitals"]
-    elif name in ("dpsgd", "none") or not private:
+        canaries.client_sample_rate = white_box.sample_rate
+    elif white_box.kind == "gradient":
         model = build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
         trainable = [(n, p.numel()) for n, p in model.named_parameters() if p.requires_grad]
-        norm = plan["max_grad_norm"] if name == "dpsgd" else cfg.audit.gradient_canary_norm
-        design = dirac_canaries(trainable, m, norm, design_generator(cfg.seed, GRADIENT))
+        design = dirac_canaries(trainable, m, white_box.norm, design_generator(cfg.seed, GRADIENT))
         hosts = consenting_hospitals([len(s) for s in dealt.train_shards])
         canaries.gradient = Inserted(design, draw_inclusion(len(design), _auditor(cfg), GRADIENT),
                                      deal_round_robin(len(design), hosts))
     else:
-        canaries.notes["white_box"] = (f"privacy={name} privatises records before training, not gradients: a "
-                                       "gradient canary would bypass the mechanism (the input canaries audit it)")
+        canaries.notes["white_box"] = white_box.note
     return canaries
 
 
@@ -187,14 +194,14 @@ def audit_inputs(prep, final_params: list[dict], resources: dict) -> dict:
     input_canaries = None if inserted is None else {
         "inputs": np.ascontiguousarray(inserted.design.inputs.numpy()), "labels": inserted.design.labels,
         "hospitals": inserted.hospitals}
-    return dict(cfg=cfg, plan=prep.privacy.resolved_cfg, final_params=final_params,
+    return dict(cfg=cfg, plan=prep.privacy, final_params=final_params,
                 pools={k: {"inputs": np.ascontiguousarray(v.inputs.numpy()), "labels": v.labels}
                        for k, v in pools.items()},
                 input_canaries=input_canaries, input_map_state=dealt.input_map.state_dict(),
                 num_classes=prep.num_classes, num_features=prep.num_features, resources=resources)
 
 
-def run_auditor(*, cfg: Config, plan: dict, final_params: list[dict], pools: dict[str, dict],
+def run_auditor(*, cfg: Config, plan: Mechanism, final_params: list[dict], pools: dict[str, dict],
                 input_canaries: dict | None, input_map_state: dict, num_classes: int, num_features: int | None,
                 resources: dict) -> dict:
     """The auditor task: membership attacks on the audited model and black-box scores of the input canaries."""

@@ -10,8 +10,9 @@ Each round the driver
    metrics on its own validation shard.
 
 It receives only what each hospital's privacy plan releases (parameters,
-sample counts and, without DP, metrics; see
-:func:`fedray.privacy.mechanisms.released_metrics`). The validation and test
+sample counts and, without DP, metrics: ``plan.hospital_releases``, checked
+by the proxy), and its round records carry only what the plan's output
+releases cover (under DP-FedAvg with client sampling, not who took part). The validation and test
 records it evaluates on are the consortium's held-out evaluation sets, handed
 to it at construction; no hospital training record ever reaches it.
 
@@ -47,7 +48,7 @@ from fedray.metrics import classification_metrics
 from fedray.privacy.canaries import IncludedCanaryClients, WhiteBoxScores
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
-from fedray.privacy.mechanisms import released_metrics
+from fedray.privacy.mechanisms import Mechanism
 from fedray.models import model_family
 from fedray.strategies import build_strategy
 from fedray.strategies.sampling import sample_clients
@@ -64,7 +65,7 @@ class Driver:
         self,
         *,
         cfg: Config,
-        plan: dict,
+        plan: Mechanism,
         hospitals: HospitalsProxy,
         val_set: dict,
         test_set: dict,
@@ -85,11 +86,12 @@ class Driver:
         noise = NoiseSource.reproducible(cfg.seed, DRIVER) if cfg.privacy.reproducible_noise \
             else NoiseSource.secret(DRIVER)
         self.noise = noise
-        self.strategy = build_strategy(cfg.fl, plan, noise=noise, trees=model_family(cfg.model.name) == "tree",
-                                       canary_clients=canary_clients)
+        self.strategy = plan.wrap_strategy(build_strategy(cfg.fl, trees=model_family(cfg.model.name) == "tree"),
+                                           noise=noise, canary_clients=canary_clients)
         self.white_box, self.canary_clients = white_box, canary_clients
         self.clients_per_round = cfg.fl.clients_per_round
-        self.hospitals_release_metrics = released_metrics(plan) is None
+        self.hospitals_release_metrics = not plan.hospital_releases(0).claim
+        self.outputs = plan.output_releases()
         self.global_params: Params = self.evaluator.export()
         self.initial_params = self.global_params  # the seeded initial model: canary clients score the run's delta
         self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
@@ -115,7 +117,10 @@ class Driver:
             self.local_params = [r.params for r in results]
         elif results or self.strategy.aggregates_empty_rounds:
             self.global_params = self.strategy.aggregate(round_idx, self.global_params, results)
-        clients = [{"hospital": r.hospital, "num_samples": r.num_samples, **r.metrics} for r in results]
+        clients = [{key: value for key, value in {"hospital": r.hospital, "num_samples": r.num_samples,
+                                                  **r.metrics}.items()
+                    if value is not None and self.outputs.covers(f"rounds.clients.{key}")} for r in results]
+        clients = [c for c in clients if c]
         return self._finish_round(round_idx, start, self.global_params, clients, evaluate)
 
     def _finish_round(self, round_idx: int, start: float, global_params: Params, clients: list[dict],
@@ -228,13 +233,10 @@ def _mean_metrics(runs: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in runs])) for k in keys}
 
 
-def _secure_round(cfg: Config, plan: dict, global_params: Params, *, num_hospitals: int,
+def _secure_round(cfg: Config, plan: Mechanism, global_params: Params, *, num_hospitals: int,
                   max_samples: int) -> SecureRound | None:
-    """The masked aggregation of ``fl.secure_aggregation=true``: DP-FedAvg's noised sum, or FedAvg's."""
+    """The masked aggregation of ``fl.secure_aggregation=true``, as the mechanism shapes it (DP-FedAvg: noised)."""
     if not cfg.fl.secure_aggregation:
         return None
-    if plan["name"] == "dpfedavg" and plan.get("noise_multiplier", 0) > 0:
-        return SecureRound.for_dp_fedavg(global_params, clip_norm=plan["clip_norm"],
-                                         noise_multiplier=plan["noise_multiplier"], num_clients=num_hospitals)
-    return SecureRound.for_fedavg(global_params, weighted=cfg.fl.weighting == "samples",
-                                  max_abs=cfg.fl.secure_max_abs, max_samples=max_samples)
+    return plan.secure_round(global_params, weighted=cfg.fl.weighting == "samples", max_abs=cfg.fl.secure_max_abs,
+                             max_samples=max_samples)

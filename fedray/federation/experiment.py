@@ -45,9 +45,9 @@ from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
 from fedray.federation.audit import (CanaryPlan, audit_inputs, audit_summary, driver_canaries,
                                      hospital_gradient_canaries, plan_input_canaries, plan_white_box, run_auditor,
-                                     training_shards)
+                                     slot_counts, training_shards)
 from fedray.privacy.randomness import new_release_key
-from fedray.privacy.mechanisms import PrivacyPlan, check_mechanism, plan_privacy
+from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
 from fedray.training import build_training_model
 
 
@@ -68,7 +68,7 @@ def _as_payload(data: Records) -> dict:
     return {"inputs": np.ascontiguousarray(np.asarray(data.inputs)), "labels": np.asarray(data.labels)}
 
 
-def validate_model(cfg: Config, plan: dict, *, num_classes: int, num_features: int | None, data_kind: str) -> None:
+def validate_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_features: int | None, data_kind: str) -> None:
     """Check the model against the data and build it once in the caller's process, before any actor starts."""
     name = cfg.model.name
     family = model_family(name)
@@ -86,7 +86,7 @@ class Prepared:
 
     cfg: Config  # resolved for the data (a tree model runs one round)
     dealt: Dealt
-    privacy: PrivacyPlan
+    privacy: Mechanism  # the resolved, frozen privacy plan every party receives
     num_classes: int
     num_features: int | None  # a table's column count; None for images
     # One secret per hospital for its one-time releases (Laplace rows, DP trees): a restarted
@@ -129,12 +129,12 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     cfg = resolve_for_data(cfg)
     canaries = resume.canaries if resume is not None else plan_input_canaries(cfg, dealt)
     shards = training_shards(dealt, canaries)
-    privacy = plan_privacy(cfg, shard_sizes=[len(s) for s in shards],
-                           ranges_public=train.ranges_public, preprocessing=dealt.preprocessing)
-    validate_model(cfg, privacy.resolved_cfg, num_classes=num_classes, num_features=num_features,
-                   data_kind=train.kind)
+    privacy = plan_privacy(cfg, PlanContext(
+        slot_counts=tuple(slot_counts(dealt, canaries)), ranges_public=train.ranges_public,
+        preprocessing=tuple(dealt.preprocessing), num_features=num_features, num_classes=num_classes))
+    validate_model(cfg, privacy, num_classes=num_classes, num_features=num_features, data_kind=train.kind)
     if resume is None:
-        canaries = plan_white_box(cfg, privacy.resolved_cfg, canaries, dealt=dealt, num_classes=num_classes,
+        canaries = plan_white_box(cfg, privacy, canaries, dealt=dealt, num_classes=num_classes,
                                   num_features=num_features)
     release_keys = resume.release_keys if resume is not None else \
         [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
@@ -154,7 +154,7 @@ def hospital_setups(prep: Prepared, hospital_res: dict, *, store: Callable = lam
     cfg = prep.cfg
     return [
         dict(hospital_id=k, train_shard=store(_as_payload(train)), val_shard=store(_as_payload(val)), cfg=cfg,
-             plan=prep.privacy.resolved_cfg, input_map_state=prep.dealt.input_map.state_dict(),
+             plan=prep.privacy, input_map_state=prep.dealt.input_map.state_dict(),
              num_classes=prep.num_classes, num_features=prep.num_features, resources=hospital_res,
              release_key=prep.release_keys[k], gradient_canaries=hospital_gradient_canaries(prep.canaries, k))
         for k, (train, val) in enumerate(zip(prep.training_shards, prep.dealt.val_shards))
@@ -163,7 +163,7 @@ def hospital_setups(prep: Prepared, hospital_res: dict, *, store: Callable = lam
 
 def driver_kwargs(prep: Prepared, hospitals: HospitalsProxy, driver_res: dict) -> dict:
     return dict(
-        cfg=prep.cfg, plan=prep.privacy.resolved_cfg, hospitals=hospitals,
+        cfg=prep.cfg, plan=prep.privacy, hospitals=hospitals,
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
         input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
         num_features=prep.num_features, max_samples=max(len(s) for s in prep.training_shards),
@@ -236,7 +236,7 @@ def run_experiment(
         privacy_states = driver("hospital_privacy_states")
         canary_scores = driver("canary_scores")
         pool.release()
-        ledger = prep.privacy.summary(privacy_states)
+        ledger = prep.privacy.ledger(privacy_states)
         audit = None
         if cfg.audit.enabled:
             # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
@@ -247,7 +247,7 @@ def run_experiment(
         pool.close()  # never hand a half-finished party to the next experiment
         raise
     seconds = time.perf_counter() - started
-    summary = _summarise(cfg, prep.dealt, rounds, ledger, seconds, driver_res, hospital_res)
+    summary = _summarise(cfg, prep, rounds, ledger, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["feature_cache"] = feature_cache or None
     summary["placement"] = placement
@@ -271,26 +271,29 @@ def _hospital_errors_as_one_line(ref):
     return get_in_one_line(ref, causes=(FedrayError, HospitalError))
 
 
-def _summarise(cfg, dealt: Dealt, rounds, ledger: dict, seconds, driver_res, hospital_res) -> dict:
+def _summarise(cfg, prep: Prepared, rounds, ledger: dict, seconds, driver_res, hospital_res) -> dict:
+    """The run's summary: only the fields the mechanism's output releases cover (the run-directory writer checks)."""
+    dealt, outputs = prep.dealt, prep.privacy.output_releases()
     final = rounds[-1]
     evaluated = [r for r in rounds if "val" in r]  # fl.eval_every; the last round is always evaluated
     best = max(evaluated, key=lambda r: r["val"]["balanced_accuracy"])  # chosen on validation, never on test
     scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
     gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
+    data = {
+        "source": dealt.splits.source,
+        "classes": list(dealt.splits.train.class_names),
+        "train": len(dealt.splits.train), "val": len(dealt.splits.val), "test": len(dealt.splits.test),
+        "hospital_train_sizes": [len(s) for s in dealt.train_shards],
+        "dropped_by_partition": dealt.dropped,
+        "skipped_files": list(dealt.splits.skipped_files),
+        "without_consent": dealt.splits.without_consent,
+        "fold": list(dealt.splits.fold) if dealt.splits.fold else None,
+    }
     return {
         "status": "completed",
         "mode": cfg.mode,
         "model": cfg.model.name,
-        "data": {
-            "source": dealt.splits.source,
-            "classes": list(dealt.splits.train.class_names),
-            "train": len(dealt.splits.train), "val": len(dealt.splits.val), "test": len(dealt.splits.test),
-            "hospital_train_sizes": [len(s) for s in dealt.train_shards],
-            "dropped_by_partition": dealt.dropped,
-            "skipped_files": list(dealt.splits.skipped_files),
-            "without_consent": dealt.splits.without_consent,
-            "fold": list(dealt.splits.fold) if dealt.splits.fold else None,
-        },
+        "data": {key: value for key, value in data.items() if outputs.covers(f"summary.data.{key}")},
         "rounds": len(rounds),
         "final_test": scalar(final["test"]),
         "final_val": scalar(final["val"]),

@@ -6,11 +6,13 @@ object store) or in process. Each round it receives the global parameters,
 trains locally, and returns a :class:`~fedray.strategies.ClientResult`; the
 driver reaches it only through :mod:`fedray.federation.proxy`.
 
-What leaves the hospital is decided by the privacy plan
-(:func:`fedray.privacy.mechanisms.released_metrics`): without DP, parameters,
-sample count, training metrics and metrics on its own validation shard; under
-any DP mechanism, only the mechanism's output (noised parameters, or
-parameters trained on privatised records) and record-independent counters.
+What leaves the hospital is decided by the privacy plan's declared releases
+(``plan.hospital_releases(k)``, :mod:`fedray.privacy.mechanisms`): without a
+DP claim, parameters, sample count, training metrics and metrics on its own
+validation shard; under a DP mechanism only what its releases cover (noised
+parameters, or parameters trained on privatised records, the public count
+and record-independent counters). The proxy checks every message against the
+same allowlist.
 
 Under a canary audit the auditor hands it the gradient canaries it included
 here (:mod:`fedray.training.gradient_canaries`), never the others.
@@ -34,7 +36,7 @@ from fedray.metrics import classification_metrics
 from fedray.federation.secure_round import SecureRound
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
-from fedray.privacy.mechanisms import released_metrics
+from fedray.privacy.mechanisms import Mechanism
 from fedray.privacy.canaries import DiracCanaries
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
@@ -58,7 +60,7 @@ class Hospital:
         train_shard: dict,
         val_shard: dict,
         cfg: Config,
-        plan: dict,
+        plan: Mechanism,
         input_map_state: dict,
         num_classes: int,
         num_features: int | None,
@@ -73,7 +75,8 @@ class Hospital:
         party = hospital_party(hospital_id)
         noise = (NoiseSource.reproducible(cfg.seed, party) if cfg.privacy.reproducible_noise
                  else NoiseSource.secret(party, release_key=release_key))
-        self.released = released_metrics(plan)
+        self.plan = plan
+        self.releases = plan.hospital_releases(hospital_id)
         self.noise = noise
         self.pending: tuple | None = None  # secure aggregation: (round, start params, trained params) not yet masked
         self.masker: ClientMasker | None = None
@@ -94,11 +97,9 @@ class Hospital:
         if not all(np.isfinite(v).all() for v in new_params.values() if np.issubdtype(v.dtype, np.floating)):
             raise HospitalError(f"hospital {self.hospital_id}: training diverged in round {round_idx} (non-finite "
                                 "parameters): lower train.lr")
-        if self.released is not None:
-            metrics = {k: v for k, v in metrics.items() if k in self.released}
-        return ClientResult(
-            hospital=self.hospital_id, params=new_params, num_samples=self.trainer.num_samples, metrics=metrics
-        )
+        metrics = {k: v for k, v in metrics.items() if self.releases.covers(f"metrics.{k}")}
+        return ClientResult(hospital=self.hospital_id, params=new_params, metrics=metrics,
+                            num_samples=self.plan.declared_count(self.hospital_id, self.trainer.num_samples))
 
     def secure_fit(self, params: Params, round_idx: int, session: SecureAggregationSession) -> bytes:
         """Secure aggregation, step 1: train (once per round; a new attempt reuses the update) and key a fresh masker.
@@ -120,7 +121,7 @@ class Hospital:
         reproducible run identical to one with a retried attempt.
         """
         round_idx, start, trained = self.pending
-        payload = secure.payload(start, trained, self.trainer.num_samples,
+        payload = secure.payload(start, trained, self.plan.declared_count(self.hospital_id, self.trainer.num_samples),
                                  rng=self.noise.numpy_generator(round_idx, Purpose.SECAGG_NOISE))
         self.masker.agree(public_keys)
         masked = self._guard(lambda: self.masker.mask(payload), f"masking round {round_idx}")
@@ -129,7 +130,7 @@ class Hospital:
 
     def evaluate(self, params: Params) -> dict:
         """Metrics of ``params`` on this hospital's own validation shard; nothing under a DP mechanism."""
-        if len(self.val_labels) == 0 or self.released is not None:
+        if len(self.val_labels) == 0 or self.releases.claim:
             return {}
         self.trainer.load(params)
         probs = self.trainer.predict_proba(self.val_inputs)

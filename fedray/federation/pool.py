@@ -179,6 +179,8 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
         count=hospital_actor_count(cfg), driver_res=driver_res,
         hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts)
     driver.warm.remote("fedray.federation.driver", "sklearn.metrics")
-    evaluating = ("sklearn.metrics",) if cfg.privacy.name == "none" else ()
+    from fedray.privacy.mechanisms import claims_dp
+
+    evaluating = () if claims_dp(cfg) else ("sklearn.metrics",)
     for host in hospitals:
         host.warm.remote("fedray.federation.hospital", *evaluating)

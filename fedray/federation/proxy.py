@@ -15,7 +15,10 @@ the proxy's business:
   the retries of a round, and the test hook that kills a hospital mid-round.
 
 Both return the same values for the same calls, so a run is identical either
-way (a test checks it).
+way (a test checks it), and both check every hospital message against the
+privacy plan's declared releases for that hospital
+(:class:`~fedray.privacy.ledger.Releases`): a field no release covers is
+refused before the driver can use it.
 
 Faults: a hospital that dies mid-round is restarted by Ray (``max_restarts``);
 the proxy waits until it answers, rebuilds its hospital from the set-up it was
@@ -41,6 +44,35 @@ from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.strategies import ClientResult
 
 Params = dict[str, np.ndarray]
+
+
+def message_fields(result: ClientResult) -> list[str]:
+    """The fields of one hospital's message, as its declared releases name them."""
+    counted = [] if result.num_samples is None else ["num_samples"]
+    return ["params", *counted, *(f"metrics.{key}" for key in result.metrics)]
+
+
+def checked(plan, hospital: int, names: list[str]):
+    """Refuse a hospital message carrying a field no release of ``plan`` declares for that hospital."""
+    plan.hospital_releases(hospital).check(names, mechanism=plan.mechanism)
+
+
+def checked_results(plan, results: list[ClientResult]) -> list[ClientResult]:
+    for result in results:
+        checked(plan, result.hospital, message_fields(result))
+    return results
+
+
+def checked_metrics(plan, metrics: list[dict]) -> list[dict]:
+    for k, values in enumerate(metrics):
+        checked(plan, k, [f"validation.{key}" for key in values])
+    return metrics
+
+
+def checked_payloads(plan, masked: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    for k in masked:
+        checked(plan, k, ["masked_payload"])
+    return masked
 
 
 def reported_privacy_state(result: ClientResult) -> dict:
@@ -83,20 +115,22 @@ class InProcessHospitals:
 
     def __init__(self, setups: list[dict]):
         self.hospitals = [Hospital(**setup) for setup in setups]
+        self.plan = setups[0]["plan"]
 
     def __len__(self) -> int:
         return len(self.hospitals)
 
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
-        return [self.hospitals[k].fit(starts[k], round_idx) for k in sorted(participants)]
+        return checked_results(self.plan, [self.hospitals[k].fit(starts[k], round_idx) for k in sorted(participants)])
 
     def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        metrics = [h.evaluate(p) for h, p in zip(self.hospitals, params)]
+        metrics = checked_metrics(self.plan, [h.evaluate(p) for h, p in zip(self.hospitals, params)])
         return lambda: metrics
 
     def masked_payloads(self, params, round_idx, session, secure):
         keys = {h.hospital_id: h.secure_fit(params, round_idx, session) for h in self.hospitals}
-        return session, {h.hospital_id: h.secure_mask(keys, secure) for h in self.hospitals}
+        return session, checked_payloads(self.plan, {h.hospital_id: h.secure_mask(keys, secure)
+                                                     for h in self.hospitals})
 
     def privacy_states(self) -> list[dict]:
         return [h.privacy_state() for h in self.hospitals]
@@ -123,6 +157,7 @@ class RayHospitals:
     def __init__(self, hosts: list, setups: list[dict], *, max_round_retries: int,
                  fault_injection: dict | None = None):
         self.hosts, self.setups = hosts, setups
+        self.plan = setups[0]["plan"]
         self.max_round_retries = max_round_retries
         self.fault_injection = fault_injection or {}
         self.restarts = 0
@@ -154,7 +189,7 @@ class RayHospitals:
                     ref = self.hosts[k].call.remote("fit", param_refs[k], round_idx)
         for k, result in results.items():
             self.states[k] = reported_privacy_state(result)
-        return [results[k] for k in sorted(results)]
+        return checked_results(self.plan, [results[k] for k in sorted(results)])
 
     def masked_payloads(self, params, round_idx, session, secure):
         import ray
@@ -175,11 +210,11 @@ class RayHospitals:
                     self._rebuild(k)
                 session = session.next_attempt()
         self.states = self._get([h.call.remote("privacy_state") for h in self.hosts])
-        return session, dict(zip(session.participants, masked))
+        return session, checked_payloads(self.plan, dict(zip(session.participants, masked)))
 
     def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
         pending = [h.call.remote("evaluate", ref) for h, ref in zip(self.hosts, _put_once(params))]
-        return lambda: self._get(pending)
+        return lambda: checked_metrics(self.plan, self._get(pending))
 
     # -- privacy state and reports -------------------------------------------------
     def privacy_states(self) -> list[dict]:

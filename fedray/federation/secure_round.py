@@ -56,6 +56,7 @@ class SecureRound:
     clip_norm: float | None = None  # distributed DP-FedAvg: clip norm S and noise multiplier z
     noise_multiplier: float = 0.0
     num_clients: int = 1
+    honest_shares: int = 1  # K - t: the shares that must carry the whole noise
 
     @classmethod
     def for_fedavg(cls, global_params: Params, *, weighted: bool, max_abs: float, max_samples: int) -> SecureRound:
@@ -65,11 +66,12 @@ class SecureRound:
 
     @classmethod
     def for_dp_fedavg(cls, global_params: Params, *, clip_norm: float, noise_multiplier: float,
-                      num_clients: int) -> SecureRound:
+                      num_clients: int, honest_shares: int | None = None) -> SecureRound:
         _, spec = flatten_params(_floating(global_params))
-        bound = clipped_update_bound(clip_norm, noise_multiplier=noise_multiplier, num_clients=num_clients)
+        honest = num_clients if honest_shares is None else honest_shares
+        bound = clipped_update_bound(clip_norm, noise_multiplier=noise_multiplier, num_clients=honest)
         return cls(spec=spec, value_bound=bound, weighted=False, clip_norm=clip_norm,
-                   noise_multiplier=noise_multiplier, num_clients=num_clients)
+                   noise_multiplier=noise_multiplier, num_clients=num_clients, honest_shares=honest)
 
     @property
     def vector_length(self) -> int:
@@ -85,7 +87,7 @@ class SecureRound:
         clipped, _ = clip_update(update, clip_norm=self.clip_norm)
         vector, _ = flatten_params(clipped, self.spec)
         return add_noise_share(vector, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
-                               num_clients=self.num_clients, rng=rng)
+                               num_clients=self.honest_shares, rng=rng)
 
     def apply(self, global_params: Params, total: np.ndarray, *, participants: int) -> Params:
         """The next global model from the unmasked sum of the ``participants`` hospitals' :meth:`payload`."""

@@ -46,7 +46,7 @@ ACCOUNTANTS = ("rdp", "prv")
 
 
 def validate_privacy_params(
-    *, epsilon: float, delta: float, max_grad_norm: float, num_records: int
+    *, epsilon: float, delta: float, max_grad_norm: float, num_records: int, units: str = "training records"
 ) -> None:
     """Raise :class:`FedrayError` unless the DP-SGD settings can give a guarantee.
 
@@ -67,7 +67,7 @@ def validate_privacy_params(
     limit = 1.0 / num_records
     if not 0 < delta < limit:
         raise FedrayError(
-            f"delta={delta} is not below 1/N=1/{num_records} for the N training records: "
+            f"delta={delta} is not below 1/N=1/{num_records} for the N {units}: "
             f"set privacy.delta in (0, {limit:.2g}), e.g. {default_delta(num_records):g}"
         )
     if not max_grad_norm > 0:

@@ -77,11 +77,11 @@ def perturb_features(
     return clipped + rng.laplace(0.0, d * width / epsilon, size=clipped.shape)
 
 
-def perturb_hospital_rows(inputs, labels, *, plan: dict, num_classes: int, input_map,
+def perturb_hospital_rows(inputs, labels, *, epsilon: float, label_share: float, num_classes: int, input_map,
                           noise: NoiseSource) -> tuple[np.ndarray, np.ndarray]:
     """Hospital rows and labels after ε-local-DP perturbation: Laplace features, randomised-response labels.
 
-    The plan's ε is split by sequential composition
+    ``epsilon`` is split by sequential composition
     (:func:`~fedray.privacy.randomized_response.split_epsilon`): ``label_share``
     of it on k-ary randomised response for the label, the rest on the
     features. The ranges are the input map's public feature ranges. Both are
@@ -89,7 +89,7 @@ def perturb_hospital_rows(inputs, labels, *, plan: dict, num_classes: int, input
     restarted hospital re-creates the identical release instead of a second,
     independent one (which would double the budget spent).
     """
-    features_epsilon, label_epsilon = split_epsilon(float(plan["epsilon"]), float(plan["label_share"]))
+    features_epsilon, label_epsilon = split_epsilon(float(epsilon), float(label_share))
     noisy = perturb_features(np.asarray(inputs, dtype=np.float64), epsilon=features_epsilon,
                              feature_ranges=input_map.ranges, rng=noise.release_generator(Purpose.LAPLACE_FEATURES))
     responded = randomize_labels(np.asarray(labels), num_classes, label_epsilon,

@@ -48,7 +48,8 @@ def combine_fold_summaries(summaries: list[dict]) -> dict:
     return {
         **first,
         "data": {**first["data"], "fold": None,
-                 "per_fold_sizes": [{p: s["data"][p] for p in ("train", "val", "test")} for s in summaries]},
+                 "per_fold_sizes": [{p: s["data"][p] for p in ("train", "val", "test") if p in s["data"]}
+                                    for s in summaries]},
         "final_test": test_mean,
         "final_test_std": test_std,
         "final_val": val_mean,

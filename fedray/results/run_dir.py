@@ -9,6 +9,12 @@ into place, and ``summary.json`` is written last: a directory whose summary
 says ``"status": "completed"`` is complete. A failed run gets only a summary
 with ``"status": "failed"`` and the error, an interrupted one
 ``"status": "interrupted"``.
+
+The writer is a privacy boundary: under a DP claim every field of
+``summary.json``, of the round records behind ``rounds.parquet`` and every
+model file must be covered by a release the run's ledger declares
+(``summary["privacy"]["releases"]``, :mod:`fedray.privacy.ledger`), or
+nothing is written (:func:`check_outputs`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from fedray.metrics import SCALAR_METRICS  # noqa: E402
+from fedray.privacy.ledger import Release, Releases, field_names  # noqa: E402
 
 MODEL_FILES = ("final_model.pt", "best_val_model.pt")
 
@@ -66,6 +73,7 @@ def write_run(run_dir: Path, *, resolved_cfg, rounds: list[dict], summary: dict,
               models: tuple[list[dict], list[dict]] | None = None) -> None:
     """Write the run; ``models`` = (final, best-validation) parameters, one dict per model (per hospital under
     ``mode=local``), saved as torch state dicts that load without fedray."""
+    check_outputs(summary, rounds, models=models is not None)
     run_dir.mkdir(parents=True, exist_ok=True)
     plain = dataclasses.asdict(resolved_cfg) if dataclasses.is_dataclass(resolved_cfg) else resolved_cfg
     _atomic(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(_jsonable(plain), sort_keys=False)))
@@ -77,6 +85,41 @@ def write_run(run_dir: Path, *, resolved_cfg, rounds: list[dict], summary: dict,
         p, index=False, engine="pyarrow"))
     _atomic(run_dir / "learning_curve.png", lambda p: plot_learning_curve(frame, p, title=_title(summary)))
     _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(_jsonable(summary), indent=2)))
+
+
+def declared_outputs(summary: dict) -> Releases:
+    """The output allowlist the run's ledger declares (open when the run makes no DP claim)."""
+    privacy = summary.get("privacy") or {}
+    declared = privacy.get("output_releases")
+    if not declared:
+        return Releases("run output", (), claim=False)
+    return Releases("run output", tuple(Release(r["name"], tuple(r["fields"]), r["kind"], r["reason"],
+                                                party=r.get("party", "run"), event=r.get("event"))
+                                        for r in declared))
+
+
+def output_fields(summary: dict, rounds: list[dict], *, models: bool) -> list[str]:
+    """The dotted names of everything a run directory would publish (empty containers and None carry nothing)."""
+    names = ["config", *(f"summary.{n}" for n in field_names(_non_empty(summary)))]
+    for record in rounds:
+        for key, value in _non_empty(record).items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                names += [f"rounds.{key}.{n}" for item in value for n in field_names(_non_empty(item))]
+            elif isinstance(value, dict):
+                names += [f"rounds.{key}.{n}" for n in field_names(value)]
+            else:
+                names.append(f"rounds.{key}")
+    return names + (["models.final", "models.best_val"] if models else [])
+
+
+def check_outputs(summary: dict, rounds: list[dict], *, models: bool) -> None:
+    """Refuse to write a field no declared release covers (:class:`~fedray.privacy.ledger.UndeclaredRelease`)."""
+    mechanism = (summary.get("privacy") or {}).get("mechanism", "none")
+    declared_outputs(summary).check(dict.fromkeys(output_fields(summary, rounds, models=models)), mechanism=mechanism)
+
+
+def _non_empty(value: dict) -> dict:
+    return {k: v for k, v in value.items() if v is not None and not (isinstance(v, (list, dict)) and not v)}
 
 
 def save_state_dicts(params: list[dict], path: Path) -> None:

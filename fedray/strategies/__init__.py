@@ -1,7 +1,6 @@
 """Federated strategies: pure aggregation objects, no transport."""
 
 from fedray.config.schema import Federation
-from fedray.privacy.randomness import NoiseSource
 from fedray.strategies.base import ClientResult, Params, Strategy
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.fedprox import FedProx
@@ -10,28 +9,20 @@ from fedray.strategies.server_optimizers import FedAdagrad, FedAdam, FedAvgM, Fe
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
 
 
-def build_strategy(fl: Federation, plan: dict | None = None, *, noise: NoiseSource | None = None,
-                   trees: bool = False, canary_clients=None) -> Strategy:
-    """Instantiate the strategy named by ``fl.strategy``; a ``dpfedavg`` plan makes it client-level DP.
+def build_strategy(fl: Federation, *, trees: bool = False) -> Strategy:
+    """Instantiate the strategy named by ``fl.strategy`` (a privacy mechanism may wrap it: ``wrap_strategy``).
 
     ``trees=True`` (a tree model): trees cannot be averaged parameter by
     parameter, so the hospitals' trees are merged into one forest instead
-    (:class:`~fedray.strategies.ensemble.TreeEnsemble`). ``noise`` is the
-    driver's source of DP randomness (DP-FedAvg only). Under DP-FedAvg a server
-    optimizer (``fedavgm``, ``fedadam``, ...) steps on the noised mean update. ``canary_clients``
-    (:class:`~fedray.privacy.canaries.IncludedCanaryClients`, DP-FedAvg only) are an audit's canary clients.
+    (:class:`~fedray.strategies.ensemble.TreeEnsemble`). Under DP-FedAvg
+    (:mod:`fedray.privacy.mechanisms.dpfedavg`) a server optimizer
+    (``fedavgm``, ``fedadam``, ...) steps on the noised mean update.
     """
     if trees:
         from fedray.strategies.ensemble import TreeEnsemble
 
         return TreeEnsemble(weighting=fl.weighting)
-    strategy = _plain(fl)
-    if plan and plan["name"] == "dpfedavg" and plan.get("noise_multiplier", 0) > 0:
-        from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in Opacus' accountant: only when asked for
-
-        return DPFedAvg(clip_norm=plan["clip_norm"], noise_multiplier=plan["noise_multiplier"], noise=noise,
-                        expected_clients=plan["clients_per_round"], server=strategy, canary_clients=canary_clients)
-    return strategy
+    return _plain(fl)
 
 
 def _plain(fl: Federation) -> Strategy:

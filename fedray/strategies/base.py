@@ -26,7 +26,7 @@ class ClientResult:
 
     hospital: int
     params: Params
-    num_samples: int
+    num_samples: int | None  # None: not released under the mechanism (DP-FedAvg never sends it)
     metrics: dict[str, float] = field(default_factory=dict)
 
 

@@ -16,8 +16,6 @@ backbone's training step (:mod:`fedray.models.memory`).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from fedray.config import Config
@@ -25,6 +23,7 @@ from fedray.errors import FedrayError
 from fedray.federation.pool import actor_resources, hospital_actor_count
 from fedray.models import model_family
 from fedray.models.memory import check_memory_fits, estimate_training_memory
+from fedray.privacy.mechanisms import claims_dp, mechanism_class
 
 DRIVER_BUNDLE = 1  # the driver's bundle index; hospital k is DRIVER_BUNDLE + 1 + k
 
@@ -83,7 +82,7 @@ def check_memory_plan(cfg: Config, *, num_classes: int, gpu_bytes: int | None) -
     """Refuse a trial whose per-hospital GPU share cannot hold its backbone's training step (image models on GPUs)."""
     if gpu_bytes is None or model_family(cfg.model.name) != "image" or cfg.fl.hospital.num_gpus <= 0:
         return
-    dp_sgd = cfg.privacy.name == "dpsgd" and not math.isinf(cfg.privacy.epsilon)
+    dp_sgd = claims_dp(cfg) and mechanism_class(cfg.privacy.name).per_sample_gradients
     estimate = estimate_training_memory(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size,
                                         batch_size=cfg.train.batch_size, optimizer=cfg.train.optimizer,
                                         dp_sgd=dp_sgd)

@@ -12,6 +12,18 @@ Interrupted sweeps (Ctrl-C, SIGTERM) save Tune's state, print the exact
 resume command (``python -m fedray +sweep=<name> tune.resume=<sweep dir>``)
 and exit non-zero without a frontier; the resume restores the experiment,
 finished trials are not rerun, and the frontier has exactly one row per trial.
+
+Search. ``tune.search=grid`` runs every combination of the space,
+``random`` ``tune.num_samples`` configurations drawn uniformly from it (each
+axis a choice), ``optuna`` a model-based search. With ``tune.selection``
+(``poisson`` or ``negative_binomial``; needs ``search=random``) the sweep is a
+private selection (Papernot & Steinke 2022, :mod:`fedray.sweep.selection`):
+the number of trials K and the K configurations are drawn from the operating
+system's entropy, never from the config, and the frontier reports the ε of
+releasing the best one, tuning included. Everything that would void that ε
+(more than one target ε, a mechanism without a DP-SGD event, cross-validation,
+a scheduler) is refused here, before Ray starts. A resumed private selection
+keeps the K trials Tune saved; nothing is drawn again.
 """
 
 from __future__ import annotations
@@ -28,13 +40,16 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from fedray.config import Config, replace
+from fedray.config import Config, as_dict, replace
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.federation.cluster import connect
+from fedray.federation.audit import slot_counts
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
-from fedray.privacy.mechanisms import check_mechanism, plan_privacy
+from fedray.privacy.mechanisms import PlanContext, check_mechanism, plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.sweep.resources import check_memory_plan, check_trial_fits, gpu_memory_bytes, trial_bundles
+from fedray.sweep.selection import (PrivateSelection, check_selection_settings, draw_trial_count, plan_delta,
+                                    plan_schedules, random_points, selection_scope)
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
 from fedray.sweep.trial import run_trial
 
@@ -54,13 +69,19 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     space = normalise_space(sweep.space or {})
     paths = axis_paths(replace(sweep, space=space), cfg)
     out_dir = Path(tune_cfg.resume or tune_cfg.out_dir).expanduser().resolve()
-    manifest = {"sweep": sweep.name, "space": _jsonable(space), "paths": paths}
+    manifest = {"sweep": sweep.name, "space": _jsonable(space), "paths": paths,
+                **({"selection": _selection_settings(tune_cfg)} if tune_cfg.selection else {})}
     if tune_cfg.resume:
         _check_resume_dir(out_dir, manifest)
     base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("tune.resume", "tune.out_dir"))]
     trial_overrides = [*base_overrides, *_absolute_paths(cfg)]
     trial_cfgs = [trial_config(trial_overrides, params, paths) for params in grid(space)]
+    check_selection_settings(tune_cfg, trial_cfgs)
     num_classes = _validate_trials(trial_cfgs)
+    private = private_selection(tune_cfg, trial_cfgs) if tune_cfg.selection else None
+    points = None
+    if private is not None and not tune_cfg.resume:
+        points = random_points(space, draw_selection_trials(tune_cfg))
     started_ray = connect(cfg.cluster)
     try:
         gpus_present = ray.cluster_resources().get("GPU", 0) > 0
@@ -71,7 +92,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present)
+        tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points)
         logging.getLogger("ray.tune.tune").addFilter(_NoTuneResumeHint())
         try:
             result_grid = tuner.fit()
@@ -87,7 +108,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         _print_resume(base_overrides, out_dir)
         raise SweepInterrupted(f"{len(unfinished)} of {len(records)} trials did not finish; no frontier written")
     written = write_frontier(out_dir, records, axes=list(paths), sweep_name=sweep.name,
-                             utility=sweep.optimized_metric)
+                             utility=sweep.optimized_metric, scope=selection_scope(tune_cfg), private=private)
     completed = sum(r["status"] == "completed" for r in records)
     print(f"sweep {sweep.name}: {completed}/{len(records)} trials completed\nfrontier: {written['frontier']}",
           flush=True)
@@ -107,19 +128,80 @@ def _print_resume(overrides: list[str], out_dir: Path) -> None:
     print(f"fedray: sweep interrupted, its state saved; resume it with: {command}", file=sys.stderr, flush=True)
 
 
+def private_selection(tune_cfg, trial_cfgs: list[Config]) -> PrivateSelection:
+    """The private selection's settings and the planned schedule of every configuration of the space.
+
+    Each distinct configuration (the learning rate changes no plan) is
+    prepared as its trial would be, before Ray starts; one whose plan gives no
+    DP-SGD schedule is refused.
+    """
+    plans = {}
+    for trial_cfg in trial_cfgs:
+        key = _plan_key(trial_cfg)
+        if key not in plans:
+            plans[key] = (trial_cfg, prepare_experiment(trial_cfg).privacy)
+    candidates, deltas = [], []
+    for trial_cfg, plan in plans.values():
+        schedules, delta = plan_schedules(plan), plan_delta(plan)
+        if schedules is None or delta is None:
+            raise FedrayError(f"tune.selection={tune_cfg.selection}: the privacy plan of model={trial_cfg.model.name}, "
+                              f"privacy={trial_cfg.privacy.name} gives no DP-SGD schedule (noise multiplier, sample "
+                              "rate, steps per hospital) to repeat; use tune.selection=null")
+        candidates.append(schedules)
+        deltas.append(delta)
+    same_partition = len({_dealing_key(c) for c in trial_cfgs}) == 1
+    return PrivateSelection(distribution=tune_cfg.selection, mean=float(tune_cfg.selection_mean),
+                            shape=float(tune_cfg.selection_shape), candidates=tuple(candidates),
+                            same_partition=same_partition, delta=max(deltas))
+
+
+def draw_selection_trials(tune_cfg) -> int:
+    """K from OS entropy; K = 0 (Poisson) releases nothing, which is said in one line."""
+    k = draw_trial_count(tune_cfg.selection, float(tune_cfg.selection_mean), float(tune_cfg.selection_shape))
+    if k == 0:
+        raise FedrayError(f"tune.selection=poisson drew K = 0 trials (probability e^-{tune_cfg.selection_mean:g}): "
+                          "the private selection releases nothing this time, as the mechanism allows; running it "
+                          "again is a second release whose ε composes with this one (or use "
+                          "tune.selection=negative_binomial, which always runs at least one trial)")
+    print(f"sweep: private selection ({tune_cfg.selection}, mean {tune_cfg.selection_mean:g}): running the trials "
+          "drawn; keep their number private, only the best trial is covered", flush=True)
+    return k
+
+
+def _plan_key(cfg: Config) -> str:
+    config = as_dict(cfg)
+    config.get("train", {}).pop("lr", None)
+    config.pop("run_dir", None)
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _dealing_key(cfg: Config) -> str:
+    """What decides which hospital holds which record: same key, same partition."""
+    config = as_dict(cfg)
+    fl = config.get("fl", {})
+    return json.dumps([config.get("data"), config.get("seed"), config.get("mode"), fl.get("num_hospitals"),
+                       fl.get("partition"), config.get("cv"), config.get("audit")], sort_keys=True, default=str)
+
+
+def _selection_settings(tune_cfg) -> dict:
+    return {"distribution": tune_cfg.selection, "mean": tune_cfg.selection_mean, "shape": tune_cfg.selection_shape}
+
+
 def _validate_trials(trial_cfgs: list[Config]) -> int:
     """Load the data once and check every trial's model and privacy settings against it; the class count."""
     prepared = prepare_experiment(trial_cfgs[0])
     train = prepared.dealt.splits.train
-    sizes = [len(s) for s in prepared.dealt.train_shards]
+    context = PlanContext(slot_counts=tuple(slot_counts(prepared.dealt, prepared.canaries)),
+                          ranges_public=train.ranges_public, num_features=prepared.num_features,
+                          num_classes=prepared.num_classes)
     for trial_cfg in trial_cfgs:
         trial_cfg = resolve_for_data(trial_cfg)
         check_mechanism(trial_cfg)
         same_shards = (trial_cfg.mode, trial_cfg.fl.num_hospitals) == \
             (prepared.cfg.mode, prepared.cfg.fl.num_hospitals)
-        if same_shards:  # privacy plans depend on the shard sizes this preparation dealt
-            plan = plan_privacy(trial_cfg, shard_sizes=sizes, ranges_public=train.ranges_public)
-            validate_model(trial_cfg, plan.resolved_cfg, num_classes=prepared.num_classes,
+        if same_shards:  # privacy plans depend on the slot counts this preparation dealt
+            plan = plan_privacy(trial_cfg, context)
+            validate_model(trial_cfg, plan, num_classes=prepared.num_classes,
                            num_features=prepared.num_features, data_kind=train.kind)
     return prepared.num_classes
 
@@ -132,7 +214,8 @@ def _absolute_paths(cfg: Config) -> list[str]:
 
 
 def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,
-           gpus_present: bool) -> tune.Tuner:
+           gpus_present: bool, *, points: list[dict] | None = None) -> tune.Tuner:
+    """The Tuner; ``points``: exactly these configurations (a private selection's K draws), in this order."""
     sweep, tune_cfg = cfg.sweep, cfg.tune
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, overrides=overrides, paths=paths, out_dir=str(out_dir)),
@@ -152,8 +235,8 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
         trainable,
         param_space=_param_space(tune_cfg.search, space),
         tune_config=tune.TuneConfig(
-            num_samples=tune_cfg.num_samples,
-            search_alg=_search_alg(tune_cfg.search),
+            num_samples=tune_cfg.num_samples if points is None else len(points),
+            search_alg=_search_alg(tune_cfg.search, points),
             scheduler=_scheduler(tune_cfg.scheduler),
             metric=sweep.optimized_metric if ranked else None,
             mode=sweep.metric_mode if ranked else None,
@@ -176,8 +259,12 @@ def _param_space(search: str, space: dict) -> dict:
     return {axis: tune.choice(list(values)) for axis, values in space.items()}
 
 
-def _search_alg(search: str):
-    if search == "grid":
+def _search_alg(search: str, points: list[dict] | None = None):
+    if points is not None:  # each point replaces one sample: exactly len(points) trials, nothing sampled
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(points_to_evaluate=[dict(p) for p in points])
+    if search in ("grid", "random"):  # Tune's own variant generator: the grid, or num_samples draws of the choices
         return None
     if search == "optuna":
         try:
@@ -185,7 +272,7 @@ def _search_alg(search: str):
         except ImportError:
             raise FedrayError("tune.search=optuna needs Optuna: pip install optuna") from None
         return OptunaSearch(seed=0)
-    raise FedrayError(f"unknown tune.search {search!r}: use grid or optuna")
+    raise FedrayError(f"unknown tune.search {search!r}: use grid, random or optuna")
 
 
 def _scheduler(name: str | None):
@@ -203,6 +290,11 @@ def _check_resume_dir(out_dir: Path, manifest: dict) -> None:
         raise FedrayError(
             f"tune.resume={out_dir} holds sweep {previous.get('sweep')!r} with another space: "
             f"resume with the same +sweep and sweep.space it was started with"
+        )
+    if previous.get("selection") != manifest.get("selection"):
+        raise FedrayError(
+            f"tune.resume={out_dir} was started with private selection {previous.get('selection')}, not "
+            f"{manifest.get('selection')}: resume with the tune.selection settings it was started with"
         )
 
 

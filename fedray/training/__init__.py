@@ -18,7 +18,7 @@ driver and the auditor never ask which one they hold.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from fedray.config.schema import Config
 from fedray.data.augment import get_augment
 from fedray.data.input_map import InputMap
 from fedray.models import build_model, build_table_model, model_family
+from fedray.privacy.mechanisms import Mechanism, NonPrivate
 from fedray.privacy.randomness import NoiseSource
 from fedray.training.features import (
     FLIP_VIEWS,
@@ -44,18 +45,8 @@ from fedray.training.local import Evaluator, LocalTrainer
 from fedray.training.objective import model_l2, training_loss
 
 
-def mechanism_active(plan: dict, name: str) -> bool:
-    """The privacy plan is ``name`` with a finite ε; ε = ∞ is the non-private baseline and bypasses the mechanism."""
-    return plan["name"] == name and not math.isinf(float(plan.get("epsilon", math.inf)))
-
-
-def dp_sgd_active(plan: dict) -> bool:
-    """Record-level DP-SGD with a finite ε (Opacus)."""
-    return mechanism_active(plan, "dpsgd")
-
-
-def build_training_model(cfg: Config, plan: dict, *, num_classes: int, num_features: int | None) -> nn.Module:
-    """The torch model every hospital and the driver share: DP-compatible (GroupNorm) under DP-SGD.
+def build_training_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_features: int | None) -> nn.Module:
+    """The torch model every hospital and the driver share, as the mechanism prepares it (GroupNorm under DP-SGD).
 
     The driver must build the same architecture as the hospitals, or their
     state dicts would not match. Tree families have no torch model.
@@ -64,14 +55,10 @@ def build_training_model(cfg: Config, plan: dict, *, num_classes: int, num_featu
         model = build_table_model(cfg.model, num_classes=num_classes, num_features=num_features)
     else:
         model = build_model(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size)
-    if dp_sgd_active(plan):
-        from fedray.privacy.compat import make_dp_compatible
-
-        model = make_dp_compatible(model)
-    return model
+    return plan.prepare_model(model)
 
 
-def build_evaluator(cfg: Config, plan: dict, *, num_classes: int, num_features: int | None, input_map: InputMap,
+def build_evaluator(cfg: Config, plan: Mechanism, *, num_classes: int, num_features: int | None, input_map: InputMap,
                     device: torch.device):
     """A predict-only model of the experiment's family (the driver's and the auditor's)."""
     if model_family(cfg.model.name) == "tree":
@@ -99,11 +86,11 @@ def frozen_split(cfg: Config, model: nn.Module, device: torch.device) -> FrozenS
 
 
 def build_trainer(
-    *, cfg: Config, plan: dict, num_classes: int, num_features: int | None, inputs: np.ndarray, labels: np.ndarray,
+    *, cfg: Config, plan: Mechanism, num_classes: int, num_features: int | None, inputs: np.ndarray, labels: np.ndarray,
     input_map: InputMap, device: torch.device, hospital: int, noise: NoiseSource, apply_mechanism: bool = True,
     rounds: int | None = None,
 ):
-    """The trainer for hospital ``hospital`` under the privacy ``plan`` (``{"name": "none"}``: no mechanism).
+    """The trainer for hospital ``hospital`` under the privacy ``plan`` (its hooks decide records and trainer).
 
     ``noise`` is the hospital's source of DP randomness (secret by default,
     :mod:`fedray.privacy.randomness`); nothing random under DP is drawn from the
@@ -113,16 +100,12 @@ def build_trainer(
     ``fl.rounds``; a reference model takes its whole budget in one fit: 1).
     """
     architecture = plan
-    plan = plan if apply_mechanism else {"name": "none"}
-    if mechanism_active(plan, "laplace_input"):
-        from fedray.privacy.laplace import perturb_hospital_rows
-
-        inputs, labels = perturb_hospital_rows(inputs, labels, plan=plan, num_classes=num_classes,
-                                               input_map=input_map, noise=noise)
+    plan = plan if apply_mechanism else NonPrivate(**_baseline_fields(plan))
+    inputs, labels = plan.prepare_records(inputs, labels, num_classes=num_classes, input_map=input_map, noise=noise)
     if model_family(cfg.model.name) == "tree":
         from fedray.training.trees import TreeTrainer
 
-        epsilon = float(plan["epsilon"]) if mechanism_active(plan, "dp_tree") else math.inf
+        epsilon = plan.tree_epsilon
         return TreeTrainer(model_cfg=cfg.model, inputs=inputs, labels=labels, num_classes=num_classes,
                            input_map=input_map, epsilon=epsilon, seed=cfg.seed, hospital=hospital, noise=noise)
     model = build_training_model(cfg, architecture, num_classes=num_classes, num_features=num_features)
@@ -139,21 +122,16 @@ def build_trainer(
         common |= dict(model=cached.head_side, full_model=model, inputs=encoder.features(inputs, views=views),
                        input_map=Unchanged(), augment=pick_flip_view if views == FLIP_VIEWS else only_view,
                        encoder=encoder)
-    if not dp_sgd_active(plan):
-        trainer = LocalTrainer(**common)
-    else:
-        from fedray.training.private import DPSGDTrainer  # Opacus costs seconds to import; only DP runs pay it
+    return plan.trainer(common, hospital) or LocalTrainer(**common)
 
-        hospital_plan = plan["hospitals"][hospital]
-        trainer = DPSGDTrainer(**common, noise_multiplier=hospital_plan["noise_multiplier"],
-                               sample_rate=hospital_plan["sample_rate"], max_grad_norm=plan["max_grad_norm"],
-                               accountant=plan["accountant"], grad_sample_mode=plan.get("grad_sample_mode"))
-    return trainer
+
+def _baseline_fields(plan: Mechanism) -> dict:
+    """The fields of the non-private plan with ``plan``'s shape (the auditor's reference models)."""
+    return {f.name: getattr(plan, f.name) for f in dataclasses.fields(NonPrivate)}
 
 
 def _store(cfg: Config) -> FeatureStore:
     return FeatureStore(Path(cfg.paths.feature_cache_dir) if cfg.paths.feature_cache_dir else None)
 
 
-__all__ = ["LocalTrainer", "build_evaluator", "build_trainer", "build_training_model", "dp_sgd_active",
-           "mechanism_active"]
+__all__ = ["LocalTrainer", "build_evaluator", "build_trainer", "build_training_model"]

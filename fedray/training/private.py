@@ -9,7 +9,11 @@ and exchanges plain state dicts, which load straight into the wrapped model
 (they share parameters).
 
 Each local epoch takes T = round(1/q) steps; each step draws a Poisson batch
-that includes every record independently with probability q = B/n (the
+that includes every record independently with probability q = B/n, n the
+hospital's public slot count (its records plus the audit's input-canary slots,
+:mod:`fedray.privacy.mechanisms.dpsgd`), and the noised sum is divided by the
+expected batch size qn, which therefore never depends on how many canaries
+the auditor included (the
 amplification-by-sampling analysis assumes exactly this, not shuffled
 fixed-size batches). Per-record gradients are clipped to norm C and
 :math:`\mathcal N(0, \sigma^2 C^2)` noise is added to their sum, with σ
@@ -48,14 +52,14 @@ class DPSGDTrainer(LocalTrainer):
     """A :class:`LocalTrainer` whose steps are DP-SGD steps on Poisson batches."""
 
     def __init__(self, *, noise_multiplier: float, sample_rate: float, max_grad_norm: float,
-                 accountant: str, grad_sample_mode: str | None = None, **kwargs):
+                 accountant: str, num_slots: int, grad_sample_mode: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.autocast = False
         self.sample_rate = sample_rate
         self.noise_multiplier = noise_multiplier
         self.parts = wrap_private(
             self.model, self.optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-            sample_rate=sample_rate, expected_batch_size=max(1, round(sample_rate * self.num_samples)),
+            sample_rate=sample_rate, expected_batch_size=max(1, round(sample_rate * num_slots)),
             accountant=accountant, generator=self.noise.torch_generator(0, Purpose.DPSGD_NOISE, self.device),
             grad_sample_mode=grad_sample_mode,
         )

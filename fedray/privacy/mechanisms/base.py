@@ -1,0 +1,299 @@
+r"""What every privacy mechanism is: a typed, frozen plan with its refusals, releases, events and hooks.
+
+A mechanism is one module of this package holding one :class:`Mechanism`
+subclass, registered under its ``privacy=<name>`` (:func:`register`, as
+Opacus' ``accountants/registry.py`` registers accountants). The class owns
+everything that differs between mechanisms, so no other module branches on a
+mechanism's name:
+
+- ``refuse(cfg, context)``: the combinations under which its guarantee would
+  not hold (one line each, naming the alternative), before Ray starts;
+- ``resolve(cfg, context)``: the frozen per-run plan every process receives;
+- ``hospital_releases()`` and ``output_releases()``: the allowlists of what a
+  hospital may send and what the run may write (:mod:`fedray.privacy.ledger`);
+- ``events(states)``: each privacy unit's dp-accounting events, composed once
+  by :func:`fedray.privacy.ledger.compose_epsilon` into the ledger;
+- hooks into training (``prepare_model``, ``prepare_records``, ``trainer``,
+  ``declared_count``, ``tree_epsilon``), aggregation (``wrap_strategy``), the
+  secure sum (``secure_round``) and the audit (``white_box``).
+
+The defaults here are the non-private behaviour: :class:`NonPrivate` is
+``privacy=none`` and every mechanism's ε = ∞ baseline (no clipping, no noise,
+no claim). A subclass overrides only what it changes.
+
+The context a plan is resolved in (:class:`PlanContext`) holds the public
+per-hospital slot counts: real training records plus the audit's input-canary
+slots dealt to that hospital, whether each canary is included or not. Under
+zero-out neighbouring (:mod:`fedray.privacy.ledger`) those counts are public,
+and nothing the plan fixes (q, T, σ, FedAvg weights, the expected batch size)
+depends on which canaries the auditor secretly included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fedray.config.schema import Config
+from fedray.errors import FedrayError
+from fedray.privacy.ledger import Release, Releases, compose_epsilon
+from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
+
+AGGREGATION = {False: "plain: the driver sees each hospital's update",
+               True: "secure: the driver sees only masked updates and their sum"}
+NON_PRIVATE_NOTE = "non-private: no clipping, no noise"
+
+REGISTRY: dict[str, type[Mechanism]] = {}
+
+
+def register(cls: type[Mechanism]) -> type[Mechanism]:
+    """Register a mechanism class under ``cls.name`` (a decorator; a test may register its own)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def mechanism_class(name: str) -> type[Mechanism]:
+    if name not in REGISTRY:
+        raise FedrayError(f"unknown privacy mechanism {name!r}: set privacy to one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What the plan depends on besides the config: public slot counts, range provenance, preprocessing."""
+
+    slot_counts: tuple[int, ...]
+    ranges_public: bool = True
+    preprocessing: tuple[dict, ...] = ()  # one entry per hospital and private statistic (the input map's)
+    num_features: int | None = None  # a table's column count; None for images
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class WhiteBox:
+    """Which white-box canaries the audit can insert under this plan: gradient canaries, canary clients, or none."""
+
+    kind: str | None  # "gradient" | "clients" | None
+    norm: float = 0.0  # the gradient canaries' norm (the clipping norm under DP-SGD), or the clients' clip norm
+    sample_rate: float = 1.0  # the canary clients' participation rate
+    note: str = ""
+
+
+# -- what every run may publish: the shared part of the output allowlist --------------------------------
+def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated: bool) -> tuple[Release, ...]:
+    """The releases every mechanism shares: the config, metrics of the released model, the ledger, operations.
+
+    ``counts_public``: the hospitals' record counts may be published (zero-out record adjacency);
+    ``clients_public``: each round's participants may be published (nothing rests on the sample being secret);
+    ``cross_validated``: the held-out metrics come from test folds that train the other folds' models, so they
+    are evaluation statistics outside the guarantee, not post-processing of one released model.
+    """
+    held_out = ("summary.final_test*", "summary.final_val*", "summary.best_val_round*", "rounds.val.*",
+                "rounds.test.*", "rounds.test_per_hospital.*")
+    releases = [
+        Release("config", ("config", "summary.status", "summary.mode", "summary.model", "summary.rounds",
+                           "summary.data.source", "summary.data.classes", "summary.data.fold",
+                           "summary.data.val", "summary.data.test", "summary.data.per_fold_sizes", "rounds.round",
+                           "rounds.total_rounds", "rounds.fold"),
+                "public", "fixed by the config and the held-out sets' definition before training"),
+        Release("held-out metrics", held_out, "outside",
+                "k-fold CV: each test fold's records train the other folds' models, so these metrics are "
+                "un-noised evaluation statistics of training records, outside the guarantee")
+        if cross_validated else
+        Release("held-out metrics", held_out, "post-processing",
+                "the released model's metrics on held-out records no hospital trains on"),
+        Release("ledger", ("summary.privacy.*",), "public",
+                "the declared schedule and its accounting: functions of public quantities only"),
+        Release("operations", ("summary.hospital_restarts", "summary.wall_seconds", "summary.seconds_per_round",
+                               "summary.gpu_hours", "summary.placement.*", "summary.feature_cache*",
+                               "summary.resumed_after_round", "summary.status_note", "rounds.round_seconds",
+                               "rounds.fit_seconds", "rounds.restarts", "rounds.feature_cache", "summary.provenance*"),
+                "outside", "operational timings and placement: a timing side channel is outside the guarantee"),
+        Release("data governance", ("summary.data.without_consent", "summary.data.skipped_files",
+                                    "summary.data.dropped_by_partition"),
+                "outside", "consent and decoding counts kept for the audit trail, not covered by the guarantee"),
+        Release("audit", ("summary.audit*", "summary.membership_inference*"), "outside",
+                "the audit's statistics are computed on real training records: audit statistics, outside the "
+                "guarantee"),
+        Release("cross-validation", ("summary.cv*",), "outside",
+                "each test fold trains the other folds: the per-fold metrics are evaluation statistics outside "
+                "the guarantee"),
+        Release("models", ("models.*",), "post-processing", "the trained model(s): the mechanism's output"),
+    ]
+    if counts_public:
+        releases.append(Release("record counts", ("summary.data.train", "summary.data.hospital_train_sizes",
+                                                  "rounds.clients.num_samples"),
+                                "public", "zero-out neighbouring: the number of record slots is public"))
+    if clients_public:
+        releases.append(Release("participants", ("rounds.clients.hospital", "rounds.clients.local_steps",
+                                                 "rounds.clients.dp_steps"),
+                                "public", "who trained in each round, and the fixed step schedule: no privacy "
+                                "rests on the sample"))
+    return tuple(releases)
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A resolved privacy plan (frozen; crosses process boundaries). Defaults: no DP claim."""
+
+    name: ClassVar[str] = ""
+    families: ClassVar[tuple[str, ...]] = ("image", "table", "tree")
+    unit: ClassVar[str | None] = None
+    neighbouring: ClassVar[str] = "zero-out"
+    trust: ClassVar[str] = "everyone: no claim"
+    per_sample_gradients: ClassVar[bool] = False  # memory planning: DP-SGD's per-sample gradients
+
+    mechanism: str  # the config's privacy.name (a baseline keeps its mechanism's name)
+    epsilon: float
+    delta: float | None
+    reproducible_noise: bool
+    secure_aggregation: bool
+    num_hospitals: int
+    clients_per_round: int | None = None
+    cross_validated: bool = False
+    accountant: str = "rdp"
+    preprocessing: tuple[dict, ...] = ()
+
+    # -- resolution ------------------------------------------------------------------------------------
+    @classmethod
+    def refuse(cls, cfg: Config, context: PlanContext | None = None) -> None:
+        """Raise FedrayError for a combination under which this mechanism's guarantee would not hold."""
+
+    @classmethod
+    def common(cls, cfg: Config, context: PlanContext) -> dict:
+        return dict(mechanism=cfg.privacy.name, epsilon=float(getattr(cfg.privacy, "epsilon", math.inf)),
+                    delta=getattr(cfg.privacy, "delta", None), reproducible_noise=cfg.privacy.reproducible_noise,
+                    secure_aggregation=cfg.fl.secure_aggregation, num_hospitals=len(context.slot_counts),
+                    clients_per_round=cfg.fl.clients_per_round, cross_validated=cfg.cv.folds > 1,
+                    preprocessing=tuple(context.preprocessing))
+
+    @classmethod
+    def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:
+        return cls(**cls.common(cfg, context))
+
+    # -- what the plan is ------------------------------------------------------------------------------
+    @property
+    def claims_dp(self) -> bool:
+        return False
+
+    @property
+    def sampled(self) -> bool:
+        return self.clients_per_round is not None and self.clients_per_round < self.num_hospitals
+
+    # -- hooks: training ----------------------------------------------------------------------------------
+    def prepare_model(self, model):
+        """The architecture every party builds (DP-SGD swaps BatchNorm for GroupNorm)."""
+        return model
+
+    def prepare_records(self, inputs, labels, *, num_classes: int, input_map, noise):
+        """A hospital's records as training sees them (local DP privatises them here)."""
+        return inputs, labels
+
+    def trainer(self, common: dict, hospital: int):
+        """A trainer built from ``common`` (LocalTrainer's arguments), or None for the plain LocalTrainer."""
+        return None
+
+    @property
+    def tree_epsilon(self) -> float:
+        return math.inf
+
+    def declared_count(self, hospital: int, actual: int) -> int | None:
+        """The record count hospital ``hospital`` reports with its update (FedAvg's weight); None: not sent."""
+        return actual
+
+    # -- hooks: aggregation, secure sum, audit --------------------------------------------------------------
+    def wrap_strategy(self, strategy, *, noise, canary_clients=None):
+        return strategy
+
+    def secure_round(self, global_params: dict, *, weighted: bool, max_abs: float, max_samples: int):
+        from fedray.federation.secure_round import SecureRound
+
+        return SecureRound.for_fedavg(global_params, weighted=weighted, max_abs=max_abs, max_samples=max_samples)
+
+    def white_box(self, cfg: Config) -> WhiteBox:
+        return WhiteBox("gradient", norm=cfg.audit.gradient_canary_norm)
+
+    # -- releases ---------------------------------------------------------------------------------------
+    def hospital_releases(self, hospital: int) -> Releases:
+        """What hospital ``hospital`` may send: anything without a claim; under secure aggregation, whose own
+        promise is that the driver sees only sums, just its masked payload and record-independent counters."""
+        if not self.secure_aggregation:
+            return Releases(f"hospital {hospital}'s message", (), claim=False)
+        return Releases(f"hospital {hospital}'s message", (
+            Release("masked payload", ("masked_payload",), "public",
+                    "uniform on the ring: only the sum of all hospitals' payloads is informative",
+                    party=f"hospital {hospital}"),))
+
+    def output_releases(self) -> Releases:
+        return Releases("run output", (), claim=False)
+
+    def events(self, hospital_states: list[dict]) -> dict[str, list]:
+        """Each privacy unit's dp-accounting events (one key per unit group: "hospital k")."""
+        return {}
+
+    # -- the ledger -------------------------------------------------------------------------------------
+    def ledger(self, hospital_states: list[dict]) -> dict:
+        return {"mechanism": self.mechanism, "target_epsilon": math.inf, "epsilon": math.inf, "delta": self.delta,
+                "guarantee": False, "note": NON_PRIVATE_NOTE, "aggregation": AGGREGATION[self.secure_aggregation]}
+
+    def noise_line(self) -> str:
+        return REPRODUCIBLE_DESCRIPTION if self.reproducible_noise else SECRET_DESCRIPTION
+
+
+@dataclass(frozen=True)
+class PrivateMechanism(Mechanism):
+    """A mechanism with a finite ε: its ledger composes its declared events per unit, once, in dp-accounting."""
+
+    @property
+    def claims_dp(self) -> bool:
+        return True
+
+
+    def compose(self, events: list) -> float:
+        return compose_epsilon(events, delta=self.delta or 0.0, accountant=self.accountant,
+                               neighbouring=self.neighbouring)
+
+    def cross_check(self, events: list) -> float | None:
+        other = "prv" if self.accountant == "rdp" else "rdp"
+        return compose_epsilon(events, delta=self.delta or 0.0, accountant=other, neighbouring=self.neighbouring)
+
+    def ledger(self, hospital_states: list[dict]) -> dict:
+        per_unit = self.events(hospital_states)
+        epsilons = {unit: self.compose(events) for unit, events in per_unit.items()}
+        worst = max(epsilons, key=epsilons.get)
+        guarantee = not self.reproducible_noise
+        checked = self.cross_check(per_unit[worst])
+        other = "prv" if self.accountant == "rdp" else "rdp"
+        return {
+            "mechanism": self.mechanism, "unit": self.unit, "neighbouring": self.neighbouring,
+            "target_epsilon": self.epsilon, "epsilon": epsilons[worst], "delta": self.delta,
+            "accountant": self.accountant,
+            **({} if checked is None else {f"epsilon_{other}_cross_check": checked}),
+            "bounding_unit": worst, "units": [{"unit": u, "epsilon": e} for u, e in epsilons.items()],
+            "events": {u: [repr_event(e) for e in events] for u, events in per_unit.items()},
+            "trust": self.trust_line(), "guarantee": guarantee, "noise": self.noise_line(),
+            "aggregation": AGGREGATION[self.secure_aggregation],
+            "hospital_releases": [r.as_dict() for r in self.hospital_releases(0).releases],
+            "output_releases": [r.as_dict() for r in self.output_releases().releases],
+            "outside_guarantee": self.output_releases().outside(), **self.details(hospital_states),
+        }
+
+    def trust_line(self) -> str:
+        return self.trust
+
+    def details(self, hospital_states: list[dict]) -> dict:
+        """Mechanism-specific ledger fields (schedules, notes)."""
+        return {}
+
+
+def repr_event(event: Any) -> str:
+    from fedray.privacy.ledger import describe_event
+
+    return describe_event(event)
+
+
+__all__ = ["AGGREGATION", "Mechanism", "NON_PRIVATE_NOTE", "PlanContext", "PrivateMechanism", "REGISTRY", "WhiteBox",
+           "common_outputs", "mechanism_class", "register"]
