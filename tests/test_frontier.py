@@ -152,7 +152,7 @@ def test_unknown_utility_is_rejected(records):
 
 
 def test_schema_version_4_columns_and_types(records):
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     names = FRONTIER_SCHEMA.names
     assert [f"val_{m}" for m in HEADLINE_METRICS] == [n for n in names if n.startswith("val_")]
     assert FRONTIER_SCHEMA.field("strategy").type == pa.string()
@@ -254,9 +254,9 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"4" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == b"5" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"4"
+    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"5"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["rounds"])) == 6

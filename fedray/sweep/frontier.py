@@ -18,6 +18,19 @@ the canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
 estimate and interval are ``canary_gaussian_*``; ``audit_flags`` lists every
 bound or advantage the accountant's (ε, δ) forbids.
 
+Version 5 adds the guarantee and the selection. ``dp_guarantee`` says whether
+a private trial's ε is a guarantee: False when its noise was reproducible
+from the config (``privacy.reproducible_noise=true``: a simulation), read from
+the ledger's ``guarantee`` flag or else its ``noise`` line (``dp_noise``).
+``dp_event`` is the trial's per-hospital DP-SGD schedule as JSON, for
+composing trials from the Parquet alone. ``selected`` marks the rows the
+sweep chose (the best per target ε on the utility; under a private selection
+the one released trial) and the ``selection_*`` columns say what that choice
+cost on the same private data (:mod:`fedray.sweep.selection`): ε and δ,
+the trials compared, the rule (grid composition, or Papernot & Steinke's
+private selection), whether it is a guarantee, and ``selection_scope``.
+Frontiers of older versions read back with these columns missing.
+
 Values missing from a record (a failed trial, an audit that was not run) are
 null/NaN, never guessed. The one derived default is a noise multiplier of 0.0
 for a non-private trial, which adds no noise by construction.
@@ -37,10 +50,15 @@ import pyarrow.parquet as pq
 
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
-from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, render_report
+from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, best_per_target_epsilon, \
+    render_report
+from fedray.sweep.selection import (SCOPES, SELECTION_COLUMNS, PrivateSelection, combined_guarantee, schedules_json,
+                                    schedules_of, with_selection)
 from fedray.sweep.tables import render_tables
 
-SCHEMA_VERSION = 4  # 3: validation metrics beside test; strategy, secure aggregation. 4: canary audits, flags
+# 3: validation metrics beside test; strategy, secure aggregation. 4: canary audits, flags.
+# 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns.
+SCHEMA_VERSION = 5
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
@@ -90,6 +108,9 @@ _COLUMNS = [
     ("privacy_unit", pa.string(), ("summary", "privacy", "unit")),
     ("noise_multiplier", pa.float64(), None),
     ("accountant", pa.string(), None),
+    ("dp_guarantee", pa.bool_(), None),
+    ("dp_noise", pa.string(), ("summary", "privacy", "noise")),
+    ("dp_event", pa.string(), None),
     ("attack_name", pa.string(), (*_STRONGEST, "attack")),
     ("attack_auc", pa.float64(), (*_STRONGEST, "auc")),
     ("attack_advantage", pa.float64(), (*_STRONGEST, "advantage")),
@@ -113,10 +134,17 @@ _COLUMNS = [
     ("seconds_per_round", pa.float64(), ("summary", "seconds_per_round")),
     ("pareto_overall", pa.bool_(), None),
     ("pareto_per_backbone", pa.bool_(), None),
+    ("selected", pa.bool_(), None),
+    ("selection_scope", pa.string(), None),
+    ("selection_trials", pa.int64(), None),
+    ("selection_epsilon", pa.float64(), None),
+    ("selection_delta", pa.float64(), None),
+    ("selection_rule", pa.string(), None),
+    ("selection_dp_guarantee", pa.bool_(), None),
 ]
 # A summary without a "cv" block still ran with the folds its config asked for.
 _FALLBACKS = {"cv_folds": ("config", "cv", "folds")}
-_REQUIRED = {"schema_version", "trial_id", "status", "pareto_overall", "pareto_per_backbone"}
+_REQUIRED = {"schema_version", "trial_id", "status", "pareto_overall", "pareto_per_backbone", "selected"}
 FRONTIER_SCHEMA = pa.schema([pa.field(name, type_, nullable=name not in _REQUIRED) for name, type_, _ in _COLUMNS])
 _PARAMS_AFTER = "error"
 _ROUNDS_FIXED = pa.schema([("trial_id", pa.string()), ("round", pa.int64()), ("round_seconds", pa.float64())])
@@ -126,17 +154,53 @@ _NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get
 
 
 def frontier_frame(
-    records: list[dict], *, axes: list[str], sweep_name: str | None = None, utility: str = DEFAULT_UTILITY
+    records: list[dict], *, axes: list[str], sweep_name: str | None = None, utility: str = DEFAULT_UTILITY,
+    scope: str = "target_epsilon", private: PrivateSelection | None = None,
 ) -> pd.DataFrame:
-    """One typed row per trial record; Pareto flags computed on ``utility`` against ``epsilon_spent``."""
+    """One typed row per trial record; Pareto flags computed on ``utility`` against ``epsilon_spent``.
+
+    The chosen rows (``selected``) and what choosing them cost: the grid
+    composition over the trials compared (``scope``: ``target_epsilon`` for
+    grid or random search, ``sweep`` for adaptive search), or, under a
+    ``private`` selection, its Papernot-Steinke ε on the one released trial.
+    """
     _check_utility(utility)
+    if scope not in SCOPES:
+        raise ValueError(f"scope {scope!r} is not one of {SCOPES}")
     param_fields = _param_fields(records, axes)
     schema = _with_params(FRONTIER_SCHEMA, param_fields, after=_PARAMS_AFTER)
-    rows = [_trial_row(record, param_fields, sweep_name) for record in records]
+    rows = [{**_trial_row(record, param_fields, sweep_name), "selection_scope": scope} for record in records]
     frame = pa.Table.from_pylist(rows, schema=schema).to_pandas(types_mapper=_NULLABLE_INTS)
     frame["pareto_overall"] = mark_pareto(frame, utility=utility)
     frame["pareto_per_backbone"] = mark_pareto(frame, utility=utility, group="backbone")
+    _mark_selection(frame, records, utility=utility, scope=scope, private=private)
     return frame
+
+
+def _mark_selection(frame: pd.DataFrame, records: list[dict], *, utility: str, scope: str,
+                    private: PrivateSelection | None) -> None:
+    """Set ``selected`` and the selection columns of the chosen rows, in place."""
+    completed = frame[frame["status"] == "completed"]
+    scored = completed[completed[utility].notna()]
+    if scored.empty:
+        return
+    if private is None:
+        chosen = with_selection(best_per_target_epsilon(completed, utility), completed, utility=utility, scope=scope)
+    else:  # the one trial released: the best of all K
+        chosen = scored.loc[[scored[utility].idxmax()]].copy()
+        realized = [schedules_of((r.get("summary") or {}).get("privacy")) for r in records
+                    if r.get("status") == "completed"]
+        selection = private.selection(realized, trials=len(records),
+                                      guarantee=combined_guarantee(completed["dp_guarantee"]))
+        for column, value in selection.columns().items():
+            chosen[column] = [value]
+    frame.loc[chosen.index, "selected"] = True
+    for column in SELECTION_COLUMNS:
+        values = chosen[column]
+        for index in chosen.index:
+            value = values.at[index]
+            frame.at[index, column] = None if value is None or (not isinstance(value, str) and pd.isna(value)) \
+                else value
 
 
 def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) -> pd.DataFrame:
@@ -173,16 +237,18 @@ def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) ->
 
 
 def write_frontier(
-    out_dir: Path, records: list[dict], *, axes: list[str], sweep_name: str, utility: str = DEFAULT_UTILITY
+    out_dir: Path, records: list[dict], *, axes: list[str], sweep_name: str, utility: str = DEFAULT_UTILITY,
+    scope: str = "target_epsilon", private: PrivateSelection | None = None,
 ) -> dict[str, Path]:
     """Write the sweep's frontier files into ``out_dir`` atomically, ``report.md`` last; return their paths.
 
-    Keys: ``frontier``, ``rounds``, ``plot``, ``learning_curves``, ``tables``, ``report``.
+    Keys: ``frontier``, ``rounds``, ``plot``, ``learning_curves``, ``tables``, ``report``. ``scope`` and
+    ``private`` as in :func:`frontier_frame`.
     """
     _check_utility(utility)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = frontier_frame(records, axes=axes, sweep_name=sweep_name, utility=utility)
+    frame = frontier_frame(records, axes=axes, sweep_name=sweep_name, utility=utility, scope=scope, private=private)
     rounds = sweep_rounds_frame(records, axes=axes)
     metadata = {"fedray.schema_version": str(SCHEMA_VERSION), "fedray.sweep": sweep_name, "fedray.utility": utility}
     paths = {name: out_dir / file for name, file in
@@ -209,9 +275,30 @@ def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | Non
         **{f.name: _param_value(record, f) for f in param_fields},
         **{name: _cast(_lookup(sources, name, path), type_) for name, type_, path in _COLUMNS if path is not None},
         **_ledger_columns(sources["summary"].get("privacy")),
+        **_guarantee_columns(sources["summary"].get("privacy")),
         **_audit_columns(sources["summary"].get("membership_inference")),
-        "pareto_overall": False, "pareto_per_backbone": False,
+        "pareto_overall": False, "pareto_per_backbone": False, "selected": False,
     }
+
+
+def _guarantee_columns(privacy: dict | None) -> dict:
+    """Whether the ε is a DP guarantee, and the trial's DP-SGD schedule (JSON) for composing trials.
+
+    ``dp_guarantee`` is the ledger's ``guarantee`` flag when it has one, else
+    read from its ``noise`` line: secret noise (True) or noise reproducible
+    from the config (False: a simulation). Null for a non-private trial (it
+    claims nothing) and for a ledger that says neither.
+    """
+    from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
+
+    if not privacy:
+        return {"dp_guarantee": None, "dp_event": None}
+    guarantee = privacy.get("guarantee")
+    if not isinstance(guarantee, bool):
+        guarantee = {SECRET_DESCRIPTION: True, REPRODUCIBLE_DESCRIPTION: False}.get(privacy.get("noise"))
+    if _cast(privacy.get("epsilon"), pa.float64()) == math.inf:
+        guarantee = None
+    return {"dp_guarantee": guarantee, "dp_event": schedules_json(schedules_of(privacy))}
 
 
 def _ledger_columns(privacy: dict | None) -> dict:

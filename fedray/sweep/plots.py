@@ -5,7 +5,10 @@ Left panel: the utility (e.g. test balanced accuracy) against ``epsilon_spent``
 on a log axis. Each backbone (each backbone and mechanism, when a sweep holds
 several mechanisms) gets one line through its best trial per target epsilon
 (the max-utility one, i.e. what tuning would pick); every other trial is a
-faint dot, and the overall Pareto-optimal trials are ringed.
+faint dot, and the overall Pareto-optimal trials are ringed. A trial whose ε
+is no guarantee (``dp_guarantee`` False: its noise was reproducible from the
+config) is crossed in red, with its own legend entry, and the title counts
+them.
 Right panel: the empirical ε lower bounds of those same best trials against
 the ε the accountant spent: the white-box canary audit (solid), the black-box
 input canaries (dashed) and the held-out membership attack (dotted), with the
@@ -37,7 +40,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
-from fedray.sweep.report import PARAM_PREFIX  # noqa: E402
+from fedray.sweep.report import NO_GUARANTEE, PARAM_PREFIX, guarantee_caveat  # noqa: E402
 
 INF_FACTOR = 10.0
 INF_LABEL = "∞"
@@ -50,7 +53,10 @@ def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) 
     shown = plottable(frame, utility)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     completed = int((frame["status"] == "completed").sum())
-    fig.suptitle(f"{title}: {len(shown)} of {completed} completed trials plotted ({len(frame) - completed} failed)")
+    unguaranteed = int(without_guarantee(shown).sum())
+    caveat = f"; {unguaranteed} with an ε that is no guarantee (reproducible noise)" if unguaranteed else ""
+    fig.suptitle(f"{title}: {len(shown)} of {completed} completed trials plotted ({len(frame) - completed} failed)"
+                 f"{caveat}")
     if shown.empty:
         for ax in (left, right):
             _note(ax, "no completed trial with a utility and a positive ε spent")
@@ -80,6 +86,12 @@ def plottable(frame: pd.DataFrame, utility: str) -> pd.DataFrame:
     return shown
 
 
+def without_guarantee(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose finite ε is no guarantee (reproducible noise), as a bool Series."""
+    return pd.Series([guarantee_caveat(row.get("dp_guarantee"), row.get("dp_noise"), row.get("epsilon_spent"))
+                      is not None for _, row in frame.iterrows()], index=frame.index, dtype=bool)
+
+
 def best_per_backbone_epsilon(shown: pd.DataFrame, utility: str) -> pd.DataFrame:
     """The max-utility trial of each (series, target epsilon), sorted along the epsilon axis."""
     best = shown.loc[shown.groupby(["series", "target_epsilon"], dropna=False)[utility].idxmax()]
@@ -104,6 +116,10 @@ def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, co
     pareto = shown[shown["pareto_overall"]]
     ax.scatter(pareto["_x"], pareto[reported], s=170, facecolors="none", edgecolors="black", linewidths=1.4,
                label=f"Pareto-optimal on {utility}, within each privacy unit")
+    unguaranteed = shown[without_guarantee(shown)]
+    if not unguaranteed.empty:
+        ax.scatter(unguaranteed["_x"], unguaranteed[reported], s=90, marker="x", color="red", linewidths=1.8,
+                   zorder=5, label=f"ε is {NO_GUARANTEE}")
     ax.set_ylabel(reported.replace("_", " "))
     ax.set_title("utility vs privacy spent")
     _epsilon_axis(ax, shown["_x"].to_numpy(float), shown["epsilon_spent"].to_numpy(float))

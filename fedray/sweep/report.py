@@ -2,18 +2,27 @@
 
 Sections: trial counts and a pointer to ``tables.md`` (the paper's tables,
 fedray.sweep.tables); the best configuration per target epsilon (the
-max-utility completed trial, i.e. what tuning on the test metric would pick);
-the Pareto-optimal trials; the failed trials with their errors; and a note that
-hyper-parameter tuning on private data spends privacy of its own. Tables are
-written by a small helper rather than ``DataFrame.to_markdown`` so the report
-needs no ``tabulate``.
+max-utility completed trial, i.e. what tuning on the validation metric picks)
+with the ε of that choice (:mod:`fedray.sweep.selection`); the Pareto-optimal
+trials; the failed trials with their errors; the trials whose ε is no
+guarantee (reproducible noise); and a note that hyper-parameter tuning on
+private data spends privacy of its own. Tables are written by a small helper
+rather than ``DataFrame.to_markdown`` so the report needs no ``tabulate``.
+
+An ε computed for a run whose noise is reproducible from the config
+(``privacy.reproducible_noise=true``; the frontier's ``dp_guarantee`` is
+False) is printed with :data:`NO_GUARANTEE` beside it, here and in
+``tables.md``, and so is a selection ε that compared such a trial.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+
+from fedray.sweep.selection import is_private_rule, with_selection
 
 # The test metrics the frontier keeps a mean (and, under k-fold CV, a std) column for: fedray.metrics'
 # scalars but the loss (not imported from there: it would load scikit-learn into the tables CLI).
@@ -25,11 +34,30 @@ DEFAULT_UTILITY = "val_balanced_accuracy"  # choose on validation; test is only 
 _SHOWN_AXES = {"backbone", "lr", "epsilon"}
 MISSING = "–"
 
+NO_GUARANTEE = "no guarantee: reproducible noise"
+SELECTION_NO_GUARANTEE = "no guarantee: a trial compared had none"
+
 TUNING_NOTE = (
-    "Tuning hyper-parameters on private data itself consumes privacy: the epsilon in these tables is per "
-    "trial. Selecting the best of K trials on the same private data costs more than any one trial's epsilon "
-    "unless the selection is itself made private (e.g. Papernot & Steinke 2022, 'Hyperparameter tuning with "
-    "Renyi differential privacy')."
+    "Tuning hyper-parameters on private data itself consumes privacy: each trial's \"ε spent\" is that one "
+    "trial's. The configuration chosen per target ε was picked by comparing K trials on the same private data, "
+    "so publishing it costs the \"selection ε\" beside it (fedray.sweep.selection): under grid or random search "
+    "the composition of the K trials compared (basic, or RDP where every ledger gives its DP-SGD schedule; a "
+    "non-private trial among them makes it ∞), under adaptive search (optuna, a scheduler) the composition of "
+    "every trial of the sweep, and under tune.selection=poisson or negative_binomial the private selection of "
+    "Papernot & Steinke 2022 ('Hyperparameter tuning with Renyi differential privacy'), whose ε covers the one "
+    "released trial, tuning included, as long as K and the other trials stay unpublished."
+)
+PRIVATE_NOTE = (
+    "This sweep made a private selection ({rule}): only trial {trial} is covered by its selection ε. This "
+    "report, frontier.parquet and rounds.parquet list all the trials it ran: they are the operator's record. "
+    "Publishing them, or their number K, voids that bound (the theorem covers the best trial alone, with K "
+    "secret); each row's own ε and their composition would apply instead."
+)
+NO_GUARANTEE_NOTE = (
+    "{n} completed trial(s) ran with privacy.reproducible_noise=true: their noise is a function of the config, so "
+    "anyone holding it can regenerate and subtract it, and the ε the accountant computes for them is no "
+    "guarantee (a simulation). Their ε is marked \"({caveat})\", and so is a selection ε that compared one of "
+    "them. Rerun with privacy.reproducible_noise=false for a guarantee."
 )
 
 
@@ -37,6 +65,7 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
     """The Markdown report of a frontier frame (one row per trial)."""
     completed = frame[frame["status"] == "completed"]
     failed = frame[frame["status"] != "completed"]
+    chosen = with_epsilon_text(chosen_rows(completed, utility))
     other_params = [c for c in frame.columns if c.startswith(PARAM_PREFIX) and c[len(PARAM_PREFIX):] not in _SHOWN_AXES]
     lines = [
         f"# Privacy-utility frontier: {sweep_name}",
@@ -46,19 +75,22 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         "choosing on the test set would make the reported test numbers optimistic). The columns report the "
         "held-out test metrics of the chosen trials. ε is what the accountant reports as spent "
         "(max over hospitals; ∞ = non-private). The empirical ε lower bound comes from the strongest "
-        "membership-inference attack.",
+        "membership-inference attack. The selection ε is what publishing the chosen trial costs, the "
+        "comparison of the trials it was chosen from included.",
         "",
         "Accuracy vs ε, privacy loss vs ε and the other paper tables are in [tables.md](tables.md) "
         "(regenerate them with `python -m fedray.sweep.tables frontier.parquet`).",
         "",
         "## Best configuration per target ε",
         "",
-        markdown_table(best_per_target_epsilon(completed, utility), [
+        markdown_table(chosen, [
             ("target ε", "target_epsilon"), ("trial", "trial_id"), ("backbone", "backbone"), ("lr", "lr"),
             *((c[len(PARAM_PREFIX):], c) for c in other_params),
             (f"{utility} (chosen on)", utility), ("test acc.", "test_accuracy"), ("balanced acc.", "test_balanced_accuracy"),
             ("precision", "test_precision"), ("recall", "test_recall"), ("F1", "test_f1"),
-            ("AUC", "test_auc"), ("ε spent", "epsilon_spent"), ("attack AUC", "attack_auc"),
+            ("AUC", "test_auc"), ("ε spent", "_epsilon_spent"), ("selection ε", "_selection_epsilon"),
+            ("selection δ", "selection_delta"), ("trials compared", "selection_trials"),
+            ("selection rule", "selection_rule"), ("attack AUC", "attack_auc"),
             ("empirical ε lower bound", "attack_epsilon_lower_bound"),
         ]),
         "",
@@ -67,10 +99,10 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         f"No other trial has a `{utility}` at least as high and an ε spent at least as low (one of them "
         "strictly). Trials without a spent ε or a utility are never optimal.",
         "",
-        markdown_table(completed[completed["pareto_overall"]].sort_values("epsilon_spent"), [
+        markdown_table(with_epsilon_text(completed[completed["pareto_overall"]].sort_values("epsilon_spent")), [
             ("trial", "trial_id"), ("backbone", "backbone"), ("lr", "lr"),
             *((c[len(PARAM_PREFIX):], c) for c in other_params),
-            ("target ε", "target_epsilon"), ("ε spent", "epsilon_spent"), (utility, utility),
+            ("target ε", "target_epsilon"), ("ε spent", "_epsilon_spent"), (utility, utility),
             ("attack AUC", "attack_auc"),
         ]),
         "",
@@ -80,8 +112,59 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         lines += ["## Failed trials", "",
                   markdown_table(failed, [("trial", "trial_id"), *((c[len(PARAM_PREFIX):], c) for c in params),
                                   ("error", "error")]), ""]
+    unguaranteed = int(sum(guarantee_caveat(r.get("dp_guarantee"), r.get("dp_noise"), r.get("epsilon_spent"))
+                           is not None for _, r in completed.iterrows()))
+    if unguaranteed:
+        lines += ["## ε without a guarantee", "", NO_GUARANTEE_NOTE.format(n=unguaranteed, caveat=NO_GUARANTEE), ""]
     lines += ["## Tuning consumes privacy", "", TUNING_NOTE, ""]
+    private = chosen[[is_private_rule(rule) for rule in chosen.get("selection_rule", pd.Series(dtype=object))]] \
+        if not chosen.empty else chosen
+    if not private.empty:
+        row = private.iloc[0]
+        lines += [PRIVATE_NOTE.format(rule=row["selection_rule"], trial=row["trial_id"]), ""]
     return "\n".join(lines)
+
+
+def chosen_rows(completed: pd.DataFrame, utility: str) -> pd.DataFrame:
+    """The rows the sweep chose (the frontier's ``selected``), or for a frame without them the best per target ε
+    with its grid composition; sorted most private first."""
+    if "selected" in completed and "selection_rule" in completed:
+        chosen = completed[completed["selected"].fillna(False).astype(bool)]
+        return chosen.sort_values("target_epsilon", na_position="last")
+    return with_selection(best_per_target_epsilon(completed, utility), completed, utility=utility)
+
+
+def guarantee_caveat(guarantee, noise, epsilon=None) -> str | None:
+    """:data:`NO_GUARANTEE` (or why else there is none) for a finite ε that is no guarantee; None otherwise."""
+    if not isinstance(guarantee, (bool, np.bool_)) or guarantee:
+        return None
+    if epsilon is not None and not _missing(epsilon) and math.isinf(float(epsilon)):
+        return None  # ∞ claims nothing already
+    from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION
+
+    if noise is None or _missing(noise) or noise == REPRODUCIBLE_DESCRIPTION:
+        return NO_GUARANTEE
+    return f"no guarantee: {noise}"
+
+
+def epsilon_text(epsilon, caveat: str | None) -> str:
+    """ε as a report cell, with its caveat when it is no guarantee."""
+    text = _cell(epsilon)
+    return text if caveat is None or text == MISSING else f"{text} ({caveat})"
+
+
+def with_epsilon_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` plus display columns ``_epsilon_spent`` and ``_selection_epsilon``, caveats included."""
+    def spent(row):
+        return epsilon_text(row.get("epsilon_spent"),
+                            guarantee_caveat(row.get("dp_guarantee"), row.get("dp_noise"), row.get("epsilon_spent")))
+
+    def selection(row):
+        caveat = guarantee_caveat(row.get("selection_dp_guarantee"), None, row.get("selection_epsilon"))
+        return epsilon_text(row.get("selection_epsilon"), caveat and SELECTION_NO_GUARANTEE)
+
+    return rows.assign(_epsilon_spent=[spent(r) for _, r in rows.iterrows()],
+                       _selection_epsilon=[selection(r) for _, r in rows.iterrows()])
 
 
 def best_per_target_epsilon(completed: pd.DataFrame, utility: str, *, by: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -112,6 +195,10 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return "∞" if math.isinf(value) else f"{value:.4g}"
     return _escape(str(value))
+
+
+def _missing(value) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def _escape(text: str) -> str:

@@ -14,7 +14,10 @@ standard deviation over cross-validation folds; a trial without CV shows its
 mean alone. ``paper_tables`` returns, by key:
 
 - ``privacy_loss_vs_epsilon``: per (model, mechanism, target ε), the ε and δ
-  the accountant reports and the strongest membership-inference attack's AUC,
+  the accountant reports, the selection ε and δ of choosing the row's trial
+  among the trials of its key (their number and the rule:
+  :func:`fedray.sweep.selection.with_selection`; a private selection's row
+  keeps the Parquet's), and the strongest membership-inference attack's AUC,
   advantage, balanced accuracy (1 + advantage) / 2 (the best threshold's
   (TPR + 1 - FPR) / 2), TPR at 1 % FPR and empirical ε lower bound.
 - ``accuracy_vs_epsilon``: per (model, mechanism), one column per target ε
@@ -29,6 +32,9 @@ mean alone. ``paper_tables`` returns, by key:
 
 Cells are display strings: metrics to 3 decimals, ε and δ to 3 significant
 digits, "∞" for infinity, "–" for missing. The numbers are in the Parquet.
+An ε that is no guarantee (``dp_guarantee`` False: reproducible noise) reads
+"(no guarantee: reproducible noise)"; the accuracy and metrics cells of its
+trial carry "†", explained below the tables.
 Frontiers of schema version 1 lack the std, precision and recall columns;
 those cells are "–".
 """
@@ -49,20 +55,28 @@ from fedray.sweep.report import (
     HEADLINE_METRICS,
     MISSING,
     PARAM_PREFIX,
+    SELECTION_NO_GUARANTEE,
     best_per_target_epsilon,
+    guarantee_caveat,
     markdown_table,
 )
+from fedray.sweep.selection import with_selection
 
-# Table rows list mechanisms from none (the non-private baseline) through the private ones; others follow.
-MECHANISMS = tuple(REGISTRY)  # table order
+# Table rows list mechanisms from none (the non-private baseline) through the private ones; others (a
+# registered mechanism) follow in registry order. Fixed here: the registry's own order is no table order.
+_ORDER = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
+MECHANISMS = (*_ORDER, *(name for name in REGISTRY if name not in _ORDER))  # table order
 NON_PRIVATE = "∞ (non-private)"
 _METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
             ("AUC-ROC", "auc"))
-_PRIVACY_HEADERS = ["model", "mechanism", "target ε", "ε spent", "δ", "DP unit", "attack", "attack AUC",
+_PRIVACY_HEADERS = ["model", "mechanism", "target ε", "ε spent", "δ", "DP unit", "selection ε", "selection δ",
+                    "trials compared", "selection rule", "attack", "attack AUC",
                     "attack advantage", "attack balanced acc.", "TPR @ 1% FPR", "empirical ε lower bound", "trial"]
 _METRICS_HEADERS = ["model", "mechanism", "target ε", "folds", *(header for header, _ in _METRICS), "trial"]
 _TITLES = {
-    "privacy_loss_vs_epsilon": ("Privacy loss vs ε", "ε and δ as the accountant reports them; the strongest "
+    "privacy_loss_vs_epsilon": ("Privacy loss vs ε", "ε and δ as the accountant reports them for the row's trial; "
+                                "the selection ε and δ of choosing it among the trials compared (their number and "
+                                "the rule beside them; fedray.sweep.selection); the strongest "
                                 "membership-inference attack's success, an empirical audit, not a guarantee."),
     "accuracy_vs_epsilon": ("Accuracy vs ε", "Test accuracy per target ε."),
     "metrics_vs_epsilon": ("Test metrics vs ε", "Precision, recall and F1 of the positive class (label 1) for "
@@ -85,7 +99,9 @@ def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict
     completed = frame[frame["status"] == "completed"]
     if completed["target_epsilon"].nunique(dropna=False) <= 1:
         return {"utility_by_configuration": _by_configuration(completed)}
-    best = _ordered(best_per_target_epsilon(completed, utility, by=("backbone", "mechanism")))
+    by = ("backbone", "mechanism")
+    best = _ordered(with_selection(best_per_target_epsilon(completed, utility, by=by), completed, utility=utility,
+                                   by=by))
     tables = {
         "privacy_loss_vs_epsilon": pd.DataFrame([_privacy_row(row) for _, row in best.iterrows()],
                                                 columns=_PRIVACY_HEADERS),
@@ -116,9 +132,12 @@ def render_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> str
         "± is the standard deviation over "
         "cross-validation folds. Regenerate with `python -m fedray.sweep.tables frontier.parquet`.",
     ]
-    for key, table in paper_tables(frame, utility=utility).items():
+    tables = paper_tables(frame, utility=utility)
+    for key, table in tables.items():
         title, caption = _TITLES[key]
         lines += ["", f"## {title}", "", caption, "", markdown_table(table, [(c, c) for c in table.columns])]
+    if any(MARK in cell for table in tables.values() for cell in table.to_numpy().ravel() if isinstance(cell, str)):
+        lines += ["", f"{MARK} {MARK_NOTE}"]
     return "\n".join(lines) + "\n"
 
 
@@ -144,15 +163,20 @@ def _privacy_row(row: pd.Series) -> list[str]:
     advantage, advantage_std = row["attack_advantage"], row["attack_advantage_std"]
     balanced = None if _missing(advantage) else (1 + advantage) / 2
     balanced_std = None if _missing(advantage_std) else advantage_std / 2
-    return [_text(row["backbone"]), _text(row["mechanism"]), _eps(row["target_epsilon"]), _eps(row["epsilon_spent"]),
-            _eps(row["delta"]), _text(row["privacy_unit"]), _text(row["attack_name"]),
+    selection_caveat = guarantee_caveat(row.get("selection_dp_guarantee"), None, row.get("selection_epsilon"))
+    return [_text(row["backbone"]), _text(row["mechanism"]), _eps(row["target_epsilon"]), _spent(row),
+            _eps(row["delta"]), _text(row["privacy_unit"]),
+            _with_caveat(_eps(row.get("selection_epsilon")), selection_caveat and SELECTION_NO_GUARANTEE),
+            _eps(row.get("selection_delta")), _text(row.get("selection_trials")), _text(row.get("selection_rule")),
+            _text(row["attack_name"]),
             mean_std(row["attack_auc"], row["attack_auc_std"]), mean_std(advantage, advantage_std),
             mean_std(balanced, balanced_std), _number(row["attack_tpr_at_1pct_fpr"]),
             _eps(row["attack_epsilon_lower_bound"]), _text(row["trial_id"])]
 
 
 def _metrics_row(row: pd.Series) -> list[str]:
-    return [_text(row["backbone"]), _text(row["mechanism"]), _eps(row["target_epsilon"]), _text(row["cv_folds"]),
+    return [_text(row["backbone"]), _text(row["mechanism"]), _eps(row["target_epsilon"]) + _mark(row),
+            _text(row["cv_folds"]),
             *(_metric(row, name) for _, name in _METRICS), _text(row["trial_id"])]
 
 
@@ -164,7 +188,7 @@ def _accuracy_wide(best: pd.DataFrame) -> pd.DataFrame:
     for _, row in best.iterrows():
         key = (_text(row["backbone"]), _text(row["mechanism"]))
         rows.setdefault(key, dict.fromkeys(labels, MISSING))[_target_label(row["target_epsilon"])] = \
-            _metric(row, "accuracy")
+            _metric(row, "accuracy") + _mark(row)
     return pd.DataFrame([[*key, *cells.values()] for key, cells in rows.items()],
                         columns=["model", "mechanism", *labels])
 
@@ -174,7 +198,7 @@ def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
     metrics = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("F1", "f1"),
                ("AUC-ROC", "auc"))
     rows = [[_text(row["trial_id"]), *(_param(row[c]) for c in params), *(_metric(row, m) for _, m in metrics),
-             _eps(row["epsilon_spent"]), mean_std(row["attack_auc"], row["attack_auc_std"])]
+             _spent(row), mean_std(row["attack_auc"], row["attack_auc_std"])]
             for _, row in completed.iterrows()]
     return pd.DataFrame(rows, columns=["trial", *(c[len(PARAM_PREFIX):] for c in params),
                                        *(header for header, _ in metrics), "ε spent", "attack AUC"])
@@ -184,6 +208,29 @@ def _ordered(best: pd.DataFrame) -> pd.DataFrame:
     rank = best["mechanism"].map({name: i for i, name in enumerate(MECHANISMS)}).astype(float).fillna(len(MECHANISMS))
     keys = ["backbone", "_rank", "mechanism", "target_epsilon"]
     return best.assign(_rank=rank).sort_values(keys, na_position="last", kind="stable").drop(columns="_rank")
+
+
+# A cell whose trial's ε is no guarantee (reproducible noise) carries MARK; render_tables explains it below.
+MARK = "†"
+MARK_NOTE = ("the ε of this row's trial is no guarantee: its noise was reproducible from the config "
+             "(privacy.reproducible_noise=true), a simulation.")
+
+
+def _caveat(row: pd.Series) -> str | None:
+    return guarantee_caveat(row.get("dp_guarantee"), row.get("dp_noise"), row.get("epsilon_spent"))
+
+
+def _spent(row: pd.Series) -> str:
+    """ε spent, with "(no guarantee: reproducible noise)" when it is none."""
+    return _with_caveat(_eps(row["epsilon_spent"]), _caveat(row))
+
+
+def _mark(row: pd.Series) -> str:
+    return f" {MARK}" if _caveat(row) is not None else ""
+
+
+def _with_caveat(text: str, caveat: str | None) -> str:
+    return text if caveat is None or text == MISSING else f"{text} ({caveat})"
 
 
 def _metric(row: pd.Series, name: str) -> str:
