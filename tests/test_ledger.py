@@ -201,3 +201,14 @@ def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, m
     assert outputs.covers("summary.data.hospital_train_sizes") == (mechanism == "dpsgd")
     if preprocessing:  # each hospital's statistic is one of its events
         assert all(isinstance(events[0], dp_accounting.GaussianDpEvent) for events in plan.events(states).values())
+
+
+def test_the_frontier_writer_refuses_a_trial_whose_fields_its_ledger_does_not_declare(tmp_path):
+    from fedray.sweep.frontier import write_frontier
+
+    _, plan = _plan([*TINY, "privacy=dpfedavg", "privacy.epsilon=5", "fl.clients_per_round=2"], tmp_path)
+    summary = {"status": "completed", "privacy": plan.ledger([{}] * 5), "data": {"hospital_train_sizes": [84] * 5}}
+    with pytest.raises(UndeclaredRelease, match="summary.data.hospital_train_sizes"):
+        write_frontier(tmp_path / "sweep", [{"summary": summary, "config": {}, "rounds": []}], axes=[],
+                       sweep_name="leak")
+    assert not (tmp_path / "sweep").exists()

@@ -31,6 +31,11 @@ the trials compared, the rule (grid composition, or Papernot & Steinke's
 private selection), whether it is a guarantee, and ``selection_scope``.
 Frontiers of older versions read back with these columns missing.
 
+``write_frontier`` is a privacy boundary like the run directory: a trial
+whose summary or rounds carry a field its own ledger does not declare
+(:func:`fedray.results.run_dir.check_outputs`) stops the frontier before any
+file is written.
+
 Values missing from a record (a failed trial, an audit that was not run) are
 null/NaN, never guessed. The one derived default is a noise multiplier of 0.0
 for a non-private trial, which adds no noise by construction.
@@ -48,6 +53,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedray.results.run_dir import check_outputs
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, best_per_target_epsilon, \
@@ -246,6 +252,9 @@ def write_frontier(
     ``private`` as in :func:`frontier_frame`.
     """
     _check_utility(utility)
+    for record in records:  # a privacy boundary: each trial's fields must be declared by its own ledger
+        if record.get("summary"):
+            check_outputs(record["summary"], record.get("rounds") or [], models=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = frontier_frame(records, axes=axes, sweep_name=sweep_name, utility=utility, scope=scope, private=private)
