@@ -289,11 +289,34 @@ class PrivateMechanism(Mechanism):
         return {}
 
 
+@dataclass(frozen=True)
+class PureMechanism(PrivateMechanism):
+    """A pure ε-DP mechanism (δ = 0): its events add up (:func:`fedray.privacy.ledger.pure_epsilon`)."""
+
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:
+        return cls(**{**cls.common(cfg, context), "delta": 0.0, "accountant": "pure"})
+
+    def compose(self, events: list) -> float:
+        from fedray.privacy.ledger import pure_epsilon
+
+        return pure_epsilon(events)
+
+    def cross_check(self, events: list) -> None:
+        return None  # basic composition is exact for pure DP: there is no second accountant to ask
+
+    def details(self, hospital_states: list[dict]) -> dict:
+        return {"note": self.description}
+
+
 def repr_event(event: Any) -> str:
     from fedray.privacy.ledger import describe_event
 
     return describe_event(event)
 
 
-__all__ = ["AGGREGATION", "Mechanism", "NON_PRIVATE_NOTE", "PlanContext", "PrivateMechanism", "REGISTRY", "WhiteBox",
+__all__ = ["AGGREGATION", "Mechanism", "NON_PRIVATE_NOTE", "PlanContext", "PrivateMechanism", "PureMechanism",
+           "REGISTRY", "WhiteBox",
            "common_outputs", "mechanism_class", "register"]

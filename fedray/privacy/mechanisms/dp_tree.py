@@ -13,22 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedray.privacy.ledger import Release, Releases, pure_dp_event, pure_epsilon
-from fedray.privacy.mechanisms.base import PrivateMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.ledger import Release, Releases, pure_dp_event
+from fedray.privacy.mechanisms.base import PureMechanism, WhiteBox, common_outputs, register
 
 
 @register
 @dataclass(frozen=True)
-class DpTree(PrivateMechanism):
+class DpTree(PureMechanism):
     name = "dp_tree"
     families = ("tree",)
     unit = "record"
     neighbouring = "replace-one"
     trust = "nobody: each hospital releases epsilon-DP trees"
-
-    @classmethod
-    def resolve(cls, cfg, context):
-        return cls(**{**cls.common(cfg, context), "delta": 0.0}, accountant="pure")
+    description = ("epsilon-DP per training record in each hospital's release: diffprivlib's DP trees, fitted "
+                   "once (delta = 0)")
 
     @property
     def tree_epsilon(self) -> float:
@@ -52,13 +50,3 @@ class DpTree(PrivateMechanism):
     def events(self, hospital_states):
         spent = [float(s.get("dp_epsilon_spent", self.epsilon)) for s in hospital_states] or [self.epsilon]
         return {f"hospital {k}": [pure_dp_event(e)] for k, e in enumerate(spent)}
-
-    def compose(self, events):
-        return pure_epsilon(events)
-
-    def cross_check(self, events):
-        return None
-
-    def details(self, hospital_states):
-        return {"note": "epsilon-DP per training record in each hospital's release: diffprivlib's DP trees, fitted "
-                        "once (delta = 0)"}

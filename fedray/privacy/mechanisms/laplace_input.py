@@ -20,18 +20,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fedray.privacy.ledger import Release, Releases, pure_epsilon
-from fedray.privacy.mechanisms.base import PrivateMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.ledger import Release, Releases
+from fedray.privacy.mechanisms.base import PureMechanism, WhiteBox, common_outputs, register
 
 
 @register
 @dataclass(frozen=True)
-class LaplaceInput(PrivateMechanism):
+class LaplaceInput(PureMechanism):
     name = "laplace_input"
     families = ("table", "tree")
     unit = "record (local DP)"
     neighbouring = "replace-one"
     trust = "nobody: rows and labels are privatised at the hospital before training"
+    description = ("epsilon-local-DP per training record, label included: Laplace input perturbation of the "
+                   "features and randomised response of the label at its hospital (delta = 0)")
 
     label_share: float = 0.1
     num_features: int = 1
@@ -39,7 +41,7 @@ class LaplaceInput(PrivateMechanism):
 
     @classmethod
     def resolve(cls, cfg, context):
-        return cls(**{**cls.common(cfg, context), "delta": 0.0}, accountant="pure",
+        return cls(**{**cls.common(cfg, context), "delta": 0.0, "accountant": "pure"},
                    label_share=cfg.privacy.label_share, num_features=context.num_features or 1,
                    num_classes=context.num_classes or 2)
 
@@ -78,16 +80,6 @@ class LaplaceInput(PrivateMechanism):
 
     def events(self, hospital_states):
         return {"each record": self.record_events()}
-
-    def compose(self, events):
-        return pure_epsilon(events)
-
-    def cross_check(self, events):
-        return None
-
-    def details(self, hospital_states):
-        return {"note": "epsilon-local-DP per training record, label included: Laplace input perturbation of the "
-                        "features and randomised response of the label at its hospital (delta = 0)"}
 
 
 def _composed(events):
