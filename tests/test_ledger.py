@@ -6,7 +6,6 @@ mechanisms' own run tests.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import dp_accounting
@@ -162,45 +161,6 @@ def test_the_statistics_delta_is_the_plans_delta_near_a_power_of_ten(tmp_path):
     assert default_delta(99_970) == 1e-6
     _, delta = statistics_budget(cfg, total_records=99_970 + canary_slots(cfg))
     assert delta == plan_privacy(cfg, PlanContext(slot_counts=(20_002,) * 5)).delta == 1e-7
-
-
-# -- the product: every combination either keeps its claim or is refused in one line -----------------
-PRODUCT = list(itertools.product(
-    ["none", "dpsgd", "dpfedavg"], [None, 2], [False, True], ["federated", "centralized", "local"],
-    ["none", "zca"], ["image", "table"]))
-
-
-@pytest.mark.parametrize("mechanism, sampled, secure, mode, whitening, kind", PRODUCT)
-def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, mechanism, sampled, secure, mode,
-                                                                     whitening, kind):
-    data = [*TINY, f"data.whitening={whitening}"] if kind == "image" else [
-        *EHR, "data.num_records=300"]
-    overrides = [*data, f"privacy={mechanism}", f"mode={mode}", f"fl.secure_aggregation={str(secure).lower()}",
-                 f"fl.clients_per_round={'null' if sampled is None else sampled}"]
-    if mechanism != "none":
-        overrides.append("privacy.epsilon=3")
-    preprocessing = ()
-    if kind == "image" and whitening == "zca" and mechanism != "none":
-        preprocessing = tuple({"hospital": k, "noise_multiplier": 5.0, "epsilon": 0.15, "delta": 5e-7}
-                              for k in range(5))
-    try:
-        _, plan = _plan(overrides, tmp_path, preprocessing=preprocessing)
-    except FedrayError as refused:
-        assert "\n" not in str(refused) and ": " in str(refused)  # what is wrong, and the fix
-        return
-    states = [{"dp_steps": s.planned_steps} for s in getattr(plan, "hospitals", ())] or [{}] * 5
-    ledger = plan.ledger(states)
-    if not plan.claims_dp:
-        assert ledger["epsilon"] == math.inf and ledger["guarantee"] is False
-        return
-    expected = max(_independent_rdp(events, ledger["delta"]) for events in plan.events(states).values())
-    assert ledger["epsilon"] == pytest.approx(expected, rel=1e-9) and ledger["epsilon"] <= 3.0
-    outputs = plan.output_releases()
-    assert outputs.covers("summary.final_test.auc") and outputs.covers("summary.privacy.epsilon")
-    assert outputs.covers("rounds.clients.hospital") == (not (mechanism == "dpfedavg" and sampled))
-    assert outputs.covers("summary.data.hospital_train_sizes") == (mechanism == "dpsgd")
-    if preprocessing:  # each hospital's statistic is one of its events
-        assert all(isinstance(events[0], dp_accounting.GaussianDpEvent) for events in plan.events(states).values())
 
 
 def test_the_frontier_writer_refuses_a_trial_whose_fields_its_ledger_does_not_declare(tmp_path):

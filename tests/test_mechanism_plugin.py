@@ -42,7 +42,8 @@ class NoisyMean(Strategy):
     aggregates_empty_rounds = True
 
     def __init__(self, clip_norm, noise_multiplier, noise, hospitals):
-        self.clip_norm, self.noise_multiplier, self.noise, self.hospitals = clip_norm, noise_multiplier, noise, hospitals
+        self.clip_norm, self.noise_multiplier = clip_norm, noise_multiplier
+        self.noise, self.hospitals = noise, hospitals
 
     def aggregate(self, server_round, global_params, results):
         from fedray.privacy.client_level import clip_update, noisy_mean

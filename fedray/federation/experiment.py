@@ -40,7 +40,7 @@ from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, process_pool
-from fedray.federation.proxy import HospitalsProxy, RayHospitals
+from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
 from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
 from fedray.federation.audit import (CanaryPlan, audit_inputs, audit_summary, driver_canaries,
@@ -210,33 +210,11 @@ def run_experiment(
         def driver(method: str, *args):
             return _hospital_errors_as_one_line(driver_host.call.remote(method, *args))
 
-        rounds = list(resume.rounds) if resume else []
-        if resume:
-            driver("restore", resume.driver)
-        total = cfg.fl.rounds
-        feature_cache = driver("feature_cache")
-        first = len(rounds) + 1
-        for r in range(first, total + 1):
-            evaluate = r % cfg.fl.eval_every == 0 or r == total
-            record = driver("run_round", r, evaluate)
-            record["total_rounds"] = total
-            if feature_cache and r == first:
-                record["feature_cache"] = cache_line(feature_cache)
-            rounds.append(record)
-            if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
-                on_checkpoint(record, ExperimentState(
-                    round=r, rounds=list(rounds), driver=driver("snapshot"),
-                    input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
-                    release_keys=prep.release_keys, seconds=time.perf_counter() - started,
-                    canaries=prep.canaries))
-            elif on_round is not None:
-                on_round(record)
+        rounds, feature_cache = _run_rounds(prep, driver, started=started, resume=resume, on_round=on_round,
+                                            on_checkpoint=on_checkpoint)
         placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver("hospital_placement")}
-        final_params, best_params = driver("exported_params")
-        privacy_states = driver("hospital_privacy_states")
-        canary_scores = driver("canary_scores")
+        final_params, best_params, ledger, canary_scores = _collect(prep, driver)
         pool.release()
-        ledger = prep.privacy.ledger(privacy_states)
         audit = None
         if cfg.audit.enabled:
             # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
@@ -254,6 +232,81 @@ def run_experiment(
     summary["resumed_after_round"] = resume.round if resume else None
     return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
                             dealt=prep.dealt)
+
+
+def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
+                   on_round: Callable[[dict], None] | None = None) -> ExperimentResult:
+    """Run one experiment with the driver, every hospital and the auditor in this process (no Ray).
+
+    The same round loop, proxy checks, ledger and summary as :func:`run_experiment`, through
+    :class:`~fedray.federation.proxy.InProcessHospitals`; the summary says the hospitals shared one process.
+    For tests and quick iterations: no restarts, no placement, no resume.
+    """
+    import torch
+
+    started, threads = time.perf_counter(), torch.get_num_threads()  # each party pins torch's threads
+    try:
+        prep = prepared or prepare_experiment(cfg)
+        cfg = prep.cfg
+        driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=False)
+        hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
+        party = Driver(**driver_kwargs(prep, hospitals, driver_res))
+
+        def driver(method: str, *args):
+            return getattr(party, method)(*args)
+
+        rounds, feature_cache = _run_rounds(prep, driver, started=started, on_round=on_round)
+        final_params, best_params, ledger, canary_scores = _collect(prep, driver)
+        audit = None
+        if cfg.audit.enabled:
+            auditor = run_auditor(**audit_inputs(prep, final_params, driver_res))
+            audit = audit_summary(cfg, prep.canaries, auditor, canary_scores, ledger=ledger,
+                                  num_records=sum(len(s) for s in prep.training_shards))
+    finally:
+        torch.set_num_threads(threads)
+    summary = _summarise(cfg, prep, rounds, ledger, time.perf_counter() - started, driver_res, hospital_res)
+    summary["membership_inference"] = audit
+    summary["feature_cache"] = feature_cache or None
+    summary["placement"] = {"driver": "in process", "hospitals": "in process (one process for all hospitals)"}
+    summary["resumed_after_round"] = None
+    return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
+                            dealt=prep.dealt)
+
+
+def _run_rounds(prep: Prepared, driver: Callable, *, started: float, resume: ExperimentState | None = None,
+                on_round: Callable[[dict], None] | None = None,
+                on_checkpoint: Callable[[dict, ExperimentState], None] | None = None) -> tuple[list[dict], dict]:
+    """The round loop, whatever carries the calls: ``driver(method, *args)`` calls the driver's method."""
+    cfg = prep.cfg
+    rounds = list(resume.rounds) if resume else []
+    if resume:
+        driver("restore", resume.driver)
+    total = cfg.fl.rounds
+    feature_cache = driver("feature_cache")
+    first = len(rounds) + 1
+    for r in range(first, total + 1):
+        evaluate = r % cfg.fl.eval_every == 0 or r == total
+        record = driver("run_round", r, evaluate)
+        record["total_rounds"] = total
+        if feature_cache and r == first:
+            record["feature_cache"] = cache_line(feature_cache)
+        rounds.append(record)
+        if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
+            on_checkpoint(record, ExperimentState(
+                round=r, rounds=list(rounds), driver=driver("snapshot"),
+                input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
+                release_keys=prep.release_keys, seconds=time.perf_counter() - started,
+                canaries=prep.canaries))
+        elif on_round is not None:
+            on_round(record)
+    return rounds, feature_cache
+
+
+def _collect(prep: Prepared, driver: Callable) -> tuple[list[dict], list[dict], dict, dict]:
+    """After the rounds: the final and best models, the ledger from the steps actually taken, the canary scores."""
+    final_params, best_params = driver("exported_params")
+    ledger = prep.privacy.ledger(driver("hospital_privacy_states"))
+    return final_params, best_params, ledger, driver("canary_scores")
 
 
 def cache_line(feature_cache: dict) -> str:

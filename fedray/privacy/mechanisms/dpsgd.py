@@ -155,8 +155,10 @@ class DpSgd(PrivateMechanism):
                                                        cross_validated=self.cross_validated))
 
     def events(self, hospital_states):
+        """Per hospital: its statistics, then its steps actually taken (none when client sampling never drew it)."""
         return {f"hospital {k}": [*_statistic_events(self.preprocessing, k),
-                                  _training_event(s.noise_multiplier, s.sample_rate, _steps(state))]
+                                  *([_training_event(s.noise_multiplier, s.sample_rate, steps)]
+                                    if (steps := _steps(state)) else [])]
                 for k, (s, state) in enumerate(zip(self.hospitals, hospital_states))}
 
     def details(self, hospital_states):

@@ -68,7 +68,7 @@ class LaplaceInput(PureMechanism):
 
     def hospital_releases(self, hospital):
         return Releases(f"hospital {hospital}'s message", (
-            Release("model", ("params",), "accounted", "trained on its locally privatised rows only",
+            Release("model", ("params", "masked_payload"), "accounted", "trained on its locally privatised rows only",
                     party=f"hospital {hospital}", unit="record",
                     event=_composed(self.record_events())),
             Release("record count", ("num_samples", "metrics.local_steps"), "public",
