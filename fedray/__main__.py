@@ -122,6 +122,11 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
                  summary["privacy"].get("cv_note"), summary["privacy"].get("noise")):
         if note:
             print(f"privacy: {note}", flush=True)
+    if summary["privacy"].get("guarantee"):
+        ledger = summary["privacy"]
+        print(f"privacy: epsilon holds per {ledger['unit']} ({ledger['neighbouring']} neighbouring) against "
+              f"{ledger['trust']}; outside it, labelled in summary.json: {', '.join(ledger['outside_guarantee'])}",
+              flush=True)
     for line in _audit_lines(summary.get("membership_inference")):
         print(line, flush=True)
     print(f"results: {run_dir}", flush=True)

@@ -172,3 +172,23 @@ def test_the_frontier_writer_refuses_a_trial_whose_fields_its_ledger_does_not_de
         write_frontier(tmp_path / "sweep", [{"summary": summary, "config": {}, "rounds": []}], axes=[],
                        sweep_name="leak")
     assert not (tmp_path / "sweep").exists()
+
+
+# -- finding 8: un-noised statistics say they are outside the guarantee --------------------------------
+def test_audit_and_cross_validation_statistics_are_labelled_outside_the_guarantee(tmp_path):
+    from fedray.federation.audit import OUTSIDE_GUARANTEE
+    from fedray.results.crossval import combine_fold_summaries
+    from fedray.sweep.report import render_report
+
+    _, plan = _plan([*TINY, "privacy=dpsgd", "privacy.epsilon=2", "cv.folds=2"], tmp_path)
+    ledger = plan.ledger([{"dp_steps": s.planned_steps} for s in plan.hospitals])
+    assert {"audit", "cross-validation", "held-out metrics"} <= set(ledger["outside_guarantee"])
+    assert "outside the guarantee" in OUTSIDE_GUARANTEE
+    fold = {"final_test": {"accuracy": 0.5}, "final_val": {"accuracy": 0.5}, "best_val_round_test": {"accuracy": 0.5},
+            "privacy": ledger, "data": {"val": 1, "test": 1}, "hospital_restarts": 0, "wall_seconds": 1.0,
+            "seconds_per_round": 1.0, "gpu_hours": 0.0}
+    assert "outside the guarantee" in combine_fold_summaries([fold, fold])["cv"]["guarantee"]
+    from fedray.sweep.frontier import frontier_frame
+
+    assert "outside the guarantee" in render_report(frontier_frame([], axes=[], sweep_name="s"), sweep_name="s",
+                                                    utility="test_balanced_accuracy")

@@ -53,6 +53,9 @@ from fedray.privacy.randomness import AUDITOR, NoiseSource
 from fedray.training import build_evaluator, build_trainer, build_training_model
 from fedray.training.device import configure_process
 
+# Every audit figure is computed on real training records (the members) and released un-noised.
+OUTSIDE_GUARANTEE = ("outside the guarantee: audit statistics computed on real training records, released "
+                     "un-noised; the ledger's epsilon does not cover them")
 AUDIT_STREAM = 10_000  # seed streams of the auditor's reference models, apart from the hospitals' (0…N-1)
 BOOTSTRAP_DRAWS = 200  # of the canary clients' Gaussian estimate interval
 
@@ -283,7 +286,7 @@ def audit_summary(cfg: Config, canaries: CanaryPlan, auditor: dict, driver_score
     for kind in found.values():
         flags += kind["flags"]
     return {**report, "reference_models": auditor["reference_models"], "delta": delta, "confidence": confidence,
-            "canaries": {**found, "notes": dict(canaries.notes)}, "flags": flags}
+            "canaries": {**found, "notes": dict(canaries.notes)}, "flags": flags, "guarantee": OUTSIDE_GUARANTEE}
 
 
 def _gaussian_estimate(cosines: np.ndarray, included: np.ndarray, delta: float, confidence: float,

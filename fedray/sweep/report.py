@@ -75,8 +75,10 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         "choosing on the test set would make the reported test numbers optimistic). The columns report the "
         "held-out test metrics of the chosen trials. ε is what the accountant reports as spent "
         "(max over hospitals; ∞ = non-private). The empirical ε lower bound comes from the strongest "
-        "membership-inference attack. The selection ε is what publishing the chosen trial costs, the "
-        "comparison of the trials it was chosen from included.",
+        "membership-inference attack. The attack's and the canaries' figures are audit statistics computed "
+        "on real training records and released un-noised: they are outside the guarantee (so are the "
+        "combined metrics of k-fold cross-validation, whose test folds train the other folds). The selection "
+        "ε is what publishing the chosen trial costs, the comparison of the trials it was chosen from included.",
         "",
         "Accuracy vs ε, privacy loss vs ε and the other paper tables are in [tables.md](tables.md) "
         "(regenerate them with `python -m fedray.sweep.tables frontier.parquet`).",
