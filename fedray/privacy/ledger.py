@@ -219,6 +219,24 @@ def compose_epsilon(events: Iterable, *, delta: float, accountant: str = "rdp",
     return float(acc.get_epsilon(delta))
 
 
+def rdp_curve(events: Iterable, *, neighbouring: str = "zero-out") -> list[float]:
+    """The RDP ε(α) of the composition of ``events`` at every order of ``RDP_ORDERS`` (dp-accounting).
+
+    What a later composition needs of one release without knowing its mechanism: RDP curves add up
+    over compositions and take a maximum over disjoint units (Mironov 2017).
+    """
+    import dp_accounting
+
+    from fedray.privacy.accounting import RDP_ORDERS
+
+    _quiet_absl()
+    acc = dp_accounting.rdp.RdpAccountant(orders=RDP_ORDERS, neighboring_relation=_relation(neighbouring))
+    events = list(events)
+    if events:
+        acc.compose(dp_accounting.ComposedDpEvent(events))
+    return [float(v) for v in acc._rdp]  # noqa: SLF001 (dp-accounting exposes the curve only here)
+
+
 def pure_epsilon(events: Iterable) -> float:
     r"""ε of pure-DP (δ = 0) events by basic composition: Laplace :math:`1/b`, k-ary randomised response
     :math:`\ln((1-p+p/k)/(p/k))` with p the probability of answering a uniform bucket, and a
@@ -273,4 +291,4 @@ def describe_event(event) -> str:
 
 
 __all__ = ["Release", "Releases", "UndeclaredRelease", "calibrate_noise", "compose_epsilon", "describe_event",
-           "field_names", "pure_epsilon"]
+           "field_names", "pure_dp_event", "pure_epsilon", "rdp_curve"]

@@ -234,6 +234,10 @@ class Mechanism:
         """Each privacy unit's dp-accounting events (one key per unit group: "hospital k")."""
         return {}
 
+    def planned_states(self) -> list[dict]:
+        """The hospitals' states if the run takes every planned step (what a plan costs before it runs)."""
+        return [{} for _ in range(self.num_hospitals)]
+
     # -- the ledger -------------------------------------------------------------------------------------
     def ledger(self, hospital_states: list[dict]) -> dict:
         return {"mechanism": self.mechanism, "target_epsilon": math.inf, "epsilon": math.inf, "delta": self.delta,
@@ -256,6 +260,15 @@ class PrivateMechanism(Mechanism):
         return compose_epsilon(events, delta=self.delta or 0.0, accountant=self.accountant,
                                neighbouring=self.neighbouring)
 
+    def rdp(self, hospital_states: list[dict]) -> list[float]:
+        """The run's RDP curve per unit at ``RDP_ORDERS``: the maximum over its units (each record or hospital
+        lies in one), which a sweep composes across trials without knowing the mechanism."""
+        from fedray.privacy.ledger import rdp_curve
+
+        curves = [rdp_curve(events, neighbouring=self.neighbouring)
+                  for events in self.events(hospital_states).values()]
+        return [max(values) for values in zip(*curves)]
+
     def cross_check(self, events: list) -> float | None:
         other = "prv" if self.accountant == "rdp" else "rdp"
         return compose_epsilon(events, delta=self.delta or 0.0, accountant=other, neighbouring=self.neighbouring)
@@ -274,6 +287,7 @@ class PrivateMechanism(Mechanism):
             **({} if checked is None else {f"epsilon_{other}_cross_check": checked}),
             "bounding_unit": worst, "units": [{"unit": u, "epsilon": e} for u, e in epsilons.items()],
             "events": {u: [repr_event(e) for e in events] for u, events in per_unit.items()},
+            "rdp": self.rdp(hospital_states),
             "trust": self.trust_line(), "guarantee": guarantee, "noise": self.noise_line(),
             "aggregation": AGGREGATION[self.secure_aggregation],
             "hospital_releases": [r.as_dict() for r in self.hospital_releases(0).releases],
@@ -306,6 +320,13 @@ class PureMechanism(PrivateMechanism):
 
     def cross_check(self, events: list) -> None:
         return None  # basic composition is exact for pure DP: there is no second accountant to ask
+
+    def rdp(self, hospital_states: list[dict]) -> list[float]:
+        """ε-DP implies (α, ε)-RDP at every order (Mironov 2017, Prop. 3)."""
+        from fedray.privacy.accounting import RDP_ORDERS
+
+        epsilon = max(self.compose(events) for events in self.events(hospital_states).values())
+        return [epsilon] * len(RDP_ORDERS)
 
     def details(self, hospital_states: list[dict]) -> dict:
         return {"note": self.description}

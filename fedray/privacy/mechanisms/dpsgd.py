@@ -154,6 +154,9 @@ class DpSgd(PrivateMechanism):
         return Releases("run output", common_outputs(counts_public=True, clients_public=True,
                                                        cross_validated=self.cross_validated))
 
+    def planned_states(self):
+        return [{"dp_steps": s.planned_steps} for s in self.hospitals]
+
     def events(self, hospital_states):
         """Per hospital: its statistics, then its steps actually taken (none when client sampling never drew it)."""
         return {f"hospital {k}": [*_statistic_events(self.preprocessing, k),
