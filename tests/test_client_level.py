@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fedray.errors import FedrayError
-from fedray.privacy.accounting import epsilon_spent
-from fedray.privacy.client_level import calibrate_client_noise, client_level_epsilon, clip_update, noisy_mean
+from fedray.privacy.client_level import clip_update, noisy_mean
+from fedray.privacy.ledger import calibrate_noise, compose_epsilon
+from fedray.privacy.mechanisms.dpfedavg import round_event
 from fedray.privacy.laplace import laplace_mechanism, perturb_features
 
 
@@ -57,22 +58,14 @@ def test_noisy_mean_rejects_mismatched_updates():
 
 
 def test_client_epsilon_uses_the_participation_rate():
-    full = client_level_epsilon(noise_multiplier=2.0, rounds=20, num_clients_per_round=5, total_clients=5, delta=1e-3)
-    assert full == epsilon_spent(noise_multiplier=2.0, sample_rate=1.0, steps=20, delta=1e-3)
-    partial = client_level_epsilon(noise_multiplier=2.0, rounds=20, num_clients_per_round=2, total_clients=5,
-                                   delta=1e-3)
-    assert partial < full
-    with pytest.raises(FedrayError):
-        client_level_epsilon(noise_multiplier=2.0, rounds=20, num_clients_per_round=6, total_clients=5, delta=1e-3)
+    full = compose_epsilon([round_event(2.0, 1.0, 20)], delta=1e-3)
+    assert compose_epsilon([round_event(2.0, 0.4, 20)], delta=1e-3) < full
 
 
 def test_documented_example_full_participation_needs_large_noise():
-    z = calibrate_client_noise(target_epsilon=1.0, delta=1e-3, rounds=20, sample_rate=1.0)
+    z = calibrate_noise(lambda s: compose_epsilon([round_event(s, 1.0, 20)], delta=1e-3), target=1.0)
     assert 12.5 < z < 13.5  # "z ~ 13" in the docs
-    assert client_level_epsilon(noise_multiplier=z, rounds=20, num_clients_per_round=5, total_clients=5,
-                                delta=1e-3) <= 1.0
-    assert client_level_epsilon(noise_multiplier=1.0, rounds=20, num_clients_per_round=5, total_clients=5,
-                                delta=1e-3) == pytest.approx(25, abs=0.5)  # "z = 1 gives epsilon ~ 25"
+    assert compose_epsilon([round_event(1.0, 1.0, 20)], delta=1e-3) == pytest.approx(25, abs=0.5)  # "z = 1: ~25"
 
 
 def test_laplace_noise_has_scale_sensitivity_over_epsilon():

@@ -13,8 +13,9 @@ its model update :math:`\Delta_k = w_k - w_t` (a dict of arrays). The server
 
 Adding or removing one hospital moves the sum by at most :math:`S` in L2,
 so each round is a Gaussian mechanism with noise multiplier :math:`z`; with
-Poisson client sampling at rate :math:`q = K/N` over :math:`T` rounds the
-Opacus RDP accountant gives :math:`(\varepsilon, \delta)`.
+Poisson client sampling at rate :math:`q = K/N` over :math:`T` rounds
+dp-accounting composes :math:`(\varepsilon, \delta)`
+(:mod:`fedray.privacy.mechanisms.dpfedavg` declares the events).
 
 Plainly: with 5 hospitals this protects the participation of a whole
 hospital, not of a patient, and with all 5 taking part every round
@@ -36,7 +37,6 @@ from __future__ import annotations
 import numpy as np
 
 from fedray.errors import FedrayError
-from fedray.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
 
 
 def clip_update(delta: dict[str, np.ndarray], *, clip_norm: float) -> tuple[dict[str, np.ndarray], float]:
@@ -81,27 +81,3 @@ def noisy_mean(
         noisy = total + rng.normal(0.0, std, size=total.shape)
         out[name] = (noisy / k).astype(np.asarray(clipped_updates[0][name]).dtype)
     return out
-
-
-def client_level_epsilon(
-    *, noise_multiplier: float, rounds: int, num_clients_per_round: int, total_clients: int, delta: float
-) -> float:
-    r"""Client-level epsilon after ``rounds`` rounds at :math:`q = K/N` (1.0 when all hospitals join), Opacus RDP."""
-    if not 0 < num_clients_per_round <= total_clients:
-        raise FedrayError(
-            f"{num_clients_per_round} clients per round of {total_clients}: "
-            f"set fl.clients_per_round in [1, {total_clients}]"
-        )
-    return epsilon_spent(
-        noise_multiplier=noise_multiplier,
-        sample_rate=num_clients_per_round / total_clients,
-        steps=rounds,
-        delta=delta,
-    )
-
-
-def calibrate_client_noise(*, target_epsilon: float, delta: float, rounds: int, sample_rate: float) -> float:
-    """The noise multiplier z for a client-level ``target_epsilon`` over ``rounds`` rounds (0.0 for inf)."""
-    return calibrate_noise_multiplier(
-        target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate, steps=rounds
-    )

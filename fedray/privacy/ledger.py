@@ -63,10 +63,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedray.errors import FedrayError
+from fedray.privacy.accounting import ACCOUNTANTS
 
 KINDS = ("accounted", "public", "post-processing", "outside")
 NEIGHBOURING = {"zero-out": "REPLACE_SPECIAL", "add/remove": "ADD_OR_REMOVE_ONE", "replace-one": "REPLACE_ONE"}
-ACCOUNTANTS = ("rdp", "prv")
 
 
 class UndeclaredRelease(FedrayError):

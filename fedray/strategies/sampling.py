@@ -10,8 +10,8 @@ with mean :math:`m`, and may be empty (probability :math:`(1-q)^K`).
 ``clients_per_round=None`` (or :math:`m = K`) is every hospital, every round.
 
 Why Poisson and not a fixed-size draw of :math:`m` without replacement.
-The client-level accountant (:func:`fedray.privacy.client_level.client_level_epsilon`,
-Opacus RDP, add/remove-one-hospital adjacency) analyses exactly the Poisson
+The client-level accountant (:mod:`fedray.privacy.mechanisms.dpfedavg`,
+dp-accounting RDP, zero-out-one-hospital adjacency) analyses exactly the Poisson
 subsampled Gaussian mechanism (Mironov, Talwar & Zhang 2019; in
 ``dp_accounting``: ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``). A
 fixed-size draw is ``SampledWithoutReplacementDpEvent(K, m, ...)``, which
