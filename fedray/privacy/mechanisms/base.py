@@ -152,6 +152,7 @@ class Mechanism:
     reproducible_noise: bool
     secure_aggregation: bool
     num_hospitals: int
+    slot_counts: tuple[int, ...] = ()  # public record slots per hospital (records plus input-canary slots)
     clients_per_round: int | None = None
     cross_validated: bool = False
     accountant: str = "rdp"
@@ -167,6 +168,7 @@ class Mechanism:
         return dict(mechanism=cfg.privacy.name, epsilon=float(getattr(cfg.privacy, "epsilon", math.inf)),
                     delta=getattr(cfg.privacy, "delta", None), reproducible_noise=cfg.privacy.reproducible_noise,
                     secure_aggregation=cfg.fl.secure_aggregation, num_hospitals=len(context.slot_counts),
+                    slot_counts=tuple(context.slot_counts),
                     clients_per_round=cfg.fl.clients_per_round, cross_validated=cfg.cv.folds > 1,
                     preprocessing=tuple(context.preprocessing))
 

@@ -131,9 +131,6 @@ class DpSgd(PrivateMechanism):
                             max_grad_norm=self.max_grad_norm, accountant=self.accountant,
                             grad_sample_mode=self.grad_sample_mode, num_slots=schedule.count)
 
-    def declared_count(self, hospital: int, actual: int) -> int | None:
-        return self.hospitals[hospital].count if hospital < len(self.hospitals) else actual
-
     def white_box(self, cfg):
         return WhiteBox("gradient", norm=self.max_grad_norm)
 

@@ -71,8 +71,9 @@ class LaplaceInput(PureMechanism):
             Release("model", ("params", "masked_payload"), "accounted", "trained on its locally privatised rows only",
                     party=f"hospital {hospital}", unit="record",
                     event=_composed(self.record_events())),
-            Release("record count", ("num_samples", "metrics.local_steps"), "public",
-                    "replace-one neighbouring: counts are public", party=f"hospital {hospital}")))
+            Release("slot count", ("num_samples",), "public",
+                    "replace-one neighbouring: the slot count is public (its step count, which follows the actual "
+                    "count, is not sent)", party=f"hospital {hospital}")))
 
     def output_releases(self):
         return Releases("run output", common_outputs(counts_public=True, clients_public=True,
