@@ -257,6 +257,9 @@ class PrivateMechanism(Mechanism):
     def claims_dp(self) -> bool:
         return True
 
+    def declared_count(self, hospital: int, actual: int) -> int | None:
+        """The public slot count, never the actual count, which would reveal how many canaries were included."""
+        return self.slot_counts[hospital] if hospital < len(self.slot_counts) else actual
 
     def compose(self, events: list) -> float:
         return compose_epsilon(events, delta=self.delta or 0.0, accountant=self.accountant,
