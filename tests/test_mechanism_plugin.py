@@ -61,7 +61,6 @@ def _event(z: float, rounds: int):
     return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), rounds)
 
 
-@register
 @dataclass(frozen=True)
 class ToyAggregatePerturbation(PrivateMechanism):
     name = "toy_aggregate_perturbation"
@@ -118,10 +117,10 @@ def toy_registered():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import tests/
+    register(ToyAggregatePerturbation)
     yield
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    REGISTRY.pop(ToyAggregatePerturbation.name, None)
-    register(ToyAggregatePerturbation)  # the module registered it on import; keep the registry as found
+    REGISTRY.pop(ToyAggregatePerturbation.name)  # leave the registry as the other tests find it
 
 
 def test_a_mechanism_registered_from_tests_runs_end_to_end_with_its_own_ledger(ray_session, toy_registered,
