@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
 
 import pandas as pd
 import pyarrow as pa
@@ -10,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fedray.sweep.frontier as frontier_module
+from fedray.privacy.accounting import RDP_ORDERS
 from fedray.sweep.frontier import (FRONTIER_SCHEMA, HEADLINE_METRICS, SCHEMA_VERSION, frontier_frame,
                                    sweep_rounds_frame, write_frontier)
 from fedray.sweep.report import TUNING_NOTE
@@ -38,10 +41,24 @@ def _metrics(balanced: float) -> dict:
             "recall": 0.5, "f1": balanced - 0.05, "auc": balanced + 0.1, "confusion_matrix": [[1, 0], [0, 1]]}
 
 
+@lru_cache(maxsize=None)
+def ledger_rdp(sigmas: tuple[float, ...] = (1.3, 1.2), sample_rate: float = 0.1, steps: int = 30) -> tuple:
+    """What a DP-SGD ledger's ``rdp`` holds: the max over hospitals of each one's curve (dp-accounting)."""
+    import dp_accounting
+
+    curves = []
+    for sigma in sigmas:
+        accountant = dp_accounting.rdp.RdpAccountant(orders=RDP_ORDERS)
+        accountant.compose(dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(sigma)), steps))
+        curves.append(accountant._rdp)
+    return tuple(float(max(values)) for values in zip(*curves))
+
+
 def _record(trial_id: str, *, lr: float, epsilon: float, balanced: float, attack: bool = True) -> dict:
     private = math.isfinite(epsilon)
     privacy = {"mechanism": "dpsgd", "target_epsilon": epsilon, "epsilon": epsilon * 0.98, "delta": 1e-5,
-               "accountant": "rdp", "max_noise_multiplier": 1.3,
+               "accountant": "rdp", "max_noise_multiplier": 1.3, "rdp": list(ledger_rdp()),
                "hospitals": [{"hospital": k, "noise_multiplier": 1.3 - 0.1 * k, "sample_rate": 0.1, "steps": 30,
                               "epsilon": epsilon * 0.98, "delta": 1e-5, "accountant": "rdp", "max_grad_norm": 1.0}
                              for k in range(2)]} if private else \
@@ -75,6 +92,7 @@ def _with_cv(record: dict, folds: int = 3) -> dict:
     summary["cv"] = {"folds": folds, "per_fold": [summary["final_test"]] * folds}
     summary["data"] = {"without_consent": 7}
     summary["privacy"]["unit"] = "record"
+    summary["privacy"]["cv_note"] = f"k-fold CV: each of the {folds} fold models spends epsilon on overlapping records"
     summary["membership_inference"]["strongest_std"] = {"auc": 0.02, "advantage": 0.03, "tpr_at_1pct_fpr": 0.01}
     record["config"]["cv"] = {"folds": folds}
     record["rounds"] = [{**entry, "fold": fold} for fold in range(folds) for entry in record["rounds"]]
@@ -151,8 +169,22 @@ def test_unknown_utility_is_rejected(records):
         frontier_frame(records, axes=AXES, utility="val_happiness")
 
 
+def test_schema_version_6_rdp_column(records):
+    """dp_rdp (version 6, replacing dp_event) is the ledger's curve as JSON, whatever the mechanism; null without
+    one (non-private, failed, cross-validated: one fold's curve)."""
+    assert SCHEMA_VERSION == 6 and "dp_event" not in FRONTIER_SCHEMA.names
+    assert FRONTIER_SCHEMA.field("dp_rdp").type == pa.string()
+    records[1]["summary"]["privacy"]["mechanism"] = "laplace_input"  # any mechanism's curve, e.g. a pure one
+    records[1]["summary"]["privacy"]["rdp"] = [2.0] * len(ledger_rdp())
+    frame = frontier_frame([*records, _with_cv(_record("t5", lr=0.1, epsilon=1.0, balanced=0.5))],
+                           axes=AXES).set_index("trial_id")
+    cell = json.loads(frame.loc["t1", "dp_rdp"])
+    assert cell == {"orders": list(RDP_ORDERS), "rdp": list(ledger_rdp())}
+    assert json.loads(frame.loc["t2", "dp_rdp"])["rdp"] == [2.0] * len(RDP_ORDERS)
+    assert frame.loc[["t3", "t4", "t5"], "dp_rdp"].isna().all()
+
+
 def test_schema_version_4_columns_and_types(records):
-    assert SCHEMA_VERSION == 5
     names = FRONTIER_SCHEMA.names
     assert [f"val_{m}" for m in HEADLINE_METRICS] == [n for n in names if n.startswith("val_")]
     assert FRONTIER_SCHEMA.field("strategy").type == pa.string()
@@ -254,9 +286,9 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"5" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == b"6" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"5"
+    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"6"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["rounds"])) == 6

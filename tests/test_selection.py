@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 from types import SimpleNamespace
 
@@ -11,19 +11,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_frontier import _record
+from test_frontier import _record, _with_cv, ledger_rdp
 
+import fedray.sweep.runner as runner
 import fedray.sweep.selection as selection_module
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import RDP_ORDERS
+from fedray.privacy.mechanisms import NonPrivate
+from fedray.privacy.mechanisms.dpsgd import DpSgd, HospitalSchedule
+from fedray.privacy.mechanisms.laplace_input import LaplaceInput
 from fedray.sweep.frontier import frontier_frame, write_frontier
-from fedray.sweep.selection import (PrivateSelection, Schedule, TrialPrivacy, check_selection_settings,
-                                    draw_trial_count, grid_selection, random_points, repeat_and_select_epsilon,
-                                    schedule_rdp, schedules_of, selection_scope)
+from fedray.sweep.runner import check_selection_settings, private_selection, selection_scope
+from fedray.sweep.selection import (PrivateSelection, TrialPrivacy, curve_from_json, curve_json, draw_trial_count,
+                                    grid_selection, ledger_curve, max_curve, plan_curve, random_points,
+                                    repeat_and_select_epsilon)
 from fedray.sweep.tables import paper_tables
 
 AXES = ["backbone", "lr", "epsilon"]
 DELTA = 1e-5
+SHAPES = [("poisson", 4.0, 1.0, math.inf), ("negative_binomial", 4.0, 1.0, 1.0), ("negative_binomial", 3.0, 0.0, 0.0),
+          ("negative_binomial", 5.0, 0.5, 0.5)]
 
 
 def _accountant_epsilon(event, delta: float = DELTA) -> float:
@@ -38,22 +45,49 @@ def _sgd(sigma: float, q: float, steps: int):
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps)
 
 
+def _curve(event) -> tuple:
+    accountant = dp_accounting.rdp.RdpAccountant(orders=RDP_ORDERS)
+    accountant.compose(event)
+    return tuple(float(v) for v in accountant._rdp)
+
+
+def _dpsgd_plan(*sigmas: float, q: float = 0.1, steps: int = 30) -> DpSgd:
+    """A resolved DP-SGD plan, one hospital per noise multiplier (what prepare_experiment's plan is)."""
+    return DpSgd(mechanism="dpsgd", epsilon=1.0, delta=DELTA, reproducible_noise=False, secure_aggregation=False,
+                 num_hospitals=len(sigmas), hospitals=tuple(HospitalSchedule(count=int(round(8 / q)), sample_rate=q,
+                                                                             planned_steps=steps, noise_multiplier=z)
+                                                            for z in sigmas))
+
+
+def _laplace_plan(epsilon: float = 1.0) -> LaplaceInput:
+    return LaplaceInput(mechanism="laplace_input", epsilon=epsilon, delta=0.0, reproducible_noise=False,
+                        secure_aggregation=False, num_hospitals=2, accountant="pure", num_features=3)
+
+
 def _private_records() -> list[dict]:
     """Three DP-SGD trials at target ε = 1 over a learning-rate axis; t-b is the best on validation."""
     return [_record("t-a", lr=0.01, epsilon=1.0, balanced=0.60), _record("t-b", lr=0.05, epsilon=1.0, balanced=0.70),
             _record("t-c", lr=0.1, epsilon=1.0, balanced=0.65)]
 
 
-def _spec(records, distribution="poisson", mean=4.0, shape=1.0) -> PrivateSelection:
-    # The plan of every configuration of the space: here the schedule the trials' ledgers report.
-    planned = tuple(schedules_of(r["summary"]["privacy"]) for r in records)
-    return PrivateSelection(distribution=distribution, mean=mean, shape=shape, candidates=planned,
-                            same_partition=True, delta=DELTA)
+def _spec(records, distribution="poisson", mean=4.0, shape=1.0, *extra) -> PrivateSelection:
+    # The plans of every configuration of the space: here the curves the trials' ledgers report (and ``extra``).
+    planned = max_curve([*(ledger_curve(r["summary"]["privacy"]) for r in records), *extra])
+    return PrivateSelection(distribution=distribution, mean=mean, shape=shape, curve=planned, delta=DELTA)
 
 
-@pytest.mark.parametrize("distribution, mean, shape, accountant_shape", [
-    ("poisson", 4.0, 1.0, math.inf), ("negative_binomial", 4.0, 1.0, 1.0), ("negative_binomial", 3.0, 0.0, 0.0),
-    ("negative_binomial", 5.0, 0.5, 0.5)])
+@pytest.mark.parametrize("distribution, mean, shape, accountant_shape", SHAPES)
+def test_one_dpsgd_schedule_equals_repeat_and_select_dp_event(distribution, mean, shape, accountant_shape):
+    """A plan with one DP-SGD schedule: the selection ε of its curve is RdpAccountant's on
+    RepeatAndSelectDpEvent(SelfComposed(PoissonSampled(q, Gaussian(σ)), T), mean, shape), computed here alone."""
+    plan = _dpsgd_plan(1.1, q=0.05, steps=200)
+    expected = _accountant_epsilon(dp_accounting.dp_event.RepeatAndSelectDpEvent(_sgd(1.1, 0.05, 200), mean,
+                                                                                 accountant_shape))
+    spec = PrivateSelection(distribution=distribution, mean=mean, shape=shape, curve=plan_curve(plan), delta=DELTA)
+    assert spec.selection([], trials=0, guarantee=None).epsilon == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("distribution, mean, shape, accountant_shape", SHAPES)
 def test_private_selection_reports_repeat_and_select_epsilon(distribution, mean, shape, accountant_shape):
     records = _private_records()
     frame = frontier_frame(records, axes=AXES, private=_spec(records, distribution, mean, shape)).set_index("trial_id")
@@ -71,41 +105,38 @@ def test_private_selection_reports_repeat_and_select_epsilon(distribution, mean,
 
 
 def test_private_selection_covers_configurations_that_were_not_drawn():
-    """A configuration of the space with a worse schedule counts even when no trial drew it."""
+    """A configuration of the space with a worse curve counts even when no trial drew it."""
     records = _private_records()
-    spec = _spec(records)
-    worse = (Schedule(0.9, 0.1, 30), Schedule(0.9, 0.1, 30))
-    covered = PrivateSelection(**{**spec.__dict__, "candidates": (*spec.candidates, worse)})
-    drawn = frontier_frame(records, axes=AXES, private=spec).set_index("trial_id").loc["t-b", "selection_epsilon"]
+    drawn = frontier_frame(records, axes=AXES, private=_spec(records)).set_index("trial_id").loc["t-b"]
+    covered = _spec(records, "poisson", 4.0, 1.0, _curve(_sgd(0.9, 0.1, 30)))
     space = frontier_frame(records, axes=AXES, private=covered).set_index("trial_id").loc["t-b", "selection_epsilon"]
     expected = _accountant_epsilon(dp_accounting.dp_event.RepeatAndSelectDpEvent(_sgd(0.9, 0.1, 30), 4.0, math.inf))
-    assert space == pytest.approx(expected, rel=1e-12) and space > drawn
+    assert space == pytest.approx(expected, rel=1e-12) and space > drawn["selection_epsilon"]
 
 
-def test_private_selection_without_a_dominating_schedule_takes_the_per_order_maximum():
-    wide, long = Schedule(0.8, 0.5, 10), Schedule(2.0, 0.01, 5000)
-    curves = np.array([schedule_rdp(wide), schedule_rdp(long)])
+def test_private_selection_without_a_dominating_curve_takes_the_per_order_maximum():
+    wide, long = _sgd(0.8, 0.5, 10), _sgd(2.0, 0.01, 5000)
+    curves = np.array([_curve(wide), _curve(long)])
     assert not (curves[0] >= curves[1]).all() and not (curves[1] >= curves[0]).all()  # neither dominates
-    both = repeat_and_select_epsilon([wide, long], mean=5, shape=math.inf, delta=DELTA)
-    alone = [_accountant_epsilon(dp_accounting.dp_event.RepeatAndSelectDpEvent(s.event(), 5.0, math.inf))
-             for s in (wide, long)]
+    both = repeat_and_select_epsilon(max_curve(curves), mean=5, shape=math.inf, delta=DELTA)
+    alone = [_accountant_epsilon(dp_accounting.dp_event.RepeatAndSelectDpEvent(e, 5.0, math.inf)) for e in (wide, long)]
     assert both >= max(alone) - 1e-9
 
 
-def test_a_trial_without_a_schedule_leaves_the_private_selection_unknown():
+def test_a_trial_without_a_curve_leaves_the_private_selection_unknown():
     records = _private_records()
     spec = _spec(records)
-    records[0]["summary"]["privacy"]["hospitals"][0].pop("sample_rate")
+    records[0]["summary"]["privacy"].pop("rdp")
     chosen = frontier_frame(records, axes=AXES, private=spec).set_index("trial_id").loc["t-b"]
-    assert pd.isna(chosen["selection_epsilon"]) and "no DP-SGD schedule" in chosen["selection_rule"]
+    assert pd.isna(chosen["selection_epsilon"]) and "no RDP curve" in chosen["selection_rule"]
 
 
 def test_grid_composition_basic_and_rdp():
-    trial = Schedule(1.0, 0.05, 200)
-    one = _accountant_epsilon(trial.event())
-    ten = grid_selection([TrialPrivacy(one, DELTA, 1, (trial,), True)] * 10)
+    trial = _sgd(1.0, 0.05, 200)
+    one = _accountant_epsilon(trial)
+    ten = grid_selection([TrialPrivacy(one, DELTA, 1, _curve(trial), True)] * 10)
     # Ten runs of one mechanism: its 10-fold self-composition at δ = 10 δ, tighter than 10 ε.
-    assert ten.epsilon == pytest.approx(_accountant_epsilon(dp_accounting.SelfComposedDpEvent(trial.event(), 10),
+    assert ten.epsilon == pytest.approx(_accountant_epsilon(dp_accounting.SelfComposedDpEvent(trial, 10),
                                                             10 * DELTA), rel=1e-12)
     assert ten.epsilon < 10 * one and ten.delta == pytest.approx(10 * DELTA) and ten.trials == 10
     assert ten.rule == "grid composition, RDP (one mechanism ×10)" and ten.guarantee is True
@@ -115,12 +146,30 @@ def test_grid_composition_basic_and_rdp():
     assert grid_selection([TrialPrivacy(1.0, 1e-5)]).rule == "single trial: nothing compared"
 
 
+def test_grid_composition_of_different_curves_sums_them_and_converts_once():
+    """Two different mechanisms' trials (a DP-SGD schedule, a plain Gaussian release): their curves add up,
+    converted once at Σδ, which is dp-accounting's composition of both events; a pure plan's curve is flat."""
+    sgd, gaussian = _sgd(1.0, 0.05, 200), dp_accounting.GaussianDpEvent(3.0)
+    eps = [_accountant_epsilon(e) for e in (sgd, gaussian)]
+    both = grid_selection([TrialPrivacy(eps[0], DELTA, 1, _curve(sgd)), TrialPrivacy(eps[1], DELTA, 1,
+                                                                                    _curve(gaussian))])
+    expected = _accountant_epsilon(dp_accounting.ComposedDpEvent([sgd, gaussian]), 2 * DELTA)
+    assert both.epsilon == pytest.approx(expected, rel=1e-12) and both.epsilon < sum(eps)
+    assert both.rule == "grid composition, RDP" and both.delta == pytest.approx(2 * DELTA)
+    pure = plan_curve(_laplace_plan(0.5))
+    assert pure == pytest.approx([0.5] * len(RDP_ORDERS))  # ε-DP is (α, ε)-RDP at every order: valid, loose
+    mixed = grid_selection([TrialPrivacy(eps[0], DELTA, 1, _curve(sgd)), TrialPrivacy(0.5, 0.0, 1, pure)])
+    assert mixed.epsilon == pytest.approx(eps[0] + 0.5) and mixed.delta == DELTA  # the smaller of the two
+    only_pure = grid_selection([TrialPrivacy(0.5, 0.0, 1, pure)] * 2)
+    assert (only_pure.epsilon, only_pure.rule) == (1.0, "grid composition, basic")  # δ = 0: basic, exact
+
+
 def test_grid_composition_edge_cases():
     public = grid_selection([TrialPrivacy(1.0, 1e-5), TrialPrivacy(math.inf, None)])
     assert public.epsilon == math.inf and public.delta is None and "non-private" in public.rule
     missing = grid_selection([TrialPrivacy(1.0, 1e-5), TrialPrivacy(None, 1e-5)])
     assert missing.epsilon is None and "missing" in missing.rule
-    folds = grid_selection([TrialPrivacy(1.0, 1e-5, folds=5), TrialPrivacy(1.0, 1e-5)])
+    folds = grid_selection([TrialPrivacy(1.0, 1e-5, folds=5, rdp=ledger_rdp()), TrialPrivacy(1.0, 1e-5)])
     assert (folds.epsilon, folds.delta) == (5.0, pytest.approx(5e-5))  # each record trains 4 of the 5 fold models
     adaptive = grid_selection([TrialPrivacy(1.0, 1e-5), TrialPrivacy(1.0, 1e-5)], adaptive=True)
     assert adaptive.rule.startswith("adaptive-search composition")
@@ -136,11 +185,29 @@ def test_frontier_reports_the_grid_composition_of_the_trials_compared():
     chosen = frame.loc["t-b"]
     assert chosen["selection_trials"] == 3 and chosen["selection_scope"] == "target_epsilon"
     assert chosen["selection_epsilon"] == pytest.approx(3 * 0.98) and chosen["selection_delta"] == pytest.approx(3e-5)
-    assert chosen["selection_rule"] == "grid composition, basic"  # the records' ε is below their schedules' RDP
+    assert chosen["selection_rule"] == "grid composition, basic"  # the records' ε is below their curves' RDP
     assert frame.loc["t-8", "selection_rule"] == "single trial: nothing compared"
     # Adaptive search: every trial was chosen after seeing the others, the non-private one included.
     adaptive = frontier_frame(records, axes=AXES, scope="sweep").set_index("trial_id")
     assert adaptive.loc["t-b", "selection_trials"] == 5 and adaptive.loc["t-b", "selection_epsilon"] == math.inf
+
+
+def test_tables_compose_curves_from_the_parquet_alone_and_old_parquets_fall_back_to_basic(tmp_path):
+    """Ledgers whose ε is their own curve's: the RDP path wins, from dp_rdp alone; without the column (a version
+    5 Parquet, its dp_event ignored) the same rows compose by basic composition."""
+    records = [*_private_records(), _record("t-8", lr=0.05, epsilon=8.0, balanced=0.5)]
+    one = _accountant_epsilon(dp_accounting.ComposedDpEvent([_sgd(z, 0.1, 30) for z in (1.2,)]))
+    for record in records[:3]:
+        record["summary"]["privacy"]["epsilon"] = one
+    frame = pd.read_parquet(write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")["frontier"])
+    expected = _accountant_epsilon(dp_accounting.SelfComposedDpEvent(_sgd(1.2, 0.1, 30), 3), 3 * DELTA)
+    table = paper_tables(frame)["privacy_loss_vs_epsilon"].set_index("trial")
+    assert table.loc["t-b", "selection rule"] == "grid composition, RDP (one mechanism ×3)"
+    assert table.loc["t-b", "selection ε"] == f"{expected:.3g}" and expected < 3 * one
+    old = frame.drop(columns=["dp_rdp"]).assign(dp_event=json.dumps([{"noise_multiplier": 1.2}]))
+    table = paper_tables(old)["privacy_loss_vs_epsilon"].set_index("trial")
+    assert table.loc["t-b", "selection rule"] == "grid composition, basic"
+    assert table.loc["t-b", "selection ε"] == f"{3 * one:.3g}"
 
 
 def test_tables_compose_per_row_from_the_parquet_and_keep_a_private_selection(tmp_path):
@@ -166,11 +233,49 @@ def test_tables_compose_per_row_from_the_parquet_and_keep_a_private_selection(tm
 def test_a_version_4_frontier_without_the_new_columns_still_renders(tmp_path):
     records = [*_private_records(), _record("t-8", lr=0.05, epsilon=8.0, balanced=0.5)]
     frame = pd.read_parquet(write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")["frontier"])
-    new = ["dp_guarantee", "dp_noise", "dp_event", "selected", "selection_scope", "selection_trials",
+    new = ["dp_guarantee", "dp_noise", "dp_rdp", "selected", "selection_scope", "selection_trials",
            "selection_epsilon", "selection_delta", "selection_rule", "selection_dp_guarantee"]
     table = paper_tables(frame.drop(columns=new))["privacy_loss_vs_epsilon"].set_index("trial")
     assert table.loc["t-b", "selection ε"] == "2.94"
     assert table.loc["t-b", "selection rule"] == "grid composition, basic"
+
+
+def test_curves_from_ledgers_plans_and_cells():
+    privacy = _record("t", lr=0.1, epsilon=1.0, balanced=0.5)["summary"]["privacy"]
+    assert ledger_curve(privacy) == ledger_rdp() == max_curve([_curve(_sgd(1.3, 0.1, 30)), _curve(_sgd(1.2, 0.1, 30))])
+    assert ledger_curve(_with_cv(_record("t", lr=0.1, epsilon=1.0, balanced=0.5))["summary"]["privacy"]) is None
+    assert ledger_curve({**privacy, "rdp": [1.0, 2.0]}) is None and ledger_curve({**privacy, "rdp": None}) is None
+    assert ledger_curve({"mechanism": "none", "epsilon": math.inf}) is None and ledger_curve(None) is None
+    assert plan_curve(_dpsgd_plan(1.3, 1.2)) == pytest.approx(ledger_rdp(), rel=1e-12)  # max over hospitals
+    non_private = NonPrivate(mechanism="dpsgd", epsilon=math.inf, delta=None, reproducible_noise=False,
+                             secure_aggregation=False, num_hospitals=2)
+    assert plan_curve(non_private) is None
+    assert curve_from_json(curve_json(ledger_rdp())) == ledger_rdp() and curve_json(None) is None
+    other_orders = json.dumps({"orders": [2.0] * len(RDP_ORDERS), "rdp": list(ledger_rdp())})
+    for cell in (None, float("nan"), "", "{", "[1, 2]", other_orders):
+        assert curve_from_json(cell) is None
+
+
+def test_runner_bounds_a_private_selection_by_every_plan_of_the_space(monkeypatch):
+    """Any mechanism whose plan claims DP: the bound is the per-order maximum of the plans' curves, at the largest
+    δ; a plan without a claim, or a space of pure plans alone (δ = 0), is refused in one line."""
+    def run(*plans):
+        cfgs = [SimpleNamespace(key=i, model=SimpleNamespace(name="m"), privacy=SimpleNamespace(name=p.mechanism))
+                for i, p in enumerate(plans)]
+        monkeypatch.setattr(runner, "_plan_key", lambda cfg: cfg.key)
+        monkeypatch.setattr(runner, "prepare_experiment", lambda cfg: SimpleNamespace(privacy=plans[cfg.key]))
+        return private_selection(SimpleNamespace(selection="poisson", selection_mean=4.0, selection_shape=1.0), cfgs)
+
+    sgd, pure = _dpsgd_plan(1.3, 1.2), _laplace_plan(0.5)
+    spec = run(sgd, pure)
+    assert spec.delta == DELTA and spec.curve == pytest.approx(max_curve([plan_curve(sgd), plan_curve(pure)]))
+    assert spec.curve != pytest.approx(plan_curve(sgd))  # the pure plan's flat 0.5 dominates at low orders
+    for plans, message in (((sgd, NonPrivate(mechanism="dpsgd", epsilon=math.inf, delta=None, reproducible_noise=False,
+                                              secure_aggregation=False, num_hospitals=2)), "claims no DP"),
+                           ((pure,), "δ > 0")):
+        with pytest.raises(FedrayError, match=message) as err:
+            run(*plans)
+        assert "\n" not in str(err.value)
 
 
 def test_trial_counts_are_drawn_from_os_entropy(monkeypatch):
@@ -222,8 +327,8 @@ def _trial_cfg(name="dpsgd", epsilon=1.0, folds=1):
     (_tune(num_samples=4), [_trial_cfg()], "leave tune.num_samples=1"),
     (_tune(selection_mean=0.5), [_trial_cfg()], "tune.selection_mean=10"),
     (_tune(), [_trial_cfg(), _trial_cfg(epsilon=8.0)], "run one sweep per ε"),
-    (_tune(), [_trial_cfg(epsilon=math.inf)], "one finite target ε"),
-    (_tune(), [_trial_cfg(), _trial_cfg(name="dpfedavg")], "use privacy=dpsgd"),
+    (_tune(), [_trial_cfg(epsilon=math.inf)], "non-private trial"),
+    (_tune(), [_trial_cfg(), _trial_cfg(name="none", epsilon=1.0)], "privacy=none without a finite ε"),
     (_tune(), [_trial_cfg(folds=5)], "set cv.folds=1"),
 ])
 def test_private_selection_refuses_what_would_void_it(tune, trials, message):
@@ -234,21 +339,12 @@ def test_private_selection_refuses_what_would_void_it(tune, trials, message):
 
 def test_settings_accepted_and_scope():
     check_selection_settings(_tune(), [_trial_cfg(), _trial_cfg()])
+    # Any mechanism whose plans claim DP: its curve is what the selection repeats, whatever its name.
+    check_selection_settings(_tune(), [_trial_cfg(), _trial_cfg(name="dpfedavg"), _trial_cfg(name="laplace_input")])
     check_selection_settings(_tune(selection=None, search="grid"), [_trial_cfg(epsilon=8.0), _trial_cfg()])
     assert selection_scope(_tune(search="grid")) == "target_epsilon"
     assert selection_scope(_tune(search="random")) == "target_epsilon"
     assert selection_scope(_tune(search="optuna")) == "sweep" and selection_scope(_tune(scheduler="asha")) == "sweep"
-
-
-def test_schedules_from_ledgers():
-    privacy = copy.deepcopy(_record("t", lr=0.1, epsilon=1.0, balanced=0.5)["summary"]["privacy"])
-    assert schedules_of(privacy) == (Schedule(1.3, 0.1, 30), Schedule(1.2, 0.1, 30))
-    privacy["preprocessing"] = [{"mechanism": "gaussian", "noise_multiplier": 4.0, "hospital": 1}]
-    assert schedules_of(privacy)[1].gaussians == (4.0,) and schedules_of(privacy)[0].gaussians == ()
-    assert schedules_of({**privacy, "preprocessing": [{"mechanism": "laplace", "epsilon": 1.0}]}) is None
-    assert schedules_of({**privacy, "cv_note": "k-fold"}) is None
-    assert schedules_of({**privacy, "mechanism": "dpfedavg"}) is None
-    assert schedules_of({"mechanism": "none", "epsilon": math.inf}) is None
 
 
 def test_tune_config_fields():
@@ -268,12 +364,10 @@ def test_tune_config_fields():
 def test_private_selection_sweep_end_to_end(ray_session, tmp_path, monkeypatch):
     """A tiny sweep under tune.selection=poisson: K (pinned to 2 here; drawn from OS entropy otherwise) random
     trials, one released, its ε equal to dp-accounting's RepeatAndSelectDpEvent on the trials' own ledgers."""
-    import json
     import sys
 
     from conftest import TINY
 
-    import fedray.sweep.runner as runner
     from fedray.__main__ import main
 
     drawn = []

@@ -162,3 +162,17 @@ def test_module_entry_point(written):
     done = subprocess.run([sys.executable, "-m", "fedray.sweep.tables", str(written[0]["frontier"])],
                           capture_output=True, text=True, check=True)
     assert "## Privacy loss vs ε" in done.stdout and f"| {NON_PRIVATE} |" in done.stdout
+
+
+def test_rows_follow_the_registry_order_so_a_registered_mechanism_sorts_too(monkeypatch):
+    """Mechanisms sort in fedray.privacy.mechanisms.REGISTRY's order, read when the table is made: one registered
+    after import (here "toy") follows the built-in ones, and a name the registry does not hold comes last."""
+    import fedray.sweep.tables as tables_module
+    from fedray.privacy.mechanisms import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "toy", object)
+    names = ["unregistered", "toy", "dp_tree", "dpsgd", "none", "laplace_input", "dpfedavg"]
+    best = pd.DataFrame({"backbone": "logreg", "mechanism": names, "target_epsilon": 1.0})
+    ordered = tables_module._ordered(best)["mechanism"].tolist()
+    assert ordered == [*(n for n in REGISTRY if n in names), "unregistered"]
+    assert ordered[:5] == ["none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree"] and ordered[5] == "toy"

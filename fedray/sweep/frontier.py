@@ -22,14 +22,15 @@ Version 5 adds the guarantee and the selection. ``dp_guarantee`` says whether
 a private trial's ε is a guarantee: False when its noise was reproducible
 from the config (``privacy.reproducible_noise=true``: a simulation), read from
 the ledger's ``guarantee`` flag or else its ``noise`` line (``dp_noise``).
-``dp_event`` is the trial's per-hospital DP-SGD schedule as JSON, for
-composing trials from the Parquet alone. ``selected`` marks the rows the
-sweep chose (the best per target ε on the utility; under a private selection
-the one released trial) and the ``selection_*`` columns say what that choice
-cost on the same private data (:mod:`fedray.sweep.selection`): ε and δ,
-the trials compared, the rule (grid composition, or Papernot & Steinke's
-private selection), whether it is a guarantee, and ``selection_scope``.
-Frontiers of older versions read back with these columns missing.
+``selected`` marks the rows the sweep chose (the best per target ε on the
+utility; under a private selection the one released trial) and the
+``selection_*`` columns say what that choice cost on the same private data
+(:mod:`fedray.sweep.selection`): ε and δ, the trials compared, the rule,
+whether it is a guarantee, and ``selection_scope``. Version 6 replaces
+``dp_event`` (a DP-SGD schedule) by ``dp_rdp``, the ledger's RDP curve as
+JSON whatever the mechanism, from which ``tables.md`` composes trials from
+the Parquet alone; older frontiers read back with the columns they lack
+null (no ``dp_rdp``: basic composition only).
 
 ``write_frontier`` is a privacy boundary like the run directory: a trial
 whose summary or rounds carry a field its own ledger does not declare
@@ -58,13 +59,13 @@ from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, best_per_target_epsilon, \
     render_report
-from fedray.sweep.selection import (SCOPES, SELECTION_COLUMNS, PrivateSelection, combined_guarantee, schedules_json,
-                                    schedules_of, with_selection)
+from fedray.sweep.selection import (SCOPES, SELECTION_COLUMNS, PrivateSelection, combined_guarantee, curve_json,
+                                    ledger_curve, with_selection)
 from fedray.sweep.tables import render_tables
 
 # 3: validation metrics beside test; strategy, secure aggregation. 4: canary audits, flags.
-# 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns.
-SCHEMA_VERSION = 5
+# 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns. 6: dp_rdp replaces dp_event.
+SCHEMA_VERSION = 6
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
@@ -116,7 +117,7 @@ _COLUMNS = [
     ("accountant", pa.string(), None),
     ("dp_guarantee", pa.bool_(), None),
     ("dp_noise", pa.string(), ("summary", "privacy", "noise")),
-    ("dp_event", pa.string(), None),
+    ("dp_rdp", pa.string(), None),
     ("attack_name", pa.string(), (*_STRONGEST, "attack")),
     ("attack_auc", pa.float64(), (*_STRONGEST, "auc")),
     ("attack_advantage", pa.float64(), (*_STRONGEST, "advantage")),
@@ -194,7 +195,7 @@ def _mark_selection(frame: pd.DataFrame, records: list[dict], *, utility: str, s
         chosen = with_selection(best_per_target_epsilon(completed, utility), completed, utility=utility, scope=scope)
     else:  # the one trial released: the best of all K
         chosen = scored.loc[[scored[utility].idxmax()]].copy()
-        realized = [schedules_of((r.get("summary") or {}).get("privacy")) for r in records
+        realized = [ledger_curve((r.get("summary") or {}).get("privacy")) for r in records
                     if r.get("status") == "completed"]
         selection = private.selection(realized, trials=len(records),
                                       guarantee=combined_guarantee(completed["dp_guarantee"]))
@@ -291,7 +292,7 @@ def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | Non
 
 
 def _guarantee_columns(privacy: dict | None) -> dict:
-    """Whether the ε is a DP guarantee, and the trial's DP-SGD schedule (JSON) for composing trials.
+    """Whether the ε is a DP guarantee, and the trial's RDP curve (JSON) for composing trials.
 
     ``dp_guarantee`` is the ledger's ``guarantee`` flag when it has one, else
     read from its ``noise`` line: secret noise (True) or noise reproducible
@@ -301,13 +302,13 @@ def _guarantee_columns(privacy: dict | None) -> dict:
     from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
 
     if not privacy:
-        return {"dp_guarantee": None, "dp_event": None}
+        return {"dp_guarantee": None, "dp_rdp": None}
     guarantee = privacy.get("guarantee")
     if not isinstance(guarantee, bool):
         guarantee = {SECRET_DESCRIPTION: True, REPRODUCIBLE_DESCRIPTION: False}.get(privacy.get("noise"))
     if _cast(privacy.get("epsilon"), pa.float64()) == math.inf:
         guarantee = None
-    return {"dp_guarantee": guarantee, "dp_event": schedules_json(schedules_of(privacy))}
+    return {"dp_guarantee": guarantee, "dp_rdp": curve_json(ledger_curve(privacy))}
 
 
 def _ledger_columns(privacy: dict | None) -> dict:

@@ -41,7 +41,7 @@ TUNING_NOTE = (
     "Tuning hyper-parameters on private data itself consumes privacy: each trial's \"ε spent\" is that one "
     "trial's. The configuration chosen per target ε was picked by comparing K trials on the same private data, "
     "so publishing it costs the \"selection ε\" beside it (fedray.sweep.selection): under grid or random search "
-    "the composition of the K trials compared (basic, or RDP where every ledger gives its DP-SGD schedule; a "
+    "the composition of the K trials compared (basic, or RDP where every ledger gives its RDP curve; a "
     "non-private trial among them makes it ∞), under adaptive search (optuna, a scheduler) the composition of "
     "every trial of the sweep, and under tune.selection=poisson or negative_binomial the private selection of "
     "Papernot & Steinke 2022 ('Hyperparameter tuning with Renyi differential privacy'), whose ε covers the one "

@@ -20,10 +20,11 @@ axis a choice), ``optuna`` a model-based search. With ``tune.selection``
 private selection (Papernot & Steinke 2022, :mod:`fedray.sweep.selection`):
 the number of trials K and the K configurations are drawn from the operating
 system's entropy, never from the config, and the frontier reports the ε of
-releasing the best one, tuning included. Everything that would void that ε
-(more than one target ε, a mechanism without a DP-SGD event, cross-validation,
-a scheduler) is refused here, before Ray starts. A resumed private selection
-keeps the K trials Tune saved; nothing is drawn again.
+releasing the best one, tuning included, from every configuration's planned
+RDP curve. Everything that would void that ε (more than one target ε, a
+non-private trial, cross-validation, a scheduler, δ = 0) is refused here,
+before Ray starts. A resumed private selection keeps the K trials Tune saved;
+nothing is drawn again.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.federation.cluster import connect
 from fedray.federation.audit import slot_counts
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
-from fedray.privacy.mechanisms import PlanContext, check_mechanism, plan_privacy
+from fedray.privacy.mechanisms import PlanContext, check_mechanism, claims_dp, plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.sweep.resources import check_memory_plan, check_trial_fits, gpu_memory_bytes, trial_bundles
-from fedray.sweep.selection import (PrivateSelection, check_selection_settings, draw_trial_count, plan_delta,
-                                    plan_schedules, random_points, selection_scope)
+from fedray.sweep.selection import PrivateSelection, check_distribution, draw_trial_count, max_curve, plan_curve, \
+    random_points
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
 from fedray.sweep.trial import run_trial
 
@@ -129,30 +130,63 @@ def _print_resume(overrides: list[str], out_dir: Path) -> None:
 
 
 def private_selection(tune_cfg, trial_cfgs: list[Config]) -> PrivateSelection:
-    """The private selection's settings and the planned schedule of every configuration of the space.
-
-    Each distinct configuration (the learning rate changes no plan) is
-    prepared as its trial would be, before Ray starts; one whose plan gives no
-    DP-SGD schedule is refused.
-    """
+    """The private selection's settings and its per-trial RDP bound: the per-order maximum of the planned curve
+    of every configuration of the space, each prepared as its trial would be, before Ray starts (the learning
+    rate changes no plan). A plan that claims no DP, or a space whose plans all have δ = 0, is refused."""
     plans = {}
     for trial_cfg in trial_cfgs:
-        key = _plan_key(trial_cfg)
-        if key not in plans:
+        if (key := _plan_key(trial_cfg)) not in plans:
             plans[key] = (trial_cfg, prepare_experiment(trial_cfg).privacy)
-    candidates, deltas = [], []
+    curves = []
     for trial_cfg, plan in plans.values():
-        schedules, delta = plan_schedules(plan), plan_delta(plan)
-        if schedules is None or delta is None:
+        curves.append(plan_curve(plan))
+        if curves[-1] is None:
             raise FedrayError(f"tune.selection={tune_cfg.selection}: the privacy plan of model={trial_cfg.model.name}, "
-                              f"privacy={trial_cfg.privacy.name} gives no DP-SGD schedule (noise multiplier, sample "
-                              "rate, steps per hospital) to repeat; use tune.selection=null")
-        candidates.append(schedules)
-        deltas.append(delta)
-    same_partition = len({_dealing_key(c) for c in trial_cfgs}) == 1
+                              f"privacy={trial_cfg.privacy.name} claims no DP, so there is no RDP curve to repeat; "
+                              "give every trial a finite ε, or use tune.selection=null")
+    delta = max(float(plan.delta or 0.0) for _, plan in plans.values())
+    if not delta > 0:
+        raise FedrayError(f"tune.selection={tune_cfg.selection}: every configuration is pure ε-DP (δ = 0), and the "
+                          "Papernot-Steinke bound is an RDP one whose ε needs a δ > 0; use tune.selection=null (the "
+                          "grid composition, exact for pure DP)")
     return PrivateSelection(distribution=tune_cfg.selection, mean=float(tune_cfg.selection_mean),
-                            shape=float(tune_cfg.selection_shape), candidates=tuple(candidates),
-                            same_partition=same_partition, delta=max(deltas))
+                            shape=float(tune_cfg.selection_shape), curve=max_curve(curves), delta=delta)
+
+
+def selection_scope(tune_cfg) -> str:
+    """Which trials a choice compares: those at its target ε, or (adaptive search) every trial of the sweep."""
+    return "sweep" if tune_cfg.search == "optuna" or tune_cfg.scheduler is not None else "target_epsilon"
+
+
+def check_selection_settings(tune_cfg, trial_cfgs: list) -> None:
+    """Refuse, in one line, a private selection whose ε would not hold (fedray.sweep.selection's assumptions)."""
+    if not tune_cfg.selection:
+        return
+    name = f"tune.selection={tune_cfg.selection}"
+    check_distribution(tune_cfg.selection, tune_cfg.selection_mean, tune_cfg.selection_shape)
+    if tune_cfg.search != "random":
+        raise FedrayError(f"{name} with tune.search={tune_cfg.search}: a private selection runs configurations "
+                          "drawn uniformly from the space; set tune.search=random")
+    if tune_cfg.scheduler is not None:
+        raise FedrayError(f"{name} with tune.scheduler={tune_cfg.scheduler}: stopping trials on their results is "
+                          "an adaptive selection the bound does not cover; set tune.scheduler=null")
+    if tune_cfg.num_samples != 1:
+        raise FedrayError(f"{name} with tune.num_samples={tune_cfg.num_samples}: the number of trials is drawn "
+                          f"(mean tune.selection_mean={tune_cfg.selection_mean:g}); leave tune.num_samples=1")
+    public = sorted({c.privacy.name for c in trial_cfgs if not claims_dp(c)})
+    if public:
+        raise FedrayError(f"{name} with a non-private trial (privacy={'|'.join(public)} without a finite ε): the "
+                          "selection repeats a private trial's RDP curve; give every trial a mechanism and a finite "
+                          "ε, or use tune.selection=null to have the grid composition reported")
+    epsilons = sorted({float(c.privacy.epsilon) for c in trial_cfgs})
+    if len(epsilons) != 1:
+        raise FedrayError(f"{name} needs one target ε (a private selection is per ε target); the space holds ε in "
+                          f"{{{', '.join(f'{e:g}' for e in epsilons)}}}: run one sweep per ε, e.g. "
+                          "sweep.space.epsilon=[1.0]")
+    folds = sorted({c.cv.folds for c in trial_cfgs if c.cv.folds > 1})
+    if folds:
+        raise FedrayError(f"{name} with cv.folds={folds[0]}: a cross-validated trial scores k fold models trained "
+                          "on overlapping records, which one trial's RDP curve does not describe; set cv.folds=1")
 
 
 def draw_selection_trials(tune_cfg) -> int:
@@ -173,14 +207,6 @@ def _plan_key(cfg: Config) -> str:
     config.get("train", {}).pop("lr", None)
     config.pop("run_dir", None)
     return json.dumps(config, sort_keys=True, default=str)
-
-
-def _dealing_key(cfg: Config) -> str:
-    """What decides which hospital holds which record: same key, same partition."""
-    config = as_dict(cfg)
-    fl = config.get("fl", {})
-    return json.dumps([config.get("data"), config.get("seed"), config.get("mode"), fl.get("num_hospitals"),
-                       fl.get("partition"), config.get("cv"), config.get("audit")], sort_keys=True, default=str)
 
 
 def _selection_settings(tune_cfg) -> dict:

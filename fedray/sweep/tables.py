@@ -62,10 +62,6 @@ from fedray.sweep.report import (
 )
 from fedray.sweep.selection import with_selection
 
-# Table rows list mechanisms from none (the non-private baseline) through the private ones; others (a
-# registered mechanism) follow in registry order. Fixed here: the registry's own order is no table order.
-_ORDER = ("none", "dpsgd", "dpfedavg", "laplace_input", "dp_tree")
-MECHANISMS = (*_ORDER, *(name for name in REGISTRY if name not in _ORDER))  # table order
 NON_PRIVATE = "∞ (non-private)"
 _METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
             ("AUC-ROC", "auc"))
@@ -205,7 +201,10 @@ def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ordered(best: pd.DataFrame) -> pd.DataFrame:
-    rank = best["mechanism"].map({name: i for i, name in enumerate(MECHANISMS)}).astype(float).fillna(len(MECHANISMS))
+    """Rows by model, then mechanism in the registry's order (read now: a mechanism registered later sorts too;
+    a name it does not hold comes last), then target ε."""
+    order = {name: i for i, name in enumerate(REGISTRY)}
+    rank = best["mechanism"].map(order).astype(float).fillna(len(order))
     keys = ["backbone", "_rank", "mechanism", "target_epsilon"]
     return best.assign(_rank=rank).sort_values(keys, na_position="last", kind="stable").drop(columns="_rank")
 
