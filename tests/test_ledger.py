@@ -192,3 +192,13 @@ def test_audit_and_cross_validation_statistics_are_labelled_outside_the_guarante
 
     assert "outside the guarantee" in render_report(frontier_frame([], axes=[], sweep_name="s"), sweep_name="s",
                                                     utility="test_balanced_accuracy")
+
+
+def test_under_dp_a_hospitals_feature_cache_report_carries_no_record_count(tmp_path):
+    from fedray.federation.proxy import checked_reports
+
+    _, plan = _plan([*TINY, "privacy=dpsgd", "privacy.epsilon=2"], tmp_path)
+    timing = {"views": 2, "seconds": 1.5, "from_disk": False}
+    assert checked_reports(plan, [timing, None]) == [timing, None]
+    with pytest.raises(UndeclaredRelease, match="feature_cache.records"):  # it would count included canaries
+        checked_reports(plan, [{**timing, "records": 90}])

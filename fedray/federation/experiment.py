@@ -312,10 +312,12 @@ def _collect(prep: Prepared, driver: Callable) -> tuple[list[dict], list[dict], 
 def cache_line(feature_cache: dict) -> str:
     """One line for the progress output: what was cached and the wall time it took (the slowest party's)."""
     parties = [feature_cache["driver"], *feature_cache["hospitals"]]
-    records = sum(p["records"] for p in parties)
     seconds = max(p["seconds"] for p in parties)
     where = "read from the feature cache" if all(p["from_disk"] for p in parties) else "computed"
-    return (f"frozen features of {records} images ({feature_cache['hospitals'][0]['views']} views at the hospitals) "
+    counted = [p["records"] for p in parties if "records" in p]  # under DP a hospital does not send its count
+    images = f"{sum(counted)} images" if len(counted) == len(parties) else \
+        f"the hospitals' images and {feature_cache['driver']['records']} held-out images"
+    return (f"frozen features of {images} ({feature_cache['hospitals'][0]['views']} views at the hospitals) "
             f"{where} in {seconds:.1f} s")
 
 

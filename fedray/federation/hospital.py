@@ -148,7 +148,9 @@ class Hospital:
     def feature_cache(self) -> dict | None:
         """What caching frozen features cost this hospital (its training and validation shards), or None."""
         report = getattr(getattr(self.trainer, "encoder", None), "report", None)
-        return dataclasses.asdict(report) if report is not None else None
+        if report is None:
+            return None
+        return {k: v for k, v in dataclasses.asdict(report).items() if self.releases.covers(f"feature_cache.{k}")}
 
     def privacy_state(self) -> dict:
         return self.trainer.privacy_state()

@@ -69,6 +69,12 @@ def checked_metrics(plan, metrics: list[dict]) -> list[dict]:
     return metrics
 
 
+def checked_reports(plan, reports: list[dict | None]) -> list[dict | None]:
+    for k, report in enumerate(reports):
+        checked(plan, k, [f"feature_cache.{key}" for key in report or {}])
+    return reports
+
+
 def checked_payloads(plan, masked: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     for k in masked:
         checked(plan, k, ["masked_payload"])
@@ -140,7 +146,7 @@ class InProcessHospitals:
             hospital.restore_privacy_state(state)
 
     def feature_cache(self) -> list[dict | None]:
-        return [h.feature_cache() for h in self.hospitals]
+        return checked_reports(self.plan, [h.feature_cache() for h in self.hospitals])
 
     def placement(self) -> list[dict]:
         return [{"node": None, "placement_group": None} for _ in self.hospitals]
@@ -225,7 +231,7 @@ class RayHospitals:
         self._get([h.call.remote("restore_privacy_state", s) for h, s in zip(self.hosts, states)])
 
     def feature_cache(self) -> list[dict | None]:
-        return self._get([h.call.remote("feature_cache") for h in self.hosts])
+        return checked_reports(self.plan, self._get([h.call.remote("feature_cache") for h in self.hosts]))
 
     def placement(self) -> list[dict]:
         return self._get([h.where.remote() for h in self.hosts])

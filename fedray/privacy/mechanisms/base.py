@@ -257,6 +257,13 @@ class PrivateMechanism(Mechanism):
     def claims_dp(self) -> bool:
         return True
 
+    def hospital_operations(self, hospital: int) -> tuple[Release, ...]:
+        """What every hospital may report of its operations: the feature cache's timing, never its record count
+        (the actual count would reveal how many input canaries the auditor included)."""
+        return (Release("feature-cache timing", ("feature_cache.views", "feature_cache.seconds",
+                                                 "feature_cache.from_disk"),
+                        "outside", "operational timing", party=f"hospital {hospital}"),)
+
     def declared_count(self, hospital: int, actual: int) -> int | None:
         """The public slot count, never the actual count, which would reveal how many canaries were included."""
         return self.slot_counts[hospital] if hospital < len(self.slot_counts) else actual

@@ -41,7 +41,7 @@ class DpTree(PureMechanism):
                     unit="record", event=pure_dp_event(self.epsilon)),
             Release("spent", ("metrics.dp_epsilon_spent", "num_samples"), "public",
                     "the budget diffprivlib charged (the target) and the public record count",
-                    party=f"hospital {hospital}")))
+                    party=f"hospital {hospital}"), *self.hospital_operations(hospital)))
 
     def output_releases(self):
         return Releases("run output", common_outputs(counts_public=True, clients_public=True,

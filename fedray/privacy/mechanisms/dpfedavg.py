@@ -135,7 +135,7 @@ class DpFedAvg(PrivateMechanism):
             "its clipped update, to the trusted driver, which publishes only the noised mean"
         return Releases(f"hospital {hospital}'s message", (
             Release("update", ("params", "masked_payload"), "accounted", where, party=f"hospital {hospital}",
-                    unit="hospital", event=event),))
+                    unit="hospital", event=event), *self.hospital_operations(hospital)))
 
     def output_releases(self):
         return Releases("run output", common_outputs(counts_public=False, clients_public=not self.sampled,

@@ -145,6 +145,10 @@ class DpSgd(PrivateMechanism):
                     party=f"hospital {hospital}"),
             Release("step counters", ("metrics.local_steps", "metrics.dp_steps"), "public",
                     "fixed before the run: round(1/q) steps an epoch", party=f"hospital {hospital}"),
+            *(Release("colour statistics", ("colour_moments",), "accounted",
+                      "noised colour moments, released once before training", party=f"hospital {hospital}",
+                      unit="record", event=event) for event in _statistic_events(self.preprocessing, hospital)),
+            *self.hospital_operations(hospital),
         ))
 
     def output_releases(self) -> Releases:

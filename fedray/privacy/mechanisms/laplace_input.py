@@ -73,7 +73,7 @@ class LaplaceInput(PureMechanism):
                     event=_composed(self.record_events())),
             Release("slot count", ("num_samples",), "public",
                     "replace-one neighbouring: the slot count is public (its step count, which follows the actual "
-                    "count, is not sent)", party=f"hospital {hospital}")))
+                    "count, is not sent)", party=f"hospital {hospital}"), *self.hospital_operations(hospital)))
 
     def output_releases(self):
         return Releases("run output", common_outputs(counts_public=True, clients_public=True,
