@@ -38,9 +38,10 @@ from pathlib import Path
 from ray import tune
 from ray.util import get_current_placement_group
 
-from fedray.config import Config, as_dict, replace
+from fedray.config import as_dict, replace
 from fedray.federation.study import StudyState, run_study
 from fedray.metrics import SCALAR_METRICS
+from fedray.privacy.mechanisms import claims_dp
 from fedray.results import write_run
 from fedray.sweep.resources import DRIVER_BUNDLE
 from fedray.sweep.space import trial_config
@@ -63,7 +64,7 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
     """
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(overrides, params, paths, run_dir=Path(out_dir) / "trials" / trial_id)
-    private = _claims_dp(cfg)
+    private = claims_dp(cfg)
     if private:
         cfg = replace(cfg, **{"tune.checkpoint_every": 1})
     folds = cfg.cv.folds
@@ -104,12 +105,6 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
             "rounds_json": json.dumps(result.rounds, default=_json_default),
             "config_json": json.dumps(as_dict(cfg), default=_json_default),
         }, checkpoint=checkpoint)
-
-
-def _claims_dp(cfg: Config) -> bool:
-    """Whether ``cfg``'s results claim a DP guarantee: a mechanism other than ``none`` with a finite ε."""
-    epsilon = getattr(cfg.privacy, "epsilon", math.inf)
-    return cfg.privacy.name != "none" and math.isfinite(float(epsilon))
 
 
 @contextlib.contextmanager
