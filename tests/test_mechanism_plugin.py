@@ -106,7 +106,7 @@ class ToyAggregatePerturbation(PrivateMechanism):
     def events(self, hospital_states):
         return {"each hospital": [_event(self.noise_multiplier, self.rounds)]}
 
-    def details(self, hospital_states):
+    def details(self, hospital_states, epsilons):
         return {"noise_multiplier": self.noise_multiplier}
 
 

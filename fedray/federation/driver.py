@@ -12,8 +12,8 @@ Each round the driver
 It receives only what each hospital's privacy plan releases (parameters,
 sample counts and, without DP, metrics: ``plan.hospital_releases``, checked
 by the proxy), and its round records carry only what the plan's output
-releases cover (under DP-FedAvg with client sampling, not who took part). The validation and test
-records it evaluates on are the consortium's held-out evaluation sets, handed
+releases cover (under DP-FedAvg with client sampling, not who took part).
+The validation and test records it evaluates on are the consortium's held-out evaluation sets, handed
 to it at construction; no hospital training record ever reaches it.
 
 Under a canary audit it is also the white-box adversary: it scores the
@@ -95,8 +95,7 @@ class Driver:
         self.global_params: Params = self.evaluator.export()
         self.initial_params = self.global_params  # the seeded initial model: canary clients score the run's delta
         self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
-        self.secure = _secure_round(cfg, plan, self.global_params, num_hospitals=len(hospitals),
-                                    max_samples=max_samples)
+        self.secure = _secure_round(cfg, plan, self.global_params, max_samples=max_samples)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.val_set, self.test_set = (
@@ -233,8 +232,7 @@ def _mean_metrics(runs: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in runs])) for k in keys}
 
 
-def _secure_round(cfg: Config, plan: Mechanism, global_params: Params, *, num_hospitals: int,
-                  max_samples: int) -> SecureRound | None:
+def _secure_round(cfg: Config, plan: Mechanism, global_params: Params, *, max_samples: int) -> SecureRound | None:
     """The masked aggregation of ``fl.secure_aggregation=true``, as the mechanism shapes it (DP-FedAvg: noised)."""
     if not cfg.fl.secure_aggregation:
         return None

@@ -304,14 +304,14 @@ class PrivateMechanism(Mechanism):
             "aggregation": AGGREGATION[self.secure_aggregation],
             "hospital_releases": [r.as_dict() for r in self.hospital_releases(0).releases],
             "output_releases": [r.as_dict() for r in self.output_releases().releases],
-            "outside_guarantee": self.output_releases().outside(), **self.details(hospital_states),
+            "outside_guarantee": self.output_releases().outside(), **self.details(hospital_states, epsilons),
         }
 
     def trust_line(self) -> str:
         return self.trust
 
-    def details(self, hospital_states: list[dict]) -> dict:
-        """Mechanism-specific ledger fields (schedules, notes)."""
+    def details(self, hospital_states: list[dict], epsilons: dict[str, float]) -> dict:
+        """Mechanism-specific ledger fields (schedules, notes); ``epsilons``: each unit's composed ε."""
         return {}
 
 
@@ -340,7 +340,7 @@ class PureMechanism(PrivateMechanism):
         epsilon = max(self.compose(events) for events in self.events(hospital_states).values())
         return [epsilon] * len(RDP_ORDERS)
 
-    def details(self, hospital_states: list[dict]) -> dict:
+    def details(self, hospital_states: list[dict], epsilons: dict[str, float]) -> dict:
         return {"note": self.description}
 
 

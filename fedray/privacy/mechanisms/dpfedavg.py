@@ -150,7 +150,7 @@ class DpFedAvg(PrivateMechanism):
                     f"{self.colluders} hospital(s), whose noise shares it would know")
         return "the driver: it sees each hospital's un-noised update and adds the noise (central DP)"
 
-    def details(self, hospital_states):
+    def details(self, hospital_states, epsilons):
         return {"clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier, "rounds": self.rounds,
                 "clients_per_round": self.expected_clients, "sample_rate": self.sample_rate,
                 "colluders": self.colluders, "preprocessing": [],

@@ -33,7 +33,6 @@ cross-record layer (BatchNorm) remains.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -165,13 +164,13 @@ class DpSgd(PrivateMechanism):
                                     if (steps := _steps(state)) else [])]
                 for k, (s, state) in enumerate(zip(self.hospitals, hospital_states))}
 
-    def details(self, hospital_states):
+    def details(self, hospital_states, epsilons):
         rows = []
         for k, (s, state) in enumerate(zip(self.hospitals, hospital_states)):
             rows.append({"hospital": k, "count": s.count, "noise_multiplier": s.noise_multiplier,
                          "sample_rate": s.sample_rate, "planned_steps": s.planned_steps, "steps": _steps(state),
                          "statistics_released": len(_statistic_events(self.preprocessing, k)),
-                         "epsilon": self.compose(self.events(hospital_states)[f"hospital {k}"])})
+                         "epsilon": epsilons[f"hospital {k}"]})
         return {"delta_note": self.delta_note, "max_grad_norm": self.max_grad_norm,
                 "max_noise_multiplier": max(s.noise_multiplier for s in self.hospitals),
                 "preprocessing": list(self.preprocessing), "hospitals": rows}
@@ -179,6 +178,6 @@ class DpSgd(PrivateMechanism):
 
 def _steps(state: dict) -> int:
     steps = int(state.get("dp_steps", 0))
-    if steps < 0 or math.isnan(steps):
+    if steps < 0:
         raise FedrayError(f"a hospital reported {steps} DP-SGD steps")
     return steps
