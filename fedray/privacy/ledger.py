@@ -263,8 +263,10 @@ def pure_epsilon(events: Iterable) -> float:
 
 
 def calibrate_noise(epsilon_of, *, target: float, low: float = 0.05, high: float = 1e4,
-                    tolerance: float = 0.01) -> float:
-    """The smallest noise multiplier (to ``tolerance`` in ε) with ``epsilon_of(σ) <= target``; ε falls with σ."""
+                    tolerance: float | None = None) -> float:
+    """The smallest noise multiplier with ``epsilon_of(σ) <= target``, ε falling with σ: bisection until ε is
+    within ``tolerance`` of the target (default 1 % of it, at most 0.01), so a small target is met as closely."""
+    tolerance = min(0.01, 0.01 * target) if tolerance is None else tolerance
     if not target > 0:
         raise FedrayError(f"a DP budget of epsilon={target} leaves nothing for training: raise privacy.epsilon")
     if epsilon_of(high) > target:
