@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from conftest import TINY, compose_typed, same_params, with_changes
 from fedray.errors import FedrayError
 
-from fedray.federation.driver import Driver
-from fedray.federation.experiment import (actor_resources, driver_kwargs, hospital_setups, prepare_experiment,
-                                          run_experiment)
+from fedray.federation.experiment import run_experiment, run_in_process
 from fedray.federation.pool import ActorPool
-from fedray.federation.proxy import InProcessHospitals
-
-
-def _in_process_run(cfg) -> tuple[list[dict], list[dict]]:
-    """The round loop with every party in this process: (final params, rounds)."""
-    threads = torch.get_num_threads()  # each party pins torch's threads to its CPU share
-    try:
-        prep = prepare_experiment(cfg)
-        driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=False)
-        hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
-        driver = Driver(**driver_kwargs(prep, hospitals, driver_res))
-        rounds = [driver.run_round(r) for r in range(1, cfg.fl.rounds + 1)]
-        return driver.final_params(), rounds
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_round_loop_runs_in_process_and_equals_the_ray_run(ray_session, tiny_cfg):
     cfg = with_changes(tiny_cfg, **{"fl.secure_aggregation": True})  # the masked round's two steps too
-    params, rounds = _in_process_run(cfg)
+    in_process = run_in_process(cfg)  # the real round loop, every party in this process
     over_ray = run_experiment(cfg)
-    assert same_params(params, over_ray.final_params)
-    assert [r["test"]["balanced_accuracy"] for r in rounds] == \
+    assert same_params(in_process.final_params, over_ray.final_params)
+    assert [r["test"]["balanced_accuracy"] for r in in_process.rounds] == \
         [r["test"]["balanced_accuracy"] for r in over_ray.rounds]
+    assert in_process.summary["best_val_round"] == over_ray.summary["best_val_round"]
+    assert in_process.summary["privacy"]["aggregation"] == over_ray.summary["privacy"]["aggregation"]
 
 
 def test_reused_actors_leave_nothing_behind(ray_session, tmp_path):

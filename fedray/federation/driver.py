@@ -94,7 +94,8 @@ class Driver:
         self.outputs = plan.output_releases()
         self.global_params: Params = self.evaluator.export()
         self.initial_params = self.global_params  # the seeded initial model: canary clients score the run's delta
-        self.best_val: tuple[float, list[Params]] = (-np.inf, [self.global_params])
+        # (validation balanced accuracy, model(s), round): the one place the best round is chosen.
+        self.best_val: tuple[float, list[Params], int | None] = (-np.inf, [self.global_params], None)
         self.secure = _secure_round(cfg, plan, self.global_params, max_samples=max_samples)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
@@ -128,8 +129,8 @@ class Driver:
         record = {"round": round_idx, "fit_seconds": time.perf_counter() - start, "clients": clients}
         if evaluate:  # fl.eval_every: best-validation selection sees only evaluated rounds
             record.update(self._evaluate())
-            if record["val"]["balanced_accuracy"] > self.best_val[0]:
-                self.best_val = (record["val"]["balanced_accuracy"], self.final_params())
+            if record["val"]["balanced_accuracy"] > self.best_val[0]:  # chosen on validation, never on test
+                self.best_val = (record["val"]["balanced_accuracy"], self.final_params(), round_idx)
         record["round_seconds"] = time.perf_counter() - start
         record["restarts"] = self.hospitals.restarts
         return record
@@ -200,6 +201,10 @@ class Driver:
     def exported_params(self) -> tuple[list[Params], list[Params]]:
         """(the final model(s), the model(s) after the round with the best validation balanced accuracy)."""
         return self.final_params(), self.best_val[1]
+
+    def best_round(self) -> int | None:
+        """The evaluated round with the best validation balanced accuracy (None before any evaluation)."""
+        return self.best_val[2]
 
     def feature_cache(self) -> dict:
         """What caching frozen features cost the driver (validation and test sets) and each hospital, or {}."""

@@ -38,6 +38,7 @@ from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
+from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, process_pool
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
@@ -207,31 +208,30 @@ def run_experiment(
         _hospital_errors_as_one_line([*hospitals.starting(),
                                       driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))])
 
-        def driver(method: str, *args):
-            return _hospital_errors_as_one_line(driver_host.call.remote(method, *args))
-
+        driver = RayDriver(driver_host)
         rounds, feature_cache = _run_rounds(prep, driver, started=started, resume=resume, on_round=on_round,
                                             on_checkpoint=on_checkpoint)
-        placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver("hospital_placement")}
-        final_params, best_params, ledger, canary_scores = _collect(prep, driver)
+        placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver.hospital_placement()}
+        collected = _collect(prep, driver)
         pool.release()
         audit = None
         if cfg.audit.enabled:
             # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
-            auditor = ray.get(driver_host.run.remote(run_auditor, audit_inputs(prep, final_params, driver_res)))
-            audit = audit_summary(cfg, prep.canaries, auditor, canary_scores, ledger=ledger,
+            auditor = ray.get(driver_host.run.remote(run_auditor, audit_inputs(prep, collected.final_params,
+                                                                                driver_res)))
+            audit = audit_summary(cfg, prep.canaries, auditor, collected.canary_scores, ledger=collected.ledger,
                                   num_records=sum(len(s) for s in prep.training_shards))
     except BaseException:
         pool.close()  # never hand a half-finished party to the next experiment
         raise
     seconds = time.perf_counter() - started
-    summary = _summarise(cfg, prep, rounds, ledger, seconds, driver_res, hospital_res)
+    summary = _summarise(cfg, prep, rounds, collected, seconds, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["feature_cache"] = feature_cache or None
     summary["placement"] = placement
     summary["resumed_after_round"] = resume.round if resume else None
-    return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
-                            dealt=prep.dealt)
+    return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
+                            best_params=collected.best_params, dealt=prep.dealt)
 
 
 def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
@@ -250,50 +250,46 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         cfg = prep.cfg
         driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=False)
         hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
-        party = Driver(**driver_kwargs(prep, hospitals, driver_res))
-
-        def driver(method: str, *args):
-            return getattr(party, method)(*args)
-
+        driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
         rounds, feature_cache = _run_rounds(prep, driver, started=started, on_round=on_round)
-        final_params, best_params, ledger, canary_scores = _collect(prep, driver)
+        collected = _collect(prep, driver)
         audit = None
         if cfg.audit.enabled:
-            auditor = run_auditor(**audit_inputs(prep, final_params, driver_res))
-            audit = audit_summary(cfg, prep.canaries, auditor, canary_scores, ledger=ledger,
+            auditor = run_auditor(**audit_inputs(prep, collected.final_params, driver_res))
+            audit = audit_summary(cfg, prep.canaries, auditor, collected.canary_scores, ledger=collected.ledger,
                                   num_records=sum(len(s) for s in prep.training_shards))
     finally:
         torch.set_num_threads(threads)
-    summary = _summarise(cfg, prep, rounds, ledger, time.perf_counter() - started, driver_res, hospital_res)
+    summary = _summarise(cfg, prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res)
     summary["membership_inference"] = audit
     summary["feature_cache"] = feature_cache or None
     summary["placement"] = {"driver": "in process", "hospitals": "in process (one process for all hospitals)"}
     summary["resumed_after_round"] = None
-    return ExperimentResult(rounds=rounds, summary=summary, final_params=final_params, best_params=best_params,
-                            dealt=prep.dealt)
+    return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
+                            best_params=collected.best_params, dealt=prep.dealt)
 
 
-def _run_rounds(prep: Prepared, driver: Callable, *, started: float, resume: ExperimentState | None = None,
+def _run_rounds(prep: Prepared, driver: DriverProxy, *, started: float, resume: ExperimentState | None = None,
                 on_round: Callable[[dict], None] | None = None,
                 on_checkpoint: Callable[[dict, ExperimentState], None] | None = None) -> tuple[list[dict], dict]:
-    """The round loop, whatever carries the calls: ``driver(method, *args)`` calls the driver's method."""
+    """The round loop, whatever carries the calls: the evaluation and checkpoint cadence live here alone."""
     cfg = prep.cfg
     rounds = list(resume.rounds) if resume else []
     if resume:
-        driver("restore", resume.driver)
+        driver.restore(resume.driver)
     total = cfg.fl.rounds
-    feature_cache = driver("feature_cache")
+    feature_cache = driver.feature_cache()
     first = len(rounds) + 1
     for r in range(first, total + 1):
         evaluate = r % cfg.fl.eval_every == 0 or r == total
-        record = driver("run_round", r, evaluate)
+        record = driver.run_round(r, evaluate)
         record["total_rounds"] = total
         if feature_cache and r == first:
             record["feature_cache"] = cache_line(feature_cache)
         rounds.append(record)
         if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
             on_checkpoint(record, ExperimentState(
-                round=r, rounds=list(rounds), driver=driver("snapshot"),
+                round=r, rounds=list(rounds), driver=driver.snapshot(),
                 input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
                 release_keys=prep.release_keys, seconds=time.perf_counter() - started,
                 canaries=prep.canaries))
@@ -302,11 +298,21 @@ def _run_rounds(prep: Prepared, driver: Callable, *, started: float, resume: Exp
     return rounds, feature_cache
 
 
-def _collect(prep: Prepared, driver: Callable) -> tuple[list[dict], list[dict], dict, dict]:
-    """After the rounds: the final and best models, the ledger from the steps actually taken, the canary scores."""
-    final_params, best_params = driver("exported_params")
-    ledger = prep.privacy.ledger(driver("hospital_privacy_states"))
-    return final_params, best_params, ledger, driver("canary_scores")
+@dataclass
+class Collected:
+    """What the driver hands back after the rounds."""
+
+    final_params: list[dict]
+    best_params: list[dict]
+    best_round: int  # chosen once, by the driver, on validation
+    ledger: dict  # from the steps each hospital actually took
+    canary_scores: dict
+
+
+def _collect(prep: Prepared, driver: DriverProxy) -> Collected:
+    final_params, best_params = driver.exported_params()
+    return Collected(final_params, best_params, driver.best_round(),
+                     prep.privacy.ledger(driver.hospital_privacy_states()), driver.canary_scores())
 
 
 def cache_line(feature_cache: dict) -> str:
@@ -326,12 +332,11 @@ def _hospital_errors_as_one_line(ref):
     return get_in_one_line(ref, causes=(FedrayError, HospitalError))
 
 
-def _summarise(cfg, prep: Prepared, rounds, ledger: dict, seconds, driver_res, hospital_res) -> dict:
+def _summarise(cfg, prep: Prepared, rounds, collected: Collected, seconds, driver_res, hospital_res) -> dict:
     """The run's summary: only the fields the mechanism's output releases cover (the run-directory writer checks)."""
     dealt, outputs = prep.dealt, prep.privacy.output_releases()
     final = rounds[-1]
-    evaluated = [r for r in rounds if "val" in r]  # fl.eval_every; the last round is always evaluated
-    best = max(evaluated, key=lambda r: r["val"]["balanced_accuracy"])  # chosen on validation, never on test
+    best = next(r for r in rounds if r["round"] == collected.best_round)  # the driver's choice
     scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
     gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
     data = {
@@ -355,7 +360,7 @@ def _summarise(cfg, prep: Prepared, rounds, ledger: dict, seconds, driver_res, h
         "final_test_confusion_matrix": final["test"].get("confusion_matrix"),
         "best_val_round": best["round"],
         "best_val_round_test": scalar(best["test"]),
-        "privacy": ledger,
+        "privacy": collected.ledger,
         "hospital_restarts": final["restarts"],
         "wall_seconds": seconds,
         "seconds_per_round": float(np.mean([r["round_seconds"] for r in rounds])),

@@ -42,7 +42,8 @@ def actor_resources(fl: Federation, *, gpus_present: bool) -> tuple[dict, dict]:
 
 
 class Host:
-    """A Ray actor hosting one party object at a time; its methods are called by name through :meth:`call`."""
+    """A Ray actor hosting one party object at a time; :meth:`apply` calls one of its methods, passed as the
+    class's function (``Hospital.fit``), so callers name methods that exist, never strings."""
 
     def __init__(self):
         self.party = None
@@ -61,8 +62,9 @@ class Host:
         for module in modules:
             importlib.import_module(module)
 
-    def call(self, method: str, *args):
-        return getattr(self.party, method)(*args)
+    def apply(self, method, *args):
+        """``method(party, *args)``: a method of the hosted party's class, e.g. ``Driver.run_round``."""
+        return method(self.party, *args)
 
     def run(self, function, kwargs: dict):
         """Drop the party and run ``function(**kwargs)`` here (the auditor, after the rounds and the release)."""

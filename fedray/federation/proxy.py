@@ -179,7 +179,7 @@ class RayHospitals:
     # -- rounds --------------------------------------------------------------------
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         param_refs = _put_once(starts)
-        pending = {k: self.hosts[k].call.remote("fit", param_refs[k], round_idx) for k in participants}
+        pending = {k: self.hosts[k].apply.remote(Hospital.fit, param_refs[k], round_idx) for k in participants}
         self._inject_fault(round_idx)
         results: dict[int, ClientResult] = {}
         for k, ref in pending.items():
@@ -192,7 +192,7 @@ class RayHospitals:
                         raise RuntimeError(f"hospital {k} failed {attempt + 1} times in round {round_idx}; "
                                            "refusing to continue with fewer hospitals") from err
                     self._rebuild(k)
-                    ref = self.hosts[k].call.remote("fit", param_refs[k], round_idx)
+                    ref = self.hosts[k].apply.remote(Hospital.fit, param_refs[k], round_idx)
         for k, result in results.items():
             self.states[k] = reported_privacy_state(result)
         return checked_results(self.plan, [results[k] for k in sorted(results)])
@@ -203,10 +203,10 @@ class RayHospitals:
         param_ref = ray.put(params)
         for attempt in range(self.max_round_retries + 1):
             try:
-                pending = [h.call.remote("secure_fit", param_ref, round_idx, session) for h in self.hosts]
+                pending = [h.apply.remote(Hospital.secure_fit, param_ref, round_idx, session) for h in self.hosts]
                 self._inject_fault(round_idx)
                 keys = dict(zip(session.participants, self._get(pending)))
-                masked = self._get([h.call.remote("secure_mask", keys, secure) for h in self.hosts])
+                masked = self._get([h.apply.remote(Hospital.secure_mask, keys, secure) for h in self.hosts])
                 break
             except _failures() as err:
                 if attempt == self.max_round_retries:
@@ -215,11 +215,11 @@ class RayHospitals:
                 for k in range(len(self.hosts)):
                     self._rebuild(k)
                 session = session.next_attempt()
-        self.states = self._get([h.call.remote("privacy_state") for h in self.hosts])
+        self.states = self._get([h.apply.remote(Hospital.privacy_state) for h in self.hosts])
         return session, checked_payloads(self.plan, dict(zip(session.participants, masked)))
 
     def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        pending = [h.call.remote("evaluate", ref) for h, ref in zip(self.hosts, _put_once(params))]
+        pending = [h.apply.remote(Hospital.evaluate, ref) for h, ref in zip(self.hosts, _put_once(params))]
         return lambda: checked_metrics(self.plan, self._get(pending))
 
     # -- privacy state and reports -------------------------------------------------
@@ -228,10 +228,10 @@ class RayHospitals:
 
     def restore_privacy_states(self, states: list[dict]) -> None:
         self.states = list(states)
-        self._get([h.call.remote("restore_privacy_state", s) for h, s in zip(self.hosts, states)])
+        self._get([h.apply.remote(Hospital.restore_privacy_state, s) for h, s in zip(self.hosts, states)])
 
     def feature_cache(self) -> list[dict | None]:
-        return checked_reports(self.plan, self._get([h.call.remote("feature_cache") for h in self.hosts]))
+        return checked_reports(self.plan, self._get([h.apply.remote(Hospital.feature_cache) for h in self.hosts]))
 
     def placement(self) -> list[dict]:
         return self._get([h.where.remote() for h in self.hosts])
@@ -257,7 +257,7 @@ class RayHospitals:
             return
         self.restarts += 1
         self._get(host.start.remote(Hospital, self.setups[k]))
-        self._get(host.call.remote("restore_privacy_state", self.states[k]))
+        self._get(host.apply.remote(Hospital.restore_privacy_state, self.states[k]))
 
     @staticmethod
     def _wait_until_answering(host) -> None:
