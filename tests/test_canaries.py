@@ -12,10 +12,11 @@ from torch import nn
 
 from conftest import TINY, compose_typed
 
+from fedray.errors import FedrayError
 from fedray.federation.audit import audit_inputs, hospital_gradient_canaries, plan_input_canaries
 from fedray.federation.experiment import prepare_experiment, run_experiment
-from fedray.privacy.canaries import (DiracCanaries, WhiteBoxScores, consenting_hospitals, deal_round_robin,
-                                     dirac_canaries)
+from fedray.privacy.canaries import (CanaryClients, DiracCanaries, WhiteBoxScores, consenting_hospitals,
+                                     deal_round_robin, dirac_canaries)
 from fedray.privacy.compat import make_dp_compatible, private_step, wrap_private
 from fedray.privacy.randomness import NoiseSource, hospital
 from fedray.training.gradient_canaries import GradientCanaryInjector
@@ -101,6 +102,30 @@ def test_white_box_scores_read_each_hospitals_update():
     scores.observe_updates({0: start, 1: start}, {0: {"w": np.array([-0.5, 9.0, 9.0])},
                                                   1: {"w": np.array([9.0, 0.25, -1.0])}})
     assert scores.scores.tolist() == [0.5, 0.25, 1.0]  # each canary read from its own hospital's update only
+
+
+def test_canary_clients_push_seeded_unit_directions_and_score_their_cosines():
+    shapes = {"a.weight": (4, 5), "a.bias": (5,), "b": (2, 3)}
+    clients = CanaryClients(names=sorted(shapes), shapes=shapes, seed=7, count=40, clip_norm=0.5)
+    directions = np.stack([clients.direction(j) for j in range(clients.count)])
+    assert directions.shape == (40, 31) and np.allclose(np.linalg.norm(directions, axis=1), 1.0, rtol=0, atol=1e-12)
+    again = CanaryClients(names=sorted(shapes), shapes=shapes, seed=7, count=40, clip_norm=0.5)
+    assert np.array_equal(directions, np.stack([again.direction(j) for j in range(40)]))  # public: the seed's
+    other = CanaryClients(names=sorted(shapes), shapes=shapes, seed=8, count=40, clip_norm=0.5)
+    assert not np.allclose(directions[0], other.direction(0))
+    update = clients.round_update(np.array([3, 11]))
+    assert {n: v.shape for n, v in update.items()} == shapes
+    flat = np.concatenate([update[n].reshape(-1) for n in sorted(shapes)])
+    assert np.allclose(flat, 0.5 * (directions[3] + directions[11]), rtol=0, atol=1e-12)
+    rng = np.random.default_rng(0)
+    delta = {n: rng.normal(size=shape) for n, shape in shapes.items()}
+    flat = np.concatenate([delta[n].reshape(-1) for n in sorted(shapes)])
+    cosines = clients.cosines(delta)
+    assert cosines.dtype == np.float64
+    assert np.allclose(cosines, directions @ flat / np.linalg.norm(flat), rtol=0, atol=1e-12)
+    assert clients.cosines(clients.round_update(np.array([5])))[5] == pytest.approx(1.0)
+    with pytest.raises(FedrayError, match="all zeros"):
+        clients.cosines({n: np.zeros(shape) for n, shape in shapes.items()})
 
 
 def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_session, tmp_path):

@@ -9,15 +9,14 @@ from scipy.integrate import quad
 from scipy.stats import norm
 
 from fedray.errors import FedrayError
+from fedray.privacy.canaries import CanaryClients
 from fedray.privacy.canary_bounds import (
-    canary_cosines,
     choose_guesses,
     gaussian_epsilon_estimate,
     gaussian_pair_epsilon,
     guess_grid,
     one_run_audit,
     one_run_epsilon_lower_bound,
-    random_canary_directions,
 )
 
 DELTA = 1e-5
@@ -135,21 +134,19 @@ def test_gaussian_estimate_recovers_a_known_mechanism():
     assert all(map(math.isnan, unasked.interval))
 
 
-def test_canary_cosines_of_a_gaussian_mechanism_estimate_its_epsilon():
-    # Andrew et al.'s setting in one round: unit canaries, half included, isotropic noise sigma = 1 per coordinate;
-    # in high dimension (d >> canaries) the cosines' Gaussians recover the mechanism's epsilon.
+def test_canary_client_cosines_of_a_gaussian_mechanism_estimate_its_epsilon():
+    # Andrew et al.'s setting in one round, through the canary clients a DP-FedAvg audit inserts: unit canaries
+    # (clip norm 1), half included, isotropic noise sigma = 1 per coordinate; in high dimension (d >> canaries)
+    # the cosines' Gaussians recover the mechanism's epsilon.
     rng = np.random.default_rng(5)
     dim, n_canaries, sigma = 10_000, 600, 1.0
-    directions = random_canary_directions(n_canaries, dim, rng)
+    clients = CanaryClients(names=["w"], shapes={"w": (dim,)}, seed=5, count=n_canaries, clip_norm=1.0)
     observed = np.arange(n_canaries) < n_canaries // 2
-    model_delta = directions[observed].sum(axis=0) + rng.normal(0.0, sigma, dim)
-    cosines = canary_cosines(model_delta, directions)
+    model_delta = clients.round_update(np.flatnonzero(observed))["w"] + rng.normal(0.0, sigma, dim)
+    cosines = clients.cosines({"w": model_delta})
     truth = dp_accounting.get_epsilon_gaussian(sigma, DELTA)
     pooled = gaussian_epsilon_estimate(cosines[observed], cosines[~observed], DELTA, rng=rng, pooled_variance=True)
     assert pooled.epsilon == pytest.approx(truth, abs=1.0)
     assert pooled.interval[0] <= truth <= pooled.interval[1] and pooled.observed_std == pooled.unobserved_std
     separate = gaussian_epsilon_estimate(cosines[observed], cosines[~observed], DELTA, rng=rng, n_bootstrap=300)
     assert separate.interval[0] <= truth <= separate.interval[1]
-    assert np.allclose(np.linalg.norm(directions, axis=1), 1.0)
-    per_round = canary_cosines(np.stack([model_delta, -model_delta]), directions)
-    assert np.allclose(per_round, np.abs(cosines), rtol=0, atol=1e-12)  # the max over rounds

@@ -31,7 +31,7 @@ lower bound. Three kinds:
   over the model's floating-point entries; an included one submits the
   update :math:`S u_j` (norm exactly the clip norm :math:`S`) whenever it is
   sampled, like a hospital. Score: the cosine of the final model delta with
-  :math:`u_j` (:func:`fedray.privacy.canary_bounds.canary_cosines`).
+  :math:`u_j` (:meth:`CanaryClients.cosines`).
 
 Randomness. The canaries themselves (pixels, rows, coordinates, signs,
 directions) are public by design, drawn from the config seed

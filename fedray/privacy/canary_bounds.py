@@ -34,8 +34,10 @@ p-value, while a split halves :math:`m`.
 **Gaussian estimate** (Andrew et al., "One-shot Empirical Privacy Estimation
 for Federated Learning", ICLR 2024, arXiv:2302.03098; Algorithm 1, Sec. 3-4).
 Canary clients push random unit directions :math:`c_j \in \mathbb{R}^d`; the
-statistic is the cosine between the final model delta and :math:`c_j` (or its
-maximum over the rounds' updates when every iterate is released). Cosines of
+statistic is the cosine between the final model delta and :math:`c_j` (the paper
+also takes its maximum over the rounds' updates when every iterate is released;
+fedray scores the final delta only: :class:`fedray.privacy.canaries.CanaryClients`
+makes the directions and their cosines, this module only fits them). Cosines of
 canaries that took part ("observed") and of fresh directions that did not
 ("unobserved", :math:`\approx \mathcal N(0, 1/d)` in high dimension) are fitted by
 :math:`\mathcal N(\mu_1, \sigma_1^2)` and :math:`\mathcal N(\mu_0, \sigma_0^2)`, and the
@@ -187,21 +189,6 @@ def one_run_audit(
         if best is None or bound > best.epsilon_lower_bound:
             best = OneRunAudit(bound, k_plus, k_minus, k_plus + k_minus, correct, m, len(grid), confidence, delta)
     return best
-
-
-def random_canary_directions(n_canaries: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    """[n_canaries, dim] directions drawn uniformly on the unit sphere (normalised standard Gaussians)."""
-    directions = rng.standard_normal((n_canaries, dim))
-    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
-
-
-def canary_cosines(model_deltas: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """Cosine of each canary direction with the delta [dim]; for per-round updates [rounds, dim], the max over rounds."""
-    deltas = np.atleast_2d(np.asarray(model_deltas, dtype=np.float64))
-    norms = np.linalg.norm(deltas, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise FedrayError("a model delta is all zeros, so its cosine with the canaries is undefined")
-    return ((deltas / norms) @ np.asarray(directions, dtype=np.float64).T).max(axis=0)
 
 
 def _log_mass_where_loss_exceeds(epsilon: float, a: float, b: float, c: float, mu: float, sigma: float) -> float:
