@@ -50,6 +50,19 @@ def _wrap(model, *, sigma=1.0, clip=1.0, batch=4, mode=None, lr=0.1):
                         expected_batch_size=batch, grad_sample_mode=mode)
 
 
+def test_the_config_accepts_exactly_the_modes_the_wrapper_runs():
+    # privacy.grad_sample_mode is refused by the config check, before Ray; wrap_private's own refusal is for
+    # direct callers only.
+    import dataclasses
+
+    from fedray.config.schema import DpSgdPrivacy
+
+    spec = next(f for f in dataclasses.fields(DpSgdPrivacy) if f.name == "grad_sample_mode").metadata["spec"]
+    assert spec.choices == GRAD_SAMPLE_MODES and spec.nullable
+    with pytest.raises(FedrayError, match="grad_sample_mode='ghost' is unknown"):
+        _wrap(make_dp_compatible(_models()["small_cnn"]), mode="ghost")
+
+
 @pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
 @pytest.mark.parametrize("name", ["small_cnn", "depthwise_residual"])
 def test_per_sample_gradients_match_a_per_record_loop(mode, name):

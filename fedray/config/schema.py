@@ -12,8 +12,11 @@ for numbers, allowed values for enums. :func:`fedray.config.checks.validate`
 walks the whole tree once, before Ray starts.
 
 :func:`fedray.config.compose.to_typed` turns the composed config into
-instances of these classes, read-only once built (:class:`ReadOnly`), which is
-what every component receives: its own section, typed.
+instances of these classes, read-only once built (:class:`ReadOnly`). A builder
+of one part receives its own section, typed (``build_model(cfg.model, ...)``,
+``build_strategy(cfg.fl, ...)``, ``load_splits(cfg.data, ...)``); the components
+that join several sections (``Hospital``, ``Driver``, ``build_trainer``,
+``run_auditor``) receive the whole typed :class:`Config`.
 """
 
 from __future__ import annotations
@@ -221,7 +224,7 @@ class DpSgdPrivacy(PrivacyCommon):
     delta: Optional[float] = open_fraction()
     max_grad_norm: float = positive()
     accountant: str = choice("rdp", "prv")
-    grad_sample_mode: Optional[str] = choice("hooks", "functorch", "ew", "ghost", nullable=True)
+    grad_sample_mode: Optional[str] = choice("hooks", "functorch", "ew", nullable=True)
 
 
 @dataclass
@@ -229,7 +232,6 @@ class DpFedAvgPrivacy(PrivacyCommon):
     epsilon: float = epsilon()
     delta: float = open_fraction()
     clip_norm: float = positive()
-    accountant: str = choice("rdp")
     # distributed DP (fl.secure_aggregation=true): the hospitals that may collude with the driver
     colluders: int = nonnegative_count()
 
