@@ -83,6 +83,14 @@ def tiny_cfg(tmp_path):
     return compose_typed(TINY, tmp_path / "run")
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that needs a Ray cluster (the session's, or its own in a subprocess) carries the ``ray``
+    marker, so ``pytest -m "not ray"`` runs the pure tests alone."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) or item.get_closest_marker("spawns_ray"):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     import ray

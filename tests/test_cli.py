@@ -15,6 +15,8 @@ from conftest import TINY
 
 from fedray.__main__ import main
 
+pytestmark = pytest.mark.spawns_ray  # runs the CLI, which starts its own Ray
+
 
 def run_cli(monkeypatch, args: list[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["fedray", *args])

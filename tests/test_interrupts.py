@@ -26,6 +26,8 @@ import pytest
 
 from conftest import TINY
 
+pytestmark = pytest.mark.spawns_ray  # runs the CLI, which starts its own Ray
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY_ERROR_LINE = re.compile(r" E .*\.cc:\d+")
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "audit.reference_models=0"]
