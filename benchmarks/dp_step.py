@@ -9,7 +9,7 @@ builds them (``fedray.training.build_trainer``):
   baseline in fp32 shows the same arithmetic as DP-SGD, which runs in fp32;
 - the DP model without DP: ``make_dp_compatible`` (BatchNorm -> GroupNorm) but a
   plain ``LocalTrainer`` in fp32, to separate the cost of GroupNorm from Opacus';
-- DP-SGD: ``fedray.privacy.compat.make_dp_compatible`` (GroupNorm) then a
+- DP-SGD: ``fedray.privacy.opacus_wiring.make_dp_compatible`` (GroupNorm) then a
   ``DPSGDTrainer`` (``wrap_private``; each step is ``private_step``: per-record
   gradients, clipping, noise, update) in the mode ``choose_grad_sample_mode``
   picks ("auto"), or each of ``--modes``.
@@ -94,7 +94,7 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
         return LocalTrainer(model=model, train_cfg=_train_cfg(args, "bf16"), **common), None
     if kind == "nonprivate_fp32":
         return LocalTrainer(model=model, train_cfg=_train_cfg(args, "fp32"), **common), None
-    from fedray.privacy.compat import make_dp_compatible
+    from fedray.privacy.opacus_wiring import make_dp_compatible
     from fedray.training.private import DPSGDTrainer
 
     if kind == "nonprivate_groupnorm":

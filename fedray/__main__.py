@@ -77,7 +77,7 @@ def run_single(cfg: Config) -> dict:
             raise
     from fedray.federation.study import run_study
     from fedray.results import write_failure, write_interrupted, write_run
-    from fedray.sweep.resources import check_memory_plan, gpu_memory_bytes
+    from fedray.federation.memory_plan import check_memory_plan, gpu_memory_bytes
 
     try:
         if ray.cluster_resources().get("GPU", 0) > 0:

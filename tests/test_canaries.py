@@ -17,7 +17,7 @@ from fedray.federation.audit import audit_inputs, hospital_gradient_canaries, pl
 from fedray.federation.experiment import prepare_experiment, run_experiment
 from fedray.privacy.canaries import (CanaryClients, DiracCanaries, WhiteBoxScores, consenting_hospitals,
                                      deal_round_robin, dirac_canaries)
-from fedray.privacy.compat import make_dp_compatible, private_step, wrap_private
+from fedray.privacy.opacus_wiring import make_dp_compatible, private_step, wrap_private
 from fedray.privacy.randomness import NoiseSource, hospital
 from fedray.training.gradient_canaries import GradientCanaryInjector
 

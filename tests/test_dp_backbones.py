@@ -11,7 +11,7 @@ from fedray.errors import FedrayError
 from fedray.models import backbone_names, backbone_spec, build_model
 from fedray.privacy.accounting import RDP_ORDERS
 from fedray.privacy.ledger import compose_epsilon
-from fedray.privacy.compat import (
+from fedray.privacy.opacus_wiring import (
     GRAD_SAMPLE_MODES,
     choose_grad_sample_mode,
     make_dp_compatible,

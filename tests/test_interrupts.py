@@ -102,7 +102,7 @@ def test_a_healthy_run_prints_no_error_level_ray_line_and_exports_its_models(tmp
 
     from conftest import backbone
     from fedray.models import build_model
-    from fedray.privacy.compat import make_dp_compatible
+    from fedray.privacy.opacus_wiring import make_dp_compatible
 
     model = make_dp_compatible(build_model(backbone("small_cnn"), num_classes=3, image_size=16))
     for name in ("final_model.pt", "best_val_model.pt"):

@@ -18,7 +18,7 @@ from fedray.data.input_map import canary_slots, statistics_budget
 from fedray.errors import FedrayError
 from fedray.federation.audit import CanaryPlan, Inserted, slot_counts
 from fedray.federation.proxy import checked_results
-from fedray.federation.secure_round import SecureRound
+from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.accounting import RDP_ORDERS, default_delta
 from fedray.privacy.ledger import Release, Releases, UndeclaredRelease, compose_epsilon, pure_dp_event, pure_epsilon
 from fedray.privacy.mechanisms import PlanContext, plan_privacy

@@ -11,7 +11,7 @@ from conftest import backbone
 
 from fedray.errors import FedrayError
 from fedray.models.memory import check_memory_fits, estimate_training_memory
-from fedray.sweep.resources import gpu_memory_bytes
+from fedray.federation.memory_plan import gpu_memory_bytes
 
 H200 = 141e9
 

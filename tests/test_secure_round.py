@@ -9,7 +9,7 @@ from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
 from fedray.federation.experiment import prepare_experiment, run_experiment
-from fedray.federation.secure_round import SecureRound
+from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.client_level import clip_update
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
 from fedray.strategies.aggregate import weighted_average

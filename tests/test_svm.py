@@ -46,7 +46,7 @@ def test_hinge_matches_a_hand_computation():
 
 
 def test_opacus_per_record_gradients_of_the_hinge_are_the_hand_ones():
-    from fedray.privacy.compat import wrap_private
+    from fedray.privacy.opacus_wiring import wrap_private
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3))

@@ -33,7 +33,7 @@ from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
 from fedray.errors import FedrayError
 from fedray.metrics import classification_metrics
-from fedray.federation.secure_round import SecureRound
+from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
 from fedray.privacy.mechanisms import Mechanism

@@ -39,7 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from fedray.federation.hospital import Hospital, HospitalError
-from fedray.federation.secure_round import SecureRound
+from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.strategies import ClientResult
 

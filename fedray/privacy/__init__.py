@@ -2,6 +2,6 @@
 
 Pure torch/numpy/Opacus/dp_accounting; no Ray. See docs/privacy.md for what
 each guarantee protects and what voids it. Import the modules themselves
-(``fedray.privacy.accounting``, ``.compat``, ``.membership``, …): importing
+(``fedray.privacy.accounting``, ``.opacus_wiring``, ``.membership``, …): importing
 Opacus costs seconds, and every hospital process would pay it even without DP.
 """

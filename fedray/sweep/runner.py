@@ -48,7 +48,8 @@ from fedray.federation.audit import slot_counts
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
 from fedray.privacy.mechanisms import PlanContext, check_mechanism, claims_dp, plan_privacy
 from fedray.sweep.frontier import write_frontier
-from fedray.sweep.resources import check_memory_plan, check_trial_fits, gpu_memory_bytes, trial_bundles
+from fedray.federation.memory_plan import check_memory_plan, gpu_memory_bytes
+from fedray.sweep.resources import check_trial_fits, trial_bundles
 from fedray.sweep.selection import PrivateSelection, check_distribution, draw_trial_count, max_curve, plan_curve, \
     random_points
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config

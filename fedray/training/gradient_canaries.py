@@ -10,7 +10,7 @@ step each of them is sampled independently with the records' probability
 Where a sampled canary enters:
 
 * **DP-SGD.** Opacus sets :math:`p.\mathrm{grad} = (\sum_{i\in B} \bar g_i + \mathcal N(0,\sigma^2C^2 I))/(qn)`;
-  the canary adds :math:`C s_j e_{c_j}/(qn)` right after (:func:`fedray.privacy.compat.private_step`).
+  the canary adds :math:`C s_j e_{c_j}/(qn)` right after (:func:`fedray.privacy.opacus_wiring.private_step`).
   The sum is linear and clipping at :math:`C` leaves a norm-:math:`C` gradient
   unchanged, so this equals adding the canary to the clipped sum before the
   noise: it is clipped, noised and averaged like any record, and the

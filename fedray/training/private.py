@@ -42,7 +42,7 @@ from collections.abc import Iterator
 
 import torch
 
-from fedray.privacy.compat import private_step, wrap_private
+from fedray.privacy.opacus_wiring import private_step, wrap_private
 from fedray.privacy.randomness import Purpose
 from fedray.training.local import LocalTrainer
 from fedray.training.proximal import add_proximal_gradient

@@ -211,7 +211,7 @@ class Mechanism:
         return strategy
 
     def secure_round(self, global_params: dict, *, weighted: bool, max_abs: float, max_samples: int):
-        from fedray.federation.secure_round import SecureRound
+        from fedray.privacy.secure_round import SecureRound
 
         return SecureRound.for_fedavg(global_params, weighted=weighted, max_abs=max_abs, max_samples=max_samples)
 

@@ -116,7 +116,7 @@ class DpFedAvg(PrivateMechanism):
                         expected_clients=self.expected_clients, server=strategy, canary_clients=canary_clients)
 
     def secure_round(self, global_params, *, weighted, max_abs, max_samples):
-        from fedray.federation.secure_round import SecureRound
+        from fedray.privacy.secure_round import SecureRound
 
         return SecureRound.for_dp_fedavg(global_params, clip_norm=self.clip_norm,
                                          noise_multiplier=self.noise_multiplier, num_clients=self.num_hospitals,

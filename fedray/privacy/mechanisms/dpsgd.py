@@ -118,7 +118,7 @@ class DpSgd(PrivateMechanism):
 
     # -- training -------------------------------------------------------------------------------------
     def prepare_model(self, model):
-        from fedray.privacy.compat import make_dp_compatible
+        from fedray.privacy.opacus_wiring import make_dp_compatible
 
         return make_dp_compatible(model)
 
