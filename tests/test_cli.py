@@ -98,3 +98,14 @@ def test_empty_class_folder_and_corrupt_image(tmp_path):
     (root / "Train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
     assert_one_line_error(fedray_cli("data=isic", f"data.root={root}", "data.on_corrupt=fail", cwd=tmp_path),
                           "broken.jpg")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["cluster=remote"], ["needs the cluster's address", "cluster.address=ray://"]),
+    (["cluster=remote", "cluster.address=auto"], ["would attach to whatever Ray runs on this machine"]),
+])
+def test_remote_needs_an_explicit_address_and_never_attaches_to_a_local_ray(tmp_path, monkeypatch, args, fragments):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a job's address would be the explicit one
+    proc = fedray_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *fragments)

@@ -1,9 +1,11 @@
 """Connect to Ray: a local instance on this machine, or an existing cluster.
 
 ``cluster=local`` starts Ray here (CPU-only works; GPUs are used when present).
-``cluster=remote`` connects to ``cluster.address`` and ships this checkout to
-the workers in a ``runtime_env`` (``working_dir``), so the cluster runs the
-same code as the caller. An already-initialised Ray (a test session, a Tune
+``cluster=remote`` connects to ``cluster.address`` (required: ``auto`` is
+refused, since it attaches to whatever Ray runs on this machine), says which
+cluster it joined and what it has, and ships this checkout to the workers in
+a ``runtime_env`` (``working_dir``), so the cluster runs the same code as the
+caller. An already-initialised Ray (a test session, a Tune
 worker) is reused as is.
 """
 
@@ -47,6 +49,13 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
         return True
     if kind == "remote":
         address = cluster_cfg.address
+        if not address.strip():
+            raise FedrayError("cluster=remote needs the cluster's address: set cluster.address=ray://<head>:10001 "
+                              "(RAY_ADDRESS inside a `ray job submit` job sets it), or run here with cluster=local")
+        if address.strip().lower() in ("auto", "local"):
+            raise FedrayError(f"cluster.address={address!r} would attach to whatever Ray runs on this machine, "
+                              "another job's included: give the cluster's address, e.g. "
+                              "cluster.address=ray://<head>:10001, or run here with cluster=local")
         check_reachable(address, timeout_s=cluster_cfg.connect_timeout_s)
         runtime_env = dict(cluster_cfg.runtime_env or {})
         runtime_env.setdefault("working_dir", str(PROJECT_ROOT))
@@ -57,20 +66,28 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
             raise FedrayError(f"cannot reach the Ray cluster at {address} ({_first_line(err)}): start it with "
                               "`ray up cluster.yaml`, or run here with cluster=local") from None
+        print(f"cluster: joined {address}: {cluster_line()}", flush=True)
         return True
     raise FedrayError(f"unknown cluster {kind!r}: use cluster=local or cluster=remote")
+
+
+def cluster_line() -> str:
+    """What the connected cluster has: alive nodes and their CPUs, GPUs and memory in all."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    total = {key: sum(n.get(key, 0.0) for n in nodes) for key in ("CPU", "GPU", "memory")}
+    return (f"{len(nodes)} node(s), {total['CPU']:g} CPUs, {total['GPU']:g} GPUs, "
+            f"{total['memory'] / 2**30:.0f} GiB memory")
 
 
 def check_reachable(address: str, *, timeout_s: float) -> None:
     """Fail within ``timeout_s`` when nothing accepts a TCP connection at a ``ray://host:port`` or ``host:port``.
 
     Ray's own client retries an unreachable address for minutes; a refused or
-    silent port is better reported at once. ``auto`` (the head node's own
-    cluster) is left to ``ray.init``, which fails fast when there is none.
+    silent port is better reported at once.
     """
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
-    if address == "auto" or not sep or not port.isdigit():
+    if not sep or not port.isdigit():
         return
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
