@@ -221,7 +221,7 @@ class Mechanism:
     # -- releases ---------------------------------------------------------------------------------------
     def hospital_releases(self, hospital: int) -> Releases:
         """What hospital ``hospital`` may send: anything without a claim; under secure aggregation, whose own
-        promise is that the driver sees only sums, just its masked payload and record-independent counters."""
+        promise is that the driver sees only sums, just its masked payload."""
         if not self.secure_aggregation:
             return Releases(f"hospital {hospital}'s message", (), claim=False)
         return Releases(f"hospital {hospital}'s message", (
