@@ -38,7 +38,10 @@ def test_fedprox_aggregates_exactly_like_fedavg(weighting):
 
 
 def test_fedprox_carries_mu_for_the_hospitals():
-    assert FedProx(weighting="samples", proximal_mu=0.01).proximal_mu == 0.01
+    prox = FedProx(weighting="samples", proximal_mu=0.01)
+    assert prox.proximal_mu == 0.01
+    assert prox.client_settings() == {"proximal_mu": 0.01}  # what build_trainer hands each hospital's trainer
+    assert FedAvg(weighting="samples").client_settings() == {}
 
 
 def test_proximal_term_and_its_gradient_match_the_hand_computation():
@@ -89,7 +92,7 @@ def test_mu_zero_leaves_the_local_objective_as_fedavg():
 
 def test_under_dp_sgd_the_proximal_gradient_joins_the_noised_gradient_before_the_optimizer_step():
     # σ = 0 and a loose clip: Opacus' gradient is the data gradient, and momentum must see it plus μ(w - w_t).
-    from fedray.privacy.compat import private_step, wrap_private
+    from fedray.privacy.opacus_wiring import private_step, wrap_private
 
     model, anchor = _linear_moved_from_zero()
     model = model.float()

@@ -42,6 +42,7 @@ from fedray.config.checks import (
     positive,
     text,
 )
+from fedray.strategies.base import STRATEGY_NAMES  # the strategy registry (no import back into the config)
 
 class ReadOnly:
     """Frozen once built: a field is set by ``__init__`` and never again (``dataclasses.replace`` makes a copy).
@@ -180,7 +181,8 @@ class Resources(ReadOnly):
 
 @dataclass
 class Federation(ReadOnly):
-    strategy: str = choice("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
+    # one of the registered strategies (fedray.strategies.REGISTRY), read live; each takes the knobs below it names
+    strategy: str = Spec.make(check="choice", choices=STRATEGY_NAMES)
     weighting: str = choice("samples", "uniform")
     proximal_mu: float = nonnegative()
     server_lr: float = positive()

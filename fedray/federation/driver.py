@@ -156,8 +156,9 @@ class Driver:
             self.white_box.observe_sum(self.global_params, mean)
         delta = {name: mean[name] - value for name, value in self.global_params.items()
                  if np.issubdtype(value.dtype, np.floating)}
-        server = getattr(self.strategy, "server", self.strategy)  # DP-FedAvg's noise is already in the sum
-        return server.apply_update(self.global_params, delta)
+        # the strategy aggregates by a mean (fedray.strategies.check_strategy refused any other before Ray started);
+        # DP-FedAvg's noise is already in the sum, so it hands the mean update to its server optimizer
+        return self.strategy.apply_update(self.global_params, delta)
 
     # -- evaluation ---------------------------------------------------------------
     def _evaluate(self) -> dict:

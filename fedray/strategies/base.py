@@ -1,8 +1,29 @@
-"""The strategy contract: one object that turns client results into a new global model.
+"""The strategy contract, and the one registry of strategies that ``fl.strategy`` names.
 
 Kept apart from transport (as in Flower): a strategy sees parameters, sample
 counts and metrics, never Ray handles, so FedProx or FedAdam can be added as
 another small subclass and tested with numpy alone.
+
+A strategy speaks for itself (as Flower's strategies do through
+``configure_fit``):
+
+- ``name`` and ``settings``: its ``fl.strategy`` value and the ``fl.*`` fields
+  its constructor takes (:func:`fedray.strategies.build_strategy` passes them);
+  :func:`register` puts it in :data:`REGISTRY`, which feeds the schema's
+  choices for ``fl.strategy``, ``build_strategy`` and the sweep's ``strategy``
+  axis;
+- ``client_settings()``: what each hospital's local training needs from it
+  (FedProx: its μ), read by :func:`fedray.training.build_trainer`;
+- ``aggregates_by_sum`` and ``apply_update``: whether the next global model is
+  a function of the hospitals' (weighted) mean alone, and that function. Secure
+  aggregation and DP-FedAvg hand it only that mean; a strategy that needs the
+  individual models (a trimmed mean, a median) leaves it False and is refused
+  under ``fl.secure_aggregation=true`` before Ray starts
+  (:func:`fedray.strategies.check_strategy`).
+
+Adding a strategy is one module holding one decorated subclass, imported by
+``fedray/strategies/__init__.py``, plus its ``conf/fl/<name>.yaml`` (and a
+field of ``fedray.config.schema.Federation`` if it has a new knob).
 """
 
 from __future__ import annotations
@@ -10,6 +31,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from fedray.errors import FedrayError
 
 import numpy as np
 
@@ -33,6 +57,13 @@ class ClientResult:
 class Strategy(ABC):
     """Aggregates one round of client results into new global parameters."""
 
+    name: ClassVar[str] = ""  # its fl.strategy value; a registered class sets its own
+    settings: ClassVar[tuple[str, ...]] = ()  # the fl.* fields its constructor takes, by keyword
+    # The next global model depends on the hospitals' models only through their (weighted) mean, which
+    # apply_update turns into it: masked sums (secure aggregation) and DP-FedAvg's noised sum then suffice.
+    # False by default, so a strategy that needs every model (a trimmed mean, a median) is never handed a sum.
+    aggregates_by_sum: ClassVar[bool] = False
+
     # Under client sampling a round may draw no hospital; most strategies then keep the global model,
     # DP-FedAvg still releases its noise (the accountant charged the round whoever took part).
     aggregates_empty_rounds = False
@@ -41,7 +72,8 @@ class Strategy(ABC):
         """The next global model from a mean update ``delta`` (floating tensors): FedAvg adds it.
 
         Server optimizers take a step on it instead; DP-FedAvg and secure
-        aggregation hand them their noised or unmasked mean this way.
+        aggregation hand them their noised or unmasked mean this way (only
+        to a strategy whose ``aggregates_by_sum`` is True).
         """
         return {name: (value + delta[name]).astype(value.dtype) if name in delta else value
                 for name, value in global_params.items()}
@@ -51,3 +83,51 @@ class Strategy(ABC):
         self, server_round: int, global_params: Params, results: Sequence[ClientResult]
     ) -> Params:
         """Return the next global parameters from this round's results."""
+
+    def client_settings(self) -> dict:
+        """What every hospital's local training takes from this strategy (Flower's ``configure_fit``): none here.
+
+        Keys are keyword arguments of the trainers (:class:`fedray.training.local.LocalTrainer`).
+        """
+        return {}
+
+
+REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Register a strategy class under its own ``cls.name`` (a decorator; a test may register its own).
+
+    The name must be set on the class itself (a subclass never inherits its
+    parent's, which would replace the parent) and not taken by another class.
+    """
+    name = vars(cls).get("name")
+    if not name:
+        raise ValueError(f"{cls.__name__} sets no name of its own: give it name = '<its fl.strategy value>'")
+    if REGISTRY.get(name, cls) is not cls:
+        raise ValueError(f"strategy name {name!r} is taken by {REGISTRY[name].__name__}")
+    REGISTRY[name] = cls
+    return cls
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The registered class of ``fl.strategy=name``; an unknown name is one line naming the known ones."""
+    if name not in REGISTRY:
+        raise FedrayError(f"unknown strategy {name!r}: set fl.strategy to one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+class StrategyNames(Sequence):
+    """The registered names, in registration order, read live: the schema's choices for ``fl.strategy``."""
+
+    def __getitem__(self, index):
+        return list(REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return f"StrategyNames({list(REGISTRY)!r})"
+
+
+STRATEGY_NAMES = StrategyNames()

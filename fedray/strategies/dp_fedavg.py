@@ -47,8 +47,23 @@ class DPFedAvg(Strategy):
         self.noise_multiplier = noise_multiplier
         self.noise = noise
         self.expected_clients = expected_clients
+        if not server.aggregates_by_sum:
+            raise ValueError(f"DP-FedAvg noises the hospitals' mean update; {type(server).__name__} does not "
+                             "aggregate by a mean (aggregates_by_sum is False)")
         self.server = server  # what it does with the noised mean update: FedAvg adds it, a server optimizer steps
         self.canary_clients = canary_clients
+
+    @property
+    def aggregates_by_sum(self) -> bool:
+        """Its server's: under secure aggregation the noise is already in the masked sum."""
+        return self.server.aggregates_by_sum
+
+    def apply_update(self, global_params: Params, delta: Params) -> Params:
+        """The server's step on a mean update (a noised one: DP-FedAvg's own, or the distributed-DP masked sum's)."""
+        return self.server.apply_update(global_params, delta)
+
+    def client_settings(self) -> dict:
+        return self.server.client_settings()
 
     def state_dict(self) -> dict | None:
         """The server optimizer's state (None for plain FedAvg), for checkpoints."""

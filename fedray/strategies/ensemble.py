@@ -23,7 +23,11 @@ from fedray.strategies.base import ClientResult, Params, Strategy
 
 
 class TreeEnsemble(Strategy):
-    """Pools the hospitals' tree ensembles; ``weighting`` is "samples" (n_k) or "uniform"."""
+    """Pools the hospitals' tree ensembles; ``weighting`` is "samples" (n_k) or "uniform".
+
+    Not registered: ``build_strategy`` picks it for tree models whatever ``fl.strategy`` says.
+    Trees are not summed, so ``aggregates_by_sum`` stays False.
+    """
 
     def __init__(self, *, weighting: str = "samples"):
         self.weighting = check_weighting(weighting)

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedray.strategies.aggregate import check_weighting, weighted_average
-from fedray.strategies.base import ClientResult, Params, Strategy
+from fedray.strategies.base import ClientResult, Params, Strategy, register
 
 
+@register
 class FedAvg(Strategy):
     """McMahan et al. (2017). ``weighting`` is "samples" (n_k) or "uniform" (the seed's)."""
+
+    name = "fedavg"
+    settings = ("weighting",)
+    aggregates_by_sum = True  # the mean itself: apply_update adds the mean update
 
     def __init__(self, weighting: str = "samples"):
         self.weighting = check_weighting(weighting)

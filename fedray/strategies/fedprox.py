@@ -7,18 +7,28 @@ model :math:`w_t` it started the round from:
 .. math:: \min_w\ F_k(w) + \frac{\mu}{2}\lVert w - w_t\rVert^2 .
 
 The strategy object carries :math:`\mu` (``fl.proximal_mu``), as Flower's
-``FedProx`` does; the trainers apply the term
+``FedProx`` does, and sends it to the hospitals (:meth:`FedProx.client_settings`,
+Flower's ``configure_fit``); the trainers apply the term
 (:mod:`fedray.training.proximal`). :math:`\mu = 0` is FedAvg.
 """
 
 from __future__ import annotations
 
+from fedray.strategies.base import register
 from fedray.strategies.fedavg import FedAvg
 
 
+@register
 class FedProx(FedAvg):
     """FedAvg at the server; hospitals add :math:`\\frac{\\mu}{2}\\lVert w - w_t\\rVert^2` to their local loss."""
+
+    name = "fedprox"
+    settings = ("weighting", "proximal_mu")
 
     def __init__(self, *, weighting: str, proximal_mu: float):
         super().__init__(weighting=weighting)
         self.proximal_mu = proximal_mu
+
+    def client_settings(self) -> dict:
+        """Every hospital adds :math:`\\frac{\\mu}{2}\\lVert w - w_t\\rVert^2` to its local loss."""
+        return {"proximal_mu": self.proximal_mu}

@@ -37,11 +37,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedray.strategies.aggregate import check_weighting, weighted_average
-from fedray.strategies.base import ClientResult, Params, Strategy
+from fedray.strategies.base import ClientResult, Params, Strategy, register
 
 
 class ServerOptimizer(Strategy):
     """FedAvg's mean, then one server optimizer step on the pseudo-gradient (subclasses say which)."""
+
+    aggregates_by_sum = True  # a step on the mean update: apply_update
 
     def __init__(self, *, weighting: str, server_lr: float):
         self.weighting = check_weighting(weighting)
@@ -76,8 +78,12 @@ class ServerOptimizer(Strategy):
         return self.state.setdefault(slot, {}).setdefault(name, initial)
 
 
+@register
 class FedAvgM(ServerOptimizer):
     """Server momentum (Hsu et al. 2019): :math:`u_t = \\beta u_{t-1} + \\Delta_t`, :math:`w_{t+1} = w_t + \\eta u_t`."""
+
+    name = "fedavgm"
+    settings = ("weighting", "server_lr", "server_momentum")
 
     def __init__(self, *, weighting: str, server_lr: float, server_momentum: float):
         super().__init__(weighting=weighting, server_lr=server_lr)
@@ -91,6 +97,8 @@ class FedAvgM(ServerOptimizer):
 
 class _Adaptive(ServerOptimizer):
     """The adaptive family: first moment m, second moment v (its update is the subclass's), step m/(√v + τ)."""
+
+    settings = ("weighting", "server_lr", "beta1", "beta2", "tau")
 
     def __init__(self, *, weighting: str, server_lr: float, beta1: float, beta2: float, tau: float):
         super().__init__(weighting=weighting, server_lr=server_lr)
@@ -106,17 +114,26 @@ class _Adaptive(ServerOptimizer):
         raise NotImplementedError
 
 
+@register
 class FedAdagrad(_Adaptive):
+    name = "fedadagrad"
+
     def second_moment(self, v, delta):
         return v + delta**2
 
 
+@register
 class FedAdam(_Adaptive):
+    name = "fedadam"
+
     def second_moment(self, v, delta):
         return self.beta2 * v + (1 - self.beta2) * delta**2
 
 
+@register
 class FedYogi(_Adaptive):
+    name = "fedyogi"
+
     def second_moment(self, v, delta):
         return v - (1 - self.beta2) * delta**2 * np.sign(v - delta**2)
 

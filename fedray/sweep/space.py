@@ -14,7 +14,11 @@ joined by ``+`` take values joined by ``/``: the axis ``method`` maps to
 ``model+privacy``, so ``mlp/dpsgd`` and ``random_forest/dp_tree`` sweep model
 and mechanism together (a grid of the two would hold pairs that do not
 exist). Group axes are applied before field axes, so ``epsilon`` lands in the
-chosen mechanism. An axis whose name is not in ``sweep.axes`` but is itself a
+chosen mechanism. The ``fl`` group's options are the registered strategies
+(:data:`fedray.strategies.REGISTRY`), each with its ``conf/fl/<name>.yaml``
+of tuned values: the axis ``strategy`` maps to it, and a value that is not a
+registered strategy (or the field ``fl.strategy`` set to one) is refused
+before any trial. An axis whose name is not in ``sweep.axes`` but is itself a
 dotted config path (``fl.partition.alpha``) is accepted too, so any field can
 become an axis.
 """
@@ -28,9 +32,10 @@ import math
 
 import yaml
 
-from fedray.config import Config, compose_config
+from fedray.config import CONF_DIR, Config, compose_config
 from fedray.config.schema import Sweep
 from fedray.errors import FedrayError
+from fedray.strategies import STRATEGY_NAMES
 
 GROUPS = ("model", "privacy", "fl")
 # Axis name -> config path, for every sweep; a sweep's own ``sweep.axes`` adds to or overrides these.
@@ -75,8 +80,25 @@ def axis_paths(sweep: Sweep, base_cfg: Config) -> dict[str, str]:
             raise FedrayError(
                 f"unknown sweep axis {axis!r}: use one of {known} or a config path such as fl.partition.alpha"
             )
+        if path == "fl.strategy" or (_is_group_path(path) and "fl" in path.split("+")):
+            _check_strategies(axis, values, path)
         paths[axis] = path
     return paths
+
+
+def _check_strategies(axis: str, values, path: str) -> None:
+    """Each value (its ``fl`` option) is a registered strategy, and for the group its ``conf/fl/<name>.yaml``."""
+    group = path != "fl.strategy"
+    position = path.split("+").index("fl") if group else 0
+    for value in values:
+        options = str(value).split("/") if group else [str(value)]
+        name = options[position] if len(options) > position else str(value)
+        if name not in STRATEGY_NAMES:
+            raise FedrayError(f"sweep axis {axis!r} value {value!r}: {name!r} is not a strategy; use one of "
+                              f"{', '.join(STRATEGY_NAMES)}")
+        if group and not (CONF_DIR / "fl" / f"{name}.yaml").is_file():
+            raise FedrayError(f"sweep axis {axis!r} value {value!r}: strategy {name!r} has no conf/fl/{name}.yaml "
+                              f"(its tuned values); add one, or sweep the field alone: sweep.axes.{axis}=fl.strategy")
 
 
 def normalise_space(space: dict) -> dict:

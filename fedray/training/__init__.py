@@ -31,6 +31,7 @@ from fedray.data.input_map import InputMap
 from fedray.models import build_model, build_table_model, model_family
 from fedray.privacy.mechanisms import Mechanism, NonPrivate
 from fedray.privacy.randomness import NoiseSource
+from fedray.strategies import client_settings
 from fedray.training.features import (
     FLIP_VIEWS,
     FeatureEncoder,
@@ -114,7 +115,7 @@ def build_trainer(
                   augment=get_augment(augment_name), device=device, seed=cfg.seed, hospital=hospital, noise=noise,
                   loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model),
                   rounds=cfg.fl.rounds if rounds is None else rounds,
-                  proximal_mu=cfg.fl.proximal_mu if cfg.fl.strategy == "fedprox" else 0.0)
+                  **client_settings(cfg.fl))  # what the strategy sends its hospitals (FedProx: proximal_mu)
     cached = frozen_split(cfg, model, device)
     if cached is not None:
         encoder = FeatureEncoder(cached, input_map, _store(cfg), device)
