@@ -292,7 +292,7 @@ class LocalCluster(ReadOnly):
 @dataclass
 class RemoteCluster(ReadOnly):
     name: str = text()
-    address: str = text()
+    address: str = free()  # may be empty in the YAML (RAY_ADDRESS unset): connect() then says what to set
     runtime_env: dict[str, Any] = free()
     connect_timeout_s: float = positive()
 

@@ -43,7 +43,7 @@ import numpy as np
 from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
 from fedray.federation.proxy import HospitalsProxy
-from fedray.federation.secure_round import SecureRound
+from fedray.privacy.secure_round import SecureRound
 from fedray.metrics import classification_metrics
 from fedray.privacy.canaries import IncludedCanaryClients, WhiteBoxScores
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose

@@ -28,6 +28,7 @@ from fedray.privacy.mechanisms import dp_tree  # noqa: F401
 from fedray.privacy.mechanisms.base import (AGGREGATION, NON_PRIVATE_NOTE, REGISTRY, Mechanism, PlanContext,
                                             PrivateMechanism, WhiteBox, common_outputs, mechanism_class, register)
 from fedray.privacy.mechanisms.none import NonPrivate
+from fedray.strategies import check_strategy
 
 FAMILY_NAMES = {"image": "image backbones", "table": ", ".join(TORCH_TABLE_MODELS), "tree": ", ".join(TREE_MODELS)}
 
@@ -70,6 +71,7 @@ def check_mechanism(cfg: Config, context: PlanContext | None = None) -> None:
         raise FedrayError(f"fl.secure_aggregation=true with mode={cfg.mode}, model={cfg.model.name} and "
                           f"{cfg.fl.num_hospitals} hospital(s): masked sums need mode=federated, at least two "
                           "hospitals and a model whose parameters add up (not a tree); set fl.secure_aggregation=false")
+    check_strategy(cfg)
 
 
 def plan_privacy(cfg: Config, context: PlanContext) -> Mechanism:
