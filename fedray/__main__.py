@@ -124,9 +124,9 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
             print(f"privacy: {note}", flush=True)
     if summary["privacy"].get("guarantee"):
         ledger = summary["privacy"]
-        print(f"privacy: epsilon holds per {ledger['unit']} ({ledger['neighbouring']} neighbouring) against "
-              f"{ledger['trust']}; outside it, labelled in summary.json: {', '.join(ledger['outside_guarantee'])}",
-              flush=True)
+        print(f"privacy: epsilon is per {ledger['unit']} ({ledger['neighbouring']} neighbouring); trusted: "
+              f"{ledger['trust']}; outside the guarantee, labelled in summary.json: "
+              f"{', '.join(ledger['outside_guarantee'])}", flush=True)
     for line in _audit_lines(summary.get("membership_inference")):
         print(line, flush=True)
     print(f"results: {run_dir}", flush=True)

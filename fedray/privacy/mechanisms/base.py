@@ -118,11 +118,12 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
         Release("audit", ("summary.audit*", "summary.membership_inference*"), "outside",
                 "the audit's statistics are computed on real training records: audit statistics, outside the "
                 "guarantee"),
-        Release("cross-validation", ("summary.cv*",), "outside",
-                "each test fold trains the other folds: the per-fold metrics are evaluation statistics outside "
-                "the guarantee"),
         Release("models", ("models.*",), "post-processing", "the trained model(s): the mechanism's output"),
     ]
+    if cross_validated:
+        releases.append(Release("cross-validation", ("summary.cv*",), "outside",
+                                "each test fold trains the other folds: the per-fold metrics are evaluation "
+                                "statistics outside the guarantee"))
     if counts_public:
         releases.append(Release("record counts", ("summary.data.train", "summary.data.hospital_train_sizes",
                                                   "rounds.clients.num_samples"),
