@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from fedray.config import CONF_DIR, Config, check_group_choices, compose_config, normalise_overrides, to_typed
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
+from fedray.metrics import learned_nothing
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -129,7 +130,25 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
               f"{', '.join(ledger['outside_guarantee'])}", flush=True)
     for line in _audit_lines(summary.get("membership_inference")):
         print(line, flush=True)
+    warning = _learned_nothing_line(summary)
+    if warning:
+        print(warning, flush=True)
     print(f"results: {run_dir}", flush=True)
+
+
+def _learned_nothing_line(summary: dict) -> str | None:
+    """A last line when the model shows no learning on the test set: the sign, and the likely causes."""
+    sign = learned_nothing(summary.get("final_test_confusion_matrix") or [])
+    if sign is None:
+        return None
+    eps = float(summary["privacy"]["epsilon"])
+    if math.isfinite(eps):
+        causes = (f"under DP at epsilon={eps:.3g} the noise may drown the signal: raise privacy.epsilon, train "
+                  "more rounds (fl.rounds) or epochs, use a larger batch (train.batch_size) and retune train.lr "
+                  "for the noise; docs/privacy.md and the committed references in sweeps/ give settings that learn")
+    else:
+        causes = "check train.lr, fl.rounds and the data (a learning rate too high or too low is the usual cause)"
+    return f"warning: the model learned nothing: {sign}; {causes}"
 
 
 CANARY_NAMES = {"gradient": "white-box gradient canaries", "clients": "canary clients", "input": "input canaries"}

@@ -55,3 +55,32 @@ def _ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     if probs.shape[1] == 2:
         return float(roc_auc_score(y_true, probs[:, 1]))
     return float(roc_auc_score(one_hot[:, present], probs[:, present], average="macro"))
+
+
+def learned_nothing(confusion_matrix: list[list[int]]) -> str | None:
+    r"""Why a model's test predictions show no learning, or None when they do.
+
+    Two signs, read from the confusion matrix of K classes over n test records:
+
+    - every record is predicted as one class (a majority-class model);
+    - the balanced accuracy is within two standard errors of chance, :math:`1/K`,
+      with :math:`\mathrm{SE} = \sqrt{(1/K)(1 - 1/K)/n}` (the binomial error of a
+      per-record success rate at chance; balanced accuracy averages K such rates).
+
+    >>> learned_nothing([[5, 0], [5, 0]])
+    'every test record is predicted as one class'
+    >>> learned_nothing([[9, 1], [1, 9]]) is None
+    True
+    """
+    matrix = np.asarray(confusion_matrix, dtype=np.float64)
+    n, k = matrix.sum(), matrix.shape[0]
+    if n == 0 or k < 2:
+        return None
+    if np.count_nonzero(matrix.sum(axis=0)) == 1:
+        return "every test record is predicted as one class"
+    present = matrix.sum(axis=1) > 0
+    balanced = float(np.mean(np.diag(matrix)[present] / matrix.sum(axis=1)[present]))
+    chance = 1.0 / k
+    if abs(balanced - chance) <= 2 * np.sqrt(chance * (1 - chance) / n):
+        return f"test balanced accuracy {balanced:.3f} is within noise of chance ({chance:.3f} for {k} classes)"
+    return None
