@@ -351,6 +351,8 @@ class Config(ReadOnly):
 
 
 # Group -> option -> schema. A YAML option file names its schema as ``/schema/<group>/<key>@_here_``.
+# The schemas above are listed here; a component that owns its settings (a dataset folder, a strategy, the
+# audit) registers them itself with :func:`register_schema`, in a module of COMPONENT_PACKAGES.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"synthetic": SyntheticData, "isic": IsicData, "ehr_synthetic": EhrSyntheticData,
              "breast_cancer": BreastCancerData, "table": TableData},
@@ -365,9 +367,38 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "tune": {"tune": Tune},
 }
 
+# The packages whose import registers their components' schemas (each imports only its light settings
+# modules: no torch). The config is composed after they are loaded; nothing here imports them at module level,
+# so the config stays the first stage of the flow (config -> data -> hospitals -> driver -> results).
+COMPONENT_PACKAGES: tuple[str, ...] = ()
+
+
+def register_schema(group: str, key: str):
+    """Class decorator: ``@register_schema("data", "isic")`` makes the class the schema of ``conf/<group>/*.yaml``
+    files that name ``/schema/<group>/<key>@_here_``. A second, different class for the same key is an error."""
+
+    def decorate(schema: type) -> type:
+        options = GROUP_SCHEMAS.setdefault(group, {})
+        known = options.get(key)
+        if known is not None and known.__qualname__ != schema.__qualname__:
+            raise ValueError(f"schema/{group}/{key} is already {known.__qualname__}; pick another key")
+        options[key] = schema
+        return schema
+
+    return decorate
+
+
+def load_components() -> None:
+    """Import every package of :data:`COMPONENT_PACKAGES`, so that their schemas are registered."""
+    import importlib
+
+    for package in COMPONENT_PACKAGES:
+        importlib.import_module(package)
+
 
 def register() -> None:
-    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    """Load the components' schemas and put every schema into Hydra's ConfigStore (idempotent)."""
+    load_components()
     store = ConfigStore.instance()
     store.store(group="schema", name="config", node=Config)
     for group, options in GROUP_SCHEMAS.items():
