@@ -7,7 +7,7 @@ their minimum image sizes and the fine-tuning modes, and
 
 from fedray.errors import FedrayError
 from fedray.models.finetune import set_frozen_eval, trainable_parameter_names
-from fedray.models.registry import BackboneSpec, backbone_names, backbone_spec, build_model
+from fedray.models.registry import BackboneSpec, backbone_names, backbone_spec, build_model, register_backbone
 from fedray.models.tabular import TORCH_TABLE_MODELS, TREE_MODELS, build_table_model
 
 
@@ -32,6 +32,7 @@ __all__ = [
     "build_model",
     "build_table_model",
     "model_family",
+    "register_backbone",
     "set_frozen_eval",
     "trainable_parameter_names",
 ]

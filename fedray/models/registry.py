@@ -170,6 +170,29 @@ _BACKBONES: dict[str, _Backbone] = {
 }
 
 
+def register_backbone(spec: BackboneSpec, build: Callable[[bool], nn.Module], *, head: str,
+                      blocks: Callable[[nn.Module], list[Block]] | None = None) -> BackboneSpec:
+    """Add a backbone under ``spec.name``: the one call a new image model needs (docs/extending.md).
+
+    ``build(pretrained)`` returns the model with any final ``nn.Linear`` at the
+    dotted name ``head`` (:func:`build_model` swaps in a ``num_classes`` head);
+    ``blocks(model)`` lists its feature blocks, input to output, for
+    ``finetune=last_n`` (default: its children with parameters, the head left
+    out). The model must be Opacus-ready as this module's docstring says: no
+    in-place computation inside ``forward``. A second backbone under a known
+    name is an error. Register it in every process that builds models (the
+    hospitals' and the driver's actors import it through the module that calls this).
+    """
+    if spec.name in _BACKBONES and _BACKBONES[spec.name].build is not build:
+        raise FedrayError(f"a backbone named {spec.name!r} exists already: pick another name")
+
+    def default_blocks(model: nn.Module) -> list[Block]:
+        return [block for block in _children_with_parameters(model, "") if block != (head,)]
+
+    _BACKBONES[spec.name] = _Backbone(spec, build, head=head, blocks=blocks or default_blocks)
+    return spec
+
+
 def backbone_names() -> list[str]:
     """Every backbone name, i.e. every valid ``model=`` choice."""
     return list(_BACKBONES)
