@@ -35,7 +35,14 @@ def build(pretrained: bool) -> nn.Module:
     return TinyMlpImage()
 
 
-register_backbone(BackboneSpec(NAME, min_image_size=16, has_batchnorm=False), build, head="head")
+@pytest.fixture(autouse=True)
+def registered():
+    """Registered for this module's tests only: other modules parametrise over every backbone name."""
+    from fedray.models import registry
+
+    register_backbone(BackboneSpec(NAME, min_image_size=16, has_batchnorm=False), build, head="head")
+    yield
+    del registry._BACKBONES[NAME]
 
 
 def test_registered_backbone_is_built_with_a_fresh_head_and_finetuned_blocks():
