@@ -19,7 +19,7 @@ CONF_DIR = REPO_ROOT / "conf"
 def compose(overrides: list[str], run_dir: Path):
     """Compose conf/ like the CLI does: the typed, read-only :class:`fedray.config.Config` actors receive.
 
-    Change a copy with ``fedray.config.replace(cfg, **{"fl.driver.num_gpus": 0.1})``.
+    Change a copy with ``fedray.config.replace(cfg, **{"resources.driver.num_gpus": 0.1})``.
     """
     from fedray.config import compose_config
 

@@ -55,10 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=6, help="federated rounds; round 1 is warm-up and not counted")
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--gpu-per-hospital", type=float, default=0.2, help="fl.hospital.num_gpus (GPU machines only)")
-    p.add_argument("--cpu-per-hospital", type=float, default=None, help="fl.hospital.num_cpus (default: conf)")
+    p.add_argument("--gpu-per-hospital", type=float, default=0.2, help="resources.hospital.num_gpus (GPU machines only)")
+    p.add_argument("--cpu-per-hospital", type=float, default=None, help="resources.hospital.num_cpus (default: conf)")
     p.add_argument("--driver-gpu", type=float, default=None,
-                   help="fl.driver.num_gpus; default: the conf's 0.1 if it fits next to the hospitals on one "
+                   help="resources.driver.num_gpus; default: the conf's 0.1 if it fits next to the hospitals on one "
                         "GPU, else what is left (0 = the driver evaluates on the CPU)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="any further Hydra override, e.g. --set privacy=dpsgd (repeatable)")
@@ -76,21 +76,21 @@ def build_config(args, run_dir: Path):
     overrides = [
         *data_overrides(args), f"model={args.model}", f"fl.num_hospitals={args.hospitals}",
         f"fl.rounds={args.rounds}", f"fl.local_epochs={args.local_epochs}", f"train.batch_size={args.batch_size}",
-        f"fl.hospital.num_gpus={args.gpu_per_hospital}", "audit.enabled=false",
+        f"resources.hospital.num_gpus={args.gpu_per_hospital}", "audit.enabled=false",
     ]
     if args.cpu_per_hospital is not None:
-        overrides.append(f"fl.hospital.num_cpus={args.cpu_per_hospital}")
+        overrides.append(f"resources.hospital.num_cpus={args.cpu_per_hospital}")
     cfg = compose(overrides + list(args.extra), run_dir)
     if args.driver_gpu is not None:
-        cfg = replace(cfg, **{"fl.driver.num_gpus": float(args.driver_gpu)})
+        cfg = replace(cfg, **{"resources.driver.num_gpus": float(args.driver_gpu)})
     elif gpus:
         left = max(0.0, round(gpus - args.hospitals * args.gpu_per_hospital, 4))
-        wanted = float(cfg.fl.driver.num_gpus)
+        wanted = float(cfg.resources.driver.num_gpus)
         if left < wanted:
             print(f"note: {args.hospitals} x {args.gpu_per_hospital} GPU leaves {left:g} GPU for the driver "
                   f"(conf asks {wanted:g}); driver gets {left:g}" + (" and evaluates on the CPU" if left == 0 else ""),
                   file=sys.stderr)
-            cfg = replace(cfg, **{"fl.driver.num_gpus": left})
+            cfg = replace(cfg, **{"resources.driver.num_gpus": left})
     return replace(cfg, **{"audit.enabled": False})
 
 
@@ -180,7 +180,7 @@ def run(args) -> dict:
     started_ray = connect(cfg.cluster)
     try:
         gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-        driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=gpus_present)
+        driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=gpus_present)
         pure = PureCompute(prep, hospital_res)
         pure.one_pass(round_idx=0)  # warm-up
         agg = aggregation_seconds(prep, pure)

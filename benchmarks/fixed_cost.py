@@ -286,7 +286,7 @@ def profile_hospital_constructor(prep, top: int = 14) -> dict:
         from fedray.federation.experiment import actor_resources, hospital_setups
         from fedray.federation.hospital import Hospital
 
-        _, hospital_res = actor_resources(prep.cfg.fl, gpus_present=False)
+        _, hospital_res = actor_resources(prep.cfg.resources, gpus_present=False)
         kwargs = hospital_setups(prep, hospital_res)[0]
     except Exception as err:  # noqa: BLE001 - fedray's internals moved: skip this table
         return {"error": f"{type(err).__name__}: {err}"}
@@ -418,7 +418,7 @@ def run(args) -> dict:
     try:
         if not args.no_actor_baselines:
             print("actor start-up baselines ...", file=sys.stderr, flush=True)
-            out["actor_baselines"] = actor_baselines(float(cfg0.fl.hospital.num_cpus))
+            out["actor_baselines"] = actor_baselines(float(cfg0.resources.hospital.num_cpus))
         rows = []
         for i in range(args.experiments):
             rows.append(run_one(args, i, True, marks, tmp, clock_offset))

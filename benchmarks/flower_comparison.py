@@ -110,7 +110,7 @@ def fedray_side(args, tmp: Path, index: int) -> dict:
     run_dir = tmp / f"fedray-run{index}"
     launcher = ["-m", "fedray"] if args.plain_cli else [str(HERE / "_fedray_cli_timed.py")]
     cmd = [sys.executable, *launcher, "data=isic", f"data.root={args.data_root}",
-           f"data.image_size={args.image_size}", "model=mobilenet_v3_small", "model.pretrained=false", "fl=fedavg",
+           f"data.image_size={args.image_size}", "model=mobilenet_v3_small", "model.pretrained=false", "strategy=fedavg",
            "privacy=none", "audit.enabled=false", f"fl.num_hospitals={args.hospitals}", f"fl.rounds={args.rounds}",
            f"fl.local_epochs={args.local_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
            *args.extra, f"hydra.run.dir={run_dir}"]

@@ -40,7 +40,7 @@ from _common import CONF_DIR, REPO_ROOT, markdown_table, save_json
 
 TINY = ["sweep.space.backbone=[small_cnn]", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
         "fl.rounds=1"]
-CPU_PACKING = ["fl.hospital.num_cpus=0.1", "fl.driver.num_cpus=0.1"]
+CPU_PACKING = ["resources.hospital.num_cpus=0.1", "resources.driver.num_cpus=0.1"]
 SEED_BACKBONES = "[resnet50,vgg19,inception_v3]"
 
 
@@ -54,10 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-root", default=os.environ.get("ISIC_DIR"),
                    help="ISIC folder, for --full (default $ISIC_DIR)")
     p.add_argument("--hospital-gpu", type=float, default=None,
-                   help="fl.hospital.num_gpus for both runs (default: conf's 0.15; 5 x 0.15 + 0.1 for the driver "
+                   help="resources.hospital.num_gpus for both runs (default: conf's 0.15; 5 x 0.15 + 0.1 for the driver "
                         "= 0.85 GPU per trial, so only one trial fits on one GPU: use e.g. 0.08 with --driver-gpu "
                         "0.05 to pack two)")
-    p.add_argument("--driver-gpu", type=float, default=None, help="fl.driver.num_gpus for both runs")
+    p.add_argument("--driver-gpu", type=float, default=None, help="resources.driver.num_gpus for both runs")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="any further Hydra override for both runs (repeatable), e.g. --set fl.rounds=2")
     p.add_argument("--repeats", type=int, default=1, help="runs of each variant, alternating")
@@ -72,8 +72,8 @@ def has_nvidia_smi() -> bool:
 
 
 def base_overrides(args) -> list[str]:
-    shares = [f"fl.hospital.num_gpus={args.hospital_gpu}"] if args.hospital_gpu is not None else []
-    shares += [f"fl.driver.num_gpus={args.driver_gpu}"] if args.driver_gpu is not None else []
+    shares = [f"resources.hospital.num_gpus={args.hospital_gpu}"] if args.hospital_gpu is not None else []
+    shares += [f"resources.driver.num_gpus={args.driver_gpu}"] if args.driver_gpu is not None else []
     args.extra = shares + args.extra
     if args.full:
         if not args.data_root:

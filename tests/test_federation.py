@@ -35,8 +35,7 @@ def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, ti
 
 def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cfg):
     clean = run_experiment(tiny_cfg)
-    faulty_cfg = with_changes(tiny_cfg, **{"fl.fault_injection": {"hospital": 2, "round": 2}})
-    faulty = run_experiment(faulty_cfg)
+    faulty = run_experiment(tiny_cfg, kill_hospital=(2, 2))
     assert faulty.summary["hospital_restarts"] >= 1
     assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
     # The retried round starts from the same global model with the same seeded batches.
@@ -45,7 +44,7 @@ def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cf
 
 def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):
     prep = prepare_experiment(tiny_cfg)
-    driver_res, hospital_res = actor_resources(tiny_cfg.fl, gpus_present=False)
+    driver_res, hospital_res = actor_resources(tiny_cfg.resources, gpus_present=False)
     pool = ActorPool()
     _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res, max_restarts=0)
     hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), max_round_retries=0)

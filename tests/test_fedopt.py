@@ -78,7 +78,7 @@ def test_fedprox_strategy_averages_like_fedavg_and_its_term_pulls_towards_the_gl
 
 @pytest.mark.parametrize("strategy", ["fedprox", "fedadam"])
 def test_strategies_compose_with_record_level_dp_sgd(ray_session, tmp_path, strategy):
-    result = run_experiment(compose_typed([*TINY, f"fl={strategy}", "privacy=dpsgd", "privacy.epsilon=3",
+    result = run_experiment(compose_typed([*TINY, f"strategy={strategy}", "privacy=dpsgd", "privacy.epsilon=3",
                                            "audit.enabled=false"], tmp_path))
     assert result.summary["privacy"]["epsilon"] <= 3 and np.isfinite(result.summary["final_test"]["loss"])
 
@@ -90,6 +90,6 @@ def test_strategy_and_secure_aggregation_are_sweep_axes(tmp_path):
     paths = axis_paths(cfg.sweep, cfg)
     trials = [trial_config(base, params, paths) for params in grid(cfg.sweep.space)]
     assert len(trials) == 3 * 4 * 2 * 2
-    assert {(t.fl.strategy, t.fl.secure_aggregation) for t in trials} == {
+    assert {(t.strategy.name, t.fl.secure_aggregation) for t in trials} == {
         ("fedavg", False), ("fedavg", True), ("fedadam", False), ("fedadam", True)}
-    assert {t.fl.server_lr for t in trials if t.fl.strategy == "fedadam"} == {0.01}  # the group's tuned value
+    assert {t.strategy.server_lr for t in trials if t.strategy.name == "fedadam"} == {0.01}  # its file's value

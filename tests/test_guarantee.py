@@ -87,7 +87,7 @@ def test_two_default_dp_runs_differ_and_reproducible_runs_equal_a_run_with_a_kil
 
     reproducible = [*DP, "privacy.reproducible_noise=true"]
     clean = run_experiment(compose_typed(reproducible, tmp_path))
-    killed = run_experiment(compose_typed([*reproducible, "fl.fault_injection={hospital: 2, round: 2}"], tmp_path))
+    killed = run_experiment(compose_typed(reproducible, tmp_path), kill_hospital=(2, 2))
     assert killed.summary["hospital_restarts"] >= 1
     assert same_params(clean.final_params, killed.final_params)  # two runs, one of them retried: equal
     assert "simulation only, no guarantee" in clean.summary["privacy"]["noise"]

@@ -30,8 +30,8 @@ def test_per_sample_gradients_dominate_under_dp_sgd():
 
 def test_vgg19_at_the_full_sweeps_share_is_refused_and_the_message_names_a_share_that_fits():
     vgg = _estimate("vgg19")
-    with pytest.raises(FedrayError, match=r"vgg19 at train.batch_size=32 needs about .* fl.hospital.num_gpus="
-                                          r"0.09 .* set fl.hospital.num_gpus=(0\.\d+) or more") as err:
+    with pytest.raises(FedrayError, match=r"vgg19 at train.batch_size=32 needs about .* resources.hospital.num_gpus="
+                                          r"0.09 .* set resources.hospital.num_gpus=(0\.\d+) or more") as err:
         check_memory_fits(vgg, gpu_share=0.09, gpu_bytes=H200, model_name="vgg19", batch_size=32)
     suggested = float(re.search(r"num_gpus=(0\.\d+) or more", str(err.value)).group(1))
     check_memory_fits(vgg, gpu_share=suggested, gpu_bytes=H200, model_name="vgg19", batch_size=32)

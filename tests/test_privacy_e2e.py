@@ -21,9 +21,8 @@ def test_infinite_epsilon_bypasses_opacus_entirely(ray_session, tmp_path):
 
 
 def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_session, tmp_path):
-    cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "fl.fault_injection={hospital: 1, round: 2}"],
-                        tmp_path)
-    result = run_experiment(cfg)
+    cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3"], tmp_path)
+    result = run_experiment(cfg, kill_hospital=(1, 2))
     ledger = result.summary["privacy"]
     assert result.summary["hospital_restarts"] >= 1
     assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / sum(result.summary["data"]["hospital_train_sizes"])

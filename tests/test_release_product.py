@@ -46,7 +46,7 @@ def _independent(events, delta, pure):
 def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, mechanism, strategy, sampled, secure,
                                                                      mode, whitening, kind):
     data = [*IMAGE, f"data.whitening={whitening}", "data.whitening_epsilon_share=0.3"] if kind == "image" else TABLE
-    overrides = [*data, f"privacy={mechanism}", f"fl={strategy}", f"mode={mode}",
+    overrides = [*data, f"privacy={mechanism}", f"strategy={strategy}", f"mode={mode}",
                  f"fl.secure_aggregation={str(secure).lower()}",
                  f"fl.clients_per_round={'null' if sampled is None else sampled}"]
     if mechanism != "none":

@@ -67,8 +67,7 @@ def test_a_secure_run_equals_the_plain_run_up_to_rounding_and_a_killed_hospital_
     base = [*TINY, "audit.enabled=false"]
     plain = run_experiment(compose_typed(base, tmp_path))
     secure = run_experiment(compose_typed([*base, "fl.secure_aggregation=true"], tmp_path))
-    killed = run_experiment(compose_typed([*base, "fl.secure_aggregation=true",
-                                           "fl.fault_injection={hospital: 1, round: 2}"], tmp_path))
+    killed = run_experiment(compose_typed([*base, "fl.secure_aggregation=true"], tmp_path), kill_hospital=(1, 2))
     for name, value in plain.final_params[0].items():
         np.testing.assert_allclose(secure.final_params[0][name], value, atol=1e-6)
         np.testing.assert_array_equal(killed.final_params[0][name], secure.final_params[0][name])

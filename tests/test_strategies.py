@@ -51,11 +51,11 @@ def test_identical_clients_are_a_fixed_point():
 
 
 def test_unknown_strategies_and_weightings_are_refused_by_the_config():
-    assert isinstance(build_strategy(compose_config(["fl.weighting=uniform"]).fl), FedAvg)
-    with pytest.raises(FedrayError, match="fl.strategy"):
-        compose_config(["fl.strategy=fedsgd"])
-    with pytest.raises(FedrayError, match="fl.weighting"):
-        compose_config(["fl.weighting=median"])
+    assert isinstance(build_strategy(compose_config(["strategy.weighting=uniform"]).strategy), FedAvg)
+    with pytest.raises(FedrayError, match="unknown strategy 'fedsgd'"):
+        compose_config(["strategy=fedsgd"])
+    with pytest.raises(FedrayError, match="strategy.weighting"):
+        compose_config(["strategy.weighting=median"])
 
 
 def test_dp_fedavg_without_noise_and_loose_clip_is_uniform_fedavg():

@@ -1,22 +1,27 @@
-"""One registry of strategies: the schema's choices, build_strategy, the sweep axis, client settings, capabilities."""
+"""One registry of strategies (name -> class and typed settings): the schemas, build_strategy, the sweep axis,
+client settings, capabilities."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import TINY, compose_typed
-from fedray.config import compose_config
-from fedray.config.schema import Federation
+from hydra.core.config_store import ConfigStore
+
+from fedray.config import CONF_DIR, compose_config
+from fedray.config.checks import nonnegative
+from fedray.config.schema import GROUP_SCHEMAS
 from fedray.errors import FedrayError
 from fedray.federation.experiment import prepare_experiment
 from fedray.privacy.randomness import DRIVER, NoiseSource, hospital
-from fedray.strategies import (REGISTRY, STRATEGY_NAMES, ClientResult, FedAdam, FedAvg, FedProx, Params, Strategy,
+from fedray.strategies import (REGISTRY, ClientResult, FedAdam, FedAvg, FedProx, Params, Strategy, StrategySettings,
                                build_strategy, check_strategy, client_settings, register, strategy_class)
 from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.sweep.space import axis_paths
@@ -27,14 +32,19 @@ RECORDS = ["data=breast_cancer", "model=logreg", "fl.partition.scheme=iid", "fl.
            "audit.reference_models=0"]
 
 
+@dataclass
+class MedianSettings(StrategySettings):
+    mu: float = nonnegative()  # sent to the hospitals, doubled, as their proximal_mu
+
+
 class CoordinateMedian(Strategy):
     """A toy robust strategy: the coordinate-wise median of the hospitals' models, which no sum can give."""
 
     name = "toy_median"
-    settings = ("weighting", "proximal_mu")  # borrows proximal_mu to send it to the hospitals, under its own name
+    Settings = MedianSettings
 
-    def __init__(self, *, weighting: str, proximal_mu: float):
-        self.weighting, self.mu = weighting, proximal_mu
+    def __init__(self, *, weighting: str, mu: float):
+        self.weighting, self.mu = weighting, mu
 
     def client_settings(self) -> dict:
         return {"proximal_mu": 2 * self.mu}
@@ -46,38 +56,46 @@ class CoordinateMedian(Strategy):
 
 @pytest.fixture
 def toy_median():
-    """:class:`CoordinateMedian`, registered for one test only."""
+    """:class:`CoordinateMedian` registered, with its option ``strategy=toy_median`` stored, for one test only."""
     register(CoordinateMedian)
+    ConfigStore.instance().store(group="strategy", name="toy_median",
+                                 node=MedianSettings(name="toy_median", weighting="samples", mu=0.0))
     yield CoordinateMedian
-    del REGISTRY[CoordinateMedian.name]
+    del REGISTRY["toy_median"], GROUP_SCHEMAS["strategy"]["toy_median"]
+    del ConfigStore.instance().repo["strategy"]["toy_median.yaml"]
+    del ConfigStore.instance().repo["schema"]["strategy"]["toy_median.yaml"]
 
 
-def test_the_registry_is_the_schemas_list_of_strategies_in_the_same_order():
+def test_the_registry_names_each_strategy_its_schema_and_the_option_files_are_the_choices():
     assert list(REGISTRY) == SHIPPED
-    spec = next(f for f in dataclasses.fields(Federation) if f.name == "strategy").metadata["spec"]
-    assert spec.choices is STRATEGY_NAMES and list(spec.choices) == SHIPPED
-    with pytest.raises(FedrayError, match="fl.strategy='fedsgd' is not valid: use one of " + ", ".join(SHIPPED)):
-        compose_config(["fl.strategy=fedsgd"])
+    assert sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml")) == sorted(SHIPPED)
+    for name, cls in REGISTRY.items():
+        assert GROUP_SCHEMAS["strategy"][name] is cls.Settings
+    with pytest.raises(FedrayError, match="unknown strategy 'fedsgd': choose one of " + ", ".join(sorted(SHIPPED))):
+        compose_config(["strategy=fedsgd"])
+    with pytest.raises(FedrayError, match="strategy.proximal_mu"):  # a knob of another strategy is no typo to drop
+        compose_config(["strategy=fedavg", "+strategy.proximal_mu=0.1"])
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_each_strategy_declares_the_fl_fields_its_constructor_takes_and_has_its_yaml(name):
+def test_each_strategy_takes_its_settings_fields_and_has_its_yaml(name):
     cls = strategy_class(name)
     parameters = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    assert sorted(parameters) == sorted(cls.settings)
-    assert set(cls.settings) <= {f.name for f in dataclasses.fields(Federation)}
-    cfg = compose_config([f"fl={name}"])
-    strategy = build_strategy(cfg.fl)
-    assert type(strategy) is cls and cfg.fl.strategy == name and cls.aggregates_by_sum
-    assert {s: getattr(strategy, s) for s in cls.settings} == {s: getattr(cfg.fl, s) for s in cls.settings}
+    fields = [f.name for f in dataclasses.fields(cls.Settings) if f.name != "name"]
+    assert sorted(parameters) == sorted(fields)
+    cfg = compose_config([f"strategy={name}"])
+    strategy = build_strategy(cfg.strategy)
+    assert type(strategy) is cls and type(cfg.strategy) is cls.Settings and cfg.strategy.name == name
+    assert cls.aggregates_by_sum
+    assert {s: getattr(strategy, s) for s in fields} == {s: getattr(cfg.strategy, s) for s in fields}
 
 
 def test_a_strategy_registered_from_outside_is_a_choice_and_is_built(toy_median):
-    assert list(STRATEGY_NAMES) == [*SHIPPED, "toy_median"]
-    with pytest.raises(FedrayError, match="use one of .*, fedyogi, toy_median"):
-        compose_config(["fl.strategy=fedsgd"])
-    cfg = compose_config(["fl.strategy=toy_median", "fl.proximal_mu=0.25", "fl.weighting=uniform"])
-    strategy = build_strategy(cfg.fl)
+    assert list(REGISTRY) == [*SHIPPED, "toy_median"]
+    with pytest.raises(FedrayError, match="choose one of .*, fedyogi, toy_median"):
+        compose_config(["strategy=fedsgd"])
+    cfg = compose_config(["strategy=toy_median", "strategy.mu=0.25", "strategy.weighting=uniform"])
+    strategy = build_strategy(cfg.strategy)
     assert isinstance(strategy, CoordinateMedian) and (strategy.weighting, strategy.mu) == ("uniform", 0.25)
     results = [ClientResult(hospital=k, params={"w": np.array([v])}, num_samples=1) for k, v in enumerate([0, 1, 9])]
     assert strategy.aggregate(1, {"w": np.array([0.0])}, results)["w"].tolist() == [1.0]
@@ -95,8 +113,14 @@ def test_registration_needs_a_name_of_its_own_and_a_free_one():
     with pytest.raises(ValueError, match="taken by FedProx"):
         register(Impostor)
     assert REGISTRY["fedprox"] is FedProx
-    with pytest.raises(FedrayError, match="unknown strategy 'fedsgd': set fl.strategy to one of fedavg"):
+    with pytest.raises(FedrayError, match="unknown strategy 'fedsgd': set strategy= to one of fedavg"):
         strategy_class("fedsgd")
+
+
+def test_a_name_field_that_does_not_fit_the_chosen_file_is_refused_before_ray():
+    check_strategy(compose_config(["strategy=fedadam", "strategy.name=fedyogi"]))  # the same settings: fine
+    with pytest.raises(FedrayError, match="strategy.name=fedprox does not fit .*: select it with strategy=fedprox"):
+        check_strategy(compose_config(["strategy=fedavg", "strategy.name=fedprox"]))
 
 
 def _trainer(cfg):
@@ -110,27 +134,29 @@ def _trainer(cfg):
 
 def test_fedprox_sends_mu_to_the_hospitals_and_fedavg_sends_nothing(tmp_path):
     assert FedProx(weighting="samples", proximal_mu=0.3).client_settings() == {"proximal_mu": 0.3}
-    assert client_settings(compose_config(["fl=fedprox", "fl.proximal_mu=0.3"]).fl) == {"proximal_mu": 0.3}
-    for name in ("fedavg", "fedavgm", "fedadam"):  # fl.proximal_mu is set (0.01) but not theirs to send
-        assert client_settings(compose_config([f"fl={name}"]).fl) == {}
-    assert _trainer(compose_typed([*RECORDS, "fl=fedprox", "fl.proximal_mu=0.3"], tmp_path)).proximal_mu == 0.3
-    assert _trainer(compose_typed([*RECORDS, "fl=fedavg", "fl.proximal_mu=0.3"], tmp_path)).proximal_mu == 0.0
+    assert client_settings(compose_config(["strategy=fedprox", "strategy.proximal_mu=0.3"]).strategy) == {
+        "proximal_mu": 0.3}
+    for name in ("fedavg", "fedavgm", "fedadam"):
+        assert client_settings(compose_config([f"strategy={name}"]).strategy) == {}
+    assert _trainer(compose_typed([*RECORDS, "strategy=fedprox", "strategy.proximal_mu=0.3"],
+                                  tmp_path)).proximal_mu == 0.3
+    assert _trainer(compose_typed([*RECORDS, "strategy=fedavg"], tmp_path)).proximal_mu == 0.0
 
 
 def test_the_trainer_takes_mu_from_the_strategy_not_from_its_name(tmp_path, toy_median):
-    trainer = _trainer(compose_typed([*RECORDS, "fl.strategy=toy_median", "fl.proximal_mu=0.2"], tmp_path))
-    assert trainer.proximal_mu == 0.4  # CoordinateMedian sends twice fl.proximal_mu
+    trainer = _trainer(compose_typed([*RECORDS, "strategy=toy_median", "strategy.mu=0.2"], tmp_path))
+    assert trainer.proximal_mu == 0.4  # CoordinateMedian sends twice its mu
 
 
 def test_a_strategy_that_is_not_a_mean_is_refused_under_secure_aggregation(toy_median):
-    refused = compose_config(["fl.strategy=toy_median", "fl.secure_aggregation=true"])
-    with pytest.raises(FedrayError, match=r"^fl.strategy=toy_median with fl.secure_aggregation=true: .* set "
+    refused = compose_config(["strategy=toy_median", "fl.secure_aggregation=true"])
+    with pytest.raises(FedrayError, match=r"^strategy=toy_median with fl.secure_aggregation=true: .* set "
                                           r"fl.secure_aggregation=false, or use a strategy that aggregates by a "
                                           r"mean \(fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi\)$"):
         check_strategy(refused)
-    check_strategy(compose_config(["fl.strategy=toy_median"]))  # plain aggregation sees every model
+    check_strategy(compose_config(["strategy=toy_median"]))  # plain aggregation sees every model
     for name in SHIPPED:
-        check_strategy(compose_config([f"fl={name}", "fl.secure_aggregation=true"]))
+        check_strategy(compose_config([f"strategy={name}", "fl.secure_aggregation=true"]))
 
 
 def test_dp_fedavg_has_its_servers_capability_and_hands_it_the_mean_update():
@@ -148,22 +174,26 @@ def test_dp_fedavg_has_its_servers_capability_and_hands_it_the_mean_update():
     assert DPFedAvg(**wrap, server=FedProx(weighting="uniform", proximal_mu=0.5)).client_settings() == {
         "proximal_mu": 0.5}
     with pytest.raises(ValueError, match="does not aggregate by a mean"):
-        DPFedAvg(**wrap, server=CoordinateMedian(weighting="uniform", proximal_mu=0.0))
+        DPFedAvg(**wrap, server=CoordinateMedian(weighting="uniform", mu=0.0))
 
 
-def test_the_sweep_axis_strategy_takes_registered_strategies_with_their_yaml(tmp_path, toy_median):
+def test_the_sweep_axis_strategy_takes_registered_strategies_with_their_option(tmp_path, toy_median):
     def paths(*space):
         cfg = compose_typed(["+sweep=privacy_tradeoff", *TINY, *space], tmp_path)
         return axis_paths(cfg.sweep, cfg)
 
-    assert paths("+sweep.space.strategy=[fedavg,fedyogi]")["strategy"] == "fl"
+    assert paths("+sweep.space.strategy=[fedavg,fedyogi]")["strategy"] == "strategy"
+    assert paths("+sweep.space.strategy=[fedavg,toy_median]")["strategy"] == "strategy"  # its stored option
+    assert paths("+sweep.space.strategy=[fedadam,fedyogi]", "+sweep.space.server_lr=[0.1]")["server_lr"] == \
+        "strategy.server_lr"  # the knob of the strategies swept, which the base config's fedavg lacks
+    with pytest.raises(FedrayError, match="unknown sweep axis 'server_lr'"):
+        paths("+sweep.space.server_lr=[0.1]")
     with pytest.raises(FedrayError, match="sweep axis 'strategy' value 'fedsgd': 'fedsgd' is not a strategy; use "
                                           "one of fedavg, .*, toy_median"):
         paths("+sweep.space.strategy=[fedavg,fedsgd]")
-    with pytest.raises(FedrayError, match="strategy 'toy_median' has no conf/fl/toy_median.yaml .* "
-                                          "sweep.axes.strategy=fl.strategy"):
-        paths("+sweep.space.strategy=[fedavg,toy_median]")
-    assert paths("+sweep.space.strategy=[fedavg,toy_median]", "+sweep.axes.strategy=fl.strategy")["strategy"] == \
-        "fl.strategy"
-    with pytest.raises(FedrayError, match="'fedsgd' is not a strategy"):
-        paths("+sweep.space.strategy=[fedsgd]", "+sweep.axes.strategy=fl.strategy")
+    option = ConfigStore.instance().repo["strategy"].pop("toy_median.yaml")  # registered, but without its option
+    try:
+        with pytest.raises(FedrayError, match="strategy 'toy_median' has no conf/strategy/toy_median.yaml"):
+            paths("+sweep.space.strategy=[fedavg,toy_median]")
+    finally:
+        ConfigStore.instance().repo["strategy"]["toy_median.yaml"] = option

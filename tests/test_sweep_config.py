@@ -60,8 +60,8 @@ def test_empty_or_unknown_axes_are_refused(sweep_cfg, space, message):
 
 
 def test_bundles_are_sized_from_the_config(sweep_cfg):
-    cfg = replace(sweep_cfg, **{"fl.num_hospitals": 3, "fl.hospital.num_cpus": 0.5, "fl.hospital.num_gpus": 0.2,
-                                "fl.driver.num_cpus": 1.0, "fl.driver.num_gpus": 0.1})
+    cfg = replace(sweep_cfg, **{"fl.num_hospitals": 3, "resources.hospital.num_cpus": 0.5, "resources.hospital.num_gpus": 0.2,
+                                "resources.driver.num_cpus": 1.0, "resources.driver.num_gpus": 0.1})
     bundles = trial_bundles(cfg, gpus_present=True)
     assert bundles[1] == {"CPU": 1.0, "GPU": 0.1}
     assert bundles[2:] == [{"CPU": 0.5, "GPU": 0.2}] * 3

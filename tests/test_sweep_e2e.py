@@ -93,7 +93,7 @@ for _ in range(2):  # two "GPU" nodes: each fits one trial (5 x 0.15 + 0.1 GPU) 
 ray.init(address=cluster.address, log_to_driver=False)
 overrides = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "audit.enabled=false",
              "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
-             "fl.hospital.num_gpus=0.15", "fl.driver.num_gpus=0.1"]
+             "resources.hospital.num_gpus=0.15", "resources.driver.num_gpus=0.1"]
 cfg = compose_typed([*overrides, f"tune.out_dir={sys.argv[1]}"], sys.argv[1])
 records = run_sweep(cfg, overrides=[o.lstrip("+") if o.startswith("+sweep=") else o for o in overrides])["records"]
 print(json.dumps([r["summary"]["placement"] for r in records]))

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -31,7 +32,7 @@ from fedray.errors import FedrayError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 NULL_DEFAULT_GROUPS = ("sweep", "experiment")
-CONFIG_GROUPS = ("data", "model", "fl", "privacy", "cluster", "paths", "tune", "sweep", "experiment")
+CONFIG_GROUPS = ("data", "model", "strategy", "fl", "privacy", "cluster", "paths", "tune", "sweep", "experiment")
 
 register()
 
@@ -51,10 +52,19 @@ def check_group_choices(overrides: list[str]) -> None:
     """Name an unknown config choice (``model=resnet5``) in one line, before Hydra's longer message."""
     for arg in overrides:
         key, sep, value = arg.lstrip("+~").partition("=")
-        if sep and key in CONFIG_GROUPS and value and value != "null" \
-                and not (CONF_DIR / key / f"{value}.yaml").is_file():
-            choices = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
-            raise FedrayError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
+        if sep and key in CONFIG_GROUPS and value and value != "null" and value not in group_options(key):
+            raise FedrayError(f"unknown {key} {value!r}: choose one of {', '.join(group_options(key))}")
+
+
+def group_options(group: str) -> list[str]:
+    """A group's choices: its ``conf/<group>/*.yaml`` files, and any option a caller stored in Hydra's ConfigStore
+    under that group (as a test does for the strategy it defines), which Hydra composes alike."""
+    files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    try:
+        stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    except OSError:  # nothing stored under the group
+        stored = set()
+    return sorted(files | stored)
 
 
 def compose_config(overrides: list[str], *, run_dir: str | Path | None = None) -> Config:

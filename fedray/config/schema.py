@@ -14,7 +14,7 @@ walks the whole tree once, before Ray starts.
 :func:`fedray.config.compose.to_typed` turns the composed config into
 instances of these classes, read-only once built (:class:`ReadOnly`). A builder
 of one part receives its own section, typed (``build_model(cfg.model, ...)``,
-``build_strategy(cfg.fl, ...)``, ``load_splits(cfg.data, ...)``); the components
+``build_strategy(cfg.strategy, ...)``, ``load_splits(cfg.data, ...)``); the components
 that join several sections (``Hospital``, ``Driver``, ``build_trainer``,
 ``run_auditor``) receive the whole typed :class:`Config`.
 """
@@ -42,7 +42,6 @@ from fedray.config.checks import (
     positive,
     text,
 )
-from fedray.strategies.base import STRATEGY_NAMES  # the strategy registry (no import back into the config)
 
 class ReadOnly:
     """Frozen once built: a field is set by ``__init__`` and never again (``dataclasses.replace`` makes a copy).
@@ -174,35 +173,33 @@ class Partition(ReadOnly):
 
 
 @dataclass
-class Resources(ReadOnly):
-    num_cpus: float = positive()
-    num_gpus: float = nonnegative()
-
-
-@dataclass
 class Federation(ReadOnly):
-    # one of the registered strategies (fedray.strategies.REGISTRY), read live; each takes the knobs below it names
-    strategy: str = Spec.make(check="choice", choices=STRATEGY_NAMES)
-    weighting: str = choice("samples", "uniform")
-    proximal_mu: float = nonnegative()
-    server_lr: float = positive()
-    server_momentum: float = Spec.make(check="momentum")
-    beta1: float = Spec.make(check="momentum")
-    beta2: float = Spec.make(check="momentum")
-    tau: float = positive()
+    """The federation's topology and protocol; the strategy (``strategy=``) and Ray resources are their own."""
+
     rounds: int = count()
     local_epochs: int = count()
     eval_every: int = count()
     num_hospitals: int = count()
     clients_per_round: Optional[int] = count(nullable=True)
     partition: Partition = free()
-    hospital: Resources = free()
-    driver: Resources = free()
     max_restarts: int = nonnegative_count()
     max_round_retries: int = nonnegative_count()
     secure_aggregation: bool = boolean()
     secure_max_abs: float = positive()
-    fault_injection: Optional[Any] = free()  # testing only: {hospital: k, round: r}
+
+
+@dataclass
+class ActorResources(ReadOnly):
+    num_cpus: float = positive()
+    num_gpus: float = nonnegative()
+
+
+@dataclass
+class Resources(ReadOnly):
+    """Ray's request for each actor of one experiment (``resources.hospital``, ``resources.driver``)."""
+
+    hospital: ActorResources = free()
+    driver: ActorResources = free()
 
 
 # -- privacy -----------------------------------------------------------------------
@@ -342,7 +339,9 @@ class Config(ReadOnly):
     cv: CrossValidation = free()
     data: Any = free()
     model: Any = free()
+    strategy: Any = free()  # the settings its strategy registers (fedray.strategies: schema/strategy/<name>)
     fl: Federation = free()
+    resources: Resources = free()
     privacy: Any = free()
     cluster: Any = free()
     paths: Paths = free()
@@ -370,7 +369,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 # The packages whose import registers their components' schemas (each imports only its light settings
 # modules: no torch). The config is composed after they are loaded; nothing here imports them at module level,
 # so the config stays the first stage of the flow (config -> data -> hospitals -> driver -> results).
-COMPONENT_PACKAGES: tuple[str, ...] = ()
+COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.strategies",)
 
 
 def register_schema(group: str, key: str):
@@ -383,6 +382,9 @@ def register_schema(group: str, key: str):
         if known is not None and known.__qualname__ != schema.__qualname__:
             raise ValueError(f"schema/{group}/{key} is already {known.__qualname__}; pick another key")
         options[key] = schema
+        # stored at once too: a component imported while register() runs (its package imports the config) or after
+        # it (a test's own strategy) is composable all the same
+        ConfigStore.instance().store(group=f"schema/{group}", name=key, node=schema)
         return schema
 
     return decorate

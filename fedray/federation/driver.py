@@ -86,7 +86,7 @@ class Driver:
         noise = NoiseSource.reproducible(cfg.seed, DRIVER) if cfg.privacy.reproducible_noise \
             else NoiseSource.secret(DRIVER)
         self.noise = noise
-        self.strategy = plan.wrap_strategy(build_strategy(cfg.fl, trees=model_family(cfg.model.name) == "tree"),
+        self.strategy = plan.wrap_strategy(build_strategy(cfg.strategy, trees=model_family(cfg.model.name) == "tree"),
                                            noise=noise, canary_clients=canary_clients)
         self.white_box, self.canary_clients = white_box, canary_clients
         self.clients_per_round = cfg.fl.clients_per_round
@@ -242,5 +242,5 @@ def _secure_round(cfg: Config, plan: Mechanism, global_params: Params, *, max_sa
     """The masked aggregation of ``fl.secure_aggregation=true``, as the mechanism shapes it (DP-FedAvg: noised)."""
     if not cfg.fl.secure_aggregation:
         return None
-    return plan.secure_round(global_params, weighted=cfg.fl.weighting == "samples", max_abs=cfg.fl.secure_max_abs,
+    return plan.secure_round(global_params, weighted=cfg.strategy.weighting == "samples", max_abs=cfg.fl.secure_max_abs,
                              max_samples=max_samples)

@@ -182,6 +182,7 @@ def run_experiment(
     resume: ExperimentState | None = None,
     on_checkpoint: Callable[[dict, ExperimentState], None] | None = None,
     pool: ActorPool | None = None,
+    kill_hospital: tuple[int, int] | None = None,
 ) -> ExperimentResult:
     """Run one experiment on the connected Ray cluster and return its rounds and summary.
 
@@ -191,12 +192,15 @@ def run_experiment(
     every ``tune.checkpoint_every``-th round before the last is handed to it
     with the :class:`ExperimentState` to save, instead of to ``on_round``.
     The parties run in ``pool``'s actors (default: this process's pool).
+    ``kill_hospital=(k, r)`` is a test hook, out of the config's reach (no CLI
+    or sweep sets it): hospital k's actor is killed during round r, once, to
+    test Ray's restart and the round's retry.
     """
     started = time.perf_counter() - (resume.seconds if resume else 0.0)
     prep = prepared or prepare_experiment(cfg, resume=resume)
     cfg = prep.cfg
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-    driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=gpus_present)
+    driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=gpus_present)
 
     pool = pool or process_pool()
     driver_host, hosts = pool.hosts(count=len(prep.training_shards), driver_res=driver_res,
@@ -204,7 +208,7 @@ def run_experiment(
                                     placement_group=placement_group, bundle_offset=bundle_offset)
     try:
         hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put),
-                                 max_round_retries=cfg.fl.max_round_retries, fault_injection=cfg.fl.fault_injection)
+                                 max_round_retries=cfg.fl.max_round_retries, kill_hospital=kill_hospital)
         _hospital_errors_as_one_line([*hospitals.starting(),
                                       driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))])
 
@@ -248,7 +252,7 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
     try:
         prep = prepared or prepare_experiment(cfg)
         cfg = prep.cfg
-        driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=False)
+        driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=False)
         hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
         rounds, feature_cache = _run_rounds(prep, driver, started=started, on_round=on_round)

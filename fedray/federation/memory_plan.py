@@ -31,11 +31,11 @@ def gpu_memory_bytes(nodes: list[dict[str, float]]) -> int | None:
 
 def check_memory_plan(cfg: Config, *, num_classes: int, gpu_bytes: int | None) -> None:
     """Refuse a trial whose per-hospital GPU share cannot hold its backbone's training step (image models on GPUs)."""
-    if gpu_bytes is None or model_family(cfg.model.name) != "image" or cfg.fl.hospital.num_gpus <= 0:
+    if gpu_bytes is None or model_family(cfg.model.name) != "image" or cfg.resources.hospital.num_gpus <= 0:
         return
     dp_sgd = claims_dp(cfg) and mechanism_class(cfg.privacy.name).per_sample_gradients
     estimate = estimate_training_memory(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size,
                                         batch_size=cfg.train.batch_size, optimizer=cfg.train.optimizer,
                                         dp_sgd=dp_sgd)
-    check_memory_fits(estimate, gpu_share=cfg.fl.hospital.num_gpus, gpu_bytes=gpu_bytes,
+    check_memory_fits(estimate, gpu_share=cfg.resources.hospital.num_gpus, gpu_bytes=gpu_bytes,
                       model_name=cfg.model.name, batch_size=cfg.train.batch_size)

@@ -30,15 +30,15 @@ from dataclasses import dataclass
 import ray
 
 from fedray.config import Config
-from fedray.config.schema import Federation
+from fedray.config.schema import Resources
 from fedray.federation.runtime import placement_of_this_actor
 
 
-def actor_resources(fl: Federation, *, gpus_present: bool) -> tuple[dict, dict]:
+def actor_resources(resources: Resources, *, gpus_present: bool) -> tuple[dict, dict]:
     """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs."""
     def one(section) -> dict:
         return {"num_cpus": float(section.num_cpus), "num_gpus": float(section.num_gpus) if gpus_present else 0.0}
-    return one(fl.driver), one(fl.hospital)
+    return one(resources.driver), one(resources.hospital)
 
 
 class Host:
@@ -176,7 +176,7 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
     imports then overlap the decoding instead of following it. scikit-learn's metrics come too for the
     parties that will evaluate: the driver always, the hospitals only in a non-private run.
     """
-    driver_res, hospital_res = actor_resources(cfg.fl, gpus_present=ray.cluster_resources().get("GPU", 0) > 0)
+    driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=ray.cluster_resources().get("GPU", 0) > 0)
     driver, hospitals = (pool or process_pool()).hosts(
         count=hospital_actor_count(cfg), driver_res=driver_res,
         hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts)

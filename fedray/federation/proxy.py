@@ -161,11 +161,11 @@ class RayHospitals:
     """
 
     def __init__(self, hosts: list, setups: list[dict], *, max_round_retries: int,
-                 fault_injection: dict | None = None):
+                 kill_hospital: tuple[int, int] | None = None):
         self.hosts, self.setups = hosts, setups
         self.plan = setups[0]["plan"]
         self.max_round_retries = max_round_retries
-        self.fault_injection = fault_injection or {}
+        self.kill_hospital = kill_hospital  # test hook (run_experiment's): (k, r) kills hospital k in round r
         self.restarts = 0
         self.states: list[dict] = [{} for _ in hosts]
 
@@ -238,10 +238,10 @@ class RayHospitals:
 
     # -- faults --------------------------------------------------------------------
     def _inject_fault(self, round_idx: int) -> None:
-        if self.fault_injection.get("round") == round_idx and not self.restarts:
+        if self.kill_hospital is not None and self.kill_hospital[1] == round_idx and not self.restarts:
             import ray  # test hook: kill a hospital while its task is in flight; Ray restarts it
 
-            ray.kill(self.hosts[int(self.fault_injection["hospital"])], no_restart=False)
+            ray.kill(self.hosts[self.kill_hospital[0]], no_restart=False)
 
     def _rebuild(self, k: int) -> None:
         """Wait until host k answers; if Ray restarted it, rebuild its hospital and resume its accountant.

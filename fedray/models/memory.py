@@ -92,9 +92,9 @@ def check_memory_fits(estimate: MemoryEstimate, *, gpu_share: float, gpu_bytes: 
     if estimate.total_bytes <= available:
         return
     needed = math.ceil(100 * estimate.total_bytes / gpu_bytes) / 100
-    fix = (f"set fl.hospital.num_gpus={needed:g} or more" if needed <= 1
+    fix = (f"set resources.hospital.num_gpus={needed:g} or more" if needed <= 1
            else "lower train.batch_size or pick a smaller backbone (it does not fit one card)")
     raise FedrayError(
         f"{model_name} at train.batch_size={batch_size} needs about {estimate.gigabytes:.1f} GB per hospital "
-        f"but fl.hospital.num_gpus={gpu_share:g} of a {gpu_bytes / 1e9:.0f} GB card gives {available / 1e9:.1f} GB "
+        f"but resources.hospital.num_gpus={gpu_share:g} of a {gpu_bytes / 1e9:.0f} GB card gives {available / 1e9:.1f} GB "
         f"(Ray does not cap a fractional GPU's memory): {fix}")

@@ -1,4 +1,4 @@
-"""The strategy contract, and the one registry of strategies that ``fl.strategy`` names.
+"""The strategy contract, and the one registry of strategies that ``strategy=<name>`` names.
 
 Kept apart from transport (as in Flower): a strategy sees parameters, sample
 counts and metrics, never Ray handles, so FedProx or FedAdam can be added as
@@ -7,11 +7,13 @@ another small subclass and tested with numpy alone.
 A strategy speaks for itself (as Flower's strategies do through
 ``configure_fit``):
 
-- ``name`` and ``settings``: its ``fl.strategy`` value and the ``fl.*`` fields
-  its constructor takes (:func:`fedray.strategies.build_strategy` passes them);
-  :func:`register` puts it in :data:`REGISTRY`, which feeds the schema's
-  choices for ``fl.strategy``, ``build_strategy`` and the sweep's ``strategy``
-  axis;
+- ``name`` and ``Settings``: its ``strategy`` option (``conf/strategy/<name>.yaml``)
+  and the typed settings of that file, a :class:`StrategySettings` dataclass
+  whose fields (but ``name``) are its constructor's keywords
+  (:func:`fedray.strategies.build_strategy` passes them). :func:`register` puts
+  the class in :data:`REGISTRY` and its ``Settings`` in the config's schemas
+  (``schema/strategy/<name>``): the one map that ``build_strategy`` and the
+  sweep's ``strategy`` axis read;
 - ``client_settings()``: what each hospital's local training needs from it
   (FedProx: its μ), read by :func:`fedray.training.build_trainer`;
 - ``aggregates_by_sum`` and ``apply_update``: whether the next global model is
@@ -21,9 +23,10 @@ A strategy speaks for itself (as Flower's strategies do through
   under ``fl.secure_aggregation=true`` before Ray starts
   (:func:`fedray.strategies.check_strategy`).
 
-Adding a strategy is one module holding one decorated subclass, imported by
-``fedray/strategies/__init__.py``, plus its ``conf/fl/<name>.yaml`` (and a
-field of ``fedray.config.schema.Federation`` if it has a new knob).
+Adding a strategy is one module holding its settings dataclass and one
+decorated subclass (imported by ``fedray/strategies/__init__.py``), plus its
+``conf/strategy/<name>.yaml``, which names ``/schema/strategy/<name>@_here_``
+and sets every field. ``tests/test_toy_strategy.py`` adds one from a test.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from fedray.config.checks import choice, text
+from fedray.config.schema import ReadOnly, register_schema
 from fedray.errors import FedrayError
 
 import numpy as np
@@ -54,11 +59,25 @@ class ClientResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class StrategySettings(ReadOnly):
+    """What every strategy's ``conf/strategy/<name>.yaml`` sets; a strategy with knobs subclasses it.
+
+    ``weighting`` is how the hospitals' models are weighed: "samples"
+    (:math:`n_k / \\sum_j n_j`, McMahan et al. 2017) or "uniform" (:math:`1/K`). Every
+    strategy has one, since under tree models or secure aggregation the
+    aggregation is a weighted mean whichever strategy is named.
+    """
+
+    name: str = text()
+    weighting: str = choice("samples", "uniform")
+
+
 class Strategy(ABC):
     """Aggregates one round of client results into new global parameters."""
 
-    name: ClassVar[str] = ""  # its fl.strategy value; a registered class sets its own
-    settings: ClassVar[tuple[str, ...]] = ()  # the fl.* fields its constructor takes, by keyword
+    name: ClassVar[str] = ""  # its strategy option; a registered class sets its own
+    Settings: ClassVar[type[StrategySettings]] = StrategySettings  # the schema of conf/strategy/<name>.yaml
     # The next global model depends on the hospitals' models only through their (weighted) mean, which
     # apply_update turns into it: masked sums (secure aggregation) and DP-FedAvg's noised sum then suffice.
     # False by default, so a strategy that needs every model (a trimmed mean, a median) is never handed a sum.
@@ -96,38 +115,26 @@ REGISTRY: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
-    """Register a strategy class under its own ``cls.name`` (a decorator; a test may register its own).
+    """Register a strategy class and its ``Settings`` under its own ``cls.name`` (a decorator; a test may too).
 
     The name must be set on the class itself (a subclass never inherits its
-    parent's, which would replace the parent) and not taken by another class.
+    parent's, which would replace the parent) and not taken by another class;
+    ``Settings`` becomes the schema ``schema/strategy/<name>`` that its YAML names.
     """
     name = vars(cls).get("name")
     if not name:
-        raise ValueError(f"{cls.__name__} sets no name of its own: give it name = '<its fl.strategy value>'")
+        raise ValueError(f"{cls.__name__} sets no name of its own: give it name = '<its strategy option>'")
     if REGISTRY.get(name, cls) is not cls:
         raise ValueError(f"strategy name {name!r} is taken by {REGISTRY[name].__name__}")
+    if not issubclass(cls.Settings, StrategySettings):
+        raise ValueError(f"{cls.__name__}.Settings must subclass StrategySettings (name and weighting)")
+    register_schema("strategy", name)(cls.Settings)
     REGISTRY[name] = cls
     return cls
 
 
 def strategy_class(name: str) -> type[Strategy]:
-    """The registered class of ``fl.strategy=name``; an unknown name is one line naming the known ones."""
+    """The registered class of ``strategy=name``; an unknown name is one line naming the known ones."""
     if name not in REGISTRY:
-        raise FedrayError(f"unknown strategy {name!r}: set fl.strategy to one of {', '.join(REGISTRY)}")
+        raise FedrayError(f"unknown strategy {name!r}: set strategy= to one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
-
-
-class StrategyNames(Sequence):
-    """The registered names, in registration order, read live: the schema's choices for ``fl.strategy``."""
-
-    def __getitem__(self, index):
-        return list(REGISTRY)[index]
-
-    def __len__(self) -> int:
-        return len(REGISTRY)
-
-    def __repr__(self) -> str:
-        return f"StrategyNames({list(REGISTRY)!r})"
-
-
-STRATEGY_NAMES = StrategyNames()

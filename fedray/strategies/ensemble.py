@@ -25,7 +25,7 @@ from fedray.strategies.base import ClientResult, Params, Strategy
 class TreeEnsemble(Strategy):
     """Pools the hospitals' tree ensembles; ``weighting`` is "samples" (n_k) or "uniform".
 
-    Not registered: ``build_strategy`` picks it for tree models whatever ``fl.strategy`` says.
+    Not registered: ``build_strategy`` picks it for tree models whatever ``strategy`` is chosen.
     Trees are not summed, so ``aggregates_by_sum`` stays False.
     """
 

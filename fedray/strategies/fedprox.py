@@ -6,7 +6,7 @@ model :math:`w_t` it started the round from:
 
 .. math:: \min_w\ F_k(w) + \frac{\mu}{2}\lVert w - w_t\rVert^2 .
 
-The strategy object carries :math:`\mu` (``fl.proximal_mu``), as Flower's
+The strategy object carries :math:`\mu` (``strategy.proximal_mu``), as Flower's
 ``FedProx`` does, and sends it to the hospitals (:meth:`FedProx.client_settings`,
 Flower's ``configure_fit``); the trainers apply the term
 (:mod:`fedray.training.proximal`). :math:`\mu = 0` is FedAvg.
@@ -14,8 +14,16 @@ Flower's ``configure_fit``); the trainers apply the term
 
 from __future__ import annotations
 
-from fedray.strategies.base import register
+from dataclasses import dataclass
+
+from fedray.config.checks import nonnegative
+from fedray.strategies.base import StrategySettings, register
 from fedray.strategies.fedavg import FedAvg
+
+
+@dataclass
+class FedProxSettings(StrategySettings):
+    proximal_mu: float = nonnegative()  # mu: weight of mu/2 ||w - w_t||^2 in each hospital's loss
 
 
 @register
@@ -23,7 +31,7 @@ class FedProx(FedAvg):
     """FedAvg at the server; hospitals add :math:`\\frac{\\mu}{2}\\lVert w - w_t\\rVert^2` to their local loss."""
 
     name = "fedprox"
-    settings = ("weighting", "proximal_mu")
+    Settings = FedProxSettings
 
     def __init__(self, *, weighting: str, proximal_mu: float):
         super().__init__(weighting=weighting)

@@ -33,11 +33,29 @@ step is post-processing: the guarantee is unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from fedray.config.checks import Spec, positive
 from fedray.strategies.aggregate import check_weighting, weighted_average
-from fedray.strategies.base import ClientResult, Params, Strategy, register
+from fedray.strategies.base import ClientResult, Params, Strategy, StrategySettings, register
+
+
+@dataclass
+class FedAvgMSettings(StrategySettings):
+    server_lr: float = positive()  # eta
+    server_momentum: float = Spec.make(check="momentum")  # beta
+
+
+@dataclass
+class AdaptiveSettings(StrategySettings):
+    """FedAdagrad's, FedAdam's and FedYogi's knobs (FedAdagrad reads no beta2)."""
+
+    server_lr: float = positive()  # eta
+    beta1: float = Spec.make(check="momentum")  # first-moment decay
+    beta2: float = Spec.make(check="momentum")  # second-moment decay
+    tau: float = positive()  # adaptivity; also v_0 = tau^2
 
 
 class ServerOptimizer(Strategy):
@@ -83,7 +101,7 @@ class FedAvgM(ServerOptimizer):
     """Server momentum (Hsu et al. 2019): :math:`u_t = \\beta u_{t-1} + \\Delta_t`, :math:`w_{t+1} = w_t + \\eta u_t`."""
 
     name = "fedavgm"
-    settings = ("weighting", "server_lr", "server_momentum")
+    Settings = FedAvgMSettings
 
     def __init__(self, *, weighting: str, server_lr: float, server_momentum: float):
         super().__init__(weighting=weighting, server_lr=server_lr)
@@ -98,7 +116,7 @@ class FedAvgM(ServerOptimizer):
 class _Adaptive(ServerOptimizer):
     """The adaptive family: first moment m, second moment v (its update is the subclass's), step m/(√v + τ)."""
 
-    settings = ("weighting", "server_lr", "beta1", "beta2", "tau")
+    Settings = AdaptiveSettings
 
     def __init__(self, *, weighting: str, server_lr: float, beta1: float, beta2: float, tau: float):
         super().__init__(weighting=weighting, server_lr=server_lr)

@@ -94,7 +94,7 @@ _COLUMNS = [
     ("rounds", pa.int64(), ("config", "fl", "rounds")),
     ("local_epochs", pa.int64(), ("config", "fl", "local_epochs")),
     ("hospitals", pa.int64(), ("config", "fl", "num_hospitals")),
-    ("strategy", pa.string(), ("config", "fl", "strategy")),
+    ("strategy", pa.string(), ("config", "strategy", "name")),
     ("secure_aggregation", pa.bool_(), ("config", "fl", "secure_aggregation")),
     ("cv_folds", pa.int64(), ("summary", "cv", "folds")),
     ("seed", pa.int64(), ("config", "seed")),

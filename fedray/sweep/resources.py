@@ -3,8 +3,8 @@
 A trial reserves, as one placement group:
 
 - bundle 0: the Tune trial process (``tune.trial_cpus``),
-- bundle 1: the driver actor (``fl.driver``),
-- bundles 2…N+1: one per hospital (``fl.hospital``).
+- bundle 1: the driver actor (``resources.driver``),
+- bundles 2…N+1: one per hospital (``resources.hospital``).
 
 So five hospitals at 0.1 GPU each and a driver at 0.1 GPU pack 1/0.6 trials
 per GPU, and trials spread over the nodes of a cluster. Tune starts a trial
@@ -29,7 +29,7 @@ def trial_bundles(cfg: Config, *, gpus_present: bool) -> list[dict[str, float]]:
     def bundle(request: dict) -> dict[str, float]:
         return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {})}
 
-    driver, hospital = actor_resources(cfg.fl, gpus_present=gpus_present)
+    driver, hospital = actor_resources(cfg.resources, gpus_present=gpus_present)
     hospitals = hospital_actor_count(cfg)
     return [{"CPU": float(cfg.tune.trial_cpus)}, bundle(driver)] + [bundle(hospital) for _ in range(hospitals)]
 
@@ -48,7 +48,7 @@ def check_trial_fits(bundles: list[dict[str, float]], nodes: list[dict[str, floa
             if amount > largest + 1e-9:
                 raise FedrayError(
                     f"a trial needs a bundle with {resource}={amount:g} but the largest node has {resource}={largest:g}: "
-                    f"lower fl.hospital.num_{resource.lower()}s / fl.driver.num_{resource.lower()}s or add bigger nodes"
+                    f"lower resources.hospital.num_{resource.lower()}s / resources.driver.num_{resource.lower()}s or add bigger nodes"
                 )
     for resource in {r for b in bundles for r in b}:
         need = sum(b.get(resource, 0.0) for b in bundles)
@@ -56,5 +56,5 @@ def check_trial_fits(bundles: list[dict[str, float]], nodes: list[dict[str, floa
         if need > have + 1e-9:
             raise FedrayError(
                 f"one trial needs {resource}={need:g} in all but the cluster has {resource}={have:g}: "
-                f"lower the per-actor {resource} in fl.hospital / fl.driver, fewer hospitals, or a bigger cluster"
+                f"lower the per-actor {resource} in resources.hospital / resources.driver, fewer hospitals, or a bigger cluster"
             )

@@ -14,11 +14,12 @@ joined by ``+`` take values joined by ``/``: the axis ``method`` maps to
 ``model+privacy``, so ``mlp/dpsgd`` and ``random_forest/dp_tree`` sweep model
 and mechanism together (a grid of the two would hold pairs that do not
 exist). Group axes are applied before field axes, so ``epsilon`` lands in the
-chosen mechanism. The ``fl`` group's options are the registered strategies
-(:data:`fedray.strategies.REGISTRY`), each with its ``conf/fl/<name>.yaml``
-of tuned values: the axis ``strategy`` maps to it, and a value that is not a
-registered strategy (or the field ``fl.strategy`` set to one) is refused
-before any trial. An axis whose name is not in ``sweep.axes`` but is itself a
+chosen mechanism. The ``strategy`` group's options are the registered
+strategies (:data:`fedray.strategies.REGISTRY`), each with its
+``conf/strategy/<name>.yaml`` of tuned values: the axis ``strategy`` maps to
+it, and a value that is not a registered strategy with an option file is
+refused before any trial; ``server_lr`` and ``proximal_mu`` set the chosen
+strategy's knob (``strategy.server_lr``). An axis whose name is not in ``sweep.axes`` but is itself a
 dotted config path (``fl.partition.alpha``) is accepted too, so any field can
 become an axis.
 """
@@ -32,12 +33,13 @@ import math
 
 import yaml
 
-from fedray.config import CONF_DIR, Config, compose_config
+from fedray.config import Config, compose_config
+from fedray.config.compose import group_options
 from fedray.config.schema import Sweep
 from fedray.errors import FedrayError
-from fedray.strategies import STRATEGY_NAMES
+from fedray.strategies import REGISTRY
 
-GROUPS = ("model", "privacy", "fl")
+GROUPS = ("model", "privacy", "strategy")
 # Axis name -> config path, for every sweep; a sweep's own ``sweep.axes`` adds to or overrides these.
 AXES = {
     "backbone": "model",
@@ -56,9 +58,9 @@ AXES = {
     "hospitals": "fl.num_hospitals",
     "batch_size": "train.batch_size",
     "folds": "cv.folds",
-    "strategy": "fl",
-    "server_lr": "fl.server_lr",
-    "proximal_mu": "fl.proximal_mu",
+    "strategy": "strategy",
+    "server_lr": "strategy.server_lr",
+    "proximal_mu": "strategy.proximal_mu",
     "clients_per_round": "fl.clients_per_round",
     "secure_aggregation": "fl.secure_aggregation",
 }
@@ -70,35 +72,38 @@ def axis_paths(sweep: Sweep, base_cfg: Config) -> dict[str, str]:
     if not space:
         raise FedrayError("sweep.space is empty: give at least one axis, e.g. sweep.space.epsilon=[1,10]")
     aliases = {**AXES, **(sweep.axes or {})}
+    # a field of a group another axis sweeps (strategy.server_lr beside strategy) is the chosen option's: each
+    # trial's composition checks it, the base config's option may lack it
+    swept_groups = {group for axis in space for group in aliases.get(axis, axis).split("+")
+                    if _is_group_path(aliases.get(axis, axis))}
     paths = {}
     for axis, values in space.items():
         if not isinstance(values, (list, tuple)) or len(values) == 0:
             raise FedrayError(f"sweep axis {axis!r} has no values: give a list, e.g. sweep.space.{axis}=[1,10]")
         path = aliases.get(axis, axis)
-        if not _is_group_path(path) and not _has_path(base_cfg, path):
+        if not _is_group_path(path) and not _has_path(base_cfg, path) and path.split(".")[0] not in swept_groups:
             known = ", ".join(sorted(aliases))
             raise FedrayError(
                 f"unknown sweep axis {axis!r}: use one of {known} or a config path such as fl.partition.alpha"
             )
-        if path == "fl.strategy" or (_is_group_path(path) and "fl" in path.split("+")):
+        if _is_group_path(path) and "strategy" in path.split("+"):
             _check_strategies(axis, values, path)
         paths[axis] = path
     return paths
 
 
 def _check_strategies(axis: str, values, path: str) -> None:
-    """Each value (its ``fl`` option) is a registered strategy, and for the group its ``conf/fl/<name>.yaml``."""
-    group = path != "fl.strategy"
-    position = path.split("+").index("fl") if group else 0
+    """Each value (its ``strategy`` option) is a registered strategy with its ``conf/strategy/<name>.yaml``."""
+    position = path.split("+").index("strategy")
     for value in values:
-        options = str(value).split("/") if group else [str(value)]
+        options = str(value).split("/")
         name = options[position] if len(options) > position else str(value)
-        if name not in STRATEGY_NAMES:
+        if name not in REGISTRY:
             raise FedrayError(f"sweep axis {axis!r} value {value!r}: {name!r} is not a strategy; use one of "
-                              f"{', '.join(STRATEGY_NAMES)}")
-        if group and not (CONF_DIR / "fl" / f"{name}.yaml").is_file():
-            raise FedrayError(f"sweep axis {axis!r} value {value!r}: strategy {name!r} has no conf/fl/{name}.yaml "
-                              f"(its tuned values); add one, or sweep the field alone: sweep.axes.{axis}=fl.strategy")
+                              f"{', '.join(REGISTRY)}")
+        if name not in group_options("strategy"):
+            raise FedrayError(f"sweep axis {axis!r} value {value!r}: strategy {name!r} has no "
+                              f"conf/strategy/{name}.yaml (its settings); add one")
 
 
 def normalise_space(space: dict) -> dict:

@@ -115,7 +115,7 @@ def build_trainer(
                   augment=get_augment(augment_name), device=device, seed=cfg.seed, hospital=hospital, noise=noise,
                   loss_fn=training_loss(cfg.model), l2=model_l2(cfg.model),
                   rounds=cfg.fl.rounds if rounds is None else rounds,
-                  **client_settings(cfg.fl))  # what the strategy sends its hospitals (FedProx: proximal_mu)
+                  **client_settings(cfg.strategy))  # what the strategy sends its hospitals (FedProx: proximal_mu)
     cached = frozen_split(cfg, model, device)
     if cached is not None:
         encoder = FeatureEncoder(cached, input_map, _store(cfg), device)

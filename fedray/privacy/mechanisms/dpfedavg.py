@@ -78,10 +78,10 @@ class DpFedAvg(PrivateMechanism):
                               "use data.whitening=none (or auto), or privacy=dpsgd for record-level DP")
         from fedray.strategies.base import strategy_class
 
-        if not strategy_class(cfg.fl.strategy).aggregates_by_sum:
-            raise FedrayError(f"privacy=dpfedavg with fl={cfg.fl.strategy}: DP-FedAvg's noise is calibrated for a "
+        if not strategy_class(cfg.strategy.name).aggregates_by_sum:
+            raise FedrayError(f"privacy=dpfedavg with strategy={cfg.strategy.name}: DP-FedAvg's noise is calibrated for a "
                               "mean of clipped updates, which this strategy does not compute; use a mean strategy "
-                              "(fl=fedavg, fedavgm, fedadam, ...)")
+                              "(strategy=fedavg, fedavgm, fedadam, ...)")
         colluders = cfg.privacy.colluders
         if cfg.fl.secure_aggregation and colluders >= cfg.fl.num_hospitals:
             raise FedrayError(f"privacy.colluders={colluders} with {cfg.fl.num_hospitals} hospitals: distributed DP "
