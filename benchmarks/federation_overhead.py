@@ -135,7 +135,7 @@ def aggregation_seconds(prep, pure: PureCompute, repeats: int = 5) -> float:
     """FedAvg of the hospitals' parameter dicts in this process (what the driver does once per round)."""
     from fedray.strategies import ClientResult, build_strategy
 
-    strategy = build_strategy(prep.cfg.fl)
+    strategy = build_strategy(prep.cfg.strategy)
     results = [ClientResult(hospital=k, params=pure.params, num_samples=t.num_samples)
                for k, t in enumerate(pure.trainers)]
     times = []

@@ -55,7 +55,7 @@ def test_dp_fedavg_hands_its_noised_mean_to_the_server_optimizer():
     global_params = {"w": np.zeros(4)}
     results = [ClientResult(hospital=k, params={"w": np.full(4, 0.2)}, num_samples=5) for k in range(5)]
     plain = DPFedAvg(clip_norm=1.0, noise_multiplier=1.0, noise=noise, expected_clients=5,
-                     server=build_strategy(compose_typed([], ".").fl))
+                     server=build_strategy(compose_typed([], ".").strategy))
     adam = DPFedAvg(clip_norm=1.0, noise_multiplier=1.0, noise=noise, expected_clients=5, server=FedAdam(**ADAPTIVE))
     noised_mean = plain.aggregate(1, global_params, results)["w"]  # the same noise stream for both
     stepped = adam.aggregate(1, global_params, results)["w"]

@@ -64,7 +64,7 @@ def test_dp_fedavg_noise_is_fresh_each_round_and_secret_by_default(tmp_path):
     results = [ClientResult(hospital=k, params={"w": np.full(6, 0.1)}, num_samples=None) for k in range(5)]
 
     def aggregate(noise: NoiseSource, round_idx: int) -> np.ndarray:
-        return plan.wrap_strategy(build_strategy(cfg.fl), noise=noise).aggregate(round_idx, zero, results)["w"]
+        return plan.wrap_strategy(build_strategy(cfg.strategy), noise=noise).aggregate(round_idx, zero, results)["w"]
 
     assert not np.array_equal(aggregate(NoiseSource.secret(DRIVER), 1), aggregate(NoiseSource.secret(DRIVER), 1))
     assert np.array_equal(aggregate(NoiseSource.reproducible(0, DRIVER), 1),
