@@ -214,8 +214,8 @@ def install_hooks(marks: Marks) -> list[str]:
     import fedray.results.run_dir as run_dir
 
     missing = []
-    for name in ["check_mechanism", "deal_data", "plan_input_canaries", "plan_privacy", "validate_model",
-                 "plan_white_box", "hospital_setups", "audit_inputs", "audit_summary", "_summarise"]:
+    for name in ["check_mechanism", "deal_data", "plan_records", "plan_privacy", "validate_model",
+                 "plan_insertions", "hospital_setups", "audit_inputs", "audit_summary", "_summarise"]:
         if not marks.wrap(experiment, name):
             missing.append(f"fedray.federation.experiment.{name}")
     for name in ["save_state_dicts", "plot_learning_curve", "rounds_frame"]:
@@ -349,8 +349,8 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
         "epsilon": result.summary["privacy"]["epsilon"], "load_start": load_start, "load_end": load_end,
         "wall": t4 - t0, "rounds": sum(rounds), "round_seconds": rounds, "fixed": (t4 - t0) - sum(rounds),
         "compose": t1 - t0, "prepare": t2 - t1,
-        "prepare_parts": {k: s.get(k) for k in ["check_mechanism", "deal_data", "plan_input_canaries", "plan_privacy",
-                                                "validate_model", "plan_white_box"]},
+        "prepare_parts": {k: s.get(k) for k in ["check_mechanism", "deal_data", "plan_records", "plan_privacy",
+                                                "validate_model", "plan_insertions"]},
         "run_experiment": t3 - t2,
         "setups_call": s.get("hospital_setups"),  # the shard puts
         "startup_to_round1": round1_start - t2,
@@ -509,9 +509,9 @@ def render(res: dict) -> str:
         row("  of which deal_data (generate/decode, split, partition, whitening)", values=part("prepare_parts", "deal_data")),
         row("  of which plan_privacy (noise calibration)", values=part("prepare_parts", "plan_privacy")),
         row("  of which validate_model (one model built here)", values=part("prepare_parts", "validate_model")),
-        row("  of which plan_input_canaries + plan_white_box (audit plan)",
-            values=[(a or 0) + (b or 0) for a, b in zip(part("prepare_parts", "plan_input_canaries"),
-                                                         part("prepare_parts", "plan_white_box"))]),
+        row("  of which plan_records + plan_insertions (audit plan)",
+            values=[(a or 0) + (b or 0) for a, b in zip(part("prepare_parts", "plan_records"),
+                                                         part("prepare_parts", "plan_insertions"))]),
         row("actor start-up until round 1 starts (driver ready)", "startup_to_round1"),
         row("  of which hospital_setups (shard puts)", "setups_call"),
         row("  parties' set-up in their actors (Host.start, median)",

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from fedray.config import CONF_DIR, Config, check_group_choices, compose_config, normalise_overrides, to_typed
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
+from fedray.audit.report import summary_lines
 from fedray.metrics import learned_nothing
 
 EXIT_USER_ERROR = 2
@@ -128,7 +129,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         print(f"privacy: epsilon is per {ledger['unit']} ({ledger['neighbouring']} neighbouring); trusted: "
               f"{ledger['trust']}; outside the guarantee, labelled in summary.json: "
               f"{', '.join(ledger['outside_guarantee'])}", flush=True)
-    for line in _audit_lines(summary.get("membership_inference")):
+    for line in summary_lines(summary.get("audit")):
         print(line, flush=True)
     warning = _learned_nothing_line(summary)
     if warning:
@@ -149,32 +150,6 @@ def _learned_nothing_line(summary: dict) -> str | None:
     else:
         causes = "check train.lr, fl.rounds and the data (a learning rate too high or too low is the usual cause)"
     return f"warning: the model learned nothing: {sign}; {causes}"
-
-
-CANARY_NAMES = {"gradient": "white-box gradient canaries", "clients": "canary clients", "input": "input canaries"}
-
-
-def _audit_lines(audit: dict | None) -> list[str]:
-    """One line per audit: each canary audit's bound and guesses, the held-out attack, then every flag."""
-    if not audit:
-        return []
-    lines = []
-    for kind, report in (audit.get("canaries") or {}).items():
-        if kind in CANARY_NAMES:
-            gaussian = report.get("gaussian_estimate")
-            estimate = "" if not gaussian else (f"; Gaussian estimate {gaussian['epsilon']:.2f} "
-                                                f"[{gaussian['interval'][0]:.2f}, {gaussian['interval'][1]:.2f}]")
-            lines.append(f"audit: {CANARY_NAMES[kind]}: epsilon >= {report['epsilon_lower_bound']:.2f} at "
-                         f"{report['confidence']:.0%} (m={report['m']}, {report['included']} trained on, "
-                         f"k+={report['k_plus']} k-={report['k_minus']}, {report['correct']} correct){estimate}")
-    strongest = audit["strongest"]
-    if strongest is None:
-        lines.append(f"audit: no membership attack: {audit.get('attack_note')}")
-    else:
-        lines.append(f"audit: membership attack {strongest['attack']} (chosen on a held-out half): auc "
-                     f"{strongest['auc']:.3f}, epsilon >= {strongest['epsilon_lower_bound']:.2f} "
-                     f"({strongest['n_members']} members, {strongest['n_nonmembers']} non-members)")
-    return lines + [f"audit: {flag}" for flag in audit.get("flags", [])]
 
 
 def dispatch(cfg: Config) -> dict:

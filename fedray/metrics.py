@@ -84,3 +84,17 @@ def learned_nothing(confusion_matrix: list[list[int]]) -> str | None:
     if abs(balanced - chance) <= 2 * np.sqrt(chance * (1 - chance) / n):
         return f"test balanced accuracy {balanced:.3f} is within noise of chance ({chance:.3f} for {k} classes)"
     return None
+
+
+def mean_and_std(dicts: list[dict]) -> tuple[dict, dict]:
+    """Per-key mean and sample std over ``dicts`` of every key whose values are all finite-or-nan numbers."""
+    keys = [k for k, v in dicts[0].items() if _is_number(v) and all(_is_number(d.get(k)) for d in dicts)]
+    values = {k: np.array([float(d[k]) for d in dicts]) for k in keys}
+    ddof = 1 if len(dicts) > 1 else 0
+    with np.errstate(invalid="ignore"):  # an infinite value (e.g. an unbounded ε estimate) has no spread: nan
+        return ({k: float(np.mean(v)) for k, v in values.items()},
+                {k: float(np.std(v, ddof=ddof)) for k, v in values.items()})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

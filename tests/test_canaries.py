@@ -12,14 +12,15 @@ from torch import nn
 
 from conftest import TINY, compose_typed
 
+from fedray.audit.auditor import audit_inputs
+from fedray.audit.canaries import (CanaryClients, DiracCanaries, WhiteBoxScores, consenting_hospitals,
+                                   deal_round_robin, dirac_canaries)
+from fedray.audit.gradient_canaries import GradientCanaryInjector
+from fedray.audit.plan import driver_attachments, hospital_attachments, plan_records
 from fedray.errors import FedrayError
-from fedray.federation.audit import audit_inputs, hospital_gradient_canaries, plan_input_canaries
 from fedray.federation.experiment import prepare_experiment, run_experiment
-from fedray.privacy.canaries import (CanaryClients, DiracCanaries, WhiteBoxScores, consenting_hospitals,
-                                     deal_round_robin, dirac_canaries)
 from fedray.privacy.opacus_wiring import make_dp_compatible, private_step, wrap_private
 from fedray.privacy.randomness import NoiseSource, hospital
-from fedray.training.gradient_canaries import GradientCanaryInjector
 
 AUDITED = [*TINY, "audit.enabled=true", "audit.reference_models=0", "audit.canaries=600", "audit.input_canaries=20"]
 
@@ -36,19 +37,19 @@ def test_inclusion_is_the_auditors_secret_not_the_seed(tmp_path):
     cfg = compose_typed(AUDITED, tmp_path)
     first, second = prepare_experiment(cfg), prepare_experiment(cfg)
     # The canaries themselves are public (from the seed); which ones were trained on is drawn afresh.
-    assert torch.equal(first.canaries.input.design.inputs, second.canaries.input.design.inputs)
-    assert first.canaries.gradient.design.names == second.canaries.gradient.design.names
+    assert torch.equal(first.audit.input.design.inputs, second.audit.input.design.inputs)
+    assert first.audit.gradient.design.names == second.audit.gradient.design.names
     for kind in ("input", "gradient"):
-        assert not np.array_equal(getattr(first.canaries, kind).included, getattr(second.canaries, kind).included)
+        assert not np.array_equal(getattr(first.audit, kind).included, getattr(second.audit, kind).included)
     simulation = compose_typed([*AUDITED, "privacy.reproducible_noise=true"], tmp_path)
-    again = [prepare_experiment(simulation).canaries for _ in range(2)]
+    again = [prepare_experiment(simulation).audit for _ in range(2)]
     assert np.array_equal(again[0].input.included, again[1].input.included)
     assert np.array_equal(again[0].gradient.included, again[1].gradient.included)
 
 
 def test_canaries_reach_only_training_shards(tmp_path):
     prep = prepare_experiment(compose_typed(AUDITED, tmp_path))
-    inserted = prep.canaries.input
+    inserted = prep.audit.input
     trained = _canary_ids(prep.training_shards)
     assert trained == {f"canary/{j:06d}" for j in np.flatnonzero(inserted.included)}
     added = [int(np.sum(inserted.included & (inserted.hospitals == k))) for k in range(len(prep.dealt.train_shards))]
@@ -59,10 +60,13 @@ def test_canaries_reach_only_training_shards(tmp_path):
     canary_pixels = {bytes(x) for x in inserted.design.inputs.numpy()}
     assert not any(bytes(x) in canary_pixels for pool in pools.values() for x in pool["inputs"])
     # A hospital learns of the gradient canaries included at it, and of no other.
-    gradient = prep.canaries.gradient
+    gradient = prep.audit.gradient
     for k in range(len(prep.dealt.train_shards)):
-        assert len(hospital_gradient_canaries(prep.canaries, k)) == int(np.sum(gradient.included
-                                                                               & (gradient.hospitals == k)))
+        attached = hospital_attachments(prep.audit, k)
+        assert sum(len(a.canaries) for a in attached) == int(np.sum(gradient.included & (gradient.hospitals == k)))
+    # The driver observes every canary's coordinate and is never told which were included.
+    (observer,) = driver_attachments(prep.audit)["observers"]
+    assert len(observer.canaries) == len(gradient.included) and not hasattr(observer, "included")
 
 
 def test_no_canary_goes_to_a_hospital_without_consented_records(tmp_path):
@@ -72,7 +76,7 @@ def test_no_canary_goes_to_a_hospital_without_consented_records(tmp_path):
     dealt = prepare_experiment(cfg).dealt
     emptied = dataclasses.replace(dealt, train_shards=[dealt.train_shards[0].subset(np.array([], dtype=int)),
                                                        *dealt.train_shards[1:]])
-    assert 0 not in plan_input_canaries(cfg, emptied).input.hospitals
+    assert 0 not in plan_records(cfg, emptied).input.hospitals
 
 
 def test_gradient_canary_enters_like_a_record():
@@ -90,7 +94,7 @@ def test_gradient_canary_enters_like_a_record():
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     # An empty Poisson batch: the update is the canaries alone, divided by the expected batch size qn = 5.
     private_step(parts, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), nn.functional.cross_entropy,
-                 add_canary_gradient=lambda: injector.add(1.0 / parts.optimizer.expected_batch_size))
+                 hooks=[injector])
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.allclose(before - after, expected)
 
@@ -131,7 +135,7 @@ def test_canary_clients_push_seeded_unit_directions_and_score_their_cosines():
 def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_session, tmp_path):
     two = [*AUDITED, "fl.num_hospitals=2"]  # fewer actors to start: most of a tiny run's time
     public = run_experiment(compose_typed(two, tmp_path / "public"))
-    audit = public.summary["membership_inference"]
+    audit = public.summary["audit"]
     white_box = audit["canaries"]["gradient"]
     assert white_box["epsilon_lower_bound"] > 1.0 and white_box["m"] == 600
     assert audit["canaries"]["input"]["m"] == 20
@@ -139,7 +143,7 @@ def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_se
     assert (sizes["val"], sizes["test"]) == (len(public.dealt.splits.val), len(public.dealt.splits.test))
     assert not _canary_ids([public.dealt.splits.val, public.dealt.splits.test])
     private = run_experiment(compose_typed([*two, "privacy=dpsgd", "privacy.epsilon=2"], tmp_path / "dp"))
-    ledger, audit = private.summary["privacy"], private.summary["membership_inference"]
+    ledger, audit = private.summary["privacy"], private.summary["audit"]
     assert math.isfinite(ledger["epsilon"]) and audit["delta"] == ledger["delta"]
     assert audit["canaries"]["gradient"]["epsilon_lower_bound"] <= ledger["epsilon"]
     assert not [flag for flag in audit["flags"] if flag.startswith("violation")]
@@ -150,7 +154,7 @@ def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_se
     (["audit.canaries=0"], "gradient"),
 ])
 def test_the_white_box_audit_matches_the_mechanism(tmp_path, overrides, absent):
-    canaries = prepare_experiment(compose_typed([*AUDITED, *overrides], tmp_path)).canaries
+    canaries = prepare_experiment(compose_typed([*AUDITED, *overrides], tmp_path)).audit
     assert getattr(canaries, absent) is None
     if "privacy=dpfedavg" in overrides:
         assert canaries.clients.design.count == 600 and canaries.client_sample_rate == 1.0

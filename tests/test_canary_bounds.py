@@ -9,8 +9,8 @@ from scipy.integrate import quad
 from scipy.stats import norm
 
 from fedray.errors import FedrayError
-from fedray.privacy.canaries import CanaryClients
-from fedray.privacy.canary_bounds import (
+from fedray.audit.canaries import CanaryClients
+from fedray.audit.canary_bounds import (
     choose_guesses,
     gaussian_epsilon_estimate,
     gaussian_pair_epsilon,

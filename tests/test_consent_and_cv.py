@@ -14,7 +14,7 @@ from fedray.config import replace
 from fedray.data import load_splits
 from fedray.data.deal import deal_data
 from fedray.errors import FedrayError
-from fedray.federation.audit import audit_inputs
+from fedray.audit.auditor import audit_inputs
 from fedray.federation.experiment import prepare_experiment
 from fedray.privacy.mechanisms import NonPrivate, check_pair
 from fedray.results.crossval import combine_fold_summaries, mean_and_std
@@ -48,7 +48,7 @@ def test_records_without_consent_reach_no_split_no_shard_and_no_audit_pool(tmp_p
 
 
 def _pool_ids(prep, pool: str) -> list[str]:
-    from fedray.privacy.audit import audit_pools
+    from fedray.audit.pools import audit_pools
     from fedray.data.deal import union
 
     pools = audit_pools(members=union(prep.dealt.train_shards),
@@ -95,7 +95,7 @@ def test_fold_summaries_combine_to_mean_and_sample_std():
                 "data": {"train": 8, "val": 1, "test": 3, "without_consent": 2, "fold": [0, 2]},
                 "final_test": metrics, "final_val": metrics, "best_val_round": 1, "best_val_round_test": metrics,
                 "final_test_confusion_matrix": [[1, 0], [1, 1]], "privacy": {"epsilon": eps},
-                "membership_inference": {"strongest": {"attack": "lira_offline", "auc": auc}},
+                "audit": {"strongest": {"attack": "lira_offline", "auc": auc}},
                 "hospital_restarts": 0, "wall_seconds": 2.0, "seconds_per_round": 1.0, "gpu_hours": 0.0}
 
     combined = combine_fold_summaries([summary(0.6, 0.9, 0.52), summary(0.8, 1.0, 0.56)])
@@ -103,7 +103,7 @@ def test_fold_summaries_combine_to_mean_and_sample_std():
     assert combined["final_test_std"]["accuracy"] == pytest.approx(math.sqrt(0.02))  # ddof = 1
     assert combined["final_test_confusion_matrix"] == [[2, 0], [2, 2]]
     assert combined["privacy"]["epsilon"] == 1.0 and "up to 1 x epsilon" in combined["privacy"]["cv_note"]
-    assert combined["membership_inference"]["strongest"]["auc"] == pytest.approx(0.54)
+    assert combined["audit"]["strongest"]["auc"] == pytest.approx(0.54)
     assert combined["cv"]["folds"] == 2 and combined["wall_seconds"] == 4.0
     assert mean_and_std([{"x": math.inf}, {"x": math.inf}])[0]["x"] == math.inf
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedray.errors import FedrayError
-from fedray.privacy.fair_audit import (
+from fedray.audit.fair_attack import (
     advantage_interval,
     audit_flags,
     dp_advantage_ceiling,

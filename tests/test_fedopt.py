@@ -13,7 +13,7 @@ from fedray.privacy.randomness import DRIVER, NoiseSource
 from fedray.strategies import ClientResult, FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi, build_strategy
 from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.sweep.space import axis_paths, grid, trial_config
-from fedray.training.proximal import add_proximal_gradient, anchor_of, proximal_loss
+from fedray.training.proximal import add_proximal_gradient, anchor_of
 
 ADAPTIVE = dict(weighting="samples", server_lr=0.1, beta1=0.9, beta2=0.99, tau=0.1)
 
@@ -70,9 +70,9 @@ def test_fedprox_strategy_averages_like_fedavg_and_its_term_pulls_towards_the_gl
     anchor = anchor_of(model)
     with torch.no_grad():
         model.weight.add_(1.0)
-    proximal_loss(anchor, 0.5).backward()
+    add_proximal_gradient(anchor, 0.5)
     torch.testing.assert_close(model.weight.grad, 0.5 * torch.ones_like(model.weight))  # μ(w - w_t)
-    add_proximal_gradient(anchor, 0.5)  # under DP-SGD: added to the noised gradient, doubling it here
+    add_proximal_gradient(anchor, 0.5)  # a second term adds to the gradient already there, doubling it here
     torch.testing.assert_close(model.weight.grad, torch.ones_like(model.weight))
 
 

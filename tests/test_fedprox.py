@@ -1,6 +1,9 @@
-"""FedProx (Li et al. 2020): the server averages as FedAvg; the hospital's term μ/2‖w - w_t‖² against hand values."""
+"""FedProx (Li et al. 2020): the server averages as FedAvg; the hospital's term μ/2‖w - w_t‖², a gradient hook, against
+hand values and against autograd of the term itself."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 from fedray.strategies.base import ClientResult
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.fedprox import FedProx
-from fedray.training.proximal import add_proximal_gradient, anchor_of, proximal_loss
+from fedray.training.proximal import ProximalTerm, add_proximal_gradient, anchor_of
 
 
 def _linear_moved_from_zero() -> tuple[torch.nn.Linear, list]:
@@ -23,6 +26,11 @@ def _linear_moved_from_zero() -> tuple[torch.nn.Linear, list]:
         model.weight.copy_(torch.tensor([[1.0, 2.0]]))
         model.bias.fill_(0.5)
     return model, anchor
+
+
+def _term(anchor, mu: float) -> torch.Tensor:
+    """μ/2 Σ‖w - w_t‖²: the objective's term, whose autograd gradient the hook must equal."""
+    return 0.5 * mu * sum(((p - start) ** 2).sum() for p, start in anchor)
 
 
 @pytest.mark.parametrize("weighting", ["samples", "uniform"])
@@ -44,27 +52,37 @@ def test_fedprox_carries_mu_for_the_hospitals():
     assert FedAvg(weighting="samples").client_settings() == {}
 
 
-def test_proximal_term_and_its_gradient_match_the_hand_computation():
+def test_the_proximal_gradient_matches_the_hand_computation_and_autograd_of_the_term():
     model, anchor = _linear_moved_from_zero()
-    loss = proximal_loss(anchor, 0.4)
     # ‖w - w_t‖² = 1² + 2² + 0.5² = 5.25; μ/2 · 5.25 = 1.05.
-    assert loss.item() == pytest.approx(1.05, rel=1e-12)
-    loss.backward()
+    assert _term(anchor, 0.4).item() == pytest.approx(1.05, rel=1e-12)
+    add_proximal_gradient(anchor, 0.4)  # no data gradient yet: the term creates p.grad
     # ∇ = μ(w - w_t): 0.4·[1, 2] and 0.4·0.5.
     torch.testing.assert_close(model.weight.grad, torch.tensor([[0.4, 0.8]], dtype=torch.float64))
     torch.testing.assert_close(model.bias.grad, torch.tensor([0.2], dtype=torch.float64))
+    hook_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _term(anchor, 0.4).backward()
+    for by_hook, by_autograd in zip(hook_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(by_hook, by_autograd)
 
 
-def test_the_proximal_gradient_adds_to_the_data_gradient():
-    # Non-private path: the optimizer sees ∇F + μ(w - w_t) from one backward pass of loss + term.
-    model, anchor = _linear_moved_from_zero()
+def test_the_hook_anchors_at_the_rounds_start_and_adds_to_the_data_gradient():
+    # Non-private path: the optimizer sees ∇F + μ(w - w_t), as one backward pass of loss + term would give.
+    model, _ = _linear_moved_from_zero()
+    hook = ProximalTerm(model, 0.4)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+    hook.start_round(1)  # w_t = 0, the parameters the round loaded
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        model.bias.fill_(0.5)
     x = torch.tensor([[3.0, -1.0]], dtype=torch.float64)
-    model(x).sum().backward()
-    data_grad = model.weight.grad.clone()  # ∂(w·x + b)/∂w = x = [3, -1]
-    model.zero_grad()
-    (model(x).sum() + proximal_loss(anchor, 0.4)).backward()
-    torch.testing.assert_close(model.weight.grad - data_grad, torch.tensor([[0.4, 0.8]], dtype=torch.float64))
+    model(x).sum().backward()  # ∂(w·x + b)/∂w = x = [3, -1]
+    hook.on_gradient(record_weight=1.0)  # the term reads no record: the weight does not scale it
     torch.testing.assert_close(model.weight.grad, torch.tensor([[3.4, -0.2]], dtype=torch.float64))
+    torch.testing.assert_close(model.bias.grad, torch.tensor([1.2], dtype=torch.float64))
 
 
 def test_frozen_parameters_are_not_pulled_towards_the_global_model():
@@ -77,17 +95,33 @@ def test_frozen_parameters_are_not_pulled_towards_the_global_model():
         model.weight.copy_(torch.tensor([[1.0, 2.0]]))
         model.bias.add_(10.0)  # a frozen tensor never enters the term
     assert [p for p, _ in anchor] == [model.weight]
-    assert proximal_loss(anchor, 0.4).item() == pytest.approx(0.2 * 5.0, rel=1e-12)
+    add_proximal_gradient(anchor, 0.4)
+    assert model.bias.grad is None
+    torch.testing.assert_close(model.weight.grad, torch.tensor([[0.4, 0.8]], dtype=torch.float64))
 
 
-def test_mu_zero_leaves_the_local_objective_as_fedavg():
-    model, anchor = _linear_moved_from_zero()
-    term = proximal_loss(anchor, 0.0)
-    assert term.item() == 0.0
-    term.backward()
-    assert torch.count_nonzero(model.weight.grad) == 0
-    add_proximal_gradient(anchor, 0.0)
-    assert torch.count_nonzero(model.weight.grad) == 0
+def test_mu_zero_adds_no_hook_and_leaves_the_local_objective_as_fedavg(tmp_path):
+    from conftest import TINY, compose_typed
+
+    from fedray.data.whitening import ColorWhitening
+    from fedray.training import build_trainer
+    from fedray.privacy.mechanisms import NonPrivate
+    from fedray.privacy.randomness import NoiseSource, hospital
+
+    def hooks(strategy_overrides):
+        cfg = compose_typed([*TINY, *strategy_overrides], tmp_path)
+        plan = NonPrivate(mechanism="none", epsilon=math.inf, delta=None, reproducible_noise=True,
+                          secure_aggregation=False, num_hospitals=1)
+        trainer = build_trainer(cfg=cfg, plan=plan, num_classes=2, num_features=None,
+                                inputs=np.zeros((4, 3, 16, 16), dtype=np.uint8), labels=np.array([0, 1, 0, 1]),
+                                input_map=ColorWhitening.fit(torch.zeros((1, 3, 16, 16), dtype=torch.uint8),
+                                                             method="none", seed=0), device=torch.device("cpu"), hospital=0,
+                                noise=NoiseSource.reproducible(0, hospital(0)))
+        return trainer.gradient_hooks
+
+    assert hooks(["strategy=fedprox", "strategy.proximal_mu=0.0"]) == []
+    (term,) = hooks(["strategy=fedprox", "strategy.proximal_mu=0.3"])
+    assert isinstance(term, ProximalTerm) and term.mu == 0.3
 
 
 def test_under_dp_sgd_the_proximal_gradient_joins_the_noised_gradient_before_the_optimizer_step():
@@ -102,7 +136,9 @@ def test_under_dp_sgd_the_proximal_gradient_joins_the_noised_gradient_before_the
                          expected_batch_size=2, grad_sample_mode="hooks")
     x, y = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0], [0.0]])
     before = [p.detach().clone() for p in model.parameters()]
-    private_step(parts, x, y, torch.nn.MSELoss(), add_public_gradient=lambda: add_proximal_gradient(anchor, 0.4))
+    term = ProximalTerm(model, 0.4)
+    term.anchor = anchor
+    private_step(parts, x, y, torch.nn.MSELoss(), hooks=[term])
     # Data gradient of the mean squared error at w = [1, 2], b = 0.5 on these two points: outputs 1.5 and 2.5.
     data_grad_w = torch.tensor([[1.5, 2.5]])  # mean of 2·(out - 0)·x over the batch
     data_grad_b = torch.tensor([(3.0 + 5.0) / 2])  # mean of 2·out

@@ -73,7 +73,7 @@ def _record(trial_id: str, *, lr: float, epsilon: float, balanced: float, attack
         strongest = {"attack": "lira_offline", "auc": 0.55, "advantage": 0.1, "tpr_at_1pct_fpr": 0.02,
                      "tpr_at_0_1pct_fpr": 0.0, "epsilon_lower_bound": 0.3, "epsilon_lower_bound_point": 0.4,
                      "n_members": 100, "n_nonmembers": 100}
-        summary["membership_inference"] = {"strongest": strongest, "attacks": [strongest]}
+        summary["audit"] = {"strongest": strongest, "attacks": [strongest]}
     config = {"data": {"name": "synthetic", "image_size": 16}, "seed": 0, "mode": "federated",
               "fl": {"partition": {"scheme": "dirichlet", "alpha": 0.5}, "rounds": 2, "local_epochs": 1,
                      "num_hospitals": 2},
@@ -93,7 +93,7 @@ def _with_cv(record: dict, folds: int = 3) -> dict:
     summary["data"] = {"without_consent": 7}
     summary["privacy"]["unit"] = "record"
     summary["privacy"]["cv_note"] = f"k-fold CV: each of the {folds} fold models spends epsilon on overlapping records"
-    summary["membership_inference"]["strongest_std"] = {"auc": 0.02, "advantage": 0.03, "tpr_at_1pct_fpr": 0.01}
+    summary["audit"]["strongest_std"] = {"auc": 0.02, "advantage": 0.03, "tpr_at_1pct_fpr": 0.01}
     record["config"]["cv"] = {"folds": folds}
     record["rounds"] = [{**entry, "fold": fold} for fold in range(folds) for entry in record["rounds"]]
     return record
@@ -210,10 +210,10 @@ def _one_run(bound: float, m: int = 1000) -> dict:
 
 
 def test_version_4_canary_columns(records):
-    audit = records[0]["summary"]["membership_inference"]
+    audit = records[0]["summary"]["audit"]
     audit["canaries"] = {"input": _one_run(0.2, m=100), "gradient": _one_run(0.9), "notes": {}}
     audit["flags"] = ["violation: made up for the test"]
-    dpfedavg = records[1]["summary"]["membership_inference"]
+    dpfedavg = records[1]["summary"]["audit"]
     dpfedavg["canaries"] = {"clients": {**_one_run(0.0), "gaussian_estimate": {"epsilon": 6.5, "interval": [5.0, 8.0]}}}
     dpfedavg["flags"] = []
     for name, type_ in V4_COLUMNS.items():

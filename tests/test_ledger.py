@@ -14,9 +14,10 @@ import pytest
 
 from conftest import TINY, compose_typed
 
-from fedray.data.input_map import canary_slots, statistics_budget
+from fedray.audit import inserted_record_slots
+from fedray.audit.plan import AuditPlan, Inserted, slot_counts
+from fedray.data.input_map import statistics_budget
 from fedray.errors import FedrayError
-from fedray.federation.audit import CanaryPlan, Inserted, slot_counts
 from fedray.federation.proxy import checked_results
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.accounting import RDP_ORDERS, default_delta
@@ -147,7 +148,7 @@ def test_the_plan_depends_on_canary_slots_not_on_which_canaries_the_auditor_incl
     plans = []
     for seed in (0, 1):
         included = np.random.default_rng(seed).random(40) < 0.5
-        canaries = CanaryPlan(input=Inserted(design=None, included=included, hospitals=hospitals))
+        canaries = AuditPlan(input=Inserted(design=None, included=included, hospitals=hospitals))
         assert slot_counts(dealt, canaries) == [92] * 5
         plans.append(_plan([*TINY, "privacy=dpsgd", "privacy.epsilon=2"], tmp_path,
                            slots=slot_counts(dealt, canaries))[1])
@@ -159,7 +160,7 @@ def test_the_statistics_delta_is_the_plans_delta_near_a_power_of_ten(tmp_path):
     cfg = compose_typed([*TINY, "privacy=dpsgd", "audit.enabled=true", "audit.input_canaries=40"], tmp_path)
     # 99,970 real records and 40 canary slots: counting only the records gave 1e-6, ten times the plan's δ.
     assert default_delta(99_970) == 1e-6
-    _, delta = statistics_budget(cfg, total_records=99_970 + canary_slots(cfg))
+    _, delta = statistics_budget(cfg, total_records=99_970 + inserted_record_slots(cfg.audit))
     assert delta == plan_privacy(cfg, PlanContext(slot_counts=(20_002,) * 5)).delta == 1e-7
 
 
@@ -176,7 +177,7 @@ def test_the_frontier_writer_refuses_a_trial_whose_fields_its_ledger_does_not_de
 
 # -- finding 8: un-noised statistics say they are outside the guarantee --------------------------------
 def test_audit_and_cross_validation_statistics_are_labelled_outside_the_guarantee(tmp_path):
-    from fedray.federation.audit import OUTSIDE_GUARANTEE
+    from fedray.audit.auditor import OUTSIDE_GUARANTEE
     from fedray.results.crossval import combine_fold_summaries
     from fedray.sweep.report import render_report
 

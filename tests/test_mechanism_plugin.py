@@ -23,7 +23,7 @@ from fedray.config.schema import PrivacyCommon
 from fedray.errors import FedrayError
 from fedray.federation.experiment import run_experiment
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms import REGISTRY, PrivateMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.mechanisms import REGISTRY, PrivateMechanism, InsertionPoint, common_outputs, register
 from fedray.privacy.randomness import Purpose
 from fedray.results import write_run
 from fedray.strategies.base import Strategy
@@ -88,11 +88,11 @@ class ToyAggregatePerturbation(PrivateMechanism):
     def declared_count(self, hospital, actual):
         return None
 
-    def wrap_strategy(self, strategy, *, noise, canary_clients=None):
+    def wrap_strategy(self, strategy, *, noise, insertions=()):
         return NoisyMean(self.clip_norm, self.noise_multiplier, noise, self.num_hospitals)
 
-    def white_box(self, cfg):
-        return WhiteBox(None, note="the toy has no canary of its own")
+    def insertion_point(self):
+        return InsertionPoint(None, note="the toy has no insertion point of its own")
 
     def hospital_releases(self, hospital):
         return Releases(f"hospital {hospital}'s message", (Release(

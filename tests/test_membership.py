@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fedray.errors import FedrayError
-from fedray.privacy.membership import (
+from fedray.audit.membership import (
     calibrated_scores,
     evaluate_attack,
     loss_threshold_scores,

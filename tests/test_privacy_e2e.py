@@ -51,9 +51,9 @@ MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "dat
 
 def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
     # Pure-noise images and 40 epochs: the model can only memorise its training records.
-    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary["membership_inference"]
+    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary["audit"]
     private = run_experiment(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
-                             ).summary["membership_inference"]
+                             ).summary["audit"]
     assert exposed["strongest"]["auc"] > 0.7
     assert private["strongest"]["auc"] < 0.62
     # Balanced pools, split at random: the attack is chosen on one half and measured on the other.

@@ -113,7 +113,7 @@ def test_invalid_sources_and_keys_are_user_errors():
     with pytest.raises(FedrayError):
         NoiseSource.reproducible(-1, DRIVER)
     with pytest.raises(FedrayError):
-        NoiseSource.reproducible(0, DRIVER).numpy_generator(-1, Purpose.CANARY)
+        NoiseSource.reproducible(0, DRIVER).numpy_generator(-1, Purpose.INSERTION)
     with pytest.raises(ValueError):
         NoiseSource.reproducible(0, DRIVER).numpy_generator(0, 99)
     with pytest.raises(FedrayError):

@@ -115,7 +115,7 @@ class World:
             if on_checkpoint is not None and r < total and r % cfg.tune.checkpoint_every == 0:
                 on_checkpoint(record, ExperimentState(
                     round=r, rounds=list(rounds), driver={}, input_map_state={}, preprocessing=[],
-                    release_keys=[], seconds=0.0, canaries=None))
+                    release_keys=[], seconds=0.0, audit=None))
             elif on_round is not None:
                 on_round(record)
         return ExperimentResult(rounds=rounds, summary=_summary(), final_params=[], best_params=[], dealt=None)

@@ -105,4 +105,4 @@ def test_a_tiny_federated_svm_run_finishes_and_reports_metrics(ray_session, tmp_
         assert summary["privacy"]["epsilon"] <= 2.0
     assert summary["privacy"]["mechanism"] == mechanism
     if audit:  # the membership audit reads softmax of the margins
-        assert summary["membership_inference"]["strongest"]["n_members"] > 0
+        assert summary["audit"]["strongest"]["n_members"] > 0

@@ -32,11 +32,11 @@ def _trial(trial_id: str, *, model: str, mechanism: str, epsilon: float, accurac
     strongest = {"attack": "loss_threshold", "auc": 0.6, "advantage": 0.2, "tpr_at_1pct_fpr": 0.05,
                  "tpr_at_0_1pct_fpr": 0.0, "epsilon_lower_bound": 0.4321, "n_members": 50, "n_nonmembers": 50}
     summary = {"final_test": means, "final_val": means, "privacy": privacy, "data": {"without_consent": 3},
-               "membership_inference": {"strongest": strongest}}
+               "audit": {"strongest": strongest}}
     if folds > 1:
         summary["final_test_std"] = dict.fromkeys(HEADLINE_METRICS, 0.01)
         summary["cv"] = {"folds": folds, "per_fold": [means] * folds}
-        summary["membership_inference"]["strongest_std"] = {"auc": 0.02, "advantage": 0.04}
+        summary["audit"]["strongest_std"] = {"auc": 0.02, "advantage": 0.04}
     config = {"data": {"name": "heart"}, "model": {"name": model}, "privacy": {"name": mechanism},
               "cv": {"folds": folds}, "train": {"lr": lr}, "mode": "federated"}
     curve = {"accuracy": accuracy, "balanced_accuracy": means["balanced_accuracy"]}

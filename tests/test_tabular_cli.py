@@ -47,7 +47,7 @@ def test_pure_epsilon_mechanisms_run_and_report_their_ledger(ray_session, tmp_pa
     privacy = summary["privacy"]
     assert privacy["mechanism"] == mechanism and privacy["delta"] == 0.0 and privacy["unit"] == unit
     assert max(u["epsilon"] for u in privacy["units"]) == pytest.approx(privacy["target_epsilon"])
-    assert summary["membership_inference"]["strongest"]["n_members"] > 0
+    assert summary["audit"]["strongest"]["n_members"] > 0
 
 
 def test_ehr_sweep_writes_the_paper_tables_from_the_frontier(ray_session, tmp_path, monkeypatch):

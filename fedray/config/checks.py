@@ -10,8 +10,8 @@ and an allowed example. The rules:
 - fractions lie in [0, 1] (``open_fraction``: in (0, 1));
 - rates and scales (learning rate, clip norms) are > 0;
 - enums take one of their listed values;
-- canary counts are 0 (off) or at least ``MIN_CANARIES`` (fewer can never
-  certify an ε > 0 at 95%).
+- ``off_or_at_least(m)`` counts are 0 (off) or at least m (a component
+  states why its m, e.g. :mod:`fedray.audit.settings`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from typing import Any
 from omegaconf import MISSING
 
 from fedray.errors import FedrayError
-
-MIN_CANARIES = 10  # with fewer, even m/2 guesses all right (p = 2^(-m/2) > 5%) certify nothing at 95%
 
 
 @dataclass(frozen=True)
@@ -87,9 +85,9 @@ def epsilon():
     return Spec.make(check="epsilon")
 
 
-def canary_count():
-    """0 (no canaries) or at least :data:`MIN_CANARIES`: fewer canaries can never certify an ε > 0."""
-    return Spec.make(check="canaries")
+def off_or_at_least(minimum: int):
+    """0 (off) or an integer of at least ``minimum``."""
+    return Spec.make(check="off_or_at_least", minimum=minimum)
 
 
 def _number(value) -> bool:
@@ -114,8 +112,8 @@ RULES = {
     "momentum": (lambda v, s: _finite(v) and 0 <= v < 1, "a number in [0, 1)", "0.9"),
     "epsilon": (lambda v, s: _number(v) and not math.isnan(v) and v > 0,
                 "a number > 0, or .inf for the non-private baseline", "1.0"),
-    "canaries": (lambda v, s: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or v >= MIN_CANARIES),
-                 f"0 (no canaries) or an integer >= {MIN_CANARIES}", "1000"),
+    "off_or_at_least": (lambda v, s: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or v >= s.minimum),
+                        "0 (off) or an integer >= {minimum}", "{minimum_example}"),
 }
 
 

@@ -32,7 +32,7 @@ from fedray.errors import FedrayError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 NULL_DEFAULT_GROUPS = ("sweep", "experiment")
-CONFIG_GROUPS = ("data", "model", "strategy", "fl", "privacy", "cluster", "paths", "tune", "sweep", "experiment")
+CONFIG_GROUPS = ("data", "model", "strategy", "audit", "fl", "privacy", "cluster", "paths", "tune", "sweep", "experiment")
 
 register()
 

@@ -30,7 +30,6 @@ from hydra.core.config_store import ConfigStore
 from fedray.config.checks import (
     Spec,
     boolean,
-    canary_count,
     choice,
     count,
     epsilon,
@@ -263,17 +262,6 @@ class Train(ReadOnly):
 
 
 @dataclass
-class Audit(ReadOnly):
-    enabled: bool = boolean()
-    confidence: float = Spec.make(check="open_fraction")
-    canaries: int = canary_count()
-    input_canaries: int = canary_count()
-    gradient_canary_norm: float = positive()
-    reference_models: int = nonnegative_count()
-    max_records: int = count()
-
-
-@dataclass
 class CrossValidation(ReadOnly):
     folds: int = count()
     fold: int = nonnegative_count()
@@ -335,7 +323,7 @@ class Config(ReadOnly):
     mode: str = choice("federated", "centralized", "local")
     run_dir: Optional[str] = free()
     train: Train = free()
-    audit: Audit = free()
+    audit: Any = free()  # the audit's settings (fedray.audit.settings registers schema/audit/audit)
     cv: CrossValidation = free()
     data: Any = free()
     model: Any = free()
@@ -369,7 +357,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 # The packages whose import registers their components' schemas (each imports only its light settings
 # modules: no torch). The config is composed after they are loaded; nothing here imports them at module level,
 # so the config stays the first stage of the flow (config -> data -> hospitals -> driver -> results).
-COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.strategies",)
+COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.strategies", "fedray.audit")
 
 
 def register_schema(group: str, key: str):

@@ -37,11 +37,13 @@ class Dealt:
     preprocessing: list[dict]  # ledger entries of the private statistics the input map was fitted on
 
 
-def deal_data(cfg: Config, *, fitted: tuple[InputMap, list[dict]] | None = None) -> Dealt:
+def deal_data(cfg: Config, *, fitted: tuple[InputMap, list[dict]] | None = None, extra_slots: int = 0) -> Dealt:
     """Load, split and partition the data; fit the input map on the training shards.
 
     ``fitted`` (a resumed run's input map and its ledger entries) is reused
     as is: refitting would release noised statistics a second time.
+    ``extra_slots``: record slots the run adds beyond the real records (an
+    audit's), which the default δ counts as records.
     """
     splits = load_splits(cfg.data, seed=cfg.seed, fold=cv_fold(cfg.cv))
     num_hospitals = cfg.fl.num_hospitals
@@ -60,7 +62,7 @@ def deal_data(cfg: Config, *, fitted: tuple[InputMap, list[dict]] | None = None)
     train_shards, val_shards = shards
     if cfg.mode == "centralized":
         train_shards, val_shards = [union(train_shards)], [union(val_shards)]
-    input_map, preprocessing = fitted or fit_input_map(cfg, train_shards)
+    input_map, preprocessing = fitted or fit_input_map(cfg, train_shards, extra_slots=extra_slots)
     return Dealt(splits, train_shards, val_shards, dropped, input_map, preprocessing)
 
 

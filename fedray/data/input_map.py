@@ -20,8 +20,11 @@ from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 InputMap = ColorWhitening | FeatureScaling
 
 
-def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, list[dict]]:
+def fit_input_map(cfg: Config, train_shards: list[Records], *, extra_slots: int = 0) -> tuple[InputMap, list[dict]]:
     """The input map of one experiment and the ledger entries of every private statistic it used.
+
+    ``extra_slots`` are record slots beyond the shards' records (an audit's), counted by the default δ as the
+    privacy plan counts them.
 
     Tables are scaled by their public feature ranges, never by statistics of
     the private rows. For images the colour statistics are federated: each
@@ -54,7 +57,7 @@ def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, l
         return ColorWhitening.fit_federated([ColourMoments.of_images(s.inputs) for s in train_shards],
                                             method=method), []
     share = cfg.data.whitening_epsilon_share
-    epsilon, delta = statistics_budget(cfg, total_records=sum(len(s) for s in train_shards) + canary_slots(cfg))
+    epsilon, delta = statistics_budget(cfg, total_records=sum(len(s) for s in train_shards) + extra_slots)
     moments, entries = [], []
     for k, shard in enumerate(train_shards):
         noise = (NoiseSource.reproducible(cfg.seed, hospital(k)) if cfg.privacy.reproducible_noise
@@ -64,11 +67,6 @@ def fit_input_map(cfg: Config, train_shards: list[Records]) -> tuple[InputMap, l
         moments.append(released)
         entries.append({**entry, "hospital": k})
     return ColorWhitening.fit_federated(moments, method=method), entries
-
-
-def canary_slots(cfg: Config) -> int:
-    """The audit's input-canary slots, which the plan counts as records (its δ rule counts them too)."""
-    return cfg.audit.input_canaries if cfg.audit.enabled else 0
 
 
 def statistics_budget(cfg: Config, *, total_records: int) -> tuple[float, float]:

@@ -16,10 +16,12 @@ releases cover (under DP-FedAvg with client sampling, not who took part).
 The validation and test records it evaluates on are the consortium's held-out evaluation sets, handed
 to it at construction; no hospital training record ever reaches it.
 
-Under a canary audit it is also the white-box adversary: it scores the
-gradient canaries from each hospital's update as it arrives (from the sum
-under secure aggregation), and under DP-FedAvg it adds the included canary
-clients' updates to the clipped sum (:mod:`fedray.privacy.canaries`).
+Its ``observers`` (:mod:`fedray.federation.observers`) see each round what
+it received: every hospital's update, or under secure aggregation only the
+sum; their reports come back through :meth:`Driver.observer_reports`. Its
+``insertions`` (:class:`~fedray.strategies.base.ClientInsertion`) join a
+client-level mechanism's clipped sum (``plan.wrap_strategy``). An audit uses
+both; the driver knows neither's purpose.
 
 It keeps the global model of the best-validation round beside the last one,
 so a run can export both. A hospital's own error (a bad learning rate, a
@@ -42,15 +44,15 @@ import numpy as np
 
 from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
+from fedray.federation.observers import RoundObserver
 from fedray.federation.proxy import HospitalsProxy
 from fedray.privacy.secure_round import SecureRound
 from fedray.metrics import classification_metrics
-from fedray.privacy.canaries import IncludedCanaryClients, WhiteBoxScores
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import Mechanism
 from fedray.models import model_family
-from fedray.strategies import build_strategy
+from fedray.strategies import ClientInsertion, build_strategy
 from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
 from fedray.training.device import configure_process
@@ -74,8 +76,8 @@ class Driver:
         num_features: int | None,
         max_samples: int,
         resources: dict,
-        white_box: WhiteBoxScores | None = None,
-        canary_clients: IncludedCanaryClients | None = None,
+        observers: tuple[RoundObserver, ...] = (),
+        insertions: tuple[ClientInsertion, ...] = (),
     ):
         self.cfg = cfg
         self.mode = cfg.mode
@@ -87,13 +89,13 @@ class Driver:
             else NoiseSource.secret(DRIVER)
         self.noise = noise
         self.strategy = plan.wrap_strategy(build_strategy(cfg.strategy, trees=model_family(cfg.model.name) == "tree"),
-                                           noise=noise, canary_clients=canary_clients)
-        self.white_box, self.canary_clients = white_box, canary_clients
+                                           noise=noise, insertions=insertions)
+        self.observers = tuple(observers)
         self.clients_per_round = cfg.fl.clients_per_round
         self.hospitals_release_metrics = not plan.hospital_releases(0).claim
         self.outputs = plan.output_releases()
         self.global_params: Params = self.evaluator.export()
-        self.initial_params = self.global_params  # the seeded initial model: canary clients score the run's delta
+        self.initial_params = self.global_params  # the seeded initial model: observers may report the run's delta
         # (validation balanced accuracy, model(s), round): the one place the best round is chosen.
         self.best_val: tuple[float, list[Params], int | None] = (-np.inf, [self.global_params], None)
         self.secure = _secure_round(cfg, plan, self.global_params, max_samples=max_samples)
@@ -110,9 +112,9 @@ class Driver:
             return self._finish_round(round_idx, start, self._secure_round(round_idx), [], evaluate)
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
         results = self.hospitals.fit(starts, round_idx, self.sample_participants(round_idx))
-        if self.white_box is not None:  # the white-box adversary: every hospital's update, as received
-            self.white_box.observe_updates({r.hospital: starts[r.hospital] for r in results},
-                                           {r.hospital: r.params for r in results})
+        for observer in self.observers:  # every hospital's update, as received
+            observer.observe_updates({r.hospital: starts[r.hospital] for r in results},
+                                     {r.hospital: r.params for r in results})
         if self.mode == "local":
             self.local_params = [r.params for r in results]
         elif results or self.strategy.aggregates_empty_rounds:
@@ -152,8 +154,8 @@ class Driver:
         session, masked = self.hospitals.masked_payloads(self.global_params, round_idx, session, self.secure)
         total = session.unmask_sum(masked)
         mean = self.secure.apply(self.global_params, total, participants=len(self.hospitals))
-        if self.white_box is not None:  # under secure aggregation the adversary sees only the sum
-            self.white_box.observe_sum(self.global_params, mean)
+        for observer in self.observers:  # under secure aggregation only the sum is seen
+            observer.observe_sum(self.global_params, mean)
         delta = {name: mean[name] - value for name, value in self.global_params.items()
                  if np.issubdtype(value.dtype, np.floating)}
         # the strategy aggregates by a mean (fedray.strategies.check_strategy refused any other before Ray started);
@@ -187,7 +189,7 @@ class Driver:
         return {"global_params": self.global_params, "local_params": self.local_params, "best_val": self.best_val,
                 "privacy_states": self.hospitals.privacy_states(), "restarts": self.hospitals.restarts,
                 "strategy": state_dict() if state_dict else None,
-                "white_box_scores": None if self.white_box is None else self.white_box.scores.copy()}
+                "observers": [observer.state_dict() for observer in self.observers]}
 
     def restore(self, snapshot: dict) -> None:
         """Continue from :meth:`snapshot`; each hospital's accountant resumes at the steps it had taken."""
@@ -195,8 +197,8 @@ class Driver:
         self.best_val, self.hospitals.restarts = snapshot["best_val"], snapshot["restarts"]
         if snapshot["strategy"] is not None:
             self.strategy.load_state_dict(snapshot["strategy"])
-        if self.white_box is not None:
-            self.white_box.scores = np.array(snapshot["white_box_scores"], dtype=np.float64)
+        for observer, state in zip(self.observers, snapshot["observers"], strict=True):
+            observer.load_state_dict(state)
         self.hospitals.restore_privacy_states(snapshot["privacy_states"])
 
     def exported_params(self) -> tuple[list[Params], list[Params]]:
@@ -215,14 +217,9 @@ class Driver:
         return {"driver": dataclasses.asdict(report),
                 "hospitals": self.hospitals.feature_cache()}
 
-    def canary_scores(self) -> dict:
-        """The adversary's scores: gradient canaries (white-box) and canary-client cosines; None where not run."""
-        clients = None
-        if self.canary_clients is not None:
-            names = self.canary_clients.clients.names
-            clients = self.canary_clients.clients.cosines(
-                {name: self.global_params[name] - self.initial_params[name] for name in names})
-        return {"gradient": None if self.white_box is None else self.white_box.scores, "clients": clients}
+    def observer_reports(self) -> dict:
+        """Each observer's report on the run so far, under its name (the final global model against the initial)."""
+        return {observer.name: observer.report(self.initial_params, self.global_params) for observer in self.observers}
 
     def hospital_privacy_states(self) -> list[dict]:
         return self.hospitals.privacy_states()

@@ -37,7 +37,7 @@ class DriverProxy(Protocol):
 
     def hospital_privacy_states(self) -> list[dict]: ...
 
-    def canary_scores(self) -> dict: ...
+    def observer_reports(self) -> dict: ...
 
     def hospital_placement(self) -> list[dict]: ...
 
@@ -72,8 +72,8 @@ class RayDriver:
     def hospital_privacy_states(self) -> list[dict]:
         return self._call(Driver.hospital_privacy_states)
 
-    def canary_scores(self) -> dict:
-        return self._call(Driver.canary_scores)
+    def observer_reports(self) -> dict:
+        return self._call(Driver.observer_reports)
 
     def hospital_placement(self) -> list[dict]:
         return self._call(Driver.hospital_placement)

@@ -5,7 +5,7 @@ typed config (frozen dataclasses cross process boundaries; no Hydra objects),
 decodes the images once, deals the shards, puts each shard into Ray's object
 store once, builds the hospitals and the driver in this process's pooled
 actors (:mod:`fedray.federation.pool`, inside a placement group when one is
-given), runs the rounds, runs the audit in the driver's freed actor, and
+given), runs the rounds, runs the audit (:mod:`fedray.audit`) in the driver's freed actor, and
 always drops the experiment's parties (a failed experiment also kills the
 actors, so no later experiment inherits them).
 
@@ -32,6 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import ray
 
+from fedray.audit import inserted_record_slots
+from fedray.audit.auditor import audit_inputs, audit_summary, run_auditor
+from fedray.audit.plan import (AuditPlan, driver_attachments, hospital_attachments, plan_insertions, plan_records,
+                               slot_counts, training_shards)
 from fedray.config import Config, replace
 from fedray.data.deal import Dealt, deal_data
 from fedray.data.input_map import input_map_from_state
@@ -44,9 +48,6 @@ from fedray.federation.pool import ActorPool, actor_resources, process_pool
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
 from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
-from fedray.federation.audit import (CanaryPlan, audit_inputs, audit_summary, driver_canaries,
-                                     hospital_gradient_canaries, plan_input_canaries, plan_white_box, run_auditor,
-                                     slot_counts, training_shards)
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
 from fedray.training import build_training_model
@@ -93,10 +94,12 @@ class Prepared:
     # One secret per hospital for its one-time releases (Laplace rows, DP trees): a restarted
     # hospital must re-create the same release, never draw a second one. Never given to the driver.
     release_keys: list[int | None]
-    # What each hospital trains on: its shard and the input canaries the auditor included there.
+    # What each hospital trains on: its shard and the records the auditor inserted there.
     training_shards: list[Records]
-    # The auditor's canaries and their secret inclusion (None: no audit). Never given to the driver whole.
-    canaries: CanaryPlan | None = None
+    # Each hospital's public record slots (its records and the audit's slots, filled or not): the plan's counts.
+    slot_counts: tuple[int, ...]
+    # What the audit inserts and its secret choices (None: no audit). Never given to the driver whole.
+    audit: AuditPlan | None = None
 
 
 @dataclass
@@ -107,7 +110,7 @@ class ExperimentState:
     keys are kept rather than recomputed: a second noised release of the same
     records would spend the budget again. The release keys are secrets of the
     hospitals: a checkpoint is as sensitive as the data it was made from. So
-    is the auditor's canary plan, kept so that its inclusion is never redrawn.
+    is the audit's plan, kept so that its secret choices are never redrawn.
     """
 
     round: int
@@ -117,29 +120,29 @@ class ExperimentState:
     preprocessing: list[dict]
     release_keys: list[int | None]
     seconds: float  # wall time spent before the checkpoint
-    canaries: CanaryPlan | None = None
+    audit: AuditPlan | None = None
 
 
 def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) -> Prepared:
     check_mechanism(cfg)
     fitted = None if resume is None else (input_map_from_state(resume.input_map_state), resume.preprocessing)
-    dealt = deal_data(cfg, fitted=fitted)
+    dealt = deal_data(cfg, fitted=fitted, extra_slots=inserted_record_slots(cfg.audit))
     train = dealt.splits.train
     num_classes = len(train.class_names)
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
     cfg = resolve_for_data(cfg)
-    canaries = resume.canaries if resume is not None else plan_input_canaries(cfg, dealt)
-    shards = training_shards(dealt, canaries)
+    audit = resume.audit if resume is not None else plan_records(cfg, dealt)
+    shards, slots = training_shards(dealt, audit), tuple(slot_counts(dealt, audit))
     privacy = plan_privacy(cfg, PlanContext(
-        slot_counts=tuple(slot_counts(dealt, canaries)), ranges_public=train.ranges_public,
+        slot_counts=slots, ranges_public=train.ranges_public,
         preprocessing=tuple(dealt.preprocessing), num_features=num_features, num_classes=num_classes))
     validate_model(cfg, privacy, num_classes=num_classes, num_features=num_features, data_kind=train.kind)
     if resume is None:
-        canaries = plan_white_box(cfg, privacy, canaries, dealt=dealt, num_classes=num_classes,
-                                  num_features=num_features)
+        audit = plan_insertions(cfg, privacy, audit, dealt=dealt, num_classes=num_classes,
+                                num_features=num_features)
     release_keys = resume.release_keys if resume is not None else \
         [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
-    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys, shards, canaries)
+    return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys, shards, slots, audit)
 
 
 def resolve_for_data(cfg: Config) -> Config:
@@ -157,7 +160,7 @@ def hospital_setups(prep: Prepared, hospital_res: dict, *, store: Callable = lam
         dict(hospital_id=k, train_shard=store(_as_payload(train)), val_shard=store(_as_payload(val)), cfg=cfg,
              plan=prep.privacy, input_map_state=prep.dealt.input_map.state_dict(),
              num_classes=prep.num_classes, num_features=prep.num_features, resources=hospital_res,
-             release_key=prep.release_keys[k], gradient_canaries=hospital_gradient_canaries(prep.canaries, k))
+             release_key=prep.release_keys[k], attachments=hospital_attachments(prep.audit, k))
         for k, (train, val) in enumerate(zip(prep.training_shards, prep.dealt.val_shards))
     ]
 
@@ -168,7 +171,7 @@ def driver_kwargs(prep: Prepared, hospitals: HospitalsProxy, driver_res: dict) -
         val_set=_as_payload(prep.dealt.splits.val), test_set=_as_payload(prep.dealt.splits.test),
         input_map_state=prep.dealt.input_map.state_dict(), num_classes=prep.num_classes,
         num_features=prep.num_features, max_samples=max(len(s) for s in prep.training_shards),
-        resources=driver_res, **driver_canaries(prep.canaries),
+        resources=driver_res, **driver_attachments(prep.audit),
     )
 
 
@@ -223,14 +226,14 @@ def run_experiment(
             # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
             auditor = ray.get(driver_host.run.remote(run_auditor, audit_inputs(prep, collected.final_params,
                                                                                 driver_res)))
-            audit = audit_summary(cfg, prep.canaries, auditor, collected.canary_scores, ledger=collected.ledger,
+            audit = audit_summary(cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
                                   num_records=sum(len(s) for s in prep.training_shards))
     except BaseException:
         pool.close()  # never hand a half-finished party to the next experiment
         raise
     seconds = time.perf_counter() - started
     summary = _summarise(cfg, prep, rounds, collected, seconds, driver_res, hospital_res)
-    summary["membership_inference"] = audit
+    summary["audit"] = audit
     summary["feature_cache"] = feature_cache or None
     summary["placement"] = placement
     summary["resumed_after_round"] = resume.round if resume else None
@@ -260,12 +263,12 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         audit = None
         if cfg.audit.enabled:
             auditor = run_auditor(**audit_inputs(prep, collected.final_params, driver_res))
-            audit = audit_summary(cfg, prep.canaries, auditor, collected.canary_scores, ledger=collected.ledger,
+            audit = audit_summary(cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
                                   num_records=sum(len(s) for s in prep.training_shards))
     finally:
         torch.set_num_threads(threads)
     summary = _summarise(cfg, prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res)
-    summary["membership_inference"] = audit
+    summary["audit"] = audit
     summary["feature_cache"] = feature_cache or None
     summary["placement"] = {"driver": "in process", "hospitals": "in process (one process for all hospitals)"}
     summary["resumed_after_round"] = None
@@ -296,7 +299,7 @@ def _run_rounds(prep: Prepared, driver: DriverProxy, *, started: float, resume: 
                 round=r, rounds=list(rounds), driver=driver.snapshot(),
                 input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
                 release_keys=prep.release_keys, seconds=time.perf_counter() - started,
-                canaries=prep.canaries))
+                audit=prep.audit))
         elif on_round is not None:
             on_round(record)
     return rounds, feature_cache
@@ -310,13 +313,13 @@ class Collected:
     best_params: list[dict]
     best_round: int  # chosen once, by the driver, on validation
     ledger: dict  # from the steps each hospital actually took
-    canary_scores: dict
+    observer_reports: dict
 
 
 def _collect(prep: Prepared, driver: DriverProxy) -> Collected:
     final_params, best_params = driver.exported_params()
     return Collected(final_params, best_params, driver.best_round(),
-                     prep.privacy.ledger(driver.hospital_privacy_states()), driver.canary_scores())
+                     prep.privacy.ledger(driver.hospital_privacy_states()), driver.observer_reports())
 
 
 def cache_line(feature_cache: dict) -> str:

@@ -14,8 +14,9 @@ parameters, or parameters trained on privatised records, the public count
 and record-independent counters). The proxy checks every message against the
 same allowlist.
 
-Under a canary audit the auditor hands it the gradient canaries it included
-here (:mod:`fedray.training.gradient_canaries`), never the others.
+Other parties may hand it ``attachments`` (:class:`fedray.training.hooks.Attachment`):
+each builds a gradient hook on its trainer, drawing from the hospital's own
+randomness; an audit hands it only what it inserted at this hospital.
 
 DP randomness comes from the hospital's own
 :class:`~fedray.privacy.randomness.NoiseSource`: secret by default, with a
@@ -37,11 +38,10 @@ from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
 from fedray.privacy.mechanisms import Mechanism
-from fedray.privacy.canaries import DiracCanaries
 from fedray.strategies import ClientResult
 from fedray.training import build_trainer
-from fedray.training.gradient_canaries import GradientCanaryInjector
 from fedray.training.device import configure_process
+from fedray.training.hooks import Attachment
 
 Params = dict[str, np.ndarray]
 
@@ -66,7 +66,7 @@ class Hospital:
         num_features: int | None,
         resources: dict,
         release_key: int | None,
-        gradient_canaries: DiracCanaries | None = None,
+        attachments: tuple[Attachment, ...] = (),
     ):
         self.hospital_id = hospital_id
         self.device = configure_process(
@@ -85,8 +85,8 @@ class Hospital:
             inputs=train_shard["inputs"], labels=train_shard["labels"],
             input_map=input_map_from_state(input_map_state), device=self.device, hospital=hospital_id, noise=noise,
         ), "setting up")
-        if gradient_canaries is not None and len(gradient_canaries):
-            self.trainer.gradient_canaries = _canary_injector(self.trainer, gradient_canaries, noise)
+        for attachment in attachments:
+            self.trainer.gradient_hooks.append(self._guard(lambda: attachment.attach(self.trainer, noise), "setting up"))
         self.val_inputs = self.trainer.encode(val_shard["inputs"])
         self.val_labels = val_shard["labels"]
         self.local_epochs = cfg.fl.local_epochs
@@ -159,8 +159,3 @@ class Hospital:
         """After a restart, resume the accountant so spent privacy is never forgotten."""
         self.trainer.restore_privacy_state(state)
 
-
-def _canary_injector(trainer, canaries: DiracCanaries, noise: NoiseSource) -> GradientCanaryInjector:
-    """The auditor's included gradient canaries of this hospital, sampled at its records' rate q."""
-    sample_rate = getattr(trainer, "sample_rate", None) or min(1.0, trainer.batch_size / trainer.num_samples)
-    return GradientCanaryInjector(trainer.full_model, canaries, sample_rate=sample_rate, noise=noise)

@@ -30,6 +30,7 @@ Gaussian sampler (Jin et al. 2021) are out of scope.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -153,7 +154,7 @@ def wrap_private(
 
 
 def private_step(
-    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, add_public_gradient=None, add_canary_gradient=None
+    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, hooks: Sequence = ()
 ) -> tuple[float, torch.Tensor | None]:
     r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss and detached logits.
 
@@ -163,11 +164,9 @@ def private_step(
     update is pure noise :math:`\mathcal N(0, \sigma^2C^2)/(qn)` and the
     accountant counts it, exactly as Opacus' ``DPDataLoader`` path. Skipping
     it would make the number of steps depend on the data. Returns (NaN, None) then.
-    ``add_public_gradient`` (optional) adds a record-independent term to the
-    noised gradient before the optimizer steps. ``add_canary_gradient`` (optional,
-    auditing) adds an auditor's canary gradient of norm :math:`C` divided by
-    :math:`qn` there too: by linearity the same as a record of the clipped sum
-    (:mod:`fedray.training.gradient_canaries`).
+    Each of ``hooks`` (:mod:`fedray.training.hooks`) then adds its term to the
+    noised gradient before the optimizer steps, told that one record weighs
+    :math:`1/(qn)` there.
     A (frozen) BatchNorm left in train mode mixes the batch's records and
     voids the clipping bound: that raises ``RuntimeError``.
     """
@@ -184,13 +183,10 @@ def private_step(
         out = loss_fn(logits, y)
         out.backward()
         loss, logits = out.item(), logits.detach()
-    # Opacus' step is pre_step (clip, noise, scale, accountant) then the wrapped optimizer's step. A
-    # gradient that reads no record (FedProx's proximal term) is added between the two: post-processing
-    # of the noised gradient, seen by momentum or Adam like the data gradient.
+    # Opacus' step is pre_step (clip, noise, scale, accountant) then the wrapped optimizer's step. The hooks
+    # add their terms between the two, seen by momentum or Adam like the data gradient.
     if parts.optimizer.pre_step():
-        if add_canary_gradient is not None:
-            add_canary_gradient()
-        if add_public_gradient is not None:
-            add_public_gradient()
+        for hook in hooks:
+            hook.on_gradient(1.0 / parts.optimizer.expected_batch_size)
         parts.optimizer.original_optimizer.step()
     return loss, logits

@@ -142,7 +142,7 @@ class Purpose(enum.IntEnum):
     DP_TREE = 6  # diffprivlib's tree structure and leaf labels (hospital, one-time release)
     STAT_NOISE = 7  # noise on DP preprocessing statistics, e.g. colour whitening (hospital)
     SECAGG_NOISE = 8  # a hospital's share of distributed noise under secure aggregation
-    CANARY = 9  # which canaries are inserted, for privacy auditing (auditor)
+    INSERTION = 9  # what a privacy audit inserts into the run, and where (auditor, and the hospital holding it)
     CLIENT_SAMPLING = 10  # which hospitals take part in a round (driver, per round)
 
 

@@ -16,23 +16,14 @@ summary's ``cv_note`` says.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
+
+from fedray.audit.report import combine_folds
+from fedray.metrics import mean_and_std
 
 CV_NOTE = ("k-fold CV: each of the {k} fold models spends epsilon on overlapping records; the epsilon reported is "
            "one model's. Every record trains {k_minus_1} of the {k} models, so releasing all of them would spend up "
            "to {k_minus_1} x epsilon per record (basic composition).")
-
-
-def mean_and_std(dicts: list[dict]) -> tuple[dict, dict]:
-    """Per-key mean and sample std over ``dicts`` of every key whose values are all finite-or-nan numbers."""
-    keys = [k for k, v in dicts[0].items() if _is_number(v) and all(_is_number(d.get(k)) for d in dicts)]
-    values = {k: np.array([float(d[k]) for d in dicts]) for k in keys}
-    ddof = 1 if len(dicts) > 1 else 0
-    with np.errstate(invalid="ignore"):  # an infinite value (e.g. an unbounded ε estimate) has no spread: nan
-        return ({k: float(np.mean(v)) for k, v in values.items()},
-                {k: float(np.std(v, ddof=ddof)) for k, v in values.items()})
 
 
 def combine_fold_summaries(summaries: list[dict]) -> dict:
@@ -58,7 +49,7 @@ def combine_fold_summaries(summaries: list[dict]) -> dict:
         "best_val_round": None,
         "best_val_round_test": best_mean,
         "privacy": privacy,
-        "membership_inference": _combine_audits([s.get("membership_inference") for s in summaries]),
+        "audit": combine_folds([s.get("audit") for s in summaries]),
         "cv": {"folds": k, "per_fold": [s["final_test"] for s in summaries],
                "guarantee": ("outside the guarantee: each fold's test records train the other folds' models, so "
                              "these metrics are un-noised evaluation statistics of training records")},
@@ -67,29 +58,3 @@ def combine_fold_summaries(summaries: list[dict]) -> dict:
         "seconds_per_round": float(np.mean([s["seconds_per_round"] for s in summaries])),
         "gpu_hours": sum(float(s["gpu_hours"]) for s in summaries),
     }
-
-
-def _combine_audits(audits: list[dict | None]) -> dict | None:
-    """The strongest attack's numbers averaged over folds (with std); the most frequent strongest attack's name.
-
-    A canary audit's bound is not averaged (a mean of 95% lower bounds is none): each kind reports the fold
-    with the smallest bound, still a 95% lower bound on every fold's epsilon; every fold's flags are kept.
-    """
-    if any(a is None for a in audits):
-        return None
-    strongest = [a["strongest"] for a in audits]
-    attacked = all(strongest)  # a fold whose pool was too small for a held-out attack has none
-    mean, std = mean_and_std(strongest) if attacked else ({}, None)
-    name = Counter(s["attack"] for s in strongest).most_common(1)[0][0] if attacked else None
-    per_kind = [a.get("canaries") or {} for a in audits]
-    canaries = {kind: {**min((c[kind] for c in per_kind), key=lambda r: r["epsilon_lower_bound"]),
-                       "combined": f"the smallest bound of {len(audits)} folds"}
-                for kind in per_kind[0] if kind != "notes" and all(kind in c for c in per_kind)}
-    return {"strongest": {"attack": name, **mean} if attacked else None, "strongest_std": std, "per_fold": audits,
-            "reference_models": audits[0].get("reference_models"), "delta": audits[0].get("delta"),
-            "canaries": {**canaries, "notes": per_kind[0].get("notes", {})},
-            "flags": [flag for a in audits for flag in a.get("flags", [])]}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

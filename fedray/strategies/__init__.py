@@ -17,7 +17,8 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from fedray.errors import FedrayError
-from fedray.strategies.base import REGISTRY, ClientResult, Params, Strategy, StrategySettings, register, strategy_class
+from fedray.strategies.base import (REGISTRY, ClientInsertion, ClientResult, Params, Strategy, StrategySettings, register,
+                                    strategy_class)
 # Each module registers its strategies on import; this order is the order every message lists them in.
 from fedray.strategies.fedavg import FedAvg  # noqa: I001
 from fedray.strategies.fedprox import FedProx
@@ -67,6 +68,6 @@ def check_strategy(cfg: Config) -> None:
                           f"fl.secure_aggregation=false, or use a strategy that aggregates by a mean ({sums})")
 
 
-__all__ = ["REGISTRY", "ClientResult", "FedAvg", "FedAdagrad", "FedAdam", "FedAvgM", "FedProx", "FedYogi", "Params",
-           "Strategy", "StrategySettings", "build_strategy", "check_strategy", "client_settings", "register",
+__all__ = ["REGISTRY", "ClientInsertion", "ClientResult", "FedAvg", "FedAdagrad", "FedAdam", "FedAvgM", "FedProx",
+           "FedYogi", "Params", "Strategy", "StrategySettings", "build_strategy", "check_strategy", "client_settings", "register",
            "strategy_class"]

@@ -34,7 +34,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from fedray.config.checks import choice, text
 from fedray.config.schema import ReadOnly, register_schema
@@ -43,6 +43,18 @@ from fedray.errors import FedrayError
 import numpy as np
 
 Params = dict[str, np.ndarray]
+
+
+class ClientInsertion(Protocol):
+    """A client that is not a hospital, joining a sum-based aggregation (an audit's clients are one).
+
+    A strategy that takes insertions (DP-FedAvg) adds each one's update to the
+    round's clipped updates, before the noise; its norm is bounded by the
+    clipping norm, so the round's sensitivity and ε per client are unchanged.
+    ``rng`` is the driver's secret stream for that insertion's participation.
+    """
+
+    def round_update(self, rng: np.random.Generator) -> Params: ...
 
 
 @dataclass(frozen=True)

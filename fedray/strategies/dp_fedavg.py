@@ -17,10 +17,10 @@ the global value is kept. The noise of round r comes from the driver's
 :class:`~fedray.privacy.randomness.NoiseSource` (secret by default), never
 from the config seed: whoever could regenerate it could subtract it.
 
-Under a canary audit (Andrew et al. 2024, :mod:`fedray.privacy.canaries`) the
-included canary clients join the sum like hospitals: each is sampled with
-the hospitals' rate q (the driver's stream, its own index) and adds an update
-of norm exactly S. K stays the hospitals' expected count, so the noise per
+``insertions`` (:class:`~fedray.strategies.base.ClientInsertion`, e.g. an
+audit's clients) join the clipped sum like hospitals: insertion j draws its
+participation from the driver's stream (index j + 1) and adds an update of
+norm at most S. K stays the hospitals' expected count, so the noise per
 hospital, and the ε of each client, are unchanged.
 """
 
@@ -30,10 +30,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedray.privacy.canaries import IncludedCanaryClients
 from fedray.privacy.client_level import clip_update, noisy_mean
 from fedray.privacy.randomness import NoiseSource, Purpose
-from fedray.strategies.base import ClientResult, Params, Strategy
+from fedray.strategies.base import ClientInsertion, ClientResult, Params, Strategy
 
 
 class DPFedAvg(Strategy):
@@ -42,7 +41,7 @@ class DPFedAvg(Strategy):
     aggregates_empty_rounds = True
 
     def __init__(self, *, clip_norm: float, noise_multiplier: float, noise: NoiseSource, expected_clients: int,
-                 server: Strategy, canary_clients: IncludedCanaryClients | None = None):
+                 server: Strategy, insertions: Sequence[ClientInsertion] = ()):
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         self.noise = noise
@@ -51,7 +50,7 @@ class DPFedAvg(Strategy):
             raise ValueError(f"DP-FedAvg noises the hospitals' mean update; {type(server).__name__} does not "
                              "aggregate by a mean (aggregates_by_sum is False)")
         self.server = server  # what it does with the noised mean update: FedAvg adds it, a server optimizer steps
-        self.canary_clients = canary_clients
+        self.insertions = tuple(insertions)
 
     @property
     def aggregates_by_sum(self) -> bool:
@@ -80,9 +79,9 @@ class DPFedAvg(Strategy):
         ]
         if not clipped:  # no hospital drawn this round: the release is the noise alone
             clipped = [{n: np.zeros_like(global_params[n]) for n in floating}]
-        if self.canary_clients is not None:  # each canary update has norm exactly S: clipping leaves it as is
-            clipped.append(self.canary_clients.round_update(
-                self.noise.numpy_generator(server_round, Purpose.CLIENT_SAMPLING, index=1)))
+        for j, insertion in enumerate(self.insertions):  # each update's norm is at most S: not clipped again
+            clipped.append(insertion.round_update(
+                self.noise.numpy_generator(server_round, Purpose.CLIENT_SAMPLING, index=1 + j)))
         update = noisy_mean(clipped, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
                              rng=self.noise.numpy_generator(server_round, Purpose.DPFEDAVG_NOISE),
                              expected_clients=self.expected_clients)

@@ -9,14 +9,10 @@ after ``error`` (docs/frontier.md lists every column with its unit).
 each to a temporary name renamed into place, the report last: a sweep
 directory with a ``report.md`` has the whole frontier.
 
-Summaries written before k-fold cross-validation, consent filtering, the
-attack's std over folds or the canary audits lack those keys; their columns
-are then null. The ``canary_*`` columns hold each one-run canary audit
-(:mod:`fedray.privacy.canaries`): ``canary_input_*`` the black-box input
-canaries, ``canary_white_box_*`` the gradient canaries or, under DP-FedAvg,
-the canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
-estimate and interval are ``canary_gaussian_*``; ``audit_flags`` lists every
-bound or advantage the accountant's (ε, δ) forbids.
+Summaries written before k-fold cross-validation, consent filtering or the
+attack's std over folds lack those keys; their columns are then null. The
+audit's block of columns is declared by :mod:`fedray.audit.columns`, which
+says what each one holds.
 
 Version 5 adds the guarantee and the selection. ``dp_guarantee`` says whether
 a private trial's ε is a guarantee: False when its noise was reproducible
@@ -54,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedray.audit.columns import COLUMNS as AUDIT_COLUMNS, derived_values
 from fedray.results.run_dir import check_outputs
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
@@ -63,20 +60,13 @@ from fedray.sweep.selection import (SCOPES, SELECTION_COLUMNS, PrivateSelection,
                                     ledger_curve, with_selection)
 from fedray.sweep.tables import render_tables
 
-# 3: validation metrics beside test; strategy, secure aggregation. 4: canary audits, flags.
+# 3: validation metrics beside test; strategy, secure aggregation. 4: the audit's one-run bounds, flags.
 # 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns. 6: dp_rdp replaces dp_event.
 SCHEMA_VERSION = 6
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
-_STRONGEST = ("summary", "membership_inference", "strongest")
-_STRONGEST_STD = ("summary", "membership_inference", "strongest_std")
-_CANARIES = ("summary", "membership_inference", "canaries")
-# The one-run audit's report (fedray.privacy.canaries.one_run_report): column suffix, type, key.
-_ONE_RUN = [("m", pa.int64(), "m"), ("included", pa.int64(), "included"), ("k_plus", pa.int64(), "k_plus"),
-            ("k_minus", pa.int64(), "k_minus"), ("correct", pa.int64(), "correct"),
-            ("epsilon_lower_bound", pa.float64(), "epsilon_lower_bound")]
-WHITE_BOX_KINDS = ("gradient", "clients")  # gradient canaries (DP-SGD, non-private) or canary clients (DP-FedAvg)
+_AUDIT = ("summary", "audit")
 
 # (column, Arrow type, where the value lives in {"config": ..., "summary": ...}; None: set by this module).
 # Each block of std-over-folds columns follows the block of its means, so v1's means keep their relative order.
@@ -118,24 +108,8 @@ _COLUMNS = [
     ("dp_guarantee", pa.bool_(), None),
     ("dp_noise", pa.string(), ("summary", "privacy", "noise")),
     ("dp_rdp", pa.string(), None),
-    ("attack_name", pa.string(), (*_STRONGEST, "attack")),
-    ("attack_auc", pa.float64(), (*_STRONGEST, "auc")),
-    ("attack_advantage", pa.float64(), (*_STRONGEST, "advantage")),
-    ("attack_tpr_at_1pct_fpr", pa.float64(), (*_STRONGEST, "tpr_at_1pct_fpr")),
-    ("attack_tpr_at_0_1pct_fpr", pa.float64(), (*_STRONGEST, "tpr_at_0_1pct_fpr")),
-    ("attack_epsilon_lower_bound", pa.float64(), (*_STRONGEST, "epsilon_lower_bound")),
-    ("attack_n_members", pa.int64(), (*_STRONGEST, "n_members")),
-    ("attack_n_nonmembers", pa.int64(), (*_STRONGEST, "n_nonmembers")),
-    ("attack_auc_std", pa.float64(), (*_STRONGEST_STD, "auc")),
-    ("attack_advantage_std", pa.float64(), (*_STRONGEST_STD, "advantage")),
-    *((f"canary_input_{field}", type_, (*_CANARIES, "input", key)) for field, type_, key in _ONE_RUN),
-    ("canary_white_box_kind", pa.string(), None),
-    *((f"canary_white_box_{field}", type_, None) for field, type_, _ in _ONE_RUN),
-    ("canary_gaussian_epsilon", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "epsilon")),
-    ("canary_gaussian_epsilon_low", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 0)),
-    ("canary_gaussian_epsilon_high", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 1)),
-    ("audit_flag_count", pa.int64(), None),
-    ("audit_flags", pa.string(), None),
+    # the audit's block (fedray.audit.columns): its paths lie inside summary["audit"]
+    *((name, type_, None if path is None else (*_AUDIT, *path)) for name, type_, path in AUDIT_COLUMNS),
     ("wall_seconds", pa.float64(), ("summary", "wall_seconds")),
     ("gpu_hours", pa.float64(), ("summary", "gpu_hours")),
     ("seconds_per_round", pa.float64(), ("summary", "seconds_per_round")),
@@ -152,6 +126,7 @@ _COLUMNS = [
 # A summary without a "cv" block still ran with the folds its config asked for.
 _FALLBACKS = {"cv_folds": ("config", "cv", "folds")}
 _REQUIRED = {"schema_version", "trial_id", "status", "pareto_overall", "pareto_per_backbone", "selected"}
+_TYPES = {name: type_ for name, type_, _ in _COLUMNS}
 FRONTIER_SCHEMA = pa.schema([pa.field(name, type_, nullable=name not in _REQUIRED) for name, type_, _ in _COLUMNS])
 _PARAMS_AFTER = "error"
 _ROUNDS_FIXED = pa.schema([("trial_id", pa.string()), ("round", pa.int64()), ("round_seconds", pa.float64())])
@@ -286,7 +261,7 @@ def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | Non
         **{name: _cast(_lookup(sources, name, path), type_) for name, type_, path in _COLUMNS if path is not None},
         **_ledger_columns(sources["summary"].get("privacy")),
         **_guarantee_columns(sources["summary"].get("privacy")),
-        **_audit_columns(sources["summary"].get("membership_inference")),
+        **{name: _cast(value, _TYPES[name]) for name, value in derived_values(_dig(sources, _AUDIT)).items()},
         "pareto_overall": False, "pareto_per_backbone": False, "selected": False,
     }
 
@@ -332,21 +307,6 @@ def _ledger_columns(privacy: dict | None) -> dict:
         names = sorted({str(h["accountant"]) for h in ledger if h.get("accountant") is not None})
         accountant = "+".join(names) or None
     return {"noise_multiplier": noise, "accountant": _cast(accountant, pa.string())}
-
-
-def _audit_columns(audit: dict | None) -> dict:
-    """The white-box canary audit's columns (gradient canaries or canary clients, whichever ran) and the flags.
-
-    A summary without an audit, or from before canary audits, leaves them null.
-    """
-    canaries = (audit or {}).get("canaries") or {}
-    kind = next((k for k in WHITE_BOX_KINDS if k in canaries), None)
-    report = canaries.get(kind) or {}
-    columns = {f"canary_white_box_{field}": _cast(report.get(key), type_) for field, type_, key in _ONE_RUN}
-    flags = (audit or {}).get("flags")
-    return {"canary_white_box_kind": kind, **columns,
-            "audit_flag_count": None if flags is None else len(flags),
-            "audit_flags": None if flags is None else " | ".join(map(str, flags))}
 
 
 def _param_fields(records: list[dict], axes: list[str]) -> list[pa.Field]:

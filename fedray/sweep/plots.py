@@ -10,9 +10,9 @@ is no guarantee (``dp_guarantee`` False: its noise was reproducible from the
 config) is crossed in red, with its own legend entry, and the title counts
 them.
 Right panel: the empirical ε lower bounds of those same best trials against
-the ε the accountant spent: the white-box canary audit (solid), the black-box
-input canaries (dashed) and the held-out membership attack (dotted), with the
-line y = x. A correct accountant keeps every point on or below it (within the
+the ε the accountant spent, one line style per series the audit declares
+(``fedray.audit.columns.BOUND_SERIES``: its white-box, black-box and held-out
+attack bounds), with the line y = x. A correct accountant keeps every point on or below it (within the
 bounds' 95% confidence); the gap below it is how loose the audit, or the
 accountant, is. Non-private trials (x = ∞) have no such line.
 
@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
+from fedray.audit.columns import BOUND_SERIES  # noqa: E402
 from fedray.sweep.report import NO_GUARANTEE, PARAM_PREFIX, guarantee_caveat  # noqa: E402
 
 INF_FACTOR = 10.0
@@ -64,7 +65,7 @@ def plot_frontier(frame: pd.DataFrame, path: Path, *, utility: str, title: str) 
         best = best_per_backbone_epsilon(shown, utility)
         colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(shown["series"].unique()))}
         _utility_panel(left, shown, best, utility, colours)
-        _canary_panel(right, best, colours)
+        _audit_panel(right, best, colours)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
@@ -126,13 +127,8 @@ def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, co
     ax.legend(fontsize=8)
 
 
-BOUNDS = (("canary_white_box_epsilon_lower_bound", "-o", "white-box canaries"),
-          ("canary_input_epsilon_lower_bound", "--s", "input canaries"),
-          ("attack_epsilon_lower_bound", ":^", "membership attack (held-out)"))
-
-
-def _canary_panel(ax, best: pd.DataFrame, colours: dict) -> None:
-    bounds = [(column, style, label) for column, style, label in BOUNDS
+def _audit_panel(ax, best: pd.DataFrame, colours: dict) -> None:
+    bounds = [(column, style, label) for column, style, label in BOUND_SERIES
               if column in best and best[column].notna().any()]
     if not bounds:
         _note(ax, "no privacy audit in these trials")

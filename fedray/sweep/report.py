@@ -75,8 +75,8 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         "choosing on the test set would make the reported test numbers optimistic). The columns report the "
         "held-out test metrics of the chosen trials. ε is what the accountant reports as spent "
         "(max over hospitals; ∞ = non-private). The empirical ε lower bound comes from the strongest "
-        "membership-inference attack. The attack's and the canaries' figures are audit statistics computed "
-        "on real training records and released un-noised: they are outside the guarantee (so are the "
+        "membership-inference attack. Every audit figure (the attacks' and the one-run bounds') is computed "
+        "on real training records and released un-noised: all are outside the guarantee (so are the "
         "combined metrics of k-fold cross-validation, whose test folds train the other folds). The selection "
         "ε is what publishing the chosen trial costs, the comparison of the trials it was chosen from included.",
         "",

@@ -44,7 +44,6 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from fedray.config import Config, as_dict, replace
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.federation.cluster import connect
-from fedray.federation.audit import slot_counts
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
 from fedray.privacy.mechanisms import PlanContext, check_mechanism, claims_dp, plan_privacy
 from fedray.sweep.frontier import write_frontier
@@ -218,7 +217,7 @@ def _validate_trials(trial_cfgs: list[Config]) -> int:
     """Load the data once and check every trial's model and privacy settings against it; the class count."""
     prepared = prepare_experiment(trial_cfgs[0])
     train = prepared.dealt.splits.train
-    context = PlanContext(slot_counts=tuple(slot_counts(prepared.dealt, prepared.canaries)),
+    context = PlanContext(slot_counts=prepared.slot_counts,
                           ranges_public=train.ranges_public, num_features=prepared.num_features,
                           num_classes=prepared.num_classes)
     for trial_cfg in trial_cfgs:

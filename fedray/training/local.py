@@ -31,8 +31,8 @@ from fedray.data.input_map import InputMap
 from fedray.models import set_frozen_eval
 from fedray.privacy.randomness import NoiseSource
 from fedray.training.features import Features
-from fedray.training.gradient_canaries import GradientCanaryInjector
-from fedray.training.proximal import anchor_of, proximal_loss
+from fedray.training.hooks import GradientHook
+from fedray.training.proximal import ProximalTerm
 
 Params = dict[str, np.ndarray]
 
@@ -142,11 +142,10 @@ class LocalTrainer(Evaluator):
     """Trains (and evaluates) a model on one shard kept on ``device``.
 
     ``loss_fn`` is the batch-mean per-record loss and ``l2`` the model's own L2
-    penalty, both from :mod:`fedray.training.objective`. A hospital under a
-    canary audit sets ``gradient_canaries`` (:mod:`fedray.training.gradient_canaries`).
+    penalty, both from :mod:`fedray.training.objective`. ``gradient_hooks``
+    (:mod:`fedray.training.hooks`) run at every step after the data gradient:
+    FedProx's term when ``proximal_mu > 0``, then any a hospital attaches.
     """
-
-    gradient_canaries: GradientCanaryInjector | None = None
 
     def __init__(
         self,
@@ -176,17 +175,21 @@ class LocalTrainer(Evaluator):
         self.seed = seed
         self.hospital = hospital
         self.noise = noise
-        self.proximal_mu = proximal_mu
         self.rounds = rounds
-        self.anchor: list = []
         self.batch_size = train_cfg.batch_size
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(trainable, train_cfg, l2)
         self.loss_fn = loss_fn
+        self.gradient_hooks: list[GradientHook] = [ProximalTerm(self.model, proximal_mu)] if proximal_mu > 0 else []
 
     @property
     def num_samples(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def record_rate(self) -> float:
+        """The probability that one record is in one step's batch (B/n: each record is in one batch an epoch)."""
+        return min(1.0, self.batch_size / self.num_samples)
 
     # -- training -----------------------------------------------------------------
     def fit(self, params: Params, *, epochs: int, round_idx: int) -> tuple[Params, dict[str, float]]:
@@ -196,10 +199,9 @@ class LocalTrainer(Evaluator):
         self.optimizer.state.clear()
         for group in self.optimizer.param_groups:
             group["lr"] = scheduled_lr(self.train_cfg, round_idx, self.rounds)
-        self.anchor = anchor_of(self.model) if self.proximal_mu > 0 else []
         generator = self.round_randomness(round_idx)
-        if self.gradient_canaries is not None:
-            self.gradient_canaries.start_round(round_idx)
+        for hook in self.gradient_hooks:
+            hook.start_round(round_idx)
         self.model.train()
         set_frozen_eval(self.model)
         loss_sum, correct, seen, steps = 0.0, 0, 0, 0
@@ -245,9 +247,9 @@ class LocalTrainer(Evaluator):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), y)
-        (loss + proximal_loss(self.anchor, self.proximal_mu) if self.anchor else loss).backward()
-        if self.gradient_canaries is not None:  # a canary weighs as one record of the batch mean
-            self.gradient_canaries.add(1.0 / len(y))
+        loss.backward()
+        for hook in self.gradient_hooks:  # one record weighs 1/|B| in the batch mean
+            hook.on_gradient(1.0 / len(y))
         self.optimizer.step()
         return float(loss.detach()), logits.detach()
 

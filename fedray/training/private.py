@@ -10,12 +10,12 @@ and exchanges plain state dicts, which load straight into the wrapped model
 
 Each local epoch takes T = round(1/q) steps; each step draws a Poisson batch
 that includes every record independently with probability q = B/n, n the
-hospital's public slot count (its records plus the audit's input-canary slots,
-:mod:`fedray.privacy.mechanisms.dpsgd`), and the noised sum is divided by the
-expected batch size qn, which therefore never depends on how many canaries
-the auditor included (the
-amplification-by-sampling analysis assumes exactly this, not shuffled
-fixed-size batches). Per-record gradients are clipped to norm C and
+hospital's public slot count (its records plus any record slots an audit
+adds, :mod:`fedray.privacy.mechanisms.dpsgd`), and the noised sum is divided by
+the expected batch size qn, which therefore never depends on which of those
+slots an audit filled (the amplification-by-sampling analysis assumes exactly
+this, not shuffled fixed-size batches). The trainer's gradient hooks
+(:mod:`fedray.training.hooks`) join the noised gradient before the optimizer's step. Per-record gradients are clipped to norm C and
 :math:`\mathcal N(0, \sigma^2 C^2)` noise is added to their sum, with σ
 calibrated before the run for the planned steps (:mod:`fedray.privacy.mechanisms`).
 The steps actually taken are what the ledger reports.
@@ -45,7 +45,6 @@ import torch
 from fedray.privacy.opacus_wiring import private_step, wrap_private
 from fedray.privacy.randomness import Purpose
 from fedray.training.local import LocalTrainer
-from fedray.training.proximal import add_proximal_gradient
 
 
 class DPSGDTrainer(LocalTrainer):
@@ -65,6 +64,11 @@ class DPSGDTrainer(LocalTrainer):
         )
         self.optimizer = self.parts.optimizer
 
+    @property
+    def record_rate(self) -> float:
+        """q: each record joins each step's Poisson batch independently with this probability."""
+        return self.sample_rate
+
     def round_randomness(self, round_idx: int) -> torch.Generator:
         """Fresh secret streams for this round's Poisson masks (returned) and Gaussian noise (set on the optimizer)."""
         self.parts.optimizer.generator = self.noise.torch_generator(round_idx, Purpose.DPSGD_NOISE, self.device)
@@ -79,12 +83,7 @@ class DPSGDTrainer(LocalTrainer):
         with warnings.catch_warnings():
             # Opacus' hooks fire on the first layer's output because input images need no grad: expected.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            proximal = (lambda: add_proximal_gradient(self.anchor, self.proximal_mu)) if self.anchor else None
-            canaries = self.gradient_canaries
-            # After the noise, divided by the expected batch size qn as the noised sum is (gradient_canaries.py).
-            canary = (lambda: canaries.add(1.0 / self.parts.optimizer.expected_batch_size)) if canaries else None
-            return private_step(self.parts, x, y, self.loss_fn, add_public_gradient=proximal,
-                                add_canary_gradient=canary)
+            return private_step(self.parts, x, y, self.loss_fn, hooks=self.gradient_hooks)
 
     def fit(self, params, *, epochs: int, round_idx: int):
         new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)

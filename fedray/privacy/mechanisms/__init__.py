@@ -26,7 +26,7 @@ from fedray.privacy.mechanisms import dpfedavg  # noqa: F401
 from fedray.privacy.mechanisms import laplace_input  # noqa: F401
 from fedray.privacy.mechanisms import dp_tree  # noqa: F401
 from fedray.privacy.mechanisms.base import (AGGREGATION, NON_PRIVATE_NOTE, REGISTRY, Mechanism, PlanContext,
-                                            PrivateMechanism, WhiteBox, common_outputs, mechanism_class, register)
+                                            PrivateMechanism, InsertionPoint, common_outputs, mechanism_class, register)
 from fedray.privacy.mechanisms.none import NonPrivate
 from fedray.strategies import check_strategy
 
@@ -86,5 +86,5 @@ def plan_privacy(cfg: Config, context: PlanContext) -> Mechanism:
 
 
 __all__ = ["AGGREGATION", "FAMILY_NAMES", "Mechanism", "NON_PRIVATE_NOTE", "NonPrivate", "PlanContext",
-           "PrivateMechanism", "REGISTRY", "WhiteBox", "check_mechanism", "check_pair", "claims_dp",
+           "PrivateMechanism", "REGISTRY", "InsertionPoint", "check_mechanism", "check_pair", "claims_dp",
            "common_outputs", "mechanism_class", "plan_privacy", "register"]

@@ -15,18 +15,19 @@ mechanism's name:
   by :func:`fedray.privacy.ledger.compose_epsilon` into the ledger;
 - hooks into training (``prepare_model``, ``prepare_records``, ``trainer``,
   ``declared_count``, ``tree_epsilon``), aggregation (``wrap_strategy``), the
-  secure sum (``secure_round``) and the audit (``white_box``).
+  secure sum (``secure_round``) and where an audit may insert its own
+  contribution under the guarantee (``insertion_point``).
 
 The defaults here are the non-private behaviour: :class:`NonPrivate` is
 ``privacy=none`` and every mechanism's ε = ∞ baseline (no clipping, no noise,
 no claim). A subclass overrides only what it changes.
 
 The context a plan is resolved in (:class:`PlanContext`) holds the public
-per-hospital slot counts: real training records plus the audit's input-canary
-slots dealt to that hospital, whether each canary is included or not. Under
+per-hospital slot counts: real training records plus the record slots an
+audit dealt to that hospital, whether it filled each slot or not. Under
 zero-out neighbouring (:mod:`fedray.privacy.ledger`) those counts are public,
 and nothing the plan fixes (q, T, σ, FedAvg weights, the expected batch size)
-depends on which canaries the auditor secretly included.
+depends on which slots the auditor secretly filled.
 """
 
 from __future__ import annotations
@@ -73,12 +74,20 @@ class PlanContext:
 
 
 @dataclass(frozen=True)
-class WhiteBox:
-    """Which white-box canaries the audit can insert under this plan: gradient canaries, canary clients, or none."""
+class InsertionPoint:
+    """Where an audit may add a contribution of its own that this plan's guarantee covers exactly like a unit's.
 
-    kind: str | None  # "gradient" | "clients" | None
-    norm: float = 0.0  # the gradient canaries' norm (the clipping norm under DP-SGD), or the clients' clip norm
-    sample_rate: float = 1.0  # the canary clients' participation rate
+    - ``"record_gradient"``: one more record's gradient in each hospital's per-record gradient sum, of norm at
+      most ``norm`` (the clipping norm; None where nothing is clipped, so the audit picks it), sampled like a
+      record (:mod:`fedray.training.hooks`);
+    - ``"client_update"``: one more client's update in the driver's clipped sum, of norm ``norm``, taking part
+      with probability ``sample_rate`` a round (:class:`fedray.strategies.base.ClientInsertion`);
+    - None: nowhere; ``note`` says why.
+    """
+
+    kind: str | None
+    norm: float | None = None
+    sample_rate: float = 1.0
     note: str = ""
 
 
@@ -115,7 +124,7 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
         Release("data governance", ("summary.data.without_consent", "summary.data.skipped_files",
                                     "summary.data.dropped_by_partition"),
                 "outside", "consent and decoding counts kept for the audit trail, not covered by the guarantee"),
-        Release("audit", ("summary.audit*", "summary.membership_inference*"), "outside",
+        Release("audit", ("summary.audit*",), "outside",
                 "the audit's statistics are computed on real training records: audit statistics, outside the "
                 "guarantee"),
         Release("models", ("models.*",), "post-processing", "the trained model(s): the mechanism's output"),
@@ -153,7 +162,7 @@ class Mechanism:
     reproducible_noise: bool
     secure_aggregation: bool
     num_hospitals: int
-    slot_counts: tuple[int, ...] = ()  # public record slots per hospital (records plus input-canary slots)
+    slot_counts: tuple[int, ...] = ()  # public record slots per hospital (records plus an audit's record slots)
     clients_per_round: int | None = None
     cross_validated: bool = False
     accountant: str = "rdp"
@@ -208,7 +217,10 @@ class Mechanism:
         return actual
 
     # -- hooks: aggregation, secure sum, audit --------------------------------------------------------------
-    def wrap_strategy(self, strategy, *, noise, canary_clients=None):
+    def wrap_strategy(self, strategy, *, noise, insertions=()):
+        """The strategy the driver runs; ``insertions`` are for an ``insertion_point`` of kind ``client_update``."""
+        if insertions:
+            raise ValueError(f"privacy={self.mechanism} has no client sum to insert a client into")
         return strategy
 
     def secure_round(self, global_params: dict, *, weighted: bool, max_abs: float, max_samples: int):
@@ -216,8 +228,9 @@ class Mechanism:
 
         return SecureRound.for_fedavg(global_params, weighted=weighted, max_abs=max_abs, max_samples=max_samples)
 
-    def white_box(self, cfg: Config) -> WhiteBox:
-        return WhiteBox("gradient", norm=cfg.audit.gradient_canary_norm)
+    def insertion_point(self) -> InsertionPoint:
+        """Without a mechanism nothing is clipped: a record gradient of any norm is one more record."""
+        return InsertionPoint("record_gradient")
 
     # -- releases ---------------------------------------------------------------------------------------
     def hospital_releases(self, hospital: int) -> Releases:
@@ -260,13 +273,13 @@ class PrivateMechanism(Mechanism):
 
     def hospital_operations(self, hospital: int) -> tuple[Release, ...]:
         """What every hospital may report of its operations: the feature cache's timing, never its record count
-        (the actual count would reveal how many input canaries the auditor included)."""
+        (the actual count would reveal how many of an audit's record slots the auditor filled)."""
         return (Release("feature-cache timing", ("feature_cache.views", "feature_cache.seconds",
                                                  "feature_cache.from_disk"),
                         "outside", "operational timing", party=f"hospital {hospital}"),)
 
     def declared_count(self, hospital: int, actual: int) -> int | None:
-        """The public slot count, never the actual count, which would reveal how many canaries were included."""
+        """The public slot count, never the actual count, which would reveal how many audit slots were filled."""
         return self.slot_counts[hospital] if hospital < len(self.slot_counts) else actual
 
     def compose(self, events: list) -> float:
@@ -352,5 +365,5 @@ def repr_event(event: Any) -> str:
 
 
 __all__ = ["AGGREGATION", "Mechanism", "NON_PRIVATE_NOTE", "PlanContext", "PrivateMechanism", "PureMechanism",
-           "REGISTRY", "WhiteBox",
+           "REGISTRY", "InsertionPoint",
            "common_outputs", "mechanism_class", "register"]

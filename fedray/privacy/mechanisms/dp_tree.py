@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedray.privacy.ledger import Release, Releases, pure_dp_event
-from fedray.privacy.mechanisms.base import PureMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PureMechanism, common_outputs, register
 
 
 @register
@@ -32,8 +32,8 @@ class DpTree(PureMechanism):
     def tree_epsilon(self) -> float:
         return self.epsilon
 
-    def white_box(self, cfg):
-        return WhiteBox(None, note="a tree model has no gradients and no parameter updates to hold a canary")
+    def insertion_point(self):
+        return InsertionPoint(None, note="a tree model has no gradients and no parameter updates to insert into")
 
     def hospital_releases(self, hospital):
         return Releases(f"hospital {hospital}'s message", (

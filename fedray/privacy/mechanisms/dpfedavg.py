@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms.base import PrivateMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
 
 
 def round_event(noise_multiplier: float, sample_rate: float, rounds: int):
@@ -115,11 +115,11 @@ class DpFedAvg(PrivateMechanism):
     def declared_count(self, hospital, actual):
         return None  # a hospital's record count is its own data at hospital level: never sent
 
-    def wrap_strategy(self, strategy, *, noise, canary_clients=None):
+    def wrap_strategy(self, strategy, *, noise, insertions=()):
         from fedray.strategies.dp_fedavg import DPFedAvg  # pulls in the accountant: only when asked for
 
         return DPFedAvg(clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, noise=noise,
-                        expected_clients=self.expected_clients, server=strategy, canary_clients=canary_clients)
+                        expected_clients=self.expected_clients, server=strategy, insertions=insertions)
 
     def secure_round(self, global_params, *, weighted, max_abs, max_samples):
         from fedray.privacy.secure_round import SecureRound
@@ -128,11 +128,11 @@ class DpFedAvg(PrivateMechanism):
                                          noise_multiplier=self.noise_multiplier, num_clients=self.num_hospitals,
                                          honest_shares=self.num_hospitals - self.colluders)
 
-    def white_box(self, cfg):
+    def insertion_point(self):
         if self.secure_aggregation:
-            return WhiteBox(None, note="canary clients are not inserted under fl.secure_aggregation: the masked "
-                                       "sum has no slot for a client outside the key agreement")
-        return WhiteBox("clients", norm=self.clip_norm, sample_rate=self.sample_rate)
+            return InsertionPoint(None, note="nothing is inserted under fl.secure_aggregation: the masked sum has "
+                                             "no slot for a client outside the key agreement")
+        return InsertionPoint("client_update", norm=self.clip_norm, sample_rate=self.sample_rate)
 
     # -- releases and events ---------------------------------------------------------------------------------
     def hospital_releases(self, hospital):

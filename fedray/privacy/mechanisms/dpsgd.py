@@ -2,7 +2,7 @@ r"""``privacy=dpsgd``: record-level DP-SGD at every hospital (Abadi et al. 2016;
 
 Unit: one record (one image or table row) at one hospital. Neighbouring:
 zero-out (:mod:`fedray.privacy.ledger`): the hospital's slot count
-:math:`n_k` (its records plus the audit's input-canary slots dealt to it) is
+:math:`n_k` (its records plus the record slots an audit dealt to it) is
 public, and is all the schedule depends on. Hospital k trains with Poisson
 sampling at :math:`q_k = B / n_k` (B = ``train.batch_size``) for
 
@@ -39,14 +39,14 @@ from functools import lru_cache
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms.base import PrivateMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
 
 
 @dataclass(frozen=True)
 class HospitalSchedule:
     """One hospital's public DP-SGD schedule."""
 
-    count: int  # record slots n_k: records plus input-canary slots (zero-out: public)
+    count: int  # record slots n_k: records plus an audit's record slots (zero-out: public)
     sample_rate: float
     planned_steps: int
     noise_multiplier: float
@@ -130,8 +130,8 @@ class DpSgd(PrivateMechanism):
                             max_grad_norm=self.max_grad_norm, accountant=self.accountant,
                             grad_sample_mode=self.grad_sample_mode, num_slots=schedule.count)
 
-    def white_box(self, cfg):
-        return WhiteBox("gradient", norm=self.max_grad_norm)
+    def insertion_point(self):
+        return InsertionPoint("record_gradient", norm=self.max_grad_norm)
 
     # -- releases and events ------------------------------------------------------------------------------
     def hospital_releases(self, hospital: int) -> Releases:

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from fedray.privacy.ledger import Release, Releases
-from fedray.privacy.mechanisms.base import PureMechanism, WhiteBox, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PureMechanism, common_outputs, register
 
 
 @register
@@ -51,9 +51,10 @@ class LaplaceInput(PureMechanism):
         return perturb_hospital_rows(inputs, labels, epsilon=self.epsilon, label_share=self.label_share,
                                      num_classes=num_classes, input_map=input_map, noise=noise)
 
-    def white_box(self, cfg):
-        return WhiteBox(None, note=f"privacy={self.mechanism} privatises records before training, not gradients: a "
-                                   "gradient canary would bypass the mechanism (the input canaries audit it)")
+    def insertion_point(self):
+        return InsertionPoint(None, note=f"privacy={self.mechanism} privatises records before training, not "
+                                         "gradients: an inserted gradient would bypass the mechanism (audit it with "
+                                         "inserted records)")
 
     def record_events(self) -> list:
         import dp_accounting

@@ -36,7 +36,7 @@ for Federated Learning", ICLR 2024, arXiv:2302.03098; Algorithm 1, Sec. 3-4).
 Canary clients push random unit directions :math:`c_j \in \mathbb{R}^d`; the
 statistic is the cosine between the final model delta and :math:`c_j` (the paper
 also takes its maximum over the rounds' updates when every iterate is released;
-fedray scores the final delta only: :class:`fedray.privacy.canaries.CanaryClients`
+fedray scores the final delta only: :class:`fedray.audit.canaries.CanaryClients`
 makes the directions and their cosines, this module only fits them). Cosines of
 canaries that took part ("observed") and of fresh directions that did not
 ("unobserved", :math:`\approx \mathcal N(0, 1/d)` in high dimension) are fitted by

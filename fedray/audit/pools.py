@@ -1,7 +1,7 @@
 r"""The membership-inference audit's pure parts: record pools, and the attacks reported fairly (no Ray, no training).
 
 The orchestration (the auditor task, its reference models, canary insertion)
-lives in :mod:`fedray.federation.audit`; this module only draws pools and
+lives in :mod:`fedray.audit.plan`; this module only draws pools and
 turns per-record scores into reports.
 
 **Pools** (:func:`audit_pools`, all drawn with the run's seed, which is public:
@@ -18,12 +18,12 @@ Members and non-members must come from one distribution, or the attack
 scores the difference between two populations: the caller passes as the
 held-out pool the validation records partitioned like the members (the same
 scheme and seed), and the test records only when they were cut from the same
-records (:func:`fedray.federation.audit.audit_inputs` says which).
+records (:func:`fedray.audit.plan.audit_inputs` says which).
 
 **Reporting** (:func:`attack_report`). The scored pool is split at random into
-a *choose* and an *eval* half (:func:`fedray.privacy.fair_audit.split_for_threshold`);
+a *choose* and an *eval* half (:func:`fedray.audit.fair_attack.split_for_threshold`);
 the attack and its thresholds are chosen on the first and certified on the
-second (:func:`fedray.privacy.fair_audit.select_attack_heldout`), so neither the
+second (:func:`fedray.audit.fair_attack.select_attack_heldout`), so neither the
 threshold nor the choice of attack biases the bound. ``strongest`` is that
 chosen attack, with its eval-half AUC, advantage (and interval), TPR at low
 FPR and ε lower bound; ``max_over_attacks`` is the labelled maximum.
@@ -37,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedray.data.types import Records
-from fedray.privacy.fair_audit import select_attack_heldout, split_for_threshold
-from fedray.privacy.membership import evaluate_attack
+from fedray.audit.fair_attack import select_attack_heldout, split_for_threshold
+from fedray.audit.membership import evaluate_attack
 
 _POOL_TAG, _SPLIT_TAG = 0xA0D17, 0x5E1EC7
 

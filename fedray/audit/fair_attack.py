@@ -44,7 +44,7 @@ no-leakage guarantee above is exact), and when memberships are independent
 coin flips per trial; for fixed member and non-member pools scored against
 one model, the records share that model and the figure is an honest estimate
 rather than a proof. The rigorous single-run certificate is
-:func:`fedray.privacy.canary_bounds.one_run_audit`.
+:func:`fedray.audit.canary_bounds.one_run_audit`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from fedray.errors import FedrayError
-from fedray.privacy.membership import clopper_pearson_upper, epsilon_from_error_rates
+from fedray.audit.membership import clopper_pearson_upper, epsilon_from_error_rates
 
 
 def split_for_threshold(
@@ -301,7 +301,7 @@ def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, d
 
     Reads ``report["reported"]``, ``report["max_over_attacks"]["epsilon_lower_bound_bonferroni"]``
     and, when the caller added it, ``report["one_run"]["epsilon_lower_bound"]``
-    (a :class:`~fedray.privacy.canary_bounds.OneRunAudit` as a dict).
+    (a :class:`~fedray.audit.canary_bounds.OneRunAudit` as a dict).
     "violation: ..." marks a bound above ε or an advantage interval entirely
     above the DP ceiling; "consistent with noise: ..." marks a point advantage
     above the ceiling whose interval still contains it.

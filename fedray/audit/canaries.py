@@ -4,7 +4,7 @@ The game is Steinke, Nasr & Jagielski's (NeurIPS 2023, Algorithm 1): the
 auditor makes :math:`m` canaries, includes each independently with probability
 ½, runs the ordinary training, and the adversary, who knows all :math:`m`
 canaries but not which were included, scores each from what it observes.
-:func:`fedray.privacy.canary_bounds.one_run_audit` turns the scores into an ε
+:func:`fedray.audit.canary_bounds.one_run_audit` turns the scores into an ε
 lower bound. Three kinds:
 
 * **Input canaries** (black-box). Records the auditor makes: images of uniform
@@ -18,7 +18,7 @@ lower bound. Three kinds:
   :math:`C`, one trainable coordinate :math:`c_j` (distinct for every canary, so
   canaries never interfere), a random sign :math:`s_j`. An included one joins
   its hospital's per-record gradient sum whenever it is Poisson-sampled at the
-  records' rate (``fedray.training.gradient_canaries``). The adversary sees
+  records' rate (``fedray.audit.gradient_canaries``). The adversary sees
   each hospital's update :math:`\Delta_{h,r}` of every round :math:`r` and scores
   canary :math:`j` of hospital :math:`h_j` by :math:`\sum_r \langle -\Delta_{h_j,r}, s_j e_{c_j}\rangle`
   (:class:`WhiteBoxScores`): an SGD step moves against the gradient. Under
@@ -76,7 +76,7 @@ def draw_inclusion(m: int, auditor: NoiseSource, kind: int) -> np.ndarray:
 
     A secret source draws fresh bits on every call: call once per run and keep the result.
     """
-    return auditor.numpy_generator(0, Purpose.CANARY, kind).random(m) < 0.5
+    return auditor.numpy_generator(0, Purpose.INSERTION, kind).random(m) < 0.5
 
 
 def consenting_hospitals(shard_sizes: list[int]) -> list[int]:
@@ -108,7 +108,7 @@ def input_canary_arrays(*, m: int, image_shape: tuple[int, ...] | None, feature_
 
 def input_canary_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Black-box scores, higher = "trained on": minus each canary's loss on its own (random) label."""
-    from fedray.privacy.membership import per_example_losses  # scipy: the auditor's, not the parties'
+    from fedray.audit.membership import per_example_losses  # scipy: the auditor's, not the parties'
 
     return -per_example_losses(probs, labels)
 
@@ -148,7 +148,10 @@ def _entries(params: Params, canaries: DiracCanaries) -> np.ndarray:
 
 
 class WhiteBoxScores:
-    """The driver's running scores of every gradient canary (it never learns which were included)."""
+    """The driver's running scores of every gradient canary (it never learns which were included): a round observer
+    (:mod:`fedray.federation.observers`) whose report is the scores."""
+
+    name = "gradient"
 
     def __init__(self, canaries: DiracCanaries, hospitals: np.ndarray):
         self.canaries = canaries
@@ -167,6 +170,15 @@ class WhiteBoxScores:
         """One round of secure aggregation: only the aggregate model is seen."""
         self.scores = self.scores - self.canaries.signs * (_entries(aggregate, self.canaries)
                                                            - _entries(start, self.canaries))
+
+    def report(self, initial: Params, final: Params) -> np.ndarray:
+        return self.scores
+
+    def state_dict(self) -> list[float]:
+        return self.scores.tolist()
+
+    def load_state_dict(self, state: list[float]) -> None:
+        self.scores = np.array(state, dtype=np.float64)
 
 
 def floating_names(params: Params) -> list[str]:
@@ -214,15 +226,35 @@ class CanaryClients:
 
 @dataclass(frozen=True)
 class IncludedCanaryClients:
-    """The canary clients the auditor included (``included``: indices), each taking part with probability q a round."""
+    """The canary clients the auditor included (``included``: indices), each taking part with probability q a round.
+
+    At the driver it is both a client insertion of DP-FedAvg's sum (:class:`fedray.strategies.base.ClientInsertion`)
+    and a round observer whose report is the cosine of the run's model delta with every canary client.
+    """
 
     clients: CanaryClients
     included: np.ndarray
     sample_rate: float
+    name = "clients"
 
     def round_update(self, rng: np.random.Generator) -> Params:
         """This round's summed canary updates: every included client draws its participation from ``rng``."""
         return self.clients.round_update(self.included[rng.random(len(self.included)) < self.sample_rate])
+
+    def observe_updates(self, starts: dict[int, Params], updates: dict[int, Params]) -> None:
+        """Nothing to keep: the score is the final model's delta."""
+
+    def observe_sum(self, start: Params, mean: Params) -> None:
+        """Nothing to keep: the score is the final model's delta."""
+
+    def report(self, initial: Params, final: Params) -> np.ndarray:
+        return self.clients.cosines({name: final[name] - initial[name] for name in self.clients.names})
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state: None) -> None:
+        """Stateless: the directions are regenerated from the seed."""
 
 
 def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, confidence: float,
@@ -232,7 +264,7 @@ def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, co
 
     A bound above the accountant's ε is a contradiction of the guarantee at ``confidence``: flagged as a violation.
     """
-    from fedray.privacy.canary_bounds import one_run_audit  # scipy, dp_accounting: the auditor's
+    from fedray.audit.canary_bounds import one_run_audit  # scipy, dp_accounting: the auditor's
 
     audit = one_run_audit(scores, included, delta=delta, confidence=confidence).as_dict()
     flags = []

@@ -1,13 +1,15 @@
-r"""Gradient canaries at one hospital: the auditor's Dirac gradients joined to the per-record gradient sum.
+r"""Gradient canaries at one hospital: the auditor's Dirac gradients, a gradient hook in the records' sum.
 
 Canary :math:`j` is the gradient :math:`C s_j e_{c_j}` of norm :math:`C` on one
-trainable coordinate (:class:`fedray.privacy.canaries.DiracCanaries`); the
-hospital receives only the canaries the auditor included. At every optimizer
-step each of them is sampled independently with the records' probability
-:math:`q`, from the hospital's :class:`~fedray.privacy.randomness.NoiseSource`
-(stream ``Purpose.CANARY`` of the round): a canary is sampled like a record.
+trainable coordinate (:class:`fedray.audit.canaries.DiracCanaries`); the
+hospital receives only the canaries the auditor included, as a
+:class:`GradientCanaries` attachment that builds its hook in the hospital's
+actor (:mod:`fedray.training.hooks`). At every optimizer step each of them is
+sampled independently with the records' probability :math:`q` (the trainer's
+``record_rate``), from the hospital's :class:`~fedray.privacy.randomness.NoiseSource`
+(stream ``Purpose.INSERTION`` of the round): a canary is sampled like a record.
 
-Where a sampled canary enters:
+Where a sampled canary enters, as ``record_weight`` × its gradient:
 
 * **DP-SGD.** Opacus sets :math:`p.\mathrm{grad} = (\sum_{i\in B} \bar g_i + \mathcal N(0,\sigma^2C^2 I))/(qn)`;
   the canary adds :math:`C s_j e_{c_j}/(qn)` right after (:func:`fedray.privacy.opacus_wiring.private_step`).
@@ -25,17 +27,29 @@ gradient exactly as a record's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
+from fedray.audit.canaries import DiracCanaries
 from fedray.errors import FedrayError
-from fedray.privacy.canaries import DiracCanaries
 from fedray.privacy.randomness import NoiseSource, Purpose
 
 
+@dataclass(frozen=True)
+class GradientCanaries:
+    """The canaries included at one hospital, as the attachment it receives (:class:`fedray.training.hooks.Attachment`)."""
+
+    canaries: DiracCanaries
+
+    def attach(self, trainer, noise: NoiseSource) -> GradientCanaryInjector:
+        return GradientCanaryInjector(trainer.full_model, self.canaries, sample_rate=trainer.record_rate, noise=noise)
+
+
 class GradientCanaryInjector:
-    """Adds the sampled canaries' gradients to ``model``'s parameter gradients (named as in its state dict)."""
+    """A gradient hook adding the sampled canaries' gradients to ``model``'s parameters (named as in its state dict)."""
 
     def __init__(self, model: nn.Module, canaries: DiracCanaries, *, sample_rate: float, noise: NoiseSource):
         params = dict(model.named_parameters())
@@ -60,10 +74,10 @@ class GradientCanaryInjector:
 
     def start_round(self, round_idx: int) -> None:
         """Fresh sampling stream for round ``round_idx`` (secret unless the noise is reproducible)."""
-        self.generator = self.noise.torch_generator(round_idx, Purpose.CANARY)
+        self.generator = self.noise.torch_generator(round_idx, Purpose.INSERTION)
 
-    def add(self, scale: float) -> None:
-        """Sample the canaries for this step and add ``scale`` × each sampled canary's gradient."""
+    def on_gradient(self, record_weight: float) -> None:
+        """Sample the canaries for this step and add ``record_weight`` × each sampled canary's gradient."""
         sampled = torch.rand(self.count, generator=self.generator) < self.sample_rate
         for p, positions, index, values in self.targets:
             chosen = sampled[positions].to(p.device)
@@ -71,4 +85,4 @@ class GradientCanaryInjector:
                 continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            p.grad.index_put_(tuple(i[chosen] for i in index), values[chosen] * scale, accumulate=True)
+            p.grad.index_put_(tuple(i[chosen] for i in index), values[chosen] * record_weight, accumulate=True)

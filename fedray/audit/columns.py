@@ -1,0 +1,67 @@
+"""The audit's columns of the sweep frontier (docs/frontier.md lists each with its unit), and its plotted bounds.
+
+Every column is ``(name, Arrow type, path inside summary["audit"])``; a path
+of None is derived by :func:`derived_values`. The sweep's frontier
+(:mod:`fedray.sweep.frontier`) places them as one block, reads them from each
+trial's summary and casts them; nothing there names an audit's parts.
+
+- ``attack_*``: the strongest held-out membership attack (:mod:`fedray.audit.pools`),
+  with its std over k folds;
+- ``canary_input_*``: the black-box input canaries' one-run audit;
+- ``canary_white_box_*``: the gradient canaries or, under DP-FedAvg, the
+  canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
+  estimate and interval are ``canary_gaussian_*``;
+- ``audit_flags``: every bound or advantage the accountant's (ε, δ) forbids.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_STRONGEST, _STRONGEST_STD, _CANARIES = ("strongest",), ("strongest_std",), ("canaries",)
+# The one-run audit's report (fedray.audit.canaries.one_run_report): column suffix, type, key.
+_ONE_RUN = [("m", pa.int64(), "m"), ("included", pa.int64(), "included"), ("k_plus", pa.int64(), "k_plus"),
+            ("k_minus", pa.int64(), "k_minus"), ("correct", pa.int64(), "correct"),
+            ("epsilon_lower_bound", pa.float64(), "epsilon_lower_bound")]
+WHITE_BOX_KINDS = ("gradient", "clients")  # gradient canaries (DP-SGD, non-private) or canary clients (DP-FedAvg)
+
+COLUMNS: list[tuple[str, pa.DataType, tuple | None]] = [
+    ("attack_name", pa.string(), (*_STRONGEST, "attack")),
+    ("attack_auc", pa.float64(), (*_STRONGEST, "auc")),
+    ("attack_advantage", pa.float64(), (*_STRONGEST, "advantage")),
+    ("attack_tpr_at_1pct_fpr", pa.float64(), (*_STRONGEST, "tpr_at_1pct_fpr")),
+    ("attack_tpr_at_0_1pct_fpr", pa.float64(), (*_STRONGEST, "tpr_at_0_1pct_fpr")),
+    ("attack_epsilon_lower_bound", pa.float64(), (*_STRONGEST, "epsilon_lower_bound")),
+    ("attack_n_members", pa.int64(), (*_STRONGEST, "n_members")),
+    ("attack_n_nonmembers", pa.int64(), (*_STRONGEST, "n_nonmembers")),
+    ("attack_auc_std", pa.float64(), (*_STRONGEST_STD, "auc")),
+    ("attack_advantage_std", pa.float64(), (*_STRONGEST_STD, "advantage")),
+    *((f"canary_input_{field}", type_, (*_CANARIES, "input", key)) for field, type_, key in _ONE_RUN),
+    ("canary_white_box_kind", pa.string(), None),
+    *((f"canary_white_box_{field}", type_, None) for field, type_, _ in _ONE_RUN),
+    ("canary_gaussian_epsilon", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "epsilon")),
+    ("canary_gaussian_epsilon_low", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 0)),
+    ("canary_gaussian_epsilon_high", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 1)),
+    ("audit_flag_count", pa.int64(), None),
+    ("audit_flags", pa.string(), None),
+]
+
+# The frontier plot's right panel: each empirical ε lower bound against the ε spent (column, line style, label).
+BOUND_SERIES = (("canary_white_box_epsilon_lower_bound", "-o", "white-box canaries"),
+                ("canary_input_epsilon_lower_bound", "--s", "input canaries"),
+                ("attack_epsilon_lower_bound", ":^", "membership attack (held-out)"))
+
+
+def derived_values(audit: dict | None) -> dict:
+    """The columns without a path: the white-box audit that ran (gradient canaries or canary clients), the flags.
+
+    A summary without an audit leaves them None.
+    """
+    canaries = (audit or {}).get("canaries") or {}
+    kind = next((k for k in WHITE_BOX_KINDS if k in canaries), None)
+    report = canaries.get(kind) or {}
+    flags = (audit or {}).get("flags")
+    return {"canary_white_box_kind": kind,
+            **{f"canary_white_box_{field}": report.get(key) for field, _, key in _ONE_RUN},
+            "audit_flag_count": None if flags is None else len(flags),
+            "audit_flags": None if flags is None else " | ".join(map(str, flags))}
