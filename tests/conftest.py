@@ -40,11 +40,11 @@ def with_changes(cfg: Config, **changes) -> Config:
 
 
 # Dummy values for the keys a config option leaves as ??? (a path on the user's machine).
-DUMMY_VALUES = {"data.root": "/data/isic", "data.path": "/data/records.csv", "data.label_column": "outcome"}
 
 
 def required_values(overrides: list[str]) -> list[str]:
-    """Dummy ``key=value`` overrides for every ``???`` key ``overrides`` leave unset (data=isic needs data.root)."""
+    """Dummy ``key=value`` overrides for every ``???`` key ``overrides`` leave unset (data=isic needs data.root):
+    a path that need not exist, composition only resolves it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -57,7 +57,7 @@ def required_values(overrides: list[str]) -> list[str]:
             raw = compose(config_name="config", overrides=normalise_overrides(list(overrides)))
     finally:
         GlobalHydra.instance().clear()
-    return [f"{key}={DUMMY_VALUES[key]}" for key in sorted(OmegaConf.missing_keys(raw))]
+    return [f"{key}=/unused/{key}" for key in sorted(OmegaConf.missing_keys(raw))]
 
 
 def data_cfg(name: str, **fields):

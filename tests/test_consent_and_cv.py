@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedray.config import replace
-from fedray.data import load_splits
+from fedray.data.splits import load_splits
 from fedray.data.deal import deal_data
 from fedray.errors import FedrayError
 from fedray.audit.auditor import audit_inputs
@@ -35,7 +35,7 @@ def test_records_without_consent_reach_no_split_no_shard_and_no_audit_pool(tmp_p
     everyone = load_splits(replace(cfg.data, consent_rate=1.0), seed=cfg.seed)
     assert 0.2 < splits.without_consent / 400 < 0.4
     assert len(_all_ids(splits)) == 400 - splits.without_consent
-    from fedray.data.ehr_synthetic import make_ehr
+    from fedray.data.datasets.ehr_synthetic.loader import make_ehr
 
     _, consent = make_ehr(num_records=400, positive_rate=0.25, consent_rate=0.7, label_noise=0.0, seed=cfg.seed)
     refused = {f"ehr/{i:06d}" for i in np.flatnonzero(~consent)}

@@ -11,8 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from conftest import data_cfg
 
 from fedray.config import compose_config
-from fedray.data import load_splits, random_flips
-from fedray.data.synthetic import make_synthetic
+from fedray.data.augment import random_flips
+from fedray.data.splits import load_splits
+from fedray.data.datasets.synthetic.loader import make_synthetic
 from fedray.errors import FedrayError
 
 CLASSES = ("benign", "melanoma", "nevus")
@@ -118,9 +119,9 @@ def test_empty_class_folder_is_named(isic_root):
         load_splits(_isic_cfg(isic_root), seed=0)
 
 
-def test_tiny_image_size_is_an_error(isic_root):
-    with pytest.raises(FedrayError, match="image_size"):
-        load_splits(_isic_cfg(isic_root, image_size=4), seed=0)
+def test_tiny_image_size_is_an_error_before_any_image_is_read(isic_root):
+    with pytest.raises(FedrayError, match=r"data.image_size=4 is not valid: use an integer >= 8"):
+        compose_config(["data=isic", f"data.root={isic_root}", "data.image_size=4"])
 
 
 @pytest.mark.parametrize("override, value", [("data=cifar", "cifar"), ("data.whitening=imagenet", "imagenet"),

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fedray.data import SCHEMES, partition, stratified_split
+from fedray.data.partition import SCHEMES, partition
+from fedray.data.split import stratified_split
 from fedray.errors import FedrayError
 
 # 4 classes with 23, 17, 9 and 31 records, shuffled

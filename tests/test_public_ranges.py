@@ -18,11 +18,14 @@ import torch
 
 from conftest import data_cfg
 
-import fedray.data.breast_cancer as breast_cancer
-from fedray.data.breast_cancer import PUBLIC_RANGES, load_breast_cancer
-from fedray.data.ehr_synthetic import FEATURES, load_ehr_synthetic
+import fedray.data.datasets.breast_cancer.loader as breast_cancer
+from fedray.data.datasets.breast_cancer import PUBLIC_RANGES
+from fedray.data.datasets.breast_cancer.loader import load_breast_cancer
+from fedray.data.datasets.ehr_synthetic import FEATURES
+from fedray.data.datasets.ehr_synthetic.loader import load_ehr_synthetic
 from fedray.data.feature_scaling import FeatureScaling
-from fedray.data.table_csv import RANGES_KEY, load_table
+from fedray.data.datasets.table.loader import load_table
+from fedray.data.declared_ranges import RANGES_KEY
 
 # -- breast_cancer ------------------------------------------------------------------
 

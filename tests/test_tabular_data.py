@@ -10,13 +10,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from fedray.data.breast_cancer import load_breast_cancer
-from fedray.data.ehr_synthetic import FEATURES, load_ehr_synthetic
+from fedray.data.datasets.breast_cancer.loader import load_breast_cancer
+from fedray.data.datasets.ehr_synthetic import FEATURES
+from fedray.data.datasets.ehr_synthetic.loader import load_ehr_synthetic
 from conftest import data_cfg
 
 from fedray.config import compose_config
 from fedray.data.feature_scaling import FeatureScaling
-from fedray.data.table_csv import load_table
+from fedray.data.datasets.table.loader import load_table
 from fedray.errors import FedrayError
 
 

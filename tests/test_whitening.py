@@ -4,7 +4,7 @@ import pytest
 import numpy as np
 import torch
 
-from fedray.data import ColorWhitening
+from fedray.data.whitening import ColorWhitening
 from fedray.errors import FedrayError
 
 

@@ -44,15 +44,15 @@ def audit_inputs(prep, final_params: list[dict], resources: dict) -> dict:
 
     Non-members come from the members' population: under ``mode=local`` hospital 0's validation shard
     (partitioned like its training shard), otherwise the validation set and the test set, the latter only
-    when it was cut from the same records (not a fixed test folder).
+    when it was cut from the same records (``splits.test_from_same_pool``; not a dataset's fixed test set).
     """
     cfg, dealt = prep.cfg, prep.dealt
     if cfg.mode == "local":
         members, held_out = dealt.train_shards[0], dealt.val_shards[0]
     else:
-        same_pool_test = not getattr(cfg.data, "use_test_folder", False)
         members = union(dealt.train_shards)
-        held_out = union([dealt.splits.val, dealt.splits.test]) if same_pool_test else dealt.splits.val
+        held_out = union([dealt.splits.val, dealt.splits.test]) if dealt.splits.test_from_same_pool \
+            else dealt.splits.val
     pools = audit_pools(members=members, held_out=held_out, seed=cfg.seed, max_records=cfg.audit.max_records)
     inserted = None if prep.audit is None else prep.audit.input
     input_canaries = None if inserted is None else {

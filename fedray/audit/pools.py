@@ -1,7 +1,7 @@
 r"""The membership-inference audit's pure parts: record pools, and the attacks reported fairly (no Ray, no training).
 
 The orchestration (the auditor task, its reference models, canary insertion)
-lives in :mod:`fedray.audit.plan`; this module only draws pools and
+lives in :mod:`fedray.audit.auditor`; this module only draws pools and
 turns per-record scores into reports.
 
 **Pools** (:func:`audit_pools`, all drawn with the run's seed, which is public:
@@ -18,7 +18,7 @@ Members and non-members must come from one distribution, or the attack
 scores the difference between two populations: the caller passes as the
 held-out pool the validation records partitioned like the members (the same
 scheme and seed), and the test records only when they were cut from the same
-records (:func:`fedray.audit.plan.audit_inputs` says which).
+records (:func:`fedray.audit.auditor.audit_inputs` says which).
 
 **Reporting** (:func:`attack_report`). The scored pool is split at random into
 a *choose* and an *eval* half (:func:`fedray.audit.fair_attack.split_for_threshold`);

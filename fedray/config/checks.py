@@ -49,6 +49,15 @@ def text():
     return Spec.make(check="text")
 
 
+def path(nullable: bool = False):
+    """A file or folder: a non-empty string that composition resolves to an absolute path (:func:`path_fields`)."""
+    return field(default=MISSING, metadata={"spec": Spec(check="text", nullable=nullable), "path": True})
+
+
+def is_path(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("path"))
+
+
 def boolean():
     return Spec.make(check="boolean")
 

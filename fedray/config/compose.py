@@ -1,7 +1,8 @@
 """From Hydra to the typed config every component receives.
 
 There is one way to build a config: Hydra composes ``conf/`` with overrides,
-and :func:`to_typed` resolves every interpolation, makes paths absolute,
+and :func:`to_typed` resolves every interpolation, makes every field a
+schema declares a path (:func:`fedray.config.checks.path`) absolute,
 turns the result into the frozen dataclasses of :mod:`fedray.config.schema`
 and validates it. The CLI composes through ``@hydra.main``; sweep trials and
 tests through :func:`compose_config` with the trial's overrides, so a trial's
@@ -26,7 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from fedray.config.checks import validate
+from fedray.config.checks import is_path, validate
 from fedray.config.schema import Config, register
 from fedray.errors import FedrayError
 
@@ -107,10 +108,7 @@ def to_typed(cfg: DictConfig, *, run_dir: str | Path | None = None) -> Config:
             raise FedrayError(composition_error(err)) from None
         if run_dir is not None:
             cfg.run_dir = str(Path(run_dir).resolve())
-        for section, key in (("data", "root"), ("data", "path"), ("paths", "feature_cache_dir")):
-            value = cfg[section].get(key)
-            if isinstance(value, str) and value != "???":  # actors in other working directories read them
-                cfg[section][key] = str(Path(value).expanduser().resolve())
+        _absolute_paths(cfg)  # actors in other working directories read them
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         key = missing[0]
@@ -119,6 +117,34 @@ def to_typed(cfg: DictConfig, *, run_dir: str | Path | None = None) -> Config:
     typed = OmegaConf.to_object(cfg)
     validate(typed)
     return typed
+
+
+def _absolute_paths(node: DictConfig) -> None:
+    """Every set path field of the composed tree, resolved in place (a ``???`` one is left to the missing check)."""
+    schema = OmegaConf.get_type(node)
+    fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+    for key in node.keys():
+        if OmegaConf.is_missing(node, key):
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none():
+            _absolute_paths(child)
+        elif key in fields and is_path(fields[key]) and isinstance(node[key], str) and node[key]:
+            node[key] = str(Path(node[key]).expanduser().resolve())
+
+
+def path_fields(node, prefix: str = "") -> dict[str, str | None]:
+    """``{dotted key: value}`` of every path field of a typed config (sub)tree (a sweep pins them for its trials)."""
+    found: dict[str, str | None] = {}
+    if not dataclasses.is_dataclass(node):
+        return found
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if is_path(f):
+            found[f"{prefix}{f.name}"] = value
+        else:
+            found |= path_fields(value, prefix=f"{prefix}{f.name}.")
+    return found
 
 
 def _refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:

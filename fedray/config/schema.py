@@ -38,6 +38,7 @@ from fedray.config.checks import (
     nonnegative,
     nonnegative_count,
     open_fraction,
+    path,
     positive,
     text,
 )
@@ -74,51 +75,15 @@ class DataCommon(ReadOnly):
     name: str = text()
     split: Split = free()
     augment: str = choice("flips", "none")
-    consent_list: Optional[str] = free()
+    consent_list: Optional[str] = path(nullable=True)  # a text file of the consenting ids
 
 
 @dataclass
 class ImageWhitening(ReadOnly):
-    image_size: int = count()
+    image_size: int = count(minimum=8)  # below 8 pixels the backbones' pooling stages run out of pixels
     whitening: str = choice("auto", "zca", "pca", "none")
     # under DP: the share of privacy.epsilon and delta spent on the noised colour statistics
     whitening_epsilon_share: float = open_fraction()
-
-
-@dataclass
-class SyntheticData(ImageWhitening, DataCommon):
-    num_classes: int = count(minimum=2)
-    samples_per_class: int = count()
-    noise: float = nonnegative()
-
-
-@dataclass
-class IsicData(ImageWhitening, DataCommon):
-    root: str = text()
-    use_test_folder: bool = boolean()
-    on_corrupt: str = choice("skip", "fail")
-
-
-@dataclass
-class EhrSyntheticData(DataCommon):
-    num_records: int = count(minimum=2)
-    positive_rate: float = open_fraction()
-    consent_rate: float = fraction()
-    label_noise: float = fraction()
-
-
-@dataclass
-class BreastCancerData(DataCommon):
-    feature_ranges: Optional[Any] = free()  # {column: [low, high]}
-
-
-@dataclass
-class TableData(DataCommon):
-    path: str = text()
-    label_column: str = text()
-    consent_column: Optional[str] = free()
-    id_column: Optional[str] = free()
-    feature_ranges: Optional[Any] = free()  # {column: [low, high]}
 
 
 # -- model -------------------------------------------------------------------------
@@ -286,7 +251,7 @@ class RemoteCluster(ReadOnly):
 class Paths(ReadOnly):
     root_dir: str = text()
     output_dir: str = text()
-    feature_cache_dir: Optional[str] = free()
+    feature_cache_dir: Optional[str] = path(nullable=True)
 
 
 @dataclass
@@ -341,8 +306,6 @@ class Config(ReadOnly):
 # The schemas above are listed here; a component that owns its settings (a dataset folder, a strategy, the
 # audit) registers them itself with :func:`register_schema`, in a module of COMPONENT_PACKAGES.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"synthetic": SyntheticData, "isic": IsicData, "ehr_synthetic": EhrSyntheticData,
-             "breast_cancer": BreastCancerData, "table": TableData},
     "model": {"backbone": BackboneModel, "mlp": MlpModel, "logreg": LogregModel, "svm": SvmModel,
               "decision_tree": DecisionTreeModel, "random_forest": RandomForestModel},
     "fl": {"federation": Federation},
@@ -357,7 +320,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 # The packages whose import registers their components' schemas (each imports only its light settings
 # modules: no torch). The config is composed after they are loaded; nothing here imports them at module level,
 # so the config stays the first stage of the flow (config -> data -> hospitals -> driver -> results).
-COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.strategies", "fedray.audit")
+COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.data.datasets", "fedray.strategies", "fedray.audit")
 
 
 def register_schema(group: str, key: str):

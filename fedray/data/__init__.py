@@ -1,100 +1,15 @@
 """Data layer: load, filter by consent, split, partition and preprocess images or tables (no Ray).
 
-``load_splits(data_cfg, seed, fold=None)`` is the entry point: it dispatches
-on ``data_cfg.name`` to a loader, removes records without informed consent
-(:mod:`fedray.data.consent`), and splits the rest into :class:`Splits`: a
-stratified hold-out split (``data.split``, 70/10/20 by default) or fold ``i``
-of a stratified k-fold cross-validation. Callers then :func:`partition` the
-training labels among hospitals and map inputs per batch on the device
-(:class:`ColorWhitening` for images, :class:`FeatureScaling` for tables).
+:func:`fedray.data.splits.load_splits` is the entry point: it loads the
+dataset that ``data.name`` names (one folder each under
+:mod:`fedray.data.datasets`, :mod:`fedray.data.registry`), removes records
+without informed consent (:mod:`fedray.data.consent`), and splits the rest
+into :class:`~fedray.data.types.Splits`. :mod:`fedray.data.deal` then
+partitions the training labels among hospitals (:mod:`fedray.data.partition`);
+inputs are mapped per batch on the device
+(:class:`~fedray.data.whitening.ColorWhitening` for images,
+:class:`~fedray.data.feature_scaling.FeatureScaling` for tables).
+
+Importing the package imports nothing: the dataset folders register their
+settings while the config is composed, before torch is loaded.
 """
-
-from __future__ import annotations
-
-import importlib
-
-from fedray.data.augment import AUGMENTATIONS, get_augment, random_flips
-from fedray.data.consent import apply_consent
-from fedray.data.feature_scaling import FeatureScaling
-from fedray.data.partition import SCHEMES, Partition, partition
-from fedray.data.split import kfold_split, split_fractions, stratified_split
-from fedray.data.types import Loaded, Records, Splits
-from fedray.data.whitening import METHODS as WHITENING_METHODS
-from fedray.data.whitening import ColorWhitening
-from fedray.config.schema import DataCommon
-from fedray.errors import FedrayError
-
-# data.name -> (module, loader). Imported when used: every actor imports this package (for the input map),
-# and the loaders pull in PIL, pandas and scikit-learn's datasets, about a second per process.
-LOADERS: dict[str, tuple[str, str]] = {
-    "isic": ("fedray.data.isic", "load_isic"),
-    "synthetic": ("fedray.data.synthetic", "load_synthetic"),
-    "ehr_synthetic": ("fedray.data.ehr_synthetic", "load_ehr_synthetic"),
-    "breast_cancer": ("fedray.data.breast_cancer", "load_breast_cancer"),
-    "table": ("fedray.data.table_csv", "load_table"),
-}
-
-
-def load_splits(data_cfg: DataCommon, seed: int, *, fold: tuple[int, int] | None = None) -> Splits:
-    """Load the dataset ``data_cfg.name``, drop records without consent, split reproducibly from ``seed``.
-
-    ``data_cfg`` is the typed ``data`` config section; see
-    ``conf/data/*.yaml`` for the keys. ``fold=(i, k)`` makes the test set fold
-    ``i`` of a stratified ``k``-fold split of the consented records (the
-    validation set is then ``split.val / (split.train + split.val)`` of the
-    rest). ``whitening`` and ``augment`` are applied by the callers.
-    """
-    name = data_cfg.name
-    if name not in LOADERS:
-        raise FedrayError(f"unknown dataset data.name={name!r}: use one of {', '.join(LOADERS)}")
-    module, loader = LOADERS[name]
-    loaded: Loaded = getattr(importlib.import_module(module), loader)(data_cfg, seed)
-    if loaded.records.kind == "table" and data_cfg.augment != "none":
-        raise FedrayError(f"data.augment={data_cfg.augment!r} flips images; tables take data.augment=none")
-    records, fixed_test, without_consent = apply_consent(loaded, data_cfg)
-    fractions = split_fractions(data_cfg.split)
-    if fold is not None:
-        if fixed_test is not None:
-            raise FedrayError("cross-validation cuts its own test folds: set data.use_test_folder=false or cv.folds=1")
-        train_f, val_f, _ = fractions
-        train, val, test = kfold_split(records.labels, fold=fold[0], folds=fold[1], val_share=val_f / (train_f + val_f),
-                                       seed=seed, class_names=records.class_names)
-        how = f"stratified {fold[1]}-fold CV, test = fold {fold[0] + 1}"
-    elif fixed_test is not None:
-        train_f, val_f, _ = fractions
-        train, val, test = stratified_split(records.labels, fractions=(train_f / (train_f + val_f),
-                                                                       val_f / (train_f + val_f), 0.0),
-                                            seed=seed, class_names=records.class_names)
-        how = "train/val split " + "/".join(f"{100 * f:g}" for f in (train_f, val_f))
-    else:
-        train, val, test = stratified_split(records.labels, fractions=fractions, seed=seed,
-                                            class_names=records.class_names)
-        how = "split " + "/".join(f"{100 * f:g}" for f in fractions)
-    consent_note = f", {without_consent} without consent left out" if without_consent else ""
-    return Splits(
-        train=records.subset(train),
-        val=records.subset(val),
-        test=fixed_test if fixed_test is not None else records.subset(test),
-        skipped_files=loaded.skipped_files,
-        source=f"{loaded.source}; {how}{consent_note}",
-        without_consent=without_consent,
-        fold=fold,
-    )
-
-
-__all__ = [
-    "AUGMENTATIONS",
-    "SCHEMES",
-    "WHITENING_METHODS",
-    "ColorWhitening",
-    "FeatureScaling",
-    "Loaded",
-    "Records",
-    "Partition",
-    "Splits",
-    "get_augment",
-    "load_splits",
-    "partition",
-    "random_flips",
-    "stratified_split",
-]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedray.data import load_splits
+from fedray.data.splits import load_splits
 from fedray.data.partition import partition
 from fedray.data.input_map import InputMap, fit_input_map
 from fedray.data.types import Records, Splits

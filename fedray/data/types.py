@@ -93,6 +93,9 @@ class Splits:
             no informed consent; they are in none of the three sets.
         fold: ``(i, k)`` when the test set is fold ``i`` of a stratified
             ``k``-fold cross-validation, else None (a single hold-out split).
+        test_from_same_pool: whether the test set was cut from the same
+            records as train and validation (False for a dataset's own fixed
+            test set): only then is it a sample of the members' population.
     """
 
     train: Records
@@ -102,6 +105,7 @@ class Splits:
     source: str
     without_consent: int = 0
     fold: tuple[int, int] | None = None
+    test_from_same_pool: bool = True
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from fedray.audit.plan import (AuditPlan, driver_attachments, hospital_attachmen
                                slot_counts, training_shards)
 from fedray.config import Config, replace
 from fedray.data.deal import Dealt, deal_data
+from fedray.data.registry import dataset
 from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
@@ -348,6 +349,7 @@ def _summarise(cfg, prep: Prepared, rounds, collected: Collected, seconds, drive
     gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
     data = {
         "source": dealt.splits.source,
+        "licence": dataset(cfg.data.name).licence,
         "classes": list(dealt.splits.train.class_names),
         "train": len(dealt.splits.train), "val": len(dealt.splits.val), "test": len(dealt.splits.test),
         "hospital_train_sizes": [len(s) for s in dealt.train_shards],

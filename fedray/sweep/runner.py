@@ -42,6 +42,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from fedray.config import Config, as_dict, replace
+from fedray.config.compose import path_fields
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
@@ -234,8 +235,7 @@ def _validate_trials(trial_cfgs: list[Config]) -> int:
 
 def _absolute_paths(cfg: Config) -> list[str]:
     """Overrides pinning every path to what it means here: Tune runs each trial in its own working directory."""
-    pinned = {"paths.feature_cache_dir": cfg.paths.feature_cache_dir}
-    pinned |= {f"data.{key}": getattr(cfg.data, key) for key in ("root", "path") if hasattr(cfg.data, key)}
+    pinned = path_fields(cfg)
     return [f"{key}=null" if value is None else f"{key}='{value}'" for key, value in pinned.items()]
 
 

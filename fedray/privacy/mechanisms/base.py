@@ -104,7 +104,7 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
                 "rounds.test.*", "rounds.test_per_hospital.*")
     releases = [
         Release("config", ("config", "summary.status", "summary.mode", "summary.model", "summary.rounds",
-                           "summary.data.source", "summary.data.classes", "summary.data.fold",
+                           "summary.data.source", "summary.data.licence", "summary.data.classes", "summary.data.fold",
                            "summary.data.val", "summary.data.test", "summary.data.per_fold_sizes", "rounds.round",
                            "rounds.total_rounds", "rounds.fold"),
                 "public", "fixed by the config and the held-out sets' definition before training"),

@@ -24,10 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedray.data.isic import MIN_IMAGE_SIZE
+from fedray.data.datasets.synthetic import SyntheticData
 from fedray.data.types import Loaded, Records
-from fedray.config.schema import SyntheticData
-from fedray.errors import FedrayError
 
 BACKGROUND_RGB = np.array([0.85, 0.65, 0.55])  # a light skin tone
 
@@ -72,8 +70,6 @@ def make_synthetic(
 
 def load_synthetic(data_cfg: SyntheticData, seed: int) -> Loaded:
     """Generate the set ``data_cfg`` describes (``conf/data/synthetic.yaml``)."""
-    if data_cfg.image_size < MIN_IMAGE_SIZE:
-        raise FedrayError(f"data.image_size={data_cfg.image_size} is too small: use at least {MIN_IMAGE_SIZE} pixels")
     data = make_synthetic(num_classes=data_cfg.num_classes, samples_per_class=data_cfg.samples_per_class,
                           image_size=data_cfg.image_size, noise=data_cfg.noise, seed=seed)
     return Loaded(records=data, consent=None, skipped_files=(),

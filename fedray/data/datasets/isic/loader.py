@@ -6,7 +6,7 @@ Expected layout, as downloaded::
     <data.root>/Test/<class name>/*.jpg      optional
 
 Class names are the sorted ``Train/`` sub-folder names, so label ``c`` means
-the same class on every machine. Splits (made by :func:`fedray.data.load_splits`):
+the same class on every machine. Splits (made by :func:`fedray.data.splits.load_splits`):
 
 * default: ``Train/`` is split stratified by ``data.split`` (70/10/20);
 * ``data.use_test_folder: true`` and ``Test/`` present: ``Test/`` is the test
@@ -22,23 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from fedray.data.datasets.isic import IsicData
 from fedray.data.image_folder import class_folders, decode_images, list_images
 from fedray.data.types import Loaded, Records
-from fedray.config.schema import IsicData
 from fedray.errors import FedrayError
 
 log = logging.getLogger(__name__)
 
 LAYOUT_HINT = "a folder holding Train/<class>/*.jpg"
-MIN_IMAGE_SIZE = 8  # below this the backbones' pooling stages run out of pixels
 
 
 def load_isic(data_cfg: IsicData, seed: int) -> Loaded:
     """Decode ``data.root`` once; see the module docstring. ``seed`` is unused: decoding is deterministic."""
     root = _root(data_cfg.root)
     image_size = data_cfg.image_size
-    if image_size < MIN_IMAGE_SIZE:
-        raise FedrayError(f"data.image_size is {image_size}: use at least {MIN_IMAGE_SIZE} pixels")
     on_corrupt = data_cfg.on_corrupt
 
     class_names = class_folders(root / "Train")

@@ -63,31 +63,10 @@ import torch
 from scipy.optimize import brentq
 from scipy.special import expit
 
+from fedray.data.datasets.ehr_synthetic import CLASS_NAMES, FEATURES, RANGES, EhrSyntheticData
 from fedray.data.types import Loaded, Records
-from fedray.config.schema import EhrSyntheticData
 from fedray.errors import FedrayError
 
-CLASS_NAMES = ("no_condition", "develops_condition")
-# (column, a-priori low, high): clinically plausible for adults, in the units of the docstring.
-# Public by construction, hence ``ranges_public=True``: these constants are part of the generator's
-# definition, fixed before any record is drawn and the same for every seed, and every generated value
-# lies inside them (age = 18 + 72 Beta(.) in [18, 90], the 0/1 columns, the rest clipped in
-# _patients), so no range depends on the rows drawn. tests/test_public_ranges.py checks both.
-FEATURES = (
-    ("age", 18.0, 90.0),
-    ("sex", 0.0, 1.0),
-    ("bmi", 15.0, 60.0),
-    ("systolic_bp", 80.0, 220.0),
-    ("total_cholesterol", 100.0, 400.0),
-    ("hba1c", 4.0, 14.0),
-    ("egfr", 5.0, 130.0),
-    ("smoker", 0.0, 1.0),
-    ("diabetes", 0.0, 1.0),
-    ("hypertension", 0.0, 1.0),
-    ("family_history", 0.0, 1.0),
-    ("prior_cvd", 0.0, 1.0),
-)
-RANGES = {name: (low, high) for name, low, high in FEATURES}
 
 
 def _patients(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ Ids. The ``id_column``'s values (as text, unique, none empty), or
 Feature ranges. :class:`~fedray.data.feature_scaling.FeatureScaling` maps
 each feature's range ``[low, high]`` onto ``[0, 1]``. Give ranges fixed
 before seeing the data (clinical knowledge, a data dictionary) in
-``data.feature_ranges: {column: [low, high]}`` (:data:`RANGES_KEY`); values
+``data.feature_ranges: {column: [low, high]}`` (:mod:`fedray.data.declared_ranges`); values
 outside are clipped when the rows are scaled, the records themselves keep
 them. The table is ``ranges_public=True`` only when every feature column has
 a declared range. A feature without one gets the data's own min and max,
@@ -32,20 +32,18 @@ it (the loader's ``source`` line names the undeclared columns).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from fedray.data.datasets.table import TableData
+from fedray.data.declared_ranges import feature_ranges, ranges_note
 from fedray.data.types import Loaded, Records
-from fedray.config.schema import TableData
 from fedray.errors import FedrayError
 
 TRUTHY = frozenset({"1", "true", "yes", "y"})
-# The config key that declares public feature ranges (tables and breast_cancer), {column: [low, high]}.
-RANGES_KEY = "data.feature_ranges"
 
 
 def load_table(data_cfg: TableData, seed: int) -> Loaded:
@@ -99,7 +97,7 @@ def load_table(data_cfg: TableData, seed: int) -> Loaded:
         records=records,
         consent=consent,
         skipped_files=(),
-        source=f"table {path} ({n} rows, {len(names)} features, label '{label}', {_ranges_note(names, given)})",
+        source=f"table {path} ({n} rows, {len(names)} features, label '{label}', {ranges_note(names, given)})",
     )
 
 
@@ -146,50 +144,6 @@ def _features(frame: pd.DataFrame, names: tuple[str, ...], path: Path) -> np.nda
             )
         columns.append(values)
     return np.stack(columns, axis=1).astype(np.float32)
-
-
-def feature_ranges(inputs: np.ndarray, names: tuple[str, ...], given: Mapping) -> tuple[np.ndarray, bool]:
-    """``[D, 2]`` float64 ranges (given ones, else the data's min/max) and whether all were given.
-
-    Only the all-given case is public: a data-derived bound is one patient's exact value.
-    """
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise FedrayError(
-            f"data.feature_ranges names '{unknown[0]}', which is not a feature column (features: {', '.join(names)})"
-            ": fix or remove that entry"
-        )
-    # Ranges of the stored float32 values, so every input lies inside a data-derived range exactly.
-    as_stored = inputs.astype(np.float64)
-    ranges = np.stack([as_stored.min(axis=0), as_stored.max(axis=0)], axis=1)
-    for j, name in enumerate(names):
-        if name in given:
-            ranges[j] = _one_range(name, given[name])
-        elif ranges[j, 1] <= ranges[j, 0]:
-            raise FedrayError(
-                f"feature column '{name}' is constant ({ranges[j, 0]:g}): give data.feature_ranges.{name} or remove it"
-            )
-    return ranges, set(names) <= set(given)
-
-
-def _ranges_note(names: tuple[str, ...], given: Mapping) -> str:
-    """``declared public ranges``, or which columns took their range from the data and where to declare it."""
-    undeclared = [name for name in names if name not in given]
-    if not undeclared:
-        return "declared public ranges"
-    shown = ", ".join(undeclared[:5]) + (f" and {len(undeclared) - 5} more" if len(undeclared) > 5 else "")
-    return (f"ranges from the data for {len(undeclared)} of {len(names)} features ({shown}): "
-            f"not public; declare them in {RANGES_KEY}")
-
-
-def _one_range(name: str, pair: object) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in pair)
-    except (TypeError, ValueError):
-        raise FedrayError(f"data.feature_ranges.{name} is {pair!r}: give it as [low, high]") from None
-    if not (np.isfinite(low) and np.isfinite(high) and high > low):
-        raise FedrayError(f"data.feature_ranges.{name} is [{low:g}, {high:g}]: high must be finite and above low")
-    return low, high
 
 
 def _ids(column: pd.Series, name: str) -> np.ndarray:
