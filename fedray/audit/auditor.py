@@ -1,9 +1,10 @@
 """The auditor task after the rounds, and the audit's part of the run summary.
 
 :func:`run_auditor` runs in the driver's actor once the driver is gone (the
-only process that sees members' records): it attacks the final model(s) with
-the membership attacks (:mod:`fedray.audit.pools`, offline LiRA against
-reference models it trains itself) and scores the input canaries.
+only process that sees members' records): it runs every membership attack
+of :mod:`fedray.audit.attacks` on the final model(s) over the pools of
+:mod:`fedray.audit.pools`, training the reference models offline LiRA
+needs itself, and scores the input canaries.
 :func:`audit_summary` adds the driver's observer reports (the white-box
 canary scores) and turns everything into bounds and flags against the
 ledger's (ε, δ): ``summary["audit"]``.
@@ -20,7 +21,8 @@ import torch
 from fedray.audit.canaries import input_canary_scores, one_run_report
 from fedray.audit.canary_bounds import gaussian_epsilon_estimate
 from fedray.audit.fair_attack import audit_flags
-from fedray.audit.membership import calibrated_scores, per_example_losses
+from fedray.audit.attacks import AttackView, attack_scores
+from fedray.audit.membership import per_example_losses
 from fedray.audit.plan import AuditPlan
 from fedray.audit.pools import attack_report, audit_pools
 from fedray.config import Config
@@ -74,19 +76,20 @@ def run_auditor(*, cfg: Config, plan: Mechanism, final_params: list[dict], pools
     shape = dict(num_classes=num_classes, num_features=num_features)
     target = build_evaluator(cfg, plan, **shape, input_map=input_map, device=device)
 
-    def losses(params: dict, pool: dict) -> np.ndarray:
+    def probabilities(params: dict, pool: dict) -> np.ndarray:
         target.load(params)
-        return per_example_losses(target.predict_proba(pool["inputs"]), pool["labels"])
+        return target.predict_proba(pool["inputs"])
 
-    members, nonmembers = losses(final_params[0], pools["members"]), losses(final_params[0], pools["nonmembers"])
-    attack_scores = {"loss_threshold": -np.concatenate([members, nonmembers])}
-    n_refs = cfg.audit.reference_models
+    scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("inputs", "labels")}
+    probs = np.concatenate([probabilities(final_params[0], pools[p]) for p in ("members", "nonmembers")])
+    n_members, n_refs = len(pools["members"]["labels"]), cfg.audit.reference_models
+    reference = None
     if n_refs >= 2 and len(pools["reference"]["labels"]) > 0:
-        scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("inputs", "labels")}
-        reference_losses = [losses(_reference_params(cfg, plan, shape, input_map, device, pools["reference"], r),
-                                   scored) for r in range(n_refs)]
-        attack_scores["lira_offline"] = calibrated_scores(np.concatenate([members, nonmembers]),
-                                                          np.stack(reference_losses), method="lira")
+        reference = np.stack([per_example_losses(probabilities(_reference_params(
+            cfg, plan, shape, input_map, device, pools["reference"], r), scored), scored["labels"])
+            for r in range(n_refs)])
+    view = AttackView(probs=probs, labels=scored["labels"], losses=per_example_losses(probs, scored["labels"]),
+                      reference_losses=reference)
     canary_scores = None
     if input_canaries is not None:
         canary_scores = np.zeros(len(input_canaries["labels"]))
@@ -95,8 +98,9 @@ def run_auditor(*, cfg: Config, plan: Mechanism, final_params: list[dict], pools
             target.load(final_params[k] if cfg.mode == "local" else final_params[0])
             canary_scores[mine] = input_canary_scores(target.predict_proba(input_canaries["inputs"][mine]),
                                                       input_canaries["labels"][mine])
-    return {"attack_scores": attack_scores, "is_member": np.r_[np.ones(len(members)), np.zeros(len(nonmembers))],
-            "reference_models": n_refs if "lira_offline" in attack_scores else 0, "input_canary_scores": canary_scores}
+    return {"attack_scores": attack_scores(view),
+            "is_member": np.r_[np.ones(n_members), np.zeros(len(scored["labels"]) - n_members)],
+            "reference_models": 0 if reference is None else n_refs, "input_canary_scores": canary_scores}
 
 
 def _reference_params(cfg, plan, shape, input_map, device, pool: dict, stream: int) -> dict:

@@ -26,7 +26,8 @@ A strategy speaks for itself (as Flower's strategies do through
 Adding a strategy is one module holding its settings dataclass and one
 decorated subclass (imported by ``fedray/strategies/__init__.py``), plus its
 ``conf/strategy/<name>.yaml``, which names ``/schema/strategy/<name>@_here_``
-and sets every field. ``tests/test_toy_strategy.py`` adds one from a test.
+and sets every field. ``docs/extending.md`` shows one whole (a test runs it);
+``tests/test_toy_strategy.py`` adds one from a test.
 """
 
 from __future__ import annotations
