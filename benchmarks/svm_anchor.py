@@ -47,10 +47,11 @@ def pooled_fold(overrides: list[str], fold: int, folds: int):
     import torch
 
     from fedray.data.deal import deal_data
+    from fedray.privacy.preprocessing import fit_input_map
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([*overrides, "model=svm", f"cv.folds={folds}", f"cv.fold={fold}"], Path(tmp) / "run")
-    dealt = deal_data(cfg)
+    dealt = deal_data(cfg, fit_input_map=lambda shards: fit_input_map(cfg, shards))
 
     def scaled(inputs) -> np.ndarray:
         return dealt.input_map.apply(torch.as_tensor(np.asarray(inputs), dtype=torch.float32)).numpy()

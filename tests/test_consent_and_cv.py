@@ -16,8 +16,10 @@ from fedray.data.deal import deal_data
 from fedray.errors import FedrayError
 from fedray.audit.auditor import audit_inputs
 from fedray.federation.experiment import prepare_experiment
+from fedray.metrics import mean_and_std
 from fedray.privacy.mechanisms import NonPrivate, check_pair
-from fedray.results.crossval import combine_fold_summaries, mean_and_std
+from fedray.privacy.preprocessing import fit_input_map
+from fedray.results.crossval import combine_fold_summaries
 
 from conftest import data_cfg, compose_typed
 
@@ -74,7 +76,8 @@ def test_k_folds_test_every_record_exactly_once_and_never_train_on_it(tmp_path):
     cfg = compose_typed([*EHR, "cv.folds=4"], tmp_path)
     tested = []
     for fold in range(4):
-        dealt = deal_data(replace(cfg, **{"cv.fold": fold}))
+        fold_cfg = replace(cfg, **{"cv.fold": fold})
+        dealt = deal_data(fold_cfg, fit_input_map=lambda shards: fit_input_map(fold_cfg, shards))
         test_ids = set(dealt.splits.test.ids)
         assert not test_ids & set(dealt.splits.train.ids) and not test_ids & set(dealt.splits.val.ids)
         assert dealt.splits.fold == (fold, 4)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fedray.data import whitening
-from fedray.data.whitening import PRIVATE_SENSITIVITY, ColorWhitening, ColourMoments, private_colour_moments
+from fedray.data.whitening import PRIVATE_SENSITIVITY, ColorWhitening, ColourMoments
+from fedray.privacy.preprocessing import private_colour_moments
 from fedray.errors import FedrayError
 
 

@@ -48,3 +48,11 @@ def test_the_audit_package_imports_no_orchestrator_or_results():
     importers = {str(p.relative_to(PACKAGE)): sorted(n for n in _imports(p) if n.startswith(upward))
                  for p in _modules("audit")}
     assert {module: names for module, names in importers.items() if names} == {}
+
+
+def test_the_data_layer_imports_only_the_config_and_itself():
+    allowed = ("fedray.data", "fedray.config", "fedray.errors")
+    importers = {str(p.relative_to(PACKAGE)): sorted(n for n in _imports(p)
+                                                      if n.startswith("fedray") and not n.startswith(allowed))
+                 for p in _modules("data")}
+    assert {module: names for module, names in importers.items() if names} == {}

@@ -16,7 +16,7 @@ from conftest import TINY, compose_typed
 
 from fedray.audit import inserted_record_slots
 from fedray.audit.plan import AuditPlan, Inserted, slot_counts
-from fedray.data.input_map import statistics_budget
+from fedray.privacy.preprocessing import statistics_budget
 from fedray.errors import FedrayError
 from fedray.federation.proxy import checked_results
 from fedray.privacy.secure_round import SecureRound

@@ -88,7 +88,7 @@ def test_unknown_method_is_a_user_error():
 
 def test_auto_uses_a_pretrained_backbones_own_normalisation_and_zca_otherwise():
     from fedray.config import compose_config
-    from fedray.data.input_map import fit_input_map
+    from fedray.privacy.preprocessing import fit_input_map
     from fedray.data.types import Records
 
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)

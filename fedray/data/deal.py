@@ -3,7 +3,9 @@
 The validation split is partitioned with the same scheme and seed as the
 training split, so every hospital also holds its own validation shard. Under
 ``mode=centralized`` the shards are pooled into one. The input map is fitted
-from the training shards' own statistics only (:mod:`fedray.data.input_map`). Under k-fold
+from the training shards' own statistics only, by the caller's ``fit_input_map``
+(:func:`fedray.privacy.preprocessing.fit_input_map`, which releases them under
+DP; a resumed run passes the map it kept). Under k-fold
 cross-validation (``cv.folds`` > 1) the config's ``cv.fold`` picks the test fold.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +21,7 @@ import torch
 
 from fedray.data.splits import load_splits
 from fedray.data.partition import partition
-from fedray.data.input_map import InputMap, fit_input_map
+from fedray.data.input_map import InputMap
 from fedray.data.types import Records, Splits
 from fedray.config.schema import Config, CrossValidation
 from fedray.errors import FedrayError
@@ -37,13 +40,8 @@ class Dealt:
     preprocessing: list[dict]  # ledger entries of the private statistics the input map was fitted on
 
 
-def deal_data(cfg: Config, *, fitted: tuple[InputMap, list[dict]] | None = None, extra_slots: int = 0) -> Dealt:
-    """Load, split and partition the data; fit the input map on the training shards.
-
-    ``fitted`` (a resumed run's input map and its ledger entries) is reused
-    as is: refitting would release noised statistics a second time.
-    ``extra_slots``: record slots the run adds beyond the real records (an
-    audit's), which the default δ counts as records.
+def deal_data(cfg: Config, *, fit_input_map: Callable[[list[Records]], tuple[InputMap, list[dict]]]) -> Dealt:
+    """Load, split and partition the data; ``fit_input_map(training shards)`` gives the map and its ledger entries.
     """
     splits = load_splits(cfg.data, seed=cfg.seed, fold=cv_fold(cfg.cv))
     num_hospitals = cfg.fl.num_hospitals
@@ -62,7 +60,7 @@ def deal_data(cfg: Config, *, fitted: tuple[InputMap, list[dict]] | None = None,
     train_shards, val_shards = shards
     if cfg.mode == "centralized":
         train_shards, val_shards = [union(train_shards)], [union(val_shards)]
-    input_map, preprocessing = fitted or fit_input_map(cfg, train_shards, extra_slots=extra_slots)
+    input_map, preprocessing = fit_input_map(train_shards)
     return Dealt(splits, train_shards, val_shards, dropped, input_map, preprocessing)
 
 

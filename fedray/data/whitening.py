@@ -37,27 +37,11 @@ on the pooled images equals :meth:`ColorWhitening.fit_federated` on the
 hospitals' moments. Exact moments are not private: they reveal the statistics
 of a hospital's images to whoever sums them.
 
-DP fit (:func:`private_colour_moments`). The unit of privacy is one image.
-Image ``i`` adds ``v_i = (1, a_i, u(B_i))`` to the 10 released coordinates,
-``u(B)`` being the 6 entries on and above the diagonal. Pixels lie in
-``[0, 1]^3``, so every coordinate of ``v_i`` lies in ``[0, 1]`` and
-``||v_i||_2 <= sqrt(1 + 3 + 6) = sqrt(10)``, attained by an all-white image:
-adding or removing one image moves the sums by at most ``Delta = sqrt(10)`` in
-L2 (replacing one moves them by at most 3: the bound covers both
-adjacencies). Each hospital adds ``N(0, sigma^2 I_10)`` to its own sums before they leave
-it, with ``sigma = Delta z`` and ``z`` the smallest noise multiplier whose exact
-privacy profile gives ``(epsilon, delta)``-DP (the analytic Gaussian mechanism,
-Balle & Wang 2018, via ``dp_accounting.get_sigma_gaussian``). The driver only
-ever sees noised sums; each image lies in one hospital, so by parallel
-composition the fit spends ``(epsilon, delta)`` per image, once per run, to be
-composed with training in the ledger. A hospital releases its noised sums
-once: asking it again (after a restart) would spend the budget again, so the
-caller keeps them, or the fitted map. Everything after the noise is
-post-processing: ``m = s / n`` clipped to ``[0, 1]^3``; ``C`` with its
-eigenvalues clipped to ``[0, 3/4]`` (for ``x`` in ``[0, 1]^3`` and a unit ``u``,
-``u^T x`` ranges over an interval of length ``||u||_1 <= sqrt(3)``, so its
-variance is at most 3/4), which also makes it PSD; and ``W``. The DP path reads
-every pixel: no subsample is drawn, so nothing in it is seeded from the config.
+DP fit: each hospital's moments released through the Gaussian mechanism
+(:mod:`fedray.privacy.preprocessing`, which states the sensitivity
+:data:`PRIVATE_SENSITIVITY` below), then the same post-processing
+(:meth:`ColorWhitening.fit_federated`: ``m`` clipped to ``[0, 1]^3``, the
+eigenvalues of ``C`` clipped to ``[0, 3/4]``).
 """
 
 from __future__ import annotations
@@ -89,7 +73,7 @@ class ColourMoments:
     """Sufficient statistics of colour: image count, sum of mean pixels, sum of mean pixel outer products.
 
     Attributes:
-        count: ``n``, the number of images (noisy after :func:`private_colour_moments`).
+        count: ``n``, the number of images (noisy after :func:`fedray.privacy.preprocessing.private_colour_moments`).
         total: float64 ``[3]``, ``s = sum_i a_i`` in ``[0, 1]`` units.
         second: float64 ``[3, 3]`` symmetric, ``Q = sum_i B_i``.
     """
@@ -142,42 +126,6 @@ class ColourMoments:
         return (u * np.clip(lam, 0.0, _MAX_COLOUR_VARIANCE)) @ u.T
 
 
-def private_colour_moments(
-    images_uint8: torch.Tensor, *, epsilon: float, delta: float, rng: np.random.Generator
-) -> tuple[ColourMoments, dict]:
-    """One hospital's moments plus ``N(0, sigma^2 I_10)``: ``(epsilon, delta)``-DP per image, and its ledger entry.
-
-    ``rng`` must be secret (``NoiseSource`` with ``Purpose.STAT_NOISE``). The
-    ledger entry names the mechanism so that the privacy ledger can compose it
-    with training (``noise_multiplier`` is ``sigma / sensitivity``, the
-    ``GaussianDpEvent`` parameter).
-    """
-    if not 0 < epsilon < math.inf or not 0 < delta < 1:
-        raise FedrayError(
-            f"whitening epsilon={epsilon}, delta={delta}: need a finite epsilon > 0 and 0 < delta < 1 "
-            "(without privacy, use ColourMoments.of_images)"
-        )
-    exact = ColourMoments.of_images(images_uint8)
-    # brentq stops within 1e-12 of the root; step past it so that sigma never falls below the calibrated value.
-    import dp_accounting  # with scipy, about 0.7 s: only the launcher fits whitening, every party imports this
-
-    noise_multiplier = dp_accounting.get_sigma_gaussian(epsilon, delta) + 1e-9
-    sigma = noise_multiplier * PRIVATE_SENSITIVITY
-    noisy = ColourMoments.from_vector(exact.as_vector() + rng.normal(0.0, sigma, size=10))
-    entry = {
-        "statistic": "colour mean and covariance",
-        "mechanism": "gaussian",
-        "epsilon": float(epsilon),
-        "delta": float(delta),
-        "sensitivity": PRIVATE_SENSITIVITY,
-        "sigma": float(sigma),
-        "noise_multiplier": float(noise_multiplier),
-        "unit": "image",
-        "neighbouring": "add or remove one image",
-    }
-    return noisy, entry
-
-
 class ColorWhitening:
     """An affine per-pixel colour map ``y = W (rgb/255 - m)``.
 
@@ -210,7 +158,8 @@ class ColorWhitening:
         with replacement (seeded), which estimates a 3x3 covariance to well
         under 1% while bounding memory and time. Otherwise the fit equals
         :meth:`fit_federated` on any split of the same images. Not private:
-        the DP fit is :func:`private_colour_moments` then :meth:`fit_federated`.
+        the DP fit is :func:`fedray.privacy.preprocessing.private_colour_moments` then
+        :meth:`fit_federated`.
         """
         _check_method(method)
         _check_batch(images_uint8)

@@ -49,6 +49,7 @@ from fedray.federation.pool import ActorPool, actor_resources, process_pool
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
 from fedray.federation.runtime import get_in_one_line
 from fedray.models import model_family
+from fedray.privacy.preprocessing import fit_input_map
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
 from fedray.training import build_training_model
@@ -127,7 +128,9 @@ class ExperimentState:
 def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) -> Prepared:
     check_mechanism(cfg)
     fitted = None if resume is None else (input_map_from_state(resume.input_map_state), resume.preprocessing)
-    dealt = deal_data(cfg, fitted=fitted, extra_slots=inserted_record_slots(cfg.audit))
+    # A resumed run reuses its map: refitting would release the noised statistics a second time.
+    dealt = deal_data(cfg, fit_input_map=lambda shards: fitted or fit_input_map(
+        cfg, shards, extra_slots=inserted_record_slots(cfg.audit)))
     train = dealt.splits.train
     num_classes = len(train.class_names)
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
