@@ -12,7 +12,7 @@ session) and hands them to each experiment.
 Nothing of one experiment survives into the next: a party is built anew from
 its own set-up (the accountant, the optimizer, the model, its noise source
 and the seeded torch generator are all created in its constructor), and the
-old party is dropped first. ``tests/test_pool.py`` checks that an experiment
+old party is dropped first. ``tests/federation/test_pool.py`` checks that an experiment
 on reused hosts equals the same experiment on fresh ones.
 
 The pool is keyed by what the actors were created with (placement group and

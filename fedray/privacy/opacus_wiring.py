@@ -12,7 +12,7 @@ Three Opacus ``grad_sample_mode`` s compute :math:`g_i`: ``"hooks"`` (per-layer
 formulas in backward hooks), ``"functorch"`` (``torch.func.vmap`` of each
 layer's gradient, run from the same hooks) and ``"ew"`` (PyTorch's
 ExpandedWeights, no hooks). All three match a per-record loop
-(tests/test_dp_backbones.py); their speed differs by model (docs/privacy.md),
+(tests/privacy/test_opacus_wiring.py); their speed differs by model (docs/privacy.md),
 so :func:`choose_grad_sample_mode` picks one per model.
 
 The hook modes require that no forward code edits a layer's output in place

@@ -52,15 +52,15 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     """
     rows = []
     for r in rounds:
-        base = {"fold": int(r.get("fold", 0)), "round": r["round"], "round_seconds": r["round_seconds"]}
+        base = {"fold": int(r.get("fold", 0)), "round": r["round"], "round_seconds": r.get("round_seconds")}
         for split in ("val", "test") if "val" in r else ():  # fl.eval_every skips some rounds' evaluation
             rows.append({**base, "scope": "global", "hospital": -1, "split": split, **_scalars(r[split])})
         for k, metrics in enumerate(r.get("hospital_val", [])):
             rows.append({**base, "scope": "hospital", "hospital": k, "split": "val", **_scalars(metrics)})
-        for client in r["clients"]:
+        for client in r.get("clients", ()):  # none released (DP-FedAvg with sampling), or none recorded
             rows.append({**base, "scope": "hospital", "hospital": client["hospital"], "split": "train",
                          **{k: float(v) for k, v in client.items() if k != "hospital"}})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=None if rows else ["fold", "round", "round_seconds", "scope", "hospital", "split"])
     frame["hospital"] = frame["hospital"].astype("int64")
     return frame
 

@@ -27,7 +27,7 @@ Adding a strategy is one module holding its settings dataclass and one
 decorated subclass (imported by ``fedray/strategies/__init__.py``), plus its
 ``conf/strategy/<name>.yaml``, which names ``/schema/strategy/<name>@_here_``
 and sets every field. ``docs/extending.md`` shows one whole (a test runs it);
-``tests/test_toy_strategy.py`` adds one from a test.
+``tests/strategies/test_toy_strategy.py`` adds one from a test.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 params, resolved config and run summary) into one typed row; the columns are
 ``FRONTIER_SCHEMA`` with one ``param_<axis>`` column per swept axis inserted
 after ``error`` (docs/frontier.md lists every column with its unit).
-``write_frontier`` writes ``frontier.parquet``, ``rounds.parquet``,
+``write_frontier`` writes ``frontier.parquet``, ``trial_rounds.parquet`` (one row per trial and round;
+a run directory's own ``rounds.parquet`` is per hospital, :mod:`fedray.results.run_dir`),
 ``frontier.png``, ``learning_curves.png``, ``tables.md`` and ``report.md``,
 each to a temporary name renamed into place, the report last: a sweep
 directory with a ``report.md`` has the whole frontier.
@@ -51,7 +52,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedray.audit.columns import COLUMNS as AUDIT_COLUMNS, derived_values
-from fedray.results.run_dir import check_outputs
+from fedray.metrics import SCALAR_METRICS
+from fedray.results.run_dir import check_outputs, rounds_frame
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, best_per_target_epsilon, \
@@ -188,11 +190,12 @@ def _mark_selection(frame: pd.DataFrame, records: list[dict], *, utility: str, s
 def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) -> pd.DataFrame:
     """One row per trial x round: ``trial_id``, ``param_*``, [``fold``], ``round``, ``round_seconds``, metrics.
 
-    The metrics, ``val_*`` and ``test_*``, are every numeric metric the rounds
-    report (lists such as confusion matrices are left out); a metric one trial
-    lacks is NaN. ``fold`` (nullable int) is there only when some round carries
-    one, i.e. under k-fold cross-validation. ``axes`` defaults to every param
-    name found in the records.
+    The metrics, ``val_*`` and ``test_*``, are the global model's scalar metrics
+    of each evaluated round, read from :func:`fedray.results.run_dir.rounds_frame`
+    (the one flattener of round records); a metric one trial lacks, or a round
+    ``fl.eval_every`` skipped, is NaN. ``fold`` (nullable int) is there only when
+    some round carries one, i.e. under k-fold cross-validation. ``axes`` defaults
+    to every param name found in the records.
     """
     if axes is None:
         axes = list(dict.fromkeys(axis for r in records for axis in (r.get("params") or {})))
@@ -201,14 +204,14 @@ def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) ->
     rows = []
     for record in records:
         params = {f.name: _param_value(record, f) for f in param_fields}
+        metrics = _global_metrics(record.get("rounds") or [])
         for entry in record.get("rounds") or []:
             row = {"trial_id": str(record["trial_id"]), **params}
             if folded:
                 row["fold"] = _cast(entry.get("fold"), pa.int64())
             row.update(round=_cast(entry.get("round"), pa.int64()),
-                       round_seconds=_cast(entry.get("round_seconds"), pa.float64()))
-            for split in ("val", "test"):
-                row.update({f"{split}_{k}": float(v) for k, v in (entry.get(split) or {}).items() if _is_number(v)})
+                       round_seconds=_cast(entry.get("round_seconds"), pa.float64()),
+                       **metrics.get((int(entry.get("fold", 0)), int(entry["round"])), {}))
             rows.append(row)
     fixed = _with_params(_ROUNDS_FIXED, param_fields, after="trial_id")
     if folded:
@@ -218,13 +221,26 @@ def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) ->
     return pa.Table.from_pylist(rows, schema=schema).to_pandas(types_mapper=_NULLABLE_INTS)
 
 
+def _global_metrics(rounds: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
+    """``{(fold, round): {"val_<metric>": ..., "test_<metric>": ...}}`` from the rounds' "global" rows."""
+    if not rounds:
+        return {}
+    long = rounds_frame(rounds)
+    names = [m for m in SCALAR_METRICS if m in long.columns]
+    found: dict[tuple[int, int], dict[str, float]] = {}
+    for _, row in long[long["scope"] == "global"].iterrows():
+        found.setdefault((int(row["fold"]), int(row["round"])), {}).update(
+            {f"{row['split']}_{m}": float(row[m]) for m in names if pd.notna(row[m])})
+    return found
+
+
 def write_frontier(
     out_dir: Path, records: list[dict], *, axes: list[str], sweep_name: str, utility: str = DEFAULT_UTILITY,
     scope: str = "target_epsilon", private: PrivateSelection | None = None,
 ) -> dict[str, Path]:
     """Write the sweep's frontier files into ``out_dir`` atomically, ``report.md`` last; return their paths.
 
-    Keys: ``frontier``, ``rounds``, ``plot``, ``learning_curves``, ``tables``, ``report``. ``scope`` and
+    Keys: ``frontier``, ``trial_rounds``, ``plot``, ``learning_curves``, ``tables``, ``report``. ``scope`` and
     ``private`` as in :func:`frontier_frame`.
     """
     _check_utility(utility)
@@ -237,11 +253,11 @@ def write_frontier(
     rounds = sweep_rounds_frame(records, axes=axes)
     metadata = {"fedray.schema_version": str(SCHEMA_VERSION), "fedray.sweep": sweep_name, "fedray.utility": utility}
     paths = {name: out_dir / file for name, file in
-             (("frontier", "frontier.parquet"), ("rounds", "rounds.parquet"), ("plot", "frontier.png"),
+             (("frontier", "frontier.parquet"), ("trial_rounds", "trial_rounds.parquet"), ("plot", "frontier.png"),
               ("learning_curves", "learning_curves.png"), ("tables", "tables.md"), ("report", "report.md"))}
     rounds_schema = _arrow_schema(rounds, _ROUNDS_FIXED.append(_FOLD))
     _atomic(paths["frontier"], lambda p: _write_parquet(frame, _arrow_schema(frame, FRONTIER_SCHEMA), metadata, p))
-    _atomic(paths["rounds"], lambda p: _write_parquet(rounds, rounds_schema, metadata, p))
+    _atomic(paths["trial_rounds"], lambda p: _write_parquet(rounds, rounds_schema, metadata, p))
     _atomic(paths["plot"], lambda p: plot_frontier(frame, p, utility=utility, title=f"sweep {sweep_name}"))
     _atomic(paths["learning_curves"], lambda p: plot_learning_curves(frame, rounds, p, title=f"sweep {sweep_name}"))
     # From the Parquet just written, so tables.md is exactly what `python -m fedray.sweep.tables` regenerates.

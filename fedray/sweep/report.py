@@ -49,7 +49,7 @@ TUNING_NOTE = (
 )
 PRIVATE_NOTE = (
     "This sweep made a private selection ({rule}): only trial {trial} is covered by its selection ε. This "
-    "report, frontier.parquet and rounds.parquet list all the trials it ran: they are the operator's record. "
+    "report, frontier.parquet and trial_rounds.parquet list all the trials it ran: they are the operator's record. "
     "Publishing them, or their number K, voids that bound (the theorem covers the best trial alone, with K "
     "secret); each row's own ε and their composition would apply instead."
 )

@@ -3,7 +3,7 @@
 The sweep directory ``sweeps/<name>/<timestamp>/`` holds ``sweep.json`` (what
 was swept), Tune's experiment (``tune/``, unless ``tune.storage_path`` puts
 it on shared storage), each trial's run directory (``trials/<id>/``) and, at
-the end, the frontier (``frontier.parquet``, ``rounds.parquet``,
+the end, the frontier (``frontier.parquet``, ``trial_rounds.parquet``,
 ``frontier.png``, ``report.md``).
 
 Everything a trial could reject (data, model, privacy parameters, resources)

@@ -60,7 +60,7 @@ Assumptions (what a config can break is refused before Ray starts, in one line, 
 
 * K stays secret and only the best trial is published. K and the configurations come from the operating
   system's entropy (``numpy.random.default_rng()`` unseeded), never the config. ``frontier.parquet``,
-  ``rounds.parquet`` and ``report.md`` list all K trials: the operator's record; publishing them (or K)
+  ``trial_rounds.parquet`` and ``report.md`` list all K trials: the operator's record; publishing them (or K)
   voids the bound, and each row's ε and the grid composition apply.
 * every trial claims DP (its plan has a curve), on a single split (``cv.folds=1``), with δ > 0 to convert
   at (a space of pure-DP plans alone, δ = 0, is refused); one target ε (run one sweep per ε); a search that

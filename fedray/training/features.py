@@ -15,7 +15,7 @@ up-down; :func:`fedray.data.augment.random_flips`). The cache holds
 :math:`g` of all four views, index ``lr + 2·ud``, and :func:`pick_flip_view`
 draws the same two bits from the same generator: a cached run consumes its
 randomness exactly as the uncached one and equals it up to the float rounding
-of batched convolutions (``tests/test_feature_cache.py``). Evaluation uses
+of batched convolutions (``tests/training/test_features.py``). Evaluation uses
 view 0, the image itself.
 
 Privacy. :math:`g` is public and fixed: ImageNet weights read from a package

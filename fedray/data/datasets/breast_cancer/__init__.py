@@ -24,7 +24,7 @@ CLASS_NAMES = ("benign", "malignant")
 # never below 0; high = the published max rounded up likewise, one step higher if it already is one.
 # Every feature is non-negative by definition (lengths, areas, grey-level deviations, ratios of
 # them), so a low of 0 is that a-priori floor, not a patient's value. No row is read to build this;
-# tests/test_public_ranges.py rederives it from DESCR and checks every row lies inside.
+# tests/data/test_declared_ranges.py rederives it from DESCR and checks every row lies inside.
 PUBLIC_RANGES = (
     ("mean radius", 6.0, 29.0),
     ("mean texture", 9.0, 40.0),

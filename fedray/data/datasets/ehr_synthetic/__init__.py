@@ -22,7 +22,7 @@ CLASS_NAMES = ("no_condition", "develops_condition")
 # Public by construction, hence ``ranges_public=True``: these constants are part of the generator's
 # definition, fixed before any record is drawn and the same for every seed, and every generated value
 # lies inside them (age = 18 + 72 Beta(.) in [18, 90], the 0/1 columns, the rest clipped in
-# _patients), so no range depends on the rows drawn. tests/test_public_ranges.py checks both.
+# _patients), so no range depends on the rows drawn. tests/data/test_declared_ranges.py checks both.
 FEATURES = (
     ("age", 18.0, 90.0),
     ("sex", 0.0, 1.0),

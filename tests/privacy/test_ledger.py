@@ -1,6 +1,6 @@
 """One ledger for every release: composition in dp-accounting, allowlists at the boundaries, one test per finding.
 
-Pure: no Ray. The end-to-end checks of the same rules are in tests/test_mechanism_plugin.py and the
+Pure: no Ray. The end-to-end checks of the same rules are in tests/privacy/test_mechanism_plugin.py and the
 mechanisms' own run tests.
 """
 

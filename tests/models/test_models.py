@@ -27,7 +27,7 @@ from fedray.models import TORCH_TABLE_MODELS, TREE_MODELS, model_family
 from fedray.config.schema import GROUP_SCHEMAS, LogregModel, MlpModel
 from fedray.models.torchvision_backbones import swap_in_place_blocks
 
-CONF_MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 NUM_CLASSES = 3
 
 

@@ -20,7 +20,7 @@ from fedray.config import CONF_DIR, Config, compose_config, replace
 from fedray.config.schema import GROUP_SCHEMAS
 from fedray.errors import FedrayError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = [(group, path.stem) for group in ("data", "model", "fl", "privacy", "cluster", "paths", "tune", "sweep",
                                             "experiment")
            for path in sorted((CONF_DIR / group).glob("*.yaml"))]

@@ -19,7 +19,7 @@ from fedray.sweep.frontier import FRONTIER_SCHEMA, SCHEMA_VERSION
 
 SWEEP = ["+sweep=privacy_tradeoff", *TINY, "audit.enabled=true", "fl.rounds=1", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
          "hydra/job_logging=none", "hydra/hydra_logging=none"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trial_summaries(out_dir: Path) -> dict[str, dict]:
@@ -40,7 +40,7 @@ def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypa
     private = frontier[frontier["param_epsilon"] == 1.0].iloc[0]
     assert 0 < private["epsilon_spent"] <= 1.0 and private["noise_multiplier"] > 0
     assert frontier["attack_auc"].between(0, 1).all()
-    for name in ("rounds.parquet", "frontier.png", "report.md"):
+    for name in ("trial_rounds.parquet", "frontier.png", "report.md"):
         assert (out_dir / name).stat().st_size > 0
     # Each trial's driver and hospitals ran inside that trial's own placement group.
     groups = []

@@ -1,6 +1,6 @@
 """FedAvgM, FedAdagrad, FedAdam, FedYogi against numbers worked out by hand (Reddi et al. 2021, Algorithm 2).
 
-Complements tests/test_fedopt.py (one scalar, identical clients): here two
+Complements tests/strategies/test_fedopt.py (one scalar, identical clients): here two
 coordinates whose Yogi signs differ, unequal client weights, integer buffers,
 float32 parameters and the optimizer state a checkpoint carries.
 """

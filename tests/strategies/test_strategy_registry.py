@@ -26,6 +26,7 @@ from fedray.strategies import (REGISTRY, ClientResult, FedAdam, FedAvg, FedProx,
 from fedray.strategies.dp_fedavg import DPFedAvg
 from fedray.sweep.space import axis_paths
 from fedray.training import build_trainer
+from fedray.training.proximal import ProximalTerm
 
 SHIPPED = ["fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi"]
 RECORDS = ["data=breast_cancer", "model=logreg", "fl.partition.scheme=iid", "fl.rounds=1", "fl.local_epochs=1",
@@ -132,20 +133,29 @@ def _trainer(cfg):
                          noise=NoiseSource.reproducible(0, hospital(0)))
 
 
+def _proximal_mu(trainer) -> float:
+    """The μ of the trainer's proximal gradient hook (0 without one: FedAvg's local objective)."""
+    terms = [hook for hook in trainer.gradient_hooks if isinstance(hook, ProximalTerm)]
+    assert len(terms) <= 1
+    return terms[0].mu if terms else 0.0
+
+
 def test_fedprox_sends_mu_to_the_hospitals_and_fedavg_sends_nothing(tmp_path):
     assert FedProx(weighting="samples", proximal_mu=0.3).client_settings() == {"proximal_mu": 0.3}
     assert client_settings(compose_config(["strategy=fedprox", "strategy.proximal_mu=0.3"]).strategy) == {
         "proximal_mu": 0.3}
     for name in ("fedavg", "fedavgm", "fedadam"):
         assert client_settings(compose_config([f"strategy={name}"]).strategy) == {}
-    assert _trainer(compose_typed([*RECORDS, "strategy=fedprox", "strategy.proximal_mu=0.3"],
-                                  tmp_path)).proximal_mu == 0.3
-    assert _trainer(compose_typed([*RECORDS, "strategy=fedavg"], tmp_path)).proximal_mu == 0.0
+    assert _proximal_mu(_trainer(compose_typed([*RECORDS, "strategy=fedprox", "strategy.proximal_mu=0.3"],
+                                               tmp_path))) == 0.3
+    assert _proximal_mu(_trainer(compose_typed([*RECORDS, "strategy=fedprox", "strategy.proximal_mu=0.0"],
+                                               tmp_path))) == 0.0  # μ = 0 adds no hook at all
+    assert _proximal_mu(_trainer(compose_typed([*RECORDS, "strategy=fedavg"], tmp_path))) == 0.0
 
 
 def test_the_trainer_takes_mu_from_the_strategy_not_from_its_name(tmp_path, toy_median):
     trainer = _trainer(compose_typed([*RECORDS, "strategy=toy_median", "strategy.mu=0.2"], tmp_path))
-    assert trainer.proximal_mu == 0.4  # CoordinateMedian sends twice its mu
+    assert _proximal_mu(trainer) == 0.4  # CoordinateMedian sends twice its mu
 
 
 def test_a_strategy_that_is_not_a_mean_is_refused_under_secure_aggregation(toy_median):

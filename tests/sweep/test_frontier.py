@@ -33,7 +33,7 @@ V4_COLUMNS = {**{f"canary_{kind}_{f}": pa.int64() for kind in ("input", "white_b
               "canary_white_box_kind": pa.string(), "canary_gaussian_epsilon": pa.float64(),
               "canary_gaussian_epsilon_low": pa.float64(), "canary_gaussian_epsilon_high": pa.float64(),
               "audit_flag_count": pa.int64(), "audit_flags": pa.string()}
-FILES = ["frontier.parquet", "frontier.png", "learning_curves.png", "report.md", "rounds.parquet", "tables.md"]
+FILES = ["frontier.parquet", "frontier.png", "learning_curves.png", "report.md", "tables.md", "trial_rounds.parquet"]
 
 
 def _metrics(balanced: float) -> dict:
@@ -263,8 +263,8 @@ def test_rounds_carry_their_fold_under_cross_validation(records, tmp_path):
     assert rounds["fold"].dtype == "Int64"
     assert rounds["fold"].tolist()[:6] == [0, 0, 1, 1, 2, 2] and rounds["fold"].isna().tolist()[6:] == [True] * 2
     paths = write_frontier(tmp_path, [_with_cv(records[0], folds=3), records[2]], axes=AXES, sweep_name="demo")
-    assert pq.read_schema(paths["rounds"]).field("fold").type == pa.int64()
-    assert pd.read_parquet(paths["rounds"])["fold"].dtype == "Int64"
+    assert pq.read_schema(paths["trial_rounds"]).field("fold").type == pa.int64()
+    assert pd.read_parquet(paths["trial_rounds"])["fold"].dtype == "Int64"
 
 
 def test_sweep_rounds_frame(records):
@@ -278,7 +278,7 @@ def test_sweep_rounds_frame(records):
 
 def test_write_frontier_writes_six_files(records, tmp_path):
     paths = write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")
-    assert set(paths) == {"frontier", "rounds", "plot", "learning_curves", "tables", "report"}
+    assert set(paths) == {"frontier", "trial_rounds", "plot", "learning_curves", "tables", "report"}
     assert sorted(p.name for p in tmp_path.iterdir()) == FILES  # no temporary files left
     back = pd.read_parquet(paths["frontier"])
     assert len(back) == 4 and back["trial_id"].tolist() == ["t1", "t2", "t3", "t4"]
@@ -288,10 +288,10 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     metadata = table.schema.metadata
     assert metadata[b"fedray.schema_version"] == b"6" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["rounds"]).schema.metadata[b"fedray.schema_version"] == b"6"
+    assert pq.read_table(paths["trial_rounds"]).schema.metadata[b"fedray.schema_version"] == b"6"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
-    assert len(pd.read_parquet(paths["rounds"])) == 6
+    assert len(pd.read_parquet(paths["trial_rounds"])) == 6
     for plot in ("plot", "learning_curves"):
         assert paths[plot].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Accuracy vs ε" in paths["tables"].read_text(encoding="utf-8")
@@ -316,7 +316,7 @@ def test_failed_tables_leave_no_report(records, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="tables failed"):
         write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frontier.parquet", "frontier.png", "learning_curves.png",
-                                                          "rounds.parquet"]
+                                                          "trial_rounds.parquet"]
 
 
 @pytest.mark.parametrize("keep", [["t3"], ["t4"], []], ids=["only-non-private", "only-failed", "empty"])

@@ -3,8 +3,6 @@ hand values and against autograd of the term itself."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -98,30 +96,6 @@ def test_frozen_parameters_are_not_pulled_towards_the_global_model():
     add_proximal_gradient(anchor, 0.4)
     assert model.bias.grad is None
     torch.testing.assert_close(model.weight.grad, torch.tensor([[0.4, 0.8]], dtype=torch.float64))
-
-
-def test_mu_zero_adds_no_hook_and_leaves_the_local_objective_as_fedavg(tmp_path):
-    from conftest import TINY, compose_typed
-
-    from fedray.data.whitening import ColorWhitening
-    from fedray.training import build_trainer
-    from fedray.privacy.mechanisms import NonPrivate
-    from fedray.privacy.randomness import NoiseSource, hospital
-
-    def hooks(strategy_overrides):
-        cfg = compose_typed([*TINY, *strategy_overrides], tmp_path)
-        plan = NonPrivate(mechanism="none", epsilon=math.inf, delta=None, reproducible_noise=True,
-                          secure_aggregation=False, num_hospitals=1)
-        trainer = build_trainer(cfg=cfg, plan=plan, num_classes=2, num_features=None,
-                                inputs=np.zeros((4, 3, 16, 16), dtype=np.uint8), labels=np.array([0, 1, 0, 1]),
-                                input_map=ColorWhitening.fit(torch.zeros((1, 3, 16, 16), dtype=torch.uint8),
-                                                             method="none", seed=0), device=torch.device("cpu"), hospital=0,
-                                noise=NoiseSource.reproducible(0, hospital(0)))
-        return trainer.gradient_hooks
-
-    assert hooks(["strategy=fedprox", "strategy.proximal_mu=0.0"]) == []
-    (term,) = hooks(["strategy=fedprox", "strategy.proximal_mu=0.3"])
-    assert isinstance(term, ProximalTerm) and term.mu == 0.3
 
 
 def test_under_dp_sgd_the_proximal_gradient_joins_the_noised_gradient_before_the_optimizer_step():

@@ -117,7 +117,7 @@ def test_breast_cancer_shape_and_malignant_is_label_1():
     radius = r.inputs[:, r.feature_names.index("mean radius")].numpy()
     assert radius[r.labels == 1].mean() > radius[r.labels == 0].mean()  # malignant nuclei are larger
     assert r.ids[5] == "breast_cancer/000005" and len(set(r.ids)) == 569
-    assert r.ranges_public and _inside_ranges(r)  # the bundled public ranges (tests/test_public_ranges.py)
+    assert r.ranges_public and _inside_ranges(r)  # the bundled public ranges (tests/data/test_declared_ranges.py)
     assert loaded.consent is None
 
 

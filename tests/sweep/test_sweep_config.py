@@ -15,7 +15,7 @@ from fedray.sweep.resources import check_trial_fits, trial_bundles
 from fedray.config import replace
 from fedray.sweep.space import axis_paths, grid, trial_config, trial_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 SWEEP = ["+sweep=privacy_tradeoff", *TINY]
