@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -98,6 +100,33 @@ def test_empty_class_folder_and_corrupt_image(tmp_path):
     (root / "Train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
     assert_one_line_error(fedray_cli("data=isic", f"data.root={root}", "data.on_corrupt=fail", cwd=tmp_path),
                           "broken.jpg")
+
+
+LOCAL_CONNECT = """
+import ray
+from fedray.config.schema import LocalCluster
+from fedray.federation.cluster import connect
+assert connect(LocalCluster(name="local", num_cpus=1, num_gpus=0))
+print(ray.get_runtime_context().gcs_address)
+ray.shutdown()
+"""
+
+
+def test_local_starts_its_own_ray_and_never_joins_another(monkeypatch):
+    # A cluster `ray start` recorded on this machine and left dead: Ray's default joins it and waits for minutes.
+    with tempfile.TemporaryDirectory(prefix="r", dir="/tmp") as tmp:  # Ray's socket paths must stay short
+        (Path(tmp) / "ray").mkdir()
+        (Path(tmp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": tmp}
+        proc = subprocess.run([sys.executable, "-c", LOCAL_CONNECT], capture_output=True, text=True, env=env,
+                              timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] != "127.0.0.1:9"
+
+
+def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert_one_line_error(fedray_cli(*TINY, cwd=tmp_path), "RAY_ADDRESS=10.0.0.1:6379", "cluster=remote")
 
 
 @pytest.mark.parametrize("args, fragments", [

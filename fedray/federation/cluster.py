@@ -1,6 +1,7 @@
 """Connect to Ray: a local instance on this machine, or an existing cluster.
 
-``cluster=local`` starts Ray here (CPU-only works; GPUs are used when present).
+``cluster=local`` starts a fresh Ray here (CPU-only works; GPUs are used when
+present), never joining a Ray another job started on this machine.
 ``cluster=remote`` connects to ``cluster.address`` (required: ``auto`` is
 refused, since it attaches to whatever Ray runs on this machine), says which
 cluster it joined and what it has, and ships this checkout to the workers in
@@ -36,10 +37,17 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
     # Actors inherit the driver's environment; keep Ray's own console chatter down.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if kind == "local":
+        if os.environ.get("RAY_ADDRESS", "").strip():
+            raise FedrayError(f"cluster=local starts Ray on this machine, but RAY_ADDRESS={os.environ['RAY_ADDRESS']} "
+                              "names a cluster: unset RAY_ADDRESS, or run there with cluster=remote "
+                              "cluster.address=$RAY_ADDRESS")
         # Token auth stays on; only its start-up notice is silenced (the CLI's stderr is for errors).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         with _callers_signal_handlers():
             ray.init(
+                # Without an address Ray joins the last cluster `ray start` recorded on this machine, another
+                # job's or a dead one (then it waits for minutes): "local" always starts a fresh instance.
+                address="local",
                 num_cpus=cluster_cfg.num_cpus,
                 num_gpus=cluster_cfg.num_gpus,
                 include_dashboard=False,
