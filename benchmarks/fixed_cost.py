@@ -346,7 +346,7 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
     s = marks.seconds
     row = {
         "index": index, "audit": audit, "overrides": overrides,
-        "epsilon": result.summary["privacy"]["epsilon"], "load_start": load_start, "load_end": load_end,
+        "epsilon": result.summary.privacy["epsilon"], "load_start": load_start, "load_end": load_end,
         "wall": t4 - t0, "rounds": sum(rounds), "round_seconds": rounds, "fixed": (t4 - t0) - sum(rounds),
         "compose": t1 - t0, "prepare": t2 - t1,
         "prepare_parts": {k: s.get(k) for k in ["check_mechanism", "deal_data", "plan_records", "plan_privacy",
@@ -360,7 +360,7 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
         if audit and "audit_inputs" in marks.first_start and "audit_summary" in marks.last_end else None,
         "write_run": t4 - t3,
         "write_parts": {k: s.get(k) for k in ["save_state_dicts", "plot_learning_curve", "rounds_frame"]},
-        "final_test_accuracy": result.summary["final_test"].get("accuracy"),
+        "final_test_accuracy": result.summary.final_test.get("accuracy"),
     }
     row["tail"] = t3 - max(marks.last_end.get("audit_summary", 0.0), last_round_back)  # summary, return
     # Inside the actors (Ray timeline, epoch seconds → this process's perf_counter)

@@ -18,6 +18,7 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,6 +28,9 @@ from fedray.config import CONF_DIR, Config, check_group_choices, compose_config,
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.audit.report import summary_lines
 from fedray.metrics import learned_nothing
+
+if TYPE_CHECKING:  # the results stack imports torch and matplotlib: a bad-input line should not wait for them
+    from fedray.results import RunSummary
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -53,7 +57,7 @@ def print_round(record: dict) -> None:
     )
 
 
-def run_single(cfg: Config) -> dict:
+def run_single(cfg: Config) -> RunSummary:
     import ray
 
     from fedray.federation.cluster import connect
@@ -101,35 +105,33 @@ def run_single(cfg: Config) -> dict:
     return result.summary
 
 
-def _print_summary(summary: dict, run_dir: Path) -> None:
-    test, std = summary["final_test"], summary.get("final_test_std") or {}
-    eps = summary["privacy"]["epsilon"]
-    eps_text = "inf (non-private)" if math.isinf(float(eps)) else f"{eps:.3f}"
-    folds = (summary.get("cv") or {}).get("folds", 1)
+def _print_summary(summary: RunSummary, run_dir: Path) -> None:
+    test, std, ledger = summary.final_test, summary.final_test_std or {}, summary.privacy
+    eps = summary.epsilon
+    eps_text = "inf (non-private)" if math.isinf(eps) else f"{eps:.3f}"
+    folds = summary.folds
 
     def metric(key: str) -> str:
         return f"{test[key]:.3f}" + (f"±{std[key]:.3f}" if key in std else "")
 
     where = f"mean±std over {folds} folds" if folds > 1 else "held-out test"
     print(
-        f"done: {summary['mode']} {summary['model']}, {summary['rounds']} rounds, {where}: "
+        f"done: {summary.mode} {summary.model}, {summary.rounds} rounds, {where}: "
         f"acc {metric('accuracy')} bal {metric('balanced_accuracy')} precision {metric('precision')} "
         f"recall {metric('recall')} f1 {metric('f1')} auc {metric('auc')}, epsilon {eps_text}",
         flush=True,
     )
-    if summary["data"].get("without_consent"):
-        print(f"consent: {summary['data']['without_consent']} records without informed consent were left out",
+    if summary.data.without_consent:
+        print(f"consent: {summary.data.without_consent} records without informed consent were left out",
               flush=True)
-    for note in (summary["privacy"].get("note") or summary["privacy"].get("delta_note"),
-                 summary["privacy"].get("cv_note"), summary["privacy"].get("noise")):
+    for note in (ledger.get("note") or ledger.get("delta_note"), ledger.get("cv_note"), ledger.get("noise")):
         if note:
             print(f"privacy: {note}", flush=True)
-    if summary["privacy"].get("guarantee"):
-        ledger = summary["privacy"]
+    if ledger.get("guarantee"):
         print(f"privacy: epsilon is per {ledger['unit']} ({ledger['neighbouring']} neighbouring); trusted: "
               f"{ledger['trust']}; outside the guarantee, labelled in summary.json: "
               f"{', '.join(ledger['outside_guarantee'])}", flush=True)
-    for line in summary_lines(summary.get("audit")):
+    for line in summary_lines(summary.audit):
         print(line, flush=True)
     warning = _learned_nothing_line(summary)
     if warning:
@@ -137,12 +139,12 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
     print(f"results: {run_dir}", flush=True)
 
 
-def _learned_nothing_line(summary: dict) -> str | None:
+def _learned_nothing_line(summary: RunSummary) -> str | None:
     """A last line when the model shows no learning on the test set: the sign, and the likely causes."""
-    sign = learned_nothing(summary.get("final_test_confusion_matrix") or [])
+    sign = learned_nothing(summary.final_test_confusion_matrix or [])
     if sign is None:
         return None
-    eps = float(summary["privacy"]["epsilon"])
+    eps = summary.epsilon
     if math.isfinite(eps):
         causes = (f"under DP at epsilon={eps:.3g} the noise may drown the signal: raise privacy.epsilon, train "
                   "more rounds (fl.rounds) or epochs, use a larger batch (train.batch_size) and retune train.lr "
@@ -152,7 +154,7 @@ def _learned_nothing_line(summary: dict) -> str | None:
     return f"warning: the model learned nothing: {sign}; {causes}"
 
 
-def dispatch(cfg: Config) -> dict:
+def dispatch(cfg: Config) -> dict | RunSummary:
     if cfg.sweep is not None:
         from fedray.sweep.runner import run_sweep
 

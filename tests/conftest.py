@@ -73,6 +73,18 @@ def data_cfg(name: str, **fields):
     return dataclasses.replace(section, **fields)
 
 
+def run_summary(**fields):
+    """A :class:`~fedray.results.RunSummary` for tests of its readers: plausible values, ``fields`` replacing them."""
+    from fedray.results import DataSummary, RunSummary
+
+    metrics = {"accuracy": 0.5, "balanced_accuracy": 0.5}
+    defaults = dict(mode="federated", model="small_cnn", data=DataSummary(), rounds=2, final_test=dict(metrics),
+                    final_val=dict(metrics), final_test_confusion_matrix=None, best_val_round=2,
+                    best_val_round_test=dict(metrics), privacy={"mechanism": "none", "epsilon": float("inf")},
+                    hospital_restarts=0, wall_seconds=1.0, seconds_per_round=0.5, gpu_hours=0.0)
+    return RunSummary(**{**defaults, **fields})
+
+
 def backbone(name: str, *, pretrained: bool = False, finetune: str = "all", finetune_last_n: int = 1) -> BackboneModel:
     """A ``model`` section for one backbone, as conf/model/<name>.yaml would give it."""
     return BackboneModel(name=name, pretrained=pretrained, finetune=finetune, finetune_last_n=finetune_last_n)

@@ -52,6 +52,7 @@ from fedray.models import model_family
 from fedray.privacy.preprocessing import fit_input_map
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
+from fedray.results.summary import DataSummary, RunSummary
 from fedray.training import build_training_model
 
 
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ExperimentResult:
     rounds: list[dict]
-    summary: dict
+    summary: RunSummary
     final_params: list[dict] = field(repr=False)
     best_params: list[dict] = field(repr=False)  # the model(s) after the best-validation round
     dealt: Dealt = field(repr=False)
@@ -225,22 +226,15 @@ def run_experiment(
         placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver.hospital_placement()}
         collected = _collect(prep, driver)
         pool.release()
-        audit = None
-        if cfg.audit.enabled:
-            # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
-            auditor = ray.get(driver_host.run.remote(run_auditor, audit_inputs(prep, collected.final_params,
-                                                                                driver_res)))
-            audit = audit_summary(cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
-                                  num_records=sum(len(s) for s in prep.training_shards))
+        # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
+        audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: ray.get(driver_host.run.remote(task,
+                                                                                                        kwargs)))
     except BaseException:
         pool.close()  # never hand a half-finished party to the next experiment
         raise
-    seconds = time.perf_counter() - started
-    summary = _summarise(cfg, prep, rounds, collected, seconds, driver_res, hospital_res)
-    summary["audit"] = audit
-    summary["feature_cache"] = feature_cache or None
-    summary["placement"] = placement
-    summary["resumed_after_round"] = resume.round if resume else None
+    summary = _summarise(prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res,
+                         audit=audit, feature_cache=feature_cache, placement=placement,
+                         resumed_after_round=resume.round if resume else None)
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
 
@@ -264,18 +258,12 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
         rounds, feature_cache = _run_rounds(prep, driver, started=started, on_round=on_round)
         collected = _collect(prep, driver)
-        audit = None
-        if cfg.audit.enabled:
-            auditor = run_auditor(**audit_inputs(prep, collected.final_params, driver_res))
-            audit = audit_summary(cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
-                                  num_records=sum(len(s) for s in prep.training_shards))
+        audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: task(**kwargs))
     finally:
         torch.set_num_threads(threads)
-    summary = _summarise(cfg, prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res)
-    summary["audit"] = audit
-    summary["feature_cache"] = feature_cache or None
-    summary["placement"] = {"driver": "in process", "hospitals": "in process (one process for all hospitals)"}
-    summary["resumed_after_round"] = None
+    summary = _summarise(prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res,
+                         audit=audit, feature_cache=feature_cache, resumed_after_round=None,
+                         placement={"driver": "in process", "hospitals": "in process (one process for all hospitals)"})
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
 
@@ -343,9 +331,20 @@ def _hospital_errors_as_one_line(ref):
     return get_in_one_line(ref, causes=(FedrayError, HospitalError))
 
 
-def _summarise(cfg, prep: Prepared, rounds, collected: Collected, seconds, driver_res, hospital_res) -> dict:
-    """The run's summary: only the fields the mechanism's output releases cover (the run-directory writer checks)."""
-    dealt, outputs = prep.dealt, prep.privacy.output_releases()
+def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Callable) -> dict | None:
+    """``summary["audit"]`` (None when ``audit.enabled`` is false); ``run(task, kwargs)`` runs the auditor task."""
+    if not prep.cfg.audit.enabled:
+        return None
+    auditor = run(run_auditor, audit_inputs(prep, collected.final_params, driver_res))
+    return audit_summary(prep.cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
+                         num_records=sum(len(s) for s in prep.training_shards))
+
+
+def _summarise(prep: Prepared, rounds, collected: Collected, seconds, driver_res, hospital_res, *, audit: dict | None,
+               feature_cache: dict, placement: dict, resumed_after_round: int | None) -> RunSummary:
+    """The run's summary, built here once: a data field no output release of the ledger covers is withheld (None),
+    and the run-directory writer checks every other field against the releases."""
+    cfg, dealt, outputs = prep.cfg, prep.dealt, prep.privacy.output_releases()
     final = rounds[-1]
     best = next(r for r in rounds if r["round"] == collected.best_round)  # the driver's choice
     scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
@@ -361,20 +360,23 @@ def _summarise(cfg, prep: Prepared, rounds, collected: Collected, seconds, drive
         "without_consent": dealt.splits.without_consent,
         "fold": list(dealt.splits.fold) if dealt.splits.fold else None,
     }
-    return {
-        "status": "completed",
-        "mode": cfg.mode,
-        "model": cfg.model.name,
-        "data": {key: value for key, value in data.items() if outputs.covers(f"summary.data.{key}")},
-        "rounds": len(rounds),
-        "final_test": scalar(final["test"]),
-        "final_val": scalar(final["val"]),
-        "final_test_confusion_matrix": final["test"].get("confusion_matrix"),
-        "best_val_round": best["round"],
-        "best_val_round_test": scalar(best["test"]),
-        "privacy": collected.ledger,
-        "hospital_restarts": final["restarts"],
-        "wall_seconds": seconds,
-        "seconds_per_round": float(np.mean([r["round_seconds"] for r in rounds])),
-        "gpu_hours": seconds / 3600 * gpu_share,
-    }
+    return RunSummary(
+        mode=cfg.mode,
+        model=cfg.model.name,
+        data=DataSummary(**{key: value for key, value in data.items() if outputs.covers(f"summary.data.{key}")}),
+        rounds=len(rounds),
+        final_test=scalar(final["test"]),
+        final_val=scalar(final["val"]),
+        final_test_confusion_matrix=final["test"].get("confusion_matrix"),
+        best_val_round=best["round"],
+        best_val_round_test=scalar(best["test"]),
+        privacy=collected.ledger,
+        hospital_restarts=final["restarts"],
+        wall_seconds=seconds,
+        seconds_per_round=float(np.mean([r["round_seconds"] for r in rounds])),
+        gpu_hours=seconds / 3600 * gpu_share,
+        audit=audit,
+        feature_cache=feature_cache or None,
+        placement=placement,
+        resumed_after_round=resumed_after_round,
+    )

@@ -1,5 +1,7 @@
-"""What a run leaves behind: resolved config, per-round Parquet, summary JSON, learning curves."""
+"""What a run leaves behind: resolved config, per-round Parquet, the typed summary, learning curves."""
 
-from fedray.results.run_dir import rounds_frame, write_failure, write_interrupted, write_run
+from fedray.results.run_dir import RunRecord, read_run, rounds_frame, write_failure, write_interrupted, write_run
+from fedray.results.summary import DataSummary, RunSummary
 
-__all__ = ["rounds_frame", "write_failure", "write_interrupted", "write_run"]
+__all__ = ["DataSummary", "RunRecord", "RunSummary", "read_run", "rounds_frame", "write_failure",
+           "write_interrupted", "write_run"]

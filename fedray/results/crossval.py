@@ -16,45 +16,48 @@ summary's ``cv_note`` says.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from fedray.audit.report import combine_folds
 from fedray.metrics import mean_and_std
+from fedray.results.summary import RunSummary
 
 CV_NOTE = ("k-fold CV: each of the {k} fold models spends epsilon on overlapping records; the epsilon reported is "
            "one model's. Every record trains {k_minus_1} of the {k} models, so releasing all of them would spend up "
            "to {k_minus_1} x epsilon per record (basic composition).")
 
 
-def combine_fold_summaries(summaries: list[dict]) -> dict:
+def combine_fold_summaries(summaries: list[RunSummary]) -> RunSummary:
     """One summary for the whole cross-validation: means, stds, per-fold values and the privacy note."""
     k = len(summaries)
     first = summaries[0]
-    test_mean, test_std = mean_and_std([s["final_test"] for s in summaries])
-    val_mean, _ = mean_and_std([s["final_val"] for s in summaries])
-    best_mean, _ = mean_and_std([s["best_val_round_test"] for s in summaries])
-    privacy = {**first["privacy"], "epsilon": max(float(s["privacy"]["epsilon"]) for s in summaries),
+    test_mean, test_std = mean_and_std([s.final_test for s in summaries])
+    val_mean, _ = mean_and_std([s.final_val for s in summaries])
+    best_mean, _ = mean_and_std([s.best_val_round_test for s in summaries])
+    privacy = {**first.privacy, "epsilon": max(s.epsilon for s in summaries),
                "cv_note": CV_NOTE.format(k=k, k_minus_1=k - 1)}
-    matrices = [s.get("final_test_confusion_matrix") for s in summaries]
-    return {
-        **first,
-        "data": {**first["data"], "fold": None,
-                 "per_fold_sizes": [{p: s["data"][p] for p in ("train", "val", "test") if p in s["data"]}
-                                    for s in summaries]},
-        "final_test": test_mean,
-        "final_test_std": test_std,
-        "final_val": val_mean,
-        "final_test_confusion_matrix": (np.sum(matrices, axis=0).tolist()
-                                        if all(m is not None for m in matrices) else None),
-        "best_val_round": None,
-        "best_val_round_test": best_mean,
-        "privacy": privacy,
-        "audit": combine_folds([s.get("audit") for s in summaries]),
-        "cv": {"folds": k, "per_fold": [s["final_test"] for s in summaries],
-               "guarantee": ("outside the guarantee: each fold's test records train the other folds' models, so "
-                             "these metrics are un-noised evaluation statistics of training records")},
-        "hospital_restarts": sum(int(s["hospital_restarts"]) for s in summaries),
-        "wall_seconds": sum(float(s["wall_seconds"]) for s in summaries),
-        "seconds_per_round": float(np.mean([s["seconds_per_round"] for s in summaries])),
-        "gpu_hours": sum(float(s["gpu_hours"]) for s in summaries),
-    }
+    matrices = [s.final_test_confusion_matrix for s in summaries]
+    sizes = [{split: getattr(s.data, split) for split in ("train", "val", "test") if getattr(s.data, split) is not None}
+             for s in summaries]
+    return dataclasses.replace(
+        first,
+        data=dataclasses.replace(first.data, fold=None, per_fold_sizes=sizes),
+        final_test=test_mean,
+        final_test_std=test_std,
+        final_val=val_mean,
+        final_test_confusion_matrix=(np.sum(matrices, axis=0).tolist()
+                                     if all(m is not None for m in matrices) else None),
+        best_val_round=None,
+        best_val_round_test=best_mean,
+        privacy=privacy,
+        audit=combine_folds([s.audit for s in summaries]),
+        cv={"folds": k, "per_fold": [s.final_test for s in summaries],
+            "guarantee": ("outside the guarantee: each fold's test records train the other folds' models, so "
+                          "these metrics are un-noised evaluation statistics of training records")},
+        hospital_restarts=sum(int(s.hospital_restarts) for s in summaries),
+        wall_seconds=sum(float(s.wall_seconds) for s in summaries),
+        seconds_per_round=float(np.mean([s.seconds_per_round for s in summaries])),
+        gpu_hours=sum(float(s.gpu_hours) for s in summaries),
+    )

@@ -1,4 +1,4 @@
-"""Write one run's directory atomically.
+"""Write one run's directory atomically, and read it back.
 
 A finished run directory holds ``config.yaml`` (the resolved config),
 ``rounds.parquet`` (per-round metrics, long format), ``learning_curve.png``,
@@ -15,6 +15,10 @@ The writer is a privacy boundary: under a DP claim every field of
 model file must be covered by a release the run's ledger declares
 (``summary["privacy"]["releases"]``, :mod:`fedray.privacy.ledger`), or
 nothing is written (:func:`check_outputs`).
+
+:func:`read_run` reads a completed run's config, summary (the typed
+:class:`~fedray.results.summary.RunSummary`) and rounds back: a sweep trial
+reports its run directory, and the frontier is built from what it reads.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -36,8 +41,11 @@ import yaml  # noqa: E402
 
 from fedray.metrics import SCALAR_METRICS  # noqa: E402
 from fedray.privacy.ledger import Release, Releases, field_names  # noqa: E402
+from fedray.results.summary import RunSummary, jsonable, revive  # noqa: E402
 
 MODEL_FILES = ("final_model.pt", "best_val_model.pt")
+CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE = "config.yaml", "rounds.parquet", "summary.json"
+RECORD_FILES = (CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE)  # what the frontier reads of a run (read_run)
 
 
 def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
@@ -69,22 +77,37 @@ def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if k in SCALAR_METRICS}
 
 
-def write_run(run_dir: Path, *, resolved_cfg, rounds: list[dict], summary: dict,
+def write_run(run_dir: Path, *, resolved_cfg, rounds: list[dict], summary: RunSummary,
               models: tuple[list[dict], list[dict]] | None = None) -> None:
     """Write the run; ``models`` = (final, best-validation) parameters, one dict per model (per hospital under
     ``mode=local``), saved as torch state dicts that load without fedray."""
-    check_outputs(summary, rounds, models=models is not None)
+    check_outputs(summary.to_dict(), rounds, models=models is not None)
     run_dir.mkdir(parents=True, exist_ok=True)
     plain = dataclasses.asdict(resolved_cfg) if dataclasses.is_dataclass(resolved_cfg) else resolved_cfg
-    _atomic(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(_jsonable(plain), sort_keys=False)))
+    _atomic(run_dir / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(jsonable(plain), sort_keys=False)))
     if models is not None:
         for name, params in zip(MODEL_FILES, models):
             _atomic(run_dir / name, lambda p, params=params: save_state_dicts(params, p))
     frame = rounds_frame(rounds)
-    _atomic(run_dir / "rounds.parquet", lambda p: frame.to_parquet(
-        p, index=False, engine="pyarrow"))
+    _atomic(run_dir / ROUNDS_FILE, lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
     _atomic(run_dir / "learning_curve.png", lambda p: plot_learning_curve(frame, p, title=_title(summary)))
-    _atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(_jsonable(summary), indent=2)))
+    _atomic(run_dir / SUMMARY_FILE, lambda p: p.write_text(summary.to_json()))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run read back from its directory: what a sweep's frontier is made of."""
+
+    config: dict  # the resolved config, as config.yaml holds it (∞ as a float again)
+    summary: RunSummary
+    rounds: pd.DataFrame  # rounds.parquet: :func:`rounds_frame`'s long format
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """Read the files of :data:`RECORD_FILES` back from a completed run's directory (or a copy of them)."""
+    run_dir = Path(run_dir)
+    config = revive(yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")))
+    return RunRecord(config, RunSummary.read(run_dir / SUMMARY_FILE), pd.read_parquet(run_dir / ROUNDS_FILE))
 
 
 def declared_outputs(summary: dict) -> Releases:
@@ -166,23 +189,12 @@ def plot_learning_curve(frame: pd.DataFrame, path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
-def _title(summary: dict) -> str:
-    eps = summary.get("privacy", {}).get("epsilon", math.inf)
-    return f"{summary['mode']} · {summary['model']} · ε={'∞' if math.isinf(eps) else f'{eps:.2f}'}"
+def _title(summary: RunSummary) -> str:
+    eps = summary.epsilon
+    return f"{summary.mode} · {summary.model} · ε={'∞' if math.isinf(eps) else f'{eps:.2f}'}"
 
 
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
-
-
-def _jsonable(value):
-    """JSON has no inf/nan: write them as strings so the file stays standard JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value

@@ -1,7 +1,9 @@
 """The sweep's privacy-utility frontier: one row per Tune trial, written as Parquet with a plot and a report.
 
 ``frontier_frame(records, axes=...)`` flattens each trial record (its swept
-params, resolved config and run summary) into one typed row; the columns are
+params and its run read back, :func:`fedray.results.read_run`: the resolved
+config, the typed :class:`~fedray.results.RunSummary` and the run's
+``rounds.parquet``) into one typed row; the columns are
 ``FRONTIER_SCHEMA`` with one ``param_<axis>`` column per swept axis inserted
 after ``error`` (docs/frontier.md lists every column with its unit).
 ``write_frontier`` writes ``frontier.parquet``, ``trial_rounds.parquet`` (one row per trial and round;
@@ -30,9 +32,10 @@ the Parquet alone; older frontiers read back with the columns they lack
 null (no ``dp_rdp``: basic composition only).
 
 ``write_frontier`` is a privacy boundary like the run directory: a trial
-whose summary or rounds carry a field its own ledger does not declare
+whose summary carries a field its own ledger does not declare
 (:func:`fedray.results.run_dir.check_outputs`) stops the frontier before any
-file is written.
+file is written. (Its rounds are the run's ``rounds.parquet``, which the
+run-directory writer checked before writing it.)
 
 Values missing from a record (a failed trial, an audit that was not run) are
 null/NaN, never guessed. The one derived default is a noise multiplier of 0.0
@@ -53,7 +56,7 @@ import pyarrow.parquet as pq
 
 from fedray.audit.columns import COLUMNS as AUDIT_COLUMNS, derived_values
 from fedray.metrics import SCALAR_METRICS
-from fedray.results.run_dir import check_outputs, rounds_frame
+from fedray.results.run_dir import check_outputs
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, best_per_target_epsilon, \
@@ -172,8 +175,7 @@ def _mark_selection(frame: pd.DataFrame, records: list[dict], *, utility: str, s
         chosen = with_selection(best_per_target_epsilon(completed, utility), completed, utility=utility, scope=scope)
     else:  # the one trial released: the best of all K
         chosen = scored.loc[[scored[utility].idxmax()]].copy()
-        realized = [ledger_curve((r.get("summary") or {}).get("privacy")) for r in records
-                    if r.get("status") == "completed"]
+        realized = [ledger_curve(r["summary"].privacy) for r in records if r.get("status") == "completed"]
         selection = private.selection(realized, trials=len(records),
                                       guarantee=combined_guarantee(completed["dp_guarantee"]))
         for column, value in selection.columns().items():
@@ -190,28 +192,31 @@ def _mark_selection(frame: pd.DataFrame, records: list[dict], *, utility: str, s
 def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) -> pd.DataFrame:
     """One row per trial x round: ``trial_id``, ``param_*``, [``fold``], ``round``, ``round_seconds``, metrics.
 
-    The metrics, ``val_*`` and ``test_*``, are the global model's scalar metrics
-    of each evaluated round, read from :func:`fedray.results.run_dir.rounds_frame`
-    (the one flattener of round records); a metric one trial lacks, or a round
-    ``fl.eval_every`` skipped, is NaN. ``fold`` (nullable int) is there only when
-    some round carries one, i.e. under k-fold cross-validation. ``axes`` defaults
-    to every param name found in the records.
+    Read from each trial's run ``rounds`` (:func:`fedray.results.run_dir.rounds_frame`'s long format, the one
+    flattener of round records): the metrics, ``val_*`` and ``test_*``, are the global model's scalar metrics
+    of each evaluated round; a metric one trial lacks, or a round ``fl.eval_every`` skipped, is NaN. ``fold``
+    (nullable int) is there only when some trial was cross-validated. ``axes`` defaults to every param name
+    found in the records.
     """
     if axes is None:
         axes = list(dict.fromkeys(axis for r in records for axis in (r.get("params") or {})))
     param_fields = _param_fields(records, axes)
-    folded = any("fold" in entry for r in records for entry in r.get("rounds") or [])
+    frames = {id(r): r["rounds"] for r in records if r.get("rounds") is not None and len(r["rounds"])}
+    folded = any(frame["fold"].max() > 0 for frame in frames.values())
     rows = []
     for record in records:
+        frame = frames.get(id(record))
+        if frame is None:
+            continue
         params = {f.name: _param_value(record, f) for f in param_fields}
-        metrics = _global_metrics(record.get("rounds") or [])
-        for entry in record.get("rounds") or []:
+        trial_folded = frame["fold"].max() > 0
+        metrics = _global_metrics(frame)
+        for (fold, round_), seconds in frame.groupby(["fold", "round"], sort=False)["round_seconds"].first().items():
             row = {"trial_id": str(record["trial_id"]), **params}
             if folded:
-                row["fold"] = _cast(entry.get("fold"), pa.int64())
-            row.update(round=_cast(entry.get("round"), pa.int64()),
-                       round_seconds=_cast(entry.get("round_seconds"), pa.float64()),
-                       **metrics.get((int(entry.get("fold", 0)), int(entry["round"])), {}))
+                row["fold"] = int(fold) if trial_folded else None
+            row.update(round=int(round_), round_seconds=_cast(seconds, pa.float64()),
+                       **metrics.get((int(fold), int(round_)), {}))
             rows.append(row)
     fixed = _with_params(_ROUNDS_FIXED, param_fields, after="trial_id")
     if folded:
@@ -221,11 +226,8 @@ def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) ->
     return pa.Table.from_pylist(rows, schema=schema).to_pandas(types_mapper=_NULLABLE_INTS)
 
 
-def _global_metrics(rounds: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
-    """``{(fold, round): {"val_<metric>": ..., "test_<metric>": ...}}`` from the rounds' "global" rows."""
-    if not rounds:
-        return {}
-    long = rounds_frame(rounds)
+def _global_metrics(long: pd.DataFrame) -> dict[tuple[int, int], dict[str, float]]:
+    """``{(fold, round): {"val_<metric>": ..., "test_<metric>": ...}}`` from a run's "global" rows."""
     names = [m for m in SCALAR_METRICS if m in long.columns]
     found: dict[tuple[int, int], dict[str, float]] = {}
     for _, row in long[long["scope"] == "global"].iterrows():
@@ -245,8 +247,8 @@ def write_frontier(
     """
     _check_utility(utility)
     for record in records:  # a privacy boundary: each trial's fields must be declared by its own ledger
-        if record.get("summary"):
-            check_outputs(record["summary"], record.get("rounds") or [], models=False)
+        if record.get("summary") is not None:
+            check_outputs(record["summary"].to_dict(), [], models=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = frontier_frame(records, axes=axes, sweep_name=sweep_name, utility=utility, scope=scope, private=private)
@@ -269,7 +271,8 @@ def write_frontier(
 
 
 def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | None) -> dict:
-    sources = {"config": record.get("config") or {}, "summary": record.get("summary") or {}}
+    summary = record.get("summary")
+    sources = {"config": record.get("config") or {}, "summary": summary.to_dict() if summary is not None else {}}
     return {
         "schema_version": SCHEMA_VERSION, "sweep": sweep_name, "trial_id": str(record["trial_id"]),
         "status": str(record["status"]), "error": _cast(record.get("error"), pa.string()),

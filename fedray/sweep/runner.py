@@ -53,7 +53,7 @@ from fedray.sweep.resources import check_trial_fits, trial_bundles
 from fedray.sweep.selection import PrivateSelection, check_distribution, draw_trial_count, max_curve, plan_curve, \
     random_points
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
-from fedray.sweep.trial import run_trial
+from fedray.sweep.trial import finished_run, run_trial
 
 MANIFEST = "sweep.json"
 PROGRESS_COLUMNS = {"round": "round", "test_accuracy": "test acc", "test_balanced_accuracy": "test bal acc",
@@ -273,7 +273,7 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
             progress_reporter=tune.CLIReporter(
                 parameter_columns=list(paths), metric_columns=PROGRESS_COLUMNS, max_report_frequency=15),
-            # JSON and CSV results only: the final report carries strings TensorBoard cannot log.
+            # JSON and CSV results only: TensorBoard cannot log the final report's run directory (a string).
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
         ),
     )
@@ -325,22 +325,19 @@ def _check_resume_dir(out_dir: Path, manifest: dict) -> None:
 
 
 def trial_record(result, axes: list[str]) -> dict:
-    """A Tune result as the frontier's trial record."""
+    """A Tune result as the frontier's trial record: its params, and its run read back (config, summary, rounds)."""
     metrics = result.metrics or {}
     params = {axis: (result.config or {}).get(axis) for axis in axes}
     trial_id = metrics.get("trial_id") or Path(result.path).name
-    if result.error is None and "summary_json" not in metrics:  # never started, or stopped mid-trial
-        return {"trial_id": trial_id, "status": "unfinished", "error": None, "params": params,
-                "config": None, "summary": None, "rounds": []}
     if result.error is not None:
         return {"trial_id": trial_id, "status": "failed", "error": _one_line(result.error), "params": params,
-                "config": None, "summary": None, "rounds": []}
-    return {
-        "trial_id": trial_id, "status": "completed", "error": None, "params": params,
-        "config": json.loads(metrics["config_json"]),
-        "summary": json.loads(metrics["summary_json"]),
-        "rounds": json.loads(metrics["rounds_json"]),
-    }
+                "config": None, "summary": None, "rounds": None}
+    run = finished_run(result)
+    if run is None:  # never started, or stopped mid-trial
+        return {"trial_id": trial_id, "status": "unfinished", "error": None, "params": params,
+                "config": None, "summary": None, "rounds": None}
+    return {"trial_id": trial_id, "status": "completed", "error": None, "params": params,
+            "config": run.config, "summary": run.summary, "rounds": run.rounds}
 
 
 def _one_line(error) -> str:

@@ -9,6 +9,12 @@ sweep restarts an unfinished trial from its last checkpoint, not from round
 1, with the same ledger; a trial resumed from its final checkpoint reruns
 nothing and reports the same result again.
 
+The result. A trial writes its run directory (:func:`fedray.results.write_run`)
+and its final report names it (``run_dir``); that report's checkpoint holds
+a copy of the run's record (config, summary, rounds), so the sweep reads
+each trial's :class:`~fedray.results.RunRecord` through Tune's storage
+(:func:`finished_run`), on a laptop or from a trial on another node.
+
 Resume and release. A resumed trial reruns the rounds after its last
 checkpoint, and under DP a rerun round draws fresh noise: a second release
 of the same records. If the first run had already reported that round (its
@@ -29,25 +35,28 @@ a rerun round then releases nothing private, it only repeats a report.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
 from ray import tune
 from ray.util import get_current_placement_group
 
-from fedray.config import as_dict, replace
+from fedray.config import replace
 from fedray.federation.study import StudyState, run_study
 from fedray.metrics import SCALAR_METRICS
 from fedray.privacy.mechanisms import claims_dp
-from fedray.results import write_run
+from fedray.results import RunRecord, read_run, write_run
+from fedray.results.run_dir import RECORD_FILES
 from fedray.sweep.resources import DRIVER_BUNDLE
 from fedray.sweep.space import trial_config
 
 CHECKPOINT_FILE = "study.pkl"
+RUN_RECORD = "run"  # the final checkpoint's copy of the run directory's record (read_run)
+RUN_DIR = "run_dir"  # the final report's metric: where the trial wrote its run directory
 
 
 def round_metrics(record: dict) -> dict:
@@ -90,31 +99,40 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
     result = run_study(cfg, on_round=on_round, run_dir=Path(cfg.run_dir), resume=resume,
                        on_checkpoint=on_checkpoint, placement_group=get_current_placement_group(),
                        bundle_offset=DRIVER_BUNDLE)
-    write_run(Path(cfg.run_dir), resolved_cfg=cfg, rounds=result.rounds, summary=result.summary,
+    summary, run_dir = result.summary, Path(cfg.run_dir)
+    write_run(run_dir, resolved_cfg=cfg, rounds=result.rounds, summary=summary,
               models=(result.final_params, result.best_params))
-    # The last round's report also carries the whole summary and history, so the frontier can be
-    # rebuilt from Tune's results alone (also after a resume, without rerunning finished trials).
-    # Its test metrics are the summary's: under k-fold CV the mean over folds, not the last fold's.
-    final = {f"{split}_{k}": float(v) for split in ("val", "test")
-             for k, v in result.summary[f"final_{split}"].items() if k in SCALAR_METRICS}
-    # Its checkpoint is the finished study: a trial restarted after this report (killed before Tune
+    # The last report names the trial's run directory and its checkpoint carries a copy of the run's record
+    # (config, summary, rounds), so the frontier reads what the run wrote, wherever the trial ran (Tune moves
+    # checkpoints to its storage), also after a resume, without rerunning finished trials. Its test metrics are
+    # the summary's: under k-fold CV the mean over folds, not the last fold's.
+    final = {f"{split}_{k}": float(v) for split, metrics in (("val", summary.final_val), ("test", summary.final_test))
+             for k, v in metrics.items() if k in SCALAR_METRICS}
+    # Its checkpoint is also the finished study: a trial restarted after this report (killed before Tune
     # marked it done) resumes to the same result and reports it again, without rerunning a round.
-    with _checkpoint(finished[-1]) as checkpoint:
-        tune.report({
-            **round_metrics(result.rounds[-1]),
-            **final,
-            "epsilon_spent": _finite_or_none(result.summary["privacy"]["epsilon"]),
-            "summary_json": json.dumps(result.summary, default=_json_default),
-            "rounds_json": json.dumps(result.rounds, default=_json_default),
-            "config_json": json.dumps(as_dict(cfg), default=_json_default),
-        }, checkpoint=checkpoint)
+    with _checkpoint(finished[-1], run_dir=run_dir) as checkpoint:
+        tune.report({**round_metrics(result.rounds[-1]), **final, "epsilon_spent": _finite_or_none(summary.epsilon),
+                     RUN_DIR: str(run_dir)}, checkpoint=checkpoint)
+
+
+def finished_run(result) -> RunRecord | None:
+    """A Tune result's finished run, read from its last checkpoint; None unless the trial finished."""
+    if result.error is not None or RUN_DIR not in (result.metrics or {}) or result.checkpoint is None:
+        return None
+    with result.checkpoint.as_directory() as folder:
+        return read_run(Path(folder) / RUN_RECORD)
 
 
 @contextlib.contextmanager
-def _checkpoint(state: StudyState):
-    """A Tune checkpoint of ``state``, valid inside the block (Tune persists it when it is reported)."""
+def _checkpoint(state: StudyState, *, run_dir: Path | None = None):
+    """A Tune checkpoint of ``state`` (with a copy of ``run_dir``'s record), valid inside the block (Tune
+    persists it when it is reported)."""
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / CHECKPOINT_FILE).write_bytes(pickle.dumps(state))
+        if run_dir is not None:
+            (Path(folder) / RUN_RECORD).mkdir()
+            for name in RECORD_FILES:
+                shutil.copy2(run_dir / name, Path(folder) / RUN_RECORD / name)
         yield tune.Checkpoint.from_directory(folder)
 
 
@@ -129,9 +147,3 @@ def _last_checkpoint() -> StudyState | None:
 
 def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

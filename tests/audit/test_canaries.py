@@ -135,15 +135,15 @@ def test_canary_clients_push_seeded_unit_directions_and_score_their_cosines():
 def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_session, tmp_path):
     two = [*AUDITED, "fl.num_hospitals=2"]  # fewer actors to start: most of a tiny run's time
     public = run_experiment(compose_typed(two, tmp_path / "public"))
-    audit = public.summary["audit"]
+    audit = public.summary.audit
     white_box = audit["canaries"]["gradient"]
     assert white_box["epsilon_lower_bound"] > 1.0 and white_box["m"] == 600
     assert audit["canaries"]["input"]["m"] == 20
-    sizes = public.summary["data"]
-    assert (sizes["val"], sizes["test"]) == (len(public.dealt.splits.val), len(public.dealt.splits.test))
+    sizes = public.summary.data
+    assert (sizes.val, sizes.test) == (len(public.dealt.splits.val), len(public.dealt.splits.test))
     assert not _canary_ids([public.dealt.splits.val, public.dealt.splits.test])
     private = run_experiment(compose_typed([*two, "privacy=dpsgd", "privacy.epsilon=2"], tmp_path / "dp"))
-    ledger, audit = private.summary["privacy"], private.summary["audit"]
+    ledger, audit = private.summary.privacy, private.summary.audit
     assert math.isfinite(ledger["epsilon"]) and audit["delta"] == ledger["delta"]
     assert audit["canaries"]["gradient"]["epsilon_lower_bound"] <= ledger["epsilon"]
     assert not [flag for flag in audit["flags"] if flag.startswith("violation")]

@@ -19,9 +19,10 @@ from fedray.federation.experiment import prepare_experiment
 from fedray.metrics import mean_and_std
 from fedray.privacy.mechanisms import NonPrivate, check_pair
 from fedray.privacy.preprocessing import fit_input_map
+from fedray.results import DataSummary
 from fedray.results.crossval import combine_fold_summaries
 
-from conftest import data_cfg, compose_typed
+from conftest import data_cfg, compose_typed, run_summary
 
 EHR = ["data=ehr_synthetic", "data.num_records=400", "model=logreg", "fl.rounds=1"]
 
@@ -92,22 +93,22 @@ def test_more_folds_than_the_smallest_class_is_one_clear_error():
 
 
 def test_fold_summaries_combine_to_mean_and_sample_std():
-    def summary(acc: float, eps: float, auc: float) -> dict:
+    def summary(acc: float, eps: float, auc: float):
         metrics = {"accuracy": acc, "auc": 0.5}
-        return {"status": "completed", "mode": "federated", "model": "logreg", "rounds": 1,
-                "data": {"train": 8, "val": 1, "test": 3, "without_consent": 2, "fold": [0, 2]},
-                "final_test": metrics, "final_val": metrics, "best_val_round": 1, "best_val_round_test": metrics,
-                "final_test_confusion_matrix": [[1, 0], [1, 1]], "privacy": {"epsilon": eps},
-                "audit": {"strongest": {"attack": "lira_offline", "auc": auc}},
-                "hospital_restarts": 0, "wall_seconds": 2.0, "seconds_per_round": 1.0, "gpu_hours": 0.0}
+        return run_summary(model="logreg", rounds=1, best_val_round=1, final_test=metrics, final_val=metrics,
+                           best_val_round_test=metrics, final_test_confusion_matrix=[[1, 0], [1, 1]],
+                           data=DataSummary(train=8, val=1, test=3, without_consent=2, fold=[0, 2]),
+                           privacy={"epsilon": eps}, audit={"strongest": {"attack": "lira_offline", "auc": auc}},
+                           wall_seconds=2.0, seconds_per_round=1.0)
 
     combined = combine_fold_summaries([summary(0.6, 0.9, 0.52), summary(0.8, 1.0, 0.56)])
-    assert combined["final_test"]["accuracy"] == pytest.approx(0.7)
-    assert combined["final_test_std"]["accuracy"] == pytest.approx(math.sqrt(0.02))  # ddof = 1
-    assert combined["final_test_confusion_matrix"] == [[2, 0], [2, 2]]
-    assert combined["privacy"]["epsilon"] == 1.0 and "up to 1 x epsilon" in combined["privacy"]["cv_note"]
-    assert combined["audit"]["strongest"]["auc"] == pytest.approx(0.54)
-    assert combined["cv"]["folds"] == 2 and combined["wall_seconds"] == 4.0
+    assert combined.final_test["accuracy"] == pytest.approx(0.7)
+    assert combined.final_test_std["accuracy"] == pytest.approx(math.sqrt(0.02))  # ddof = 1
+    assert combined.final_test_confusion_matrix == [[2, 0], [2, 2]]
+    assert combined.epsilon == 1.0 and "up to 1 x epsilon" in combined.privacy["cv_note"]
+    assert combined.audit["strongest"]["auc"] == pytest.approx(0.54)
+    assert combined.folds == 2 and combined.wall_seconds == 4.0 and combined.best_val_round is None
+    assert combined.data.fold is None and combined.data.per_fold_sizes == [{"train": 8, "val": 1, "test": 3}] * 2
     assert mean_and_std([{"x": math.inf}, {"x": math.inf}])[0]["x"] == math.inf
 
 

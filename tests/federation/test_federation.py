@@ -36,7 +36,7 @@ def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, ti
 def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cfg):
     clean = run_experiment(tiny_cfg)
     faulty = run_experiment(tiny_cfg, kill_hospital=(2, 2))
-    assert faulty.summary["hospital_restarts"] >= 1
+    assert faulty.summary.hospital_restarts >= 1
     assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
     # The retried round starts from the same global model with the same seeded batches.
     assert same_params(clean.final_params, faulty.final_params)
@@ -84,11 +84,11 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
 @pytest.mark.parametrize("mode", ["centralized", "local"])
 def test_baselines_use_the_same_budget(ray_session, tiny_cfg, mode):
     result = run_experiment(with_changes(tiny_cfg, mode=mode))
-    sizes = result.summary["data"]["hospital_train_sizes"]
+    sizes = result.summary.data.hospital_train_sizes
     if mode == "centralized":
         assert len(sizes) == 1 and len(result.rounds[0]["clients"]) == 1
         assert sizes[0] == sum(len(s) for s in prepare_experiment(tiny_cfg).dealt.train_shards)
     else:
         assert len(result.final_params) == 5
         assert len(result.rounds[-1]["test_per_hospital"]) == 5
-    assert 0.0 <= result.summary["final_test"]["accuracy"] <= 1.0
+    assert 0.0 <= result.summary.final_test["accuracy"] <= 1.0

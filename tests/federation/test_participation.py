@@ -18,7 +18,7 @@ def test_sampled_rounds_train_only_the_drawn_hospitals_and_dp_fedavg_counts_the_
     sampled = run_experiment(compose_typed([*BASE, "fl.clients_per_round=2", "privacy=dpfedavg", "privacy.epsilon=5"],
                                            tmp_path))
     everyone = prepare_experiment(compose_typed([*BASE, "privacy=dpfedavg", "privacy.epsilon=5"], tmp_path))
-    ledger = sampled.summary["privacy"]
+    ledger = sampled.summary.privacy
     assert ledger["clients_per_round"] == 2 and ledger["epsilon"] <= 5
     # The same ε at q = 2/5 needs less noise than with every hospital every round.
     assert ledger["max_noise_multiplier"] < everyone.privacy.noise_multiplier

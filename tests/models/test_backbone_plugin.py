@@ -65,7 +65,7 @@ def test_registered_backbone_trains_end_to_end(tmp_path, privacy):
     cfg = with_changes(cfg, model=backbone(NAME))
     result = run_in_process(cfg)
     summary = result.summary
-    assert summary["model"] == NAME
-    assert 0.0 <= summary["final_test"]["balanced_accuracy"] <= 1.0
+    assert summary.model == NAME
+    assert 0.0 <= summary.final_test["balanced_accuracy"] <= 1.0
     if privacy:
-        assert summary["privacy"]["epsilon"] == pytest.approx(8.0, rel=0.01)
+        assert summary.epsilon == pytest.approx(8.0, rel=0.01)

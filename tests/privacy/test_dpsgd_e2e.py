@@ -17,15 +17,15 @@ def test_infinite_epsilon_bypasses_opacus_entirely(ray_session, tmp_path):
     plain = run_experiment(compose_typed(TINY, tmp_path))
     infinite = run_experiment(compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path))
     assert same_params(plain.final_params, infinite.final_params)  # no clipping, no noise, same model
-    assert math.isinf(infinite.summary["privacy"]["epsilon"])
+    assert math.isinf(infinite.summary.privacy["epsilon"])
 
 
 def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_session, tmp_path):
     cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3"], tmp_path)
     result = run_experiment(cfg, kill_hospital=(1, 2))
-    ledger = result.summary["privacy"]
-    assert result.summary["hospital_restarts"] >= 1
-    assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / sum(result.summary["data"]["hospital_train_sizes"])
+    ledger = result.summary.privacy
+    assert result.summary.hospital_restarts >= 1
+    assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / sum(result.summary.data.hospital_train_sizes)
     for entry in ledger["hospitals"]:
         # The restarted hospital resumed its accountant: it reports every step of both rounds.
         assert entry["steps"] == cfg.fl.rounds * cfg.fl.local_epochs * round(1 / entry["sample_rate"])
@@ -39,7 +39,7 @@ def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_ses
 def test_client_level_dp_fedavg_reports_a_hospital_level_guarantee(ray_session, tmp_path):
     result = run_experiment(compose_typed([*TINY, "privacy=dpfedavg", "privacy.epsilon=20", "audit.enabled=false"],
                                           tmp_path))
-    ledger = result.summary["privacy"]
+    ledger = result.summary.privacy
     assert ledger["unit"] == "hospital" and 0 < ledger["epsilon"] <= 20 and ledger["max_noise_multiplier"] > 0
     assert "not individual patients" in ledger["note"]
 
@@ -51,9 +51,9 @@ MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "dat
 
 def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
     # Pure-noise images and 40 epochs: the model can only memorise its training records.
-    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary["audit"]
+    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary.audit
     private = run_experiment(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
-                             ).summary["audit"]
+                             ).summary.audit
     assert exposed["strongest"]["auc"] > 0.7
     assert private["strongest"]["auc"] < 0.62
     # Balanced pools, split at random: the attack is chosen on one half and measured on the other.

@@ -83,14 +83,14 @@ def test_two_default_dp_runs_differ_and_reproducible_runs_equal_a_run_with_a_kil
                                                                                             tmp_path):
     first, second = default_dp_runs
     assert not same_params(first.final_params, second.final_params)  # same config, same seed: secret noise
-    assert first.summary["privacy"]["noise"] == "noise secret (OS entropy)"
+    assert first.summary.privacy["noise"] == "noise secret (OS entropy)"
 
     reproducible = [*DP, "privacy.reproducible_noise=true"]
     clean = run_experiment(compose_typed(reproducible, tmp_path))
     killed = run_experiment(compose_typed(reproducible, tmp_path), kill_hospital=(2, 2))
-    assert killed.summary["hospital_restarts"] >= 1
+    assert killed.summary.hospital_restarts >= 1
     assert same_params(clean.final_params, killed.final_params)  # two runs, one of them retried: equal
-    assert "simulation only, no guarantee" in clean.summary["privacy"]["noise"]
+    assert "simulation only, no guarantee" in clean.summary.privacy["noise"]
 
 
 def test_under_dp_the_driver_receives_no_statistic_of_training_records(default_dp_runs, tmp_path):
@@ -119,7 +119,7 @@ def test_dp_whitening_is_federated_noised_and_charged_to_the_same_budget(ray_ses
     # Tiny hospitals need a large share for usable statistics; the default 5% suits thousands of images.
     result = run_experiment(compose_typed([*DP, "data.whitening=zca", "data.whitening_epsilon_share=0.5",
                                            "data.samples_per_class=150"], tmp_path))
-    ledger = result.summary["privacy"]
+    ledger = result.summary.privacy
     assert len(ledger["preprocessing"]) == 5 and all(e["unit"] == "image" for e in ledger["preprocessing"])
     assert ledger["preprocessing"][0]["epsilon"] == pytest.approx(0.5 * 3)
     # One accountant composes each hospital's statistic with its training (RDP), within the target.

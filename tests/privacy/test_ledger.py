@@ -12,7 +12,7 @@ import dp_accounting
 import numpy as np
 import pytest
 
-from conftest import TINY, compose_typed
+from conftest import TINY, compose_typed, run_summary
 
 from fedray.audit import inserted_record_slots
 from fedray.audit.plan import AuditPlan, Inserted, slot_counts
@@ -23,6 +23,7 @@ from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.accounting import RDP_ORDERS, default_delta
 from fedray.privacy.ledger import Release, Releases, UndeclaredRelease, compose_epsilon, pure_dp_event, pure_epsilon
 from fedray.privacy.mechanisms import PlanContext, plan_privacy
+from fedray.results import DataSummary
 from fedray.results.run_dir import check_outputs
 from fedray.strategies import ClientResult
 
@@ -168,9 +169,9 @@ def test_the_frontier_writer_refuses_a_trial_whose_fields_its_ledger_does_not_de
     from fedray.sweep.frontier import write_frontier
 
     _, plan = _plan([*TINY, "privacy=dpfedavg", "privacy.epsilon=5", "fl.clients_per_round=2"], tmp_path)
-    summary = {"status": "completed", "privacy": plan.ledger([{}] * 5), "data": {"hospital_train_sizes": [84] * 5}}
+    summary = run_summary(privacy=plan.ledger([{}] * 5), data=DataSummary(hospital_train_sizes=[84] * 5))
     with pytest.raises(UndeclaredRelease, match="summary.data.hospital_train_sizes"):
-        write_frontier(tmp_path / "sweep", [{"summary": summary, "config": {}, "rounds": []}], axes=[],
+        write_frontier(tmp_path / "sweep", [{"summary": summary, "config": {}, "rounds": None}], axes=[],
                        sweep_name="leak")
     assert not (tmp_path / "sweep").exists()
 
@@ -185,10 +186,8 @@ def test_audit_and_cross_validation_statistics_are_labelled_outside_the_guarante
     ledger = plan.ledger([{"dp_steps": s.planned_steps} for s in plan.hospitals])
     assert {"audit", "cross-validation", "held-out metrics"} <= set(ledger["outside_guarantee"])
     assert "outside the guarantee" in OUTSIDE_GUARANTEE
-    fold = {"final_test": {"accuracy": 0.5}, "final_val": {"accuracy": 0.5}, "best_val_round_test": {"accuracy": 0.5},
-            "privacy": ledger, "data": {"val": 1, "test": 1}, "hospital_restarts": 0, "wall_seconds": 1.0,
-            "seconds_per_round": 1.0, "gpu_hours": 0.0}
-    assert "outside the guarantee" in combine_fold_summaries([fold, fold])["cv"]["guarantee"]
+    fold = run_summary(privacy=ledger, data=DataSummary(val=1, test=1))
+    assert "outside the guarantee" in combine_fold_summaries([fold, fold]).cv["guarantee"]
     from fedray.sweep.frontier import frontier_frame
 
     assert "outside the guarantee" in render_report(frontier_frame([], axes=[], sweep_name="s"), sweep_name="s",

@@ -130,12 +130,12 @@ def test_a_mechanism_registered_from_tests_runs_end_to_end_with_its_own_ledger(r
                      clip_norm=1.0)
     cfg = dataclasses.replace(cfg, privacy=toy)
     result = run_experiment(cfg)
-    ledger = result.summary["privacy"]
+    ledger = result.summary.privacy
     expected = compose_epsilon([_event(ledger["noise_multiplier"], cfg.fl.rounds)], delta=1e-3)
     assert ledger["mechanism"] == ToyAggregatePerturbation.name and ledger["guarantee"] is True
     assert ledger["epsilon"] == pytest.approx(expected) and 3.99 <= ledger["epsilon"] <= 4.0
     assert all(r["clients"] == [{"hospital": k} for k in range(5)] for r in result.rounds)  # no counts, no steps
-    assert "data" in result.summary and "hospital_train_sizes" not in result.summary["data"]
+    assert result.summary.data.source and result.summary.data.hospital_train_sizes is None  # withheld
     write_run(tmp_path / "run", resolved_cfg=cfg, rounds=result.rounds, summary=result.summary,
               models=(result.final_params, result.best_params))
     written = json.loads((tmp_path / "run" / "summary.json").read_text())

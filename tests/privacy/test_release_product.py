@@ -57,7 +57,7 @@ def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, m
         assert "\n" not in str(refused) and ": " in str(refused)  # what is wrong, and the fix
         return
     result = run_in_process(prep.cfg, prepared=prep)  # every hospital message went through the proxy's check
-    summary, ledger = result.summary, result.summary["privacy"]
+    summary, ledger = result.summary.to_dict(), result.summary.privacy
     check_outputs(summary, result.rounds, models=True)
     if not prep.privacy.claims_dp:
         assert ledger["epsilon"] == math.inf and ledger["guarantee"] is False
@@ -65,7 +65,7 @@ def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, m
     outputs = declared_outputs(summary)
     assert all(outputs.covers(name) for name in output_fields(summary, result.rounds, models=True))
     plan = prep.privacy
-    states = result.summary["privacy"].get("hospitals") or [{}] * plan.num_hospitals
+    states = result.summary.privacy.get("hospitals") or [{}] * plan.num_hospitals
     events = plan.events([{"dp_steps": h.get("steps", 0)} for h in states])
     pure = ledger["delta"] == 0.0
     if not pure:

@@ -71,16 +71,16 @@ def test_a_secure_run_equals_the_plain_run_up_to_rounding_and_a_killed_hospital_
     for name, value in plain.final_params[0].items():
         np.testing.assert_allclose(secure.final_params[0][name], value, atol=1e-6)
         np.testing.assert_array_equal(killed.final_params[0][name], secure.final_params[0][name])
-    assert killed.summary["hospital_restarts"] >= 1
+    assert killed.summary.hospital_restarts >= 1
     for record in secure.rounds:  # nothing per hospital reaches the driver
         assert record["clients"] == [] and record["hospital_val"] == []
-    assert secure.summary["privacy"]["aggregation"].startswith("secure")
+    assert secure.summary.privacy["aggregation"].startswith("secure")
 
 
 def test_distributed_dp_fedavg_needs_no_trusted_driver(ray_session, tmp_path):
     result = run_experiment(compose_typed([*TINY, "audit.enabled=false", "privacy=dpfedavg", "privacy.epsilon=5",
                                            "fl.secure_aggregation=true"], tmp_path))
-    ledger = result.summary["privacy"]
+    ledger = result.summary.privacy
     assert ledger["unit"] == "hospital" and 0 < ledger["epsilon"] <= 5
     assert ledger["trust"].startswith("nobody: distributed DP")
 

@@ -80,7 +80,7 @@ def test_fedprox_strategy_averages_like_fedavg_and_its_term_pulls_towards_the_gl
 def test_strategies_compose_with_record_level_dp_sgd(ray_session, tmp_path, strategy):
     result = run_experiment(compose_typed([*TINY, f"strategy={strategy}", "privacy=dpsgd", "privacy.epsilon=3",
                                            "audit.enabled=false"], tmp_path))
-    assert result.summary["privacy"]["epsilon"] <= 3 and np.isfinite(result.summary["final_test"]["loss"])
+    assert result.summary.privacy["epsilon"] <= 3 and np.isfinite(result.summary.final_test["loss"])
 
 
 def test_strategy_and_secure_aggregation_are_sweep_axes(tmp_path):

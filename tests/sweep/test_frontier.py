@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from functools import lru_cache
@@ -11,8 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import run_summary
+
 import fedray.sweep.frontier as frontier_module
 from fedray.privacy.accounting import RDP_ORDERS
+from fedray.results import DataSummary, rounds_frame
 from fedray.sweep.frontier import (FRONTIER_SCHEMA, HEADLINE_METRICS, SCHEMA_VERSION, frontier_frame,
                                    sweep_rounds_frame, write_frontier)
 from fedray.sweep.report import TUNING_NOTE
@@ -82,20 +86,20 @@ def _record(trial_id: str, *, lr: float, epsilon: float, balanced: float, attack
               for r in (1, 2)]
     return {"trial_id": trial_id, "status": "completed", "error": None,
             "params": {"backbone": "small_cnn", "lr": lr, "epsilon": epsilon},
-            "config": config, "summary": summary, "rounds": rounds}
+            "config": config, "summary": run_summary(**summary), "rounds": rounds_frame(rounds)}
 
 
 def _with_cv(record: dict, folds: int = 3) -> dict:
     """``record`` as a k-fold cross-validated run: means in final_test, stds beside them, rounds per fold."""
     summary = record["summary"]
-    summary["final_test_std"] = {"loss": 0.2, **{m: 0.01 * (i + 1) for i, m in enumerate(HEADLINE_METRICS)}}
-    summary["cv"] = {"folds": folds, "per_fold": [summary["final_test"]] * folds}
-    summary["data"] = {"without_consent": 7}
-    summary["privacy"]["unit"] = "record"
-    summary["privacy"]["cv_note"] = f"k-fold CV: each of the {folds} fold models spends epsilon on overlapping records"
-    summary["audit"]["strongest_std"] = {"auc": 0.02, "advantage": 0.03, "tpr_at_1pct_fpr": 0.01}
+    summary.privacy["unit"] = "record"
+    summary.privacy["cv_note"] = f"k-fold CV: each of the {folds} fold models spends epsilon on overlapping records"
+    summary.audit["strongest_std"] = {"auc": 0.02, "advantage": 0.03, "tpr_at_1pct_fpr": 0.01}
+    record["summary"] = dataclasses.replace(
+        summary, final_test_std={"loss": 0.2, **{m: 0.01 * (i + 1) for i, m in enumerate(HEADLINE_METRICS)}},
+        cv={"folds": folds, "per_fold": [summary.final_test] * folds}, data=DataSummary(without_consent=7))
     record["config"]["cv"] = {"folds": folds}
-    record["rounds"] = [{**entry, "fold": fold} for fold in range(folds) for entry in record["rounds"]]
+    record["rounds"] = pd.concat([record["rounds"].assign(fold=fold) for fold in range(folds)], ignore_index=True)
     return record
 
 
@@ -103,7 +107,7 @@ def _with_cv(record: dict, folds: int = 3) -> dict:
 def records() -> list[dict]:
     failed = {"trial_id": "t4", "status": "failed", "error": "RayActorError: hospital 1 died",
               "params": {"backbone": "small_cnn", "lr": 0.1, "epsilon": 1.0}, "config": None, "summary": None,
-              "rounds": []}
+              "rounds": None}
     return [
         _record("t1", lr=0.05, epsilon=1.0, balanced=0.60),
         _record("t2", lr=0.05, epsilon=8.0, balanced=0.55),  # less useful and less private than t1
@@ -149,7 +153,7 @@ def test_non_private_and_failed_rows(records):
 
 def test_ledger_from_entries_without_top_level_maxima(records):
     """Summaries that list hospitals under "entries" and give no max noise / accountant still fill both."""
-    privacy = records[0]["summary"]["privacy"]
+    privacy = records[0]["summary"].privacy
     privacy["entries"] = privacy.pop("hospitals")
     del privacy["max_noise_multiplier"], privacy["accountant"]
     privacy["epsilon"] = "0.98"  # a JSON round trip may leave numbers as strings
@@ -174,8 +178,8 @@ def test_schema_version_6_rdp_column(records):
     one (non-private, failed, cross-validated: one fold's curve)."""
     assert SCHEMA_VERSION == 6 and "dp_event" not in FRONTIER_SCHEMA.names
     assert FRONTIER_SCHEMA.field("dp_rdp").type == pa.string()
-    records[1]["summary"]["privacy"]["mechanism"] = "laplace_input"  # any mechanism's curve, e.g. a pure one
-    records[1]["summary"]["privacy"]["rdp"] = [2.0] * len(ledger_rdp())
+    records[1]["summary"].privacy["mechanism"] = "laplace_input"  # any mechanism's curve, e.g. a pure one
+    records[1]["summary"].privacy["rdp"] = [2.0] * len(ledger_rdp())
     frame = frontier_frame([*records, _with_cv(_record("t5", lr=0.1, epsilon=1.0, balanced=0.5))],
                            axes=AXES).set_index("trial_id")
     cell = json.loads(frame.loc["t1", "dp_rdp"])
@@ -210,10 +214,10 @@ def _one_run(bound: float, m: int = 1000) -> dict:
 
 
 def test_version_4_canary_columns(records):
-    audit = records[0]["summary"]["audit"]
+    audit = records[0]["summary"].audit
     audit["canaries"] = {"input": _one_run(0.2, m=100), "gradient": _one_run(0.9), "notes": {}}
     audit["flags"] = ["violation: made up for the test"]
-    dpfedavg = records[1]["summary"]["audit"]
+    dpfedavg = records[1]["summary"].audit
     dpfedavg["canaries"] = {"clients": {**_one_run(0.0), "gaussian_estimate": {"epsilon": 6.5, "interval": [5.0, 8.0]}}}
     dpfedavg["flags"] = []
     for name, type_ in V4_COLUMNS.items():
@@ -235,7 +239,7 @@ def test_version_4_canary_columns(records):
 
 def test_old_summaries_give_nulls_not_errors(records):
     """Summaries from before CV, consent filtering and DP units: their v2 columns are null, not guessed."""
-    del records[1]["summary"]["final_test"]["precision"]
+    del records[1]["summary"].final_test["precision"]
     frame = frontier_frame(records, axes=AXES).set_index("trial_id")
     absent = [c for c in V2_COLUMNS if c not in ("test_precision", "test_recall")]
     assert frame[absent].isna().all().all()
@@ -253,7 +257,7 @@ def test_cross_validated_summary_fills_the_std_columns(records):
 
 def test_cv_folds_falls_back_to_the_config(records):
     record = _with_cv(records[0], folds=4)
-    del record["summary"]["cv"]
+    record["summary"] = dataclasses.replace(record["summary"], cv=None)
     assert frontier_frame([record], axes=AXES).iloc[0]["cv_folds"] == 4
 
 

@@ -23,12 +23,12 @@ def _records(guarantee_flag: bool) -> list[dict]:
     simulated = _record("t-sim", lr=0.05, epsilon=1.0, balanced=0.70)
     real = _record("t-real", lr=0.1, epsilon=1.0, balanced=0.60)
     other = _record("t-8", lr=0.05, epsilon=8.0, balanced=0.55)
-    simulated["summary"]["privacy"]["noise"] = REPRODUCIBLE_DESCRIPTION
+    simulated["summary"].privacy["noise"] = REPRODUCIBLE_DESCRIPTION
     for record in (real, other):
-        record["summary"]["privacy"]["noise"] = SECRET_DESCRIPTION
+        record["summary"].privacy["noise"] = SECRET_DESCRIPTION
     if guarantee_flag:  # the ledger's own flag, where it has one, decides
-        simulated["summary"]["privacy"]["guarantee"] = False
-        real["summary"]["privacy"]["guarantee"] = other["summary"]["privacy"]["guarantee"] = True
+        simulated["summary"].privacy["guarantee"] = False
+        real["summary"].privacy["guarantee"] = other["summary"].privacy["guarantee"] = True
     return [simulated, real, other, _record("t-inf", lr=0.05, epsilon=math.inf, balanced=0.8)]
 
 

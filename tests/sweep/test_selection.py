@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -72,7 +73,7 @@ def _private_records() -> list[dict]:
 
 def _spec(records, distribution="poisson", mean=4.0, shape=1.0, *extra) -> PrivateSelection:
     # The plans of every configuration of the space: here the curves the trials' ledgers report (and ``extra``).
-    planned = max_curve([*(ledger_curve(r["summary"]["privacy"]) for r in records), *extra])
+    planned = max_curve([*(ledger_curve(r["summary"].privacy) for r in records), *extra])
     return PrivateSelection(distribution=distribution, mean=mean, shape=shape, curve=planned, delta=DELTA)
 
 
@@ -126,7 +127,7 @@ def test_private_selection_without_a_dominating_curve_takes_the_per_order_maximu
 def test_a_trial_without_a_curve_leaves_the_private_selection_unknown():
     records = _private_records()
     spec = _spec(records)
-    records[0]["summary"]["privacy"].pop("rdp")
+    records[0]["summary"].privacy.pop("rdp")
     chosen = frontier_frame(records, axes=AXES, private=spec).set_index("trial_id").loc["t-b"]
     assert pd.isna(chosen["selection_epsilon"]) and "no RDP curve" in chosen["selection_rule"]
 
@@ -198,7 +199,7 @@ def test_tables_compose_curves_from_the_parquet_alone_and_old_parquets_fall_back
     records = [*_private_records(), _record("t-8", lr=0.05, epsilon=8.0, balanced=0.5)]
     one = _accountant_epsilon(dp_accounting.ComposedDpEvent([_sgd(z, 0.1, 30) for z in (1.2,)]))
     for record in records[:3]:
-        record["summary"]["privacy"]["epsilon"] = one
+        record["summary"].privacy["epsilon"] = one
     frame = pd.read_parquet(write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")["frontier"])
     expected = _accountant_epsilon(dp_accounting.SelfComposedDpEvent(_sgd(1.2, 0.1, 30), 3), 3 * DELTA)
     table = paper_tables(frame)["privacy_loss_vs_epsilon"].set_index("trial")
@@ -212,7 +213,7 @@ def test_tables_compose_curves_from_the_parquet_alone_and_old_parquets_fall_back
 
 def test_tables_compose_per_row_from_the_parquet_and_keep_a_private_selection(tmp_path):
     records = _private_records()
-    records[0]["summary"]["model"] = "other"
+    records[0]["summary"] = dataclasses.replace(records[0]["summary"], model="other")
     records[0]["config"]["model"]["name"] = "other"  # a second model: its own row, compared alone
     records.append(_record("t-inf", lr=0.05, epsilon=math.inf, balanced=0.5))
     path = write_frontier(tmp_path, records, axes=AXES, sweep_name="demo")["frontier"]
@@ -241,9 +242,9 @@ def test_a_version_4_frontier_without_the_new_columns_still_renders(tmp_path):
 
 
 def test_curves_from_ledgers_plans_and_cells():
-    privacy = _record("t", lr=0.1, epsilon=1.0, balanced=0.5)["summary"]["privacy"]
+    privacy = _record("t", lr=0.1, epsilon=1.0, balanced=0.5)["summary"].privacy
     assert ledger_curve(privacy) == ledger_rdp() == max_curve([_curve(_sgd(1.3, 0.1, 30)), _curve(_sgd(1.2, 0.1, 30))])
-    assert ledger_curve(_with_cv(_record("t", lr=0.1, epsilon=1.0, balanced=0.5))["summary"]["privacy"]) is None
+    assert ledger_curve(_with_cv(_record("t", lr=0.1, epsilon=1.0, balanced=0.5))["summary"].privacy) is None
     assert ledger_curve({**privacy, "rdp": [1.0, 2.0]}) is None and ledger_curve({**privacy, "rdp": None}) is None
     assert ledger_curve({"mechanism": "none", "epsilon": math.inf}) is None and ledger_curve(None) is None
     assert plan_curve(_dpsgd_plan(1.3, 1.2)) == pytest.approx(ledger_rdp(), rel=1e-12)  # max over hospitals

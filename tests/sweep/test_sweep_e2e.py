@@ -96,7 +96,7 @@ overrides = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "audit.enabled=fal
              "resources.hospital.num_gpus=0.15", "resources.driver.num_gpus=0.1"]
 cfg = compose_typed([*overrides, f"tune.out_dir={sys.argv[1]}"], sys.argv[1])
 records = run_sweep(cfg, overrides=[o.lstrip("+") if o.startswith("+sweep=") else o for o in overrides])["records"]
-print(json.dumps([r["summary"]["placement"] for r in records]))
+print(json.dumps([r["summary"].placement for r in records]))
 ray.shutdown()
 cluster.shutdown()
 """

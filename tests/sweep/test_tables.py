@@ -11,6 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import run_summary
+
+from fedray.results import DataSummary, rounds_frame
 from fedray.sweep.frontier import HEADLINE_METRICS, write_frontier
 from fedray.sweep.tables import NON_PRIVATE, main, mean_std, paper_tables, render_tables
 
@@ -31,8 +34,8 @@ def _trial(trial_id: str, *, model: str, mechanism: str, epsilon: float, accurac
                    "accountant": "rdp"}
     strongest = {"attack": "loss_threshold", "auc": 0.6, "advantage": 0.2, "tpr_at_1pct_fpr": 0.05,
                  "tpr_at_0_1pct_fpr": 0.0, "epsilon_lower_bound": 0.4321, "n_members": 50, "n_nonmembers": 50}
-    summary = {"final_test": means, "final_val": means, "privacy": privacy, "data": {"without_consent": 3},
-               "audit": {"strongest": strongest}}
+    summary = {"final_test": means, "final_val": means, "privacy": privacy, "data": DataSummary(without_consent=3),
+               "audit": {"strongest": strongest}, "model": model}
     if folds > 1:
         summary["final_test_std"] = dict.fromkeys(HEADLINE_METRICS, 0.01)
         summary["cv"] = {"folds": folds, "per_fold": [means] * folds}
@@ -40,16 +43,16 @@ def _trial(trial_id: str, *, model: str, mechanism: str, epsilon: float, accurac
     config = {"data": {"name": "heart"}, "model": {"name": model}, "privacy": {"name": mechanism},
               "cv": {"folds": folds}, "train": {"lr": lr}, "mode": "federated"}
     curve = {"accuracy": accuracy, "balanced_accuracy": means["balanced_accuracy"]}
-    rounds = [{"fold": fold, "round": r, "test": curve} for fold in range(folds) for r in (1, 2)]
+    rounds = [{"fold": fold, "round": r, "val": curve, "test": curve} for fold in range(folds) for r in (1, 2)]
     return {"trial_id": trial_id, "status": "completed", "error": None,
             "params": params or {"model": model, "mechanism": mechanism, "epsilon": epsilon, "lr": lr},
-            "config": config, "summary": summary, "rounds": rounds}
+            "config": config, "summary": run_summary(**summary), "rounds": rounds_frame(rounds)}
 
 
 def _records() -> list[dict]:
     failed = {"trial_id": "f1", "status": "failed", "error": "ValueError: boom",
               "params": {"model": "logreg", "mechanism": "dpsgd", "epsilon": 0.1, "lr": 1.0}, "config": None,
-              "summary": None, "rounds": []}
+              "summary": None, "rounds": None}
     return [
         _trial("lr-none", model="logreg", mechanism="none", epsilon=math.inf, accuracy=0.85),
         _trial("lr-dp-0.1", model="logreg", mechanism="dpsgd", epsilon=0.1, accuracy=0.70),

@@ -23,11 +23,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import compose_typed
+from conftest import compose_typed, run_summary
 
 import fedray.federation.study as study
 import fedray.sweep.trial as trial
 from fedray.federation.experiment import ExperimentResult, ExperimentState
+from fedray.results.run_dir import RECORD_FILES
 
 
 class Crash(Exception):
@@ -42,12 +43,13 @@ class FakeCheckpoint:
 
     @classmethod
     def from_directory(cls, folder) -> FakeCheckpoint:
-        return cls({p.name: p.read_bytes() for p in Path(folder).iterdir()})
+        return cls({str(p.relative_to(folder)): p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()})
 
     @contextlib.contextmanager
     def as_directory(self):
         with tempfile.TemporaryDirectory() as folder:
             for name, data in self.files.items():
+                (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(folder) / name).write_bytes(data)
             yield folder
 
@@ -73,8 +75,8 @@ class FakeTune:
         return self.latest
 
 
-def _summary() -> dict:
-    return {"final_val": {"accuracy": 0.5}, "final_test": {"accuracy": 0.5}, "privacy": {"epsilon": 1.0}}
+def _summary():
+    return run_summary(privacy={"epsilon": 1.0})
 
 
 class World:
@@ -95,9 +97,12 @@ class World:
         monkeypatch.setattr(study, "run_experiment", self._run_experiment)
         monkeypatch.setattr(study, "combine_fold_summaries", lambda summaries: _summary())
 
-    def _trial_write_run(self, *args, **kwargs) -> None:
+    def _trial_write_run(self, run_dir: Path, *, summary, **kwargs) -> None:
         if self.crash_at == ("write_run",) and self.attempt == 1:
             raise Crash
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:  # what the final checkpoint copies
+            (run_dir / name).write_text(summary.to_json() if name == "summary.json" else name)
 
     def _run_experiment(self, cfg, *, prepared=None, on_round=None, resume=None, on_checkpoint=None, **placement):
         """experiment.py's round loop and reporting rule, with rounds that only record that they ran."""
@@ -132,7 +137,7 @@ class World:
         return True
 
     def reported_rounds(self, attempt_reports: list[tuple[dict, bool]]) -> list[tuple[int, int]]:
-        return [(int(m.get("fold", 0)), int(m["round"])) for m, _ in attempt_reports if "summary_json" not in m]
+        return [(int(m.get("fold", 0)), int(m["round"])) for m, _ in attempt_reports if trial.RUN_DIR not in m]
 
 
 def _cfg(tmp_path, *, privacy: list[str], rounds: int = 5, folds: int = 1, every: int = 2):
@@ -166,7 +171,7 @@ def test_under_dp_no_reported_round_is_rerun_after_any_crash(tmp_path, monkeypat
         # ... so no round was reported twice, and every round was reported (the last in the final report).
         all_rounds = world.reported_rounds(world.tune.reports)
         assert len(all_rounds) == len(set(all_rounds)), point
-        final = [m for m, _ in world.tune.reports if "summary_json" in m]
+        final = [m for m, _ in world.tune.reports if trial.RUN_DIR in m]
         assert final and all(m == final[0] for m in final), point  # a repeated final report repeats, never redraws
         expected = {(f, r) for f in range(folds) for r in range(1, 6)} - {(folds - 1, 5)}
         assert set(all_rounds) == expected, point
@@ -190,7 +195,7 @@ def test_without_dp_the_checkpoint_interval_is_the_configured_one(tmp_path, monk
     assert world.run()
     assert world.checkpoint_every_seen == {2}
     # Rounds between checkpoints are reported without one (a rerun of them draws no privacy noise).
-    assert [c for m, c in world.tune.reports if "summary_json" not in m] == [False, True, False, True]
+    assert [c for m, c in world.tune.reports if trial.RUN_DIR not in m] == [False, True, False, True]
 
 
 def test_an_infinite_epsilon_is_no_dp_claim(tmp_path, monkeypatch):
@@ -207,4 +212,4 @@ def test_a_finished_study_state_resumes_to_the_same_result(tmp_path, monkeypatch
     assert state.fold == 2 and state.experiment is None and len(state.done) == 2
     result = study.run_study(cfg, resume=state)
     assert [r["round"] for r in result.rounds] == [1, 2, 3, 1, 2, 3]
-    assert not math.isnan(result.summary["privacy"]["epsilon"])
+    assert not math.isnan(result.summary.privacy["epsilon"])

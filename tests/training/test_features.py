@@ -116,14 +116,14 @@ def test_a_run_says_what_it_cached_and_evaluates_every_kth_round(ray_session, tm
     overrides = [*TINY, "model.finetune=head", f"paths.feature_cache_dir={tmp_path / 'cache'}", "fl.rounds=3",
                  "fl.eval_every=2"]
     result = run_experiment(compose_typed(overrides, tmp_path / "a"))
-    cache = result.summary["feature_cache"]
-    assert cache["driver"]["records"] == result.summary["data"]["val"] + result.summary["data"]["test"]
+    cache = result.summary.feature_cache
+    assert cache["driver"]["records"] == result.summary.data.val + result.summary.data.test
     assert [h["records"] for h in cache["hospitals"]] == [
-        n + v for n, v in zip(result.summary["data"]["hospital_train_sizes"], _val_sizes(result))]
+        n + v for n, v in zip(result.summary.data.hospital_train_sizes, _val_sizes(result))]
     assert not cache["driver"]["from_disk"] and len(list((tmp_path / "cache").glob("*.pt"))) == 2 + 5 * 2
     assert "computed" in result.rounds[0]["feature_cache"]
     assert ["val" in r for r in result.rounds] == [False, True, True]  # every 2nd round, and always the last
-    assert result.summary["best_val_round"] in (2, 3)
+    assert result.summary.best_val_round in (2, 3)
     write_run(tmp_path / "written", resolved_cfg=compose_typed(overrides, tmp_path / "a"), rounds=result.rounds,
               summary=result.summary, models=(result.final_params, result.best_params))
     assert set(pd.read_parquet(tmp_path / "written" / "rounds.parquet").query("round == 1")["split"]) == {"train"}

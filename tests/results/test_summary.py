@@ -1,0 +1,69 @@
+"""The results contract: a RunSummary survives its file, a run directory reads back whole, a trial's final
+checkpoint carries its run. No Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, compose_typed, run_summary
+
+from fedray.results import DataSummary, RunSummary, read_run, rounds_frame, write_run
+from fedray.results.run_dir import RECORD_FILES
+
+
+def _rounds() -> list[dict]:
+    metrics = {"accuracy": 0.5, "balanced_accuracy": 0.5, "loss": 1.0}
+    return [{"round": r, "round_seconds": 0.5, "restarts": 0, "val": metrics, "test": metrics,
+             "clients": [{"hospital": k, "train_loss": 1.0 / r} for k in range(2)]} for r in (1, 2)]
+
+
+def _summary() -> RunSummary:
+    return run_summary(data=DataSummary(train=10, val=2, test=3, classes=["a", "b"], fold=None),
+                       privacy={"mechanism": "none", "epsilon": math.inf, "target_epsilon": math.inf},
+                       audit={"strongest": None, "flags": []}, feature_cache={"driver": {"seconds": 0.1}})
+
+
+def test_a_summary_survives_its_json_file_with_infinities():
+    summary = _summary()
+    published = json.loads(summary.to_json())
+    assert published["status"] == "completed" and published["privacy"]["epsilon"] == "inf"  # standard JSON
+    assert list(published)[:4] == ["status", "mode", "model", "data"]
+    back = RunSummary.from_dict(published)
+    assert back == summary and back.epsilon == math.inf and back.folds == 1
+
+
+def test_a_failed_run_has_no_summary():
+    with pytest.raises(ValueError, match="a failed run has no summary: boom"):
+        RunSummary.from_dict({"status": "failed", "error": "boom"})
+
+
+def test_a_run_directory_reads_back_what_was_written(tmp_path):
+    cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path)
+    summary, rounds = _summary(), _rounds()
+    write_run(tmp_path / "run", resolved_cfg=cfg, rounds=rounds, summary=summary)
+    run = read_run(tmp_path / "run")
+    assert run.summary == summary
+    assert run.config["fl"]["rounds"] == cfg.fl.rounds and run.config["privacy"]["epsilon"] == math.inf
+    pd.testing.assert_frame_equal(run.rounds, rounds_frame(rounds))
+
+
+def test_the_final_checkpoint_carries_the_trial_run_for_the_frontier(tmp_path):
+    from fedray.sweep import trial
+
+    cfg = compose_typed(TINY, tmp_path)
+    write_run(tmp_path / "run", resolved_cfg=cfg, rounds=_rounds(), summary=_summary())
+    with trial._checkpoint(SimpleNamespace(fold=1), run_dir=tmp_path / "run") as checkpoint:
+        assert sorted(p.name for p in (Path(checkpoint.path) / trial.RUN_RECORD).iterdir()) == sorted(RECORD_FILES)
+        (tmp_path / "run" / "summary.json").unlink()  # the run directory may live on another node
+        run = trial.finished_run(SimpleNamespace(error=None, metrics={trial.RUN_DIR: str(tmp_path / "run")},
+                                                 checkpoint=checkpoint))
+    assert run.summary == _summary() and len(run.rounds) == len(rounds_frame(_rounds()))
+    for unfinished in (SimpleNamespace(error=None, metrics={"round": 1}, checkpoint=None),
+                       SimpleNamespace(error=RuntimeError("boom"), metrics={}, checkpoint=None)):
+        assert trial.finished_run(unfinished) is None
