@@ -31,6 +31,24 @@ def test_calibrated_noise_spends_at_most_the_target(q, steps, target):
 
 
 @pytest.mark.parametrize("q, steps", SCHEDULES)
+@pytest.mark.parametrize("target", [0.1, 10.0])
+def test_calibration_meets_a_small_or_large_target_in_few_compositions(q, steps, target):
+    sigmas = []
+    sigma = calibrate_noise(lambda s: sigmas.append(s) or _epsilon(s, q, steps), target=target)
+    assert target - min(0.01, 0.01 * target) <= _epsilon(sigma, q, steps) <= target
+    assert len(sigmas) <= 12  # Brent's method on log sigma; bisection on sigma took about 25
+
+
+def test_calibration_finishes_where_epsilon_is_a_staircase():
+    """An accountant whose epsilon jumps (e.g. an integer step count derived from sigma) defeats Brent's secant
+    steps; the bisection that finishes still meets the target within the tolerance."""
+    calls = []
+    staircase = lambda s: calls.append(s) or math.ceil(40 / s) / 10  # noqa: E731: falls in steps of 0.1
+    sigma = calibrate_noise(staircase, target=1.05, tolerance=0.06)
+    assert staircase(sigma) == 1.0 and 4.0 <= sigma < 40 / 9 and len(calls) < 60
+
+
+@pytest.mark.parametrize("q, steps", SCHEDULES)
 def test_dp_accountings_rdp_matches_opacus_rdp(q, steps):
     """Two code bases: the ledger's composition (dp-accounting) against Opacus' own RDP accountant."""
     from opacus.accountants import RDPAccountant
