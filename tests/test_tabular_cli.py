@@ -71,6 +71,7 @@ def _table(path, *, positives: int):
     return path
 
 
+@pytest.mark.spawns_ray  # the CLI starts Ray while it reads the data, so some of these errors come after it
 @pytest.mark.parametrize("case, fragments", [
     ("no_label_column", ["no column 'diagnosis'", "age, bp, outcome", "data.label_column"]),
     ("consent_list_names_unknown_record", ["consent_list", "names 1 record", "nobody"]),

@@ -103,6 +103,7 @@ cluster.shutdown()
 
 
 @pytest.mark.slow
+@pytest.mark.spawns_ray  # a multi-node Ray cluster in a subprocess
 def test_trials_spread_over_nodes_and_keep_their_actors_in_their_group(tmp_path):
     proc = subprocess.run([sys.executable, "-c", MULTI_NODE, str(tmp_path / "sweep")], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, env={**os.environ, "RAY_DEDUP_LOGS": "0"})
