@@ -43,6 +43,7 @@ from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
+from fedray.federation.cluster import cluster_line
 from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, process_pool
@@ -52,6 +53,7 @@ from fedray.models import model_family
 from fedray.privacy.preprocessing import fit_input_map
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
+from fedray.results.provenance import provenance
 from fedray.results.summary import DataSummary, RunSummary
 from fedray.training import build_training_model
 
@@ -234,7 +236,7 @@ def run_experiment(
         raise
     summary = _summarise(prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res,
                          audit=audit, feature_cache=feature_cache, placement=placement,
-                         resumed_after_round=resume.round if resume else None)
+                         resumed_after_round=resume.round if resume else None, device=f"Ray: {cluster_line()}")
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
 
@@ -261,8 +263,9 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: task(**kwargs))
     finally:
         torch.set_num_threads(threads)
+    device = f"in process: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}"
     summary = _summarise(prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res,
-                         audit=audit, feature_cache=feature_cache, resumed_after_round=None,
+                         audit=audit, feature_cache=feature_cache, resumed_after_round=None, device=device,
                          placement={"driver": "in process", "hospitals": "in process (one process for all hospitals)"})
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
@@ -341,7 +344,7 @@ def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Calla
 
 
 def _summarise(prep: Prepared, rounds, collected: Collected, seconds, driver_res, hospital_res, *, audit: dict | None,
-               feature_cache: dict, placement: dict, resumed_after_round: int | None) -> RunSummary:
+               feature_cache: dict, placement: dict, resumed_after_round: int | None, device: str) -> RunSummary:
     """The run's summary, built here once: a data field no output release of the ledger covers is withheld (None),
     and the run-directory writer checks every other field against the releases."""
     cfg, dealt, outputs = prep.cfg, prep.dealt, prep.privacy.output_releases()
@@ -379,4 +382,5 @@ def _summarise(prep: Prepared, rounds, collected: Collected, seconds, driver_res
         feature_cache=feature_cache or None,
         placement=placement,
         resumed_after_round=resumed_after_round,
+        provenance=provenance(device=device),
     )

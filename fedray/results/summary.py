@@ -81,6 +81,7 @@ class RunSummary:
     feature_cache: dict | None = None
     placement: dict | None = None
     resumed_after_round: int | None = None
+    provenance: dict | None = None  # fedray's version and commit, the libraries, the device (results.provenance)
     final_test_std: dict[str, float] | None = None
     cv: dict[str, Any] | None = None
 

@@ -58,7 +58,8 @@ def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, m
         return
     result = run_in_process(prep.cfg, prepared=prep)  # every hospital message went through the proxy's check
     summary, ledger = result.summary.to_dict(), result.summary.privacy
-    check_outputs(summary, result.rounds, models=True)
+    check_outputs(summary, result.rounds, models=True)  # provenance included: declared with the operations
+    assert summary["provenance"]["libraries"]["opacus"] and summary["provenance"]["device"].startswith("in process")
     if not prep.privacy.claims_dp:
         assert ledger["epsilon"] == math.inf and ledger["guarantee"] is False
         return

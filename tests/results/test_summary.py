@@ -67,3 +67,17 @@ def test_the_final_checkpoint_carries_the_trial_run_for_the_frontier(tmp_path):
     for unfinished in (SimpleNamespace(error=None, metrics={"round": 1}, checkpoint=None),
                        SimpleNamespace(error=RuntimeError("boom"), metrics={}, checkpoint=None)):
         assert trial.finished_run(unfinished) is None
+
+
+def test_provenance_names_the_commit_the_libraries_and_the_device():
+    import subprocess
+    from importlib.metadata import version
+
+    from fedray.results.provenance import CHECKOUT, provenance
+
+    found = provenance(device="in process: CPU")
+    head = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (CI's clone is one)
+        assert found["commit"].removesuffix("+dirty") == head.stdout.strip()
+    assert found["libraries"]["opacus"] == version("opacus") and found["libraries"]["torch"] == version("torch")
+    assert found["fedray"] == version("fedray") and found["device"] == "in process: CPU"
