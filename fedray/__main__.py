@@ -57,6 +57,19 @@ def print_round(record: dict) -> None:
     )
 
 
+def check_cluster_fits(cfg: Config) -> None:
+    """Refuse a run whose actors the connected cluster can never place; say when GPUs asked for are absent."""
+    import ray
+
+    from fedray.federation.feasibility import check_fits, gpu_request_line, run_bundles
+
+    gpus_present = ray.cluster_resources().get("GPU", 0) > 0
+    check_fits(run_bundles(cfg, gpus_present=gpus_present), [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    line = gpu_request_line(cfg, gpus_present=gpus_present)
+    if line:
+        print(line, flush=True)
+
+
 def run_single(cfg: Config) -> RunSummary:
     import ray
 
@@ -75,6 +88,7 @@ def run_single(cfg: Config) -> RunSummary:
         preparing = background.submit(prepare)
         started_ray = connect(cfg.cluster)
         try:
+            check_cluster_fits(cfg)  # before any actor is requested: Ray would wait for an impossible one forever
             warm_actors(cfg)
             prepared = preparing.result()
         except BaseException:

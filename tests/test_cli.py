@@ -124,6 +124,11 @@ def test_local_starts_its_own_ray_and_never_joins_another(monkeypatch):
     assert proc.stdout.strip().splitlines()[-1] != "127.0.0.1:9"
 
 
+def test_an_impossible_cpu_request_ends_in_one_line_instead_of_waiting(tmp_path):
+    proc = fedray_cli(*TINY, "resources.hospital.num_cpus=64", cwd=tmp_path)  # no node here has 64 CPUs
+    assert_one_line_error(proc, "this run needs a bundle with CPU=64", "resources.hospital.num_cpus")
+
+
 def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert_one_line_error(fedray_cli(*TINY, cwd=tmp_path), "RAY_ADDRESS=10.0.0.1:6379", "cluster=remote")

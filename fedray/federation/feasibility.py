@@ -1,0 +1,67 @@
+"""Whether a run's actors can ever be placed on the cluster, checked before Ray is asked to place them.
+
+Ray queues an actor whose request no node can hold and waits for it forever:
+five hospitals asking for 4 CPUs each on a 2-core laptop would hang the run
+with no output. So once the cluster is known, every request is checked
+against the alive nodes' totals (each request must fit on some node, all of
+them together on the cluster), and an impossible plan is refused in one line
+naming the short resource and the knob to turn. A single run checks its
+driver and hospitals; a sweep checks each trial's placement group
+(:mod:`fedray.sweep.resources`), which adds the trial's own bundle.
+
+GPU requests count only where the cluster has GPUs
+(:func:`~fedray.federation.pool.actor_resources`): on a CPU-only cluster the
+parties train on the CPU, and :func:`gpu_request_line` says so rather than
+letting a ``num_gpus`` setting pass silently.
+"""
+
+from __future__ import annotations
+
+from fedray.config import Config
+from fedray.errors import FedrayError
+from fedray.federation.pool import actor_resources, hospital_actor_count
+
+
+def run_bundles(cfg: Config, *, gpus_present: bool) -> list[dict[str, float]]:
+    """What one experiment's actors request: the driver, then one bundle per hospital actor."""
+    def bundle(request: dict) -> dict[str, float]:
+        return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {})}
+
+    driver, hospital = actor_resources(cfg.resources, gpus_present=gpus_present)
+    return [bundle(driver)] + [bundle(hospital) for _ in range(hospital_actor_count(cfg))]
+
+
+def check_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]], *, what: str = "this run") -> None:
+    """Refuse ``bundles`` (``what`` needs them) when no placement could ever satisfy them, naming the short resource.
+
+    ``nodes`` are the alive nodes' total resources. Every bundle must fit on
+    some node, and the bundles together must fit the cluster.
+    """
+    if not nodes:
+        raise FedrayError("the Ray cluster has no alive nodes: start one (ray up cluster.yaml) or use cluster=local")
+    for bundle in bundles:
+        for resource, amount in bundle.items():
+            largest = max(node.get(resource, 0.0) for node in nodes)
+            if amount > largest + 1e-9:
+                raise FedrayError(
+                    f"{what} needs a bundle with {resource}={amount:g} but the largest node has {resource}={largest:g}: "
+                    f"lower resources.hospital.num_{resource.lower()}s / resources.driver.num_{resource.lower()}s or add bigger nodes"
+                )
+    for resource in {r for b in bundles for r in b}:
+        need = sum(b.get(resource, 0.0) for b in bundles)
+        have = sum(node.get(resource, 0.0) for node in nodes)
+        if need > have + 1e-9:
+            raise FedrayError(
+                f"{what} needs {resource}={need:g} in all but the cluster has {resource}={have:g}: "
+                f"lower the per-actor {resource} in resources.hospital / resources.driver, fewer hospitals, or a bigger cluster"
+            )
+
+
+def gpu_request_line(cfg: Config, *, gpus_present: bool) -> str | None:
+    """One line when the config asks for GPUs the cluster does not have (the parties then use the CPU)."""
+    asked = {f"resources.{party}.num_gpus": getattr(cfg.resources, party).num_gpus for party in ("hospital", "driver")}
+    asked = {key: value for key, value in asked.items() if value > 0}
+    if gpus_present or not asked:
+        return None
+    settings = ", ".join(f"{key}={value:g}" for key, value in asked.items())
+    return f"resources: the cluster has no GPU, so the hospitals and the driver train on the CPU ({settings} unused)"

@@ -1,0 +1,39 @@
+"""A run's actors are checked against the cluster before Ray is asked to place them (pure: no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY, compose_typed, with_changes
+
+from fedray.errors import FedrayError
+from fedray.federation.feasibility import check_fits, gpu_request_line, run_bundles
+
+
+def test_a_run_requests_a_driver_and_one_bundle_per_hospital_actor(tmp_path):
+    cfg = compose_typed(TINY, tmp_path)
+    bundles = run_bundles(cfg, gpus_present=True)
+    assert bundles == [{"CPU": 0.25, "GPU": 0.1}] + [{"CPU": 0.25, "GPU": 0.15}] * 5
+    assert run_bundles(cfg, gpus_present=False) == [{"CPU": 0.25}] * 6
+    assert len(run_bundles(with_changes(cfg, mode="centralized"), gpus_present=False)) == 2
+
+
+def test_an_impossible_cpu_request_is_refused_naming_the_knob(tmp_path):
+    laptop = [{"CPU": 2.0, "memory": 8e9}]
+    check_fits(run_bundles(compose_typed(TINY, tmp_path), gpus_present=False), laptop)
+    greedy = compose_typed([*TINY, "resources.hospital.num_cpus=4"], tmp_path)
+    with pytest.raises(FedrayError, match=r"this run needs a bundle with CPU=4 but the largest node has CPU=2: "
+                                          r"lower resources.hospital.num_cpus"):
+        check_fits(run_bundles(greedy, gpus_present=False), laptop)
+    crowded = compose_typed([*TINY, "resources.hospital.num_cpus=1"], tmp_path)
+    with pytest.raises(FedrayError, match=r"this run needs CPU=5.25 in all but the cluster has CPU=2"):
+        check_fits(run_bundles(crowded, gpus_present=False), laptop)
+
+
+def test_gpus_asked_for_on_a_cpu_only_cluster_are_stated(tmp_path):
+    cfg = compose_typed(TINY, tmp_path)
+    line = gpu_request_line(cfg, gpus_present=False)
+    assert line.startswith("resources: the cluster has no GPU") and "resources.hospital.num_gpus=0.15" in line
+    assert gpu_request_line(cfg, gpus_present=True) is None
+    cpu_only = compose_typed([*TINY, "resources.hospital.num_gpus=0", "resources.driver.num_gpus=0"], tmp_path)
+    assert gpu_request_line(cpu_only, gpus_present=False) is None
