@@ -288,7 +288,8 @@ def calibrate_noise(epsilon_of, *, target: float, low: float = 0.05, high: float
 
     Brent's method on log σ aims at the middle of [target − tolerance, target]; every σ it tries is kept, and the
     one returned is the feasible σ (ε ≤ target) whose ε is nearest the target. Should Brent's iterates miss the
-    band (ε not smooth enough), bisection on log σ between the nearest feasible and infeasible σ finishes.
+    band (ε not smooth enough), bisection on log σ between the nearest feasible and infeasible σ finishes; where
+    ε jumps over the band, it returns the least noise found within the target. Never a σ whose ε exceeds it.
     """
     import scipy.optimize  # here, not at import: the parties import this module and never calibrate
 
@@ -306,6 +307,9 @@ def calibrate_noise(epsilon_of, *, target: float, low: float = 0.05, high: float
             raise _WithinTolerance
         return math.log(min(max(tried[log_sigma], 1e-300), 1e300)) - math.log(target - tolerance / 2)
 
+    def least_noise_within_target() -> float:  # the largest ε tried within the target, at the least σ
+        return max((u for u, eps in tried.items() if eps <= target), key=lambda u: (tried[u], -u))
+
     at_high = gap(math.log(high))
     if at_high > tolerance / 2:
         raise FedrayError(f"epsilon={target} is unreachable even with noise multiplier {high:g}: raise "
@@ -313,17 +317,19 @@ def calibrate_noise(epsilon_of, *, target: float, low: float = 0.05, high: float
     if at_high >= -tolerance / 2:  # the most noise tried is already within the tolerance
         return high
     while gap(math.log(low)) <= tolerance / 2:
-        low /= 2
         if low < 1e-6:
-            return low
+            return low  # checked: within the target with next to no noise
+        low /= 2
     with contextlib.suppress(_WithinTolerance):
         scipy.optimize.brentq(log_gap_until_within, math.log(low), math.log(high), xtol=1e-6, maxiter=60, disp=False)
-    while True:
-        best = max((u for u, eps in tried.items() if eps <= target), key=tried.get)  # the least noise within target
-        if target - tried[best] <= tolerance:
-            return math.exp(best)
+    for _ in range(100):
+        best = least_noise_within_target()
         too_little = max(u for u, eps in tried.items() if eps > target)  # the most noise that was not enough
-        gap((best + too_little) / 2)
+        middle = (best + too_little) / 2
+        if target - tried[best] <= tolerance or middle in (best, too_little):
+            break  # within the tolerance, or ε jumps over the band: the least noise found within the target
+        gap(middle)
+    return math.exp(least_noise_within_target())
 
 
 class _WithinTolerance(Exception):

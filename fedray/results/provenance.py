@@ -4,7 +4,8 @@ A reader comparing two runs, or an auditor checking one, needs the code and
 the numerical libraries as much as the config: Opacus and dp-accounting
 compute the guarantee, torch the model. The commit is the checkout's
 ``git rev-parse HEAD`` with ``+dirty`` when it has uncommitted changes
-(None outside a git checkout, e.g. an installed wheel). Nothing here is
+(None unless fedray runs from its own git checkout, e.g. from an installed
+wheel). Nothing here is
 computed from a record: the ledger declares it with the run's operational
 fields (``summary.provenance*``).
 """
@@ -36,6 +37,8 @@ def checkout_commit() -> str | None:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
+    if not (CHECKOUT / ".git").exists():  # an installed fedray: git would find whatever repository lies above it
+        return None
     head = git("rev-parse", "HEAD")
     if not head:
         return None

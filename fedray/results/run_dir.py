@@ -56,11 +56,13 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     hospital's own-validation metrics (split "val") and local training metrics
     (split "train"). Under k-fold cross-validation ``fold`` says which fold's
     run a row belongs to (0 otherwise). A round that ``fl.eval_every`` did not
-    evaluate has only its "train" rows.
+    evaluate has only its "train" rows, and one without those either (no
+    client released) a single scope "round" row with its time.
     """
     rows = []
     for r in rounds:
         base = {"fold": int(r.get("fold", 0)), "round": r["round"], "round_seconds": r.get("round_seconds")}
+        before = len(rows)
         for split in ("val", "test") if "val" in r else ():  # fl.eval_every skips some rounds' evaluation
             rows.append({**base, "scope": "global", "hospital": -1, "split": split, **_scalars(r[split])})
         for k, metrics in enumerate(r.get("hospital_val", [])):
@@ -68,6 +70,8 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
         for client in r.get("clients", ()):  # none released (DP-FedAvg with sampling), or none recorded
             rows.append({**base, "scope": "hospital", "hospital": client["hospital"], "split": "train",
                          **{k: float(v) for k, v in client.items() if k != "hospital"}})
+        if len(rows) == before:  # not evaluated and no client released: the round keeps its time
+            rows.append({**base, "scope": "round", "hospital": -1, "split": None})
     frame = pd.DataFrame(rows, columns=None if rows else ["fold", "round", "round_seconds", "scope", "hospital", "split"])
     frame["hospital"] = frame["hospital"].astype("int64")
     return frame

@@ -46,6 +46,7 @@ from fedray.config.compose import path_fields
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
+from fedray.federation.feasibility import gpu_request_line
 from fedray.privacy.mechanisms import PlanContext, check_mechanism, claims_dp, plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.federation.memory_plan import check_memory_plan, gpu_memory_bytes
@@ -56,6 +57,9 @@ from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
 from fedray.sweep.trial import finished_run, run_trial
 
 MANIFEST = "sweep.json"
+# How a trial hands its result to the sweep (sweep.json records it; a resume refuses another): its run
+# directory's record in its final checkpoint (fedray.sweep.trial.finished_run).
+TRIAL_RECORD = "run record in the final checkpoint"
 PROGRESS_COLUMNS = {"round": "round", "test_accuracy": "test acc", "test_balanced_accuracy": "test bal acc",
                     "epsilon_spent": "eps spent", "round_seconds": "s/round"}
 TUNE_NAME = "tune"
@@ -71,7 +75,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     space = normalise_space(sweep.space or {})
     paths = axis_paths(replace(sweep, space=space), cfg)
     out_dir = Path(tune_cfg.resume or tune_cfg.out_dir).expanduser().resolve()
-    manifest = {"sweep": sweep.name, "space": _jsonable(space), "paths": paths,
+    manifest = {"sweep": sweep.name, "space": _jsonable(space), "paths": paths, "trial_record": TRIAL_RECORD,
                 **({"selection": _selection_settings(tune_cfg)} if tune_cfg.selection else {})}
     if tune_cfg.resume:
         _check_resume_dir(out_dir, manifest)
@@ -92,6 +96,9 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         for trial_cfg in trial_cfgs:
             check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present), nodes)
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
+        cpu_only = gpu_request_line(cfg, gpus_present=gpus_present)
+        if cpu_only:
+            print(cpu_only, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points)
@@ -322,6 +329,9 @@ def _check_resume_dir(out_dir: Path, manifest: dict) -> None:
             f"tune.resume={out_dir} was started with private selection {previous.get('selection')}, not "
             f"{manifest.get('selection')}: resume with the tune.selection settings it was started with"
         )
+    if previous.get("trial_record") != TRIAL_RECORD:
+        raise FedrayError(f"tune.resume={out_dir} was started by an older fedray whose trials report their results "
+                          "in another form: start the sweep afresh (without tune.resume)")
 
 
 def trial_record(result, axes: list[str]) -> dict:
@@ -332,7 +342,11 @@ def trial_record(result, axes: list[str]) -> dict:
     if result.error is not None:
         return {"trial_id": trial_id, "status": "failed", "error": _one_line(result.error), "params": params,
                 "config": None, "summary": None, "rounds": None}
-    run = finished_run(result)
+    try:
+        run = finished_run(result)
+    except (OSError, ValueError, TypeError, KeyError) as err:  # its record is damaged: that trial, not the frontier
+        return {"trial_id": trial_id, "status": "failed", "error": f"its run record cannot be read: {_one_line(err)}",
+                "params": params, "config": None, "summary": None, "rounds": None}
     if run is None:  # never started, or stopped mid-trial
         return {"trial_id": trial_id, "status": "unfinished", "error": None, "params": params,
                 "config": None, "summary": None, "rounds": None}

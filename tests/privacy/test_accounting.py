@@ -46,6 +46,8 @@ def test_calibration_finishes_where_epsilon_is_a_staircase():
     staircase = lambda s: calls.append(s) or math.ceil(40 / s) / 10  # noqa: E731: falls in steps of 0.1
     sigma = calibrate_noise(staircase, target=1.05, tolerance=0.06)
     assert staircase(sigma) == 1.0 and 4.0 <= sigma < 40 / 9 and len(calls) < 60
+    jumps = calibrate_noise(staircase, target=1.05)  # no step lands within 0.0105 below 1.05: the nearest is kept
+    assert staircase(jumps) == 1.0 and jumps == pytest.approx(4.0, rel=1e-6)
 
 
 @pytest.mark.parametrize("q, steps", SCHEDULES)

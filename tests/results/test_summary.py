@@ -81,3 +81,32 @@ def test_provenance_names_the_commit_the_libraries_and_the_device():
         assert found["commit"].removesuffix("+dirty") == head.stdout.strip()
     assert found["libraries"]["opacus"] == version("opacus") and found["libraries"]["torch"] == version("torch")
     assert found["fedray"] == version("fedray") and found["device"] == "in process: CPU"
+
+
+def test_a_round_neither_evaluated_nor_released_keeps_its_row_and_time():
+    from fedray.sweep.frontier import sweep_rounds_frame
+
+    metrics = {"accuracy": 0.5, "balanced_accuracy": 0.5}
+    rounds = [{"round": 1, "round_seconds": 1.5, "clients": []},  # fl.eval_every skipped it; DP-FedAvg sampled
+              {"round": 2, "round_seconds": 2.0, "val": metrics, "test": metrics, "clients": []}]
+    frame = rounds_frame(rounds)
+    assert frame[frame["round"] == 1]["scope"].tolist() == ["round"]
+    trial = sweep_rounds_frame([{"trial_id": "t", "params": {}, "rounds": frame}])
+    assert trial["round"].tolist() == [1, 2] and trial["round_seconds"].tolist() == [1.5, 2.0]
+    assert math.isnan(trial["test_accuracy"][0]) and trial["test_accuracy"][1] == 0.5
+
+
+def test_a_trial_whose_record_cannot_be_read_fails_alone_and_an_older_sweep_is_not_resumed(tmp_path):
+    from ray import tune
+
+    from fedray.errors import FedrayError
+    from fedray.sweep import runner, trial
+
+    (tmp_path / "empty" / trial.RUN_RECORD).mkdir(parents=True)
+    damaged = SimpleNamespace(error=None, metrics={trial.RUN_DIR: "elsewhere", "trial_id": "t1"}, config={},
+                              path=str(tmp_path), checkpoint=tune.Checkpoint.from_directory(tmp_path / "empty"))
+    record = runner.trial_record(damaged, [])
+    assert record["status"] == "failed" and record["error"].startswith("its run record cannot be read")
+    (tmp_path / "sweep.json").write_text(json.dumps({"sweep": "s", "space": {}}))  # written before run records
+    with pytest.raises(FedrayError, match="started by an older fedray"):
+        runner._check_resume_dir(tmp_path, {"sweep": "s", "space": {}})
