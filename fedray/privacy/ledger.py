@@ -55,8 +55,8 @@ Poisson-sampled Gaussian it gives exactly the add/remove figures
 Calibration (:func:`calibrate_noise`) finds the smallest noise multiplier σ
 whose composed ε meets the target. ε falls with σ and, once the noise
 dominates, roughly as a power of it, so ε is close to linear in log σ
-there: Brent's method on log σ (SciPy) needs about ten compositions where
-bisection on σ needed about 25. Compositions of equal events are computed
+there: Brent's method on log σ (SciPy) needs 8 or 9 compositions where
+bisection on σ needed 16 to 25 (``benchmarks/calibration.py``). Compositions of equal events are computed
 once per process (:func:`compose_epsilon` is memoised: DpEvents are
 immutable, and hospitals of equal size share one schedule).
 """

@@ -12,6 +12,7 @@ fields (``summary.provenance*``).
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -23,9 +24,15 @@ LIBRARIES = ("torch", "torchvision", "opacus", "dp-accounting", "ray", "numpy", 
 
 def provenance(*, device: str) -> dict:
     """This process's software and ``device`` (what the parties ran on, in words)."""
+    software = _software()
+    return {**software, "libraries": dict(software["libraries"]), "device": device}  # the cached dict stays whole
+
+
+@functools.lru_cache(maxsize=1)
+def _software() -> dict:
+    """Read once per process: the code and libraries it loaded do not change under it (every fold, every trial)."""
     return {"fedray": _version("fedray"), "commit": checkout_commit(), "python": platform.python_version(),
-            "platform": platform.platform(), "libraries": {name: _version(name) for name in LIBRARIES},
-            "device": device}
+            "platform": platform.platform(), "libraries": {name: _version(name) for name in LIBRARIES}}
 
 
 def checkout_commit() -> str | None:

@@ -201,13 +201,10 @@ def sweep_rounds_frame(records: list[dict], *, axes: list[str] | None = None) ->
     if axes is None:
         axes = list(dict.fromkeys(axis for r in records for axis in (r.get("params") or {})))
     param_fields = _param_fields(records, axes)
-    frames = {id(r): r["rounds"] for r in records if r.get("rounds") is not None and len(r["rounds"])}
-    folded = any(frame["fold"].max() > 0 for frame in frames.values())
+    with_rounds = [(r, r["rounds"]) for r in records if r.get("rounds") is not None and len(r["rounds"])]
+    folded = any(frame["fold"].max() > 0 for _, frame in with_rounds)
     rows = []
-    for record in records:
-        frame = frames.get(id(record))
-        if frame is None:
-            continue
+    for record, frame in with_rounds:
         params = {f.name: _param_value(record, f) for f in param_fields}
         trial_folded = frame["fold"].max() > 0
         metrics = _global_metrics(frame)
