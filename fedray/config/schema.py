@@ -233,15 +233,25 @@ class CrossValidation(ReadOnly):
 
 
 @dataclass
-class LocalCluster(ReadOnly):
+class InProcessCluster(ReadOnly):
     name: str = text()
+
+
+@dataclass
+class RayCluster(ReadOnly):
+    name: str = text()
+    placement_timeout_s: float = positive()  # every actor of a run answers within this long, or the run ends
+    round_timeout_s: float = positive()  # a round (or the audit, any call to the driver) ends within this long
+
+
+@dataclass
+class LocalCluster(RayCluster):
     num_cpus: Optional[float] = positive(nullable=True)
     num_gpus: Optional[float] = nonnegative(nullable=True)
 
 
 @dataclass
-class RemoteCluster(ReadOnly):
-    name: str = text()
+class RemoteCluster(RayCluster):
     address: str = free()  # may be empty in the YAML (RAY_ADDRESS unset): connect() then says what to set
     runtime_env: dict[str, Any] = free()
     connect_timeout_s: float = positive()
@@ -311,7 +321,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "fl": {"federation": Federation},
     "privacy": {"none": NoPrivacy, "dpsgd": DpSgdPrivacy, "dpfedavg": DpFedAvgPrivacy,
                 "laplace_input": LaplaceInputPrivacy, "dp_tree": DpTreePrivacy},
-    "cluster": {"local": LocalCluster, "remote": RemoteCluster},
+    "cluster": {"local": LocalCluster, "remote": RemoteCluster, "inprocess": InProcessCluster},
     "paths": {"paths": Paths},
     "sweep": {"sweep": Sweep},
     "tune": {"tune": Tune},

@@ -26,7 +26,8 @@ from fedray.config.schema import LocalCluster, RemoteCluster
 from fedray.errors import FedrayError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_EXCLUDES = [".git", ".venv", "outputs", "multirun", "sweeps/**/*.parquet", ".devbundle", "data"]
+# Ray leaves out .git and .venv itself (and warns when they are listed again).
+SHIPPED_EXCLUDES = ["outputs", "multirun", "sweeps/**/*.parquet", ".devbundle", "data"]
 
 
 def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
@@ -65,6 +66,8 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
                               "another job's included: give the cluster's address, e.g. "
                               "cluster.address=ray://<head>:10001, or run here with cluster=local")
         check_reachable(address, timeout_s=cluster_cfg.connect_timeout_s)
+        for name in ("ray._private.worker", "ray.util.client.worker"):  # the loggers Ray's upload logs to
+            logging.getLogger(name).addFilter(_default_exclude_notice)
         runtime_env = dict(cluster_cfg.runtime_env or {})
         runtime_env.setdefault("working_dir", str(PROJECT_ROOT))
         runtime_env.setdefault("excludes", SHIPPED_EXCLUDES)
@@ -102,6 +105,11 @@ def check_reachable(address: str, *, timeout_s: float) -> None:
     except OSError as err:
         raise FedrayError(f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({_first_line(err)}): "
                           "start it with `ray up cluster.yaml`, or run here with cluster=local") from None
+
+
+def _default_exclude_notice(record: logging.LogRecord) -> bool:
+    """False for Ray's notice that it leaves .git and .venv out of the shipped checkout: what fedray wants."""
+    return not str(record.msg).startswith("Directory %r is now ignored by default")
 
 
 def _first_line(err: BaseException) -> str:

@@ -19,7 +19,7 @@ from typing import Protocol
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.hospital import HospitalError
-from fedray.federation.runtime import get_in_one_line
+from fedray.federation.runtime import get_in_one_line, overdue_line
 
 
 class DriverProxy(Protocol):
@@ -45,14 +45,17 @@ class DriverProxy(Protocol):
 class RayDriver:
     """The driver in a pooled Ray actor: each call is one task on that actor, naming the method itself."""
 
-    def __init__(self, host):
+    def __init__(self, host, *, seconds: float | None = None):
         self.host = host
+        self.seconds = seconds  # each call's deadline (cluster.round_timeout_s)
 
-    def _call(self, method, *args):
-        return get_in_one_line(self.host.apply.remote(method, *args), causes=(FedrayError, HospitalError))
+    def _call(self, method, *args, what: str | None = None):
+        what = what or f"the driver's {method.__name__}"
+        return get_in_one_line(self.host.apply.remote(method, *args), causes=(FedrayError, HospitalError),
+                               seconds=self.seconds, overdue=lambda: overdue_line(what, self.seconds))
 
     def run_round(self, round_idx: int, evaluate: bool) -> dict:
-        return self._call(Driver.run_round, round_idx, evaluate)
+        return self._call(Driver.run_round, round_idx, evaluate, what=f"round {round_idx}")
 
     def snapshot(self) -> dict:
         return self._call(Driver.snapshot)

@@ -48,13 +48,14 @@ from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, process_pool
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
-from fedray.federation.runtime import get_in_one_line
+from fedray.federation.runtime import get_in_one_line, overdue_line
 from fedray.models import model_family
 from fedray.privacy.preprocessing import fit_input_map
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
 from fedray.results.provenance import provenance
 from fedray.results.summary import DataSummary, RunSummary
+from fedray.results.timing import Stopwatch
 from fedray.training import build_training_model
 
 
@@ -206,7 +207,7 @@ def run_experiment(
     or sweep sets it): hospital k's actor is killed during round r, once, to
     test Ray's restart and the round's retry.
     """
-    started = time.perf_counter() - (resume.seconds if resume else 0.0)
+    clock = Stopwatch(before_resume=resume.seconds if resume else 0.0)
     prep = prepared or prepare_experiment(cfg, resume=resume)
     cfg = prep.cfg
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
@@ -216,25 +217,30 @@ def run_experiment(
     driver_host, hosts = pool.hosts(count=len(prep.training_shards), driver_res=driver_res,
                                     hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts,
                                     placement_group=placement_group, bundle_offset=bundle_offset)
+    deadline = cfg.cluster.round_timeout_s
     try:
+        pool.wait_placed(cfg.cluster.placement_timeout_s)
         hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put),
                                  max_round_retries=cfg.fl.max_round_retries, kill_hospital=kill_hospital)
         _hospital_errors_as_one_line([*hospitals.starting(),
-                                      driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))])
+                                      driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))],
+                                     seconds=deadline, what="building the hospitals and the driver")
 
-        driver = RayDriver(driver_host)
-        rounds, feature_cache = _run_rounds(prep, driver, started=started, resume=resume, on_round=on_round,
+        driver = RayDriver(driver_host, seconds=deadline)
+        rounds, feature_cache = _run_rounds(prep, driver, clock=clock, resume=resume, on_round=on_round,
                                             on_checkpoint=on_checkpoint)
         placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver.hospital_placement()}
         collected = _collect(prep, driver)
         pool.release()
+        clock.lap("wrap_up")
         # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
-        audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: ray.get(driver_host.run.remote(task,
-                                                                                                        kwargs)))
+        audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: _hospital_errors_as_one_line(
+            driver_host.run.remote(task, kwargs), seconds=deadline, what="the privacy audit"))
+        clock.lap("audit")
     except BaseException:
         pool.close()  # never hand a half-finished party to the next experiment
         raise
-    summary = _summarise(prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res,
+    summary = _summarise(prep, rounds, collected, clock, driver_res, hospital_res,
                          audit=audit, feature_cache=feature_cache, placement=placement,
                          resumed_after_round=resume.round if resume else None, device=f"Ray: {cluster_line()}")
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
@@ -242,36 +248,42 @@ def run_experiment(
 
 
 def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
-                   on_round: Callable[[dict], None] | None = None) -> ExperimentResult:
+                   on_round: Callable[[dict], None] | None = None, resume: None = None,
+                   on_checkpoint: None = None) -> ExperimentResult:
     """Run one experiment with the driver, every hospital and the auditor in this process (no Ray).
 
     The same round loop, proxy checks, ledger and summary as :func:`run_experiment`, through
     :class:`~fedray.federation.proxy.InProcessHospitals`; the summary says the hospitals shared one process.
-    For tests and quick iterations: no restarts, no placement, no resume.
+    For ``cluster=inprocess``, tests and quick iterations: no restarts, no placement, no checkpoints
+    (``resume`` and ``on_checkpoint`` exist for :func:`~fedray.federation.study.run_study`'s call and must be None).
     """
     import torch
 
-    started, threads = time.perf_counter(), torch.get_num_threads()  # each party pins torch's threads
+    if resume is not None or on_checkpoint is not None:
+        raise ValueError("an in-process experiment is neither checkpointed nor resumed")
+    clock, threads = Stopwatch(), torch.get_num_threads()  # each party pins torch's threads
     try:
         prep = prepared or prepare_experiment(cfg)
         cfg = prep.cfg
         driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=False)
         hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
-        rounds, feature_cache = _run_rounds(prep, driver, started=started, on_round=on_round)
+        rounds, feature_cache = _run_rounds(prep, driver, clock=clock, on_round=on_round)
         collected = _collect(prep, driver)
+        clock.lap("wrap_up")
         audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: task(**kwargs))
+        clock.lap("audit")
     finally:
         torch.set_num_threads(threads)
     device = f"in process: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}"
-    summary = _summarise(prep, rounds, collected, time.perf_counter() - started, driver_res, hospital_res,
+    summary = _summarise(prep, rounds, collected, clock, driver_res, hospital_res,
                          audit=audit, feature_cache=feature_cache, resumed_after_round=None, device=device,
                          placement={"driver": "in process", "hospitals": "in process (one process for all hospitals)"})
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
 
 
-def _run_rounds(prep: Prepared, driver: DriverProxy, *, started: float, resume: ExperimentState | None = None,
+def _run_rounds(prep: Prepared, driver: DriverProxy, *, clock: Stopwatch, resume: ExperimentState | None = None,
                 on_round: Callable[[dict], None] | None = None,
                 on_checkpoint: Callable[[dict, ExperimentState], None] | None = None) -> tuple[list[dict], dict]:
     """The round loop, whatever carries the calls: the evaluation and checkpoint cadence live here alone."""
@@ -281,6 +293,7 @@ def _run_rounds(prep: Prepared, driver: DriverProxy, *, started: float, resume: 
         driver.restore(resume.driver)
     total = cfg.fl.rounds
     feature_cache = driver.feature_cache()
+    clock.lap("setup")
     first = len(rounds) + 1
     for r in range(first, total + 1):
         evaluate = r % cfg.fl.eval_every == 0 or r == total
@@ -293,10 +306,11 @@ def _run_rounds(prep: Prepared, driver: DriverProxy, *, started: float, resume: 
             on_checkpoint(record, ExperimentState(
                 round=r, rounds=list(rounds), driver=driver.snapshot(),
                 input_map_state=prep.dealt.input_map.state_dict(), preprocessing=prep.dealt.preprocessing,
-                release_keys=prep.release_keys, seconds=time.perf_counter() - started,
+                release_keys=prep.release_keys, seconds=time.perf_counter() - clock.started,
                 audit=prep.audit))
         elif on_round is not None:
             on_round(record)
+    clock.lap("rounds")
     return rounds, feature_cache
 
 
@@ -329,9 +343,11 @@ def cache_line(feature_cache: dict) -> str:
             f"{where} in {seconds:.1f} s")
 
 
-def _hospital_errors_as_one_line(ref):
-    """A user-fixable error inside the driver or a hospital (each names the hospital) as one FedrayError."""
-    return get_in_one_line(ref, causes=(FedrayError, HospitalError))
+def _hospital_errors_as_one_line(ref, *, seconds: float, what: str):
+    """A user-fixable error inside the driver or a hospital (each names the hospital) as one FedrayError;
+    ``what`` the refs do, named when they overrun ``seconds``."""
+    return get_in_one_line(ref, causes=(FedrayError, HospitalError), seconds=seconds,
+                           overdue=lambda: overdue_line(what, seconds))
 
 
 def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Callable) -> dict | None:
@@ -343,7 +359,8 @@ def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Calla
                          num_records=sum(len(s) for s in prep.training_shards))
 
 
-def _summarise(prep: Prepared, rounds, collected: Collected, seconds, driver_res, hospital_res, *, audit: dict | None,
+def _summarise(prep: Prepared, rounds, collected: Collected, clock: Stopwatch, driver_res, hospital_res, *,
+               audit: dict | None,
                feature_cache: dict, placement: dict, resumed_after_round: int | None, device: str) -> RunSummary:
     """The run's summary, built here once: a data field no output release of the ledger covers is withheld (None),
     and the run-directory writer checks every other field against the releases."""
@@ -375,9 +392,10 @@ def _summarise(prep: Prepared, rounds, collected: Collected, seconds, driver_res
         best_val_round_test=scalar(best["test"]),
         privacy=collected.ledger,
         hospital_restarts=final["restarts"],
-        wall_seconds=seconds,
+        wall_seconds=clock.total(),
         seconds_per_round=float(np.mean([r["round_seconds"] for r in rounds])),
-        gpu_hours=seconds / 3600 * gpu_share,
+        gpu_hours=clock.total() / 3600 * gpu_share,
+        timing={phase: round(value, 3) for phase, value in clock.seconds.items()},
         audit=audit,
         feature_cache=feature_cache or None,
         placement=placement,

@@ -31,7 +31,7 @@ import ray
 
 from fedray.config import Config
 from fedray.config.schema import Resources
-from fedray.federation.runtime import placement_of_this_actor
+from fedray.federation.runtime import free_resources_line, placement_of_this_actor, wait_within
 
 
 def actor_resources(resources: Resources, *, gpus_present: bool) -> tuple[dict, dict]:
@@ -104,6 +104,7 @@ class ActorPool:
         self.key: PoolKey | None = None
         self.driver = None
         self.hospitals: list = []
+        self.placed = False  # every host has answered once (wait_placed)
 
     def hosts(self, *, count: int, driver_res: dict, hospital_res: dict, max_restarts: int,
               placement_group=None, bundle_offset: int = 0) -> tuple[object, list]:
@@ -117,7 +118,7 @@ class ActorPool:
             self.key = key
         actor = ray.remote(Host)
 
-        def placed(index: int) -> dict:
+        def scheduling(index: int) -> dict:
             if placement_group is None:
                 return {}
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -126,17 +127,40 @@ class ActorPool:
                 placement_group=placement_group, placement_group_bundle_index=bundle_offset + index)}
 
         if self.driver is None:
-            self.driver = actor.options(**driver_res, **placed(0)).remote()
+            self.driver = actor.options(**driver_res, **scheduling(0)).remote()
         for surplus in self.hospitals[count:]:
             ray.kill(surplus, no_restart=True)
         self.hospitals = self.hospitals[:count]
-        self.hospitals += [actor.options(max_restarts=max_restarts, **hospital_res, **placed(1 + k)).remote()
+        self.placed = self.placed and len(self.hospitals) == count
+        self.hospitals += [actor.options(max_restarts=max_restarts, **hospital_res, **scheduling(1 + k)).remote()
                            for k in range(len(self.hospitals), count)]
         return self.driver, list(self.hospitals)
 
+    def wait_placed(self, seconds: float) -> None:
+        """Return once every host answers; after ``seconds``, one line: what was asked, what is free, the fix.
+
+        Ray queues an actor until a node has its resources free, without
+        limit: a cluster busy with other jobs (or an autoscaler that never
+        adds the node) would hold the run forever. The wait polls, so that
+        SIGINT and SIGTERM stop it at any moment.
+        """
+        hosts = [self.driver, *self.hospitals]
+
+        def overdue() -> str:
+            asked = ", ".join(f"{name} {_request_text(request)}" for name, request in
+                              (("the driver", self.key.driver), (f"{len(self.hospitals)} hospitals", self.key.hospital)))
+            return (f"the run's actors were not all placed within {seconds:g} s (cluster.placement_timeout_s): asked "
+                    f"for {asked} each; the cluster has {free_resources_line()} (other jobs may hold the rest): "
+                    "wait for them, lower resources.hospital / resources.driver, or raise cluster.placement_timeout_s")
+
+        wait_within([host.ping.remote() for host in hosts], seconds=seconds, overdue=overdue)
+        self.placed = True
+
     def release(self) -> None:
         """The experiment is over: drop its parties (their models and shards), keep the processes."""
-        ray.get([host.clear.remote() for host in [self.driver, *self.hospitals]])
+        cleared = [host.clear.remote() for host in [self.driver, *self.hospitals]]
+        wait_within(cleared, seconds=120, overdue=lambda: "the pooled actors did not drop their parties within 120 s")
+        ray.get(cleared)
 
     def close(self) -> None:
         for host in [self.driver, *self.hospitals]:
@@ -145,15 +169,26 @@ class ActorPool:
                     ray.kill(host, no_restart=True)
                 except Exception:  # noqa: BLE001 - already gone, or from an earlier Ray session
                     pass
-        self.key, self.driver, self.hospitals = None, None, []
+        self.key, self.driver, self.hospitals, self.placed = None, None, [], False
 
     def _alive(self) -> bool:
-        hosts = [self.driver, *self.hospitals] if self.driver is not None else []
+        """Whether the placed hosts still answer (hosts not yet placed are left to :meth:`wait_placed`)."""
+        if not self.placed:
+            return True
+        hosts = [self.driver, *self.hospitals]
         try:
-            ray.get([host.ping.remote() for host in hosts], timeout=60)
+            pings = [host.ping.remote() for host in hosts]
+            wait_within(pings, seconds=60, overdue=lambda: "pooled actors not answering")
+            ray.get(pings)
             return True
         except Exception:  # noqa: BLE001 - dead, unreachable or from an earlier Ray session: start afresh
             return False
+
+
+def _request_text(request: tuple) -> str:
+    """A pool key's resource request, e.g. ``(("num_cpus", 0.25), ("num_gpus", 0.0))`` -> ``CPU=0.25``."""
+    named = {"num_cpus": "CPU", "num_gpus": "GPU"}
+    return " ".join(f"{named.get(key, key)}={value:g}" for key, value in request if value)
 
 
 _PROCESS_POOL = ActorPool()

@@ -55,12 +55,14 @@ def run_study(
     run_dir: Path | None = None,
     resume: StudyState | None = None,
     on_checkpoint: Callable[[dict, StudyState], None] | None = None,
+    runner: Callable[..., ExperimentResult] | None = None,
     **placement,
 ) -> ExperimentResult:
     """Run ``cfg`` once, or once per fold; with ``run_dir``, each fold's run is written to ``run_dir/fold_<i>``.
 
     ``prepared`` (a fold-0 preparation, e.g. from the caller's input checks) is
-    reused for the first fold. ``placement`` is passed on to :func:`run_experiment`;
+    reused for the first fold. Each fold runs on ``runner``: :func:`run_experiment` over Ray (None), or
+    :func:`~fedray.federation.experiment.run_in_process`. ``placement`` is passed on to it;
     ``resume`` and ``on_checkpoint`` as there, with the study's state; with
     ``on_checkpoint``, each fold's last round goes to it, with the state after
     that fold, instead of to ``on_round`` (module docstring).
@@ -83,7 +85,7 @@ def run_study(
                 record["fold"] = fold
             on_checkpoint(record, StudyState(fold, _without_data(done), state))
 
-        result = run_experiment(
+        result = (runner or run_experiment)(
             fold_cfg, prepared=prepared if fold == 0 and resume is None else None, on_round=tagged,
             resume=resume.experiment if resume is not None and fold == resume.fold else None,
             on_checkpoint=checkpoint if on_checkpoint is not None else None, **placement)

@@ -58,6 +58,8 @@ def combine_fold_summaries(summaries: list[RunSummary]) -> RunSummary:
                           "these metrics are un-noised evaluation statistics of training records")},
         hospital_restarts=sum(int(s.hospital_restarts) for s in summaries),
         wall_seconds=sum(float(s.wall_seconds) for s in summaries),
+        timing={phase: round(sum((s.timing or {}).get(phase, 0.0) for s in summaries), 3)
+                for phase in dict.fromkeys(p for s in summaries for p in (s.timing or {}))},
         seconds_per_round=float(np.mean([s.seconds_per_round for s in summaries])),
         gpu_hours=sum(float(s.gpu_hours) for s in summaries),
     )

@@ -74,9 +74,10 @@ class RunSummary:
     best_val_round_test: dict[str, Any]
     privacy: dict[str, Any]  # the run's ledger
     hospital_restarts: int
-    wall_seconds: float
+    wall_seconds: float  # a CLI run: from the process's start to its results; a sweep trial: the trial's experiment
     seconds_per_round: float
     gpu_hours: float
+    timing: dict[str, float] | None = None  # wall_seconds broken down by phase (results.timing.PHASES)
     audit: dict[str, Any] | None = None
     feature_cache: dict | None = None
     placement: dict | None = None
