@@ -84,6 +84,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         (["+sweep=privacy_tradeoff", "+sweep.space.momentum=[0.5]"], ["unknown sweep axis 'momentum'"]),
         (["+sweep=privacy_tradeoff", "tune.resume=/nonexistent"], ["holds no fedray sweep"]),
         (["+sweep=privacy_tradeoff", "resources.hospital.num_cpus=64"], ["CPU"]),
+        (["+sweep=privacy_tradeoff", "cluster=inprocess"], ["cluster=inprocess runs one experiment", "cluster=local"]),
+        (["cluster=inprocess", "cluster.placement_timeout_s=5"], ["placement_timeout_s", "not in 'InProcessCluster'"]),
     ],
 )
 def test_bad_input_one_line_no_traceback(tmp_path, args, fragments):

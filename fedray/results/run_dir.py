@@ -30,18 +30,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import numpy as np
+import torch
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from fedray.metrics import SCALAR_METRICS  # noqa: E402
-from fedray.privacy.ledger import Release, Releases, field_names  # noqa: E402
-from fedray.results.summary import RunSummary, jsonable, revive  # noqa: E402
+from fedray.metrics import SCALAR_METRICS
+from fedray.privacy.ledger import Release, Releases, field_names
+from fedray.results.summary import RunSummary, jsonable, revive
 
 MODEL_FILES = ("final_model.pt", "best_val_model.pt")
 CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE = "config.yaml", "rounds.parquet", "summary.json"
@@ -171,26 +169,57 @@ def _write_status(run_dir: Path, status: dict) -> None:
 
 
 def plot_learning_curve(frame: pd.DataFrame, path: Path, *, title: str) -> None:
-    """Global accuracy and loss per round on validation and test (the seed paper's Fig. 6); mean over CV folds."""
+    """Write :func:`learning_curve_figure` into ``path`` (PNG)."""
+    learning_curve_figure(frame, title=title).savefig(path, dpi=120, format="png")
+
+
+def learning_curve_figure(frame: pd.DataFrame, *, title: str) -> Figure:
+    """Global accuracy and loss per round on validation and test (the seed paper's Fig. 6) of a :func:`rounds_frame`.
+
+    Under k-fold cross-validation each line is the mean over the folds with a band of ± 1 std, and the title says
+    so; a single split draws its one line.
+    """
     glob = frame[frame["scope"] == "global"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    folds = fold_count(frame)
+    fig = Figure(figsize=(10, 4), layout="tight")
+    accuracy, loss = fig.subplots(1, 2)
     for split, style in (("val", "--"), ("test", "-")):
-        part = glob[glob["split"] == split].groupby("round", as_index=False).mean(numeric_only=True)
-        axes[0].plot(part["round"], part["accuracy"], style, marker="o", label=f"{split} accuracy")
-        axes[0].plot(part["round"], part["balanced_accuracy"], style, marker=".", label=f"{split} balanced acc.")
-        axes[1].plot(part["round"], part["loss"], style, marker="o", label=f"{split} loss")
+        part = glob[glob["split"] == split]
+        fold_curve(accuracy, part, "accuracy", label=f"{split} accuracy", linestyle=style, marker="o")
+        fold_curve(accuracy, part, "balanced_accuracy", label=f"{split} balanced acc.", linestyle=style, marker=".")
+        fold_curve(loss, part, "loss", label=f"{split} loss", linestyle=style, marker="o")
     if "train_loss" in frame:  # hospitals send no training loss under DP
-        train = frame[frame["split"] == "train"].groupby("round")["train_loss"].mean()
-        axes[1].plot(train.index, train.values, ":", marker="x", label="train loss (mean over hospitals)")
-    axes[0].set(xlabel="round", ylabel="accuracy", ylim=(0, 1))
-    axes[1].set(xlabel="round", ylabel="cross-entropy")
-    for ax in axes:
+        fold_curve(loss, frame[frame["split"] == "train"], "train_loss", label="train loss (mean over hospitals)",
+                   linestyle=":", marker="x")
+    accuracy.set(xlabel="round", ylabel="accuracy", ylim=(0, 1))
+    loss.set(xlabel="round", ylabel="cross-entropy")
+    for ax in (accuracy, loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+    fig.suptitle(title + (f" · mean ± std over {folds} folds" if folds > 1 else ""))
+    return fig
+
+
+def fold_count(rows: pd.DataFrame) -> int:
+    """How many cross-validation folds ``rows`` come from: 1 without a ``fold`` column or with only null folds."""
+    return max(int(rows["fold"].nunique()), 1) if "fold" in rows else 1
+
+
+def fold_curve(ax, rows: pd.DataFrame, column: str, *, label: str, **style) -> None:
+    """``column`` of ``rows`` per round; rows from several folds: the mean over the folds and a band of ± 1 std.
+
+    Rows of one (fold, round), e.g. the hospitals' training rows, are averaged first, so the band is the spread
+    between folds only (sample std, as the frontier's ``*_std`` columns).
+    """
+    folded = fold_count(rows) > 1
+    by_round = rows.groupby(["fold", "round"] if folded else ["round"])[column].mean().groupby(level="round")
+    mean = by_round.mean()
+    (line,) = ax.plot(mean.index, mean.to_numpy(float), label=label, **style)
+    if folded:
+        low, high = mean - by_round.std(), mean + by_round.std()
+        ax.fill_between(mean.index, low.to_numpy(float), high.to_numpy(float), color=line.get_color(), alpha=0.2,
+                        linewidth=0)
 
 
 def _title(summary: RunSummary) -> str:

@@ -71,6 +71,9 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     # including the summary JSON); no automatic TensorBoard logger.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if cfg.cluster.name == "inprocess":
+        raise FedrayError("cluster=inprocess runs one experiment without Ray, but a sweep's trials are Ray actors: "
+                          "use cluster=local (or cluster=remote) for +sweep")
     sweep, tune_cfg = cfg.sweep, cfg.tune
     space = normalise_space(sweep.space or {})
     paths = axis_paths(replace(sweep, space=space), cfg)

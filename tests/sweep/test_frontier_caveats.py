@@ -9,9 +9,9 @@ import pytest
 
 from test_frontier import _record
 
-import fedray.sweep.plots as plots_module
 from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
 from fedray.sweep.frontier import write_frontier
+from fedray.sweep.plots import frontier_figure
 from fedray.sweep.tables import paper_tables
 
 AXES = ["backbone", "lr", "epsilon"]
@@ -70,17 +70,15 @@ def test_tables_mark_the_epsilon(written):
     assert "† the ε of this row's trial is no guarantee" in tables
 
 
-def test_frontier_png_marks_the_trial(written, tmp_path, monkeypatch):
-    figures = []
-    monkeypatch.setattr(plots_module.plt, "close", figures.append)  # keep the figure to read its legend
+def test_frontier_png_marks_the_trial(written):
     frame = pd.read_parquet(written["frontier"])
-    plots_module.plot_frontier(frame, tmp_path / "frontier.png", utility="val_balanced_accuracy", title="caveats")
-    utility_panel = figures[0].axes[0]
+    figure = frontier_figure(frame, utility="val_balanced_accuracy", title="caveats")
+    utility_panel = figure.axes[0]
     labels = [text.get_text() for text in utility_panel.get_legend().get_texts()]
     assert "ε is no guarantee: reproducible noise" in labels
     marked = next(c for c in utility_panel.collections if c.get_label() == "ε is no guarantee: reproducible noise")
     assert len(marked.get_offsets()) == 1  # t-sim alone
-    assert "no guarantee" in figures[0]._suptitle.get_text()
+    assert "no guarantee" in figure.get_suptitle()
 
 
 def test_secret_noise_alone_marks_nothing(tmp_path):
