@@ -196,7 +196,7 @@ def _print_summary(summary: RunSummary, run_dir: Path) -> None:
 
     where = f"mean±std over {folds} folds" if folds > 1 else "held-out test"
     print(
-        f"done: {summary.mode} {summary.model}, {summary.rounds} rounds, {where}: "
+        f"done: {summary.mode} {summary.model}, {summary.rounds} round{'s' if summary.rounds != 1 else ''}, {where}: "
         f"acc {metric('accuracy')} bal {metric('balanced_accuracy')} precision {metric('precision')} "
         f"recall {metric('recall')} f1 {metric('f1')} auc {metric('auc')}, epsilon {eps_text}",
         flush=True,
@@ -287,7 +287,45 @@ def _exit_interrupted(stop: Interrupted) -> None:
     sys.exit(EXIT_SIGNAL[stop.signum])
 
 
+HELP = """usage: python -m fedray [group=option ...] [key=value ...] [+sweep=NAME]
+
+One federated experiment with the composed config, or a Ray Tune sweep with +sweep=NAME.
+
+config groups (group=option; the first is the default where one is set):
+{groups}
+
+examples:
+  python -m fedray                                         # 5 hospitals, small CNN, synthetic images
+  python -m fedray cluster=inprocess                       # the same without Ray: quickest on a laptop
+  python -m fedray privacy=dpsgd privacy.epsilon=1         # record-level DP-SGD at every hospital
+  python -m fedray data=isic data.root=PATH model=efficientnet_lite0
+  python -m fedray +sweep=privacy_tradeoff                 # the privacy-utility frontier (Parquet + plots)
+
+  python -m fedray --cfg job [overrides]   prints the composed config (every key and its value)
+  python -m fedray --hydra-help            Hydra's own options
+docs: README.md, docs/ (privacy.md, choosing-epsilon.md, federation.md, results.md)"""
+
+
+def help_text() -> str:
+    import yaml
+
+    from fedray.config.compose import CONFIG_GROUPS, group_options
+
+    listed = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]  # the root config's choices
+    defaults = {k: v for entry in listed if isinstance(entry, dict) for k, v in entry.items()}
+
+    def options(group: str) -> str:
+        names = group_options(group)
+        first = defaults.get(group)
+        return ", ".join([first, *(n for n in names if n != first)] if first in names else names)
+
+    return HELP.format(groups="\n".join(f"  {group + ':':<12}{options(group)}" for group in CONFIG_GROUPS))
+
+
 def main() -> None:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):  # Hydra's own help lists its internal schema groups
+        print(help_text())
+        return
     argv = normalise_overrides(sys.argv[1:])
     try:
         check_group_choices(argv)

@@ -61,3 +61,14 @@ def test_an_in_process_run_says_so_and_its_timing_adds_up_to_its_wall_time(tmp_p
     assert set(summary["timing"]) == {"startup", "setup", "rounds", "audit", "wrap_up"}
     assert sum(summary["timing"].values()) == pytest.approx(summary["wall_seconds"], abs=0.05)
     assert summary["timing"]["startup"] > 0 and summary["timing"]["rounds"] > 0
+
+
+def test_help_lists_the_config_groups_a_user_picks_and_not_the_internal_schemas(capsys, monkeypatch):
+    from fedray.__main__ import main
+
+    monkeypatch.setattr("sys.argv", ["fedray", "--help"])
+    main()
+    text = capsys.readouterr().out
+    assert "schema" not in text
+    assert "  privacy:    none, " in text and "  cluster:    local, inprocess, remote" in text
+    assert "python -m fedray --cfg job" in text

@@ -44,6 +44,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from fedray.config import Config, as_dict, replace
 from fedray.config.compose import path_fields
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted
+from fedray.sweep.progress import ChangeReporter
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
 from fedray.federation.feasibility import gpu_request_line
@@ -67,8 +68,8 @@ TUNE_NAME = "tune"
 
 def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     """Run the sweep ``cfg.sweep`` over the command line ``overrides`` (each trial adds its axis values)."""
-    # Tune's classic table reporter shows just PROGRESS_COLUMNS (the newer one prints every metric,
-    # including the summary JSON); no automatic TensorBoard logger.
+    # Tune's classic reporter interface takes fedray's own (sweep/progress.py; the newer output would print
+    # every metric and its own tables); no automatic TensorBoard logger.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if cfg.cluster.name == "inprocess":
@@ -100,7 +101,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
             check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present), nodes)
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         cpu_only = gpu_request_line(cfg, gpus_present=gpus_present)
-        if cpu_only:
+        if cpu_only and any("num_gpus" in o for o in overrides):  # the default fractions go unsaid on a laptop
             print(cpu_only, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -281,8 +282,7 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
-            progress_reporter=tune.CLIReporter(
-                parameter_columns=list(paths), metric_columns=PROGRESS_COLUMNS, max_report_frequency=15),
+            progress_reporter=ChangeReporter(params=list(paths), columns=PROGRESS_COLUMNS),
             # JSON and CSV results only: TensorBoard cannot log the final report's run directory (a string).
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
         ),

@@ -61,7 +61,8 @@ RUN_DIR = "run_dir"  # the final report's metric: where the trial wrote its run 
 
 def round_metrics(record: dict) -> dict:
     """The flat per-round metrics reported to Tune (shown live, kept in each trial's history)."""
-    flat = {"round": record["round"], "round_seconds": record["round_seconds"], "fold": record.get("fold", 0)}
+    flat = {"round": record["round"], "total_rounds": record["total_rounds"], "round_seconds": record["round_seconds"],
+            "fold": record.get("fold", 0)}
     for split in ("val", "test"):
         flat.update({f"{split}_{k}": float(v) for k, v in record.get(split, {}).items() if k in SCALAR_METRICS})
     return flat
@@ -72,6 +73,7 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
 
     Under a DP claim every report carries a checkpoint (module docstring).
     """
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # an INFO line per checkpoint
     # A DP trial checkpoints every round; Tune's line for each would bury the progress table.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()

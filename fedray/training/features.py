@@ -105,10 +105,33 @@ class _HeadInput(Exception):
         self.value = value
 
 
+class Progress:
+    """A line with the share done and the time left, at most every ``every_s`` seconds, once a job has run that
+    long: extraction of a large set is minutes of silence otherwise.
+
+    Shares only, never counts: in a hospital's actor the console is forwarded to the driver's, and a hospital's
+    record count is no declared release under DP; the time it takes is operational timing (outside the guarantee).
+    """
+
+    def __init__(self, what: str, *, every_s: float = 10.0):
+        self.what, self.every_s = what, every_s
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s or not 0 < done < total:
+            return
+        self.last = now
+        elapsed = now - self.started
+        print(f"{self.what}: {100 * done / total:.0f}% after {elapsed:.0f} s, about "
+              f"{elapsed * (total - done) / done:.0f} s left", flush=True)
+
+
 @torch.no_grad()
 def head_inputs(split: FrozenSplit, images: torch.Tensor, input_map: InputMap, *, device: torch.device,
-                views: int) -> torch.Tensor:
-    """:math:`g` of every image and view: float32 ``[n, views, d]`` on ``device`` (``views`` is 1 or 4)."""
+                views: int, progress=lambda done, total: None) -> torch.Tensor:
+    """:math:`g` of every image and view: float32 ``[n, views, d]`` on ``device`` (``views`` is 1 or 4);
+    ``progress(done, total)`` after each batch."""
 
     def capture(_module, args):
         raise _HeadInput(args[0])
@@ -129,6 +152,7 @@ def head_inputs(split: FrozenSplit, images: torch.Tensor, input_map: InputMap, *
                 except _HeadInput as captured:
                     per_view.append(captured.value.float().flatten(1))
             chunks.append(torch.stack(per_view, dim=1))
+            progress(sum(len(c) for c in chunks), len(images))
     finally:
         hook.remove()
         for module, training in modes.items():
@@ -213,7 +237,11 @@ class FeatureStore:
     The key hashes the images' bytes, the backbone's frozen weights, the input
     map and the number of views. A file holds one party's own records (a
     hospital's shard, or an evaluation set) and is read only by that party's
-    process in a later trial; it is as sensitive as the images it came from.
+    process in a later trial; it is as sensitive as the images it came from,
+    so the directory is created owner-only (0700) and each file 0600. It
+    lives in the user's cache (``paths.feature_cache_dir``, by default
+    ``$XDG_CACHE_HOME/fedray/features`` or ``~/.cache/fedray/features``),
+    never in the directory a command was started from.
     """
 
     directory: Path | None
@@ -225,13 +253,23 @@ class FeatureStore:
         path = None if self.directory is None else self.directory / f"{_key(split, images, input_map, views)}.pt"
         if path is not None and path.exists():
             return torch.load(path, map_location=device, weights_only=True), time.perf_counter() - start, True
-        features = head_inputs(split, images, input_map, device=device, views=views)
+        features = head_inputs(split, images, input_map, device=device, views=views,
+                               progress=Progress(f"frozen features ({views} view{'s' if views > 1 else ''})"))
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_directory(path.parent)
             partial = path.with_suffix(f".{os.getpid()}.partial")
-            torch.save(features.cpu(), partial)
+            # Owner-only from its creation: the features are as sensitive as the images.
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                torch.save(features.cpu(), handle)
             os.replace(partial, path)  # atomic: a concurrent trial reads a whole file or none
         return features, time.perf_counter() - start, False
+
+
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) readable by its owner only; tighten it if this user owns it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_uid == os.getuid():
+        directory.chmod(0o700)
 
 
 def _key(split: FrozenSplit, images: torch.Tensor, input_map: InputMap, views: int) -> str:

@@ -14,7 +14,7 @@ from fedray.federation.experiment import prepare_experiment, run_experiment
 from fedray.privacy.randomness import NoiseSource, hospital
 from fedray.results import write_run
 from fedray.training import build_evaluator, build_trainer
-from fedray.training.features import Features, FeatureStore, pick_flip_view, split_frozen
+from fedray.training.features import Features, FeatureStore, Progress, pick_flip_view, split_frozen
 
 LITE0_HEAD = [*TINY, "model=efficientnet_lite0", "model.pretrained=true", "model.finetune=head",
               "data.image_size=32", "data.augment=flips", "paths.feature_cache_dir=null"]
@@ -102,7 +102,7 @@ def test_the_store_computes_once_and_keys_on_the_images(tmp_path):
         def state_dict(self):
             return {"kind": "scale"}
 
-    store, images = FeatureStore(tmp_path), torch.randint(0, 255, (5, 3, 2, 2), dtype=torch.uint8)
+    store, images = FeatureStore(tmp_path / "cache"), torch.randint(0, 255, (5, 3, 2, 2), dtype=torch.uint8)
     first, _, from_disk_first = store.load_or_compute(split, images, Scale(), device=torch.device("cpu"), views=4)
     again, _, from_disk_again = store.load_or_compute(split, images, Scale(), device=torch.device("cpu"), views=4)
     other, _, from_disk_other = store.load_or_compute(split, images.flip(0), Scale(), device=torch.device("cpu"),
@@ -110,6 +110,21 @@ def test_the_store_computes_once_and_keys_on_the_images(tmp_path):
     assert (from_disk_first, from_disk_again, from_disk_other) == (False, True, False)
     assert torch.equal(first, again) and first.shape == (5, 4, 12)
     assert torch.equal(first[:, 1], (images.flip(-1).float() / 255).flatten(1))
+    # as sensitive as the images: the owner alone may list the cache or read a file of it
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    assert {f.stat().st_mode & 0o777 for f in (tmp_path / "cache").iterdir()} == {0o600}
+
+
+def test_extraction_progress_states_shares_and_time_left_never_counts(capsys, monkeypatch):
+    clock = iter([0.0, 20.0, 25.0, 40.0])  # started; after 2 of 8 batches; too soon again; after 6 of 8
+    monkeypatch.setattr("fedray.training.features.time.perf_counter", lambda: next(clock))
+    progress = Progress("frozen features", every_s=10.0)
+    for done in (128, 192, 384):
+        progress(done, 512)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["frozen features: 25% after 20 s, about 60 s left",
+                     "frozen features: 75% after 40 s, about 13 s left"]
+    assert not any("512" in line or "128" in line for line in lines)
 
 
 def test_a_run_says_what_it_cached_and_evaluates_every_kth_round(ray_session, tmp_path):
