@@ -85,7 +85,7 @@ class ChangeReporter(ProgressReporter):
 
     def _metrics(self, result: dict | None) -> str:
         shown = [f"{label} {_text(result[key])}" for key, label in self.columns.items()
-                 if result and key in result and key != "round"]
+                 if result and result.get(key) is not None and key != "round"]  # None: not measured (eps of ∞)
         return ", ".join(shown) or "no metrics reported"
 
     @staticmethod
