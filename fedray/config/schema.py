@@ -156,6 +156,7 @@ class Federation(ReadOnly):
 class ActorResources(ReadOnly):
     num_cpus: float = positive()
     num_gpus: float = nonnegative()
+    memory_gb: Optional[float] = positive(nullable=True)  # Ray's memory reservation per actor; null reserves none
 
 
 @dataclass

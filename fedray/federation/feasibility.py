@@ -9,7 +9,8 @@ naming the short resource and the knob to turn. A single run checks its
 driver and hospitals; a sweep checks each trial's placement group
 (:mod:`fedray.sweep.resources`), which adds the trial's own bundle.
 
-GPU requests count only where the cluster has GPUs
+CPUs, GPUs and the memory a party reserves (``resources.<party>.memory_gb``)
+are checked alike. GPU requests count only where the cluster has GPUs
 (:func:`~fedray.federation.pool.actor_resources`): on a CPU-only cluster the
 parties train on the CPU, and :func:`gpu_request_line` says so rather than
 letting a ``num_gpus`` setting pass silently.
@@ -25,14 +26,16 @@ from fedray.federation.pool import actor_resources, hospital_actor_count
 def run_bundles(cfg: Config, *, gpus_present: bool) -> list[dict[str, float]]:
     """What one experiment's actors request: the driver, then one bundle per hospital actor."""
     def bundle(request: dict) -> dict[str, float]:
-        return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {})}
+        return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {}),
+                **({"memory": float(request["memory"])} if "memory" in request else {})}
 
     driver, hospital = actor_resources(cfg.resources, gpus_present=gpus_present)
     return [bundle(driver)] + [bundle(hospital) for _ in range(hospital_actor_count(cfg))]
 
 
 def check_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]], *, what: str = "this run") -> None:
-    """Refuse ``bundles`` (``what`` needs them) when no placement could ever satisfy them, naming the short resource.
+    """Refuse ``bundles`` (``what`` needs them) when no placement could ever satisfy them, naming the short resource
+    (CPU, GPU, or memory in bytes, as Ray counts it).
 
     ``nodes`` are the alive nodes' total resources. Every bundle must fit on
     some node, and the bundles together must fit the cluster.
@@ -42,19 +45,29 @@ def check_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]], *
     for bundle in bundles:
         for resource, amount in bundle.items():
             largest = max(node.get(resource, 0.0) for node in nodes)
-            if amount > largest + 1e-9:
+            if amount > largest * (1 + 1e-9) + 1e-9:
+                knob = KNOBS.get(resource, resource)
                 raise FedrayError(
-                    f"{what} needs a bundle with {resource}={amount:g} but the largest node has {resource}={largest:g}: "
-                    f"lower resources.hospital.num_{resource.lower()}s / resources.driver.num_{resource.lower()}s or add bigger nodes"
+                    f"{what} needs a bundle with {_amount(resource, amount)} but the largest node has "
+                    f"{_amount(resource, largest)}: lower resources.hospital.{knob} / resources.driver.{knob} "
+                    "or add bigger nodes"
                 )
     for resource in {r for b in bundles for r in b}:
         need = sum(b.get(resource, 0.0) for b in bundles)
         have = sum(node.get(resource, 0.0) for node in nodes)
-        if need > have + 1e-9:
+        if need > have * (1 + 1e-9) + 1e-9:
             raise FedrayError(
-                f"{what} needs {resource}={need:g} in all but the cluster has {resource}={have:g}: "
-                f"lower the per-actor {resource} in resources.hospital / resources.driver, fewer hospitals, or a bigger cluster"
+                f"{what} needs {_amount(resource, need)} in all but the cluster has {_amount(resource, have)}: "
+                f"lower resources.hospital.{KNOBS.get(resource, resource)} / resources.driver's, fewer hospitals, "
+                "or a bigger cluster"
             )
+
+
+KNOBS = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory_gb"}  # the config key behind each Ray resource
+
+
+def _amount(resource: str, amount: float) -> str:
+    return f"memory={amount / 2**30:.3g} GiB" if resource == "memory" else f"{resource}={amount:g}"
 
 
 def gpu_request_line(cfg: Config, *, gpus_present: bool) -> str | None:

@@ -35,9 +35,12 @@ from fedray.federation.runtime import free_resources_line, placement_of_this_act
 
 
 def actor_resources(resources: Resources, *, gpus_present: bool) -> tuple[dict, dict]:
-    """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs."""
+    """(driver, hospital) resource requests; GPU fractions only where the cluster has GPUs; ``memory`` in bytes
+    where a reservation is set."""
     def one(section) -> dict:
-        return {"num_cpus": float(section.num_cpus), "num_gpus": float(section.num_gpus) if gpus_present else 0.0}
+        memory = {} if section.memory_gb is None else {"memory": int(section.memory_gb * 2**30)}
+        return {"num_cpus": float(section.num_cpus), "num_gpus": float(section.num_gpus) if gpus_present else 0.0,
+                **memory}
     return one(resources.driver), one(resources.hospital)
 
 
@@ -188,7 +191,8 @@ class ActorPool:
 def _request_text(request: tuple) -> str:
     """A pool key's resource request, e.g. ``(("num_cpus", 0.25), ("num_gpus", 0.0))`` -> ``CPU=0.25``."""
     named = {"num_cpus": "CPU", "num_gpus": "GPU"}
-    return " ".join(f"{named.get(key, key)}={value:g}" for key, value in request if value)
+    return " ".join(f"memory={value / 2**30:g} GiB" if key == "memory" else f"{named.get(key, key)}={value:g}"
+                    for key, value in request if value)
 
 
 _PROCESS_POOL = ActorPool()

@@ -30,6 +30,21 @@ def test_an_impossible_cpu_request_is_refused_naming_the_knob(tmp_path):
         check_fits(run_bundles(crowded, gpus_present=False), laptop)
 
 
+def test_a_memory_reservation_is_requested_and_refused_where_no_node_holds_it(tmp_path):
+    laptop = [{"CPU": 2.0, "memory": 8 * 2**30}]
+    modest = compose_typed([*TINY, "resources.hospital.memory_gb=1"], tmp_path)
+    bundles = run_bundles(modest, gpus_present=False)
+    assert bundles[0] == {"CPU": 0.25} and bundles[1:] == [{"CPU": 0.25, "memory": float(2**30)}] * 5
+    check_fits(bundles, laptop)
+    hungry = compose_typed([*TINY, "resources.hospital.memory_gb=12"], tmp_path)
+    with pytest.raises(FedrayError, match=r"a bundle with memory=12 GiB but the largest node has memory=8 GiB: "
+                                          r"lower resources.hospital.memory_gb"):
+        check_fits(run_bundles(hungry, gpus_present=False), laptop)
+    crowded = compose_typed([*TINY, "resources.hospital.memory_gb=2"], tmp_path)
+    with pytest.raises(FedrayError, match=r"needs memory=10 GiB in all but the cluster has memory=8 GiB"):
+        check_fits(run_bundles(crowded, gpus_present=False), laptop)
+
+
 def test_gpus_asked_for_on_a_cpu_only_cluster_are_stated(tmp_path):
     cfg = compose_typed(TINY, tmp_path)
     line = gpu_request_line(cfg, gpus_present=False)
