@@ -46,7 +46,7 @@ def test_pure_epsilon_mechanisms_run_and_report_their_ledger(ray_session, tmp_pa
     assert summary["rounds"] == rounds
     privacy = summary["privacy"]
     assert privacy["mechanism"] == mechanism and privacy["delta"] == 0.0 and privacy["unit"] == unit
-    assert max(u["epsilon"] for u in privacy["units"]) == pytest.approx(privacy["target_epsilon"])
+    assert max(h["epsilon"] for h in privacy["hospitals"]) == pytest.approx(privacy["target_epsilon"])
     assert summary["audit"]["strongest"]["n_members"] > 0
 
 

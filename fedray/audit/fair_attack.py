@@ -244,9 +244,10 @@ def epsilon_lower_bound_heldout(
 
 @dataclass
 class HeldoutSelection:
-    """The attack chosen on the choose part and reported on the eval part, every attack's figures, and their maximum."""
+    """``strongest``: the attack chosen on the choose part, its figures from the eval part; every attack's figures;
+    their maximum."""
 
-    reported: HeldoutBound
+    strongest: HeldoutBound
     attacks: list[HeldoutBound]
     max_over_attacks: dict
     n_choose: int
@@ -276,30 +277,30 @@ def select_attack_heldout(
         epsilon_lower_bound_heldout(s, is_member, choose_idx, eval_idx, delta, confidence, attack=name)
         for name, s in attack_scores.items()
     ]
-    reported = max(reports, key=lambda r: (r.choose_epsilon_lower_bound, r.choose_advantage))
+    strongest = max(reports, key=lambda r: (r.choose_epsilon_lower_bound, r.choose_advantage))
     k = len(reports)
     simultaneous = 1.0 - (1.0 - confidence) / k
     bonferroni = max(
         epsilon_lower_bound_heldout(s, is_member, choose_idx, eval_idx, delta, simultaneous).epsilon_lower_bound
         for s in attack_scores.values()
     )
-    strongest = max(reports, key=lambda r: r.epsilon_lower_bound)
+    best_on_eval = max(reports, key=lambda r: r.epsilon_lower_bound)
     max_over_attacks = {
         "label": f"maximum over {k} attacks on the eval part",
         "k": k,
-        "attack": strongest.attack,
-        "epsilon_lower_bound": strongest.epsilon_lower_bound,
+        "attack": best_on_eval.attack,
+        "epsilon_lower_bound": best_on_eval.epsilon_lower_bound,
         "epsilon_lower_bound_bonferroni": bonferroni,
         "advantage": max(r.advantage for r in reports),
         "auc": max(r.auc for r in reports),
     }
-    return HeldoutSelection(reported, reports, max_over_attacks, n_choose=len(choose_idx), n_eval=len(eval_idx))
+    return HeldoutSelection(strongest, reports, max_over_attacks, n_choose=len(choose_idx), n_eval=len(eval_idx))
 
 
 def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, delta: float) -> list[str]:
     """Messages where the audit contradicts the accountant's (ε, δ); empty when it does not.
 
-    Reads ``report["reported"]``, ``report["max_over_attacks"]["epsilon_lower_bound_bonferroni"]``
+    Reads ``report["strongest"]``, ``report["max_over_attacks"]["epsilon_lower_bound_bonferroni"]``
     and, when the caller added it, ``report["one_run"]["epsilon_lower_bound"]``
     (a :class:`~fedray.audit.canary_bounds.OneRunAudit` as a dict).
     "violation: ..." marks a bound above ε or an advantage interval entirely
@@ -307,12 +308,12 @@ def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, d
     above the ceiling whose interval still contains it.
     """
     report = report.as_dict() if isinstance(report, HeldoutSelection) else report
-    reported = report["reported"]
-    level = f"{reported['confidence']:.0%}"
+    strongest = report["strongest"]
+    level = f"{strongest['confidence']:.0%}"
     flags = []
-    if reported["epsilon_lower_bound"] > accountant_epsilon:
+    if strongest["epsilon_lower_bound"] > accountant_epsilon:
         flags.append(
-            f"violation: attack {reported['attack']!r} certifies epsilon >= {reported['epsilon_lower_bound']:.3g} "
+            f"violation: attack {strongest['attack']!r} certifies epsilon >= {strongest['epsilon_lower_bound']:.3g} "
             f"at {level} (held-out threshold), above the accountant's epsilon = {accountant_epsilon:.3g}"
         )
     best = report["max_over_attacks"]
@@ -329,14 +330,14 @@ def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, d
             f"at {one_run['confidence']:.0%}, above the accountant's epsilon = {accountant_epsilon:.3g}"
         )
     ceiling = dp_advantage_ceiling(accountant_epsilon, delta)
-    low, high = reported["advantage_interval"]
+    low, high = strongest["advantage_interval"]
     where = (
-        f"attack {reported['attack']!r} advantage {reported['advantage']:.3g} "
+        f"attack {strongest['attack']!r} advantage {strongest['advantage']:.3g} "
         f"({level} interval [{low:.3g}, {high:.3g}]) "
         f"vs the ceiling {ceiling:.3g} of ({accountant_epsilon:.3g}, {delta:.3g})-DP"
     )
     if low > ceiling:
         flags.append(f"violation: {where}: the whole interval is above the ceiling")
-    elif reported["advantage"] > ceiling:
+    elif strongest["advantage"] > ceiling:
         flags.append(f"consistent with noise: {where}: the point is above the ceiling, the interval contains it")
     return flags

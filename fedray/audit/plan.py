@@ -111,7 +111,13 @@ def slot_counts(dealt: Dealt, canaries: AuditPlan | None) -> list[int]:
     The privacy plan's schedule (q, T, σ, FedAvg weights) depends on these only, so nothing it releases
     reveals the auditor's secret inclusion (zero-out neighbouring, :mod:`fedray.privacy.ledger`).
     """
-    counts = [len(shard) for shard in dealt.train_shards]
+    return [len(shard) + slots for shard, slots in zip(dealt.train_shards, audit_slot_counts(dealt, canaries))]
+
+
+def audit_slot_counts(dealt: Dealt, canaries: AuditPlan | None) -> list[int]:
+    """Of each hospital's record slots, the input canaries dealt to it, included or not (public: the dealing
+    rule is; the inclusion is the auditor's secret). The plan's ``audit_slots``, which its ledger states."""
+    counts = [0] * len(dealt.train_shards)
     if canaries is not None and canaries.input is not None:
         for k in canaries.input.hospitals:
             counts[int(k)] += 1

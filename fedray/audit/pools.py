@@ -68,12 +68,10 @@ def attack_report(attack_scores: dict[str, np.ndarray], is_member: np.ndarray, *
     is_member = np.asarray(is_member).astype(bool)
     choose_idx, eval_idx = split_for_threshold(len(is_member), np.random.default_rng([seed, _SPLIT_TAG]))
     selection = select_attack_heldout(attack_scores, is_member, choose_idx, eval_idx, delta, confidence).as_dict()
-    reported = selection["reported"]
-    low_fpr = evaluate_attack(attack_scores[reported["attack"]][eval_idx], is_member[eval_idx],
-                              attack=reported["attack"], delta=delta, confidence=confidence)
-    strongest = {**reported, "tpr_at_1pct_fpr": low_fpr.tpr_at_1pct_fpr,
+    chosen = selection["strongest"]
+    low_fpr = evaluate_attack(attack_scores[chosen["attack"]][eval_idx], is_member[eval_idx],
+                              attack=chosen["attack"], delta=delta, confidence=confidence)
+    strongest = {**chosen, "tpr_at_1pct_fpr": low_fpr.tpr_at_1pct_fpr,
                  "tpr_at_0_1pct_fpr": low_fpr.tpr_at_0_1pct_fpr,
                  "selection": "attack and thresholds chosen on the choose half, figures from the eval half"}
-    return {"strongest": strongest, "attacks": selection["attacks"], "reported": reported,
-            "max_over_attacks": selection["max_over_attacks"], "n_choose": selection["n_choose"],
-            "n_eval": selection["n_eval"]}
+    return {**selection, "strongest": strongest}

@@ -18,26 +18,53 @@ KIND_NAMES = {"gradient": "white-box gradient canaries", "clients": "canary clie
 
 
 def summary_lines(audit: dict | None) -> list[str]:
-    """One line per audit: each canary audit's bound and guesses, the held-out attack, then every flag."""
+    """One plain line per audit: each canary audit's bound and guesses, the held-out attack, then every flag.
+
+    Counts are printed as integers; a mean over folds keeps one decimal only where it is fractional.
+    """
     if not audit:
         return []
-    lines = []
-    for kind, report in (audit.get("canaries") or {}).items():
-        if kind in KIND_NAMES:
-            gaussian = report.get("gaussian_estimate")
-            estimate = "" if not gaussian else (f"; Gaussian estimate {gaussian['epsilon']:.2f} "
-                                                f"[{gaussian['interval'][0]:.2f}, {gaussian['interval'][1]:.2f}]")
-            lines.append(f"audit: {KIND_NAMES[kind]}: epsilon >= {report['epsilon_lower_bound']:.2f} at "
-                         f"{report['confidence']:.0%} (m={report['m']}, {report['included']} trained on, "
-                         f"k+={report['k_plus']} k-={report['k_minus']}, {report['correct']} correct){estimate}")
+    lines = [f"audit: {KIND_NAMES[kind]}: {canary_text(report)}"
+             for kind, report in (audit.get("canaries") or {}).items() if kind in KIND_NAMES]
     strongest = audit["strongest"]
     if strongest is None:
         lines.append(f"audit: no membership attack: {audit.get('attack_note')}")
     else:
-        lines.append(f"audit: membership attack {strongest['attack']} (chosen on a held-out half): auc "
-                     f"{strongest['auc']:.3f}, epsilon >= {strongest['epsilon_lower_bound']:.2f} "
-                     f"({strongest['n_members']} members, {strongest['n_nonmembers']} non-members)")
+        lines.append(f"audit: membership attack {strongest['attack']}: {attack_text(strongest, audit)}")
     return lines + [f"audit: {flag}" for flag in audit.get("flags", [])]
+
+
+def canary_text(report: dict) -> str:
+    """The one-run bound, then what the auditor guessed of how many canaries (Steinke et al.'s k₊, k₋)."""
+    text = (f"ε ≥ {report['epsilon_lower_bound']:.2f} at {report['confidence']:.0%} confidence: of "
+            f"{count(report['m'])} canaries ({count(report['included'])} trained on), the attack guessed "
+            f"{count(report['guesses'])} ({count(report['k_plus'])} 'in', "
+            f"{count(report['k_minus'])} 'out'), {count(report['correct'])} right")
+    gaussian = report.get("gaussian_estimate")
+    if gaussian:
+        low, high = gaussian["interval"]
+        text += f"; Gaussian estimate ε ≈ {gaussian['epsilon']:.2f} (interval {low:.2f} to {high:.2f})"
+    if "combined" in report:
+        text += f" ({report['combined']})"
+    return text
+
+
+def attack_text(strongest: dict, audit: dict) -> str:
+    """The held-out attack's bound and AUC, and on how many members and non-members; under k folds, their means."""
+    members = f"{count(strongest['n_members'])} members and {count(strongest['n_nonmembers'])} non-members"
+    folds = audit.get("per_fold")
+    if folds:
+        return (f"the strongest attack in most of {len(folds)} folds; mean over the folds: ε lower bound "
+                f"{strongest['epsilon_lower_bound']:.2f}, AUC {strongest['auc']:.3f} ± "
+                f"{audit['strongest_std']['auc']:.3f} (0.5 is chance), on {members} on average")
+    return (f"ε ≥ {strongest['epsilon_lower_bound']:.2f} at {strongest['confidence']:.0%} confidence, AUC "
+            f"{strongest['auc']:.3f} (0.5 is chance) on {count(audit['n_eval'])} records ({members}), chosen as "
+            f"the strongest of {len(audit['attacks'])} attacks on {count(audit['n_choose'])} others")
+
+
+def count(value: float) -> str:
+    """A count as an integer; a mean of counts keeps one decimal where it is fractional (36.5)."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def combine_folds(audits: list[dict | None]) -> dict | None:
@@ -51,12 +78,16 @@ def combine_folds(audits: list[dict | None]) -> dict | None:
     strongest = [a["strongest"] for a in audits]
     attacked = all(strongest)  # a fold whose pool was too small for a held-out attack has none
     mean, std = mean_and_std(strongest) if attacked else ({}, None)
+    mean = {key: int(value) if isinstance(strongest[0][key], int) and value.is_integer() else value
+            for key, value in mean.items()}  # a whole mean of counts stays a count (54, not 54.0)
     name = Counter(s["attack"] for s in strongest).most_common(1)[0][0] if attacked else None
     per_kind = [a.get("canaries") or {} for a in audits]
     canaries = {kind: {**min((c[kind] for c in per_kind), key=lambda r: r["epsilon_lower_bound"]),
                        "combined": f"the smallest bound of {len(audits)} folds"}
                 for kind in per_kind[0] if kind != "notes" and all(kind in c for c in per_kind)}
-    return {"strongest": {"attack": name, **mean} if attacked else None, "strongest_std": std, "per_fold": audits,
+    unattacked = {} if attacked else {"attack_note": next(a["attack_note"] for a in audits if not a["strongest"])}
+    return {"strongest": {"attack": name, **mean} if attacked else None, "strongest_std": std, **unattacked,
+            "per_fold": audits,
             "reference_models": audits[0].get("reference_models"), "delta": audits[0].get("delta"),
             "canaries": {**canaries, "notes": per_kind[0].get("notes", {})},
             "flags": [flag for a in audits for flag in a.get("flags", [])]}

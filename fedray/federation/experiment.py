@@ -34,8 +34,8 @@ import ray
 
 from fedray.audit import inserted_record_slots
 from fedray.audit.auditor import audit_inputs, audit_summary, run_auditor
-from fedray.audit.plan import (AuditPlan, driver_attachments, hospital_attachments, plan_insertions, plan_records,
-                               slot_counts, training_shards)
+from fedray.audit.plan import (AuditPlan, audit_slot_counts, driver_attachments, hospital_attachments,
+                               plan_insertions, plan_records, slot_counts, training_shards)
 from fedray.config import Config, replace
 from fedray.data.deal import Dealt, deal_data
 from fedray.data.registry import dataset
@@ -142,7 +142,7 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     audit = resume.audit if resume is not None else plan_records(cfg, dealt)
     shards, slots = training_shards(dealt, audit), tuple(slot_counts(dealt, audit))
     privacy = plan_privacy(cfg, PlanContext(
-        slot_counts=slots, ranges_public=train.ranges_public,
+        slot_counts=slots, audit_slots=tuple(audit_slot_counts(dealt, audit)), ranges_public=train.ranges_public,
         preprocessing=tuple(dealt.preprocessing), num_features=num_features, num_classes=num_classes))
     validate_model(cfg, privacy, num_classes=num_classes, num_features=num_features, data_kind=train.kind)
     if resume is None:

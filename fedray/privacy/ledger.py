@@ -52,6 +52,33 @@ each record's content and presence-versus-null are protected; for a
 Poisson-sampled Gaussian it gives exactly the add/remove figures
 (Ponomareva et al. 2023, "How to DP-fy ML", §3.1).
 
+Record counts, read as a DP auditor reads them. A count is private unless
+the adjacency or a declared release makes it public, and the ledger, itself
+a public release, states a hospital's counts only where a public output
+release covers them (:mod:`fedray.privacy.mechanisms.counts`):
+
+- Record level (``dpsgd`` under zero-out; ``laplace_input`` and ``dp_tree``
+  under replace-one): a neighbouring dataset nulls or replaces one record
+  *in its slot*, so each hospital's slot count :math:`n_k` is the same for
+  neighbours, public by the relation's definition, and DP-SGD could not hide
+  it anyway (:math:`q_k = B/n_k` is in every event it publishes). The slots
+  are the data's training records, dealt to the hospitals by the partition
+  (:mod:`fedray.data.partition`; in a real federation, the hospitals' own
+  sizes), plus the record slots an audit dealt by its public round-robin
+  rule before its secret draw of which to fill. Both parts are public; the
+  draw is not, and the ledger never says how many audit slots were filled.
+  What the guarantee then covers: each record's content and its presence
+  against a null record, not how many records a hospital holds. The
+  partition's class-wise schemes (``equal_per_class``, ``dirichlet``) make
+  :math:`n_k` a function of the class counts, which the relation makes
+  public too. Where a hospital's size is itself sensitive, add/remove
+  adjacency with a noised count is needed, which fedray does not offer.
+- Hospital level (``dpfedavg``): the unit is a whole hospital, and its
+  record count is part of its data. No release covers it: no hospital sends
+  it, the summary withholds ``data.hospital_train_sizes``, and the ledger
+  withholds :math:`n_k` and says why. Only the number of hospitals K is
+  public, and it is the N of δ < 1/N there.
+
 Calibration (:func:`calibrate_noise`) finds the smallest noise multiplier σ
 whose composed ε meets the target. ε falls with σ and, once the noise
 dominates, roughly as a power of it, so ε is close to linear in log σ

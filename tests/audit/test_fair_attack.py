@@ -99,7 +99,7 @@ def test_select_attack_names_the_choice_and_labels_the_maximum():
     }
     choose, held = split_for_threshold(2 * n, rng)
     selection = select_attack_heldout(attacks, is_member, choose, held, DELTA)
-    assert selection.reported.attack == "leaky"
+    assert selection.strongest.attack == "leaky"
     assert [a.attack for a in selection.attacks] == ["random", "leaky"]
     best = selection.max_over_attacks
     assert best["k"] == 2 and "maximum over 2 attacks" in best["label"]
@@ -108,9 +108,9 @@ def test_select_attack_names_the_choice_and_labels_the_maximum():
 
 
 def _report(bound: float, advantage: float, interval: tuple[float, float], bonferroni: float = 0.0) -> dict:
-    reported = {"attack": "lira", "confidence": 0.95, "epsilon_lower_bound": bound,
-                "advantage": advantage, "advantage_interval": interval}
-    return {"reported": reported, "max_over_attacks": {"k": 2, "epsilon_lower_bound_bonferroni": bonferroni}}
+    strongest = {"attack": "lira", "confidence": 0.95, "epsilon_lower_bound": bound,
+                 "advantage": advantage, "advantage_interval": interval}
+    return {"strongest": strongest, "max_over_attacks": {"k": 2, "epsilon_lower_bound_bonferroni": bonferroni}}
 
 
 def test_flags():

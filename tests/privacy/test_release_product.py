@@ -65,6 +65,12 @@ def test_every_combination_keeps_its_claim_or_is_refused_in_one_line(tmp_path, m
         return
     outputs = declared_outputs(summary)
     assert all(outputs.covers(name) for name in output_fields(summary, result.rounds, models=True))
+    rows = ledger["hospitals"]
+    if ledger["record_counts"]["published"]:  # the ledger's counts are the summary's, and add up to its N
+        assert [r["training_records"] for r in rows] == summary["data"]["hospital_train_sizes"]
+        assert ledger["record_counts"]["record_slots"] == sum(r["record_slots"] for r in rows)
+    else:  # withheld everywhere: neither the summary nor the ledger states a hospital's count
+        assert "hospital_train_sizes" not in summary["data"] and not any("record_slots" in r for r in rows)
     plan = prep.privacy
     states = result.summary.privacy.get("hospitals") or [{}] * plan.num_hospitals
     events = plan.events([{"dp_steps": h.get("steps", 0)} for h in states])

@@ -24,10 +24,12 @@ no claim). A subclass overrides only what it changes.
 
 The context a plan is resolved in (:class:`PlanContext`) holds the public
 per-hospital slot counts: real training records plus the record slots an
-audit dealt to that hospital, whether it filled each slot or not. Under
-zero-out neighbouring (:mod:`fedray.privacy.ledger`) those counts are public,
-and nothing the plan fixes (q, T, σ, FedAvg weights, the expected batch size)
-depends on which slots the auditor secretly filled.
+audit dealt to that hospital, whether it filled each slot or not, and how
+many of them are the audit's. Under zero-out neighbouring
+(:mod:`fedray.privacy.ledger`) those counts are public, and nothing the plan
+fixes (q, T, σ, FedAvg weights, the expected batch size) depends on which
+slots the auditor secretly filled. The ledger states them per hospital only
+where a public output release covers them (:mod:`.counts`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any, ClassVar
 from fedray.config.schema import Config
 from fedray.errors import FedrayError
 from fedray.privacy.ledger import Release, Releases, compose_epsilon
+from fedray.privacy.mechanisms.counts import hospital_rows, record_counts
 from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
 
 AGGREGATION = {False: "plain: the driver sees each hospital's update",
@@ -67,6 +70,7 @@ class PlanContext:
     """What the plan depends on besides the config: public slot counts, range provenance, preprocessing."""
 
     slot_counts: tuple[int, ...]
+    audit_slots: tuple[int, ...] = ()  # of each hospital's slots, those an audit dealt it (empty: none)
     ranges_public: bool = True
     preprocessing: tuple[dict, ...] = ()  # one entry per hospital and private statistic (the input map's)
     num_features: int | None = None  # a table's column count; None for images
@@ -137,7 +141,9 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
     if counts_public:
         releases.append(Release("record counts", ("summary.data.train", "summary.data.hospital_train_sizes",
                                                   "rounds.clients.num_samples"),
-                                "public", "zero-out neighbouring: the number of record slots is public"))
+                                "public", "the neighbouring relation keeps every record slot (zero-out nulls a "
+                                "record in place, replace-one swaps it), so each hospital's count of training "
+                                "records and of an audit's record slots is the same for neighbours: public"))
     if clients_public:
         releases.append(Release("participants", ("rounds.clients.hospital", "rounds.clients.local_steps",
                                                  "rounds.clients.dp_steps"),
@@ -164,6 +170,7 @@ class Mechanism:
     secure_aggregation: bool
     num_hospitals: int
     slot_counts: tuple[int, ...] = ()  # public record slots per hospital (records plus an audit's record slots)
+    audit_slots: tuple[int, ...] = ()  # of those, the audit's record slots per hospital (empty: none)
     clients_per_round: int | None = None
     cross_validated: bool = False
     accountant: str = "rdp"
@@ -179,7 +186,7 @@ class Mechanism:
         return dict(mechanism=cfg.privacy.name, epsilon=float(getattr(cfg.privacy, "epsilon", math.inf)),
                     delta=getattr(cfg.privacy, "delta", None), reproducible_noise=cfg.privacy.reproducible_noise,
                     secure_aggregation=cfg.fl.secure_aggregation, num_hospitals=len(context.slot_counts),
-                    slot_counts=tuple(context.slot_counts),
+                    slot_counts=tuple(context.slot_counts), audit_slots=tuple(context.audit_slots),
                     clients_per_round=cfg.fl.clients_per_round, cross_validated=cfg.cv.folds > 1,
                     preprocessing=tuple(context.preprocessing))
 
@@ -248,7 +255,8 @@ class Mechanism:
         return Releases("run output", (), claim=False)
 
     def events(self, hospital_states: list[dict]) -> dict[str, list]:
-        """Each privacy unit's dp-accounting events (one key per unit group: "hospital k")."""
+        """Each privacy unit's dp-accounting events: one key per hospital ("hospital k"), or a single key (e.g.
+        "each hospital") where the units of every hospital compose the same events."""
         return {}
 
     def planned_states(self) -> list[dict]:
@@ -312,7 +320,8 @@ class PrivateMechanism(Mechanism):
             "target_epsilon": self.epsilon, "epsilon": epsilons[worst], "delta": self.delta,
             "accountant": self.accountant,
             **({} if checked is None else {f"epsilon_{other}_cross_check": checked}),
-            "bounding_unit": worst, "units": [{"unit": u, "epsilon": e} for u, e in epsilons.items()],
+            "bounding_unit": worst, "record_counts": record_counts(self),
+            "hospitals": hospital_rows(self, hospital_states, epsilons),
             "events": {u: [repr_event(e) for e in events] for u, events in per_unit.items()},
             "rdp": self.rdp(hospital_states),
             "trust": self.trust_line(), "guarantee": guarantee, "noise": self.noise_line(),
@@ -325,8 +334,12 @@ class PrivateMechanism(Mechanism):
     def trust_line(self) -> str:
         return self.trust
 
+    def hospital_schedule(self, hospital: int, state: dict) -> dict:
+        """What hospital ``hospital``'s ledger row states of its schedule (q, σ, steps), given its ``state``."""
+        return {}
+
     def details(self, hospital_states: list[dict], epsilons: dict[str, float]) -> dict:
-        """Mechanism-specific ledger fields (schedules, notes); ``epsilons``: each unit's composed ε."""
+        """Mechanism-wide ledger fields (clip norms, notes); ``epsilons``: each unit's composed ε."""
         return {}
 
 

@@ -28,6 +28,10 @@ Who must be trusted, and what may be published:
   carries :math:`z^2S^2 K/(K-t)`: more noise than central DP, the price of
   trusting nobody.
 
+The ledger's rows state each hospital's q, z, rounds and ε, never its record
+count: at hospital level the count is the hospital's own data, which no
+release makes public (:mod:`fedray.privacy.ledger`).
+
 Refused: other modes than federated, one hospital, and private colour
 whitening (its statistics are protected per image, which says nothing about
 a whole hospital: ``data.whitening=none``).
@@ -156,10 +160,13 @@ class DpFedAvg(PrivateMechanism):
                     f"{self.colluders} hospital(s), whose noise shares it would know")
         return "the driver: it sees each hospital's un-noised update and adds the noise (central DP)"
 
+    def hospital_schedule(self, hospital, state):
+        """Every hospital's: taking part with probability q each round, noise multiplier z, every round accounted."""
+        return {"sample_rate": self.sample_rate, "noise_multiplier": self.noise_multiplier, "rounds": self.rounds}
+
     def details(self, hospital_states, epsilons):
-        return {"clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier, "rounds": self.rounds,
-                "clients_per_round": self.expected_clients, "sample_rate": self.sample_rate,
-                "colluders": self.colluders, "preprocessing": [],
+        return {"clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier,
+                "clients_per_round": self.expected_clients, "colluders": self.colluders, "preprocessing": [],
                 "note": (f"client-level DP: protects whether a whole hospital took part, not individual patients; "
                          f"with {self.num_hospitals} hospitals each taking part with probability "
                          f"q = {self.sample_rate:.3g} every round")}

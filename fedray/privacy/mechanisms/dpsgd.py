@@ -23,7 +23,10 @@ in exactly one hospital, and other hospitals see it only through released
 models (post-processing), so the run is (max_k ε_k, δ)-DP per record.
 
 What leaves a hospital: its noised parameters, its slot count and the fixed
-step counters. δ defaults to a power of ten below 1/N for the N record slots
+step counters. The ledger's row for hospital k states :math:`n_k` as its
+training records plus the audit's record slots, B, :math:`q_k`,
+:math:`\sigma_k`, the planned and actual :math:`T_k`, and :math:`\varepsilon_k`
+(:mod:`.counts`). δ defaults to a power of ten below 1/N for the N record slots
 of all hospitals (:func:`fedray.privacy.accounting.default_delta`).
 
 Void if: one patient has several records (the bound is per record; group
@@ -93,12 +96,11 @@ class DpSgd(PrivateMechanism):
     @classmethod
     def resolve(cls, cfg, context):
         privacy, counts = cfg.privacy, context.slot_counts
-        total = sum(counts)
+        total, audit = sum(counts), sum(context.audit_slots)
         delta = privacy.delta if privacy.delta is not None else default_delta(total)
-        delta_note = (f"delta given in config; the hospitals hold N={total} record slots in all"
-                      if privacy.delta is not None else
-                      f"default delta={delta:g} < 1/N={1 / total:.2g} for the N={total} record slots of all "
-                      "hospitals")
+        slots = f"N={total} record slots ({total - audit} training records + {audit} audit record slots)"
+        delta_note = (f"delta given in config; the hospitals hold {slots} in all" if privacy.delta is not None else
+                      f"default delta={delta:g} < 1/N={1 / total:.2g} for the {slots} of all hospitals")
         validate_privacy_params(epsilon=privacy.epsilon, delta=delta, max_grad_norm=privacy.max_grad_norm,
                                 num_records=total)
         batch, schedules = cfg.train.batch_size, []
@@ -164,16 +166,17 @@ class DpSgd(PrivateMechanism):
                                     if (steps := _steps(state)) else [])]
                 for k, (s, state) in enumerate(zip(self.hospitals, hospital_states))}
 
+    def hospital_schedule(self, hospital, state):
+        """q = expected batch / record slots, σ, the planned and actual steps, the statistics released before."""
+        s = self.hospitals[hospital]
+        return {"expected_batch_size": round(s.sample_rate * s.count), "sample_rate": s.sample_rate,
+                "noise_multiplier": s.noise_multiplier, "planned_steps": s.planned_steps, "steps": _steps(state),
+                "statistics_released": len(_statistic_events(self.preprocessing, hospital))}
+
     def details(self, hospital_states, epsilons):
-        rows = []
-        for k, (s, state) in enumerate(zip(self.hospitals, hospital_states)):
-            rows.append({"hospital": k, "count": s.count, "noise_multiplier": s.noise_multiplier,
-                         "sample_rate": s.sample_rate, "planned_steps": s.planned_steps, "steps": _steps(state),
-                         "statistics_released": len(_statistic_events(self.preprocessing, k)),
-                         "epsilon": epsilons[f"hospital {k}"]})
         return {"delta_note": self.delta_note, "max_grad_norm": self.max_grad_norm,
                 "max_noise_multiplier": max(s.noise_multiplier for s in self.hospitals),
-                "preprocessing": list(self.preprocessing), "hospitals": rows}
+                "preprocessing": list(self.preprocessing)}
 
 
 def _steps(state: dict) -> int:
