@@ -257,7 +257,10 @@ def write_frontier(
     rounds_schema = _arrow_schema(rounds, _ROUNDS_FIXED.append(_FOLD))
     _atomic(paths["frontier"], lambda p: _write_parquet(frame, _arrow_schema(frame, FRONTIER_SCHEMA), metadata, p))
     _atomic(paths["trial_rounds"], lambda p: _write_parquet(rounds, rounds_schema, metadata, p))
-    _atomic(paths["plot"], lambda p: plot_frontier(frame, p, utility=utility, title=f"sweep {sweep_name}"))
+    # K for the chance line: summary.data.classes is withheld where no release covers it, or trials may differ
+    classes = {len(r["summary"].data.classes) for r in records if r.get("summary") and r["summary"].data.classes}
+    _atomic(paths["plot"], lambda p: plot_frontier(frame, p, utility=utility, title=f"sweep {sweep_name}",
+                                                   num_classes=classes.pop() if len(classes) == 1 else None))
     _atomic(paths["learning_curves"], lambda p: plot_learning_curves(frame, rounds, p, title=f"sweep {sweep_name}"))
     # From the Parquet just written, so tables.md is exactly what `python -m fedray.sweep.tables` regenerates.
     tables = render_tables(pd.read_parquet(paths["frontier"]), utility=utility)

@@ -106,7 +106,8 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points)
-        logging.getLogger("ray.tune.tune").addFilter(_NoTuneResumeHint())
+        for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+            logging.getLogger(name).addFilter(_NoTuneInterruptNoise())
         try:
             result_grid = tuner.fit()
         except Interrupted:
@@ -128,11 +129,15 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     return {"out_dir": str(out_dir), "records": records}
 
 
-class _NoTuneResumeHint(logging.Filter):
-    """Tune's own hint (``Tuner.restore(...)``) is not how a fedray sweep resumes: :func:`_print_resume` is."""
+class _NoTuneInterruptNoise(logging.Filter):
+    """Tune's lines on an interrupt that fedray says better: its resume hint (``Tuner.restore(...)``: a fedray
+    sweep resumes with :func:`_print_resume`'s command), its "Stop signal received" notice, and a
+    FileNotFoundError for each trial that had not reported yet (fedray's last line counts them)."""
+
+    NOISE = ("Tuner.restore", "Stop signal received", "Failed to fetch metrics")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
+        return not any(noise in record.getMessage() for noise in self.NOISE)
 
 
 def _print_resume(overrides: list[str], out_dir: Path) -> None:
