@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from fedray.errors import FedrayError
+from fedray.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,12 @@ def decode_images(
         target[i] = np.asarray(rgb).transpose(2, 0, 1)
         return None
 
+    progress = Progress("decoding images")
+    errors = []
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        errors = list(pool.map(decode, range(len(records))))
+        for error in pool.map(decode, range(len(records))):
+            errors.append(error)
+            progress(len(errors), len(records))
 
     failed = [(records[i][0], err) for i, err in enumerate(errors) if err is not None]
     if failed and on_corrupt == "fail":

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from fedray.data.input_map import InputMap
+from fedray.progress import Progress
 
 EXTRACT_BATCH_SIZE = 64
 FLIP_VIEWS = 4  # identity, left-right, up-down, both
@@ -103,28 +104,6 @@ def _random_in_train(module: nn.Module) -> bool:
 class _HeadInput(Exception):
     def __init__(self, value: torch.Tensor):
         self.value = value
-
-
-class Progress:
-    """A line with the share done and the time left, at most every ``every_s`` seconds, once a job has run that
-    long: extraction of a large set is minutes of silence otherwise.
-
-    Shares only, never counts: in a hospital's actor the console is forwarded to the driver's, and a hospital's
-    record count is no declared release under DP; the time it takes is operational timing (outside the guarantee).
-    """
-
-    def __init__(self, what: str, *, every_s: float = 10.0):
-        self.what, self.every_s = what, every_s
-        self.started = self.last = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < self.every_s or not 0 < done < total:
-            return
-        self.last = now
-        elapsed = now - self.started
-        print(f"{self.what}: {100 * done / total:.0f}% after {elapsed:.0f} s, about "
-              f"{elapsed * (total - done) / done:.0f} s left", flush=True)
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ from fedray.federation.experiment import prepare_experiment, run_experiment
 from fedray.privacy.randomness import NoiseSource, hospital
 from fedray.results import write_run
 from fedray.training import build_evaluator, build_trainer
-from fedray.training.features import Features, FeatureStore, Progress, pick_flip_view, split_frozen
+from fedray.progress import Progress
+from fedray.training.features import Features, FeatureStore, pick_flip_view, split_frozen
 
 LITE0_HEAD = [*TINY, "model=efficientnet_lite0", "model.pretrained=true", "model.finetune=head",
               "data.image_size=32", "data.augment=flips", "paths.feature_cache_dir=null"]
@@ -117,7 +118,7 @@ def test_the_store_computes_once_and_keys_on_the_images(tmp_path):
 
 def test_extraction_progress_states_shares_and_time_left_never_counts(capsys, monkeypatch):
     clock = iter([0.0, 20.0, 25.0, 40.0])  # started; after 2 of 8 batches; too soon again; after 6 of 8
-    monkeypatch.setattr("fedray.training.features.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("fedray.progress.time.perf_counter", lambda: next(clock))
     progress = Progress("frozen features", every_s=10.0)
     for done in (128, 192, 384):
         progress(done, 512)
