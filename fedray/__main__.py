@@ -24,7 +24,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 from concurrent.futures import Future  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -228,7 +228,7 @@ def _learned_nothing_line(summary: RunSummary) -> str | None:
     if math.isfinite(eps):
         causes = (f"under DP at epsilon={eps:.3g} the noise may drown the signal: raise privacy.epsilon, train "
                   "more rounds (fl.rounds) or epochs, use a larger batch (train.batch_size) and retune train.lr "
-                  "for the noise; docs/privacy.md and the committed references in sweeps/ give settings that learn")
+                  "for the noise; docs/choosing-epsilon.md gives settings that learned at each epsilon")
     else:
         causes = "check train.lr, fl.rounds and the data (a learning rate too high or too low is the usual cause)"
     return f"warning: the model learned nothing: {sign}; {causes}"

@@ -36,7 +36,10 @@ An ε that is no guarantee (``dp_guarantee`` False: reproducible noise) reads
 "(no guarantee: reproducible noise)"; the accuracy and metrics cells of its
 trial carry "†", explained below the tables.
 Frontiers of schema version 1 lack the std, precision and recall columns;
-those cells are "–".
+those cells are "–". Frontiers before schema version 3 have no validation
+columns: their rows are chosen on the test metric, and the text above the
+tables says so (:func:`selection_claim`); a sweep without an ε axis lists
+every trial, and the text says none was chosen.
 """
 
 from __future__ import annotations
@@ -115,20 +118,36 @@ def selection_column(frame: pd.DataFrame, utility: str) -> str:
     return utility
 
 
+def selection_claim(frame: pd.DataFrame, utility: str) -> str:
+    """What choosing each row's trial on ``utility`` means for the test numbers shown, said from what the
+    frontier holds: a ``val_`` column is validation (test only reported); a frontier without validation
+    columns (schema version 1 or 2) could only be chosen on the test metric it reports; a ``test_`` column
+    asked for on a frontier that has validation columns is the same optimistic choice, by request."""
+    if utility.startswith("val_") and utility in frame.columns:
+        return "chosen on validation, test reported"
+    if not any(column.startswith("val_") for column in frame.columns):
+        return ("no validation columns in this frontier, written before schema version 3: chosen on the test "
+                "metric it reports, so the chosen rows' test numbers are optimistic")
+    return "chosen on the test metric it reports, so the chosen rows' test numbers are optimistic"
+
+
 def render_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> str:
     """``paper_tables`` as one Markdown document."""
     utility = selection_column(frame, utility)
     completed = int((frame["status"] == "completed").sum())
     names = frame["sweep"].dropna()
+    tables = paper_tables(frame, utility=utility)
+    if "utility_by_configuration" in tables:  # every completed trial is a row: none is chosen over another
+        chosen = "Every completed trial is listed, none chosen over another. "
+    else:
+        chosen = (f"Where several trials share a row's (model, mechanism, target ε), the row is the one with the "
+                  f"highest `{utility}` ({selection_claim(frame, utility)}). ")
     lines = [
         f"# Paper tables: {names.iloc[0] if len(names) else 'sweep'}",
         "",
-        f"{completed} of {len(frame)} trials completed. Where several trials share a row's (model, mechanism, "
-        f"target ε), the row is the one with the highest `{utility}` (chosen on validation, test reported). "
-        "± is the standard deviation over "
+        f"{completed} of {len(frame)} trials completed. {chosen}± is the standard deviation over "
         "cross-validation folds. Regenerate with `python -m fedray.sweep.tables frontier.parquet`.",
     ]
-    tables = paper_tables(frame, utility=utility)
     for key, table in tables.items():
         title, caption = _TITLES[key]
         lines += ["", f"## {title}", "", caption, "", markdown_table(table, [(c, c) for c in table.columns])]

@@ -121,6 +121,7 @@ def test_utility_by_configuration_only_without_an_epsilon_axis(written, tmp_path
                for model in ("mlp", "logreg") for mode in ("federated", "centralized")]
     path = write_frontier(tmp_path, configs, axes=["backbone", "mode"], sweep_name="modes")["frontier"]
     tables = paper_tables(pd.read_parquet(path))
+    assert "Every completed trial is listed, none chosen over another." in render_tables(pd.read_parquet(path))
     assert list(tables) == ["utility_by_configuration"]  # one ε: the ε tables would mix unlike configurations
     table = tables["utility_by_configuration"]
     assert list(table.columns) == ["trial", "backbone", "mode", "accuracy", "balanced accuracy", "F1",
@@ -137,6 +138,23 @@ def test_schema_version_1_frontier_still_renders(written):
     tables = paper_tables(v1)
     assert tables["accuracy_vs_epsilon"].iloc[0].tolist() == ["logreg", "none", "–", "–", "0.850"]
     assert tables["metrics_vs_epsilon"].iloc[0][["folds", "precision"]].tolist() == ["–", "–"]
+
+
+def test_selection_claim_says_what_the_frontier_holds(written):
+    """Only a frontier with validation columns is "chosen on validation, test reported"; an older one (schema
+    version 1 or 2, no val_ columns) was chosen on the test metric it reports, and its tables.md says so."""
+    frame = written[1]
+    assert "(chosen on validation, test reported)" in render_tables(frame)
+    older = frame.drop(columns=[c for c in frame.columns if c.startswith("val_")])
+    text = render_tables(older, utility="test_balanced_accuracy")
+    assert "chosen on validation" not in text
+    assert ("the highest `test_balanced_accuracy` (no validation columns in this frontier, written before schema "
+            "version 3: chosen on the test metric it reports, so the chosen rows' test numbers are optimistic)") in text
+    # The default utility (a val_ column) falls back to its test counterpart, and the claim follows it.
+    assert render_tables(older) == text
+    # Choosing on test by request, where validation columns exist, is not called validation either.
+    by_test = render_tables(frame, utility="test_accuracy")
+    assert "chosen on validation" not in by_test and "chosen on the test metric it reports" in by_test
 
 
 def test_mean_std_formatting():
