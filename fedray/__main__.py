@@ -17,12 +17,9 @@ import time
 
 PROCESS_STARTED = time.perf_counter()  # before the imports: summary.wall_seconds is the whole command's time
 
-import dataclasses  # noqa: E402
 import math  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
-from concurrent.futures import Future  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -63,126 +60,14 @@ def print_round(record: dict) -> None:
     )
 
 
-def check_cluster_fits(cfg: Config, *, gpus_asked: bool) -> None:
-    """Refuse a run whose actors the connected cluster can never place; say when GPUs asked for are absent."""
-    import ray
-
-    from fedray.federation.feasibility import check_fits, gpu_request_line, run_bundles
-
-    gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-    check_fits(run_bundles(cfg, gpus_present=gpus_present), [n["Resources"] for n in ray.nodes() if n["Alive"]])
-    line = gpu_request_line(cfg, gpus_present=gpus_present)
-    if line and gpus_asked:  # the default GPU fractions are for GPU clusters: on a laptop they go unsaid
-        print(line, flush=True)
-
-
-def header_line(cfg: Config) -> str:
-    """One line saying what this run is: data, model, mode and strategy, mechanism with ε and δ, aggregation,
-    where it runs and where its results go."""
-    privacy, fl = cfg.privacy, cfg.fl
-    epsilon = getattr(privacy, "epsilon", math.inf)
-    if privacy.name == "none" or math.isinf(epsilon):
-        mechanism = "no DP" + (f" ({privacy.name} at epsilon=inf)" if privacy.name != "none" else "")
-    else:
-        delta = getattr(privacy, "delta", None)
-        delta_text = "" if not hasattr(privacy, "delta") else \
-            f" delta={delta:g}" if delta is not None else " delta<1/N (set from the data)"
-        mechanism = f"{privacy.name} epsilon={epsilon:g}{delta_text}"
-    if cfg.mode == "centralized":
-        how = f"centralized (the {fl.num_hospitals} hospitals' data pooled)"
-    elif cfg.mode == "local":
-        how = f"local ({fl.num_hospitals} hospitals, each alone)"
-    else:
-        sampled = f", {fl.clients_per_round} per round" if fl.clients_per_round else ""
-        aggregation = "secure aggregation" if fl.secure_aggregation else "plain aggregation"
-        how = f"federated {cfg.strategy.name}, {fl.num_hospitals} hospitals{sampled}, {aggregation}"
-    where = {"inprocess": "in this process", "local": "Ray on this machine",
-             "remote": "the Ray cluster"}.get(cfg.cluster.name, cfg.cluster.name)
-    folds = f", {cfg.cv.folds}-fold CV" if cfg.cv.folds > 1 else ""
-    return (f"fedray: {cfg.data.name} data, {cfg.model.name}, {how}, {mechanism}, {cfg.fl.rounds} "
-            f"round{'s' if cfg.fl.rounds != 1 else ''}{folds}; {where}; results in {cfg.run_dir}")
-
-
-def _in_background(work) -> Future:
-    """Run ``work()`` in a daemon thread: a signal's exit never waits for it (an executor's thread is joined)."""
-    future: Future = Future()
-
-    def target():
-        try:
-            future.set_result(work())
-        except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
-            future.set_exception(err)
-
-    threading.Thread(target=target, name="fedray-prepare", daemon=True).start()
-    return future
-
-
 def run_single(cfg: Config, *, gpus_asked: bool = False) -> RunSummary:
-    from fedray.federation.cluster import connect
+    """One run through :func:`fedray.api.run`, its lines printed; the wall time counts from this process's start."""
+    from fedray.api import run
 
-    def prepare():
-        from fedray.federation.experiment import prepare_experiment  # torch and the data stack, off the main thread
-
-        return prepare_experiment(cfg)
-
-    print(header_line(cfg), flush=True)
-    # Imports and decoding run while Ray starts and the actors import torch: on a laptop that overlaps
-    # three serial waits. Bad input still fails in one line, after shutting down the Ray this call started.
-    preparing = _in_background(prepare)
-    if cfg.cluster.name == "inprocess":
-        from fedray.federation.experiment import run_in_process
-
-        print("cluster: no Ray: the driver and every hospital run in this process, one after another", flush=True)
-        return _run_and_write(cfg, preparing.result(), runner=run_in_process, stop=lambda: None)
-    import ray
-
-    from fedray.federation.experiment import run_experiment
-    from fedray.federation.pool import warm_actors
-
-    started_ray = connect(cfg.cluster)
-    stop = ray.shutdown if started_ray else (lambda: None)
-    try:
-        check_cluster_fits(cfg, gpus_asked=gpus_asked)  # before any actor is requested: Ray would wait forever
-        warm_actors(cfg)
-        prepared = preparing.result()
-        if ray.cluster_resources().get("GPU", 0) > 0:
-            from fedray.federation.memory_plan import check_memory_plan, gpu_memory_bytes
-
-            nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-            check_memory_plan(prepared.cfg, num_classes=prepared.num_classes, gpu_bytes=gpu_memory_bytes(nodes))
-    except BaseException:
-        stop()
-        raise
-    return _run_and_write(cfg, prepared, runner=run_experiment, stop=stop)
-
-
-def _run_and_write(cfg: Config, prepared, *, runner, stop) -> RunSummary:
-    """Run the study on ``runner``, ``stop()`` the cluster, write the run directory and print its last lines."""
-    from fedray.federation.study import run_study
-    from fedray.results import write_failure, write_interrupted, write_run
-    from fedray.results.timing import with_process_time
-
-    run_dir = Path(cfg.run_dir)
-    try:
-        result = run_study(cfg, prepared=prepared, on_round=print_round, run_dir=run_dir, runner=runner)
-    except Interrupted as interrupt:
-        write_interrupted(run_dir, signal.Signals(interrupt.signum).name)
-        raise
-    except BaseException as err:
-        write_failure(run_dir, f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        experiments_ended = time.perf_counter()
-        stop()
-    now = time.perf_counter()
-    summary = dataclasses.replace(
-        result.summary, wall_seconds=now - PROCESS_STARTED,
-        timing=with_process_time(result.summary.timing or {}, experiments_seconds=result.summary.wall_seconds,
-                                 process_seconds=now - PROCESS_STARTED, after_seconds=now - experiments_ended))
-    write_run(run_dir, resolved_cfg=cfg, rounds=result.rounds, summary=summary,
-              models=(result.final_params, result.best_params))
-    _print_summary(summary, run_dir)
-    return summary
+    result = run(cfg, on_round=print_round, say=lambda line: print(line, flush=True), started=PROCESS_STARTED,
+                 gpus_asked=gpus_asked)
+    _print_summary(result.summary, result.run_dir)
+    return result.summary
 
 
 def _print_summary(summary: RunSummary, run_dir: Path) -> None:

@@ -11,6 +11,10 @@ class FedrayError(Exception):
     """A user-fixable problem; ``str(err)`` is the one line shown to the user."""
 
 
+class ConfigError(FedrayError):
+    """The config cannot be composed or fails its checks (``fedray.compose``): a bad key, value or choice."""
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived: stop, clean up, exit 128 + the signal number (a BaseException, like Ctrl-C)."""
 

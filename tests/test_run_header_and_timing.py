@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fedray.__main__ import header_line
+from fedray.api import header_line
 from fedray.config import compose_config
 from fedray.results.timing import PHASES, Stopwatch, with_process_time
 

@@ -300,9 +300,8 @@ def select_attack_heldout(
 def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, delta: float) -> list[str]:
     """Messages where the audit contradicts the accountant's (ε, δ); empty when it does not.
 
-    Reads ``report["strongest"]``, ``report["max_over_attacks"]["epsilon_lower_bound_bonferroni"]``
-    and, when the caller added it, ``report["one_run"]["epsilon_lower_bound"]``
-    (a :class:`~fedray.audit.canary_bounds.OneRunAudit` as a dict).
+    Reads ``report["strongest"]`` and ``report["max_over_attacks"]["epsilon_lower_bound_bonferroni"]``
+    (each canary audit flags its own bound: :func:`fedray.audit.canaries.one_run_report`).
     "violation: ..." marks a bound above ε or an advantage interval entirely
     above the DP ceiling; "consistent with noise: ..." marks a point advantage
     above the ceiling whose interval still contains it.
@@ -322,12 +321,6 @@ def audit_flags(report: HeldoutSelection | Mapping, accountant_epsilon: float, d
             f"violation: the best of {best['k']} attacks certifies epsilon >= "
             f"{best['epsilon_lower_bound_bonferroni']:.3g} at {level} (Bonferroni over attacks), "
             f"above the accountant's epsilon = {accountant_epsilon:.3g}"
-        )
-    one_run = report.get("one_run")
-    if one_run and one_run["epsilon_lower_bound"] > accountant_epsilon:
-        flags.append(
-            f"violation: the one-run canary audit certifies epsilon >= {one_run['epsilon_lower_bound']:.3g} "
-            f"at {one_run['confidence']:.0%}, above the accountant's epsilon = {accountant_epsilon:.3g}"
         )
     ceiling = dp_advantage_ceiling(accountant_epsilon, delta)
     low, high = strongest["advantage_interval"]
