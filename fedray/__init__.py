@@ -12,14 +12,18 @@ errors) do not wait for torch and Ray.
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "FedrayError", "RunResult", "compose", "run"]
+__all__ = ["ConfigError", "FedrayError", "Frontier", "RunResult", "compose", "run", "run_sweep"]
 
 
 def __getattr__(name: str):
-    if name in ("compose", "run", "RunResult"):
+    if name in ("compose", "run", "run_sweep", "RunResult"):
         from fedray import api
 
         return getattr(api, name)
+    if name == "Frontier":
+        from fedray.sweep.saved import Frontier
+
+        return Frontier
     if name in ("ConfigError", "FedrayError"):
         from fedray import errors
 

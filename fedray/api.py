@@ -7,6 +7,8 @@
     result.summary.final_test["balanced_accuracy"], result.ledger["epsilon"]
     result.rounds                                                  # per-round metrics (rounds.parquet's frame)
     result.model                                                   # the final global model, a torch module
+    frontier = fedray.run_sweep("privacy_tradeoff", ["fl.rounds=3"])  # a Tune sweep: its Frontier
+    fedray.Frontier.load("sweeps/privacy_tradeoff/<time>").best(epsilon=1.0)
 
 :func:`run` is what ``python -m fedray`` runs: the CLI is a thin shell that
 prints what this module reports through ``say`` and ``on_round``. A Ray the
@@ -35,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedray.config import Config, compose_config, replace
+from fedray.config import Config, compose_config, normalise_overrides, replace
 from fedray.errors import ConfigError, FedrayError, Interrupted
 
 if TYPE_CHECKING:  # torch, pandas and the results stack load on the first run, not on `import fedray`
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # torch, pandas and the results stack load on the first run, 
     from torch import nn
 
     from fedray.results import RunSummary
+    from fedray.sweep.saved import Frontier
 
 
 def compose(overrides: Sequence[str] = (), *, run_dir: str | Path | None = None) -> Config:
@@ -126,6 +129,18 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
         stop()
         raise
     return _run_and_write(cfg, prepared, runner=run_experiment, stop=stop, started=started, on_round=on_round)
+
+
+def run_sweep(name: str, overrides: Sequence[str] = ()) -> Frontier:
+    """Run the sweep ``conf/sweep/<name>.yaml`` with ``overrides`` (the CLI's ``+sweep=<name> ...``) and return
+    its :class:`~fedray.sweep.saved.Frontier` (not ``fedray.sweep``: that name is the sweep package). Tune's trials print one line per start and end; an interrupted
+    sweep raises :class:`~fedray.errors.SweepInterrupted` after saving its state (``tune.resume`` resumes it)."""
+    from fedray.sweep import runner
+    from fedray.sweep.saved import Frontier
+
+    task = [f"sweep={name}", *(o for o in overrides if not o.lstrip("+").startswith("sweep="))]
+    cfg = compose(task)
+    return Frontier.load(runner.run_sweep(cfg, overrides=normalise_overrides(task))["out_dir"])
 
 
 def header_line(cfg: Config) -> str:

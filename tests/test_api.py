@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from conftest import TINY
 
 import fedray
 from fedray.results import read_run
+from fedray.sweep.tables import selection_column
 
 
 def test_import_fedray_stays_light_and_names_its_api():
@@ -65,3 +67,29 @@ def test_a_run_reuses_the_callers_ray_and_leaves_it_running(tmp_path):
     assert ray.is_initialized()
     assert str(result.run_dir).startswith(str(tmp_path / "runs"))
     assert result.summary.placement["driver"]["node"] == ray.get_runtime_context().get_node_id()
+
+
+REFERENCES = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "sweeps").rglob("frontier.parquet"))
+
+
+@pytest.mark.parametrize("reference", REFERENCES, ids=lambda p: "/".join(p.parts[-2:]))
+def test_every_committed_reference_sweep_reads_back(reference):
+    frontier = fedray.Frontier.load(reference)
+    assert len(frontier.frame) > 0 and frontier.rounds is not None
+    completed = frontier.completed()
+    on = selection_column(frontier.frame, frontier.utility)  # validation, or an old frontier's test column
+    assert frontier.best()[on] == completed[on].max()
+    for target in sorted(set(completed["target_epsilon"].astype(float)))[:2]:
+        chosen = frontier.best(epsilon=target)
+        at_target = completed[completed["target_epsilon"].astype(float) == target]
+        assert float(chosen["target_epsilon"]) == target and chosen[on] == at_target[on].max()
+    assert set(frontier.pareto()["trial_id"]) <= set(completed["trial_id"])
+    assert frontier.plot().axes and frontier.tables().startswith("#")
+
+
+def test_a_missing_sweep_or_epsilon_is_a_one_line_error(tmp_path):
+    with pytest.raises(fedray.FedrayError, match="does not exist"):
+        fedray.Frontier.load(tmp_path)
+    frontier = fedray.Frontier.load(REFERENCES[0])
+    with pytest.raises(fedray.FedrayError, match="no completed trial at target epsilon 123"):
+        frontier.best(epsilon=123.0)

@@ -52,17 +52,18 @@ def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypa
     assert len(set(groups)) == 2
 
 
-def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_session, tmp_path, monkeypatch):
+def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_session, tmp_path):
     from test_cli import image_folder
+
+    import fedray
 
     root = image_folder(tmp_path / "isic", {"melanoma": 50, "nevus": 50})  # 5 per class in validation
     out_dir = tmp_path / "seed"
-    monkeypatch.setattr(sys, "argv", [
-        "fedray", "+sweep=seed_isic", f"data.root={root}", "data.image_size=16", "fl.rounds=1",
-        "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h",
-        "hydra/job_logging=none", "hydra/hydra_logging=none"])
-    main()
-    frontier = pd.read_parquet(out_dir / "frontier.parquet")
+    # from Python this time: fedray.run_sweep returns the sweep's Frontier
+    swept = fedray.run_sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1",
+                                           "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}"])
+    assert swept.path == out_dir and swept.best()["status"] == "completed"
+    frontier = swept.frame
     assert sorted(frontier["mode"]) == ["centralized", "federated", "local"]
     assert set(frontier["status"]) == {"completed"} and frontier["test_balanced_accuracy"].notna().all()
     sizes = {s["mode"]: s["data"]["hospital_train_sizes"] for s in trial_summaries(out_dir).values()}
