@@ -88,7 +88,7 @@ def plan_records(cfg: Config, dealt: Dealt) -> AuditPlan | None:
         feature_ranges=template.feature_ranges, num_classes=len(template.class_names),
         rng=design_generator(cfg.seed, INPUT))
     records = dataclasses.replace(template, inputs=torch.from_numpy(inputs), labels=labels,
-                                  ids=np.array([f"canary/{j:06d}" for j in range(m)], dtype=object))
+                                  ids=np.array([f"canary/{j:06d}" for j in range(m)], dtype=object), sites=None)
     plan.input = Inserted(records, draw_inclusion(m, _auditor(cfg), INPUT), deal_round_robin(m, hosts))
     return plan
 

@@ -132,7 +132,7 @@ class RandomForestModel(ReadOnly):
 
 @dataclass
 class Partition(ReadOnly):
-    scheme: str = choice("equal_per_class", "iid", "dirichlet")
+    scheme: str = choice("equal_per_class", "iid", "dirichlet", "natural")
     alpha: float = positive()
 
 

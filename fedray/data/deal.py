@@ -72,7 +72,7 @@ def cv_fold(cv: CrossValidation) -> tuple[int, int] | None:
 def _partition_or_explain(data, num_hospitals, scheme, seed, alpha, num_classes, part_name):
     try:
         return partition(data.labels, num_hospitals=num_hospitals, scheme=scheme, seed=seed,
-                         alpha=alpha, num_classes=num_classes)
+                         alpha=alpha, num_classes=num_classes, sites=data.sites)
     except FedrayError as err:
         raise FedrayError(f"{part_name} split: {err}") from None
 
@@ -83,4 +83,5 @@ def union(shards: list[Records]) -> Records:
         inputs=torch.cat([s.inputs for s in shards]),
         labels=np.concatenate([s.labels for s in shards]),
         ids=np.concatenate([s.ids for s in shards]),
+        sites=np.concatenate([s.sites for s in shards]) if all(s.sites is not None for s in shards) else None,
     )

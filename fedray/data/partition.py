@@ -1,6 +1,6 @@
 """Deal a training set's records out to simulated hospitals.
 
-Three schemes, all deterministic given ``seed``
+Four schemes, all deterministic given ``seed``
 (``np.random.default_rng(seed)``):
 
 ``equal_per_class`` (the seed paper's)
@@ -20,6 +20,12 @@ Three schemes, all deterministic given ``seed``
     ``alpha`` (0.1) gives each hospital a few dominant classes; large
     ``alpha`` (100) approaches ``iid``. Draws repeat, from the same generator,
     until every hospital holds at least ``MIN_SHARD_SIZE`` records.
+
+``natural`` (data that arrive federated, as FLamby's Fed-ISIC2019)
+    Each record already belongs to a site (:attr:`fedray.data.types.Records.sites`):
+    site ``k`` in sorted order is hospital ``k``, with all its records and
+    nothing re-dealt, so hospitals differ in size and label mix as the sites
+    do. The number of hospitals must be the number of sites.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 
 from fedray.errors import FedrayError
 
-SCHEMES = ("equal_per_class", "iid", "dirichlet")
+SCHEMES = ("equal_per_class", "iid", "dirichlet", "natural")
 MIN_SHARD_SIZE = 2  # a hospital needs two records to form a batch statistic
 MAX_DIRICHLET_TRIES = 100
 
@@ -58,6 +64,7 @@ def partition(
     seed: int,
     alpha: float = 0.5,
     num_classes: int | None = None,
+    sites: np.ndarray | None = None,
 ) -> Partition:
     """Split ``range(len(labels))`` among ``num_hospitals`` hospitals.
 
@@ -69,6 +76,7 @@ def partition(
         alpha: Dirichlet concentration, > 0; used by ``dirichlet`` only.
         num_classes: size of the label vocabulary; defaults to
             ``labels.max() + 1``. Classes without records are skipped.
+        sites: each record's site; ``natural`` only.
 
     Raises:
         FedrayError: unknown scheme, too many hospitals for the data, or
@@ -90,6 +98,8 @@ def partition(
         shards, dropped = _iid(len(labels), num_hospitals, rng)
     elif scheme == "dirichlet":
         shards, dropped = _dirichlet(by_class, num_hospitals, alpha, rng)
+    elif scheme == "natural":
+        shards, dropped = _natural(sites, num_hospitals)
     else:
         raise FedrayError(f"unknown partition scheme '{scheme}': use one of {', '.join(SCHEMES)}")
     return Partition(shards=tuple(np.sort(s) for s in shards), dropped=np.sort(dropped))
@@ -114,6 +124,29 @@ def _equal_per_class(
             shards[h].append(idx[h * per_hospital : (h + 1) * per_hospital])
         dropped.append(idx[n_hosp * per_hospital :])
     return [np.concatenate(s) for s in shards], np.concatenate(dropped)
+
+
+def site_names(sites: np.ndarray) -> list[str]:
+    """The sites in hospital order: hospital ``k`` is the ``k``-th site name in sorted order."""
+    return sorted({str(s) for s in sites})
+
+
+def _natural(sites: np.ndarray | None, n_hosp: int) -> tuple[list[np.ndarray], np.ndarray]:
+    if sites is None:
+        raise FedrayError("fl.partition.scheme=natural needs each record's site, and this data has none: "
+                          "use data=image_csv with a site column, or another partition scheme")
+    names = site_names(sites)
+    if len(names) != n_hosp:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise FedrayError(f"the data has {len(names)} sites ({shown}) but fl.num_hospitals={n_hosp}: "
+                          f"set fl.num_hospitals={len(names)} (natural partitions make each site a hospital)")
+    as_text = np.asarray([str(s) for s in sites], dtype=object)
+    shards = [np.flatnonzero(as_text == name) for name in names]
+    small = [(name, len(s)) for name, s in zip(names, shards) if len(s) < MIN_SHARD_SIZE]
+    if small:
+        raise FedrayError(f"site {small[0][0]!r} holds {small[0][1]} record(s) here, fewer than the "
+                          f"{MIN_SHARD_SIZE} a hospital needs: give it more records or change data.split")
+    return shards, np.empty(0, dtype=np.int64)
 
 
 def _iid(n: int, n_hosp: int, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:

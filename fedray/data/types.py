@@ -41,6 +41,10 @@ class Records:
             private data would void that guarantee (``ranges_public=False``
             says so, and the run summary repeats it).
         ranges_public: whether ``feature_ranges`` are a priori public.
+        sites: object array ``[N]`` naming the site (hospital, centre) that
+            holds each record, for data that arrive already federated; None
+            for data pooled in one place. ``fl.partition.scheme=natural`` makes
+            each site a hospital.
     """
 
     inputs: torch.Tensor
@@ -50,6 +54,7 @@ class Records:
     feature_names: tuple[str, ...] = ()
     feature_ranges: np.ndarray | None = None
     ranges_public: bool = True
+    sites: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.inputs.shape[0]
@@ -58,8 +63,9 @@ class Records:
         if not (image or table):
             raise ValueError("inputs must be uint8 images [N, 3, S, S] or float32 rows [N, D], "
                              f"got {self.inputs.dtype} {tuple(self.inputs.shape)}")
-        if len(self.labels) != n or len(self.ids) != n:
-            raise ValueError(f"inputs, labels and ids disagree in length: {n}, {len(self.labels)}, {len(self.ids)}")
+        if len(self.labels) != n or len(self.ids) != n or (self.sites is not None and len(self.sites) != n):
+            raise ValueError(f"inputs, labels, ids and sites disagree in length: {n}, {len(self.labels)}, "
+                             f"{len(self.ids)}, {None if self.sites is None else len(self.sites)}")
         if table and (len(self.feature_names) != self.inputs.shape[1] or self.feature_ranges is None
                       or np.shape(self.feature_ranges) != (self.inputs.shape[1], 2)):
             raise ValueError("table rows need one name and one (low, high) range per feature")
@@ -73,7 +79,8 @@ class Records:
         """The records at positions ``idx`` (in that order), same class vocabulary."""
         idx = np.asarray(idx, dtype=np.int64)
         return dataclasses.replace(
-            self, inputs=self.inputs[torch.from_numpy(idx)], labels=self.labels[idx], ids=self.ids[idx])
+            self, inputs=self.inputs[torch.from_numpy(idx)], labels=self.labels[idx], ids=self.ids[idx],
+            sites=None if self.sites is None else self.sites[idx])
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])

@@ -169,3 +169,15 @@ def test_a_bad_audit_setting_is_one_line_naming_the_key(override):
 
     with pytest.raises(FedrayError, match=override.split("=")[0]):
         compose_config([override])
+
+
+def test_a_one_run_bound_above_the_accountant_is_flagged_as_a_violation():
+    from fedray.audit.canaries import one_run_report
+
+    included = np.random.default_rng(0).random(1000) < 0.5
+    scores = included.astype(float)  # the attacker separates trained-on canaries perfectly
+    leaky = one_run_report(scores, included, delta=1e-5, confidence=0.95, accountant_epsilon=0.5)
+    assert leaky["epsilon_lower_bound"] > 0.5
+    assert leaky["flags"] and leaky["flags"][0].startswith("violation: the one-run canary audit certifies")
+    honest = one_run_report(scores, included, delta=1e-5, confidence=0.95, accountant_epsilon=100.0)
+    assert honest["flags"] == [] and honest["included"] == int(included.sum())

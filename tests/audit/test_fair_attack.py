@@ -124,10 +124,6 @@ def test_flags():
         "violation: the best of 2 attacks"
     )
 
-    report = _report(0.5, 0.3, (0.2, 0.4))
-    report["one_run"] = {"epsilon_lower_bound": 2.0, "confidence": 0.95}
-    assert audit_flags(report, accountant, DELTA)[0].startswith("violation: the one-run canary audit")
-
     above = audit_flags(_report(0.5, 0.7, (ceiling + 0.01, 0.8)), accountant, DELTA)
     assert len(above) == 1 and above[0].startswith("violation:") and "whole interval" in above[0]
 

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from fedray.data.partition import SCHEMES, partition
+from fedray.data.types import Records
 from fedray.data.split import stratified_split
 from fedray.errors import FedrayError
 
@@ -18,14 +20,17 @@ def _covers_once(part, n):
         assert np.array_equal(shard, np.sort(shard))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+DEALT = [scheme for scheme in SCHEMES if scheme != "natural"]  # the schemes that deal pooled records out
+
+
+@pytest.mark.parametrize("scheme", DEALT)
 def test_shards_are_disjoint_and_cover_everything(scheme):
     part = partition(LABELS, num_hospitals=3, scheme=scheme, seed=1, alpha=1.0)
     assert len(part.shards) == 3
     _covers_once(part, len(LABELS))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", DEALT)
 def test_same_seed_same_shards_other_seed_other_shards(scheme):
     a = partition(LABELS, num_hospitals=3, scheme=scheme, seed=7)
     b = partition(LABELS, num_hospitals=3, scheme=scheme, seed=7)
@@ -115,3 +120,38 @@ def test_stratified_split_names_a_class_too_small():
     labels = np.array([0] * 20 + [1])
     with pytest.raises(FedrayError, match="'rare' has 1"):
         stratified_split(labels, fractions=(0.7, 0.1, 0.2), seed=0, class_names=("common", "rare"))
+
+
+# three sites of unequal size, as multi-centre data arrive: 40, 25 and 15 of the 80 records
+SITES = np.random.default_rng(1).permutation(np.repeat(np.array(["oslo", "lyon", "bari"], dtype=object), [40, 25, 15]))
+
+
+def test_a_natural_partition_makes_each_site_a_hospital_in_sorted_order_whatever_the_seed():
+    part = partition(LABELS, num_hospitals=3, scheme="natural", seed=1, sites=SITES)
+    _covers_once(part, len(LABELS))
+    assert [len(s) for s in part.shards] == [15, 25, 40]  # bari, lyon, oslo
+    assert [set(SITES[s]) for s in part.shards] == [{"bari"}, {"lyon"}, {"oslo"}]
+    again = partition(LABELS, num_hospitals=3, scheme="natural", seed=99, sites=SITES)
+    assert all(np.array_equal(a, b) for a, b in zip(part.shards, again.shards))
+
+
+def test_a_natural_partition_names_the_sites_when_the_hospital_count_or_the_sites_are_wrong():
+    with pytest.raises(FedrayError, match=r"the data has 3 sites \(bari, lyon, oslo\) but fl.num_hospitals=5: "
+                                          r"set fl.num_hospitals=3"):
+        partition(LABELS, num_hospitals=5, scheme="natural", seed=1, sites=SITES)
+    with pytest.raises(FedrayError, match="needs each record's site, and this data has none"):
+        partition(LABELS, num_hospitals=3, scheme="natural", seed=1)
+
+
+def test_a_split_of_data_held_by_sites_keeps_every_sites_share_of_each_class():
+    from fedray.data.splits import split_strata
+
+    records = Records(inputs=torch.zeros((80, 3, 8, 8), dtype=torch.uint8), labels=LABELS,
+                      ids=np.array([f"r{i}" for i in range(80)], dtype=object), class_names=("a", "b", "c", "d"),
+                      sites=SITES)
+    strata, names = split_strata(records)
+    train, val, test = stratified_split(strata, fractions=(0.6, 0.2, 0.2), seed=0, class_names=names)
+    for site in ("oslo", "lyon", "bari"):
+        share = {part: np.mean(SITES[idx] == site) for part, idx in (("train", train), ("test", test))}
+        assert abs(share["train"] - share["test"]) < 0.1, (site, share)
+    assert all(name.count(" / ") == 1 or name.startswith("rare") for name in names)

@@ -12,3 +12,4 @@ from fedray.data.datasets import synthetic  # noqa: F401
 from fedray.data.datasets import ehr_synthetic  # noqa: F401
 from fedray.data.datasets import breast_cancer  # noqa: F401
 from fedray.data.datasets import table  # noqa: F401
+from fedray.data.datasets import image_csv  # noqa: F401
