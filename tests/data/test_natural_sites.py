@@ -66,3 +66,47 @@ def test_a_wrong_hospital_count_or_no_site_column_is_one_line(tmp_path):
     with pytest.raises(FedrayError, match="has no column 'site'"):
         deal_data(fedray.compose(natural(site_csv(tmp_path / "without", sites=False))),
                   fit_input_map=lambda s: (None, []))
+
+
+# A generated ISIC 2019 layout: (lesion_id prefix, HAM10000 source) -> images, FLamby's centre sizes scaled down
+FED_ISIC = {("BCN_", None): 60, ("HAM_", "vidir_molemax"): 40, ("HAM_", "vidir_modern"): 36,
+            ("HAM_", "rosendahl"): 30, ("MSK4", None): 24, ("HAM_", "vienna_dias"): 22}
+CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+
+
+def fed_isic_layout(root):
+    (root / "ISIC_2019_Training_Input").mkdir(parents=True)
+    truth, metadata, ham, split = [["image", *CLASSES]], [["image", "age_approx", "lesion_id"]], \
+        [["lesion_id", "image_id", "dx", "dataset"]], [["image", "center", "fold"]]
+    n = 0
+    for centre, ((prefix, source), count) in enumerate(FED_ISIC.items()):
+        for i in range(count + 1):  # one more per centre, without a lesion_id: FLamby leaves it out
+            image = f"ISIC_{n:07d}"
+            n += 1
+            Image.new("RGB", (10, 10), (20 * centre, 8 * i, 90)).save(root / "ISIC_2019_Training_Input" / f"{image}.jpg")
+            label = i % 3
+            truth.append([image, *("1.0" if c == label else "0.0" for c in range(9))])
+            lesion = "" if i == count else f"{prefix}{n:07d}"
+            metadata.append([image, "50", lesion])
+            if source is not None:
+                ham.append([lesion, image, "mel", source])
+            split.append([image, str(centre), "test" if i % 4 == 3 else "train"])
+    for name, rows in (("ISIC_2019_Training_GroundTruth.csv", truth), ("ISIC_2019_Training_Metadata.csv", metadata),
+                       ("HAM10000_metadata", ham), ("train_test_split", split)):
+        (root / name).write_text("\n".join(",".join(row) for row in rows) + "\n")
+    return root
+
+
+def test_fed_isic2019_builds_flambys_six_centres_with_their_exact_counts(tmp_path):
+    root = fed_isic_layout(tmp_path / "isic2019")
+    cfg = fedray.compose(["data=fed_isic2019", f"data.root={root}", f"data.ham10000_metadata={root}/HAM10000_metadata",
+                          f"data.split_file={root}/train_test_split", "data.image_size=8",
+                          "fl.partition.scheme=natural", "fl.num_hospitals=6"], run_dir=tmp_path / "run")
+    dealt = deal_data(cfg, fit_input_map=lambda shards: (None, []))
+    names = ["0_BCN", "1_HAM_vidir_molemax", "2_HAM_vidir_modern", "3_HAM_rosendahl", "4_MSK4", "5_HAM_vienna_dias"]
+    for k, (name, count) in enumerate(zip(names, FED_ISIC.values())):
+        in_test = sum(1 for i in range(count) if i % 4 == 3)  # the split file's test rows of that centre
+        held = len(dealt.train_shards[k]) + len(dealt.val_shards[k])
+        assert set(dealt.train_shards[k].sites) == {name} and held == count - in_test, name
+    assert len(dealt.splits.test) == sum(sum(1 for i in range(c) if i % 4 == 3) for c in FED_ISIC.values())
+    assert dealt.splits.train.class_names == ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")

@@ -13,3 +13,4 @@ from fedray.data.datasets import ehr_synthetic  # noqa: F401
 from fedray.data.datasets import breast_cancer  # noqa: F401
 from fedray.data.datasets import table  # noqa: F401
 from fedray.data.datasets import image_csv  # noqa: F401
+from fedray.data.datasets import fed_isic2019  # noqa: F401
