@@ -17,9 +17,12 @@ import time
 
 PROCESS_STARTED = time.perf_counter()  # before the imports: summary.wall_seconds is the whole command's time
 
+import logging  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -29,6 +32,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from fedray.config import CONF_DIR, Config, check_group_choices, compose_config, normalise_overrides, to_typed  # noqa: E402
 from fedray.errors import FedrayError, Interrupted, SweepInterrupted  # noqa: E402
+from fedray.api import PREPARE_THREAD  # noqa: E402
 from fedray.audit.report import summary_lines  # noqa: E402
 from fedray.metrics import learned_nothing  # noqa: E402
 
@@ -141,7 +145,7 @@ def hydra_main(cfg: DictConfig) -> None:
         _exit_interrupted(stop)
     except SweepInterrupted as err:  # Tune caught the signal; the resume line is printed
         print(f"fedray: {err}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_SIGNAL[signal.SIGINT])
+        _exit(EXIT_SIGNAL[signal.SIGINT])
     except Exception as err:
         cause = _user_error_inside(err)
         if cause is None:
@@ -163,13 +167,26 @@ def _user_error_inside(err: BaseException) -> FedrayError | None:
 def _exit_with(err: FedrayError) -> None:
     message = err.args[0] if err.args else str(err)
     print(f"fedray: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_USER_ERROR)
+    _exit(EXIT_USER_ERROR)
 
 
 def _exit_interrupted(stop: Interrupted) -> None:
     print(f"fedray: interrupted by {signal.Signals(stop.signum).name}; the run is marked interrupted",
           file=sys.stderr, flush=True)
-    sys.exit(EXIT_SIGNAL[stop.signum])
+    _exit(EXIT_SIGNAL[stop.signum])
+
+
+def _exit(code: int) -> None:
+    """Exit with ``code``. While the data are still being prepared in their daemon thread (it overlaps Ray's
+    start), finalising the interpreter with that thread inside torch's C++ can abort the process ("terminate
+    called without an active exception"): then end it at once. The run's files are written and the Ray this run
+    started is shut down by then, so nothing is left for finalisation but flushing."""
+    if not any(thread.name == PREPARE_THREAD and thread.is_alive() for thread in threading.enumerate()):
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 HELP = """usage: python -m fedray [group=option ...] [key=value ...] [+sweep=NAME]

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from fedray.config import Config, compose_config, normalise_overrides, replace
 from fedray.errors import ConfigError, FedrayError, Interrupted
 
+PREPARE_THREAD = "fedray-prepare"  # the daemon thread that decodes the data while Ray starts
+
 if TYPE_CHECKING:  # torch, pandas and the results stack load on the first run, not on `import fedray`
     import pandas as pd
     from torch import nn
@@ -186,7 +188,7 @@ def _in_background(work) -> Future:
         except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
             future.set_exception(err)
 
-    threading.Thread(target=target, name="fedray-prepare", daemon=True).start()
+    threading.Thread(target=target, name=PREPARE_THREAD, daemon=True).start()
     return future
 
 
