@@ -1,10 +1,12 @@
 """A single ``python -m fedray`` end to end: its whole wall time against its rounds, per cluster kind.
 
 Runs the default config (5 hospitals, small_cnn on the synthetic images, 5
-rounds, audit on) as a user types it, ``--repeats`` times per cluster kind
-(``cluster=local``: Ray started by the run, one actor per party;
-``cluster=inprocess``: no Ray, the parties one after another in the CLI's
-process), alternating the kinds so that the machine's load hits both alike.
+rounds, audit on) as a user types it, ``--repeats`` times per way of running
+it (the default: a local Ray started by the run, the driver in its actor and
+the five hospitals sharing as many actors as the machine has CPUs; the same
+with one actor per hospital, ``fl.actors=5``; ``cluster=inprocess``: no Ray,
+the parties one after another in the CLI's process), alternating them so
+that the machine's load hits all alike.
 Each run's ``summary.json`` holds ``wall_seconds`` (the process's start to its
 results) and ``timing`` (its phases, :mod:`fedray.results.timing`); the
 process's own wall time, interpreter start and exit included, is measured
@@ -31,18 +33,20 @@ from pathlib import Path
 
 from _common import REPO_ROOT, markdown_table
 
-KINDS = ("local", "inprocess")
+KINDS = {"default (local Ray, hospitals share the CPUs' count of actors)": [],
+         "local Ray, one actor per hospital (fl.actors=5)": ["fl.actors=5"],
+         "cluster=inprocess": ["cluster=inprocess"]}
 PHASES = ("startup", "setup", "rounds", "audit", "wrap_up")
 
 
 def one_run(kind: str, overrides: list[str], out: Path) -> dict:
-    run_dir = out / f"{kind}-{time.monotonic_ns()}"
+    run_dir = out / f"run-{time.monotonic_ns()}"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "fedray", f"cluster={kind}", *overrides, f"hydra.run.dir={run_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "fedray", *KINDS[kind], *overrides, f"hydra.run.dir={run_dir}"],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     process_seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"cluster={kind} failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-2000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"process": process_seconds, "wall": summary["wall_seconds"], **summary["timing"]}
 
@@ -56,12 +60,12 @@ def main() -> None:
         for repeat in range(args.repeats):
             for kind in KINDS:
                 runs[kind].append(one_run(kind, overrides, Path(tmp)))
-                print(f"repeat {repeat + 1}/{args.repeats} cluster={kind}: {runs[kind][-1]['process']:.1f} s "
+                print(f"repeat {repeat + 1}/{args.repeats} {kind}: {runs[kind][-1]['process']:.1f} s "
                       f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     rows = []
     for kind, measured in runs.items():
         median = {key: statistics.median(run.get(key, 0.0) for run in measured) for key in ("process", "wall", *PHASES)}
-        rows.append([f"cluster={kind}", f"{median['process']:.1f}", f"{median['wall']:.1f}",
+        rows.append([kind, f"{median['process']:.1f}", f"{median['wall']:.1f}",
                      *(f"{median[p]:.1f}" for p in PHASES), f"{median['wall'] / median['rounds']:.1f}x"])
     print(markdown_table(["run", "process s", "wall_seconds", *(f"{p} s" for p in PHASES), "wall / rounds"], rows))
 

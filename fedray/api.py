@@ -199,8 +199,10 @@ def _check_cluster_fits(cfg: Config, *, say: Callable[[str], None]) -> None:
 
     from fedray.federation.feasibility import check_fits, gpu_request_line, run_bundles
 
-    gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-    check_fits(run_bundles(cfg, gpus_present=gpus_present), [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    cluster = ray.cluster_resources()
+    gpus_present = cluster.get("GPU", 0) > 0
+    check_fits(run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU")),
+               [n["Resources"] for n in ray.nodes() if n["Alive"]])
     line = gpu_request_line(cfg, gpus_present=gpus_present)
     if line:
         say(line)

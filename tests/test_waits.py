@@ -68,8 +68,8 @@ def busy_cluster():
 
 
 def busy_run_args(address: str, tmp_path: Path) -> list[str]:
-    # Two hospitals and the driver ask for 0.75 CPU: the cluster's 1 CPU holds them, once the other job ends
-    # (60 images per class deal evenly to two hospitals: no remainder warning beside the one line).
+    # The driver and one actor holding both hospitals (a 1-CPU cluster) ask for 0.5 CPU: the cluster's 1 CPU
+    # holds them, once the other job ends (60 images per class deal evenly to two hospitals: no remainder warning).
     return [*TINY, "data.samples_per_class=60", "fl.num_hospitals=2", "cluster=remote", f"cluster.address={address}",
             f"hydra.run.dir={tmp_path}/run", *QUIET]
 
@@ -81,7 +81,7 @@ def test_actors_a_busy_cluster_cannot_place_end_the_run_in_one_line_at_the_place
                            "cluster.placement_timeout_s=4"], capture_output=True, text=True, cwd=tmp_path,
                           env=env, timeout=240)
     assert_one_line_error(proc, "not all placed within 4 s (cluster.placement_timeout_s)",
-                          "the driver CPU=0.25, 2 hospitals CPU=0.25 each", "0 of 1 CPUs",
+                          "the driver CPU=0.25, 1 hospital actor CPU=0.25 each", "0 of 1 CPUs",
                           "raise cluster.placement_timeout_s")
     assert time.monotonic() - started < 120
     assert '"status": "failed"' in (tmp_path / "run" / "summary.json").read_text()

@@ -145,6 +145,7 @@ class Federation(ReadOnly):
     eval_every: int = count()
     num_hospitals: int = count()
     clients_per_round: Optional[int] = count(nullable=True)
+    actors: Optional[int] = count(nullable=True)  # hospital actors the hospitals share; null: pool.hospital_actor_count
     partition: Partition = free()
     max_restarts: int = nonnegative_count()
     max_round_retries: int = nonnegative_count()

@@ -46,7 +46,7 @@ from fedray.federation.driver import Driver
 from fedray.federation.cluster import cluster_line
 from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
-from fedray.federation.pool import ActorPool, actor_resources, process_pool
+from fedray.federation.pool import ActorPool, actor_resources, hospital_actor_count, process_pool, seats
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
 from fedray.federation.runtime import get_in_one_line, overdue_line
 from fedray.models import model_family
@@ -210,17 +210,22 @@ def run_experiment(
     clock = Stopwatch(before_resume=resume.seconds if resume else 0.0)
     prep = prepared or prepare_experiment(cfg, resume=resume)
     cfg = prep.cfg
-    gpus_present = ray.cluster_resources().get("GPU", 0) > 0
+    cluster = ray.cluster_resources()
+    gpus_present = cluster.get("GPU", 0) > 0
     driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=gpus_present)
+    # A trial's placement group fixed its hospital actors (one bundle each) when the sweep planned it.
+    actors = placement_group.bundle_count - bundle_offset - 1 if placement_group is not None else \
+        hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU"))
 
     pool = pool or process_pool()
-    driver_host, hosts = pool.hosts(count=len(prep.training_shards), driver_res=driver_res,
+    driver_host, hosts = pool.hosts(count=actors, driver_res=driver_res,
                                     hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts,
                                     placement_group=placement_group, bundle_offset=bundle_offset)
     deadline = cfg.cluster.round_timeout_s
     try:
         pool.wait_placed(cfg.cluster.placement_timeout_s)
-        hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put),
+        hospitals = RayHospitals(seats(hosts, len(prep.training_shards)),
+                                 hospital_setups(prep, hospital_res, store=ray.put),
                                  max_round_retries=cfg.fl.max_round_retries, kill_hospital=kill_hospital)
         _hospital_errors_as_one_line([*hospitals.starting(),
                                       driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))],

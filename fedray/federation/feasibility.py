@@ -23,14 +23,16 @@ from fedray.errors import FedrayError
 from fedray.federation.pool import actor_resources, hospital_actor_count
 
 
-def run_bundles(cfg: Config, *, gpus_present: bool) -> list[dict[str, float]]:
-    """What one experiment's actors request: the driver, then one bundle per hospital actor."""
+def run_bundles(cfg: Config, *, gpus_present: bool, cluster_cpus: float | None = None) -> list[dict[str, float]]:
+    """What one experiment's actors request: the driver, then one bundle per hospital actor
+    (:func:`~fedray.federation.pool.hospital_actor_count`)."""
     def bundle(request: dict) -> dict[str, float]:
         return {"CPU": request["num_cpus"], **({"GPU": request["num_gpus"]} if request["num_gpus"] > 0 else {}),
                 **({"memory": float(request["memory"])} if "memory" in request else {})}
 
     driver, hospital = actor_resources(cfg.resources, gpus_present=gpus_present)
-    return [bundle(driver)] + [bundle(hospital) for _ in range(hospital_actor_count(cfg))]
+    actors = hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus)
+    return [bundle(driver)] + [bundle(hospital) for _ in range(actors)]
 
 
 def check_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]], *, what: str = "this run") -> None:

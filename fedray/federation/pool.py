@@ -45,40 +45,44 @@ def actor_resources(resources: Resources, *, gpus_present: bool) -> tuple[dict, 
 
 
 class Host:
-    """A Ray actor hosting one party object at a time; :meth:`apply` calls one of its methods, passed as the
-    class's function (``Hospital.fit``), so callers name methods that exist, never strings."""
+    """A Ray actor hosting party objects, one per slot (the driver in slot 0 of its host; hospital k in slot k of
+    the host it shares with the other hospitals of its seat, :class:`Seat`); :meth:`apply` calls a method of one,
+    passed as the class's function (``Hospital.fit``), so callers name methods that exist, never strings. Ray
+    runs an actor's tasks one at a time, so the hospitals of one host train one after another."""
 
     def __init__(self):
-        self.party = None
+        self.parties: dict[int, object] = {}
 
-    def start(self, factory, kwargs: dict) -> None:
-        """Drop the previous party and build ``factory(**kwargs)``; object references in ``kwargs`` are fetched.
+    def start(self, factory, kwargs: dict, slot: int = 0) -> None:
+        """Drop slot ``slot``'s party and build ``factory(**kwargs)`` there; object references in ``kwargs`` are
+        fetched.
 
-        The pool's :meth:`ActorPool.release` already collected the previous experiment's party; a host Ray
+        The pool's :meth:`ActorPool.release` already collected the previous experiment's parties; a host Ray
         restarted holds none.
         """
-        self.party = None
-        self.party = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()})
+        self.parties.pop(slot, None)
+        self.parties[slot] = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v
+                                        for k, v in kwargs.items()})
 
     def warm(self, *modules: str) -> None:
         """Import ``modules`` (a party's) now, while the caller is still preparing the data."""
         for module in modules:
             importlib.import_module(module)
 
-    def apply(self, method, *args):
-        """``method(party, *args)``: a method of the hosted party's class, e.g. ``Driver.run_round``."""
-        return method(self.party, *args)
+    def apply(self, method, *args, slot: int = 0):
+        """``method(party, *args)`` on slot ``slot``'s party: a method of its class, e.g. ``Driver.run_round``."""
+        return method(self.parties[slot], *args)
 
     def run(self, function, kwargs: dict):
-        """Drop the party and run ``function(**kwargs)`` here (the auditor, after the rounds and the release)."""
-        self.party = None
+        """Drop the parties and run ``function(**kwargs)`` here (the auditor, after the rounds and the release)."""
+        self.parties = {}
         return function(**kwargs)
 
-    def holds(self, cls) -> bool:
-        return isinstance(self.party, cls)
+    def holds(self, cls, slot: int = 0) -> bool:
+        return isinstance(self.parties.get(slot), cls)
 
     def clear(self) -> None:
-        self.party = None
+        self.parties = {}
         gc.collect()
 
     def ping(self) -> bool:
@@ -86,6 +90,35 @@ class Host:
 
     def where(self) -> dict:
         return placement_of_this_actor()
+
+
+@dataclass(frozen=True)
+class Seat:
+    """Where hospital ``slot`` lives: a pooled host (shared with other hospitals under ``fl.actors``) and the slot
+    it holds the hospital in. Each method sends one task to the host, for that slot."""
+
+    host: object
+    slot: int
+
+    def start(self, factory, kwargs: dict):
+        return self.host.start.remote(factory, kwargs, self.slot)
+
+    def apply(self, method, *args):
+        return self.host.apply.remote(method, *args, slot=self.slot)
+
+    def holds(self, cls):
+        return self.host.holds.remote(cls, self.slot)
+
+    def ping(self):
+        return self.host.ping.remote()
+
+    def where(self):
+        return self.host.where.remote()
+
+
+def seats(hosts: list, count: int) -> list[Seat]:
+    """``count`` hospitals on ``hosts``: hospital k in slot k of host ``k mod len(hosts)``."""
+    return [Seat(hosts[k % len(hosts)], k) for k in range(count)]
 
 
 @dataclass(frozen=True)
@@ -115,7 +148,7 @@ class ActorPool:
         group = None if placement_group is None else placement_group.id.hex()
         key = PoolKey(ray.get_runtime_context().get_job_id(), group, bundle_offset,
                       tuple(sorted(driver_res.items())), tuple(sorted(hospital_res.items())), max_restarts)
-        # Under a placement group the bundles are numbered per hospital: the trial's group fixes the count.
+        # Under a placement group the bundles are numbered per hospital actor: the trial's group fixes the count.
         if key != self.key or (placement_group is not None and len(self.hospitals) != count) or not self._alive():
             self.close()
             self.key = key
@@ -151,7 +184,8 @@ class ActorPool:
 
         def overdue() -> str:
             asked = ", ".join(f"{name} {_request_text(request)}" for name, request in
-                              (("the driver", self.key.driver), (f"{len(self.hospitals)} hospitals", self.key.hospital)))
+                              (("the driver", self.key.driver), (f"{len(self.hospitals)} hospital actor{'s' if len(self.hospitals) != 1 else ''}",
+                               self.key.hospital)))
             return (f"the run's actors were not all placed within {seconds:g} s (cluster.placement_timeout_s): asked "
                     f"for {asked} each; the cluster has {free_resources_line()} (other jobs may hold the rest): "
                     "wait for them, lower resources.hospital / resources.driver, or raise cluster.placement_timeout_s")
@@ -203,9 +237,27 @@ def process_pool() -> ActorPool:
     return _PROCESS_POOL
 
 
-def hospital_actor_count(cfg: Config) -> int:
-    """How many hospital actors ``cfg`` runs: one holding every shard under ``mode=centralized``."""
-    return 1 if cfg.mode == "centralized" else cfg.fl.num_hospitals
+def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpus: float | None = None) -> int:
+    """How many hospital actors ``cfg`` runs on a cluster with ``cluster_cpus`` CPUs (None: not known).
+
+    One holds every shard under ``mode=centralized``. Otherwise ``fl.actors``
+    (at most one per hospital), or by default: one per hospital on a cluster
+    with GPUs (each actor caps its own GPU memory share) or when the CPU count
+    is not known, and on a CPU-only cluster as many as it has CPUs. Each actor
+    is a process that imports torch (and, at its first optimiser step,
+    torch._dynamo: about 2 CPU-seconds in all), and more training processes
+    than cores cannot run at once: on a 2-core laptop, five hospitals on two
+    actors give the same results (``tests/federation/test_pool.py``) and start
+    in a third of the time (``benchmarks/single_run.py``).
+    """
+    hospitals = cfg.fl.num_hospitals
+    if cfg.mode == "centralized":
+        return 1
+    if cfg.fl.actors is not None:
+        return min(hospitals, cfg.fl.actors)
+    if gpus_present or cluster_cpus is None:
+        return hospitals
+    return min(hospitals, max(1, int(cluster_cpus)))
 
 
 def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
@@ -215,9 +267,12 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
     imports then overlap the decoding instead of following it. scikit-learn's metrics come too for the
     parties that will evaluate: the driver always, the hospitals only in a non-private run.
     """
-    driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=ray.cluster_resources().get("GPU", 0) > 0)
+    cluster = ray.cluster_resources()
+    gpus_present = cluster.get("GPU", 0) > 0
+    driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=gpus_present)
     driver, hospitals = (pool or process_pool()).hosts(
-        count=hospital_actor_count(cfg), driver_res=driver_res,
+        count=hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU")),
+        driver_res=driver_res,
         hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts)
     driver.warm.remote("fedray.federation.driver", "sklearn.metrics")
     from fedray.privacy.mechanisms import claims_dp

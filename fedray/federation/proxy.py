@@ -153,33 +153,35 @@ class InProcessHospitals:
 
 
 class RayHospitals:
-    """Hospitals in Ray actors (:class:`~fedray.federation.pool.Host`), each hosting one :class:`Hospital`.
+    """Hospitals in Ray actors (:class:`~fedray.federation.pool.Host`): hospital k in ``seats[k]``, one hospital
+    per actor or several sharing one (``fl.actors``).
 
     ``setups`` are the hospitals' constructor arguments, kept to rebuild a
     restarted one; their shards are object references this proxy's owner
-    keeps alive for the whole experiment.
+    keeps alive for the whole experiment. A host that dies takes every
+    hospital it held: each is rebuilt when its own call fails.
     """
 
-    def __init__(self, hosts: list, setups: list[dict], *, max_round_retries: int,
+    def __init__(self, seats: list, setups: list[dict], *, max_round_retries: int,
                  kill_hospital: tuple[int, int] | None = None):
-        self.hosts, self.setups = hosts, setups
+        self.seats, self.setups = seats, setups
         self.plan = setups[0]["plan"]
         self.max_round_retries = max_round_retries
         self.kill_hospital = kill_hospital  # test hook (run_experiment's): (k, r) kills hospital k in round r
         self.restarts = 0
-        self.states: list[dict] = [{} for _ in hosts]
+        self.states: list[dict] = [{} for _ in seats]
 
     def __len__(self) -> int:
-        return len(self.hosts)
+        return len(self.seats)
 
     def starting(self) -> list:
         """Build every hospital in its host (a reused host drops the previous experiment's first): the tasks."""
-        return [host.start.remote(Hospital, setup) for host, setup in zip(self.hosts, self.setups)]
+        return [seat.start(Hospital, setup) for seat, setup in zip(self.seats, self.setups)]
 
     # -- rounds --------------------------------------------------------------------
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         param_refs = _put_once(starts)
-        pending = {k: self.hosts[k].apply.remote(Hospital.fit, param_refs[k], round_idx) for k in participants}
+        pending = {k: self.seats[k].apply(Hospital.fit, param_refs[k], round_idx) for k in participants}
         self._inject_fault(round_idx)
         results: dict[int, ClientResult] = {}
         for k, ref in pending.items():
@@ -192,7 +194,7 @@ class RayHospitals:
                         raise RuntimeError(f"hospital {k} failed {attempt + 1} times in round {round_idx}; "
                                            "refusing to continue with fewer hospitals") from err
                     self._rebuild(k)
-                    ref = self.hosts[k].apply.remote(Hospital.fit, param_refs[k], round_idx)
+                    ref = self.seats[k].apply(Hospital.fit, param_refs[k], round_idx)
         for k, result in results.items():
             self.states[k] = reported_privacy_state(result)
         return checked_results(self.plan, [results[k] for k in sorted(results)])
@@ -203,23 +205,23 @@ class RayHospitals:
         param_ref = ray.put(params)
         for attempt in range(self.max_round_retries + 1):
             try:
-                pending = [h.apply.remote(Hospital.secure_fit, param_ref, round_idx, session) for h in self.hosts]
+                pending = [h.apply(Hospital.secure_fit, param_ref, round_idx, session) for h in self.seats]
                 self._inject_fault(round_idx)
                 keys = dict(zip(session.participants, self._get(pending)))
-                masked = self._get([h.apply.remote(Hospital.secure_mask, keys, secure) for h in self.hosts])
+                masked = self._get([h.apply(Hospital.secure_mask, keys, secure) for h in self.seats])
                 break
             except _failures() as err:
                 if attempt == self.max_round_retries:
                     raise RuntimeError(f"secure aggregation failed {attempt + 1} times in round {round_idx}; "
                                        "refusing to continue with fewer hospitals") from err
-                for k in range(len(self.hosts)):
+                for k in range(len(self.seats)):
                     self._rebuild(k)
                 session = session.next_attempt()
-        self.states = self._get([h.apply.remote(Hospital.privacy_state) for h in self.hosts])
+        self.states = self._get([h.apply(Hospital.privacy_state) for h in self.seats])
         return session, checked_payloads(self.plan, dict(zip(session.participants, masked)))
 
     def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        pending = [h.apply.remote(Hospital.evaluate, ref) for h, ref in zip(self.hosts, _put_once(params))]
+        pending = [h.apply(Hospital.evaluate, ref) for h, ref in zip(self.seats, _put_once(params))]
         return lambda: checked_metrics(self.plan, self._get(pending))
 
     # -- privacy state and reports -------------------------------------------------
@@ -228,45 +230,45 @@ class RayHospitals:
 
     def restore_privacy_states(self, states: list[dict]) -> None:
         self.states = list(states)
-        self._get([h.apply.remote(Hospital.restore_privacy_state, s) for h, s in zip(self.hosts, states)])
+        self._get([h.apply(Hospital.restore_privacy_state, s) for h, s in zip(self.seats, states)])
 
     def feature_cache(self) -> list[dict | None]:
-        return checked_reports(self.plan, self._get([h.apply.remote(Hospital.feature_cache) for h in self.hosts]))
+        return checked_reports(self.plan, self._get([h.apply(Hospital.feature_cache) for h in self.seats]))
 
     def placement(self) -> list[dict]:
-        return self._get([h.where.remote() for h in self.hosts])
+        return self._get([h.where() for h in self.seats])
 
     # -- faults --------------------------------------------------------------------
     def _inject_fault(self, round_idx: int) -> None:
         if self.kill_hospital is not None and self.kill_hospital[1] == round_idx and not self.restarts:
             import ray  # test hook: kill a hospital while its task is in flight; Ray restarts it
 
-            ray.kill(self.hosts[self.kill_hospital[0]], no_restart=False)
+            ray.kill(self.seats[self.kill_hospital[0]].host, no_restart=False)
 
     def _rebuild(self, k: int) -> None:
-        """Wait until host k answers; if Ray restarted it, rebuild its hospital and resume its accountant.
+        """Wait until hospital k's host answers; if Ray restarted it, rebuild the hospital and resume its accountant.
 
         The rebuilt hospital is the same set-up with the same release key, so
         no one-time release is redrawn, and its accountant resumes at the steps
         last reported: spent privacy stays spent. A host that survived keeps
         its hospital as it is (its accountant already counts what it trained).
         """
-        host = self.hosts[k]
-        self._wait_until_answering(host)
-        if self._get(host.holds.remote(Hospital)):
+        seat = self.seats[k]
+        self._wait_until_answering(seat)
+        if self._get(seat.holds(Hospital)):
             return
         self.restarts += 1
-        self._get(host.start.remote(Hospital, self.setups[k]))
-        self._get(host.apply.remote(Hospital.restore_privacy_state, self.states[k]))
+        self._get(seat.start(Hospital, self.setups[k]))
+        self._get(seat.apply(Hospital.restore_privacy_state, self.states[k]))
 
     @staticmethod
-    def _wait_until_answering(host) -> None:
+    def _wait_until_answering(seat) -> None:
         import ray
 
         deadline = time.monotonic() + 120
         while True:  # Ray restarts the actor asynchronously; wait until it answers.
             try:
-                ray.get(host.ping.remote(), timeout=30)
+                ray.get(seat.ping(), timeout=30)
                 return
             except _failures() + (ray.exceptions.GetTimeoutError,):
                 if time.monotonic() > deadline:

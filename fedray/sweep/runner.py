@@ -95,17 +95,19 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     started_ray = connect(cfg.cluster)
     try:
         gpus_present = ray.cluster_resources().get("GPU", 0) > 0
+        cluster_cpus = ray.cluster_resources().get("CPU")
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
         gpu_bytes = gpu_memory_bytes(nodes) if gpus_present else None
         for trial_cfg in trial_cfgs:
-            check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present), nodes)
+            check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus), nodes)
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         cpu_only = gpu_request_line(cfg, gpus_present=gpus_present)
         if cpu_only and any("num_gpus" in o for o in overrides):  # the default fractions go unsaid on a laptop
             print(cpu_only, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points)
+        tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points,
+                       cluster_cpus=cluster_cpus)
         for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
             logging.getLogger(name).addFilter(_NoTuneInterruptNoise())
         try:
@@ -256,13 +258,14 @@ def _absolute_paths(cfg: Config) -> list[str]:
 
 
 def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,
-           gpus_present: bool, *, points: list[dict] | None = None) -> tune.Tuner:
+           gpus_present: bool, *, points: list[dict] | None = None, cluster_cpus: float | None = None) -> tune.Tuner:
     """The Tuner; ``points``: exactly these configurations (a private selection's K draws), in this order."""
     sweep, tune_cfg = cfg.sweep, cfg.tune
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, overrides=overrides, paths=paths, out_dir=str(out_dir)),
         lambda params: tune.PlacementGroupFactory(
-            trial_bundles(trial_config(overrides, params, paths), gpus_present=gpus_present),
+            trial_bundles(trial_config(overrides, params, paths), gpus_present=gpus_present,
+                          cluster_cpus=cluster_cpus),
             strategy=tune_cfg.placement_strategy,
         ),
     )

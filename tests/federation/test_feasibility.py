@@ -52,3 +52,16 @@ def test_gpus_asked_for_on_a_cpu_only_cluster_are_stated(tmp_path):
     assert gpu_request_line(cfg, gpus_present=True) is None
     cpu_only = compose_typed([*TINY, "resources.hospital.num_gpus=0", "resources.driver.num_gpus=0"], tmp_path)
     assert gpu_request_line(cpu_only, gpus_present=False) is None
+
+
+def test_hospitals_share_as_many_actors_as_a_cpu_only_cluster_has_cpus(tmp_path):
+    from fedray.federation.pool import hospital_actor_count
+
+    cfg = compose_typed(TINY, tmp_path)  # 5 hospitals
+    assert hospital_actor_count(cfg, cluster_cpus=2) == 2  # a 2-core laptop: two processes, not five
+    assert hospital_actor_count(cfg, cluster_cpus=16) == 5  # never more than one per hospital
+    assert hospital_actor_count(cfg, gpus_present=True, cluster_cpus=2) == 5  # each caps its own GPU share
+    assert hospital_actor_count(cfg) == 5  # the cluster not known
+    assert hospital_actor_count(with_changes(cfg, **{"fl.actors": 3}), cluster_cpus=2) == 3
+    assert hospital_actor_count(with_changes(cfg, mode="centralized"), cluster_cpus=16) == 1
+    assert run_bundles(cfg, gpus_present=False, cluster_cpus=2) == [{"CPU": 0.25}] * 3

@@ -22,6 +22,33 @@ def test_round_loop_runs_in_process_and_equals_the_ray_run(ray_session, tiny_cfg
     assert in_process.summary.privacy["aggregation"] == over_ray.summary.privacy["aggregation"]
 
 
+@pytest.mark.parametrize("privacy", [[], ["privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true"]],
+                         ids=["plain", "dpsgd"])
+def test_hospitals_sharing_two_actors_give_the_results_of_one_actor_each(ray_session, tmp_path, privacy):
+    """fl.actors=2: five hospitals on two actors (0, 2, 4 on one; 1, 3 on the other), one after another there."""
+    cfg = compose_typed([*TINY, *privacy], tmp_path)
+    pool = ActorPool()
+    try:
+        shared = run_experiment(with_changes(cfg, **{"fl.actors": 2}), pool=pool)
+        assert len(pool.hospitals) == 2
+    finally:
+        pool.close()
+    own = run_experiment(cfg)
+    assert same_params(shared.final_params, own.final_params)
+    assert shared.summary.privacy["epsilon"] == own.summary.privacy["epsilon"]
+    assert [r["test"] for r in shared.rounds] == [r["test"] for r in own.rounds]
+    nodes = {p["node"] for p in shared.summary.placement["hospitals"]}
+    assert len(shared.summary.placement["hospitals"]) == 5 and len(nodes) == 1
+
+
+def test_a_killed_actor_holding_several_hospitals_has_each_rebuilt(ray_session, tiny_cfg):
+    shared = with_changes(tiny_cfg, **{"fl.actors": 2})
+    clean = run_experiment(shared)
+    faulty = run_experiment(shared, kill_hospital=(2, 2))  # its actor also holds hospitals 0 and 4
+    assert faulty.summary.hospital_restarts >= 3
+    assert same_params(clean.final_params, faulty.final_params)
+
+
 def test_reused_actors_leave_nothing_behind(ray_session, tmp_path):
     """Experiment B after experiment A on the same actors equals B on fresh actors: model, ledger, metrics.
 
