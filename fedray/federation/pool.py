@@ -183,9 +183,9 @@ class ActorPool:
         hosts = [self.driver, *self.hospitals]
 
         def overdue() -> str:
+            actors = f"{len(self.hospitals)} hospital actor{'s' if len(self.hospitals) != 1 else ''}"
             asked = ", ".join(f"{name} {_request_text(request)}" for name, request in
-                              (("the driver", self.key.driver), (f"{len(self.hospitals)} hospital actor{'s' if len(self.hospitals) != 1 else ''}",
-                               self.key.hospital)))
+                              (("the driver", self.key.driver), (actors, self.key.hospital)))
             return (f"the run's actors were not all placed within {seconds:g} s (cluster.placement_timeout_s): asked "
                     f"for {asked} each; the cluster has {free_resources_line()} (other jobs may hold the rest): "
                     "wait for them, lower resources.hospital / resources.driver, or raise cluster.placement_timeout_s")
@@ -247,8 +247,8 @@ def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpu
     is a process that imports torch (and, at its first optimiser step,
     torch._dynamo: about 2 CPU-seconds in all), and more training processes
     than cores cannot run at once: on a 2-core laptop, five hospitals on two
-    actors give the same results (``tests/federation/test_pool.py``) and start
-    in a third of the time (``benchmarks/single_run.py``).
+    actors give the same results (``tests/federation/test_pool.py``) in 0.69x
+    the wall time of five actors (``benchmarks/single_run.py``).
     """
     hospitals = cfg.fl.num_hospitals
     if cfg.mode == "centralized":
