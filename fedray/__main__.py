@@ -128,7 +128,9 @@ def dispatch(cfg: Config) -> dict | RunSummary:
         from fedray.sweep.runner import run_sweep
 
         return run_sweep(cfg, overrides=_task_overrides())
-    return run_single(cfg, gpus_asked=any("num_gpus" in o for o in _task_overrides()))
+    from fedray.federation.feasibility import asks_for_gpus
+
+    return run_single(cfg, gpus_asked=asks_for_gpus(_task_overrides()))
 
 
 def _task_overrides() -> list[str]:

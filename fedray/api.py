@@ -124,9 +124,10 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
         prepared = preparing.result()
         if ray.cluster_resources().get("GPU", 0) > 0:
             from fedray.federation.memory_plan import check_memory_plan, gpu_memory_bytes
+            from fedray.federation.runtime import alive_nodes
 
-            nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-            check_memory_plan(prepared.cfg, num_classes=prepared.num_classes, gpu_bytes=gpu_memory_bytes(nodes))
+            check_memory_plan(prepared.cfg, num_classes=prepared.num_classes,
+                              gpu_bytes=gpu_memory_bytes(alive_nodes()))
     except BaseException:
         stop()
         raise
@@ -198,11 +199,11 @@ def _check_cluster_fits(cfg: Config, *, say: Callable[[str], None]) -> None:
     import ray
 
     from fedray.federation.feasibility import check_fits, gpu_request_line, run_bundles
+    from fedray.federation.runtime import alive_nodes
 
     cluster = ray.cluster_resources()
     gpus_present = cluster.get("GPU", 0) > 0
-    check_fits(run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU")),
-               [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    check_fits(run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU")), alive_nodes())
     line = gpu_request_line(cfg, gpus_present=gpus_present)
     if line:
         say(line)

@@ -24,6 +24,7 @@ import ray
 
 from fedray.config.schema import LocalCluster, RemoteCluster
 from fedray.errors import FedrayError
+from fedray.federation.runtime import alive_nodes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Ray leaves out .git and .venv itself (and warns when they are listed again).
@@ -84,7 +85,7 @@ def connect(cluster_cfg: LocalCluster | RemoteCluster) -> bool:
 
 def cluster_line() -> str:
     """What the connected cluster has: alive nodes and their CPUs, GPUs and memory in all."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    nodes = alive_nodes()
     total = {key: sum(n.get(key, 0.0) for n in nodes) for key in ("CPU", "GPU", "memory")}
     return (f"{len(nodes)} node(s), {total['CPU']:g} CPUs, {total['GPU']:g} GPUs, "
             f"{total['memory'] / 2**30:.0f} GiB memory")

@@ -72,6 +72,12 @@ def _amount(resource: str, amount: float) -> str:
     return f"memory={amount / 2**30:.3g} GiB" if resource == "memory" else f"{resource}={amount:g}"
 
 
+def asks_for_gpus(overrides: list[str]) -> bool:
+    """Whether the command line set a GPU request: only then is a GPU-less cluster worth a line (the default
+    fractions are for GPU clusters and go unsaid on a laptop)."""
+    return any("num_gpus" in override for override in overrides)
+
+
 def gpu_request_line(cfg: Config, *, gpus_present: bool) -> str | None:
     """One line when the config asks for GPUs the cluster does not have (the parties then use the CPU)."""
     asked = {f"resources.{party}.num_gpus": getattr(cfg.resources, party).num_gpus for party in ("hospital", "driver")}

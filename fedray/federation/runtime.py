@@ -25,6 +25,11 @@ def placement_of_this_actor() -> dict:
     return {"node": context.get_node_id(), "placement_group": context.get_placement_group_id()}
 
 
+def alive_nodes() -> list[dict]:
+    """The total resources of each alive node of the connected cluster (Ray's ``Resources`` per node)."""
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
 def free_resources_line() -> str:
     """What the cluster has free now, of what it has: CPUs, GPUs and memory."""
     total, free = ray.cluster_resources(), ray.available_resources()

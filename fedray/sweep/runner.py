@@ -47,10 +47,11 @@ from fedray.errors import FedrayError, Interrupted, SweepInterrupted
 from fedray.sweep.progress import ChangeReporter
 from fedray.federation.cluster import connect
 from fedray.federation.experiment import prepare_experiment, resolve_for_data, validate_model
-from fedray.federation.feasibility import gpu_request_line
+from fedray.federation.feasibility import asks_for_gpus, gpu_request_line
 from fedray.privacy.mechanisms import PlanContext, check_mechanism, claims_dp, plan_privacy
 from fedray.sweep.frontier import write_frontier
 from fedray.federation.memory_plan import check_memory_plan, gpu_memory_bytes
+from fedray.federation.runtime import alive_nodes
 from fedray.sweep.resources import check_trial_fits, trial_bundles
 from fedray.sweep.selection import PrivateSelection, check_distribution, draw_trial_count, max_curve, plan_curve, \
     random_points
@@ -94,15 +95,15 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         points = random_points(space, draw_selection_trials(tune_cfg))
     started_ray = connect(cfg.cluster)
     try:
-        gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-        cluster_cpus = ray.cluster_resources().get("CPU")
-        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        cluster = ray.cluster_resources()
+        gpus_present, cluster_cpus = cluster.get("GPU", 0) > 0, cluster.get("CPU")
+        nodes = alive_nodes()
         gpu_bytes = gpu_memory_bytes(nodes) if gpus_present else None
         for trial_cfg in trial_cfgs:
             check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus), nodes)
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         cpu_only = gpu_request_line(cfg, gpus_present=gpus_present)
-        if cpu_only and any("num_gpus" in o for o in overrides):  # the default fractions go unsaid on a laptop
+        if cpu_only and asks_for_gpus(overrides):
             print(cpu_only, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
