@@ -101,9 +101,10 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
     if cfg.run_dir is None:
         cfg = replace(cfg, run_dir=str(Path(cfg.paths.output_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")))
     say(header_line(cfg))
-    # Imports and decoding run while Ray starts and the actors import torch: on a laptop that overlaps
-    # three serial waits. Bad input still fails in one line, after shutting down the Ray this call started.
-    preparing = _in_background(lambda: _prepare(cfg))
+    # Ray starts once the preparation has ended or begun a long phase (decoding, feature extraction): bad input
+    # that needs no long phase to be seen fails before Ray starts, and Ray's start still overlaps the long phase.
+    long_phase = threading.Event()
+    preparing = _in_background(lambda: _prepare(cfg), long_phase_begins=long_phase.set)
     if cfg.cluster.name == "inprocess":
         from fedray.federation.experiment import run_in_process
 
@@ -116,6 +117,10 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
     from fedray.federation.experiment import run_experiment
     from fedray.federation.pool import warm_actors
 
+    while not (preparing.done() or long_phase.wait(0.1)):
+        pass  # short waits: a signal's handler runs between them
+    if preparing.done() and preparing.exception() is not None:
+        raise preparing.exception()
     started_ray = connect(cfg.cluster)
     stop = ray.shutdown if started_ray else (lambda: None)
     try:
@@ -179,11 +184,15 @@ def _prepare(cfg: Config):
     return prepare_experiment(cfg)
 
 
-def _in_background(work) -> Future:
-    """Run ``work()`` in a daemon thread: a signal's exit never waits for it (an executor's thread is joined)."""
+def _in_background(work, *, long_phase_begins: Callable[[], None]) -> Future:
+    """Run ``work()`` in a daemon thread (a signal's exit never waits for it; an executor's thread is joined),
+    calling ``long_phase_begins()`` when its first long phase (:class:`~fedray.progress.Progress`) begins."""
+    from fedray.progress import LONG_PHASE_BEGINS
+
     future: Future = Future()
 
     def target():
+        LONG_PHASE_BEGINS.set(long_phase_begins)
         try:
             future.set_result(work())
         except BaseException as err:  # noqa: BLE001 - handed to the caller through the future

@@ -10,6 +10,13 @@ seconds, and only once a phase has run that long.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
+
+# Called when a long phase begins. A run sets it for its preparing thread and starts Ray only then (or once the
+# preparation ends): every check that needs no long phase fails before Ray starts, and Ray's start-up still
+# overlaps the decoding or the feature extraction.
+LONG_PHASE_BEGINS: ContextVar[Callable[[], None] | None] = ContextVar("fedray_long_phase_begins", default=None)
 
 
 class Progress:
@@ -22,6 +29,9 @@ class Progress:
     def __init__(self, what: str, *, every_s: float = 10.0):
         self.what, self.every_s = what, every_s
         self.started = self.last = time.perf_counter()
+        begins = LONG_PHASE_BEGINS.get()
+        if begins is not None:
+            begins()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()

