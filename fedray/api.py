@@ -4,10 +4,10 @@
 
     cfg = fedray.compose(["privacy=dpsgd", "privacy.epsilon=1"])  # typed and validated; bad input: ConfigError
     result = fedray.run(cfg)                                       # or fedray.run(["fl.rounds=1"])
-    result.summary.final_test["balanced_accuracy"], result.ledger["epsilon"]
+    result.summary.test.balanced_accuracy, result.ledger.epsilon  # or by key: ["balanced_accuracy"]
     result.rounds                                                  # per-round metrics (rounds.parquet's frame)
     result.model                                                   # the final global model, a torch module
-    frontier = fedray.run_sweep("privacy_tradeoff", ["fl.rounds=3"])  # a Tune sweep: its Frontier
+    frontier = fedray.sweep("privacy_tradeoff", ["fl.rounds=3"])   # a Tune sweep: its Frontier
     fedray.Frontier.load("sweeps/privacy_tradeoff/<time>").best(epsilon=1.0)
 
 :func:`run` is what ``python -m fedray`` runs: the CLI is a thin shell that
@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fedray.config import Config, compose_config, normalise_overrides, replace
 from fedray.errors import ConfigError, FedrayError, Interrupted
@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # torch, pandas and the results stack load on the first run, 
     from torch import nn
 
     from fedray.results import RunSummary
+    from fedray.results.summary import Fields
     from fedray.sweep.saved import Frontier
 
 
@@ -73,14 +74,19 @@ class RunResult:
     # None for a tree ensemble, whose parameters are arrays: summary and final_model.pt hold them)
 
     @property
-    def ledger(self) -> dict[str, Any]:
-        """The privacy ledger (``summary.json``'s ``privacy`` block; ``docs/privacy.md`` documents each field)."""
-        return self.summary.privacy
+    def ledger(self) -> Fields:
+        """The privacy ledger (``summary.json``'s ``privacy`` block; ``docs/privacy.md`` documents each field), by
+        key or attribute: ``result.ledger.epsilon``."""
+        from fedray.results.summary import Fields
+
+        return Fields(self.summary.privacy)
 
     @property
-    def audit(self) -> dict[str, Any] | None:
-        """The privacy audit's report (None with ``audit.enabled=false``)."""
-        return self.summary.audit
+    def audit(self) -> Fields | None:
+        """The privacy audit's report (None with ``audit.enabled=false``), by key or attribute."""
+        from fedray.results.summary import Fields
+
+        return None if self.summary.audit is None else Fields(self.summary.audit)
 
 
 def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None] | None = None,
@@ -141,8 +147,8 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
 
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> Frontier:
     """Run the sweep ``conf/sweep/<name>.yaml`` with ``overrides`` (the CLI's ``+sweep=<name> ...``) and return
-    its :class:`~fedray.sweep.saved.Frontier` (not ``fedray.sweep``: that name is the sweep package). Tune's trials print one line per start and end; an interrupted
-    sweep raises :class:`~fedray.errors.SweepInterrupted` after saving its state (``tune.resume`` resumes it)."""
+    its :class:`~fedray.sweep.saved.Frontier`; ``fedray.sweep(name, overrides)`` calls it. Tune's trials print one
+    line per start and end; an interrupted sweep raises :class:`~fedray.errors.SweepInterrupted` after saving its state (``tune.resume`` resumes it)."""
     from fedray.sweep import runner
     from fedray.sweep.saved import Frontier
 

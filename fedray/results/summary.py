@@ -26,12 +26,52 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 COMPLETED = "completed"
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+class Fields(Mapping):
+    """A read-only view of one of the summary's JSON blocks whose keys read as attributes too: ``ledger.epsilon``
+    is ``ledger["epsilon"]``; nested blocks (and lists of them) come back as views of their own."""
+
+    def __init__(self, block: Mapping[str, Any]):
+        object.__setattr__(self, "_block", block)
+
+    def __getitem__(self, key: str) -> Any:
+        return _view(self._block[key])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # never a field: copy and pickle probe these before _block exists
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no field {name!r}: the fields are {', '.join(self._block)}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a summary's fields are read-only")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._block)
+
+    def __len__(self) -> int:
+        return len(self._block)
+
+    def __repr__(self) -> str:
+        return f"Fields({dict(self._block)!r})"
+
+
+def _view(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return Fields(value)
+    if isinstance(value, list):
+        return [_view(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,6 +130,16 @@ class RunSummary:
     def epsilon(self) -> float:
         """The ledger's ε (∞ for a run that makes no DP claim)."""
         return float(self.privacy["epsilon"])
+
+    @property
+    def test(self) -> Fields:
+        """``final_test`` by attribute: ``summary.test.balanced_accuracy``."""
+        return Fields(self.final_test)
+
+    @property
+    def val(self) -> Fields:
+        """``final_val`` by attribute: ``summary.val.balanced_accuracy``."""
+        return Fields(self.final_val)
 
     @property
     def folds(self) -> int:

@@ -59,9 +59,9 @@ def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_
 
     root = image_folder(tmp_path / "isic", {"melanoma": 50, "nevus": 50})  # 5 per class in validation
     out_dir = tmp_path / "seed"
-    # from Python this time: fedray.run_sweep returns the sweep's Frontier
-    swept = fedray.run_sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1",
-                                           "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}"])
+    # from Python this time: fedray.sweep(name, overrides) returns the sweep's Frontier
+    swept = fedray.sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1",
+                                       "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}"])
     assert swept.path == out_dir and swept.best()["status"] == "completed"
     frontier = swept.frame
     assert sorted(frontier["mode"]) == ["centralized", "federated", "local"]
