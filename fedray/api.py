@@ -106,6 +106,10 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
     cfg = config if isinstance(config, Config) else compose(config)
     if cfg.run_dir is None:
         cfg = replace(cfg, run_dir=str(Path(cfg.paths.output_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")))
+    from fedray.tracking import tracker
+
+    tracking = tracker(cfg.tracking)
+    tracking.check()
     say(header_line(cfg))
     # Ray starts once the preparation has ended or begun a long phase (decoding, feature extraction): bad input
     # that needs no long phase to be seen fails before Ray starts, and Ray's start still overlaps the long phase.
@@ -116,7 +120,7 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
 
         say("cluster: no Ray: the driver and every hospital run in this process, one after another")
         return _run_and_write(cfg, preparing.result(), runner=run_in_process, stop=lambda: None, started=started,
-                              on_round=on_round)
+                              on_round=on_round, tracking=tracking)
     import ray
 
     from fedray.federation.cluster import connect
@@ -142,7 +146,8 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
     except BaseException:
         stop()
         raise
-    return _run_and_write(cfg, prepared, runner=run_experiment, stop=stop, started=started, on_round=on_round)
+    return _run_and_write(cfg, prepared, runner=run_experiment, stop=stop, started=started, on_round=on_round,
+                          tracking=tracking)
 
 
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> Frontier:
@@ -224,21 +229,30 @@ def _check_cluster_fits(cfg: Config, *, say: Callable[[str], None]) -> None:
         say(line)
 
 
-def _run_and_write(cfg: Config, prepared, *, runner, stop, started: float, on_round) -> RunResult:
-    """Run the study on ``runner``, ``stop()`` the cluster, write the run directory."""
+def _run_and_write(cfg: Config, prepared, *, runner, stop, started: float, on_round, tracking) -> RunResult:
+    """Run the study on ``runner``, ``stop()`` the cluster, write the run directory; log it to ``tracking``."""
     from fedray.federation.study import run_study
     from fedray.results import rounds_frame, write_failure, write_interrupted, write_run
     from fedray.results.timing import with_process_time
 
     run_dir = Path(cfg.run_dir)
+    log = tracking.open_run(cfg, experiment="fedray", run_name=f"{run_dir.parent.name}/{run_dir.name}")
+
+    def each_round(record: dict) -> None:
+        log.round(record)
+        if on_round is not None:
+            on_round(record)
+
     try:
-        result = run_study(cfg, prepared=prepared, on_round=on_round, run_dir=run_dir, runner=runner)
+        result = run_study(cfg, prepared=prepared, on_round=each_round, run_dir=run_dir, runner=runner)
     except (Interrupted, KeyboardInterrupt) as interrupt:
         signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
         write_interrupted(run_dir, signal.Signals(signum).name)
+        log.fail("interrupted")
         raise
     except BaseException as err:
         write_failure(run_dir, f"{type(err).__name__}: {err}")
+        log.fail("failed")
         raise
     finally:
         experiments_ended = time.perf_counter()
@@ -250,6 +264,7 @@ def _run_and_write(cfg: Config, prepared, *, runner, stop, started: float, on_ro
                                  process_seconds=now - started, after_seconds=now - experiments_ended))
     write_run(run_dir, resolved_cfg=cfg, rounds=result.rounds, summary=summary,
               models=(result.final_params, result.best_params))
+    log.finish(summary, run_dir)
     return RunResult(config=cfg, summary=summary, rounds=rounds_frame(result.rounds), run_dir=run_dir,
                      model=_torch_models(prepared, result.final_params))
 

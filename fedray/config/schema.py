@@ -310,6 +310,7 @@ class Config(ReadOnly):
     privacy: Any = free()
     cluster: Any = free()
     paths: Paths = free()
+    tracking: Any = free()  # the tracker's settings (fedray.tracking.settings registers schema/tracking/<name>)
     tune: Tune = free()
     sweep: Optional[Sweep] = free()
 
@@ -332,7 +333,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 # The packages whose import registers their components' schemas (each imports only its light settings
 # modules: no torch). The config is composed after they are loaded; nothing here imports them at module level,
 # so the config stays the first stage of the flow (config -> data -> hospitals -> driver -> results).
-COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.data.datasets", "fedray.strategies", "fedray.audit")
+COMPONENT_PACKAGES: tuple[str, ...] = ("fedray.data.datasets", "fedray.strategies", "fedray.audit", "fedray.tracking")
 
 
 def register_schema(group: str, key: str):

@@ -56,7 +56,8 @@ from fedray.sweep.resources import check_trial_fits, trial_bundles
 from fedray.sweep.selection import PrivateSelection, check_distribution, draw_trial_count, max_curve, plan_curve, \
     random_points
 from fedray.sweep.space import axis_paths, grid, normalise_space, trial_config
-from fedray.sweep.trial import finished_run, run_trial
+from fedray.sweep.trial import RUN_DIR, finished_run, run_trial
+from fedray.tracking import tracker
 
 MANIFEST = "sweep.json"
 # How a trial hands its result to the sweep (sweep.json records it; a resume refuses another): its run
@@ -93,6 +94,8 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     points = None
     if private is not None and not tune_cfg.resume:
         points = random_points(space, draw_selection_trials(tune_cfg))
+    tracking = tracker(cfg.tracking)
+    tracking.check()
     started_ray = connect(cfg.cluster)
     try:
         cluster = ray.cluster_resources()
@@ -108,7 +111,8 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points,
-                       cluster_cpus=cluster_cpus)
+                       cluster_cpus=cluster_cpus,
+                       callbacks=tracking.tune_callbacks(experiment=sweep.name, run_dir_key=RUN_DIR))
         for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
             logging.getLogger(name).addFilter(_NoTuneInterruptNoise())
         try:
@@ -126,6 +130,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         raise SweepInterrupted(f"{len(unfinished)} of {len(records)} trials did not finish; no frontier written")
     written = write_frontier(out_dir, records, axes=list(paths), sweep_name=sweep.name,
                              utility=sweep.optimized_metric, scope=selection_scope(tune_cfg), private=private)
+    tracking.after_sweep(experiment=sweep.name, files=written)
     completed = sum(r["status"] == "completed" for r in records)
     print(f"sweep {sweep.name}: {completed}/{len(records)} trials completed\nfrontier: {written['frontier']}",
           flush=True)
@@ -259,8 +264,10 @@ def _absolute_paths(cfg: Config) -> list[str]:
 
 
 def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,
-           gpus_present: bool, *, points: list[dict] | None = None, cluster_cpus: float | None = None) -> tune.Tuner:
-    """The Tuner; ``points``: exactly these configurations (a private selection's K draws), in this order."""
+           gpus_present: bool, *, points: list[dict] | None = None, cluster_cpus: float | None = None,
+           callbacks: list = ()) -> tune.Tuner:
+    """The Tuner; ``points``: exactly these configurations (a private selection's K draws), in this order;
+    ``callbacks``: the tracker's, beside the JSON and CSV results."""
     sweep, tune_cfg = cfg.sweep, cfg.tune
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, overrides=overrides, paths=paths, out_dir=str(out_dir)),
@@ -293,7 +300,7 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
             progress_reporter=ChangeReporter(params=list(paths), columns=PROGRESS_COLUMNS),
             # JSON and CSV results only: TensorBoard cannot log the final report's run directory (a string).
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],
         ),
     )
 

@@ -53,6 +53,7 @@ from fedray.results import RunRecord, read_run, write_run
 from fedray.results.run_dir import RECORD_FILES
 from fedray.sweep.resources import DRIVER_BUNDLE
 from fedray.sweep.space import trial_config
+from fedray.tracking import privacy_scalars, round_scalars
 
 CHECKPOINT_FILE = "study.pkl"
 RUN_RECORD = "run"  # the final checkpoint's copy of the run directory's record (read_run)
@@ -60,12 +61,9 @@ RUN_DIR = "run_dir"  # the final report's metric: where the trial wrote its run 
 
 
 def round_metrics(record: dict) -> dict:
-    """The flat per-round metrics reported to Tune (shown live, kept in each trial's history)."""
-    flat = {"round": record["round"], "total_rounds": record["total_rounds"], "round_seconds": record["round_seconds"],
-            "fold": record.get("fold", 0)}
-    for split in ("val", "test"):
-        flat.update({f"{split}_{k}": float(v) for k, v in record.get(split, {}).items() if k in SCALAR_METRICS})
-    return flat
+    """The flat per-round metrics reported to Tune (shown live, kept in each trial's history, and a tracker's)."""
+    return {"round": record["round"], "total_rounds": record["total_rounds"], "round_seconds": record["round_seconds"],
+            "fold": record.get("fold", 0), **round_scalars(record)}
 
 
 def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) -> None:
@@ -113,8 +111,8 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
     # Its checkpoint is also the finished study: a trial restarted after this report (killed before Tune
     # marked it done) resumes to the same result and reports it again, without rerunning a round.
     with _checkpoint(finished[-1], run_dir=run_dir) as checkpoint:
-        tune.report({**round_metrics(result.rounds[-1]), **final, "epsilon_spent": _finite_or_none(summary.epsilon),
-                     RUN_DIR: str(run_dir)}, checkpoint=checkpoint)
+        tune.report({**round_metrics(result.rounds[-1]), **final, **privacy_scalars(summary),
+                     "epsilon_spent": _finite_or_none(summary.epsilon), RUN_DIR: str(run_dir)}, checkpoint=checkpoint)
 
 
 def finished_run(result) -> RunRecord | None:

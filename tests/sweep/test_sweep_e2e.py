@@ -1,11 +1,17 @@
-"""The sweep end to end: CLI → Tune trials in placement groups → frontier.parquet; resume; multi-node."""
+"""The sweep end to end: CLI → Tune trials in placement groups → frontier.parquet (and MLflow, read back through
+its server's REST API and its UI in headless Chromium); resume; multi-node."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -26,10 +32,20 @@ def trial_summaries(out_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in out_dir.glob("trials/*/summary.json")}
 
 
-def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypatch):
-    out_dir = tmp_path / "sweep"
-    monkeypatch.setattr(sys, "argv", ["fedray", *SWEEP, f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h"])
-    main()
+@pytest.fixture(scope="module")
+def tracked_sweep(ray_session, tmp_path_factory) -> tuple[Path, Path]:
+    """The two-trial sweep, run once from the CLI with tracking=mlflow: (its folder, its outputs folder)."""
+    tmp_path = tmp_path_factory.mktemp("tracked")
+    out_dir, outputs = tmp_path / "sweep", tmp_path / "outputs"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["fedray", *SWEEP, f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h",
+                                    "tracking=mlflow", f"paths.output_dir={outputs}"])
+        main()
+    return out_dir, outputs
+
+
+def test_two_trial_sweep_writes_a_valid_frontier(tracked_sweep):
+    out_dir, _ = tracked_sweep
     frontier = pd.read_parquet(out_dir / "frontier.parquet")
     assert len(frontier) == 2 and set(frontier["status"]) == {"completed"}
     assert set(FRONTIER_SCHEMA.names) <= set(frontier.columns)
@@ -50,6 +66,96 @@ def test_two_trial_sweep_writes_a_valid_frontier(ray_session, tmp_path, monkeypa
         assert group and all(h["placement_group"] == group for h in placement["hospitals"])
         groups.append(group)
     assert len(set(groups)) == 2
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tracked_sweep):
+    """``mlflow server`` on loopback over the store the tracked sweep wrote; yields its base URL."""
+    _, outputs = tracked_sweep
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", f"sqlite:///{outputs / 'mlflow.db'}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mlflow server did not start: {server.stderr.read()[-2000:]}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
+    """One call to MLflow's REST API (``/api/2.0/mlflow/<endpoint>``): POST ``body``, or GET with ``query``."""
+    address = f"{url}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def tracked_runs(url: str) -> tuple[str, dict[str, dict]]:
+    """The sweep's experiment id and its runs by ``fedray.kind`` tag and run name."""
+    experiment = rest(url, "experiments/get-by-name", experiment_name="privacy_tradeoff")["experiment"]
+    runs = rest(url, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    return experiment["experiment_id"], {run["info"]["run_name"]: run for run in runs}
+
+
+def test_the_mlflow_server_serves_both_trials_their_metrics_and_artifacts(tracked_sweep, mlflow_server):
+    out_dir, _ = tracked_sweep
+    _, runs = tracked_runs(mlflow_server)
+    trials = [run for run in runs.values() if _tag(run, "fedray.kind") == "trial"]
+    assert len(trials) == 2 and all(run["info"]["status"] == "FINISHED" for run in trials)
+    by_epsilon = {next(p["value"] for p in run["data"]["params"] if p["key"] == "epsilon"): run for run in trials}
+    assert set(by_epsilon) == {"1.0", "inf"}
+    frontier = pd.read_parquet(out_dir / "frontier.parquet").set_index("param_epsilon")
+    for epsilon, run in by_epsilon.items():
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert metrics["test_balanced_accuracy"] == pytest.approx(frontier.loc[float(epsilon), "test_balanced_accuracy"])
+        history = rest(mlflow_server, "metrics/get-history", run_id=run["info"]["run_id"], metric_key="val_accuracy")
+        assert [m["step"] for m in history["metrics"]] == [1]  # one round, one report
+        files = {f["path"] for f in rest(mlflow_server, "artifacts/list", run_id=run["info"]["run_id"])["files"]}
+        assert {"final_model.pt", "summary.json", "config.yaml", "learning_curve.png"} <= files
+        assert not any("checkpoint" in name for name in files)  # checkpoints hold secrets: never tracked
+    private = {m["key"]: m["value"] for m in by_epsilon["1.0"]["data"]["metrics"]}
+    assert 0 < private["epsilon"] <= 1.0 and private["delta"] > 0 and "audit_epsilon_lower_bound" in private
+    files = {f["path"] for f in rest(mlflow_server, "artifacts/list", run_id=runs["frontier"]["info"]["run_id"])["files"]}
+    assert {"frontier.png", "report.md", "frontier.parquet"} <= files
+
+
+def test_the_mlflow_ui_renders_a_trials_metrics_in_headless_chromium(tracked_sweep, mlflow_server, tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+    experiment_id, runs = tracked_runs(mlflow_server)
+    trial = next(run for run in runs.values() if _tag(run, "fedray.kind") == "trial")
+    page = f"{mlflow_server}/#/experiments/{experiment_id}/runs/{trial['info']['run_id']}"
+    # The machine's closed network: no background connections, or Chromium stalls on them.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--virtual-time-budget=30000", "--window-size=1400,1000"]
+    dom = subprocess.run([chromium, *flags, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120).stdout
+    for name in ("val_balanced_accuracy", "test_auc", "epsilon_spent"):
+        assert name in dom, f"{name} is not on the run page"
+    shot = tmp_path / "mlflow_run_page.png"  # kept with the test's temporary files, for a look
+    subprocess.run([chromium, *flags, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}", page],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def _tag(run: dict, key: str) -> str | None:
+    return next((t["value"] for t in run["data"].get("tags", []) if t["key"] == key), None)
 
 
 def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_session, tmp_path):
