@@ -1,43 +1,43 @@
-"""A progress line for a long, silent phase: the share done and the time left, every few seconds.
+"""Progress of a long, silent phase, with tqdm: the share done, its rate and the time left.
 
-Used by decoding a dataset's images (:mod:`fedray.data.image_folder`) and by
-extracting frozen-backbone features (:mod:`fedray.training.features`), each of
-which can take minutes on a laptop. The time left is the elapsed time scaled
-by the share remaining (a constant rate), printed at most every ``every_s``
-seconds, and only once a phase has run that long.
+Used by decoding a dataset's images (:mod:`fedray.data.image_folder`), extracting frozen-backbone features
+(:mod:`fedray.training.features`) and training the audit's reference models (:mod:`fedray.audit.auditor`), each
+of which can take minutes on a laptop. The bar appears only once a phase has run ``every_s`` seconds and is
+redrawn at most that often (a log file gets one update per interval, not a stream); it goes to stdout, which a
+hospital's or the driver's actor forwards to the command's console (stderr is for errors).
+
+Shares only, never counts: the bar counts percent (its rate is percent per second), because a hospital's record
+count is no declared release under DP. The time it takes is operational timing, outside the guarantee.
 """
 
 from __future__ import annotations
 
-import time
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
+
+from tqdm import tqdm
 
 # Called when a long phase begins. A run sets it for its preparing thread and starts Ray only then (or once the
 # preparation ends): every check that needs no long phase fails before Ray starts, and Ray's start-up still
 # overlaps the decoding or the feature extraction.
 LONG_PHASE_BEGINS: ContextVar[Callable[[], None] | None] = ContextVar("fedray_long_phase_begins", default=None)
 
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:20}| {elapsed} elapsed, {remaining} left, {rate_fmt}"
+
 
 class Progress:
-    """Call it with (done, total) as work proceeds; it prints ``<what>: 40% after 20 s, about 30 s left``.
-
-    Shares only, never counts: in a hospital's actor the console is forwarded to the driver's, and a hospital's
-    record count is no declared release under DP; the time it takes is operational timing (outside the guarantee).
-    """
+    """Call it with ``(done, total)`` as work proceeds; the bar shows ``done / total`` as a percentage."""
 
     def __init__(self, what: str, *, every_s: float = 10.0):
-        self.what, self.every_s = what, every_s
-        self.started = self.last = time.perf_counter()
         begins = LONG_PHASE_BEGINS.get()
         if begins is not None:
             begins()
+        self.bar = tqdm(total=100, desc=what, unit="%", bar_format=BAR_FORMAT, mininterval=every_s, delay=every_s,
+                        file=sys.stdout, dynamic_ncols=True)
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < self.every_s or not 0 < done < total:
-            return
-        self.last = now
-        elapsed = now - self.started
-        print(f"{self.what}: {100 * done / total:.0f}% after {elapsed:.0f} s, about "
-              f"{elapsed * (total - done) / done:.0f} s left", flush=True)
+        share = 100.0 * done / total if total else 100.0
+        self.bar.update(share - self.bar.n)
+        if done >= total:
+            self.bar.close()

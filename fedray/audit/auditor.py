@@ -32,6 +32,7 @@ from fedray.errors import FedrayError
 from fedray.privacy.accounting import default_delta
 from fedray.privacy.mechanisms import Mechanism
 from fedray.privacy.randomness import AUDITOR, NoiseSource
+from fedray.progress import Progress
 from fedray.training import build_evaluator, build_trainer
 from fedray.training.device import configure_process
 
@@ -85,9 +86,12 @@ def run_auditor(*, cfg: Config, plan: Mechanism, final_params: list[dict], pools
     n_members, n_refs = len(pools["members"]["labels"]), cfg.audit.reference_models
     reference = None
     if n_refs >= 2 and len(pools["reference"]["labels"]) > 0:
-        reference = np.stack([per_example_losses(probabilities(_reference_params(
-            cfg, plan, shape, input_map, device, pools["reference"], r), scored), scored["labels"])
-            for r in range(n_refs)])
+        progress, losses = Progress("audit: reference models"), []
+        for r in range(n_refs):
+            losses.append(per_example_losses(probabilities(_reference_params(
+                cfg, plan, shape, input_map, device, pools["reference"], r), scored), scored["labels"]))
+            progress(r + 1, n_refs)
+        reference = np.stack(losses)
     view = AttackView(probs=probs, labels=scored["labels"], losses=per_example_losses(probs, scored["labels"]),
                       reference_losses=reference)
     canary_scores = None
