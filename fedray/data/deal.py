@@ -39,6 +39,14 @@ class Dealt:
     input_map: InputMap
     preprocessing: list[dict]  # ledger entries of the private statistics the input map was fitted on
 
+    @property
+    def hospital_sites(self) -> tuple[str, ...]:
+        """Each hospital's site when every hospital is one site (a natural partition), else ()."""
+        sites = [None if s.sites is None else {str(site) for site in s.sites} for s in self.train_shards]
+        if any(found is None or len(found) != 1 for found in sites):
+            return ()
+        return tuple(found.pop() for found in sites)
+
 
 def deal_data(cfg: Config, *, fit_input_map: Callable[[list[Records]], tuple[InputMap, list[dict]]]) -> Dealt:
     """Load, split and partition the data; ``fit_input_map(training shards)`` gives the map and its ledger entries.

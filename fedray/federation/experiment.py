@@ -143,7 +143,8 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     shards, slots = training_shards(dealt, audit), tuple(slot_counts(dealt, audit))
     privacy = plan_privacy(cfg, PlanContext(
         slot_counts=slots, audit_slots=tuple(audit_slot_counts(dealt, audit)), ranges_public=train.ranges_public,
-        preprocessing=tuple(dealt.preprocessing), num_features=num_features, num_classes=num_classes))
+        preprocessing=tuple(dealt.preprocessing), num_features=num_features, num_classes=num_classes,
+        sites=dealt.hospital_sites))
     validate_model(cfg, privacy, num_classes=num_classes, num_features=num_features, data_kind=train.kind)
     if resume is None:
         audit = plan_insertions(cfg, privacy, audit, dealt=dealt, num_classes=num_classes,
@@ -380,6 +381,7 @@ def _summarise(prep: Prepared, rounds, collected: Collected, clock: Stopwatch, d
         "classes": list(dealt.splits.train.class_names),
         "train": len(dealt.splits.train), "val": len(dealt.splits.val), "test": len(dealt.splits.test),
         "hospital_train_sizes": [len(s) for s in dealt.train_shards],
+        "hospital_sites": list(dealt.hospital_sites) or None,
         "dropped_by_partition": dealt.dropped,
         "skipped_files": list(dealt.splits.skipped_files),
         "without_consent": dealt.splits.without_consent,

@@ -85,6 +85,7 @@ class DataSummary:
     val: int | None = None
     test: int | None = None
     hospital_train_sizes: list[int] | None = None
+    hospital_sites: list[str] | None = None  # each hospital's site under a natural partition
     dropped_by_partition: int | None = None
     skipped_files: list[str] | None = None
     without_consent: int | None = None

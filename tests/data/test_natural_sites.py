@@ -49,14 +49,26 @@ def test_each_site_is_one_hospital_holding_exactly_its_own_records(tmp_path):
     assert dealt.dropped == 0
 
 
-def test_a_natural_run_reports_each_sites_count_in_its_ledger(tmp_path):
+def test_a_natural_run_reports_each_sites_count_in_its_ledger_and_the_site_bounding_epsilon(tmp_path):
     result = fedray.run(natural(site_csv(tmp_path), "cluster=inprocess", "fl.rounds=1", "privacy=dpsgd",
                                 "privacy.epsilon=8", "audit.enabled=false"))
     sizes = result.summary.data.hospital_train_sizes
-    rows = result.ledger["hospitals"]
-    assert [row["training_records"] for row in rows] == sizes and sizes[0] < sizes[1] < sizes[2]
-    assert all(row["epsilon"] <= 8.0 + 1e-6 for row in rows)
-    assert result.summary.final_test["balanced_accuracy"] >= 0.0
+    rows = result.ledger.hospitals
+    assert result.summary.data.hospital_sites == [row.site for row in rows] == sorted(SITE_SIZES)
+    assert [row.training_records for row in rows] == sizes and sizes[0] < sizes[1] < sizes[2]
+    assert all(row.epsilon <= 8.0 + 1e-6 for row in rows)
+    # each site's q and sigma follow its own count; the site whose records spend the most names the run's epsilon
+    worst = max(rows, key=lambda row: row.epsilon)
+    assert result.ledger.bounding_site == worst.site and result.ledger.epsilon == pytest.approx(worst.epsilon)
+    assert len({row.sample_rate for row in rows}) == 3
+    assert result.summary.test.balanced_accuracy >= 0.0
+
+
+def test_an_iid_run_names_no_sites(tmp_path):
+    result = fedray.run([*natural(site_csv(tmp_path), "cluster=inprocess", "fl.rounds=1", "audit.enabled=false",
+                                  "privacy=dpsgd", "privacy.epsilon=8"), "fl.partition.scheme=iid"])
+    assert result.summary.data.hospital_sites is None and "bounding_site" not in result.ledger
+    assert all("site" not in row for row in result.ledger.hospitals)
 
 
 def test_a_wrong_hospital_count_or_no_site_column_is_one_line(tmp_path):

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 from fedray.config.schema import Config
 from fedray.errors import FedrayError
 from fedray.privacy.ledger import Release, Releases, compose_epsilon
-from fedray.privacy.mechanisms.counts import hospital_rows, record_counts
+from fedray.privacy.mechanisms.counts import bounding_site, hospital_rows, record_counts
 from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
 
 AGGREGATION = {False: "plain: the driver sees each hospital's update",
@@ -75,6 +75,7 @@ class PlanContext:
     preprocessing: tuple[dict, ...] = ()  # one entry per hospital and private statistic (the input map's)
     num_features: int | None = None  # a table's column count; None for images
     num_classes: int | None = None
+    sites: tuple[str, ...] = ()  # each hospital's site under a natural partition (public: who takes part); else ()
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,10 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
     releases = [
         Release("config", ("config", "summary.status", "summary.mode", "summary.model", "summary.rounds",
                            "summary.data.source", "summary.data.licence", "summary.data.classes", "summary.data.fold",
-                           "summary.data.val", "summary.data.test", "summary.data.per_fold_sizes", "rounds.round",
-                           "rounds.total_rounds", "rounds.fold"),
-                "public", "fixed by the config and the held-out sets' definition before training"),
+                           "summary.data.val", "summary.data.test", "summary.data.per_fold_sizes",
+                           "summary.data.hospital_sites", "rounds.round", "rounds.total_rounds", "rounds.fold"),
+                "public", "fixed by the config, the federation's sites and the held-out sets' definition before "
+                          "training"),
         Release("held-out metrics", held_out, "outside",
                 "k-fold CV: each test fold's records train the other folds' models, so these metrics are "
                 "un-noised evaluation statistics of training records, outside the guarantee")
@@ -175,6 +177,7 @@ class Mechanism:
     cross_validated: bool = False
     accountant: str = "rdp"
     preprocessing: tuple[dict, ...] = ()
+    sites: tuple[str, ...] = ()  # each hospital's site under a natural partition; else ()
 
     # -- resolution ------------------------------------------------------------------------------------
     @classmethod
@@ -188,7 +191,7 @@ class Mechanism:
                     secure_aggregation=cfg.fl.secure_aggregation, num_hospitals=len(context.slot_counts),
                     slot_counts=tuple(context.slot_counts), audit_slots=tuple(context.audit_slots),
                     clients_per_round=cfg.fl.clients_per_round, cross_validated=cfg.cv.folds > 1,
-                    preprocessing=tuple(context.preprocessing))
+                    preprocessing=tuple(context.preprocessing), sites=tuple(context.sites))
 
     @classmethod
     def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:
@@ -320,7 +323,7 @@ class PrivateMechanism(Mechanism):
             "target_epsilon": self.epsilon, "epsilon": epsilons[worst], "delta": self.delta,
             "accountant": self.accountant,
             **({} if checked is None else {f"epsilon_{other}_cross_check": checked}),
-            "bounding_unit": worst, "record_counts": record_counts(self),
+            "bounding_unit": worst, **bounding_site(self, worst), "record_counts": record_counts(self),
             "hospitals": hospital_rows(self, hospital_states, epsilons),
             "events": {u: [repr_event(e) for e in events] for u, events in per_unit.items()},
             "rdp": self.rdp(hospital_states),

@@ -45,9 +45,20 @@ def hospital_rows(plan, hospital_states: list[dict], epsilons: dict[str, float])
         state = hospital_states[k] if k < len(hospital_states) else {}
         counts = {"training_records": slots[k] - audit[k], "audit_record_slots": audit[k],
                   "record_slots": slots[k]} if counted else {}
-        rows.append({"hospital": k, **counts, **plan.hospital_schedule(k, state),
+        site = {"site": plan.sites[k]} if plan.sites else {}
+        rows.append({"hospital": k, **site, **counts, **plan.hospital_schedule(k, state),
                      "epsilon": epsilons.get(f"hospital {k}", shared)})
     return rows
+
+
+def bounding_site(plan, unit: str) -> dict:
+    """``{"bounding_site": name}`` when the unit group bounding the run's ε is one hospital's records and the
+    hospitals are sites (a natural partition); else nothing. With unequal sites each hospital's sampling rate
+    and noise follow its own count, and the smallest site usually bounds ε."""
+    for k, site in enumerate(plan.sites):
+        if unit == f"hospital {k}":
+            return {"bounding_site": site}
+    return {}
 
 
 def _public_counts_release(plan):
