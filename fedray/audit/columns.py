@@ -52,6 +52,17 @@ BOUND_SERIES = (("canary_white_box_epsilon_lower_bound", "-o", "white-box canari
                 ("attack_epsilon_lower_bound", ":^", "membership attack (held-out)"))
 
 
+def bound_values(audit: dict | None) -> dict:
+    """The plotted lower bounds (:data:`BOUND_SERIES`) and the strongest attack's AUC, by their column names: what
+    a tracker logs of the audit (:mod:`fedray.tracking`); a bound the audit did not compute is left out."""
+    strongest = (audit or {}).get("strongest") or {}
+    canaries = (audit or {}).get("canaries") or {}
+    values = {"attack_auc": strongest.get("auc"), "attack_epsilon_lower_bound": strongest.get("epsilon_lower_bound"),
+              "canary_input_epsilon_lower_bound": (canaries.get("input") or {}).get("epsilon_lower_bound"),
+              "canary_white_box_epsilon_lower_bound": derived_values(audit)["canary_white_box_epsilon_lower_bound"]}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def derived_values(audit: dict | None) -> dict:
     """The columns without a path: the white-box audit that ran (gradient canaries or canary clients), the flags.
 

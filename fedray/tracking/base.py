@@ -65,13 +65,10 @@ def round_step(record: Mapping[str, Any]) -> int:
 
 def privacy_scalars(summary) -> dict[str, float]:
     """The ledger's ε and δ and the audit's lower bounds, as flat finite scalars (a non-private run has no ε)."""
-    scalars = {"epsilon": summary.epsilon, "delta": summary.privacy.get("delta")}
-    audit = summary.audit or {}
-    strongest = audit.get("strongest") or {}
-    scalars["audit_epsilon_lower_bound"] = strongest.get("epsilon_lower_bound")
-    scalars["audit_attack_auc"] = strongest.get("auc")
-    for kind, bound in (audit.get("canaries") or {}).items():
-        scalars[f"audit_{kind}_canaries_epsilon_lower_bound"] = (bound or {}).get("epsilon_lower_bound")
+    from fedray.audit.columns import bound_values  # pyarrow: not with the config, which imports this package
+
+    scalars = {"epsilon": summary.epsilon, "delta": summary.privacy.get("delta"),
+               **{f"audit_{name}": value for name, value in bound_values(summary.audit).items()}}
     return {name: float(value) for name, value in scalars.items()
             if isinstance(value, (int, float)) and math.isfinite(value)}
 

@@ -129,7 +129,7 @@ def test_the_mlflow_server_serves_both_trials_their_metrics_and_artifacts(tracke
         assert {"final_model.pt", "summary.json", "config.yaml", "learning_curve.png"} <= files
         assert not any("checkpoint" in name for name in files)  # checkpoints hold secrets: never tracked
     private = {m["key"]: m["value"] for m in by_epsilon["1.0"]["data"]["metrics"]}
-    assert 0 < private["epsilon"] <= 1.0 and private["delta"] > 0 and "audit_epsilon_lower_bound" in private
+    assert 0 < private["epsilon"] <= 1.0 and private["delta"] > 0 and "audit_attack_epsilon_lower_bound" in private
     files = {f["path"] for f in rest(mlflow_server, "artifacts/list", run_id=runs["frontier"]["info"]["run_id"])["files"]}
     assert {"frontier.png", "report.md", "frontier.parquet"} <= files
 

@@ -31,9 +31,9 @@ def test_privacy_scalars_hold_the_ledger_and_the_audits_bounds_and_drop_what_is_
     audit = {"strongest": {"epsilon_lower_bound": 0.4, "auc": 0.61},
              "canaries": {"input": {"epsilon_lower_bound": 0.0}, "gradient": {"epsilon_lower_bound": 2.5}}}
     private = run_summary(privacy={"mechanism": "dpsgd", "epsilon": 1.0, "delta": 1e-5}, audit=audit)
-    assert privacy_scalars(private) == {"epsilon": 1.0, "delta": 1e-5, "audit_epsilon_lower_bound": 0.4,
-                                        "audit_attack_auc": 0.61, "audit_input_canaries_epsilon_lower_bound": 0.0,
-                                        "audit_gradient_canaries_epsilon_lower_bound": 2.5}
+    assert privacy_scalars(private) == {"epsilon": 1.0, "delta": 1e-5, "audit_attack_epsilon_lower_bound": 0.4,
+                                        "audit_attack_auc": 0.61, "audit_canary_input_epsilon_lower_bound": 0.0,
+                                        "audit_canary_white_box_epsilon_lower_bound": 2.5}
     plain = run_summary(final_test={"accuracy": 0.5, "auc": math.nan})
     assert privacy_scalars(plain) == {}  # epsilon inf: no DP claim, nothing to plot
     assert final_scalars(plain) == {"final_test_accuracy": 0.5, "final_val_accuracy": 0.5,
@@ -57,7 +57,7 @@ def test_an_mlflow_run_holds_the_config_every_round_the_ledger_the_audit_and_the
     assert metrics["epsilon"] == pytest.approx(result.ledger.epsilon) and metrics["epsilon"] <= 8.0
     assert metrics["delta"] == pytest.approx(result.ledger.delta)
     assert metrics["final_test_balanced_accuracy"] == pytest.approx(result.summary.test.balanced_accuracy)
-    assert metrics["audit_gradient_canaries_epsilon_lower_bound"] == pytest.approx(
+    assert metrics["audit_canary_white_box_epsilon_lower_bound"] == pytest.approx(
         result.audit.canaries.gradient.epsilon_lower_bound)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == set(RUN_FILES)
 
@@ -86,7 +86,7 @@ def test_a_tensorboard_run_writes_each_rounds_metrics_and_the_final_privacy_scal
     scalars = _scalars(events)
     assert [step for step, _ in scalars["val/balanced_accuracy"]] == [1, 2]
     assert scalars["final/epsilon"] == [(2, pytest.approx(result.ledger.epsilon))]
-    assert "final/audit_gradient_canaries_epsilon_lower_bound" in scalars
+    assert "final/audit_canary_white_box_epsilon_lower_bound" in scalars
 
 
 def test_tracking_mlflow_without_mlflow_is_one_line_before_anything_runs(tmp_path, monkeypatch):
