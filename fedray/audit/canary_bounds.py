@@ -31,6 +31,13 @@ prefer this to choosing k on half of the canaries: the bound grows with the
 number of guesses, and a dozen grid points cost only :math:`\log G` in the
 p-value, while a split halves :math:`m`.
 
+*The audit's ceiling.* With :math:`m` canaries, a confidence and δ fixed,
+even an adversary whose every guess is right certifies only so much:
+:func:`one_run_ceiling` is the largest bound :func:`one_run_audit` can report,
+:math:`v = r` at the grid's best :math:`r`, at the per-point confidence. A
+bound far below it says the guesses were poor; a bound at it says the
+canaries, not the run, limit what can be shown.
+
 **Gaussian estimate** (Andrew et al., "One-shot Empirical Privacy Estimation
 for Federated Learning", ICLR 2024, arXiv:2302.03098; Algorithm 1, Sec. 3-4).
 Canary clients push random unit directions :math:`c_j \in \mathbb{R}^d`; the
@@ -59,6 +66,7 @@ samples of :func:`gaussian_epsilon_estimate` (the estimate).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import dp_accounting
 import numpy as np
@@ -157,6 +165,29 @@ class OneRunAudit:
         return asdict(self)
 
 
+def grid_counts(scores: np.ndarray, included: np.ndarray,
+                grid: list[tuple[int, int]] | None = None) -> list[tuple[int, int, int]]:
+    """(k_plus, k_minus, correct guesses) at every point of ``grid`` (default :func:`guess_grid`) on these canaries.
+
+    ``included[i]`` is whether canary i was in the run (drawn independently with probability ½ before training).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    included = np.asarray(included).astype(bool)
+    grid = guess_grid(len(scores)) if grid is None else list(grid)
+    if len(scores) == 0 or len(included) != len(scores) or not grid:
+        raise FedrayError(
+            f"need as many inclusion flags as canary scores ({len(included)} vs {len(scores)}) and a non-empty grid"
+        )
+    truth = np.where(included, 1, -1)
+    return [(k_plus, k_minus, int(np.sum(choose_guesses(scores, k_plus, k_minus) == truth)))
+            for k_plus, k_minus in grid]
+
+
+def per_point_confidence(confidence: float, grid_size: int) -> float:
+    """Bonferroni: each of ``grid_size`` points is tested at significance (1 - confidence) / grid_size."""
+    return 1.0 - (1.0 - confidence) / grid_size
+
+
 def one_run_audit(
     scores: np.ndarray,
     included: np.ndarray,
@@ -167,28 +198,34 @@ def one_run_audit(
 ) -> OneRunAudit:
     """Steinke et al.'s bound from canary ``scores`` (higher = "included") with a Bonferroni correction over ``grid``.
 
-    ``included[i]`` is whether canary i was in the run (drawn independently with
-    probability ½ before training). ``grid`` defaults to :func:`guess_grid`; it
-    must be fixed before looking at the scores.
+    ``grid`` defaults to :func:`guess_grid`; it must be fixed before looking at the scores.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    included = np.asarray(included).astype(bool)
-    m = len(scores)
-    grid = guess_grid(m) if grid is None else list(grid)
-    if m == 0 or len(included) != m or not grid:
-        raise FedrayError(
-            f"need as many inclusion flags as canary scores ({len(included)} vs {m}) and a non-empty grid"
-        )
-    per_test_confidence = 1.0 - (1.0 - confidence) / len(grid)
-    truth = np.where(included, 1, -1)
+    counts = grid_counts(scores, included, grid)
+    m, per_point = len(scores), per_point_confidence(confidence, len(counts))
     best = None
-    for k_plus, k_minus in grid:
-        guesses = choose_guesses(scores, k_plus, k_minus)
-        correct = int(np.sum(guesses == truth))
-        bound = one_run_epsilon_lower_bound(m, k_plus + k_minus, correct, delta, per_test_confidence)
+    for k_plus, k_minus, correct in counts:
+        bound = one_run_epsilon_lower_bound(m, k_plus + k_minus, correct, delta, per_point)
         if best is None or bound > best.epsilon_lower_bound:
-            best = OneRunAudit(bound, k_plus, k_minus, k_plus + k_minus, correct, m, len(grid), confidence, delta)
+            best = OneRunAudit(bound, k_plus, k_minus, k_plus + k_minus, correct, m, len(counts), confidence, delta)
     return best
+
+
+def grid_ceiling(bound: Callable[[int, int, int, float, float], float], m: int, delta: float, confidence: float,
+                 grid: list[tuple[int, int]] | None) -> float:
+    """The largest ``bound(m, r, r, delta, per-point confidence)`` over the grid's guess counts r: all guesses right."""
+    grid = guess_grid(m) if grid is None else list(grid)
+    per_point = per_point_confidence(confidence, len(grid))
+    return max(bound(m, r, r, delta, per_point) for r in sorted({k_plus + k_minus for k_plus, k_minus in grid}))
+
+
+def one_run_ceiling(m: int, delta: float, confidence: float = 0.95,
+                    grid: list[tuple[int, int]] | None = None) -> float:
+    """The largest bound :func:`one_run_audit` can report with ``m`` canaries: every guess right (module docstring).
+
+    >>> round(one_run_ceiling(1000, 1e-5, grid=[(500, 500)]), 2)  # one grid point: no Bonferroni
+    5.78
+    """
+    return grid_ceiling(one_run_epsilon_lower_bound, m, delta, confidence, grid)
 
 
 def _log_mass_where_loss_exceeds(epsilon: float, a: float, b: float, c: float, mu: float, sigma: float) -> float:
