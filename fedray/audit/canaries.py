@@ -5,7 +5,8 @@ auditor makes :math:`m` canaries, includes each independently with probability
 ½, runs the ordinary training, and the adversary, who knows all :math:`m`
 canaries but not which were included, scores each from what it observes.
 :func:`fedray.audit.canary_bounds.one_run_audit` turns the scores into an ε
-lower bound. Three kinds:
+lower bound, and :func:`fedray.audit.fdp_bounds.fdp_one_run_audit` into the
+tighter one that assumes a Gaussian trade-off curve. Three kinds:
 
 * **Input canaries** (black-box). Records the auditor makes: images of uniform
   uint8 noise, or table rows drawn uniformly within the public feature ranges,
@@ -259,16 +260,25 @@ class IncludedCanaryClients:
 
 def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, confidence: float,
                    accountant_epsilon: float, **extra) -> dict:
-    """Steinke et al.'s bound on these canaries with its guess counts, ``included`` (how many the run trained
-    on), ``extra`` fields and any flag.
+    """Steinke et al.'s bound on these canaries with its guess counts, the f-DP bound beside it (``*_fdp``: its own
+    grid point, its μ), both ceilings, ``included`` (how many the run trained on), ``extra`` fields and any flag.
 
-    A bound above the accountant's ε is a contradiction of the guarantee at ``confidence``: flagged as a violation.
+    A Steinke bound above the accountant's ε is a contradiction of the guarantee at ``confidence``: flagged as a
+    violation. The f-DP bound refutes only a Gaussian trade-off curve (:mod:`fedray.audit.fdp_bounds`), so it raises
+    none; under pure DP (δ = 0) it has no finite ε and only its μ is given.
     """
-    from fedray.audit.canary_bounds import one_run_audit  # scipy, dp_accounting: the auditor's
+    from fedray.audit.canary_bounds import one_run_audit, one_run_ceiling  # scipy, dp_accounting: the auditor's
+    from fedray.audit.fdp_bounds import fdp_ceiling, fdp_one_run_audit
 
     audit = one_run_audit(scores, included, delta=delta, confidence=confidence).as_dict()
+    fdp = fdp_one_run_audit(scores, included, delta=delta, confidence=confidence)
+    gaussian = delta > 0
+    fdp_fields = {"epsilon_lower_bound_fdp": fdp.epsilon_lower_bound if gaussian else None,
+                  "mu_lower_bound_fdp": fdp.mu_lower_bound, "k_plus_fdp": fdp.k_plus, "k_minus_fdp": fdp.k_minus,
+                  "correct_fdp": fdp.correct, "ceiling": one_run_ceiling(audit["m"], delta, confidence),
+                  "ceiling_fdp": fdp_ceiling(audit["m"], delta, confidence) if gaussian else None}
     flags = []
     if audit["epsilon_lower_bound"] > accountant_epsilon:
         flags.append(f"violation: the one-run canary audit certifies epsilon >= {audit['epsilon_lower_bound']:.3g} "
                      f"at {confidence:.0%}, above the accountant's epsilon = {accountant_epsilon:.3g}")
-    return {**audit, "included": int(np.sum(included)), **extra, "flags": flags}
+    return {**audit, **fdp_fields, "included": int(np.sum(included)), **extra, "flags": flags}

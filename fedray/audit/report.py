@@ -4,8 +4,9 @@ A fold's audit is ``summary["audit"]`` (:func:`fedray.audit.auditor.audit_summar
 Combining folds (:func:`combine_folds`): the strongest attack's figures are
 averaged over the folds, with their sample std; a canary audit's bound is
 not averaged (a mean of 95% lower bounds is none), so each kind reports the
-fold with the smallest bound, still a 95% lower bound on every fold's ε;
-every fold's flags are kept.
+fold with the smallest bound, still a 95% lower bound on every fold's ε, and
+its f-DP fields (``*_fdp``) from the fold with the smallest f-DP bound; every
+fold's flags are kept.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ def summary_lines(audit: dict | None) -> list[str]:
 
 
 def canary_text(report: dict) -> str:
-    """The one-run bound, then what the auditor guessed of how many canaries (Steinke et al.'s k₊, k₋)."""
-    text = (f"ε ≥ {report['epsilon_lower_bound']:.2f} at {report['confidence']:.0%} confidence: of "
-            f"{count(report['m'])} canaries ({count(report['included'])} trained on), the attack guessed "
-            f"{count(report['guesses'])} ({count(report['k_plus'])} 'in', "
+    """The one-run bound, the f-DP bound and the most this audit could show, then what the auditor guessed of how
+    many canaries (Steinke et al.'s k₊, k₋). A report written before the f-DP bound gives only the first."""
+    text = (f"ε ≥ {report['epsilon_lower_bound']:.2f} at {report['confidence']:.0%} confidence"
+            f"{reach_text(report)}: of {count(report['m'])} canaries ({count(report['included'])} trained on), "
+            f"the attack guessed {count(report['guesses'])} ({count(report['k_plus'])} 'in', "
             f"{count(report['k_minus'])} 'out'), {count(report['correct'])} right")
     gaussian = report.get("gaussian_estimate")
     if gaussian:
@@ -47,6 +49,20 @@ def canary_text(report: dict) -> str:
     if "combined" in report:
         text += f" ({report['combined']})"
     return text
+
+
+def reach_text(report: dict) -> str:
+    """The f-DP bound and both ceilings, as far as known, in parentheses after the bound: " (f-DP: ε ≥ 3.20; this
+    audit can show at most 5.09, f-DP 8.80)".
+
+    The f-DP figures are absent under pure DP (δ = 0: no Gaussian curve has a finite ε) and in older reports.
+    """
+    fdp, ceiling, ceiling_fdp = (report.get(key) for key in ("epsilon_lower_bound_fdp", "ceiling", "ceiling_fdp"))
+    parts = [] if fdp is None else [f"f-DP: ε ≥ {fdp:.2f}"]
+    if ceiling is not None:
+        parts.append(f"this audit can show at most {ceiling:.2f}" + ("" if ceiling_fdp is None
+                                                                      else f", f-DP {ceiling_fdp:.2f}"))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def attack_text(strongest: dict, audit: dict) -> str:
@@ -67,11 +83,22 @@ def count(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
+def smallest_bounds(reports: list[dict]) -> dict:
+    """One kind's canary audits over the folds: the fold with the smallest bound, with every ``*_fdp`` field from
+    the fold with the smallest f-DP μ (defined under pure DP too), so that each bound is the smallest of its kind."""
+    smallest = min(reports, key=lambda r: r["epsilon_lower_bound"])
+    if "mu_lower_bound_fdp" not in smallest:  # written before the f-DP bound
+        return smallest
+    smallest_fdp = min(reports, key=lambda r: r["mu_lower_bound_fdp"])
+    return {**smallest, **{key: value for key, value in smallest_fdp.items() if key.endswith("_fdp")}}
+
+
 def combine_folds(audits: list[dict | None]) -> dict | None:
     """The strongest attack's numbers averaged over folds (with std); the most frequent strongest attack's name.
 
     A canary audit's bound is not averaged (a mean of 95% lower bounds is none): each kind reports the fold
-    with the smallest bound, still a 95% lower bound on every fold's epsilon; every fold's flags are kept.
+    with the smallest bound, still a 95% lower bound on every fold's epsilon (:func:`smallest_bounds`); every
+    fold's flags are kept.
     """
     if any(a is None for a in audits):
         return None
@@ -82,7 +109,7 @@ def combine_folds(audits: list[dict | None]) -> dict | None:
             for key, value in mean.items()}  # a whole mean of counts stays a count (54, not 54.0)
     name = Counter(s["attack"] for s in strongest).most_common(1)[0][0] if attacked else None
     per_kind = [a.get("canaries") or {} for a in audits]
-    canaries = {kind: {**min((c[kind] for c in per_kind), key=lambda r: r["epsilon_lower_bound"]),
+    canaries = {kind: {**smallest_bounds([c[kind] for c in per_kind]),
                        "combined": f"the smallest bound of {len(audits)} folds"}
                 for kind in per_kind[0] if kind != "notes" and all(kind in c for c in per_kind)}
     unattacked = {} if attacked else {"attack_note": next(a["attack_note"] for a in audits if not a["strongest"])}

@@ -181,3 +181,21 @@ def test_a_one_run_bound_above_the_accountant_is_flagged_as_a_violation():
     assert leaky["flags"] and leaky["flags"][0].startswith("violation: the one-run canary audit certifies")
     honest = one_run_report(scores, included, delta=1e-5, confidence=0.95, accountant_epsilon=100.0)
     assert honest["flags"] == [] and honest["included"] == int(included.sum())
+
+
+def test_the_report_carries_the_fdp_bound_and_both_ceilings_and_flags_only_steinke():
+    from fedray.audit.canaries import one_run_report
+    from fedray.audit.canary_bounds import one_run_ceiling
+    from fedray.audit.fdp_bounds import fdp_ceiling
+
+    included = np.random.default_rng(1).permutation(1000) < 500
+    scores = included.astype(float)  # every guess right: both bounds at their ceilings
+    report = one_run_report(scores, included, delta=1e-5, confidence=0.95, accountant_epsilon=6.0)
+    assert report["ceiling"] == pytest.approx(one_run_ceiling(1000, 1e-5)) == report["epsilon_lower_bound"]
+    assert report["ceiling_fdp"] == pytest.approx(fdp_ceiling(1000, 1e-5)) == report["epsilon_lower_bound_fdp"]
+    assert report["epsilon_lower_bound"] < 6.0 < report["epsilon_lower_bound_fdp"]
+    assert report["flags"] == []  # an f-DP bound above ε refutes a Gaussian curve, not the accountant's (ε, δ)
+    assert report["k_plus_fdp"] + report["k_minus_fdp"] == report["correct_fdp"] and report["mu_lower_bound_fdp"] > 1.5
+    pure = one_run_report(scores, included, delta=0.0, confidence=0.95, accountant_epsilon=100.0)
+    assert pure["epsilon_lower_bound_fdp"] is None and pure["ceiling_fdp"] is None
+    assert pure["mu_lower_bound_fdp"] == report["mu_lower_bound_fdp"] and pure["ceiling"] > 0

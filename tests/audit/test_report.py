@@ -29,6 +29,27 @@ def test_a_canary_line_says_what_was_guessed_of_how_many_in_words():
         "attack guessed 200 (100 'in', 100 'out'), 126 right")
 
 
+def test_a_canary_line_gives_the_fdp_bound_and_what_the_audit_could_show_at_most():
+    audit = _audit()
+    audit["canaries"]["gradient"].update(epsilon_lower_bound_fdp=0.4, ceiling=5.085, ceiling_fdp=8.803)
+    assert summary_lines(audit)[0].startswith(
+        "audit: white-box gradient canaries: ε ≥ 0.13 at 95% confidence (f-DP: ε ≥ 0.40; this audit can show at "
+        "most 5.08, f-DP 8.80): of 1000 canaries (508 trained on)")
+    audit["canaries"]["gradient"].update(epsilon_lower_bound_fdp=None, ceiling_fdp=None)  # pure DP: no Gaussian ε
+    assert "95% confidence (this audit can show at most 5.08): of 1000" in summary_lines(audit)[0]
+
+
+def test_folds_report_each_kind_of_bound_at_its_smallest():
+    low_fdp, low_steinke = _audit(), _audit()
+    low_fdp["canaries"]["gradient"].update(epsilon_lower_bound=0.3, epsilon_lower_bound_fdp=0.5,
+                                           mu_lower_bound_fdp=0.2, correct_fdp=120)
+    low_steinke["canaries"]["gradient"].update(epsilon_lower_bound=0.1, epsilon_lower_bound_fdp=0.9,
+                                               mu_lower_bound_fdp=0.3, correct_fdp=130)
+    gradient = combine_folds([low_fdp, low_steinke])["canaries"]["gradient"]
+    assert gradient["epsilon_lower_bound"] == 0.1 and gradient["epsilon_lower_bound_fdp"] == 0.5
+    assert gradient["correct_fdp"] == 120 and gradient["correct"] == 126
+
+
 def test_the_membership_line_names_the_attack_its_records_and_their_integer_counts():
     line = summary_lines(_audit())[1]
     assert line == ("audit: membership attack loss_threshold: ε ≥ 0.00 at 95% confidence, AUC 0.490 (0.5 is chance) "
