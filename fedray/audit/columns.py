@@ -7,9 +7,11 @@ trial's summary and casts them; nothing there names an audit's parts.
 
 - ``attack_*``: the strongest held-out membership attack (:mod:`fedray.audit.pools`),
   with its std over k folds;
-- ``canary_input_*``: the black-box input canaries' one-run audit;
-- ``canary_white_box_*``: the gradient canaries or, under DP-FedAvg, the
-  canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
+- ``canary_input_*``: the black-box input canaries' one-run audit: Steinke et
+  al.'s bound, the f-DP bound (``*_fdp``, :mod:`fedray.audit.fdp_bounds`) and
+  each one's ceiling, the most its canaries could certify;
+- ``canary_white_box_*``: the same for the gradient canaries or, under
+  DP-FedAvg, the canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
   estimate and interval are ``canary_gaussian_*``;
 - ``audit_flags``: every bound or advantage the accountant's (ε, δ) forbids.
 """
@@ -22,7 +24,10 @@ _STRONGEST, _STRONGEST_STD, _CANARIES = ("strongest",), ("strongest_std",), ("ca
 # The one-run audit's report (fedray.audit.canaries.one_run_report): column suffix, type, key.
 _ONE_RUN = [("m", pa.int64(), "m"), ("included", pa.int64(), "included"), ("k_plus", pa.int64(), "k_plus"),
             ("k_minus", pa.int64(), "k_minus"), ("correct", pa.int64(), "correct"),
-            ("epsilon_lower_bound", pa.float64(), "epsilon_lower_bound")]
+            ("epsilon_lower_bound", pa.float64(), "epsilon_lower_bound"),
+            ("epsilon_lower_bound_fdp", pa.float64(), "epsilon_lower_bound_fdp"),
+            ("ceiling", pa.float64(), "ceiling"), ("ceiling_fdp", pa.float64(), "ceiling_fdp")]
+_PLOTTED = ("epsilon_lower_bound", "epsilon_lower_bound_fdp")  # each canary audit's keys in BOUND_SERIES
 WHITE_BOX_KINDS = ("gradient", "clients")  # gradient canaries (DP-SGD, non-private) or canary clients (DP-FedAvg)
 
 COLUMNS: list[tuple[str, pa.DataType, tuple | None]] = [
@@ -48,8 +53,15 @@ COLUMNS: list[tuple[str, pa.DataType, tuple | None]] = [
 
 # The frontier plot's right panel: each empirical ε lower bound against the ε spent (column, line style, label).
 BOUND_SERIES = (("canary_white_box_epsilon_lower_bound", "-o", "white-box canaries"),
+                ("canary_white_box_epsilon_lower_bound_fdp", "-D", "white-box canaries, f-DP (Gaussian curve)"),
                 ("canary_input_epsilon_lower_bound", "--s", "input canaries"),
+                ("canary_input_epsilon_lower_bound_fdp", "--v", "input canaries, f-DP (Gaussian curve)"),
                 ("attack_epsilon_lower_bound", ":^", "membership attack (held-out)"))
+# Drawn faintly on the same panel: the most each canary audit could certify, every guess right (as BOUND_SERIES).
+CEILING_SERIES = (("canary_white_box_ceiling", ":_", "white-box canaries: the most they could show"),
+                  ("canary_white_box_ceiling_fdp", "--_", "white-box canaries: the most they could show, f-DP"),
+                  ("canary_input_ceiling", ":+", "input canaries: the most they could show"),
+                  ("canary_input_ceiling_fdp", "--+", "input canaries: the most they could show, f-DP"))
 
 
 def bound_values(audit: dict | None) -> dict:
@@ -57,9 +69,10 @@ def bound_values(audit: dict | None) -> dict:
     a tracker logs of the audit (:mod:`fedray.tracking`); a bound the audit did not compute is left out."""
     strongest = (audit or {}).get("strongest") or {}
     canaries = (audit or {}).get("canaries") or {}
+    white_box, input_ = derived_values(audit), canaries.get("input") or {}
     values = {"attack_auc": strongest.get("auc"), "attack_epsilon_lower_bound": strongest.get("epsilon_lower_bound"),
-              "canary_input_epsilon_lower_bound": (canaries.get("input") or {}).get("epsilon_lower_bound"),
-              "canary_white_box_epsilon_lower_bound": derived_values(audit)["canary_white_box_epsilon_lower_bound"]}
+              **{f"canary_input_{key}": input_.get(key) for key in _PLOTTED},
+              **{f"canary_white_box_{key}": white_box[f"canary_white_box_{key}"] for key in _PLOTTED}}
     return {name: value for name, value in values.items() if value is not None}
 
 

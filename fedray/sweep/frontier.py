@@ -28,8 +28,9 @@ utility; under a private selection the one released trial) and the
 whether it is a guarantee, and ``selection_scope``. Version 6 replaces
 ``dp_event`` (a DP-SGD schedule) by ``dp_rdp``, the ledger's RDP curve as
 JSON whatever the mechanism, from which ``tables.md`` composes trials from
-the Parquet alone; older frontiers read back with the columns they lack
-null (no ``dp_rdp``: basic composition only).
+the Parquet alone. Version 7 adds the audit's f-DP bounds and its ceilings
+(:mod:`fedray.audit.columns`). Older frontiers read back with the columns
+they lack null (no ``dp_rdp``: basic composition only).
 
 ``write_frontier`` is a privacy boundary like the run directory: a trial
 whose summary carries a field its own ledger does not declare
@@ -67,7 +68,8 @@ from fedray.sweep.tables import render_tables
 
 # 3: validation metrics beside test; strategy, secure aggregation. 4: the audit's one-run bounds, flags.
 # 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns. 6: dp_rdp replaces dp_event.
-SCHEMA_VERSION = 6
+# 7: the audit's f-DP bounds and ceilings.
+SCHEMA_VERSION = 7
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")

@@ -24,9 +24,13 @@ frame does not hold.
 Right panel: the empirical ε lower bounds of those same best trials against
 the ε the accountant spent, one marker and line style per series the audit
 declares (``fedray.audit.columns.BOUND_SERIES``: its white-box, black-box and
-held-out attack bounds), with the line y = x. A correct accountant keeps every
-point on or below it (within the bounds' 95% confidence); the gap below it is
-how loose the audit, or the accountant, is. Non-private trials (x = ∞) have no
+held-out attack bounds, the first two also under f-DP, which assumes a
+Gaussian trade-off curve), with the line y = x. A correct accountant keeps
+every point on or below it (within the bounds' 95% confidence), but an f-DP
+bound above it refutes only a Gaussian curve, not the accountant's (ε, δ);
+the gap below it is how loose the audit, or the accountant, is. Faint lines
+(``CEILING_SERIES``) mark what each audit could show at most, every guess
+right: a bound at its ceiling is limited by the audit, not by the run. Non-private trials (x = ∞) have no
 such line. Both axes share one symlog scale (logarithmic above a threshold a
 decade below the smallest positive value shown, linear below it), so y = x is
 a straight diagonal and a bound of 0, the common "the audit found nothing",
@@ -62,7 +66,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
-from fedray.audit.columns import BOUND_SERIES
+from fedray.audit.columns import BOUND_SERIES, CEILING_SERIES
 from fedray.results.run_dir import fold_count, fold_curve
 from fedray.sweep.report import NO_GUARANTEE, PARAM_PREFIX, guarantee_caveat
 
@@ -196,10 +200,19 @@ def _audit_panel(ax, best: pd.DataFrame, colours: dict) -> None:
         line = best[(best["series"] == name) & best[column].notna()]
         _broken_line(ax, line, column, style, colour, f"{name}: {label}", transform=ax.transData + shift,
                      markersize=5, markerfacecolor="none")
+    ceilings = [(column, style, label) for column, style, label in CEILING_SERIES
+                if column in best and best[column].notna().any()]
+    for column, style, label in ceilings:
+        for name, colour in colours.items():
+            line = best[(best["series"] == name) & best[column].notna()]
+            if not line.empty:  # one legend entry per ceiling, on the first series that has it
+                _broken_line(ax, line, column, style, colour, label, alpha=0.35, linewidth=0.8)
+                label = None
     if finite.size:
         ends = np.array([finite[0] / MARGIN, finite[-1] * MARGIN])
         ax.plot(ends, ends, color="grey", linestyle="-", linewidth=0.8, label="y = x: the accountant's ε")
-    top = MARGIN * max(float(np.nanmax(values)), finite[-1] if finite.size else 0.0, 10 * threshold)
+    highest = np.nanmax([np.nanmax(values), *(best[column].max() for column, _, _ in ceilings)])
+    top = MARGIN * max(float(highest), finite[-1] if finite.size else 0.0, 10 * threshold)
     ax.set_ylim(-threshold / 2, top)  # below 0, so that markers at 0 are whole
     ticks = [0.0, *(t for t in _decades(threshold, top) if t <= top)]  # a tick above would stretch the axis
     ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
@@ -226,7 +239,8 @@ def _broken_line(ax, line: pd.DataFrame, column: str, style: str, colour: str, l
                 transform=transform, **marker_style)
     if not private.empty and not public.empty:
         bridge = pd.concat([private.tail(1), public.head(1)])
-        ax.plot(bridge["_x"], bridge[column], ":", color=colour, linewidth=0.8, transform=transform)
+        ax.plot(bridge["_x"], bridge[column], ":", color=colour, linewidth=0.8, transform=transform,
+                alpha=marker_style.get("alpha"))
 
 
 def _points(ax, part: pd.DataFrame, column: str, style: str, colour: str, label: str | None,

@@ -37,6 +37,9 @@ V4_COLUMNS = {**{f"canary_{kind}_{f}": pa.int64() for kind in ("input", "white_b
               "canary_white_box_kind": pa.string(), "canary_gaussian_epsilon": pa.float64(),
               "canary_gaussian_epsilon_low": pa.float64(), "canary_gaussian_epsilon_high": pa.float64(),
               "audit_flag_count": pa.int64(), "audit_flags": pa.string()}
+# Schema version 7's additions: each canary audit's f-DP bound and both ceilings.
+V7_COLUMNS = {f"canary_{kind}_{f}": pa.float64() for kind in ("input", "white_box")
+              for f in ("epsilon_lower_bound_fdp", "ceiling", "ceiling_fdp")}
 FILES = ["frontier.parquet", "frontier.png", "learning_curves.png", "report.md", "tables.md", "trial_rounds.parquet"]
 
 
@@ -176,7 +179,7 @@ def test_unknown_utility_is_rejected(records):
 def test_schema_version_6_rdp_column(records):
     """dp_rdp (version 6, replacing dp_event) is the ledger's curve as JSON, whatever the mechanism; null without
     one (non-private, failed, cross-validated: one fold's curve)."""
-    assert SCHEMA_VERSION == 6 and "dp_event" not in FRONTIER_SCHEMA.names
+    assert SCHEMA_VERSION >= 6 and "dp_event" not in FRONTIER_SCHEMA.names
     assert FRONTIER_SCHEMA.field("dp_rdp").type == pa.string()
     records[1]["summary"].privacy["mechanism"] = "laplace_input"  # any mechanism's curve, e.g. a pure one
     records[1]["summary"].privacy["rdp"] = [2.0] * len(ledger_rdp())
@@ -237,6 +240,27 @@ def test_version_4_canary_columns(records):
     assert pd.isna(t3["canary_white_box_kind"])
 
 
+def test_version_7_fdp_bounds_and_ceilings(records):
+    """Each canary audit's f-DP bound and ceilings; null in a report written before them, and in the f-DP ones
+    under pure DP (δ = 0), where no Gaussian curve has a finite ε."""
+    fdp = {"epsilon_lower_bound_fdp": 2.5, "mu_lower_bound_fdp": 0.7, "ceiling": 5.1, "ceiling_fdp": 8.8}
+    records[0]["summary"].audit["canaries"] = {"input": {**_one_run(0.2, m=100), **fdp, "epsilon_lower_bound_fdp": None,
+                                                         "ceiling_fdp": None},
+                                               "gradient": {**_one_run(0.9), **fdp}, "notes": {}}
+    records[1]["summary"].audit["canaries"] = {"clients": _one_run(0.0)}  # written before schema version 7
+    assert SCHEMA_VERSION == 7
+    for name, type_ in V7_COLUMNS.items():
+        assert FRONTIER_SCHEMA.field(name).type == type_, name
+    frame = frontier_frame(records, axes=AXES).set_index("trial_id")
+    t1, t2 = frame.loc["t1"], frame.loc["t2"]
+    assert [t1[f"canary_white_box_{f}"] for f in ("epsilon_lower_bound_fdp", "ceiling", "ceiling_fdp")] == \
+        [2.5, 5.1, 8.8]
+    assert t1["canary_input_ceiling"] == 5.1 and pd.isna(t1["canary_input_epsilon_lower_bound_fdp"])
+    assert pd.isna(t1["canary_input_ceiling_fdp"])
+    assert t2["canary_white_box_epsilon_lower_bound"] == 0.0 and t2[[f"canary_white_box_{f}" for f in (
+        "epsilon_lower_bound_fdp", "ceiling", "ceiling_fdp")]].isna().all()
+
+
 def test_old_summaries_give_nulls_not_errors(records):
     """Summaries from before CV, consent filtering and DP units: their v2 columns are null, not guessed."""
     del records[1]["summary"].final_test["precision"]
@@ -290,9 +314,9 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"6" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == b"7" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["trial_rounds"]).schema.metadata[b"fedray.schema_version"] == b"6"
+    assert pq.read_table(paths["trial_rounds"]).schema.metadata[b"fedray.schema_version"] == b"7"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["trial_rounds"])) == 6

@@ -13,7 +13,7 @@ from matplotlib.container import ErrorbarContainer
 
 from test_frontier import _metrics, _record, _with_cv
 
-from fedray.audit.columns import BOUND_SERIES
+from fedray.audit.columns import BOUND_SERIES, CEILING_SERIES
 from fedray.results.run_dir import learning_curve_figure, rounds_frame
 from fedray.sweep.frontier import frontier_frame, sweep_rounds_frame
 from fedray.sweep.plots import chance_level, frontier_figure, learning_curves_figure
@@ -84,6 +84,24 @@ def test_zero_bounds_stay_visible():
                  for line in at_zero]
     zero_x = sorted(float(points[list(line.get_ydata()).index(0.0), 0]) for line, points in zip(at_zero, on_screen))
     assert min(np.diff(zero_x)) > 2  # pixels apart, side by side
+
+
+def test_audit_panel_draws_the_fdp_bounds_and_faint_ceilings_and_tolerates_older_frontiers():
+    frame = _frame()
+    ceilings = [column for column, _, _ in CEILING_SERIES]
+    frame[BOUNDS] = 0.5
+    frame[ceilings] = 9.0
+    _, audit = _panels(frame)
+    labels = [line.get_label() for line in audit.get_lines()]
+    assert any(label.endswith("white-box canaries, f-DP (Gaussian curve)") for label in labels)
+    faint = [line for line in audit.get_lines() if 9.0 in line.get_ydata()]
+    assert faint and all(line.get_alpha() == 0.35 for line in faint)
+    assert {label for _, _, label in CEILING_SERIES} <= set(labels)  # one legend entry each
+    assert audit.get_ylim()[1] > 9.0  # the ceilings are inside the axes
+    older = _frame().drop(columns=[*ceilings, *(c for c in BOUNDS if c.endswith("_fdp"))])  # schema version 6
+    older[[c for c in BOUNDS if c in older]] = 0.5
+    _, audit = _panels(older)
+    assert not [line for line in audit.get_lines() if "f-DP" in line.get_label()]
 
 
 def test_error_bars_from_the_folds_std():

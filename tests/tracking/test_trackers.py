@@ -29,11 +29,13 @@ def test_round_scalars_are_the_global_metrics_and_steps_follow_earlier_folds():
 
 def test_privacy_scalars_hold_the_ledger_and_the_audits_bounds_and_drop_what_is_not_finite():
     audit = {"strongest": {"epsilon_lower_bound": 0.4, "auc": 0.61},
-             "canaries": {"input": {"epsilon_lower_bound": 0.0}, "gradient": {"epsilon_lower_bound": 2.5}}}
+             "canaries": {"input": {"epsilon_lower_bound": 0.0},
+                          "gradient": {"epsilon_lower_bound": 2.5, "epsilon_lower_bound_fdp": 4.1}}}
     private = run_summary(privacy={"mechanism": "dpsgd", "epsilon": 1.0, "delta": 1e-5}, audit=audit)
     assert privacy_scalars(private) == {"epsilon": 1.0, "delta": 1e-5, "audit_attack_epsilon_lower_bound": 0.4,
                                         "audit_attack_auc": 0.61, "audit_canary_input_epsilon_lower_bound": 0.0,
-                                        "audit_canary_white_box_epsilon_lower_bound": 2.5}
+                                        "audit_canary_white_box_epsilon_lower_bound": 2.5,
+                                        "audit_canary_white_box_epsilon_lower_bound_fdp": 4.1}
     plain = run_summary(final_test={"accuracy": 0.5, "auc": math.nan})
     assert privacy_scalars(plain) == {}  # epsilon inf: no DP claim, nothing to plot
     assert final_scalars(plain) == {"final_test_accuracy": 0.5, "final_val_accuracy": 0.5,
