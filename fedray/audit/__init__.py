@@ -16,7 +16,8 @@ The modules, in the order a run uses them: :mod:`.settings` (``audit.*``),
 :mod:`.canaries` (the canaries' designs and scores), :mod:`.gradient_canaries`,
 :mod:`.auditor` (the task after the rounds, and the summary), :mod:`.pools`,
 :mod:`.membership` and :mod:`.fair_attack` (the held-out membership attacks),
-:mod:`.canary_bounds` (the one-run bounds), :mod:`.report` (the CLI's lines,
+:mod:`.canary_bounds` and :mod:`.fdp_bounds` (the one-run bounds, Steinke et
+al.'s and under f-DP), :mod:`.report` (the CLI's lines,
 the folds' combination) and :mod:`.columns` (the frontier's audit columns).
 
 Importing the package registers only the settings (no torch): the config's
