@@ -75,7 +75,6 @@ and searches in ε through ``dp_accounting.get_sigma_gaussian``: the same root.)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 
 import dp_accounting
 from scipy.optimize import brentq
@@ -173,21 +172,15 @@ def fdp_one_run_audit(scores, included, *, delta: float, confidence: float = 0.9
     """
     counts = grid_counts(scores, included, grid)
     m, per_point = len(scores), per_point_confidence(confidence, len(counts))
-    significance = 1.0 - per_point
-    best = FdpAudit(0.0, 0.0, *counts[0][:2], sum(counts[0][:2]), counts[0][2], m, len(counts), confidence, delta)
+    best_mu, best_point = 0.0, counts[0]  # nothing certified: the first point, as one_run_audit reports it
     for k_plus, k_minus, correct in counts:
         # A point that cannot reject the best μ so far cannot raise the bound: skip its search.
-        if gdp_excess(m, k_plus + k_minus, correct, best.mu_lower_bound, significance) <= 0:
-            continue
-        mu = fdp_mu_lower_bound(m, k_plus + k_minus, correct, per_point)
-        best = FdpAudit(gdp_epsilon(mu, delta), mu, k_plus, k_minus, k_plus + k_minus, correct, m, len(counts),
-                        confidence, delta)
-    return best
-
-
-@lru_cache(maxsize=64)  # a function of (m, δ, c, grid) alone, and a dozen μ searches over up to m guesses
-def _fdp_ceiling(m: int, delta: float, confidence: float, grid: tuple[tuple[int, int], ...] | None) -> float:
-    return grid_ceiling(fdp_epsilon_lower_bound, m, delta, confidence, None if grid is None else list(grid))
+        if gdp_excess(m, k_plus + k_minus, correct, best_mu, 1.0 - per_point) > 0:
+            best_mu = fdp_mu_lower_bound(m, k_plus + k_minus, correct, per_point)
+            best_point = (k_plus, k_minus, correct)
+    k_plus, k_minus, correct = best_point
+    return FdpAudit(gdp_epsilon(best_mu, delta), best_mu, k_plus, k_minus, k_plus + k_minus, correct, m, len(counts),
+                    confidence, delta)
 
 
 def fdp_ceiling(m: int, delta: float, confidence: float = 0.95, grid: list[tuple[int, int]] | None = None) -> float:
@@ -196,4 +189,4 @@ def fdp_ceiling(m: int, delta: float, confidence: float = 0.95, grid: list[tuple
     >>> round(fdp_ceiling(1000, 1e-5, grid=[(500, 500)]), 2)  # one grid point: no Bonferroni
     12.33
     """
-    return _fdp_ceiling(int(m), float(delta), float(confidence), None if grid is None else tuple(grid))
+    return grid_ceiling(fdp_epsilon_lower_bound, m, delta, confidence, grid)
