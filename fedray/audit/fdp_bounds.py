@@ -53,8 +53,8 @@ few steps; many steps approach one by Dong et al.'s central limit theorem)
 may be :math:`(\varepsilon, \delta)`-DP at an ε below :math:`\varepsilon_{lb}`: an
 f-DP bound above the accountant's ε refutes a Gaussian curve, not the
 accountant's (ε, δ), so only Steinke et al.'s bound raises a violation. Under
-pure DP (δ = 0) no Gaussian curve has a finite ε: only :math:`\mu_{lb}` is
-reported. Against Steinke et al.'s bound it trades that assumption for
+pure DP (δ = 0) no Gaussian curve has a finite ε (:func:`gdp_epsilon` is inf):
+a run's report then gives :math:`\mu_{lb}` alone. Against Steinke et al.'s bound it trades that assumption for
 tightness: there the :math:`2m\delta` term and the randomised-response tail
 cap what many canaries can show (m = r = v = 1000, δ = 1e-5, 95 %: 5.78;
 here 12.33).
