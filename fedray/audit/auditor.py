@@ -3,8 +3,9 @@
 :func:`run_auditor` runs in the driver's actor once the driver is gone (the
 only process that sees members' records): it runs every membership attack
 of :mod:`fedray.audit.attacks` on the final model(s) over the pools of
-:mod:`fedray.audit.pools`, training the reference models offline LiRA
-needs itself, and scores the input canaries.
+:mod:`fedray.audit.pools`, training the reference models offline LiRA and
+RMIA need itself (RMIA also scores the population records with them and
+with the audited model), and scores the input canaries.
 :func:`audit_summary` adds the driver's observer reports (the white-box
 canary scores) and turns everything into bounds and flags against the
 ledger's (ε, δ): ``summary["audit"]``.
@@ -21,7 +22,7 @@ import torch
 from fedray.audit.canaries import input_canary_scores, one_run_report
 from fedray.audit.canary_bounds import gaussian_epsilon_estimate
 from fedray.audit.fair_attack import audit_flags
-from fedray.audit.attacks import AttackView, attack_scores
+from fedray.audit.attacks import AttackView, Population, attack_scores
 from fedray.audit.membership import per_example_losses
 from fedray.audit.plan import AuditPlan
 from fedray.audit.pools import attack_report, audit_pools
@@ -84,16 +85,23 @@ def run_auditor(*, cfg: Config, plan: Mechanism, final_params: list[dict], pools
     scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("inputs", "labels")}
     probs = np.concatenate([probabilities(final_params[0], pools[p]) for p in ("members", "nonmembers")])
     n_members, n_refs = len(pools["members"]["labels"]), cfg.audit.reference_models
-    reference = None
+    population = pools["population"]
+    reference = population_view = None
     if n_refs >= 2 and len(pools["reference"]["labels"]) > 0:
-        progress, losses = Progress("audit: reference models"), []
+        progress, losses, population_losses = Progress("audit: reference models"), [], []
         for r in range(n_refs):
-            losses.append(per_example_losses(probabilities(_reference_params(
-                cfg, plan, shape, input_map, device, pools["reference"], r), scored), scored["labels"]))
+            params = _reference_params(cfg, plan, shape, input_map, device, pools["reference"], r)
+            losses.append(per_example_losses(probabilities(params, scored), scored["labels"]))
+            if len(population["labels"]) > 0:
+                population_losses.append(per_example_losses(probabilities(params, population), population["labels"]))
             progress(r + 1, n_refs)
         reference = np.stack(losses)
+        if population_losses:
+            population_view = Population(losses=per_example_losses(
+                probabilities(final_params[0], population), population["labels"]),
+                reference_losses=np.stack(population_losses))
     view = AttackView(probs=probs, labels=scored["labels"], losses=per_example_losses(probs, scored["labels"]),
-                      reference_losses=reference)
+                      reference_losses=reference, population=population_view)
     canary_scores = None
     if input_canaries is not None:
         canary_scores = np.zeros(len(input_canaries["labels"]))

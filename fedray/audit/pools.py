@@ -9,10 +9,18 @@ no DP claim rests on them):
 
 - members: a uniform sample of the records the audited model trained on;
 - the held-out pool, records of the same population that no hospital trained
-  on, is split in two halves: audit non-members, and the reference population
-  on which the auditor's reference models train (offline LiRA needs models
-  that saw none of the scored records);
-- members are sampled to the same count as non-members, capped at ``max_records``.
+  on, is split in two halves: audit non-members, and the reference population;
+- members are sampled to the same count as non-members, capped at ``max_records``;
+- the reference population is split in two halves again: ``reference``, on
+  which the auditor's reference models train (offline LiRA and RMIA need
+  models that saw none of the scored records), and ``population``, RMIA's
+  records z, joined by the non-member half's records left unscored by the
+  cap. Each z is held out, so the audited model never trained on it; it is
+  not in ``reference``, so no reference model trained on it; and it is not
+  scored, so comparing with it reveals nothing of whom the pool's members are.
+  RMIA's score takes m + 1 values on m population records, and its power at
+  low FPR fades once m falls well below the scored non-members: half the
+  reference population keeps m about the eval half's non-members.
 
 Members and non-members must come from one distribution, or the attack
 scores the difference between two populations: the caller passes as the
@@ -44,16 +52,18 @@ _POOL_TAG, _SPLIT_TAG = 0xA0D17, 0x5E1EC7
 
 
 def audit_pools(*, members: Records, held_out: Records, max_records: int, seed: int) -> dict[str, Records]:
-    """Balanced members / non-members and a disjoint reference population, as described above."""
+    """Balanced members / non-members, the reference models' records and RMIA's population, as described above."""
     rng = np.random.default_rng([seed, _POOL_TAG])
     order = rng.permutation(len(held_out))
     half = len(order) // 2
     nonmember_idx, reference_idx = order[:half], order[half:]
     n = min(len(nonmember_idx), len(members), max_records)
+    trained_on = (len(reference_idx) + 1) // 2
     return {
         "members": members.subset(np.sort(rng.choice(len(members), size=n, replace=False))),
         "nonmembers": held_out.subset(np.sort(nonmember_idx[:n])),
-        "reference": held_out.subset(np.sort(reference_idx)),
+        "reference": held_out.subset(np.sort(reference_idx[:trained_on])),
+        "population": held_out.subset(np.sort(np.r_[reference_idx[trained_on:], nonmember_idx[n:]])),
     }
 
 

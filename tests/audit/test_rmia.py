@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedray.audit.membership import calibrated_scores, rmia_scores
+from fedray.audit.pools import audit_pools
+from fedray.data.types import Records
 from fedray.errors import FedrayError
 
 
@@ -73,3 +76,22 @@ def test_rmia_ranks_members_first_and_with_two_reference_models_beats_lira_where
     shift = _attacks(False, seed=0)
     assert shift["lira_offline"][0] > shift["rmia_offline"][0] + 0.05 and shift["rmia_offline"][0] > 0.75
 
+
+def _records(n: int, prefix: str) -> Records:
+    return Records(inputs=torch.zeros((n, 3, 2, 2), dtype=torch.uint8), labels=np.zeros(n, dtype=np.int64),
+                   ids=np.array([f"{prefix}/{i}" for i in range(n)], dtype=object), class_names=("a",))
+
+
+@pytest.mark.parametrize("max_records", [1000, 10])
+def test_the_population_is_held_out_unscored_and_unseen_by_the_reference_models(max_records):
+    members, held_out = _records(300, "train"), _records(101, "held")
+    pools = {name: set(records.ids) for name, records in
+             audit_pools(members=members, held_out=held_out, max_records=max_records, seed=3).items()}
+    assert pools["population"] and not pools["population"] & (pools["members"] | set(members.ids))
+    assert not pools["population"] & (pools["nonmembers"] | pools["reference"])
+    assert pools["nonmembers"] | pools["reference"] | pools["population"] == set(held_out.ids)
+    # The non-member half (50) is scored up to the cap; the other half (51) trains the reference models (26) or
+    # joins the population (25) with the non-members the cap left unscored.
+    n = min(50, max_records)
+    assert (len(pools["members"]), len(pools["nonmembers"])) == (n, n)
+    assert (len(pools["reference"]), len(pools["population"])) == (26, 25 + 50 - n)
