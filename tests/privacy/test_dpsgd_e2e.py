@@ -59,5 +59,5 @@ def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
     # Balanced pools, split at random: the attack is chosen on one half and measured on the other.
     assert exposed["n_choose"] + exposed["n_eval"] == 2 * 67
     assert exposed["strongest"]["n_members"] + exposed["strongest"]["n_nonmembers"] == exposed["n_eval"] > 50
-    assert {a["attack"] for a in exposed["attacks"]} == {"loss_threshold", "lira_offline"}
+    assert {a["attack"] for a in exposed["attacks"]} == {"loss_threshold", "lira_offline", "rmia_offline"}
     assert not [f for f in private["flags"] if f.startswith("violation")]
