@@ -12,7 +12,7 @@ from test_cli import assert_one_line_error, fedray_cli_before_ray, run_cli
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 EHR = ["data=ehr_synthetic", "data.num_records=300", "data.consent_rate=0.8", "fl.partition.scheme=iid",
        "fl.rounds=2", "fl.local_epochs=1", "train.batch_size=8",
-       "audit.reference_models=0"]
+       "audit.reference_models=0", "fl.actors=2"]  # two actors, as a 2-core laptop's default
 
 
 def test_two_fold_cv_run_reports_mean_std_consent_and_the_ledger(ray_session, tmp_path, monkeypatch, capsys):

@@ -32,7 +32,7 @@ def test_hospitals_sharing_two_actors_give_the_results_of_one_actor_each(ray_ses
         assert len(pool.hospitals) == 2
     finally:
         pool.close()
-    own = run_experiment(cfg)
+    own = run_experiment(with_changes(cfg, **{"fl.actors": 5}))
     assert same_params(shared.final_params, own.final_params)
     assert shared.summary.privacy["epsilon"] == own.summary.privacy["epsilon"]
     assert [r["test"] for r in shared.rounds] == [r["test"] for r in own.rounds]

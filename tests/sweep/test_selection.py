@@ -375,7 +375,7 @@ def test_private_selection_sweep_end_to_end(ray_session, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "draw_trial_count", lambda *args: drawn.append(args) or 2)
     out_dir = tmp_path / "sweep"
     monkeypatch.setattr(sys, "argv", [
-        "fedray", "+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "sweep.space.lr=[0.05,0.1]",
+        "fedray", "+sweep=privacy_tradeoff", *TINY, "fl.actors=2", "fl.rounds=1", "sweep.space.lr=[0.05,0.1]",
         "sweep.space.epsilon=[1.0]", "tune.search=random", "tune.selection=poisson", "tune.selection_mean=3",
         f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h", "hydra/job_logging=none",
         "hydra/hydra_logging=none"])

@@ -23,8 +23,10 @@ from conftest import TINY
 from fedray.__main__ import main
 from fedray.sweep.frontier import FRONTIER_SCHEMA, SCHEMA_VERSION
 
-SWEEP = ["+sweep=privacy_tradeoff", *TINY, "audit.enabled=true", "fl.rounds=1", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
-         "hydra/job_logging=none", "hydra/hydra_logging=none"]
+# Two hospital actors a trial, as a 2-core laptop's default (the session's Ray declares 8 CPUs so that several
+# experiments fit at once, which would give each trial five).
+SWEEP = ["+sweep=privacy_tradeoff", *TINY, "fl.actors=2", "audit.enabled=true", "fl.rounds=1", "sweep.space.lr=[0.05]",
+         "sweep.space.epsilon=[1.0,inf]", "hydra/job_logging=none", "hydra/hydra_logging=none"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -173,7 +175,7 @@ def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_
     root = image_folder(tmp_path / "isic", {"melanoma": 50, "nevus": 50})  # 5 per class in validation
     out_dir = tmp_path / "seed"
     # from Python this time: fedray.sweep(name, overrides) returns the sweep's Frontier
-    swept = fedray.sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1",
+    swept = fedray.sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1", "fl.actors=2",
                                        "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}"])
     assert swept.path == out_dir and swept.best()["status"] == "completed"
     frontier = swept.frame
