@@ -18,7 +18,8 @@ all with ``cluster=inprocess``. The run writes the same run directory as the
 CLI (by default ``<paths.output_dir>/runs/<date>/<time>``). A problem a user
 can fix raises :class:`~fedray.errors.FedrayError` (:class:`~fedray.errors.ConfigError`
 for the config) whose message is the CLI's one line; nothing is printed
-unless ``say`` or ``on_round`` print it. An interrupt (Ctrl-C, or SIGINT and
+unless ``say`` or ``on_round`` print it, but for the progress bars of long
+phases (decoding, feature extraction, the audit's reference models). An interrupt (Ctrl-C, or SIGINT and
 SIGTERM under the CLI's handlers) leaves only a summary marked
 ``interrupted``, as a failure leaves one marked ``failed``.
 """
