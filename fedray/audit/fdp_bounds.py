@@ -74,13 +74,13 @@ and searches in ε through ``dp_accounting.get_sigma_gaussian``: the same root.)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import dp_accounting
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
-from fedray.audit.canary_bounds import grid_ceiling, grid_counts, per_point_confidence
+from fedray.audit.canary_bounds import OneRunAudit, grid_ceiling, grid_counts, per_point_confidence
 from fedray.errors import FedrayError
 
 MU_TOLERANCE = 1e-12  # absolute, on μ: far below what the conversion to ε or a report can show
@@ -145,22 +145,11 @@ def fdp_epsilon_lower_bound(m: int, guesses: int, correct: int, delta: float, co
 
 
 @dataclass
-class FdpAudit:
-    """The f-DP bounds (valid at ``confidence`` over the whole grid) and the grid point that attained them."""
+class FdpAudit(OneRunAudit):
+    """The f-DP bounds (valid at ``confidence`` over the whole grid), ε and the μ it comes from, and the grid point
+    that attained them."""
 
-    epsilon_lower_bound: float
     mu_lower_bound: float
-    k_plus: int
-    k_minus: int
-    guesses: int
-    correct: int
-    m: int
-    grid_size: int
-    confidence: float
-    delta: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def fdp_one_run_audit(scores, included, *, delta: float, confidence: float = 0.95,
@@ -179,8 +168,8 @@ def fdp_one_run_audit(scores, included, *, delta: float, confidence: float = 0.9
             best_mu = fdp_mu_lower_bound(m, k_plus + k_minus, correct, per_point)
             best_point = (k_plus, k_minus, correct)
     k_plus, k_minus, correct = best_point
-    return FdpAudit(gdp_epsilon(best_mu, delta), best_mu, k_plus, k_minus, k_plus + k_minus, correct, m, len(counts),
-                    confidence, delta)
+    return FdpAudit(gdp_epsilon(best_mu, delta), k_plus, k_minus, k_plus + k_minus, correct, m, len(counts),
+                    confidence, delta, mu_lower_bound=best_mu)
 
 
 def fdp_ceiling(m: int, delta: float, confidence: float = 0.95, grid: list[tuple[int, int]] | None = None) -> float:
