@@ -19,9 +19,9 @@ CLI (by default ``<paths.output_dir>/runs/<date>/<time>``). A problem a user
 can fix raises :class:`~fedray.errors.FedrayError` (:class:`~fedray.errors.ConfigError`
 for the config) whose message is the CLI's one line; nothing is printed
 unless ``say`` or ``on_round`` print it, but for the progress bars of long
-phases (decoding, feature extraction, the audit's reference models). An interrupt (Ctrl-C, or SIGINT and
-SIGTERM under the CLI's handlers) leaves only a summary marked
-``interrupted``, as a failure leaves one marked ``failed``.
+phases (decoding, feature extraction, the audit's reference models). An
+interrupt (Ctrl-C, or SIGINT and SIGTERM under the CLI's handlers) leaves only
+a summary marked ``interrupted``, as a failure leaves one marked ``failed``.
 """
 
 from __future__ import annotations
@@ -122,16 +122,16 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
         say("cluster: no Ray: the driver and every hospital run in this process, one after another")
         return _run_and_write(cfg, preparing.result(), runner=run_in_process, stop=lambda: None, started=started,
                               on_round=on_round, tracking=tracking)
-    import ray
+    while not (preparing.done() or long_phase.wait(0.1)):
+        pass  # short waits: a signal's handler runs between them
+    if preparing.done() and preparing.exception() is not None:
+        raise preparing.exception()
+    import ray  # only now: input refused above never imports Ray either
 
     from fedray.federation.cluster import connect
     from fedray.federation.experiment import run_experiment
     from fedray.federation.pool import warm_actors
 
-    while not (preparing.done() or long_phase.wait(0.1)):
-        pass  # short waits: a signal's handler runs between them
-    if preparing.done() and preparing.exception() is not None:
-        raise preparing.exception()
     started_ray = connect(cfg.cluster)
     stop = ray.shutdown if started_ray else (lambda: None)
     try:
@@ -154,7 +154,8 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> Frontier:
     """Run the sweep ``conf/sweep/<name>.yaml`` with ``overrides`` (the CLI's ``+sweep=<name> ...``) and return
     its :class:`~fedray.sweep.saved.Frontier`; ``fedray.sweep(name, overrides)`` calls it. Tune's trials print one
-    line per start and end; an interrupted sweep raises :class:`~fedray.errors.SweepInterrupted` after saving its state (``tune.resume`` resumes it)."""
+    line per start and end; an interrupted sweep raises :class:`~fedray.errors.SweepInterrupted` after saving its
+    state (``tune.resume`` resumes it)."""
     from fedray.sweep import runner
     from fedray.sweep.saved import Frontier
 

@@ -74,31 +74,66 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0]
 
 
+# Each way the CLI can refuse input, through the real command: a compose error, one found while the data are
+# prepared, one found once the privacy plan meets the data, a sweep's own check, a sweep refusing a cluster.
 @pytest.mark.parametrize(
     "args, fragments",
     [
         (["data=isic", "data.root=/does/not/exist"], ["data.root"]),
-        (["data=isic"], ["data.root"]),
         (["model=resnet5"], ["unknown model", "resnet50"]),
-        (["data=imagenet"], ["unknown data", "synthetic"]),
-        (["model=inception_v3", "data.image_size=32"], ["inception_v3", "75"]),
-        (["fl.num_hospitals=500"], ["hospital"]),
-        (["privacy=dpsgd", "privacy.epsilon=0"], ["epsilon"]),
-        (["privacy=dpsgd", "privacy.delta=0"], ["delta"]),
         (["privacy=dpsgd", "privacy.delta=0.5"], ["delta", "1/N"]),
-        (["privacy=dpsgd", "privacy.max_grad_norm=-1"], ["max_grad_norm"]),
-        (["privacy=dpfedavg", "privacy.delta=0.5"], ["delta", "1/N"]),
-        (["+sweep=privacy_tradeoff", "sweep.space.epsilon=[]"], ["sweep axis 'epsilon' has no values"]),
-        (["+sweep=privacy_tradeoff", "+sweep.space.momentum=[0.5]"], ["unknown sweep axis 'momentum'"]),
         (["+sweep=privacy_tradeoff", "tune.resume=/nonexistent"], ["holds no fedray sweep"]),
         (["+sweep=privacy_tradeoff", "cluster=inprocess"], ["cluster=inprocess runs one experiment", "cluster=local"]),
-        (["cluster=inprocess", "cluster.placement_timeout_s=5"], ["placement_timeout_s", "not in 'InProcessCluster'"]),
     ],
 )
 def test_bad_input_one_line_no_traceback_before_ray_starts(tmp_path, args, fragments):
     proc = fedray_cli_before_ray(*args, cwd=tmp_path)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "run" / "rounds.parquet").exists()
+
+
+def raises_before_ray(args: list[str], tmp_path: Path) -> str:
+    """The one-line message ``args`` are refused with through the API (what the CLI prints after ``fedray: error:``),
+    checked to come before Ray starts. Cheaper than a process per case: the CLI prints ``str(error)`` of any
+    :class:`~fedray.errors.FedrayError`, which the cases above check through the real command."""
+    import ray
+
+    import fedray
+
+    sweep = next((a.split("=", 1)[1] for a in args if a.startswith("+sweep=")), None)
+    rest = [a for a in args if not a.startswith("+sweep=")]
+    with pytest.raises(fedray.FedrayError) as refused:
+        if sweep:
+            fedray.sweep(sweep, [*rest, f"tune.out_dir={tmp_path / 'sweep'}"])
+        else:
+            fedray.run([*rest, f"paths.output_dir={tmp_path}"])
+    assert not ray.is_initialized()
+    message = str(refused.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["data=isic"], ["data.root"]),
+        (["data=imagenet"], ["unknown data", "synthetic"]),
+        (["model=inception_v3", "data.image_size=32"], ["inception_v3", "75"]),
+        (["fl.num_hospitals=500"], ["hospital"]),
+        (["privacy=dpsgd", "privacy.epsilon=0"], ["epsilon"]),
+        (["privacy=dpsgd", "privacy.delta=0"], ["delta"]),
+        (["privacy=dpsgd", "privacy.max_grad_norm=-1"], ["max_grad_norm"]),
+        (["privacy=dpfedavg", "privacy.delta=0.5"], ["delta", "1/N"]),
+        (["+sweep=privacy_tradeoff", "sweep.space.epsilon=[]"], ["sweep axis 'epsilon' has no values"]),
+        (["+sweep=privacy_tradeoff", "+sweep.space.momentum=[0.5]"], ["unknown sweep axis 'momentum'"]),
+        (["cluster=inprocess", "cluster.placement_timeout_s=5"], ["placement_timeout_s", "not in 'InProcessCluster'"]),
+    ],
+)
+def test_bad_input_is_one_line_before_ray_starts(tmp_path, args, fragments):
+    message = raises_before_ray(args, tmp_path)
+    for fragment in fragments:
+        assert fragment in message
+    assert not list(tmp_path.rglob("rounds.parquet"))
 
 
 @pytest.mark.spawns_ray  # whether a trial fits is a question for the cluster, which must be up to answer it
@@ -110,7 +145,7 @@ def test_a_sweep_whose_trials_fit_no_node_ends_in_one_line(tmp_path):
 def test_an_empty_class_folder_is_one_line_before_ray_starts(tmp_path):
     root = image_folder(tmp_path / "data", {"a": 12, "b": 12})
     (root / "Train" / "empty").mkdir()
-    assert_one_line_error(fedray_cli_before_ray("data=isic", f"data.root={root}", cwd=tmp_path), "empty")
+    assert "empty" in raises_before_ray(["data=isic", f"data.root={root}"], tmp_path)
 
 
 @pytest.mark.spawns_ray  # a corrupt file shows only while the images decode, and Ray starts alongside that
@@ -159,7 +194,8 @@ def test_gpus_a_cpu_cluster_only_pretends_to_have_end_in_one_line_instead_of_wai
 
 def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    assert_one_line_error(fedray_cli_before_ray(*TINY, cwd=tmp_path), "RAY_ADDRESS=10.0.0.1:6379", "cluster=remote")
+    message = raises_before_ray(TINY, tmp_path)
+    assert "RAY_ADDRESS=10.0.0.1:6379" in message and "cluster=remote" in message
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -168,4 +204,5 @@ def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):
 ])
 def test_remote_needs_an_explicit_address_and_never_attaches_to_a_local_ray(tmp_path, monkeypatch, args, fragments):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a job's address would be the explicit one
-    assert_one_line_error(fedray_cli_before_ray(*args, cwd=tmp_path), *fragments)
+    message = raises_before_ray(args, tmp_path)
+    assert all(fragment in message for fragment in fragments)

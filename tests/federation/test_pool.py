@@ -54,8 +54,8 @@ def test_reused_actors_leave_nothing_behind(ray_session, tmp_path):
     Both are DP-SGD runs (an accountant, an optimizer and noise streams to leak), with reproducible noise
     so that two runs of B can be compared at all.
     """
-    b_cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true"],
-                          tmp_path)
+    b_cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true",
+                           "fl.actors=2"], tmp_path)  # shared actors: the more state there is to leak
     a_cfg = with_changes(b_cfg, seed=7, **{"train.lr": 0.3, "privacy.epsilon": 1.0})
     reused = ActorPool()
     try:
@@ -77,13 +77,14 @@ def test_reused_actors_leave_nothing_behind(ray_session, tmp_path):
 
 
 def test_a_failed_experiment_leaves_no_actors_to_the_next(ray_session, tiny_cfg):
+    cfg = with_changes(tiny_cfg, **{"fl.actors": 2})
     pool = ActorPool()
     try:
-        run_experiment(tiny_cfg, pool=pool)
-        assert pool.driver is not None and len(pool.hospitals) == 5
+        run_experiment(cfg, pool=pool)
+        assert pool.driver is not None and len(pool.hospitals) == 2
         with pytest.raises(FedrayError, match="hospital"):
-            run_experiment(with_changes(tiny_cfg, **{"train.lr": 1e9}), pool=pool)  # diverges at a hospital
+            run_experiment(with_changes(cfg, **{"train.lr": 1e9}), pool=pool)  # diverges at a hospital
         assert pool.driver is None and pool.hospitals == []
-        assert run_experiment(tiny_cfg, pool=pool).summary.rounds == tiny_cfg.fl.rounds
+        assert run_experiment(cfg, pool=pool).summary.rounds == cfg.fl.rounds
     finally:
         pool.close()

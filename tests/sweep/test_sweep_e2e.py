@@ -204,12 +204,12 @@ from conftest import compose_typed, TINY
 from fedray.sweep.runner import run_sweep
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-for _ in range(2):  # two "GPU" nodes: each fits one trial (5 x 0.15 + 0.1 GPU) but not two
+for _ in range(2):  # two "GPU" nodes: each fits one trial (2 x 0.4 + 0.1 GPU) but not two
     cluster.add_node(num_cpus=2, num_gpus=1)
 ray.init(address=cluster.address, log_to_driver=False)
-overrides = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=1", "audit.enabled=false",
+overrides = ["+sweep=privacy_tradeoff", *TINY, "fl.num_hospitals=2", "fl.rounds=1", "audit.enabled=false",
              "sweep.space.lr=[0.05]", "sweep.space.epsilon=[1.0,inf]",
-             "resources.hospital.num_gpus=0.15", "resources.driver.num_gpus=0.1"]
+             "resources.hospital.num_gpus=0.4", "resources.driver.num_gpus=0.1"]
 cfg = compose_typed([*overrides, f"tune.out_dir={sys.argv[1]}"], sys.argv[1])
 records = run_sweep(cfg, overrides=[o.lstrip("+") if o.startswith("+sweep=") else o for o in overrides])["records"]
 print(json.dumps([r["summary"].placement for r in records]))
