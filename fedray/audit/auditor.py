@@ -82,24 +82,26 @@ def run_auditor(*, cfg: Config, plan: Mechanism, final_params: list[dict], pools
         target.load(params)
         return target.predict_proba(pool["inputs"])
 
+    def losses(params: dict, pool: dict) -> np.ndarray:
+        return per_example_losses(probabilities(params, pool), pool["labels"])
+
     scored = {k: np.concatenate([pools["members"][k], pools["nonmembers"][k]]) for k in ("inputs", "labels")}
     probs = np.concatenate([probabilities(final_params[0], pools[p]) for p in ("members", "nonmembers")])
     n_members, n_refs = len(pools["members"]["labels"]), cfg.audit.reference_models
     population = pools["population"]
     reference = population_view = None
     if n_refs >= 2 and len(pools["reference"]["labels"]) > 0:
-        progress, losses, population_losses = Progress("audit: reference models"), [], []
+        progress, scored_losses, population_losses = Progress("audit: reference models"), [], []
         for r in range(n_refs):
             params = _reference_params(cfg, plan, shape, input_map, device, pools["reference"], r)
-            losses.append(per_example_losses(probabilities(params, scored), scored["labels"]))
+            scored_losses.append(losses(params, scored))
             if len(population["labels"]) > 0:
-                population_losses.append(per_example_losses(probabilities(params, population), population["labels"]))
+                population_losses.append(losses(params, population))
             progress(r + 1, n_refs)
-        reference = np.stack(losses)
+        reference = np.stack(scored_losses)
         if population_losses:
-            population_view = Population(losses=per_example_losses(
-                probabilities(final_params[0], population), population["labels"]),
-                reference_losses=np.stack(population_losses))
+            population_view = Population(losses=losses(final_params[0], population),
+                                         reference_losses=np.stack(population_losses))
     view = AttackView(probs=probs, labels=scored["labels"], losses=per_example_losses(probs, scored["labels"]),
                       reference_losses=reference, population=population_view)
     canary_scores = None

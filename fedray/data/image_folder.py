@@ -19,6 +19,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,10 +62,19 @@ def list_images(root: Path, folder: Path, class_names: tuple[str, ...]) -> list[
     return records
 
 
-def decode_images(
-    root: Path, records: list[tuple[str, int]], *, image_size: int, on_corrupt: str
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Decode ``records`` into ``(images [N,3,S,S] uint8, labels, ids, skipped paths)``."""
+class Decoded(NamedTuple):
+    """The readable images of a listing, in its order; ``kept`` marks them among the listed records (so that a
+    loader can keep what else it knows of each, e.g. its site)."""
+
+    images: torch.Tensor  # [N, 3, S, S] uint8
+    labels: np.ndarray
+    ids: np.ndarray
+    skipped: tuple[str, ...]  # the unreadable paths
+    kept: np.ndarray  # bool, one per listed record
+
+
+def decode_images(root: Path, records: list[tuple[str, int]], *, image_size: int, on_corrupt: str) -> Decoded:
+    """Decode ``records`` (path relative to ``root``, label) into :class:`Decoded`."""
     if on_corrupt not in ON_CORRUPT:
         raise FedrayError(f"unknown data.on_corrupt '{on_corrupt}': use one of {', '.join(ON_CORRUPT)}")
     images = torch.empty((len(records), 3, image_size, image_size), dtype=torch.uint8)
@@ -100,4 +110,4 @@ def decode_images(
     ids = np.array([path for path, _ in records], dtype=object)[keep]
     if failed:
         images = images[torch.from_numpy(keep)]
-    return images, labels, ids, tuple(path for path, _ in failed)
+    return Decoded(images, labels, ids, tuple(path for path, _ in failed), keep)

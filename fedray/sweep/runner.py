@@ -299,7 +299,7 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
             progress_reporter=ChangeReporter(params=list(paths), columns=PROGRESS_COLUMNS),
-            # JSON and CSV results only: TensorBoard cannot log the final report's run directory (a string).
+            # JSON and CSV results, and the tracker's callbacks (tracking=; Tune's automatic ones are off).
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],
         ),
     )

@@ -47,13 +47,12 @@ from ray.util import get_current_placement_group
 
 from fedray.config import replace
 from fedray.federation.study import StudyState, run_study
-from fedray.metrics import SCALAR_METRICS
 from fedray.privacy.mechanisms import claims_dp
 from fedray.results import RunRecord, read_run, write_run
 from fedray.results.run_dir import RECORD_FILES
 from fedray.sweep.resources import DRIVER_BUNDLE
 from fedray.sweep.space import trial_config
-from fedray.tracking import privacy_scalars, round_scalars
+from fedray.tracking import privacy_scalars, round_scalars, summary_scalars
 
 CHECKPOINT_FILE = "study.pkl"
 RUN_RECORD = "run"  # the final checkpoint's copy of the run directory's record (read_run)
@@ -106,8 +105,7 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
     # (config, summary, rounds), so the frontier reads what the run wrote, wherever the trial ran (Tune moves
     # checkpoints to its storage), also after a resume, without rerunning finished trials. Its test metrics are
     # the summary's: under k-fold CV the mean over folds, not the last fold's.
-    final = {f"{split}_{k}": float(v) for split, metrics in (("val", summary.final_val), ("test", summary.final_test))
-             for k, v in metrics.items() if k in SCALAR_METRICS}
+    final = summary_scalars(summary)
     # Its checkpoint is also the finished study: a trial restarted after this report (killed before Tune
     # marked it done) resumes to the same result and reports it again, without rerunning a round.
     with _checkpoint(finished[-1], run_dir=run_dir) as checkpoint:

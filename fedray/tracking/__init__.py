@@ -22,7 +22,7 @@ each tracker loads its library when it is used.
 from __future__ import annotations
 
 from fedray.tracking.base import (RUN_FILES, RunLog, Tracker, final_scalars, privacy_scalars, round_scalars,
-                                  round_step)
+                                  round_step, summary_scalars)
 from fedray.tracking.mlflow_tracker import MLflowTracker
 from fedray.tracking.settings import MLflowTracking, NoTracking, TensorBoardTracking
 from fedray.tracking.tensorboard_tracker import TensorBoardTracker
@@ -38,4 +38,4 @@ def tracker(settings) -> Tracker:
 
 
 __all__ = ["RUN_FILES", "TRACKERS", "RunLog", "Tracker", "final_scalars", "privacy_scalars", "round_scalars",
-           "round_step", "tracker"]
+           "round_step", "summary_scalars", "tracker"]

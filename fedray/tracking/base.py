@@ -53,7 +53,8 @@ class Tracker:
 
 
 def round_scalars(record: Mapping[str, Any]) -> dict[str, float]:
-    """A round's global validation and test metrics, flat: ``val_balanced_accuracy``, ``test_auc``, ..."""
+    """A round's global validation and test metrics, flat: ``val_balanced_accuracy``, ``test_auc``, ... (any
+    mapping of ``val`` and ``test`` metrics: :func:`summary_scalars` passes a summary's final ones)."""
     return {f"{split}_{name}": float(value) for split in ("val", "test")
             for name, value in (record.get(split) or {}).items() if name in SCALAR_METRICS}
 
@@ -73,10 +74,13 @@ def privacy_scalars(summary) -> dict[str, float]:
             if isinstance(value, (int, float)) and math.isfinite(value)}
 
 
+def summary_scalars(summary) -> dict[str, float]:
+    """The finished run's final validation and test metrics, named as a round's (``val_*``, ``test_*``); under
+    k-fold CV the means over folds."""
+    return round_scalars({"val": summary.final_val, "test": summary.final_test})
+
+
 def final_scalars(summary) -> dict[str, float]:
-    """The finished run's final validation and test metrics (``final_val_*``, ``final_test_*``) and
-    :func:`privacy_scalars`."""
-    finals = {f"final_{split}_{name}": float(value) for split, metrics in (("val", summary.final_val),
-                                                                           ("test", summary.final_test))
-              for name, value in metrics.items() if name in SCALAR_METRICS and math.isfinite(float(value))}
+    """:func:`summary_scalars` as ``final_val_*``, ``final_test_*`` (the finite ones), and :func:`privacy_scalars`."""
+    finals = {f"final_{name}": value for name, value in summary_scalars(summary).items() if math.isfinite(value)}
     return {**finals, **privacy_scalars(summary)}

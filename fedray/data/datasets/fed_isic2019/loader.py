@@ -51,17 +51,15 @@ def load_fed_isic2019(data_cfg: FedIsic2019Data, seed: int) -> Loaded:
                               f"({INPUT}/, {TRUTH}, {METADATA}) and data.ham10000_metadata at HAM10000_metadata")
     table = _centres(root, Path(data_cfg.ham10000_metadata))
     listed = [(f"{INPUT}/{image}.jpg", label) for image, label in zip(table["image"], table["label"])]
-    images, labels, ids, skipped = decode_images(root, listed, image_size=data_cfg.image_size,
-                                                 on_corrupt=data_cfg.on_corrupt)
-    decoded = ~np.isin(np.array([path for path, _ in listed], dtype=object), np.array(skipped, dtype=object))
-    records = Records(inputs=images, labels=labels, ids=ids, class_names=CLASSES,
-                      sites=np.asarray(table["centre"], dtype=object)[decoded])
+    decoded = decode_images(root, listed, image_size=data_cfg.image_size, on_corrupt=data_cfg.on_corrupt)
+    records = Records(inputs=decoded.images, labels=decoded.labels, ids=decoded.ids, class_names=CLASSES,
+                      sites=np.asarray(table["centre"], dtype=object)[decoded.kept])
     source = f"fed_isic2019:{root} ({len(records)} images with a centre)"
     if data_cfg.split_file is None:
-        return Loaded(records=records, consent=None, skipped_files=skipped, source=source)
+        return Loaded(records=records, consent=None, skipped_files=decoded.skipped, source=source)
     test_images = _test_images(Path(data_cfg.split_file))
-    is_test = np.isin(np.asarray(table["image"], dtype=object)[decoded], test_images)
-    return Loaded(records=records.subset(np.flatnonzero(~is_test)), consent=None, skipped_files=skipped,
+    is_test = np.isin(np.asarray(table["image"], dtype=object)[decoded.kept], test_images)
+    return Loaded(records=records.subset(np.flatnonzero(~is_test)), consent=None, skipped_files=decoded.skipped,
                   source=f"{source}; FLamby's train/test split", test=records.subset(np.flatnonzero(is_test)))
 
 

@@ -50,12 +50,9 @@ def load_image_csv(data_cfg: ImageCsvData, seed: int) -> Loaded:
     class_names = tuple(sorted(set(table[data_cfg.label_column])))
     label_of = {name: c for c, name in enumerate(class_names)}
     listed = [(path, label_of[label]) for path, label in zip(table[data_cfg.path_column], table[data_cfg.label_column])]
-    images, labels, ids, skipped = decode_images(root, listed, image_size=data_cfg.image_size,
-                                                 on_corrupt=data_cfg.on_corrupt)
-    sites = None
-    if data_cfg.site_column:
-        keep = ~np.isin(np.asarray(table[data_cfg.path_column], dtype=object), np.asarray(skipped, dtype=object))
-        sites = np.asarray(table[data_cfg.site_column], dtype=object)[keep]
+    decoded = decode_images(root, listed, image_size=data_cfg.image_size, on_corrupt=data_cfg.on_corrupt)
+    sites = np.asarray(table[data_cfg.site_column], dtype=object)[decoded.kept] if data_cfg.site_column else None
     described = f"image_csv:{csv}" + (f", {len(set(sites))} sites" if sites is not None else "")
-    return Loaded(records=Records(inputs=images, labels=labels, ids=ids, class_names=class_names, sites=sites),
-                  consent=None, skipped_files=skipped, source=described)
+    records = Records(inputs=decoded.images, labels=decoded.labels, ids=decoded.ids, class_names=class_names,
+                      sites=sites)
+    return Loaded(records=records, consent=None, skipped_files=decoded.skipped, source=described)

@@ -74,8 +74,9 @@ def _decode(
     root: Path, part: str, class_names: tuple[str, ...], image_size: int, on_corrupt: str
 ) -> tuple[Records, tuple[str, ...]]:
     records = list_images(root, root / part, class_names)
-    images, labels, ids, skipped = decode_images(root, records, image_size=image_size, on_corrupt=on_corrupt)
-    return Records(inputs=images, labels=labels, ids=ids, class_names=class_names), skipped
+    decoded = decode_images(root, records, image_size=image_size, on_corrupt=on_corrupt)
+    return Records(inputs=decoded.images, labels=decoded.labels, ids=decoded.ids, class_names=class_names), \
+        decoded.skipped
 
 
 def _require_every_class(data: Records, root: Path) -> None:
