@@ -7,7 +7,7 @@ of :mod:`fedray.audit.attacks` on the final model(s) over the pools of
 RMIA need itself (RMIA also scores the population records with them and
 with the audited model), and scores the input canaries.
 :func:`audit_summary` adds the driver's observer reports (the white-box
-canary scores) and turns everything into bounds and flags against the
+canary scores, round and step views) and turns everything into bounds and flags against the
 ledger's (ε, δ): ``summary["audit"]``.
 
 Every audit figure is computed on real training records and released
@@ -26,6 +26,7 @@ from fedray.audit.attacks import AttackView, Population, attack_scores
 from fedray.audit.membership import per_example_losses
 from fedray.audit.plan import AuditPlan
 from fedray.audit.pools import attack_report, audit_pools
+from fedray.audit.step_view import NAME as STEP_VIEW, published_sample_epsilon
 from fedray.config import Config
 from fedray.data.deal import union
 from fedray.data.input_map import input_map_from_state
@@ -140,7 +141,8 @@ def audit_summary(cfg: Config, canaries: AuditPlan, auditor: dict, observer_repo
     """``summary["audit"]``: the fair attack report, each canary audit, and every flag.
 
     ``observer_reports`` are the driver's (``Driver.observer_reports``): the gradient canaries' white-box scores
-    under ``"gradient"``, the canary clients' cosines under ``"clients"``.
+    under ``"gradient"``, their step-level statistics under ``"gradient_step"``, the canary clients' cosines under
+    ``"clients"``.
     """
     audit, confidence = cfg.audit, cfg.audit.confidence
     delta, epsilon = audit_delta(ledger, num_records), float(ledger["epsilon"])
@@ -161,6 +163,8 @@ def audit_summary(cfg: Config, canaries: AuditPlan, auditor: dict, observer_repo
                 "white-box: each hospital's update of each round, as the driver receives it")
         found["gradient"] = one_run_report(observer_reports["gradient"], canaries.gradient.included, **common,
                                            requested=audit.canaries, norm=canaries.gradient.design.norm, view=view)
+    if STEP_VIEW in observer_reports:
+        found.update(_step_reports(observer_reports[STEP_VIEW], canaries.gradient, common, requested=audit.canaries))
     if canaries.clients is not None:
         cosines, included = observer_reports["clients"], canaries.clients.included
         found["clients"] = one_run_report(cosines, included, **common, requested=audit.canaries,
@@ -170,6 +174,26 @@ def audit_summary(cfg: Config, canaries: AuditPlan, auditor: dict, observer_repo
         flags += kind["flags"]
     return {**report, "reference_models": auditor["reference_models"], "delta": delta, "confidence": confidence,
             "canaries": {**found, "notes": dict(canaries.notes)}, "flags": flags, "guarantee": OUTSIDE_GUARANTEE}
+
+
+def _step_reports(steps: dict, gradient, common: dict, *, requested: int) -> dict:
+    """The step-level view's two audits (:mod:`fedray.audit.step_view`): sample unknown, against the accountant's
+    ε; sample known, against the ε of DP-SGD with its sample published."""
+    published = published_sample_epsilon(steps["mu_squared"], common["delta"])
+    norm = gradient.design.norm
+    return {
+        "gradient_step": one_run_report(
+            steps["blind"], gradient.included, **common, requested=requested, norm=norm,
+            view="white-box: every noised step at each hospital, the Poisson sample unknown (likelihood-ratio "
+                 "score); the view DP-SGD's epsilon is for"),
+        "gradient_step_sampled": one_run_report(
+            steps["sampled"], gradient.included, **{**common, "accountant_epsilon": published},
+            epsilon_source="the sample-published mechanism's", requested=requested, norm=norm,
+            published_sample_epsilon=published,
+            view="white-box: every noised step at each hospital with the Poisson sample known: a stronger "
+                 "adversary than DP-SGD's epsilon covers, compared with the epsilon of DP-SGD with its sample "
+                 "published (exactly Gaussian)"),
+    }
 
 
 def _gaussian_estimate(cosines: np.ndarray, included: np.ndarray, delta: float, confidence: float,

@@ -172,6 +172,9 @@ class WhiteBoxScores:
         self.scores = self.scores - self.canaries.signs * (_entries(aggregate, self.canaries)
                                                            - _entries(start, self.canaries))
 
+    def observe_reports(self, reports: dict[int, dict]) -> None:
+        """Nothing: the round view is the updates alone."""
+
     def report(self, initial: Params, final: Params) -> np.ndarray:
         return self.scores
 
@@ -248,6 +251,9 @@ class IncludedCanaryClients:
     def observe_sum(self, start: Params, mean: Params) -> None:
         """Nothing to keep: the score is the final model's delta."""
 
+    def observe_reports(self, reports: dict[int, dict]) -> None:
+        """Nothing to keep: the score is the final model's delta."""
+
     def report(self, initial: Params, final: Params) -> np.ndarray:
         return self.clients.cosines({name: final[name] - initial[name] for name in self.clients.names})
 
@@ -259,12 +265,13 @@ class IncludedCanaryClients:
 
 
 def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, confidence: float,
-                   accountant_epsilon: float, **extra) -> dict:
+                   accountant_epsilon: float, epsilon_source: str = "the accountant's", **extra) -> dict:
     """Steinke et al.'s bound on these canaries with its guess counts, the f-DP bound beside it (``*_fdp``: its own
     grid point, its μ), both ceilings, ``included`` (how many the run trained on), ``extra`` fields and any flag.
 
     A Steinke bound above the accountant's ε is a contradiction of the guarantee at ``confidence``: flagged as a
-    violation. The f-DP bound refutes only a Gaussian trade-off curve (:mod:`fedray.audit.fdp_bounds`), so it raises
+    violation. ``accountant_epsilon`` is the ε of the mechanism these canaries see, which ``epsilon_source`` names
+    when it is not the accountant's (the step view with its sample known, :mod:`fedray.audit.step_view`). The f-DP bound refutes only a Gaussian trade-off curve (:mod:`fedray.audit.fdp_bounds`), so it raises
     none; under pure DP (δ = 0) it has no finite ε and only its μ is given.
     """
     from fedray.audit.canary_bounds import one_run_audit, one_run_ceiling  # scipy, dp_accounting: the auditor's
@@ -280,5 +287,5 @@ def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, co
     flags = []
     if audit["epsilon_lower_bound"] > accountant_epsilon:
         flags.append(f"violation: the one-run canary audit certifies epsilon >= {audit['epsilon_lower_bound']:.3g} "
-                     f"at {confidence:.0%}, above the accountant's epsilon = {accountant_epsilon:.3g}")
+                     f"at {confidence:.0%}, above {epsilon_source} epsilon = {accountant_epsilon:.3g}")
     return {**audit, **fdp_fields, "included": int(np.sum(included)), **extra, "flags": flags}

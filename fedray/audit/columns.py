@@ -12,7 +12,11 @@ trial's summary and casts them; nothing there names an audit's parts.
   each one's ceiling, the most its canaries could certify;
 - ``canary_white_box_*``: the same for the gradient canaries or, under
   DP-FedAvg, the canary clients (``canary_white_box_kind`` says which), whose Gaussian ε
-  estimate and interval are ``canary_gaussian_*``;
+  estimate and interval are ``canary_gaussian_*``; this is the driver's
+  (round) view;
+- ``canary_step_*``: the gradient canaries' step-level view, the Poisson
+  sample unknown, and ``canary_step_sampled_*`` with it known, against its own
+  ε ``canary_step_sampled_epsilon`` (:mod:`fedray.audit.step_view`);
 - ``audit_flags``: every bound or advantage the accountant's (ε, δ) forbids.
 """
 
@@ -44,6 +48,10 @@ COLUMNS: list[tuple[str, pa.DataType, tuple | None]] = [
     *((f"canary_input_{field}", type_, (*_CANARIES, "input", key)) for field, type_, key in _ONE_RUN),
     ("canary_white_box_kind", pa.string(), None),
     *((f"canary_white_box_{field}", type_, None) for field, type_, _ in _ONE_RUN),
+    *((f"canary_step_{field}", type_, (*_CANARIES, "gradient_step", key)) for field, type_, key in _ONE_RUN),
+    *((f"canary_step_sampled_{field}", type_, (*_CANARIES, "gradient_step_sampled", key))
+      for field, type_, key in _ONE_RUN),
+    ("canary_step_sampled_epsilon", pa.float64(), (*_CANARIES, "gradient_step_sampled", "published_sample_epsilon")),
     ("canary_gaussian_epsilon", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "epsilon")),
     ("canary_gaussian_epsilon_low", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 0)),
     ("canary_gaussian_epsilon_high", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 1)),
@@ -52,7 +60,9 @@ COLUMNS: list[tuple[str, pa.DataType, tuple | None]] = [
 ]
 
 # The frontier plot's right panel: each empirical ε lower bound against the ε spent (column, line style, label).
-BOUND_SERIES = (("canary_white_box_epsilon_lower_bound", "-o", "white-box canaries"),
+BOUND_SERIES = (("canary_step_epsilon_lower_bound", "-P", "white-box canaries, every step"),
+                ("canary_step_epsilon_lower_bound_fdp", "-X", "white-box canaries, every step, f-DP (Gaussian curve)"),
+                ("canary_white_box_epsilon_lower_bound", "-o", "white-box canaries"),
                 ("canary_white_box_epsilon_lower_bound_fdp", "-D", "white-box canaries, f-DP (Gaussian curve)"),
                 ("canary_input_epsilon_lower_bound", "--s", "input canaries"),
                 ("canary_input_epsilon_lower_bound_fdp", "--v", "input canaries, f-DP (Gaussian curve)"),
@@ -69,9 +79,10 @@ def bound_values(audit: dict | None) -> dict:
     a tracker logs of the audit (:mod:`fedray.tracking`); a bound the audit did not compute is left out."""
     strongest = (audit or {}).get("strongest") or {}
     canaries = (audit or {}).get("canaries") or {}
-    white_box, input_ = derived_values(audit), canaries.get("input") or {}
+    white_box, input_, step = derived_values(audit), canaries.get("input") or {}, canaries.get("gradient_step") or {}
     values = {"attack_auc": strongest.get("auc"), "attack_epsilon_lower_bound": strongest.get("epsilon_lower_bound"),
               **{f"canary_input_{key}": input_.get(key) for key in _PLOTTED},
+              **{f"canary_step_{key}": step.get(key) for key in _PLOTTED},
               **{f"canary_white_box_{key}": white_box[f"canary_white_box_{key}"] for key in _PLOTTED}}
     return {name: value for name, value in values.items() if value is not None}
 

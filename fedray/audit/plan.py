@@ -18,7 +18,10 @@ The stages, in the order :mod:`fedray.federation.experiment` calls them
    (:func:`hospital_attachments`); the driver, the white-box adversary,
    receives a round observer scoring every canary's coordinate but no
    inclusion, and the included canary clients as client insertions
-   (:func:`driver_attachments`).
+   (:func:`driver_attachments`). Under ``audit.observer=step`` each hospital
+   also receives every canary dealt to it and reports its step-level view
+   with each update (:mod:`fedray.audit.step_view`), which a second observer
+   at the driver sums.
 4. After the rounds, :mod:`fedray.audit.auditor` attacks the final model(s)
    and turns every score into bounds and flags against the ledger's (ε, δ).
 
@@ -39,6 +42,7 @@ from fedray.audit.canaries import (CLIENT, GRADIENT, INPUT, CanaryClients, Dirac
                                    WhiteBoxScores, consenting_hospitals, deal_round_robin, design_generator,
                                    dirac_canaries, draw_inclusion, floating_names, input_canary_arrays)
 from fedray.audit.gradient_canaries import GradientCanaries
+from fedray.audit.step_view import StepScores
 from fedray.config import Config
 from fedray.data.deal import Dealt, union
 from fedray.data.types import Records
@@ -65,6 +69,7 @@ class AuditPlan:
     gradient: Inserted | None = None
     clients: Inserted | None = None
     client_sample_rate: float = 1.0
+    observe_steps: bool = False  # the gradient canaries' step-level view (audit.observer=step)
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -149,18 +154,28 @@ def plan_insertions(cfg: Config, plan: Mechanism, canaries: AuditPlan | None, *,
         hosts = consenting_hospitals([len(s) for s in dealt.train_shards])
         canaries.gradient = Inserted(design, draw_inclusion(len(design), _auditor(cfg), GRADIENT),
                                      deal_round_robin(len(design), hosts))
+        canaries.observe_steps = cfg.audit.observer == "step" and not cfg.fl.secure_aggregation
+        if cfg.audit.observer == "step" and cfg.fl.secure_aggregation:
+            canaries.notes["step"] = ("fl.secure_aggregation=true: a hospital sends only its masked share, so no "
+                                      "step-level view leaves it; the round view sees the aggregate")
     else:
         canaries.notes["white_box"] = point.note
+    if cfg.audit.observer == "step" and canaries.gradient is None:
+        canaries.notes["step"] = "the step-level view reads gradient canaries: DP-SGD and non-private runs hold them"
     return canaries
 
 
 def hospital_attachments(canaries: AuditPlan | None, hospital: int) -> tuple[GradientCanaries, ...]:
-    """What hospital ``hospital`` receives: the gradient canaries included there, the only ones it ever learns of."""
+    """What hospital ``hospital`` receives: the gradient canaries included there, the only ones it learns of; with
+    the step-level view, every canary dealt to it (public designs) and which are included, in the dealing order."""
     if canaries is None or canaries.gradient is None:
         return ()
     inserted = canaries.gradient
-    mine: DiracCanaries = inserted.design.subset(np.flatnonzero(inserted.included & (inserted.hospitals == hospital)))
-    return (GradientCanaries(mine),) if len(mine) else ()
+    dealt = inserted.hospitals == hospital
+    mine = np.flatnonzero(dealt if canaries.observe_steps else dealt & inserted.included)
+    if not len(mine):
+        return ()
+    return (GradientCanaries(inserted.design.subset(mine), inserted.included[mine], canaries.observe_steps),)
 
 
 def driver_attachments(canaries: AuditPlan | None) -> dict:
@@ -170,6 +185,8 @@ def driver_attachments(canaries: AuditPlan | None) -> dict:
     clients = None if canaries is None or canaries.clients is None else IncludedCanaryClients(
         canaries.clients.design, np.flatnonzero(canaries.clients.included), canaries.client_sample_rate)
     observers = () if gradient is None else (WhiteBoxScores(gradient.design, gradient.hospitals),)
+    if canaries is not None and canaries.observe_steps:
+        observers += (StepScores(gradient.hospitals),)
     return {"observers": observers + (() if clients is None else (clients,)),
             "insertions": () if clients is None else (clients,)}
 

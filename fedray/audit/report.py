@@ -15,7 +15,10 @@ from collections import Counter
 
 from fedray.metrics import mean_and_std
 
-KIND_NAMES = {"gradient": "white-box gradient canaries", "clients": "canary clients", "input": "input canaries"}
+KIND_NAMES = {"gradient_step": "white-box gradient canaries, every step",
+              "gradient_step_sampled": "white-box gradient canaries, every step with the sample known",
+              "gradient": "white-box gradient canaries, each round's update", "clients": "canary clients",
+              "input": "input canaries"}
 
 
 def summary_lines(audit: dict | None) -> list[str]:
@@ -46,6 +49,9 @@ def canary_text(report: dict) -> str:
     if gaussian:
         low, high = gaussian["interval"]
         text += f"; Gaussian estimate ε ≈ {gaussian['epsilon']:.2f} (interval {low:.2f} to {high:.2f})"
+    if report.get("published_sample_epsilon") is not None:
+        text += (f"; to compare with ε = {report['published_sample_epsilon']:.2f} of DP-SGD with its sample "
+                 "published, not with the accountant's")
     if "combined" in report:
         text += f" ({report['combined']})"
     return text

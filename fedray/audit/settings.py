@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedray.config.checks import Spec, boolean, count, nonnegative_count, off_or_at_least, positive
+from fedray.config.checks import Spec, boolean, choice, count, nonnegative_count, off_or_at_least, positive
 from fedray.config.schema import ReadOnly, register_schema
 
 MIN_CANARIES = 10
@@ -24,6 +24,7 @@ MIN_CANARIES = 10
 class AuditSettings(ReadOnly):
     enabled: bool = boolean()
     confidence: float = Spec.make(check="open_fraction")
+    observer: str = choice("round", "step")
     canaries: int = off_or_at_least(MIN_CANARIES)
     input_canaries: int = off_or_at_least(MIN_CANARIES)
     gradient_canary_norm: float = positive()

@@ -112,9 +112,10 @@ class Driver:
             return self._finish_round(round_idx, start, self._secure_round(round_idx), [], evaluate)
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
         results = self.hospitals.fit(starts, round_idx, self.sample_participants(round_idx))
-        for observer in self.observers:  # every hospital's update, as received
+        for observer in self.observers:  # every hospital's update and what its attachments reported, as received
             observer.observe_updates({r.hospital: starts[r.hospital] for r in results},
                                      {r.hospital: r.params for r in results})
+            observer.observe_reports({r.hospital: r.observations for r in results if r.observations})
         if self.mode == "local":
             self.local_params = [r.params for r in results]
         elif results or self.strategy.aggregates_empty_rounds:

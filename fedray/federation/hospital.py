@@ -98,8 +98,10 @@ class Hospital:
             raise HospitalError(f"hospital {self.hospital_id}: training diverged in round {round_idx} (non-finite "
                                 "parameters): lower train.lr")
         metrics = {k: v for k, v in metrics.items() if self.releases.covers(f"metrics.{k}")}
+        reports = (hook.round_report() for hook in self.trainer.gradient_hooks)
         return ClientResult(hospital=self.hospital_id, params=new_params, metrics=metrics,
-                            num_samples=self.plan.declared_count(self.hospital_id, self.trainer.num_samples))
+                            num_samples=self.plan.declared_count(self.hospital_id, self.trainer.num_samples),
+                            observations=dict(report for report in reports if report is not None))
 
     def secure_fit(self, params: Params, round_idx: int, session: SecureAggregationSession) -> bytes:
         """Secure aggregation, step 1: train (once per round; a new attempt reuses the update) and key a fresh masker.

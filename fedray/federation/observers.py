@@ -7,7 +7,10 @@ hands each of them, every round, what it received itself, never more:
   parameters and the parameters it started the round from (plain
   aggregation: the driver sees every hospital's update);
 - :meth:`RoundObserver.observe_sum`: under secure aggregation only the round's
-  start and the mean the masked sum unmasks to.
+  start and the mean the masked sum unmasks to;
+- :meth:`RoundObserver.observe_reports`: what each participating hospital's
+  attachments reported with its update (``ClientResult.observations``: an
+  audit's step-level view), as its mechanism's releases let it through.
 
 After the rounds :meth:`RoundObserver.report` receives the run's initial and
 final global parameters; its result reaches the caller through
@@ -34,6 +37,8 @@ class RoundObserver(Protocol):
     def observe_updates(self, starts: dict[int, Params], updates: dict[int, Params]) -> None: ...
 
     def observe_sum(self, start: Params, mean: Params) -> None: ...
+
+    def observe_reports(self, reports: dict[int, dict]) -> None: ...
 
     def report(self, initial: Params, final: Params) -> Any: ...
 

@@ -49,7 +49,8 @@ Params = dict[str, np.ndarray]
 def message_fields(result: ClientResult) -> list[str]:
     """The fields of one hospital's message, as its declared releases name them."""
     counted = [] if result.num_samples is None else ["num_samples"]
-    return ["params", *counted, *(f"metrics.{key}" for key in result.metrics)]
+    return ["params", *counted, *(f"metrics.{key}" for key in result.metrics),
+            *(f"observations.{name}" for name in result.observations)]
 
 
 def checked(plan, hospital: int, names: list[str]):

@@ -70,6 +70,7 @@ class ClientResult:
     params: Params
     num_samples: int | None  # None: not released under the mechanism (DP-FedAvg never sends it)
     metrics: dict[str, float] = field(default_factory=dict)
+    observations: dict[str, dict] = field(default_factory=dict)  # an attachment's round report (an audit's view)
 
 
 @dataclass

@@ -68,8 +68,8 @@ from fedray.sweep.tables import render_tables
 
 # 3: validation metrics beside test; strategy, secure aggregation. 4: the audit's one-run bounds, flags.
 # 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns. 6: dp_rdp replaces dp_event.
-# 7: the audit's f-DP bounds and ceilings.
-SCHEMA_VERSION = 7
+# 7: the audit's f-DP bounds and ceilings. 8: the audit's step-level view.
+SCHEMA_VERSION = 8
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")

@@ -38,6 +38,12 @@ class GradientHook(Protocol):
     def on_gradient(self, record_weight: float) -> None:
         """Add this hook's term to ``p.grad`` of the trainer's parameters (see the module docstring)."""
 
+    def round_report(self) -> tuple[str, dict] | None:
+        """(name, what this hook observed this round) to travel with the hospital's update, or None.
+
+        Only a name the mechanism's hospital releases declare (``observations.<name>``) may leave the hospital.
+        """
+
 
 class Attachment(Protocol):
     def attach(self, trainer, noise) -> GradientHook:

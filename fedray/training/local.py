@@ -147,6 +147,8 @@ class LocalTrainer(Evaluator):
     FedProx's term when ``proximal_mu > 0``, then any a hospital attaches.
     """
 
+    noise_multiplier = 0.0  # σ of the Gaussian noise on each step's gradient sum: none without DP
+
     def __init__(
         self,
         *,

@@ -50,3 +50,6 @@ class ProximalTerm:
 
     def on_gradient(self, record_weight: float) -> None:
         add_proximal_gradient(self.anchor, self.mu)
+
+    def round_report(self) -> None:
+        """FedProx's term observes nothing."""

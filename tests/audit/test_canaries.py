@@ -59,14 +59,26 @@ def test_canaries_reach_only_training_shards(tmp_path):
     pools = audit_inputs(prep, final_params=[{}], resources={})["pools"]
     canary_pixels = {bytes(x) for x in inserted.design.inputs.numpy()}
     assert not any(bytes(x) in canary_pixels for pool in pools.values() for x in pool["inputs"])
-    # A hospital learns of the gradient canaries included at it, and of no other.
+    # Observing steps, a hospital receives every canary dealt to it, in the dealing order, and which it inserts.
     gradient = prep.audit.gradient
+    assert prep.audit.observe_steps
     for k in range(len(prep.dealt.train_shards)):
-        attached = hospital_attachments(prep.audit, k)
-        assert sum(len(a.canaries) for a in attached) == int(np.sum(gradient.included & (gradient.hospitals == k)))
-    # The driver observes every canary's coordinate and is never told which were included.
-    (observer,) = driver_attachments(prep.audit)["observers"]
-    assert len(observer.canaries) == len(gradient.included) and not hasattr(observer, "included")
+        (attached,) = hospital_attachments(prep.audit, k)
+        dealt = np.flatnonzero(gradient.hospitals == k)
+        assert attached.dealt.flat_index.tolist() == gradient.design.flat_index[dealt].tolist()
+        assert attached.included.tolist() == gradient.included[dealt].tolist() and attached.observe_steps
+    # The driver observes every canary's coordinate (round view) and every hospital's step reports, and is never
+    # told which were included.
+    round_view, step_view = driver_attachments(prep.audit)["observers"]
+    assert len(round_view.canaries) == len(gradient.included) and not hasattr(round_view, "included")
+    assert step_view.hospitals.tolist() == gradient.hospitals.tolist() and not hasattr(step_view, "included")
+    # The driver's view alone: a hospital learns of the gradient canaries included at it, and of no other.
+    rounds_only = dataclasses.replace(prep.audit, observe_steps=False)
+    for k in range(len(prep.dealt.train_shards)):
+        attached = hospital_attachments(rounds_only, k)
+        assert sum(int(a.included.sum()) for a in attached) == sum(len(a.dealt) for a in attached) == \
+            int(np.sum(gradient.included & (gradient.hospitals == k)))
+    assert len(driver_attachments(rounds_only)["observers"]) == 1
 
 
 def test_no_canary_goes_to_a_hospital_without_consented_records(tmp_path):
@@ -87,7 +99,8 @@ def test_gradient_canary_enters_like_a_record():
     offsets = {"0.weight": 0, "0.bias": 12}
     for name, i, sign in zip(canaries.names, canaries.flat_index, canaries.signs):
         expected[offsets[name] + i] = 2.0 * sign / 5
-    injector = GradientCanaryInjector(model, canaries, sample_rate=1.0, noise=NoiseSource.reproducible(0, hospital(0)))
+    injector = GradientCanaryInjector(model, canaries, np.ones(3, dtype=bool), sample_rate=1.0,
+                                      noise=NoiseSource.reproducible(0, hospital(0)))
     injector.start_round(1)
     parts = wrap_private(model, torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=0.0,
                          max_grad_norm=1.0, sample_rate=0.5, expected_batch_size=5)
@@ -136,8 +149,10 @@ def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_se
     two = [*AUDITED, "fl.num_hospitals=2"]  # fewer actors to start: most of a tiny run's time
     public = run_experiment(compose_typed(two, tmp_path / "public"))
     audit = public.summary.audit
-    white_box = audit["canaries"]["gradient"]
+    white_box, step = audit["canaries"]["gradient"], audit["canaries"]["gradient_step"]
     assert white_box["epsilon_lower_bound"] > 1.0 and white_box["m"] == 600
+    assert step["epsilon_lower_bound"] > 1.0 and step["m"] == 600  # every step seen: at least as sharp
+    assert audit["canaries"]["gradient_step_sampled"]["published_sample_epsilon"] == math.inf
     assert audit["canaries"]["input"]["m"] == 20
     sizes = public.summary.data
     assert (sizes.val, sizes.test) == (len(public.dealt.splits.val), len(public.dealt.splits.test))
@@ -146,6 +161,9 @@ def test_a_non_private_run_is_caught_and_a_dp_run_stays_below_its_epsilon(ray_se
     ledger, audit = private.summary.privacy, private.summary.audit
     assert math.isfinite(ledger["epsilon"]) and audit["delta"] == ledger["delta"]
     assert audit["canaries"]["gradient"]["epsilon_lower_bound"] <= ledger["epsilon"]
+    assert audit["canaries"]["gradient_step"]["epsilon_lower_bound"] <= ledger["epsilon"]
+    sampled = audit["canaries"]["gradient_step_sampled"]
+    assert sampled["epsilon_lower_bound"] <= sampled["published_sample_epsilon"] < math.inf
     assert not [flag for flag in audit["flags"] if flag.startswith("violation")]
 
 

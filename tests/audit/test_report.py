@@ -25,7 +25,7 @@ def _audit(members: int = 42, nonmembers: int = 48) -> dict:
 
 def test_a_canary_line_says_what_was_guessed_of_how_many_in_words():
     assert summary_lines(_audit())[0] == (
-        "audit: white-box gradient canaries: ε ≥ 0.13 at 95% confidence: of 1000 canaries (508 trained on), the "
+        "audit: white-box gradient canaries, each round's update: ε ≥ 0.13 at 95% confidence: of 1000 canaries (508 trained on), the "
         "attack guessed 200 (100 'in', 100 'out'), 126 right")
 
 
@@ -33,7 +33,7 @@ def test_a_canary_line_gives_the_fdp_bound_and_what_the_audit_could_show_at_most
     audit = _audit()
     audit["canaries"]["gradient"].update(epsilon_lower_bound_fdp=0.4, ceiling=5.085, ceiling_fdp=8.803)
     assert summary_lines(audit)[0].startswith(
-        "audit: white-box gradient canaries: ε ≥ 0.13 at 95% confidence (f-DP: ε ≥ 0.40; this audit can show at "
+        "audit: white-box gradient canaries, each round's update: ε ≥ 0.13 at 95% confidence (f-DP: ε ≥ 0.40; this audit can show at "
         "most 5.08, f-DP 8.80): of 1000 canaries (508 trained on)")
     audit["canaries"]["gradient"].update(epsilon_lower_bound_fdp=None, ceiling_fdp=None)  # pure DP: no Gaussian ε
     assert "95% confidence (this audit can show at most 5.08): of 1000" in summary_lines(audit)[0]
@@ -87,3 +87,12 @@ def test_the_attack_report_has_one_strongest_block_and_no_duplicate():
     same = next(a for a in report["attacks"] if a["attack"] == strongest["attack"])
     assert {k: strongest[k] for k in same} == same and "tpr_at_1pct_fpr" in strongest
     assert strongest["n_members"] + strongest["n_nonmembers"] == report["n_eval"]
+
+
+def test_the_sample_known_step_view_names_the_epsilon_it_is_compared_with():
+    audit = _audit()
+    audit["canaries"]["gradient_step_sampled"] = {**GRADIENT, "published_sample_epsilon": 18.58}
+    line = next(line for line in summary_lines(audit) if "sample known" in line)
+    assert line.startswith("audit: white-box gradient canaries, every step with the sample known: ε ≥ 0.13")
+    assert line.endswith("126 right; to compare with ε = 18.58 of DP-SGD with its sample published, not with the "
+                         "accountant's")

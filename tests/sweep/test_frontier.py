@@ -248,7 +248,7 @@ def test_version_7_fdp_bounds_and_ceilings(records):
                                                          "ceiling_fdp": None},
                                                "gradient": {**_one_run(0.9), **fdp}, "notes": {}}
     records[1]["summary"].audit["canaries"] = {"clients": _one_run(0.0)}  # written before schema version 7
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION >= 7
     for name, type_ in V7_COLUMNS.items():
         assert FRONTIER_SCHEMA.field(name).type == type_, name
     frame = frontier_frame(records, axes=AXES).set_index("trial_id")
@@ -259,6 +259,21 @@ def test_version_7_fdp_bounds_and_ceilings(records):
     assert pd.isna(t1["canary_input_ceiling_fdp"])
     assert t2["canary_white_box_epsilon_lower_bound"] == 0.0 and t2[[f"canary_white_box_{f}" for f in (
         "epsilon_lower_bound_fdp", "ceiling", "ceiling_fdp")]].isna().all()
+
+
+def test_version_8_step_view(records):
+    """The step-level view's two audits, the sample-known one with its own ε; null where a run had no step view."""
+    records[0]["summary"].audit["canaries"] = {
+        "gradient": _one_run(0.9), "gradient_step": {**_one_run(1.4), "epsilon_lower_bound_fdp": 2.0},
+        "gradient_step_sampled": {**_one_run(3.1), "published_sample_epsilon": 18.5}, "notes": {}}
+    assert SCHEMA_VERSION == 8
+    frame = frontier_frame(records, axes=AXES).set_index("trial_id")
+    t1, t2 = frame.loc["t1"], frame.loc["t2"]
+    assert (t1["canary_white_box_epsilon_lower_bound"], t1["canary_step_epsilon_lower_bound"],
+            t1["canary_step_epsilon_lower_bound_fdp"], t1["canary_step_sampled_epsilon_lower_bound"],
+            t1["canary_step_sampled_epsilon"]) == (0.9, 1.4, 2.0, 3.1, 18.5)
+    assert t1["canary_step_m"] == 1000 and FRONTIER_SCHEMA.field("canary_step_m").type == pa.int64()
+    assert pd.isna(t2["canary_step_epsilon_lower_bound"]) and pd.isna(t2["canary_step_sampled_epsilon"])
 
 
 def test_old_summaries_give_nulls_not_errors(records):
@@ -314,9 +329,9 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"7" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == b"8" and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["trial_rounds"]).schema.metadata[b"fedray.schema_version"] == b"7"
+    assert pq.read_table(paths["trial_rounds"]).schema.metadata[b"fedray.schema_version"] == b"8"
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["trial_rounds"])) == 6

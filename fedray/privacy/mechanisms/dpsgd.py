@@ -146,6 +146,10 @@ class DpSgd(PrivateMechanism):
                     party=f"hospital {hospital}"),
             Release("step counters", ("metrics.local_steps", "metrics.dp_steps"), "public",
                     "fixed before the run: round(1/q) steps an epoch", party=f"hospital {hospital}"),
+            Release("audit step view", ("observations.gradient_step",), "post-processing",
+                    "the auditor's statistics of the coordinates it inserted into on each noised step (every "
+                    "step is charged as released), from public sigma and q and the auditor's own draws "
+                    "(fedray.audit.step_view)", party=f"hospital {hospital}"),
             *(Release("colour statistics", ("colour_moments",), "accounted",
                       "noised colour moments, released once before training", party=f"hospital {hospital}",
                       unit="record", event=event) for event in _statistic_events(self.preprocessing, hospital)),
