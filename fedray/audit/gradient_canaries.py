@@ -82,7 +82,7 @@ class GradientCanaryInjector:
                                  tuple(torch.from_numpy(i).to(p.device) for i in index),
                                  torch.tensor(canaries.signs[positions], dtype=p.dtype, device=p.device)))
         self.norm = canaries.norm
-        self.included = torch.from_numpy(np.asarray(included, dtype=bool))
+        self.included = torch.tensor(np.asarray(included, dtype=bool))  # a copy: Ray hands out read-only arrays
         self.sample_rate = float(sample_rate)
         self.noise = noise
         self.steps = steps
