@@ -267,14 +267,18 @@ class IncludedCanaryClients:
 def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, confidence: float,
                    accountant_epsilon: float, epsilon_source: str = "the accountant's", **extra) -> dict:
     """Steinke et al.'s bound on these canaries with its guess counts, the f-DP bound beside it (``*_fdp``: its own
-    grid point, its μ), both ceilings, ``included`` (how many the run trained on), ``extra`` fields and any flag.
+    grid point, its μ), both ceilings, ``included`` (how many the run trained on), ``p_value`` (of
+    ``accountant_epsilon`` on the same grid, :func:`~fedray.audit.canary_bounds.one_run_audit_p_value`; None for an infinite ε), ``extra``
+    fields and any flag.
 
     A Steinke bound above the accountant's ε is a contradiction of the guarantee at ``confidence``: flagged as a
     violation. ``accountant_epsilon`` is the ε of the mechanism these canaries see, which ``epsilon_source`` names
-    when it is not the accountant's (the step view with its sample known, :mod:`fedray.audit.step_view`). The f-DP bound refutes only a Gaussian trade-off curve (:mod:`fedray.audit.fdp_bounds`), so it raises
-    none; under pure DP (δ = 0) it has no finite ε and only its μ is given.
+    when it is not the accountant's (the step view with its sample known, :mod:`fedray.audit.step_view`). The f-DP
+    bound refutes only a Gaussian trade-off curve (:mod:`fedray.audit.fdp_bounds`), so it raises none; under pure
+    DP (δ = 0) it has no finite ε and only its μ is given.
     """
-    from fedray.audit.canary_bounds import one_run_audit, one_run_ceiling  # scipy, dp_accounting: the auditor's
+    from fedray.audit.canary_bounds import (  # scipy, dp_accounting: the auditor's
+        one_run_audit, one_run_audit_p_value, one_run_ceiling)
     from fedray.audit.fdp_bounds import fdp_ceiling, fdp_one_run_audit
 
     audit = one_run_audit(scores, included, delta=delta, confidence=confidence).as_dict()
@@ -284,8 +288,10 @@ def one_run_report(scores: np.ndarray, included: np.ndarray, *, delta: float, co
                   "mu_lower_bound_fdp": fdp.mu_lower_bound, "k_plus_fdp": fdp.k_plus, "k_minus_fdp": fdp.k_minus,
                   "correct_fdp": fdp.correct, "ceiling": one_run_ceiling(audit["m"], delta, confidence),
                   "ceiling_fdp": fdp_ceiling(audit["m"], delta, confidence) if gaussian else None}
+    p_value = None if np.isinf(accountant_epsilon) else \
+        one_run_audit_p_value(scores, included, epsilon=accountant_epsilon, delta=delta)
     flags = []
     if audit["epsilon_lower_bound"] > accountant_epsilon:
         flags.append(f"violation: the one-run canary audit certifies epsilon >= {audit['epsilon_lower_bound']:.3g} "
                      f"at {confidence:.0%}, above {epsilon_source} epsilon = {accountant_epsilon:.3g}")
-    return {**audit, **fdp_fields, "included": int(np.sum(included)), **extra, "flags": flags}
+    return {**audit, **fdp_fields, "included": int(np.sum(included)), "p_value": p_value, **extra, "flags": flags}

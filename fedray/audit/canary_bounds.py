@@ -29,7 +29,9 @@ with probability at most :math:`(1-c)/G` (since :math:`p_\varepsilon` grows with
 so by the union bound all stay below it with probability :math:`\ge c`. We
 prefer this to choosing k on half of the canaries: the bound grows with the
 number of guesses, and a dozen grid points cost only :math:`\log G` in the
-p-value, while a split halves :math:`m`.
+p-value, while a split halves :math:`m`. The same split gives the audit's
+p-value against a claimed ε (:func:`one_run_audit_p_value`), which a sweep
+corrects over its trials (:mod:`fedray.audit.family`).
 
 *The audit's ceiling.* With :math:`m` canaries, a confidence and δ fixed,
 even an adversary whose every guess is right certifies only so much:
@@ -208,6 +210,28 @@ def one_run_audit(
         if best is None or bound > best.epsilon_lower_bound:
             best = OneRunAudit(bound, k_plus, k_minus, k_plus + k_minus, correct, m, len(counts), confidence, delta)
     return best
+
+
+def one_run_audit_p_value(
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    epsilon: float,
+    delta: float,
+    grid: list[tuple[int, int]] | None = None,
+) -> float:
+    r"""The p-value of ":math:`(\varepsilon, \delta)`-DP with respect to each canary" on these canaries.
+
+    :math:`\min(1, G \min_g p_\varepsilon(W_g))` over the :math:`G` points of ``grid`` (default :func:`guess_grid`),
+    the Bonferroni split :func:`one_run_audit` makes: it is below :math:`1-c` exactly when that audit's bound at
+    confidence :math:`c` exceeds ``epsilon`` (up to the bisection's tolerance), since :math:`p_\varepsilon` grows with
+    ε. Valid under the module's assumptions: if the run is :math:`(\varepsilon, \delta)`-DP,
+    :math:`\Pr[p < \alpha] \le \alpha` for every α, so a sweep can correct many of them together.
+    """
+    counts = grid_counts(scores, included, grid)
+    smallest = min(one_run_p_value(len(scores), k_plus + k_minus, correct, epsilon, delta)
+                   for k_plus, k_minus, correct in counts)
+    return min(1.0, len(counts) * smallest)
 
 
 def grid_ceiling(bound: Callable[[int, int, int, float, float], float], m: int, delta: float, confidence: float,

@@ -199,6 +199,9 @@ def test_a_one_run_bound_above_the_accountant_is_flagged_as_a_violation():
     assert leaky["flags"] and leaky["flags"][0].startswith("violation: the one-run canary audit certifies")
     honest = one_run_report(scores, included, delta=1e-5, confidence=0.95, accountant_epsilon=100.0)
     assert honest["flags"] == [] and honest["included"] == int(included.sum())
+    assert leaky["p_value"] < 0.05 <= honest["p_value"]  # the p-value flags with the bound
+    non_private = one_run_report(scores, included, delta=1e-5, confidence=0.95, accountant_epsilon=math.inf)
+    assert non_private["p_value"] is None and non_private["flags"] == []
 
 
 def test_the_report_carries_the_fdp_bound_and_both_ceilings_and_flags_only_steinke():

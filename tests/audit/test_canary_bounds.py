@@ -16,6 +16,7 @@ from fedray.audit.canary_bounds import (
     gaussian_pair_epsilon,
     guess_grid,
     one_run_audit,
+    one_run_audit_p_value,
     one_run_epsilon_lower_bound,
 )
 
@@ -100,6 +101,32 @@ def test_one_run_audit_detects_leaky_canaries():
     audit = one_run_audit(rng.normal(4.0 * included, 1.0), included, delta=DELTA)
     assert audit.epsilon_lower_bound > 3
     assert audit.grid_size == 12 and audit.correct <= audit.guesses == audit.k_plus + audit.k_minus
+
+
+def test_the_p_value_is_below_one_minus_confidence_exactly_when_the_bound_exceeds_epsilon():
+    """On random canaries, leaks, δ, confidences and claimed ε (drawn around the bound, so both sides occur)."""
+    rng = np.random.default_rng(11)
+    outcomes = set()
+    for _ in range(40):
+        m = int(rng.integers(20, 400))
+        included = rng.random(m) < 0.5
+        scores = rng.normal(rng.uniform(0, 4) * included, 1.0)
+        delta, confidence = rng.choice([0.0, 1e-5, 1e-3]), rng.choice([0.9, 0.95, 0.99])
+        bound = one_run_audit(scores, included, delta=delta, confidence=confidence).epsilon_lower_bound
+        epsilon = rng.uniform(0.5, 1.5) * bound if bound > 0 else rng.uniform(0, 1)
+        p_value = one_run_audit_p_value(scores, included, epsilon=epsilon, delta=delta)
+        assert 0 <= p_value <= 1
+        assert (p_value < 1 - confidence) == (bound > epsilon), (m, delta, confidence, bound, epsilon, p_value)
+        outcomes.add(bool(bound > epsilon))
+    assert outcomes == {True, False}
+
+
+def test_the_p_value_of_an_honest_claim_is_at_least_its_level():
+    """No leak at all: Pr[p < α] <= α, here at α = 10% over 200 runs (the 99.9% quantile of Binomial(200, 0.1))."""
+    rng = np.random.default_rng(12)
+    p_values = np.array([one_run_audit_p_value(rng.standard_normal(200), rng.random(200) < 0.5, epsilon=0.0,
+                                               delta=DELTA) for _ in range(200)])
+    assert np.sum(p_values < 0.1) <= 34
 
 
 @pytest.mark.parametrize("mu", [0.5, 1.0, 2.0])
