@@ -17,12 +17,17 @@ trial's summary and casts them; nothing there names an audit's parts.
 - ``canary_step_*``: the gradient canaries' step-level view, the Poisson
   sample unknown, and ``canary_step_sampled_*`` with it known, against its own
   ε ``canary_step_sampled_epsilon`` (:mod:`fedray.audit.step_view`);
-- ``audit_flags``: every bound or advantage the accountant's (ε, δ) forbids.
+- ``audit_flags``: every bound or advantage the accountant's (ε, δ) forbids;
+- ``audit_p_value``: the trial's canary audits as one test of the ε each is
+  compared with (:func:`fedray.audit.family.trial_p_value`), which the sweep's
+  report corrects over its trials (Holm).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+from fedray.audit.family import trial_p_value
 
 _STRONGEST, _STRONGEST_STD, _CANARIES = ("strongest",), ("strongest_std",), ("canaries",)
 # The one-run audit's report (fedray.audit.canaries.one_run_report): column suffix, type, key.
@@ -56,6 +61,7 @@ COLUMNS: list[tuple[str, pa.DataType, tuple | None]] = [
     ("canary_gaussian_epsilon_low", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 0)),
     ("canary_gaussian_epsilon_high", pa.float64(), (*_CANARIES, "clients", "gaussian_estimate", "interval", 1)),
     ("audit_flag_count", pa.int64(), None),
+    ("audit_p_value", pa.float64(), None),
     ("audit_flags", pa.string(), None),
 ]
 
@@ -88,7 +94,8 @@ def bound_values(audit: dict | None) -> dict:
 
 
 def derived_values(audit: dict | None) -> dict:
-    """The columns without a path: the white-box audit that ran (gradient canaries or canary clients), the flags.
+    """The columns without a path: the white-box audit that ran (gradient canaries or canary clients), the flags,
+    the trial's p-value.
 
     A summary without an audit leaves them None.
     """
@@ -99,4 +106,6 @@ def derived_values(audit: dict | None) -> dict:
     return {"canary_white_box_kind": kind,
             **{f"canary_white_box_{field}": report.get(key) for field, _, key in _ONE_RUN},
             "audit_flag_count": None if flags is None else len(flags),
+            "audit_p_value": trial_p_value([report.get("p_value") for kind, report in canaries.items()
+                                            if kind != "notes"]),
             "audit_flags": None if flags is None else " | ".join(map(str, flags))}

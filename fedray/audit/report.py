@@ -91,8 +91,13 @@ def count(value: float) -> str:
 
 def smallest_bounds(reports: list[dict]) -> dict:
     """One kind's canary audits over the folds: the fold with the smallest bound, with every ``*_fdp`` field from
-    the fold with the smallest f-DP μ (defined under pure DP too), so that each bound is the smallest of its kind."""
+    the fold with the smallest f-DP μ (defined under pure DP too), so that each bound is the smallest of its kind,
+    and the largest fold's ``p_value``: the smallest bound exceeds ε exactly when every fold's p-value is below
+    1 - confidence, and under the claim each fold's is a p-value, so their maximum is one too."""
     smallest = min(reports, key=lambda r: r["epsilon_lower_bound"])
+    p_values = [r.get("p_value") for r in reports]
+    if "p_value" in smallest:
+        smallest = {**smallest, "p_value": None if None in p_values else max(p_values)}
     if "mu_lower_bound_fdp" not in smallest:  # written before the f-DP bound
         return smallest
     smallest_fdp = min(reports, key=lambda r: r["mu_lower_bound_fdp"])

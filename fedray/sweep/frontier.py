@@ -29,8 +29,12 @@ whether it is a guarantee, and ``selection_scope``. Version 6 replaces
 ``dp_event`` (a DP-SGD schedule) by ``dp_rdp``, the ledger's RDP curve as
 JSON whatever the mechanism, from which ``tables.md`` composes trials from
 the Parquet alone. Version 7 adds the audit's f-DP bounds and its ceilings
-(:mod:`fedray.audit.columns`). Older frontiers read back with the columns
-they lack null (no ``dp_rdp``: basic composition only).
+(:mod:`fedray.audit.columns`). Version 8 adds the gradient canaries'
+step-level view (``canary_step_*``, :mod:`fedray.audit.step_view`) and
+``audit_p_value``, each trial's canary audits as one p-value, which the
+report corrects over the sweep (:mod:`fedray.audit.family`). Older frontiers
+read back with the columns they lack null (no ``dp_rdp``: basic composition
+only).
 
 ``write_frontier`` is a privacy boundary like the run directory: a trial
 whose summary carries a field its own ledger does not declare
@@ -60,15 +64,15 @@ from fedray.metrics import SCALAR_METRICS
 from fedray.results.run_dir import check_outputs
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
-from fedray.sweep.report import DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, best_per_target_epsilon, \
-    render_report
+from fedray.sweep.report import DEFAULT_AUDIT_CONFIDENCE, DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, \
+    best_per_target_epsilon, render_report
 from fedray.sweep.selection import (SCOPES, SELECTION_COLUMNS, PrivateSelection, combined_guarantee, curve_json,
                                     ledger_curve, with_selection)
 from fedray.sweep.tables import render_tables
 
 # 3: validation metrics beside test; strategy, secure aggregation. 4: the audit's one-run bounds, flags.
 # 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns. 6: dp_rdp replaces dp_event.
-# 7: the audit's f-DP bounds and ceilings. 8: the audit's step-level view.
+# 7: the audit's f-DP bounds and ceilings. 8: the audit's step-level view, audit_p_value.
 SCHEMA_VERSION = 8
 
 _FINAL_TEST = ("summary", "final_test")
@@ -267,9 +271,15 @@ def write_frontier(
     # From the Parquet just written, so tables.md is exactly what `python -m fedray.sweep.tables` regenerates.
     tables = render_tables(pd.read_parquet(paths["frontier"]), utility=utility)
     _atomic(paths["tables"], lambda p: p.write_text(tables, encoding="utf-8"))
-    report = render_report(frame, sweep_name=sweep_name, utility=utility)
+    report = render_report(frame, sweep_name=sweep_name, utility=utility, audit_confidence=_audit_confidence(records))
     _atomic(paths["report"], lambda p: p.write_text(report, encoding="utf-8"))
     return paths
+
+
+def _audit_confidence(records: list[dict]) -> float:
+    """The confidence the trials' audits ran at (``audit.confidence``); the strictest where they differ."""
+    confidences = [_dig(r.get("config") or {}, ("audit", "confidence")) for r in records]
+    return max((float(c) for c in confidences if c is not None), default=DEFAULT_AUDIT_CONFIDENCE)
 
 
 def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | None) -> dict:

@@ -5,7 +5,9 @@ fedray.sweep.tables); the best configuration per target epsilon (the
 max-utility completed trial, i.e. what tuning on the validation metric picks)
 with the ε of that choice (:mod:`fedray.sweep.selection`); the Pareto-optimal
 trials; the failed trials with their errors; the trials whose ε is no
-guarantee (reproducible noise); and a note that hyper-parameter tuning on
+guarantee (reproducible noise); the audit flags across the sweep, those
+raised per trial and those that survive Holm's family-wise correction
+(:mod:`fedray.audit.family`); and a note that hyper-parameter tuning on
 private data spends privacy of its own. Tables are written by a small helper
 rather than ``DataFrame.to_markdown`` so the report needs no ``tabulate``.
 
@@ -22,6 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from fedray.audit.family import holm_rejections
 from fedray.sweep.selection import is_private_rule, with_selection
 
 # The test metrics the frontier keeps a mean (and, under k-fold CV, a std) column for: fedray.metrics'
@@ -33,6 +36,7 @@ DEFAULT_UTILITY = "val_balanced_accuracy"  # choose on validation; test is only 
 # Axes already shown through their resolved config column (backbone, lr) or as the table's key (epsilon).
 _SHOWN_AXES = {"backbone", "lr", "epsilon"}
 MISSING = "–"
+DEFAULT_AUDIT_CONFIDENCE = 0.95  # conf/audit/default.yaml's audit.confidence
 
 NO_GUARANTEE = "no guarantee: reproducible noise"
 SELECTION_NO_GUARANTEE = "no guarantee: a trial compared had none"
@@ -61,8 +65,9 @@ NO_GUARANTEE_NOTE = (
 )
 
 
-def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
-    """The Markdown report of a frontier frame (one row per trial)."""
+def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str,
+                  audit_confidence: float = DEFAULT_AUDIT_CONFIDENCE) -> str:
+    """The Markdown report of a frontier frame (one row per trial); its audits ran at ``audit_confidence``."""
     completed = frame[frame["status"] == "completed"]
     failed = frame[frame["status"] != "completed"]
     chosen = with_epsilon_text(chosen_rows(completed, utility))
@@ -118,6 +123,7 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
                            is not None for _, r in completed.iterrows()))
     if unguaranteed:
         lines += ["## ε without a guarantee", "", NO_GUARANTEE_NOTE.format(n=unguaranteed, caveat=NO_GUARANTEE), ""]
+    lines += family_wise_lines(frame, audit_confidence)
     lines += ["## Tuning consumes privacy", "", TUNING_NOTE, ""]
     private = chosen[[is_private_rule(rule) for rule in chosen.get("selection_rule", pd.Series(dtype=object))]] \
         if not chosen.empty else chosen
@@ -125,6 +131,29 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str) -> str:
         row = private.iloc[0]
         lines += [PRIVATE_NOTE.format(rule=row["selection_rule"], trial=row["trial_id"]), ""]
     return "\n".join(lines)
+
+
+def family_wise_lines(frame: pd.DataFrame, confidence: float) -> list[str]:
+    """The section on the audit flags across the sweep: per trial, and after Holm's correction at 1 - confidence
+    over the trials' ``audit_p_value``; nothing when no trial was audited (or the frontier predates the columns)."""
+    flag_counts = frame.get("audit_flag_count", pd.Series(dtype="Int64")).dropna()
+    if flag_counts.empty:
+        return []
+    alpha = 1.0 - confidence
+    p_values = frame.get("audit_p_value", pd.Series(np.nan, index=frame.index)).astype("float64")
+    survivors = frame["trial_id"][holm_rejections(p_values.to_numpy(), alpha)].tolist()
+    flagged = int((flag_counts > 0).sum())
+    named = f" (trial {', '.join(map(str, survivors))})" if survivors else ""
+    return [
+        "## Audit flags across the sweep", "",
+        f"{flagged} of {len(flag_counts)} audited trials raised a per-trial flag (an audit figure above what the "
+        f"accountant's ε allows, each at {confidence:.0%} confidence). {len(survivors)} of the "
+        f"{int(p_values.notna().sum())} trials whose canary audits give a p-value "
+        f"survive{'s' if len(survivors) == 1 else ''} Holm's family-wise "
+        f"correction at α = {alpha:.3g}{named}. A flag that does not survive reads as the noise expected among "
+        f"that many audits, each of which is a false alarm with probability up to α; one that survives is a "
+        f"violation of the accountant's claim at {confidence:.0%} family-wise confidence.", "",
+    ]
 
 
 def chosen_rows(completed: pd.DataFrame, utility: str) -> pd.DataFrame:

@@ -50,6 +50,16 @@ def test_folds_report_each_kind_of_bound_at_its_smallest():
     assert gradient["correct_fdp"] == 120 and gradient["correct"] == 126
 
 
+def test_folds_report_the_largest_p_value_so_it_flags_with_the_smallest_bound():
+    low, high = _audit(), _audit()
+    low["canaries"]["gradient"].update(epsilon_lower_bound=0.1, p_value=0.2)
+    high["canaries"]["gradient"].update(epsilon_lower_bound=0.3, p_value=0.01)
+    assert combine_folds([high, low])["canaries"]["gradient"]["p_value"] == 0.2
+    low["canaries"]["gradient"]["p_value"] = None  # a fold without a p-value (an infinite ε) leaves none
+    assert combine_folds([high, low])["canaries"]["gradient"]["p_value"] is None
+    assert "p_value" not in combine_folds([_audit(), _audit()])["canaries"]["gradient"]  # written before p-values
+
+
 def test_the_membership_line_names_the_attack_its_records_and_their_integer_counts():
     line = summary_lines(_audit())[1]
     assert line == ("audit: membership attack loss_threshold: ε ≥ 0.00 at 95% confidence, AUC 0.490 (0.5 is chance) "

@@ -276,6 +276,20 @@ def test_version_8_step_view(records):
     assert pd.isna(t2["canary_step_epsilon_lower_bound"]) and pd.isna(t2["canary_step_sampled_epsilon"])
 
 
+def test_version_8_audit_p_value(records):
+    """A trial's canary audits as one p-value, the Bonferroni minimum over them; null where one audit has none (an
+    infinite ε), in a report written before p-values, and without an audit."""
+    records[0]["summary"].audit["canaries"] = {"input": {**_one_run(0.2), "p_value": 0.3},
+                                               "gradient": {**_one_run(0.9), "p_value": 0.01}, "notes": {}}
+    records[1]["summary"].audit["canaries"] = {"clients": _one_run(0.0)}  # written before schema version 8
+    assert SCHEMA_VERSION == 8 and FRONTIER_SCHEMA.field("audit_p_value").type == pa.float64()
+    names = FRONTIER_SCHEMA.names
+    assert names.index("audit_p_value") == names.index("audit_flag_count") + 1
+    frame = frontier_frame(records, axes=AXES).set_index("trial_id")
+    assert frame.loc["t1", "audit_p_value"] == pytest.approx(0.02)
+    assert frame.loc[["t2", "t3", "t4"], "audit_p_value"].isna().all()
+
+
 def test_old_summaries_give_nulls_not_errors(records):
     """Summaries from before CV, consent filtering and DP units: their v2 columns are null, not guessed."""
     del records[1]["summary"].final_test["precision"]
@@ -329,9 +343,10 @@ def test_write_frontier_writes_six_files(records, tmp_path):
     table = pq.read_table(paths["frontier"])
     assert table.schema.field("epsilon_spent").type == FRONTIER_SCHEMA.field("epsilon_spent").type
     metadata = table.schema.metadata
-    assert metadata[b"fedray.schema_version"] == b"8" and metadata[b"fedray.sweep"] == b"demo"
+    assert metadata[b"fedray.schema_version"] == str(SCHEMA_VERSION).encode() and metadata[b"fedray.sweep"] == b"demo"
     assert metadata[b"fedray.utility"] == b"val_balanced_accuracy"
-    assert pq.read_table(paths["trial_rounds"]).schema.metadata[b"fedray.schema_version"] == b"8"
+    rounds_metadata = pq.read_table(paths["trial_rounds"]).schema.metadata
+    assert rounds_metadata[b"fedray.schema_version"] == str(SCHEMA_VERSION).encode()
     for name, type_ in V2_COLUMNS.items():
         assert table.schema.field(name).type == type_, name
     assert len(pd.read_parquet(paths["trial_rounds"])) == 6
