@@ -136,18 +136,18 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str,
 def family_wise_lines(frame: pd.DataFrame, confidence: float) -> list[str]:
     """The section on the audit flags across the sweep: per trial, and after Holm's correction at 1 - confidence
     over the trials' ``audit_p_value``; nothing when no trial was audited (or the frontier predates the columns)."""
-    flag_counts = frame.get("audit_flag_count", pd.Series(dtype="Int64")).dropna()
-    if flag_counts.empty:
+    flags = frame.get("audit_flags", pd.Series(dtype=object)).dropna()
+    if flags.empty:
         return []
     alpha = 1.0 - confidence
     p_values = frame.get("audit_p_value", pd.Series(np.nan, index=frame.index)).astype("float64")
     survivors = frame["trial_id"][holm_rejections(p_values.to_numpy(), alpha)].tolist()
-    flagged = int((flag_counts > 0).sum())
+    flagged = int(flags.str.contains("violation:", regex=False).sum())  # not "consistent with noise: ..."
     named = f" (trial {', '.join(map(str, survivors))})" if survivors else ""
     return [
         "## Audit flags across the sweep", "",
-        f"{flagged} of {len(flag_counts)} audited trials raised a per-trial flag (an audit figure above what the "
-        f"accountant's ε allows, each at {confidence:.0%} confidence). {len(survivors)} of the "
+        f"{flagged} of {len(flags)} audited trials raised a per-trial violation flag (an audit figure above what "
+        f"the accountant's ε allows, each at {confidence:.0%} confidence). {len(survivors)} of the "
         f"{int(p_values.notna().sum())} trials whose canary audits give a p-value "
         f"survive{'s' if len(survivors) == 1 else ''} Holm's family-wise "
         f"correction at α = {alpha:.3g}{named}. A flag that does not survive reads as the noise expected among "

@@ -15,8 +15,9 @@ SECTION = "## Audit flags across the sweep"
 
 def _audited(trial_id: str, p_value: float | None, *, flagged: bool, epsilon: float = 1.0) -> dict:
     record = _record(trial_id, lr=0.05, epsilon=epsilon, balanced=0.6)
-    record["summary"].audit.update(canaries={"input": {"p_value": p_value}, "notes": {}},
-                                      flags=["violation: made up for the test"] if flagged else [])
+    # A point advantage above the ceiling within its interval is no violation: it is not counted.
+    flags = ["violation: made up for the test"] if flagged else ["consistent with noise: made up for the test"]
+    record["summary"].audit.update(canaries={"input": {"p_value": p_value}, "notes": {}}, flags=flags)
     return record
 
 
@@ -35,7 +36,7 @@ def _section(report: str) -> str:
 def test_the_report_counts_flags_and_the_trials_that_survive_holm():
     frame = frontier_frame(_records(), axes=AXES, sweep_name="family")
     section = _section(render_report(frame, sweep_name="family", utility="val_balanced_accuracy"))
-    assert "2 of 5 audited trials raised a per-trial flag" in section and "at 95% confidence" in section
+    assert "2 of 5 audited trials raised a per-trial violation flag" in section and "at 95% confidence" in section
     assert "1 of the 4 trials whose canary audits give a p-value survives Holm's family-wise correction at " \
            "α = 0.05 (trial t-a)" in section
     assert "A flag that does not survive reads as the noise expected among that many audits" in section
