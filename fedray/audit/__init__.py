@@ -18,7 +18,8 @@ The modules, in the order a run uses them: :mod:`.settings` (``audit.*``),
 :mod:`.membership` and :mod:`.fair_attack` (the held-out membership attacks),
 :mod:`.canary_bounds` and :mod:`.fdp_bounds` (the one-run bounds, Steinke et
 al.'s and under f-DP), :mod:`.report` (the CLI's lines,
-the folds' combination) and :mod:`.columns` (the frontier's audit columns).
+the folds' combination), :mod:`.columns` (the frontier's audit columns) and
+:mod:`.family` (a sweep's audits corrected together, Holm).
 
 Importing the package registers only the settings (no torch): the config's
 ``COMPONENT_PACKAGES`` imports it before composing.

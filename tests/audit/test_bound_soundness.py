@@ -4,11 +4,11 @@
 to each canary, a bound at 95 % confidence exceeds ε in at most 5 % of runs. Each case simulates ``RUNS``
 independent audits (numpy only, one fixed seed), counts the runs whose bound exceeds the mechanism's ε, and
 asserts the count is at most the 99.9 % quantile of Binomial(RUNS, 5 %): a sound bound fails this with
-probability below 0.1 %, while a bound that exceeded ε in, say, 10 % of runs would fail it almost always.
+probability below 0.1 %, while one that exceeded ε in 15 % of runs would fail it 96 % of the time (in 10 %: 35 %).
 
 A count of zero proves little if every bound lies far below ε, so each case also asserts the audit's power: its
 median bound is a stated fraction of ε. The fractions are what these audits reach with ``M`` canaries (they are
-far from tight for Gaussian noise: Steinke et al. 2023, Fig. 1), measured and rounded down; randomized response,
+far from tight for Gaussian noise with this few canaries), measured and rounded down; randomized response,
 where Steinke et al.'s bound is nearly tight, shows the count itself near its 5 % limit.
 
 Every audit uses one grid of guess counts declared here, before any score (``GRID``): symmetric guesses, the
