@@ -29,9 +29,9 @@ whether it is a guarantee, and ``selection_scope``. Version 6 replaces
 ``dp_event`` (a DP-SGD schedule) by ``dp_rdp``, the ledger's RDP curve as
 JSON whatever the mechanism, from which ``tables.md`` composes trials from
 the Parquet alone. Version 7 adds the audit's f-DP bounds and its ceilings
-(:mod:`fedray.audit.columns`). Version 8 adds the gradient canaries'
-step-level view (``canary_step_*``, :mod:`fedray.audit.step_view`) and
-``audit_p_value``, each trial's canary audits as one p-value, which the
+(:mod:`fedray.audit.columns`). Version 8 adds the audit's step-level
+view (:mod:`fedray.audit.step_view`) and ``audit_p_value``, each trial's
+audits as one p-value, which the
 report corrects over the sweep (:mod:`fedray.audit.family`). Older frontiers
 read back with the columns they lack null (no ``dp_rdp``: basic composition
 only).

@@ -148,7 +148,7 @@ def family_wise_lines(frame: pd.DataFrame, confidence: float) -> list[str]:
         "## Audit flags across the sweep", "",
         f"{flagged} of {len(flags)} audited trials raised a per-trial violation flag (an audit figure above what "
         f"the accountant's ε allows, each at {confidence:.0%} confidence). {len(survivors)} of the "
-        f"{int(p_values.notna().sum())} trials whose canary audits give a p-value "
+        f"{int(p_values.notna().sum())} trials whose one-run audits give a p-value "
         f"survive{'s' if len(survivors) == 1 else ''} Holm's family-wise "
         f"correction at α = {alpha:.3g}{named}. A flag that does not survive reads as the noise expected among "
         f"that many audits, each of which is a false alarm with probability up to α; one that survives is a "
