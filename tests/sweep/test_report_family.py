@@ -37,7 +37,7 @@ def test_the_report_counts_flags_and_the_trials_that_survive_holm():
     frame = frontier_frame(_records(), axes=AXES, sweep_name="family")
     section = _section(render_report(frame, sweep_name="family", utility="val_balanced_accuracy"))
     assert "2 of 5 audited trials raised a per-trial violation flag" in section and "at 95% confidence" in section
-    assert "1 of the 4 trials whose canary audits give a p-value survives Holm's family-wise correction at " \
+    assert "1 of the 4 trials whose one-run audits give a p-value survives Holm's family-wise correction at " \
            "α = 0.05 (trial t-a)" in section
     assert "A flag that does not survive reads as the noise expected among that many audits" in section
     assert "violation of the accountant's claim at 95% family-wise confidence" in section
@@ -50,7 +50,7 @@ def test_the_family_is_corrected_at_the_audits_own_confidence(tmp_path):
     section = _section(write_frontier(tmp_path, records, axes=AXES, sweep_name="family")["report"].read_text(
         encoding="utf-8"))
     assert "at 99% confidence" in section
-    assert "0 of the 4 trials whose canary audits give a p-value survive Holm's family-wise correction at " \
+    assert "0 of the 4 trials whose one-run audits give a p-value survive Holm's family-wise correction at " \
            "α = 0.01." in section
 
 
