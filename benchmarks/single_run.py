@@ -40,9 +40,10 @@ PHASES = ("startup", "setup", "rounds", "audit", "wrap_up")
 
 
 def one_run(kind: str, overrides: list[str], out: Path) -> dict:
+    """One ``python -m fedray`` with ``overrides``: its process wall time, ``wall_seconds`` and phases."""
     run_dir = out / f"run-{time.monotonic_ns()}"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "fedray", *KINDS[kind], *overrides, f"hydra.run.dir={run_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "fedray", *overrides, f"hydra.run.dir={run_dir}"],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     process_seconds = time.perf_counter() - started
     if proc.returncode != 0:
@@ -59,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for kind in KINDS:
-                runs[kind].append(one_run(kind, overrides, Path(tmp)))
+                runs[kind].append(one_run(kind, [*KINDS[kind], *overrides], Path(tmp)))
                 print(f"repeat {repeat + 1}/{args.repeats} {kind}: {runs[kind][-1]['process']:.1f} s "
                       f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     rows = []
