@@ -11,7 +11,7 @@ sampled independently with the records' probability :math:`q` (the trainer's
 ``record_rate``), from the hospital's :class:`~fedray.privacy.randomness.NoiseSource`
 (stream ``Purpose.INSERTION`` of the round): a canary is sampled like a record.
 
-Where a sampled canary enters, as ``record_weight`` × its gradient:
+Where a sampled included canary enters, as ``record_weight`` × its gradient:
 
 * **DP-SGD.** Opacus sets :math:`p.\mathrm{grad} = (\sum_{i\in B} \bar g_i + \mathcal N(0,\sigma^2C^2 I))/(qn)`;
   the canary adds :math:`C s_j e_{c_j}/(qn)` right after (:func:`fedray.privacy.opacus_wiring.private_step`).
