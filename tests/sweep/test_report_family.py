@@ -57,3 +57,22 @@ def test_the_family_is_corrected_at_the_audits_own_confidence(tmp_path):
 def test_no_audited_trial_no_section():
     frame = frontier_frame([_record("t-1", lr=0.05, epsilon=1.0, balanced=0.6, attack=False)], axes=AXES)
     assert SECTION not in render_report(frame, sweep_name="family", utility="val_balanced_accuracy")
+
+
+def test_the_report_gives_each_white_box_view_its_bound_and_the_sample_known_its_own_epsilon():
+    def one_run(bound, fdp, **extra):
+        return {"epsilon_lower_bound": bound, "epsilon_lower_bound_fdp": fdp, "m": 1000, "included": 500,
+                "ceiling": 5.085, "ceiling_fdp": 8.803, "flags": [], **extra}
+
+    record = _record("t-a", lr=0.05, epsilon=10.0, balanced=0.6)
+    record["summary"].audit.update(canaries={
+        "gradient": one_run(1.49, 2.02), "gradient_step": one_run(2.06, 2.86),
+        "gradient_step_sampled": one_run(3.87, 6.05, published_sample_epsilon=26.77), "notes": {}})
+    frame = frontier_frame([record, _audited("t-b", 0.5, flagged=False)], axes=AXES, sweep_name="views")
+    report = render_report(frame, sweep_name="views", utility="val_balanced_accuracy")
+    section = report.split("## White-box audit: what each view certifies")[1].split("## ")[0]
+    assert "*Round*: the driver" in section and "never with ε spent" in section
+    row = next(line for line in section.splitlines() if line.startswith("| 10 | t-a"))
+    assert row.endswith("| 1.49 | 2.02 | 2.06 | 2.86 | 5.085 | 8.803 | 6.05 | 26.77 |")
+    no_step_view = frontier_frame([_audited("t-b", 0.5, flagged=False)], axes=AXES, sweep_name="views")
+    assert "White-box audit" not in render_report(no_step_view, sweep_name="views", utility="val_balanced_accuracy")
