@@ -4,7 +4,8 @@ One package, behind the seams the training path offers to any observer
 (it knows nothing of audits):
 
 - a gradient hook in each hospital's step (:mod:`fedray.training.hooks`),
-  which :mod:`.gradient_canaries` uses to add the auditor's gradient canaries;
+  which :mod:`.gradient_canaries` uses to add the auditor's gradient canaries
+  and to read every step back (its round report travels with the update);
 - a round observer at the driver (:mod:`fedray.federation.observers`), which
   scores those canaries from what the driver receives;
 - a client insertion in the DP-FedAvg sum (:class:`fedray.strategies.base.ClientInsertion`),
@@ -14,6 +15,7 @@ One package, behind the seams the training path offers to any observer
 The modules, in the order a run uses them: :mod:`.settings` (``audit.*``),
 :mod:`.plan` (what is inserted where, decided before any actor starts),
 :mod:`.canaries` (the canaries' designs and scores), :mod:`.gradient_canaries`,
+:mod:`.step_view` (the step-level observer),
 :mod:`.auditor` (the task after the rounds, and the summary), :mod:`.pools`,
 :mod:`.membership` and :mod:`.fair_attack` (the held-out membership attacks),
 :mod:`.canary_bounds` and :mod:`.fdp_bounds` (the one-run bounds, Steinke et
