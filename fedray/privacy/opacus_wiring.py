@@ -12,8 +12,14 @@ Three Opacus ``grad_sample_mode`` s compute :math:`g_i`: ``"hooks"`` (per-layer
 formulas in backward hooks), ``"functorch"`` (``torch.func.vmap`` of each
 layer's gradient, run from the same hooks) and ``"ew"`` (PyTorch's
 ExpandedWeights, no hooks). All three match a per-record loop
-(tests/privacy/test_opacus_wiring.py); their speed differs by model (docs/privacy.md),
-so :func:`choose_grad_sample_mode` picks one per model.
+(tests/privacy/test_opacus_wiring.py). The fourth, ``"ghost"`` (Opacus' fast
+gradient clipping with the norm samplers of :mod:`fedray.privacy.ghost_norms`),
+never forms :math:`g_i`: a first backward pass yields each
+:math:`\lVert g_i\rVert_2`, a second one :math:`\sum_i \bar g_i` from the loss
+:math:`\sum_i \min(1, C/\lVert g_i\rVert)\,\ell_i`; the same noise and
+division by :math:`qn` follow (tests/privacy/test_ghost_clipping.py checks it
+against ``"hooks"``). Their speed differs by model (docs/privacy.md), so
+:func:`choose_grad_sample_mode` picks one per model.
 
 The hook modes require that no forward code edits a layer's output in place
 (``out += identity``, ``F.relu(x, inplace=True)``): autograd rejects in-place
@@ -35,18 +41,24 @@ from dataclasses import dataclass
 
 import torch
 from opacus.accountants import IAccountant
-from opacus.grad_sample import GradSampleModule, GradSampleModuleExpandedWeights
+from opacus.grad_sample import (
+    GradSampleModule,
+    GradSampleModuleExpandedWeights,
+    GradSampleModuleFastGradientClipping,
+)
 from opacus.grad_sample.gsm_base import AbstractGradSampleModule
-from opacus.optimizers import DPOptimizer
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.utils.module_utils import trainable_modules
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fedray.errors import FedrayError
+from fedray.privacy import ghost_norms  # noqa: F401 - registers the Conv2d/GroupNorm/LayerNorm norm samplers
 from fedray.privacy.accounting import _accountant
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
 
 
 def make_dp_compatible(model: nn.Module) -> nn.Module:
@@ -132,6 +144,11 @@ def wrap_private(
         raise FedrayError(f"grad_sample_mode={mode!r} is unknown: use one of {GRAD_SAMPLE_MODES}")
     if mode == "ew":
         module = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
+    elif mode == "ghost":
+        module = GradSampleModuleFastGradientClipping(
+            model, batch_first=True, loss_reduction="mean", strict=True, max_grad_norm=max_grad_norm,
+            use_ghost_clipping=True,
+        )
     else:
         module = GradSampleModule(
             model,
@@ -140,7 +157,7 @@ def wrap_private(
             strict=True,
             force_functorch=mode == "functorch",
         )
-    dp_optimizer = DPOptimizer(
+    dp_optimizer = (DPOptimizerFastGradientClipping if mode == "ghost" else DPOptimizer)(
         optimizer,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
@@ -168,19 +185,27 @@ def private_step(
     noised gradient before the optimizer steps, told that one record weighs
     :math:`1/(qn)` there.
     A (frozen) BatchNorm left in train mode mixes the batch's records and
-    voids the clipping bound: that raises ``RuntimeError``.
+    voids the clipping bound: that raises ``RuntimeError``. In ``"ghost"`` mode
+    ``loss_fn`` must also honour ``reduction="none"`` (``nn.CrossEntropyLoss``,
+    :class:`~fedray.training.objective.MulticlassHinge`): the clipping weights
+    each record's loss.
     """
     coupled = [n for n, m in parts.module.named_modules() if isinstance(m, _BatchNorm) and m.training]
     if coupled:
         raise RuntimeError(f"BatchNorm {coupled[0]} is in train mode during DP-SGD: call set_frozen_eval(model)")
     parts.optimizer.zero_grad(set_to_none=True)
+    ghost = parts.grad_sample_mode == "ghost"
     if len(x) == 0:
+        # What the clipping leaves of no records: an empty per-record gradient (hooks) or a zero sum (ghost).
         for p in parts.optimizer.params:
-            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            if ghost:
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         loss, logits = float("nan"), None
     else:
         logits = parts.module(x)
-        out = loss_fn(logits, y)
+        out = _ghost_loss(parts, loss_fn, logits, y) if ghost else loss_fn(logits, y)
         out.backward()
         loss, logits = out.item(), logits.detach()
     # Opacus' step is pre_step (clip, noise, scale, accountant) then the wrapped optimizer's step. The hooks
@@ -190,3 +215,15 @@ def private_step(
             hook.on_gradient(1.0 / parts.optimizer.expected_batch_size)
         parts.optimizer.original_optimizer.step()
     return loss, logits
+
+
+def _ghost_loss(parts: PrivateParts, loss_fn, logits: torch.Tensor, y: torch.Tensor):
+    """The batch's loss whose ``backward()`` runs Opacus' two passes: norms, then the clipped sum into ``p.grad``."""
+    if getattr(loss_fn, "reduction", None) != "mean":
+        raise FedrayError(f"grad_sample_mode='ghost' needs a loss module with reduction='mean', not {loss_fn!r}: "
+                          "use nn.CrossEntropyLoss() or another mode")
+    out = DPLossFastGradientClipping(parts.module, parts.optimizer, loss_fn, loss_reduction="mean")(logits, y)
+    if out.loss_per_sample.shape != (len(y),):
+        raise FedrayError(f"grad_sample_mode='ghost' needs one loss per record from {loss_fn!r} with "
+                          f"reduction='none', got shape {tuple(out.loss_per_sample.shape)}: use another mode")
+    return out

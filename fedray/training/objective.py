@@ -62,13 +62,21 @@ from torch.nn import functional
 
 
 class MulticlassHinge(nn.Module):
-    r"""Crammer-Singer hinge :math:`\frac1N\sum_i \max(0, 1 + \max_{j \ne y_i} s_{ij} - s_{iy_i})` of scores [N, C]."""
+    r"""Crammer-Singer hinge :math:`\frac1N\sum_i \max(0, 1 + \max_{j \ne y_i} s_{ij} - s_{iy_i})` of scores [N, C].
+
+    ``reduction="none"`` gives the N per-record losses, as ghost clipping's loss wrapper asks of any loss.
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         true = scores.gather(1, labels[:, None]).squeeze(1)
         own = functional.one_hot(labels, scores.shape[1]).bool()
         rival = scores.masked_fill(own, float("-inf")).amax(dim=1)
-        return torch.clamp(1 + rival - true, min=0).mean()
+        per_record = torch.clamp(1 + rival - true, min=0)
+        return per_record if self.reduction == "none" else per_record.mean()
 
 
 def training_loss(model_cfg) -> nn.Module:

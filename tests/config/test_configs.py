@@ -56,7 +56,7 @@ INVALID = [
     (["train.momentum=1.5"], "train.momentum"),
     (["privacy=dpsgd", "privacy.epsilon=nan"], "privacy.epsilon"),
     (["privacy=dpsgd", "privacy.max_grad_norm=inf"], "privacy.max_grad_norm"),
-    (["privacy=dpsgd", "privacy.grad_sample_mode=ghost"], "privacy.grad_sample_mode"),
+    (["privacy=dpsgd", "privacy.grad_sample_mode=vmap"], "privacy.grad_sample_mode"),
     (["data.split.train=0.5"], "data.split"),
     (["data.augment=rotate"], "data.augment"),
     (["model.finetune=some"], "model.finetune"),
@@ -85,8 +85,8 @@ def test_an_invalid_value_is_one_line_naming_the_key_before_ray_starts(tmp_path,
 def test_a_grad_sample_mode_opacus_is_not_asked_for_is_refused_with_the_allowed_values():
     # Refused by the config, before Ray, not by the hospital actor's Opacus wrapper.
     with pytest.raises(FedrayError) as err:
-        compose_config(["privacy=dpsgd", "privacy.grad_sample_mode=ghost"])
-    assert str(err.value) == ("privacy.grad_sample_mode='ghost' is not valid: use one of hooks, functorch, ew "
+        compose_config(["privacy=dpsgd", "privacy.grad_sample_mode=vmap"])
+    assert str(err.value) == ("privacy.grad_sample_mode='vmap' is not valid: use one of hooks, functorch, ew, ghost "
                               "(or null), e.g. privacy.grad_sample_mode=hooks")
 
 
