@@ -18,18 +18,23 @@ A step is forward, backward and optimizer update on one fixed batch of
 ``--batch-size`` whitened-scale random images already on the device (data
 loading, augmentation and Poisson sampling excluded). The configurations of one
 backbone take turns every repetition (order rotated), the first ``--warmup``
-rounds are dropped, and the table shows medians. Peak memory is
-``torch.cuda.max_memory_allocated`` over two steps of one configuration built
-alone (statistics reset before it); on CPU it is not measured.
+rounds are dropped, and the table shows medians. Peak memory is the most
+torch held while one configuration was built alone and took two steps:
+``torch.cuda.max_memory_allocated`` (statistics reset before it) on CUDA; on
+CPU the peak of the running sum of the CPU allocations and frees the torch
+profiler recorded (``profile_memory=True``; ``tracemalloc`` does not see
+torch's allocator).
 
     python benchmarks/dp_step.py                                     # CPU: small_cnn at 32 px
     python benchmarks/dp_step.py --models small_cnn,resnet18,resnet50 --image-size 128 --modes auto,hooks,functorch,ew
+    python benchmarks/dp_step.py --models small_cnn,resnet18,mobilenet_v3_large --image-size 64 --modes auto,hooks,ghost
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import time
 import warnings
 
@@ -51,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pixels per side (default 128 on CUDA, 32 on CPU)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--modes", default="auto",
-                   help="comma-separated grad_sample_modes: auto (choose_grad_sample_mode), hooks, functorch, ew")
+                   help="comma-separated grad_sample_modes: auto (choose_grad_sample_mode), hooks, functorch, ew, ghost")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
     p.add_argument("--noise-multiplier", type=float, default=1.0)
@@ -102,7 +107,7 @@ def build(args, model_name: str, kind: str, mode: str | None, device):
 
     trainer = DPSGDTrainer(
         model=make_dp_compatible(model), train_cfg=_train_cfg(args, "fp32"), noise_multiplier=args.noise_multiplier,
-        sample_rate=args.batch_size / n, max_grad_norm=args.max_grad_norm, accountant="rdp",
+        sample_rate=args.batch_size / n, num_slots=n, max_grad_norm=args.max_grad_norm, accountant="rdp",
         grad_sample_mode=None if mode == "auto" else mode, **common)
     return trainer, trainer.parts.grad_sample_mode
 
@@ -138,21 +143,40 @@ def configs(args, device) -> list[tuple[str, str | None]]:
 
 
 def peak_memory(args, model_name, kind, mode, device, x, y):
+    """MiB: the most torch held while this configuration was built and took two steps (module docstring)."""
     import torch
 
-    if device.type != "cuda":
-        return None
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        _build_and_step_twice(args, model_name, kind, mode, device, x, y)
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.empty_cache()
+    else:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            _build_and_step_twice(args, model_name, kind, mode, device, x, y)
+        allocations = sorted((node.start_time_ns, node.extra_fields.alloc_size) for node in _event_nodes(
+            prof.profiler.kineto_results.experimental_event_tree())
+            if isinstance(node.extra_fields, torch._C._profiler._ExtraFields_Allocation))
+        # The allocator's own running total survives across profilers (frees outside one are not seen), so
+        # sum this window's allocations and frees instead.
+        peak = max(itertools.accumulate(size for _, size in allocations), default=0)
+    gc.collect()
+    return peak / 2**20
+
+
+def _build_and_step_twice(args, model_name, kind, mode, device, x, y) -> None:
     trainer, _ = build(args, model_name, kind, mode, device)
     for _ in range(2):
         timed_step(trainer, x, y)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20
-    del trainer
-    gc.collect()
-    torch.cuda.empty_cache()
-    return peak
+
+
+def _event_nodes(nodes):
+    """Every node of the profiler's event tree; allocations are leaves with their running total."""
+    for node in nodes:
+        yield node
+        yield from _event_nodes(node.children)
 
 
 def bench_model(args, model_name: str, device) -> list[dict]:
@@ -219,7 +243,7 @@ def render(args, device, rows: list[dict]) -> str:
                 r["ratio_min_vs_nonprivate"]]
         if cuda:
             line.append(r["ratio_vs_nonprivate_fp32"])
-        line.append(r["peak_mib"] if cuda else "n/a (CPU)")
+        line.append(r["peak_mib"])
         table.append(line)
     return f"{head}\n\n{markdown_table(headers, table)}"
 

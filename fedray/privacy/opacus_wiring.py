@@ -49,7 +49,7 @@ from opacus.grad_sample import (
 from opacus.grad_sample.gsm_base import AbstractGradSampleModule
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
-from opacus.utils.module_utils import trainable_modules
+from opacus.utils.module_utils import trainable_modules, trainable_parameters
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -90,13 +90,23 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
     return fixed
 
 
-def choose_grad_sample_mode(model: nn.Module) -> str:
-    """``"functorch"`` if a trainable layer of ``model`` is a grouped (e.g. depthwise) conv, else ``"hooks"``.
+GHOST_FROM_PARAMETERS = 1_000_000
 
-    Rule from the CPU step timings in docs/privacy.md: on MobileNetV3 and
-    EfficientNet-Lite0 functorch is several times faster than the other
-    modes; elsewhere hooks is the fastest or close to it.
+
+def choose_grad_sample_mode(model: nn.Module) -> str:
+    """``"ghost"`` for a model with at least a million trainable parameters; below, ``"functorch"`` if a
+    trainable layer is a grouped (e.g. depthwise) conv, else ``"hooks"``.
+
+    Rule from the CPU step timings in docs/privacy.md and docs/benchmarks.md (batch 32, 64 px, one thread):
+    the per-record gradients of ``"hooks"``/``"functorch"`` cost B times the parameters, which ghost
+    clipping never forms; it pays a second backward pass instead. So ghost wins on resnet18 (11 M
+    parameters: about 2x the non-private step against 6x) and mobilenet_v3_large (4.2 M: 2.5x against
+    4x under functorch), and loses on small_cnn (24 k: 2x against 1.6x under hooks). The threshold lies
+    between measured models; among the small ones, functorch was several times faster than hooks on
+    depthwise convs.
     """
+    if sum(p.numel() for _, p in trainable_parameters(model)) >= GHOST_FROM_PARAMETERS:
+        return "ghost"
     grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for _, m in trainable_modules(model))
     return "functorch" if grouped else "hooks"
 
