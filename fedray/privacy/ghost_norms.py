@@ -32,7 +32,7 @@ their norms (early, high-resolution layers; depthwise convs, where
 gradient is :math:`\sum_t b_{i,t}`. Stride, padding (numbers, ``"same"``,
 ``"valid"``) and dilation enter the unfolding (Opacus' ``unfold2d``) and the
 convolution as they enter the layer; both pad with zeros, so another
-``padding_mode`` is refused.
+``padding_mode`` is refused (:class:`~fedray.errors.FedrayError`).
 
 ``GroupNorm`` and ``LayerNorm``: their per-record gradients have one number
 per channel, so the norm sampler forms them with Opacus' own grad samplers and
@@ -62,6 +62,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.grad import conv2d_weight
 
+from fedray.errors import FedrayError
+
 
 def gram_route_is_cheaper(positions: int, out_per_group: int, in_per_group: int) -> bool:
     """Bu et al. 2023's rule: two T×T Gram matrices (2T² numbers a record and group) beat the p×D gradient."""
@@ -74,13 +76,14 @@ def conv2d_norm_sample(
 ) -> dict[nn.Parameter, torch.Tensor]:
     """Per-record gradient norms [n] of a Conv2d's weight and bias, by the cheaper exact route."""
     if layer.padding_mode != "zeros":
-        raise NotImplementedError(f"ghost clipping unfolds with zero padding, not padding_mode={layer.padding_mode!r}")
+        raise FedrayError(f"ghost clipping pads a Conv2d with zeros, not padding_mode={layer.padding_mode!r}: "
+                          "use padding_mode='zeros' or grad_sample_mode='functorch'")
     n, groups = backprops.shape[0], layer.groups
     norms = {}
     if layer.weight.requires_grad:
         x = activations[0].to(backprops.dtype)
         positions = backprops.shape[2] * backprops.shape[3]
-        in_per_group = layer.weight[0].numel()
+        in_per_group = layer.weight[0].numel()  # D = c_in/g * kh * kw
         if gram_route_is_cheaper(positions, layer.out_channels // groups, in_per_group):
             patches = unfold2d(x, kernel_size=layer.kernel_size, padding=layer.padding, stride=layer.stride,
                                dilation=layer.dilation)  # [n, c_in * kh * kw, T], channel-major: groups are blocks
@@ -99,8 +102,8 @@ def conv2d_norm_sample(
 
 def _per_record_weight_gradients(layer: nn.Conv2d, x: torch.Tensor, backprops: torch.Tensor) -> torch.Tensor:
     """[n, c_out, c_in/g, kh, kw]: the batch folded into the groups, so one weight-gradient convolution yields
-    every record's gradient. On CPU this beat unfold + batched matmul 1.3-1.6x on 3x3 convs and 3-12x on
-    depthwise ones (whose matmuls are tiny), and is slower only on a 3-channel stem."""
+    every record's gradient. On CPU this beat unfold + batched matmul 1.3-1.6x on 3x3 convs and 2.5-12x on
+    depthwise ones (whose matmuls are tiny), and was slower only on a 3-channel stem."""
     n, out_channels = backprops.shape[:2]
     x = F.pad(x, layer._reversed_padding_repeated_twice)  # numbers or "same"/"valid", as the layer itself pads
     weight_size = (n * out_channels, *layer.weight.shape[1:])

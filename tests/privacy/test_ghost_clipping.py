@@ -144,3 +144,10 @@ def test_ghost_refuses_a_loss_that_cannot_give_per_record_losses():
     x, y = torch.randn(2, 3, 2, 2), torch.tensor([0, 1])
     with pytest.raises(FedrayError, match="reduction='mean'"):
         private_step(parts, x, y, nn.functional.cross_entropy)
+
+
+def test_ghost_refuses_a_conv_that_does_not_pad_with_zeros():
+    layer = nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(FedrayError, match="padding_mode='reflect'"):
+        _per_record_norms(GradSampleModuleFastGradientClipping, layer, torch.randn(2, 2, 5, 5),
+                          torch.ones(2, 2, 5, 5), use_ghost_clipping=True)
