@@ -100,10 +100,10 @@ def choose_grad_sample_mode(model: nn.Module) -> str:
     Rule from the CPU step timings in docs/privacy.md and docs/benchmarks.md (batch 32, 64 px, one thread):
     the per-record gradients of ``"hooks"``/``"functorch"`` cost B times the parameters, which ghost
     clipping never forms; it pays a second backward pass instead. So ghost wins on resnet18 (11 M
-    parameters: about 2x the non-private step against 6x) and mobilenet_v3_large (4.2 M: 2.5x against
-    4x under functorch), and loses on small_cnn (24 k: 2x against 1.6x under hooks). The threshold lies
-    between measured models; among the small ones, functorch was several times faster than hooks on
-    depthwise convs.
+    parameters: 2.3x the non-private step against 7-9x under hooks) and mobilenet_v3_large (4.2 M: 2-2.5x
+    against 3.5-4x under functorch), and loses on small_cnn (24 k: 2x against 1.4-1.7x under hooks). The
+    threshold lies between measured models, not at a measured crossover; below it, functorch was several
+    times faster than hooks on depthwise convs.
     """
     if sum(p.numel() for _, p in trainable_parameters(model)) >= GHOST_FROM_PARAMETERS:
         return "ghost"
