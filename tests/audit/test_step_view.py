@@ -32,8 +32,8 @@ class _Trainer:
         self.full_model, self.record_rate, self.noise_multiplier = model, record_rate, noise_multiplier
 
 
-@pytest.mark.parametrize("sigma", [0.0, 2.0])
-def test_each_dealt_canary_is_read_in_canary_units_after_the_noise(sigma):
+@pytest.mark.parametrize("sigma, mode", [(0.0, None), (2.0, None), (2.0, "ghost")])
+def test_each_dealt_canary_is_read_in_canary_units_after_the_noise(sigma, mode):
     torch.manual_seed(0)
     model = make_dp_compatible(nn.Sequential(nn.Linear(6, 3)))
     dealt = dirac_canaries([(n, p.numel()) for n, p in model.named_parameters()], 8, 0.5, np.random.default_rng(1))
@@ -43,9 +43,9 @@ def test_each_dealt_canary_is_read_in_canary_units_after_the_noise(sigma):
     hook.start_round(0)
     parts = wrap_private(model, torch.optim.SGD(model.parameters(), lr=0.0), noise_multiplier=sigma,
                          max_grad_norm=0.5, sample_rate=0.5, expected_batch_size=4,
-                         generator=torch.Generator().manual_seed(3))
+                         generator=torch.Generator().manual_seed(3), grad_sample_mode=mode)
     x = torch.randn(4, 6)
-    private_step(parts, x, torch.tensor([0, 1, 2, 0]), nn.functional.cross_entropy, hooks=[hook])
+    private_step(parts, x, torch.tensor([0, 1, 2, 0]), nn.CrossEntropyLoss(), hooks=[hook])
     params = dict(model.named_parameters())
     coordinate = np.array([params[n].grad.reshape(-1)[i].item() for n, i in zip(dealt.names, dealt.flat_index)])
     read = dealt.signs * coordinate * 4 / 0.5  # one record weighs 1/(qn) = 1/4; a canary is 0.5 (= C) there
