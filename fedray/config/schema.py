@@ -223,6 +223,7 @@ class Train(ReadOnly):
     momentum: float = Spec.make(check="momentum")
     weight_decay: float = nonnegative()
     batch_size: int = count()
+    physical_batch_size: int = nonnegative_count()  # 0: a step's whole batch in one pass
     precision: str = choice("bf16", "fp32")
     channels_last: bool = boolean()
     cache_features: bool = boolean()

@@ -34,8 +34,9 @@ def check_memory_plan(cfg: Config, *, num_classes: int, gpu_bytes: int | None) -
     if gpu_bytes is None or model_family(cfg.model.name) != "image" or cfg.resources.hospital.num_gpus <= 0:
         return
     dp_sgd = claims_dp(cfg) and mechanism_class(cfg.privacy.name).per_sample_gradients
+    one_pass = min(cfg.train.batch_size, cfg.train.physical_batch_size or cfg.train.batch_size)
     estimate = estimate_training_memory(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size,
-                                        batch_size=cfg.train.batch_size, optimizer=cfg.train.optimizer,
-                                        dp_sgd=dp_sgd)
+                                        batch_size=one_pass, optimizer=cfg.train.optimizer, dp_sgd=dp_sgd,
+                                        grad_sample_mode=getattr(cfg.privacy, "grad_sample_mode", None))
     check_memory_fits(estimate, gpu_share=cfg.resources.hospital.num_gpus, gpu_bytes=gpu_bytes,
                       model_name=cfg.model.name, batch_size=cfg.train.batch_size)

@@ -5,12 +5,16 @@ A hospital's training step holds, in fp32 (4 bytes a number):
 - the weights W, their gradients and the optimizer's state (one momentum
   buffer for SGD, two moments for Adam): :math:`(2 + s)\,P` numbers for P
   parameters, s = 1 (SGD) or 2 (Adam);
-- the activations of one batch and their gradients: :math:`2\,B\,A`, with A
-  the summed output size of every leaf module for one input;
+- the activations of one forward/backward pass and their gradients:
+  :math:`2\,B\,A`, with A the summed output size of every leaf module for one
+  input and B the records of one pass (``train.physical_batch_size`` when set
+  below the batch, else ``train.batch_size``);
 - under DP-SGD, one gradient per example of every trainable parameter
   (Opacus' ``grad_sample``): :math:`B\,T` more for T trainable parameters.
   This is the term that dominates: VGG19's 139.6 M parameters at B = 32 need
-  17.9 GB for the per-sample gradients alone.
+  17.9 GB for the per-sample gradients alone. Ghost clipping
+  (``grad_sample_mode="ghost"``, which :func:`~fedray.privacy.opacus_wiring.choose_grad_sample_mode`
+  picks for large models) never forms them: only one norm per record and layer.
 
 Sizes come from building the model on PyTorch's ``meta`` device (shapes, no
 data) and one forward pass there, so the estimate costs milliseconds and
@@ -52,8 +56,9 @@ class MemoryEstimate:
 
 
 def estimate_training_memory(model_cfg: BackboneModel, *, num_classes: int, image_size: int, batch_size: int,
-                             optimizer: str, dp_sgd: bool) -> MemoryEstimate:
-    """The memory model of the module docstring for one hospital's training step."""
+                             optimizer: str, dp_sgd: bool, grad_sample_mode: str | None = None) -> MemoryEstimate:
+    """The memory model of the module docstring for one hospital's training step (``batch_size``: one pass's
+    records); under DP-SGD in ``grad_sample_mode``, or the mode a run would choose for this model."""
     with torch.device("meta"):
         model = build_model(dataclasses.replace(model_cfg, pretrained=False), num_classes=num_classes,
                             image_size=image_size)
@@ -61,9 +66,15 @@ def estimate_training_memory(model_cfg: BackboneModel, *, num_classes: int, imag
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     activations = _activation_numel(model, image_size)
     numbers = (2 + OPTIMIZER_STATE[optimizer]) * parameters + 2 * batch_size * activations
-    if dp_sgd:
+    if dp_sgd and _forms_per_record_gradients(model, grad_sample_mode):
         numbers += batch_size * trainable
     return MemoryEstimate(parameters, trainable, activations, numbers * BYTES)
+
+
+def _forms_per_record_gradients(model: nn.Module, grad_sample_mode: str | None) -> bool:
+    from fedray.privacy.opacus_wiring import choose_grad_sample_mode  # Opacus: only DP plans pay its import
+
+    return (grad_sample_mode or choose_grad_sample_mode(model)) != "ghost"
 
 
 def _activation_numel(model: nn.Module, image_size: int) -> int:
@@ -93,8 +104,9 @@ def check_memory_fits(estimate: MemoryEstimate, *, gpu_share: float, gpu_bytes: 
         return
     needed = math.ceil(100 * estimate.total_bytes / gpu_bytes) / 100
     fix = (f"set resources.hospital.num_gpus={needed:g} or more" if needed <= 1
-           else "lower train.batch_size or pick a smaller backbone (it does not fit one card)")
+           else "set train.physical_batch_size below it (a step's batch then runs in several passes) or pick a "
+                "smaller backbone (it does not fit one card)")
     raise FedrayError(
-        f"{model_name} at train.batch_size={batch_size} needs about {estimate.gigabytes:.1f} GB per hospital "
+        f"{model_name} at {batch_size} records a pass needs about {estimate.gigabytes:.1f} GB per hospital "
         f"but resources.hospital.num_gpus={gpu_share:g} of a {gpu_bytes / 1e9:.0f} GB card gives {available / 1e9:.1f} GB "
         f"(Ray does not cap a fractional GPU's memory): {fix}")

@@ -181,8 +181,8 @@ def wrap_private(
 
 
 def private_step(
-    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, hooks: Sequence = ()
-) -> tuple[float, torch.Tensor | None]:
+    parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn, hooks: Sequence = (),
+    passes: Sequence[slice] | None = None) -> tuple[float, torch.Tensor | None]:
     r"""One DP-SGD step on the Poisson batch ``(x, y)``; returns the batch's mean loss and detached logits.
 
     ``loss_fn`` must average over the batch (``reduction="mean"``). An empty
@@ -199,25 +199,31 @@ def private_step(
     ``loss_fn`` must also honour ``reduction="none"`` (``nn.CrossEntropyLoss``,
     :class:`~fedray.training.objective.MulticlassHinge`): the clipping weights
     each record's loss.
+
+    ``passes`` (consecutive record ranges covering the batch; default one
+    pass, :func:`fedray.training.local.physical_passes`) splits it into
+    forward/backward passes, Opacus' ``BatchMemoryManager`` scheme: each pass's
+    records are clipped into the running sum with the step skipped
+    (``signal_skip_step``), and only the last pass adds the noise, divides by
+    :math:`qn` and is counted by the accountant. Clipping is per record and the
+    sum is linear, so the step equals the one-pass step (a test checks it);
+    memory holds one pass.
     """
     coupled = [n for n, m in parts.module.named_modules() if isinstance(m, _BatchNorm) and m.training]
     if coupled:
         raise RuntimeError(f"BatchNorm {coupled[0]} is in train mode during DP-SGD: call set_frozen_eval(model)")
-    parts.optimizer.zero_grad(set_to_none=True)
-    ghost = parts.grad_sample_mode == "ghost"
-    if len(x) == 0:
-        # What the clipping leaves of no records: an empty per-record gradient (hooks) or a zero sum (ghost).
-        for p in parts.optimizer.params:
-            if ghost:
-                p.grad = torch.zeros_like(p)
-            else:
-                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-        loss, logits = float("nan"), None
-    else:
-        logits = parts.module(x)
-        out = _ghost_loss(parts, loss_fn, logits, y) if ghost else loss_fn(logits, y)
-        out.backward()
-        loss, logits = out.item(), logits.detach()
+    passes = passes or [slice(0, len(x))]
+    losses, outputs = [], []
+    for i, part in enumerate(passes):
+        # After a taken step this clears the clipped sum; after a skipped pass it keeps it (Opacus' accumulation).
+        parts.optimizer.zero_grad(set_to_none=True)
+        loss, logits = _clipped_pass(parts, x[part], y[part], loss_fn)
+        losses.append(loss * (part.stop - part.start))
+        outputs.append(logits)
+        if i < len(passes) - 1:  # clip this pass's records into the sum; no noise, no step, not counted
+            parts.optimizer.signal_skip_step(do_skip=True)
+            parts.optimizer.pre_step()
+    loss, logits = (float("nan"), None) if len(x) == 0 else (sum(losses) / len(x), torch.cat(outputs))
     # Opacus' step is pre_step (clip, noise, scale, accountant) then the wrapped optimizer's step. The hooks
     # add their terms between the two, seen by momentum or Adam like the data gradient.
     if parts.optimizer.pre_step():
@@ -225,6 +231,23 @@ def private_step(
             hook.on_gradient(1.0 / parts.optimizer.expected_batch_size)
         parts.optimizer.original_optimizer.step()
     return loss, logits
+
+
+def _clipped_pass(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple[float, torch.Tensor | None]:
+    """One forward/backward pass leaving its records' clipping inputs for ``pre_step``: per-record gradients, or
+    under ghost clipping their clipped sum in ``p.grad``. No records: what clipping leaves of none."""
+    ghost = parts.grad_sample_mode == "ghost"
+    if len(x) == 0:
+        for p in parts.optimizer.params:
+            if ghost:
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        return float("nan"), None
+    logits = parts.module(x)
+    out = _ghost_loss(parts, loss_fn, logits, y) if ghost else loss_fn(logits, y)
+    out.backward()
+    return out.item(), logits.detach()
 
 
 def _ghost_loss(parts: PrivateParts, loss_fn, logits: torch.Tensor, y: torch.Tensor):

@@ -138,6 +138,14 @@ class Evaluator:
         return torch.cat(outputs).numpy()
 
 
+def physical_passes(records: int, physical_batch_size: int) -> list[slice]:
+    """The record ranges of one step's forward/backward passes (``train.physical_batch_size``): one for all (or for
+    none) when the size is 0 or not below ``records``, else consecutive chunks of at most that many records."""
+    if physical_batch_size <= 0 or records <= physical_batch_size:
+        return [slice(0, records)]
+    return [slice(start, min(start + physical_batch_size, records)) for start in range(0, records, physical_batch_size)]
+
+
 class LocalTrainer(Evaluator):
     """Trains (and evaluates) a model on one shard kept on ``device``.
 
@@ -244,16 +252,24 @@ class LocalTrainer(Evaluator):
         return x, self.labels[idx]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor | None]:
-        """One optimizer step; returns the batch's mean loss and its detached logits."""
+        """One optimizer step; returns the batch's mean loss and its detached logits.
+
+        With ``train.physical_batch_size`` the batch runs in passes of at most that many records, each pass's
+        mean loss weighted by its share of the batch, so the summed gradient is the batch mean's.
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model(x)
-            loss = self.loss_fn(logits.float(), y)
-        loss.backward()
+        loss_sum, outputs = 0.0, []
+        for part in physical_passes(len(y), self.train_cfg.physical_batch_size):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.model(x[part])
+                loss = self.loss_fn(logits.float(), y[part])
+            (loss * ((part.stop - part.start) / len(y))).backward()
+            loss_sum += float(loss.detach()) * (part.stop - part.start)
+            outputs.append(logits.detach())
         for hook in self.gradient_hooks:  # one record weighs 1/|B| in the batch mean
             hook.on_gradient(1.0 / len(y))
         self.optimizer.step()
-        return float(loss.detach()), logits.detach()
+        return loss_sum / len(y), torch.cat(outputs)
 
     # -- privacy state (none without DP; DP-SGD keeps its accountant's history here) --
     def privacy_state(self) -> dict:

@@ -48,7 +48,7 @@ import torch
 
 from fedray.privacy.opacus_wiring import private_step, wrap_private
 from fedray.privacy.randomness import Purpose
-from fedray.training.local import LocalTrainer
+from fedray.training.local import LocalTrainer, physical_passes
 
 
 class DPSGDTrainer(LocalTrainer):
@@ -87,7 +87,8 @@ class DPSGDTrainer(LocalTrainer):
         with warnings.catch_warnings():
             # Opacus' hooks fire on the first layer's output because input images need no grad: expected.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            return private_step(self.parts, x, y, self.loss_fn, hooks=self.gradient_hooks)
+            return private_step(self.parts, x, y, self.loss_fn, hooks=self.gradient_hooks,
+                                passes=physical_passes(len(y), self.train_cfg.physical_batch_size))
 
     def fit(self, params, *, epochs: int, round_idx: int):
         new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)

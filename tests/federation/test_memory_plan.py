@@ -16,9 +16,9 @@ from fedray.federation.memory_plan import gpu_memory_bytes
 H200 = 141e9
 
 
-def _estimate(name: str, *, dp_sgd: bool = True, batch_size: int = 32, image_size: int = 128):
+def _estimate(name: str, *, dp_sgd: bool = True, batch_size: int = 32, image_size: int = 128, mode: str = "hooks"):
     return estimate_training_memory(backbone(name), num_classes=9, image_size=image_size, batch_size=batch_size,
-                                    optimizer="sgd", dp_sgd=dp_sgd)
+                                    optimizer="sgd", dp_sgd=dp_sgd, grad_sample_mode=mode)
 
 
 def test_per_sample_gradients_dominate_under_dp_sgd():
@@ -28,9 +28,17 @@ def test_per_sample_gradients_dominate_under_dp_sgd():
     assert _estimate("vgg19", dp_sgd=False).gigabytes < vgg.gigabytes - 17
 
 
+def test_ghost_clipping_and_smaller_passes_drop_what_they_never_hold():
+    hooks, ghost = _estimate("vgg19"), _estimate("vgg19", mode="ghost")
+    assert ghost.total_bytes == _estimate("vgg19", dp_sgd=False).total_bytes  # no per-record gradients at all
+    assert _estimate("vgg19", mode=None).total_bytes == ghost.total_bytes  # what a run picks for 139 M parameters
+    assert _estimate("small_cnn", mode=None).total_bytes == _estimate("small_cnn").total_bytes  # hooks there
+    assert _estimate("vgg19", batch_size=8).gigabytes < hooks.gigabytes / 3  # one pass of 8 records
+
+
 def test_vgg19_at_the_full_sweeps_share_is_refused_and_the_message_names_a_share_that_fits():
     vgg = _estimate("vgg19")
-    with pytest.raises(FedrayError, match=r"vgg19 at train.batch_size=32 needs about .* resources.hospital.num_gpus="
+    with pytest.raises(FedrayError, match=r"vgg19 at 32 records a pass needs about .* resources.hospital.num_gpus="
                                           r"0.09 .* set resources.hospital.num_gpus=(0\.\d+) or more") as err:
         check_memory_fits(vgg, gpu_share=0.09, gpu_bytes=H200, model_name="vgg19", batch_size=32)
     suggested = float(re.search(r"num_gpus=(0\.\d+) or more", str(err.value)).group(1))
