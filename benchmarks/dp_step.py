@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=128 if cuda else 32,
                    help="pixels per side (default 128 on CUDA, 32 on CPU)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--physical-batch-size", type=int, default=0,
+                   help="records a forward/backward pass holds (train.physical_batch_size; 0: the whole batch)")
     p.add_argument("--modes", default="auto",
                    help="comma-separated grad_sample_modes: auto (choose_grad_sample_mode), hooks, functorch, ew, ghost")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per configuration")
@@ -73,7 +75,7 @@ def _train_cfg(args, precision: str):
     from fedray.config.schema import Train
 
     return Train(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=0.0, batch_size=args.batch_size,
-                 precision=precision, channels_last=True)
+                 physical_batch_size=args.physical_batch_size, precision=precision, channels_last=True)
 
 
 def build(args, model_name: str, kind: str, mode: str | None, device):
