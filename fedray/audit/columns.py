@@ -80,6 +80,26 @@ CEILING_SERIES = (("canary_white_box_ceiling", ":_", "white-box canaries: the mo
                   ("canary_input_ceiling_fdp", "--+", "input canaries: the most they could show, f-DP"))
 
 
+# report.md's table of the white-box views (heading, column), in the order the report gives them, and its note.
+VIEW_TABLE = (("round: ε ≥", "canary_white_box_epsilon_lower_bound"),
+              ("round, f-DP: ε ≥", "canary_white_box_epsilon_lower_bound_fdp"),
+              ("step: ε ≥", "canary_step_epsilon_lower_bound"),
+              ("step, f-DP: ε ≥", "canary_step_epsilon_lower_bound_fdp"),
+              ("most it can show", "canary_step_ceiling"), ("most it can show, f-DP", "canary_step_ceiling_fdp"),
+              ("sample known, f-DP: ε ≥", "canary_step_sampled_epsilon_lower_bound_fdp"),
+              ("ε with the sample published", "canary_step_sampled_epsilon"))
+VIEW_NOTE = (
+    "Each one-run bound of the gradient canaries at 95 % confidence, by what its adversary saw "
+    "(`fedray/audit/step_view.py`). *Round*: the driver, each hospital's update of each round, a sum of many DP-SGD "
+    "steps that hides which step held a canary (the deployment view). *Step*: every noised step at each hospital, "
+    "scored by the subsampled Gaussian's likelihood ratio: the adversary DP-SGD's ε is for, compared with ε spent. "
+    "*Sample known*: the same steps with the Poisson sample known, which removes amplification by sampling; it is "
+    "compared only with the ε of DP-SGD with its sample published (its own column), never with ε spent. *Most it "
+    "can show*: every guess right, with these canaries (Steinke et al. / f-DP). A bound near that ceiling is limited "
+    "by the canaries; one far below it and below ε is what one run can see of this schedule "
+    "(`python benchmarks/audit_tightness.py` simulates the ideal audit of it).")
+
+
 def bound_values(audit: dict | None) -> dict:
     """The plotted lower bounds (:data:`BOUND_SERIES`) and the strongest attack's AUC, by their column names: what
     a tracker logs of the audit (:mod:`fedray.tracking`); a bound the audit did not compute is left out."""

@@ -24,6 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from fedray.audit.columns import VIEW_NOTE, VIEW_TABLE
 from fedray.audit.family import holm_rejections
 from fedray.sweep.selection import is_private_rule, with_selection
 
@@ -134,34 +135,16 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str,
     return "\n".join(lines)
 
 
-WHITE_BOX_NOTE = (
-    "Each one-run bound at 95 % confidence, by what its adversary saw (`fedray/audit/step_view.py`). *Round*: the "
-    "driver, each hospital's update of each round, a sum of many DP-SGD steps that hides which step held a canary "
-    "(the deployment view). *Step*: every noised step at each hospital, scored by the sampled Gaussian's likelihood "
-    "ratio: the adversary DP-SGD's ε is for, so its bound is at least the round view's up to noise and is compared "
-    "with ε spent. *Sample known*: the same steps with the Poisson sample known, which removes amplification by "
-    "sampling; it is compared only with the ε of DP-SGD with its sample published (its own column), never with ε "
-    "spent. *Most it can show*: every guess right, with these canaries (Steinke et al. / f-DP). A bound near that "
-    "ceiling is limited by the canaries; one far below it and below ε is what one run can see of this schedule "
-    "(`python benchmarks/audit_tightness.py` simulates the ideal audit of it).")
-
-
 def white_box_lines(completed: pd.DataFrame) -> list[str]:
-    """The gradient canaries' bounds per trial under each view, with the most they could show; nothing for a
-    frontier without the step view."""
-    if "canary_step_epsilon_lower_bound" not in completed or completed["canary_step_epsilon_lower_bound"].isna().all():
+    """The white-box audit's bounds per trial under each view that saw it, with the most they could show
+    (:data:`fedray.audit.columns.VIEW_TABLE`); nothing for a frontier without the step view."""
+    first_step_column = VIEW_TABLE[2][1]
+    if first_step_column not in completed or completed[first_step_column].isna().all():
         return []
     rows = with_epsilon_text(completed.sort_values(["target_epsilon", "trial_id"]))
-    return ["## White-box audit: what each view certifies", "", WHITE_BOX_NOTE, "",
-            markdown_table(rows, [
-                ("target ε", "target_epsilon"), ("trial", "trial_id"), ("lr", "lr"), ("ε spent", "_epsilon_spent"),
-                ("round: ε ≥", "canary_white_box_epsilon_lower_bound"),
-                ("round, f-DP: ε ≥", "canary_white_box_epsilon_lower_bound_fdp"),
-                ("step: ε ≥", "canary_step_epsilon_lower_bound"),
-                ("step, f-DP: ε ≥", "canary_step_epsilon_lower_bound_fdp"),
-                ("most it can show", "canary_step_ceiling"), ("most it can show, f-DP", "canary_step_ceiling_fdp"),
-                ("sample known, f-DP: ε ≥", "canary_step_sampled_epsilon_lower_bound_fdp"),
-                ("ε with the sample published", "canary_step_sampled_epsilon")]), ""]
+    return ["## White-box audit: what each view certifies", "", VIEW_NOTE, "",
+            markdown_table(rows, [("target ε", "target_epsilon"), ("trial", "trial_id"), ("lr", "lr"),
+                                  ("ε spent", "_epsilon_spent"), *VIEW_TABLE]), ""]
 
 
 def family_wise_lines(frame: pd.DataFrame, confidence: float) -> list[str]:

@@ -94,6 +94,8 @@ class TreeEvaluator:
 class TreeTrainer(TreeEvaluator):
     """Fits one hospital's tree or forest once, privately when ``epsilon`` is finite."""
 
+    gradient_hooks = ()  # no gradient to hook, and no round report (fedray.training.hooks)
+
     def __init__(self, *, model_cfg: DecisionTreeModel | RandomForestModel, inputs: np.ndarray | torch.Tensor, labels, num_classes: int,
                  input_map, epsilon: float, seed: int, hospital: int, noise: NoiseSource):
         super().__init__(num_classes=num_classes, input_map=input_map)
