@@ -227,6 +227,8 @@ class Train(ReadOnly):
     precision: str = choice("bf16", "fp32")
     channels_last: bool = boolean()
     cache_features: bool = boolean()
+    augmult: int = count()  # views averaged per record before clipping (fedray.training.augmult)
+    feature_norm: str = choice("none", "l2")  # per-record map of the trained layers' input (training.feature_norm)
 
 
 @dataclass

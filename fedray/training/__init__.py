@@ -32,6 +32,8 @@ from fedray.models import build_model, build_table_model, model_family
 from fedray.privacy.mechanisms import Mechanism, NonPrivate
 from fedray.privacy.randomness import NoiseSource
 from fedray.strategies import client_settings
+from fedray.training.augmult import ViewMeanLoss, check_augmult, pick_flip_views
+from fedray.training.feature_norm import attach_feature_norm
 from fedray.training.features import (
     FLIP_VIEWS,
     FeatureEncoder,
@@ -50,13 +52,20 @@ def build_training_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_
     """The torch model every hospital and the driver share, as the mechanism prepares it (GroupNorm under DP-SGD).
 
     The driver must build the same architecture as the hospitals, or their
-    state dicts would not match. Tree families have no torch model.
+    state dicts would not match. Tree families have no torch model. The
+    driver builds it once before Ray starts, so ``train.augmult`` and
+    ``train.feature_norm`` that the model cannot take are refused here.
     """
-    if model_family(cfg.model.name) == "table":
+    family = model_family(cfg.model.name)
+    if family == "table":
         model = build_table_model(cfg.model, num_classes=num_classes, num_features=num_features)
     else:
         model = build_model(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size)
-    return plan.prepare_model(model)
+    model = plan.prepare_model(model)
+    if cfg.train.augmult > 1:
+        check_augmult(cfg, family=family, cached=frozen_split(cfg, model, torch.device("cpu")) is not None)
+    attach_feature_norm(model, cfg, family=family)
+    return model
 
 
 def build_evaluator(cfg: Config, plan: Mechanism, *, num_classes: int, num_features: int | None, input_map: InputMap,
@@ -120,9 +129,11 @@ def build_trainer(
     if cached is not None:
         encoder = FeatureEncoder(cached, input_map, _store(cfg), device)
         views = FLIP_VIEWS if augment_name == "flips" else 1
+        augment = pick_flip_view if views == FLIP_VIEWS else only_view
+        if cfg.train.augmult > 1:  # check_augmult has made sure the cache holds the flip views
+            augment, common["loss_fn"] = pick_flip_views(cfg.train.augmult), ViewMeanLoss(common["loss_fn"])
         common |= dict(model=cached.head_side, full_model=model, inputs=encoder.features(inputs, views=views),
-                       input_map=Unchanged(), augment=pick_flip_view if views == FLIP_VIEWS else only_view,
-                       encoder=encoder)
+                       input_map=Unchanged(), augment=augment, encoder=encoder)
     return plan.trainer(common, hospital) or LocalTrainer(**common)
 
 

@@ -115,7 +115,8 @@ def head_inputs(split: FrozenSplit, images: torch.Tensor, input_map: InputMap, *
     def capture(_module, args):
         raise _HeadInput(args[0])
 
-    hook = split.head.register_forward_pre_hook(capture)
+    # prepend: g(x) itself, before any input map a run puts on the head (fedray.training.feature_norm)
+    hook = split.head.register_forward_pre_hook(capture, prepend=True)
     modes = {m: m.training for m in split.model.modules()}
     split.model.eval()
     try:

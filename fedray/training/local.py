@@ -223,6 +223,8 @@ class LocalTrainer(Evaluator):
                 if logits is None:  # an empty Poisson batch: a noise-only DP step
                     continue
                 loss_sum += loss * len(y)
+                if logits.dim() == 3:  # train.augmult: scores [B, k, C] of k views; a record's views vote together
+                    logits = logits.mean(1)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
         metrics = {
