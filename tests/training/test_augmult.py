@@ -12,9 +12,10 @@ from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
 from fedray.privacy.opacus_wiring import wrap_private
-from fedray.training import build_training_model
+from fedray.training import build_training_model, frozen_split
 from fedray.training.augmult import ViewMeanLoss, pick_flip_views
 from fedray.training.feature_norm import attach_feature_norm
+from fedray.training.features import head_inputs
 
 LITE0_HEAD = ["model=efficientnet_lite0", "model.pretrained=true", "model.finetune=head", "data.image_size=32"]
 NO_PREPARATION = SimpleNamespace(prepare_model=lambda model: model)  # a plan that leaves the model as built
@@ -80,3 +81,23 @@ def test_feature_norm_puts_each_rows_views_at_unit_norm_before_the_layer(tmp_pat
     attach_feature_norm(layer, cfg, family="table")
     layer(torch.tensor([[[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]]]))
     torch.testing.assert_close(seen[0], torch.tensor([[[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]]]))
+
+
+class _Scale:
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.float() / 255
+
+
+def test_the_cache_keeps_raw_features_and_the_head_reads_them_normalised(tmp_path):
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    splits, cached = {}, {}
+    for norm in ("none", "l2"):
+        cfg = compose_typed([*TINY, *LITE0_HEAD, f"train.feature_norm={norm}"], tmp_path)
+        model = build_training_model(cfg, NO_PREPARATION, num_classes=3, num_features=None)
+        splits[norm] = frozen_split(cfg, model, torch.device("cpu"))
+        cached[norm] = head_inputs(splits[norm], images, _Scale(), device=torch.device("cpu"), views=1)[:, 0]
+    torch.testing.assert_close(cached["l2"], cached["none"])  # g(x) itself: one cache serves both settings
+    seen = []
+    splits["l2"].head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    splits["l2"].head_side.eval()(cached["l2"] * 5)
+    torch.testing.assert_close(seen[0], torch.nn.functional.normalize(cached["l2"], dim=1))
