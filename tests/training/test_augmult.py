@@ -22,7 +22,8 @@ NO_PREPARATION = SimpleNamespace(prepare_model=lambda model: model)  # a plan th
 
 
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the input needs no grad: expected
-def test_a_records_clipped_gradient_is_the_clip_of_its_views_mean_gradient():
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])
+def test_a_records_clipped_gradient_is_the_clip_of_its_views_mean_gradient(mode):
     torch.manual_seed(0)
     records, views, features, classes, clip = 6, 3, 5, 4, 0.5
     head = nn.Linear(features, classes)
@@ -30,7 +31,7 @@ def test_a_records_clipped_gradient_is_the_clip_of_its_views_mean_gradient():
     reference.load_state_dict(head.state_dict())
     x, y = torch.randn(records, views, features) * 3, torch.randint(classes, (records,))
     parts = wrap_private(head, torch.optim.SGD(head.parameters(), lr=0.1), noise_multiplier=0.0,
-                         max_grad_norm=clip, sample_rate=0.5, expected_batch_size=records, grad_sample_mode="hooks")
+                         max_grad_norm=clip, sample_rate=0.5, expected_batch_size=records, grad_sample_mode=mode)
 
     ViewMeanLoss(nn.CrossEntropyLoss())(parts.module(x), y).backward()
     parts.optimizer.pre_step()  # clip each record's gradient, add σ = 0 noise, divide by the expected batch size
