@@ -41,6 +41,7 @@ from torch.nn import functional
 
 from fedray.errors import FedrayError
 
+
 def _unit_rows(_module: nn.Module, args: tuple):
     return (functional.normalize(args[0], p=2.0, dim=-1), *args[1:])
 
