@@ -123,11 +123,12 @@ class StepScores:
         """Nothing: under secure aggregation no hospital reports its steps (:mod:`fedray.audit.plan`)."""
 
     def observe_reports(self, reports: dict[int, dict]) -> None:
+        totals = {key: value.copy() for key, value in self.totals.items()}  # Ray hands this observer read-only arrays
         for h, observations in reports.items():
             own = np.flatnonzero(self.hospitals == h)
-            for key in self.totals:  # not in place: Ray's object store hands out read-only arrays
-                self.totals[key] = self.totals[key].copy()
-                self.totals[key][own] += np.asarray(observations[NAME][key], dtype=np.float64)
+            for key, total in totals.items():
+                total[own] += np.asarray(observations[NAME][key], dtype=np.float64)
+        self.totals = totals
 
     def report(self, initial, final) -> dict[str, np.ndarray]:
         return dict(self.totals)
