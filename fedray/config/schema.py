@@ -146,6 +146,7 @@ class Federation(ReadOnly):
     num_hospitals: int = count()
     clients_per_round: Optional[int] = count(nullable=True)
     actors: Optional[int] = count(nullable=True)  # hospital actors the hospitals share; null: pool.hospital_actor_count
+    resident_hospitals: Optional[int] = count(nullable=True)  # kept built per actor; null: pool.resident_hospitals
     partition: Partition = free()
     max_restarts: int = nonnegative_count()
     max_round_retries: int = nonnegative_count()

@@ -6,8 +6,9 @@ Each round the driver
 2. collects each hospital's :class:`~fedray.strategies.ClientResult`,
 3. aggregates them with the strategy (FedAvg),
 4. every ``fl.eval_every`` rounds and on the last, evaluates the new global
-   model on the held-out validation and test sets, and asks each hospital for
-   metrics on its own validation shard.
+   model on the held-out validation and test sets, and asks each hospital of
+   the round for metrics on its own validation shard (Flower's evaluation
+   round: with client sampling, the round's participants).
 
 It receives only what each hospital's privacy plan releases (parameters,
 sample counts and, without DP, metrics: ``plan.hospital_releases``, checked
@@ -101,6 +102,7 @@ class Driver:
         self.secure = _secure_round(cfg, plan, self.global_params, max_samples=max_samples)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
+        self.participants: list[int] = list(range(len(hospitals)))  # the last round's hospitals
         self.val_set, self.test_set = (
             {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
         )
@@ -111,7 +113,8 @@ class Driver:
         if self.secure is not None:
             return self._finish_round(round_idx, start, self._secure_round(round_idx), [], evaluate)
         starts = self.local_params if self.mode == "local" else [self.global_params] * len(self.hospitals)
-        results = self.hospitals.fit(starts, round_idx, self.sample_participants(round_idx))
+        self.participants = self.sample_participants(round_idx)
+        results = self.hospitals.fit(starts, round_idx, self.participants)
         for observer in self.observers:  # every hospital's update and what its attachments reported, as received
             observer.observe_updates({r.hospital: starts[r.hospital] for r in results},
                                      {r.hospital: r.params for r in results})
@@ -166,7 +169,8 @@ class Driver:
     # -- evaluation ---------------------------------------------------------------
     def _evaluate(self) -> dict:
         models = self.final_params() if self.mode == "local" else [self.global_params] * len(self.hospitals)
-        per_hospital = self.hospitals.start_evaluate(models) if self.hospitals_release_metrics else list
+        per_hospital = self.hospitals.start_evaluate({k: models[k] for k in self.participants}) \
+            if self.hospitals_release_metrics else list
         if self.mode == "local":
             tests = [self._metrics(p, self.test_set) for p in self.local_params]
             vals = [self._metrics(p, self.val_set) for p in self.local_params]

@@ -18,8 +18,9 @@ Modes (every FL comparison needs both baselines):
   mean over the hospitals' models, each evaluated on the same held-out sets.
 
 A hospital's shards are object references in its set-up
-(:func:`hospital_setups`), kept by this process for the whole experiment: a
-hospital restarted by Ray is rebuilt from the same objects.
+(:func:`hospital_setups`), kept by this process for the whole experiment:
+hospitals are virtual (:mod:`fedray.federation.residency`), built from the
+same objects in whichever actor runs their turn.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from fedray.federation.driver import Driver
 from fedray.federation.cluster import cluster_line
 from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
-from fedray.federation.pool import ActorPool, actor_resources, hospital_actor_count, process_pool, seats
+from fedray.federation.pool import ActorPool, actor_resources, hospital_actor_count, process_pool, resident_hospitals
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
 from fedray.federation.runtime import get_in_one_line, overdue_line
 from fedray.models import model_family
@@ -76,16 +77,38 @@ def _as_payload(data: Records) -> dict:
     return {"inputs": np.ascontiguousarray(np.asarray(data.inputs)), "labels": np.asarray(data.labels)}
 
 
-def validate_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_features: int | None, data_kind: str) -> None:
-    """Check the model against the data and build it once in the caller's process, before any actor starts."""
+def validate_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_features: int | None, data_kind: str) -> int:
+    """Check the model against the data and build it once in the caller's process, before any actor starts;
+    its state's bytes (0 for a tree, which has no torch model)."""
     name = cfg.model.name
     family = model_family(name)
     if (data_kind == "image") != (family == "image"):
         wants = "images" if family == "image" else "table rows"
         raise FedrayError(f"model {name} takes {wants} but data {cfg.data.name} holds {data_kind}s: "
                           f"pick a {'table' if data_kind == 'table' else 'image'} model (conf/model/)")
-    if family != "tree":
-        build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
+    if family == "tree":
+        return 0
+    model = build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def check_federation_fits(cfg: Config, *, model_bytes: int, shards: list[Records]) -> None:
+    """Refuse a federation this machine's memory cannot hold, where its processes are this machine's."""
+    if cfg.cluster.name not in ("local", "inprocess"):
+        return
+    import os
+
+    from fedray.federation.memory_plan import check_federation_memory, machine_memory_bytes
+
+    actors = 1 if cfg.cluster.name == "inprocess" else \
+        hospital_actor_count(cfg, cluster_cpus=cfg.cluster.num_cpus or os.cpu_count())
+    check_federation_memory(cfg, model_bytes=model_bytes, actors=actors, resident=resident_hospitals(cfg, actors),
+                            shard_bytes=[_payload_bytes(shard) for shard in shards],
+                            memory_bytes=machine_memory_bytes())
+
+
+def _payload_bytes(records: Records) -> int:
+    return sum(np.asarray(value).nbytes for value in _as_payload(records).values())
 
 
 @dataclass
@@ -145,7 +168,9 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
         slot_counts=slots, audit_slots=tuple(audit_slot_counts(dealt, audit)), ranges_public=train.ranges_public,
         preprocessing=tuple(dealt.preprocessing), num_features=num_features, num_classes=num_classes,
         sites=dealt.hospital_sites))
-    validate_model(cfg, privacy, num_classes=num_classes, num_features=num_features, data_kind=train.kind)
+    model_bytes = validate_model(cfg, privacy, num_classes=num_classes, num_features=num_features,
+                                 data_kind=train.kind)
+    check_federation_fits(cfg, model_bytes=model_bytes, shards=shards)
     if resume is None:
         audit = plan_insertions(cfg, privacy, audit, dealt=dealt, num_classes=num_classes,
                                 num_features=num_features)
@@ -163,12 +188,13 @@ def resolve_for_data(cfg: Config) -> Config:
 
 
 def hospital_setups(prep: Prepared, hospital_res: dict, *, store: Callable = lambda payload: payload) -> list[dict]:
-    """Each hospital's constructor arguments: only its own shards (``store``: ``ray.put`` over Ray) and secrets."""
+    """Each hospital's set-up (:func:`~fedray.federation.residency.hospital_kwargs`): its own shards and secrets,
+    and what every hospital shares, stored once (``store``: ``ray.put`` over Ray)."""
     cfg = prep.cfg
+    shared = store(dict(cfg=cfg, plan=prep.privacy, input_map_state=prep.dealt.input_map.state_dict(),
+                        num_classes=prep.num_classes, num_features=prep.num_features, resources=hospital_res))
     return [
-        dict(hospital_id=k, train_shard=store(_as_payload(train)), val_shard=store(_as_payload(val)), cfg=cfg,
-             plan=prep.privacy, input_map_state=prep.dealt.input_map.state_dict(),
-             num_classes=prep.num_classes, num_features=prep.num_features, resources=hospital_res,
+        dict(shared=shared, hospital_id=k, train_shard=store(_as_payload(train)), val_shard=store(_as_payload(val)),
              release_key=prep.release_keys[k], attachments=hospital_attachments(prep.audit, k))
         for k, (train, val) in enumerate(zip(prep.training_shards, prep.dealt.val_shards))
     ]
@@ -225,12 +251,11 @@ def run_experiment(
     deadline = cfg.cluster.round_timeout_s
     try:
         pool.wait_placed(cfg.cluster.placement_timeout_s)
-        hospitals = RayHospitals(seats(hosts, len(prep.training_shards)),
-                                 hospital_setups(prep, hospital_res, store=ray.put),
+        hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), plan=prep.privacy,
+                                 capacity=resident_hospitals(cfg, len(hosts)),
                                  max_round_retries=cfg.fl.max_round_retries, kill_hospital=kill_hospital)
-        _hospital_errors_as_one_line([*hospitals.starting(),
-                                      driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res))],
-                                     seconds=deadline, what="building the hospitals and the driver")
+        _hospital_errors_as_one_line(driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res)),
+                                     seconds=deadline, what="building the driver")
 
         driver = RayDriver(driver_host, seconds=deadline)
         rounds, feature_cache = _run_rounds(prep, driver, clock=clock, resume=resume, on_round=on_round,
@@ -272,7 +297,8 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         prep = prepared or prepare_experiment(cfg)
         cfg = prep.cfg
         driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=False)
-        hospitals = InProcessHospitals(hospital_setups(prep, hospital_res))
+        hospitals = InProcessHospitals(hospital_setups(prep, hospital_res), plan=prep.privacy,
+                                       capacity=resident_hospitals(cfg, 1))
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
         rounds, feature_cache = _run_rounds(prep, driver, clock=clock, on_round=on_round)
         collected = _collect(prep, driver)

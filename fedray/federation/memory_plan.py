@@ -1,16 +1,38 @@
-"""Whether a party's GPU share can hold its backbone's training step: checked by a single run and by a sweep.
+"""Whether the parties' memory can hold a run: checked by a single run and by a sweep, before any actor starts.
 
-Ray does not cap a fractional GPU's memory, so a share too small for the
-backbone's step (:mod:`fedray.models.memory`: parameters, optimizer state,
-activations and, under a mechanism that needs them, per-sample gradients) is
-refused in one line before any actor is placed.
+GPU shares. Ray does not cap a fractional GPU's memory, so a share too small
+for the backbone's step (:mod:`fedray.models.memory`: parameters, optimizer
+state, activations and, under a mechanism that needs them, per-sample
+gradients) is refused in one line before any actor is placed.
+
+A federation on this machine (:func:`check_federation_memory`). With K
+virtual hospitals, m sampled per round and A hospital actors each keeping
+R built (:mod:`fedray.federation.residency`), with P the model's bytes and
+S_k hospital k's shard bytes, a round needs at least
+
+- the driver: the global model, the best round's, and the round's updates:
+  (m⁺ + 2)·P, where m⁺ = m + 4√m bounds the Poisson cohort (m = K without
+  sampling); under ``mode=local`` every hospital's model, K·P;
+- the actors: A·R·(4·P + max S_k) (model, gradients, two optimizer moments,
+  a shard copy);
+- the object store: Σ S_k, every shard once.
+
+A run whose sum exceeds :data:`MEMORY_SHARE` of this machine's memory is
+refused in one line naming the largest term and its knob. It is a lower
+bound (activations, Ray's own processes and Python's overheads come on top),
+so what it refuses cannot run; it is checked where the run's processes are
+this machine's (``cluster=local`` and ``inprocess``).
 """
 
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 
 from fedray.config import Config
+from fedray.errors import FedrayError
 from fedray.models import model_family
 from fedray.models.memory import check_memory_fits, estimate_training_memory
 from fedray.privacy.mechanisms import claims_dp, mechanism_class
@@ -40,3 +62,31 @@ def check_memory_plan(cfg: Config, *, num_classes: int, gpu_bytes: int | None) -
                                         grad_sample_mode=getattr(cfg.privacy, "grad_sample_mode", None))
     check_memory_fits(estimate, gpu_share=cfg.resources.hospital.num_gpus, gpu_bytes=gpu_bytes,
                       model_name=cfg.model.name, batch_size=cfg.train.batch_size)
+
+
+MEMORY_SHARE = 0.9  # of this machine's memory, a federation's lower bound may take
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_federation_memory(cfg: Config, *, model_bytes: int, shard_bytes: list[int], actors: int,
+                            resident: int, memory_bytes: int) -> None:
+    """Refuse a federation whose driver, actors and shards cannot fit ``memory_bytes`` (module docstring)."""
+    hospitals = len(shard_bytes)
+    m = cfg.fl.clients_per_round or hospitals
+    cohort = hospitals if m >= hospitals else min(hospitals, math.ceil(m + 4 * math.sqrt(m)))
+    kept = cohort if cfg.mode != "local" else hospitals
+    terms = {
+        f"the driver's {kept} models (fl.clients_per_round)": (kept + 2) * model_bytes,
+        f"{actors} actors keeping {resident} hospitals each (fl.actors, fl.resident_hospitals)":
+            actors * resident * (4 * model_bytes + max(shard_bytes, default=0)),
+        f"{hospitals} hospitals' shards (fl.num_hospitals, data)": sum(shard_bytes),
+    }
+    need, have = sum(terms.values()), MEMORY_SHARE * memory_bytes
+    if need > have:
+        largest = max(terms, key=terms.get)
+        raise FedrayError(f"this federation needs at least {need / 2**30:.3g} GiB of memory, more than "
+                          f"{have / 2**30:.3g} GiB ({MEMORY_SHARE:.0%} of this machine's): most of it is {largest}, "
+                          f"{terms[largest] / 2**30:.3g} GiB; lower that setting or use a smaller model")

@@ -3,9 +3,10 @@
 Starting a Ray actor costs a process and its imports (torch, fedray): about
 3-5 s each on a laptop, for the driver and every hospital of every
 experiment. A :class:`Host` is an actor that outlives an experiment: it
-holds one party object at a time (a :class:`~fedray.federation.hospital.Hospital`,
-a :class:`~fedray.federation.driver.Driver`) and builds the next experiment's
-party from scratch when told to. An :class:`ActorPool` keeps the hosts of one
+holds the driver (:class:`~fedray.federation.driver.Driver`), or the
+hospitals whose turns it runs (:mod:`fedray.federation.residency`: any
+number of virtual hospitals on a fixed number of actors), and builds the
+next experiment's parties from scratch. An :class:`ActorPool` keeps the hosts of one
 process (a CLI run's folds, the trials a reused Tune trial actor runs, a test
 session) and hands them to each experiment.
 
@@ -45,44 +46,52 @@ def actor_resources(resources: Resources, *, gpus_present: bool) -> tuple[dict, 
 
 
 class Host:
-    """A Ray actor hosting party objects, one per slot (the driver in slot 0 of its host; hospital k in slot k of
-    the host it shares with the other hospitals of its seat, :class:`Seat`); :meth:`apply` calls a method of one,
-    passed as the class's function (``Hospital.fit``), so callers name methods that exist, never strings. Ray
-    runs an actor's tasks one at a time, so the hospitals of one host train one after another."""
+    """A Ray actor hosting the parties of one experiment: the driver (:meth:`start`, :meth:`apply`), or hospitals
+    that take turns here (:meth:`visit`, :mod:`fedray.federation.residency`). Methods are passed as the class's
+    function (``Driver.run_round``, ``Hospital.fit``), so callers name methods that exist, never strings. Ray
+    runs an actor's tasks one at a time, so the hospitals queued on one host train one after another."""
 
     def __init__(self):
-        self.parties: dict[int, object] = {}
+        from fedray.federation.residency import Residency, from_object_store
 
-    def start(self, factory, kwargs: dict, slot: int = 0) -> None:
-        """Drop slot ``slot``'s party and build ``factory(**kwargs)`` there; object references in ``kwargs`` are
-        fetched.
+        self.party = None
+        self.residency = Residency(get=from_object_store)
+
+    def start(self, factory, kwargs: dict) -> None:
+        """Drop the party held and build ``factory(**kwargs)`` here; object references in ``kwargs`` are fetched.
 
         The pool's :meth:`ActorPool.release` already collected the previous experiment's parties; a host Ray
         restarted holds none.
         """
-        self.parties.pop(slot, None)
-        self.parties[slot] = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v
-                                        for k, v in kwargs.items()})
+        self.party = None
+        self.party = factory(**{k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()})
 
     def warm(self, *modules: str) -> None:
         """Import ``modules`` (a party's) now, while the caller is still preparing the data."""
         for module in modules:
             importlib.import_module(module)
 
-    def apply(self, method, *args, slot: int = 0):
-        """``method(party, *args)`` on slot ``slot``'s party: a method of its class, e.g. ``Driver.run_round``."""
-        return method(self.parties[slot], *args)
+    def apply(self, method, *args):
+        """``method(party, *args)`` on the party built by :meth:`start`: a method of its class."""
+        return method(self.party, *args)
+
+    def visit(self, ticket, method, *args, capacity: int, advances: bool = False, pin: bool | None = None,
+              held_only: bool = False):
+        """``method(hospital, *args)`` on the hospital of ``ticket`` (:func:`~fedray.federation.residency.run_turn`):
+        its copy held here if current, else built from the ticket."""
+        from fedray.federation.residency import run_turn
+
+        return run_turn(self.residency, ticket, method, args, capacity=capacity, advances=advances, pin=pin,
+                        held_only=held_only)
 
     def run(self, function, kwargs: dict):
         """Drop the parties and run ``function(**kwargs)`` here (the auditor, after the rounds and the release)."""
-        self.parties = {}
+        self.clear()
         return function(**kwargs)
 
-    def holds(self, cls, slot: int = 0) -> bool:
-        return isinstance(self.parties.get(slot), cls)
-
     def clear(self) -> None:
-        self.parties = {}
+        self.party = None
+        self.residency.clear()
         gc.collect()
 
     def ping(self) -> bool:
@@ -90,35 +99,6 @@ class Host:
 
     def where(self) -> dict:
         return placement_of_this_actor()
-
-
-@dataclass(frozen=True)
-class Seat:
-    """Where hospital ``slot`` lives: a pooled host (shared with other hospitals under ``fl.actors``) and the slot
-    it holds the hospital in. Each method sends one task to the host, for that slot."""
-
-    host: object
-    slot: int
-
-    def start(self, factory, kwargs: dict):
-        return self.host.start.remote(factory, kwargs, self.slot)
-
-    def apply(self, method, *args):
-        return self.host.apply.remote(method, *args, slot=self.slot)
-
-    def holds(self, cls):
-        return self.host.holds.remote(cls, self.slot)
-
-    def ping(self):
-        return self.host.ping.remote()
-
-    def where(self):
-        return self.host.where.remote()
-
-
-def seats(hosts: list, count: int) -> list[Seat]:
-    """``count`` hospitals on ``hosts``: hospital k in slot k of host ``k mod len(hosts)``."""
-    return [Seat(hosts[k % len(hosts)], k) for k in range(count)]
 
 
 @dataclass(frozen=True)
@@ -241,7 +221,7 @@ def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpu
     """How many hospital actors ``cfg`` runs on a cluster with ``cluster_cpus`` CPUs (None: not known).
 
     One holds every shard under ``mode=centralized``. Otherwise ``fl.actors``
-    (at most one per hospital), or by default: one per hospital on a cluster
+    (at most one per hospital; the hospitals take turns on them), or by default: one per hospital on a cluster
     with GPUs (each actor caps its own GPU memory share) or when the CPU count
     is not known, and on a CPU-only cluster as many as it has CPUs. Each actor
     is a process that imports torch (and, at its first optimiser step,
@@ -258,6 +238,24 @@ def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpu
     if gpus_present or cluster_cpus is None:
         return hospitals
     return min(hospitals, max(1, int(cluster_cpus)))
+
+
+DEFAULT_RESIDENT_HOSPITALS = 8
+
+
+def resident_hospitals(cfg: Config, actors: int) -> int:
+    """How many hospitals one process keeps built between turns (:mod:`fedray.federation.residency`).
+
+    ``fl.resident_hospitals``, or by default an actor's share of the
+    hospitals, ceil(K / A), up to :data:`DEFAULT_RESIDENT_HOSPITALS`: a small
+    federation is built once and stays (as with one actor per hospital),
+    while a large one keeps a process's memory at O(that many models). A
+    hospital not kept is rebuilt from its ticket at its next turn: about 2-7 ms
+    for the EHR MLP, against 50-60 ms for its training turn (2-core CPU).
+    """
+    if cfg.fl.resident_hospitals is not None:
+        return cfg.fl.resident_hospitals
+    return min(DEFAULT_RESIDENT_HOSPITALS, -(-cfg.fl.num_hospitals // max(1, actors)))
 
 
 def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:

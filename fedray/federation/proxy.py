@@ -3,47 +3,58 @@
 The round loop (:class:`~fedray.federation.driver.Driver`) talks to the
 hospitals only through :class:`HospitalsProxy`, after Flower's
 ``ClientProxy``: train from given parameters, evaluate, run the two steps of
-a masked round, and report or restore each accountant's state. Transport is
-the proxy's business:
+a masked round, and report or restore each accountant's state.
 
-- :class:`InProcessHospitals` calls :class:`~fedray.federation.hospital.Hospital`
-  objects directly, so the round loop runs (and is unit-tested) without Ray.
-- :class:`RayHospitals` calls hospital actors (:mod:`fedray.federation.pool`)
-  and owns everything that only exists over Ray: one object-store copy per
-  distinct model, waiting for a restarted actor, re-creating its hospital from
-  the same set-up, restoring its accountant from the last state it reported,
-  the retries of a round, and the test hook that kills a hospital mid-round.
+Hospitals are virtual (:mod:`fedray.federation.residency`): the proxy keeps
+each one's ticket (set-up, accountant state, turns), and a hospital is built
+in whichever process runs its turn, or reused there while its copy is
+current. Transport is the proxy's business:
 
-Both return the same values for the same calls, so a run is identical either
-way (a test checks it), and both check every hospital message against the
-privacy plan's declared releases for that hospital
+- :class:`InProcessHospitals` runs every turn in this process, so the round
+  loop runs (and is unit-tested) without Ray.
+- :class:`RayHospitals` queues each round's hospitals onto A pooled actors
+  (:mod:`fedray.federation.pool`), a few in flight per actor, each actor
+  taking first the hospitals it already holds. It owns everything that only
+  exists over Ray: one object-store copy per distinct model, waiting for a
+  restarted actor, the retries of a turn, and the test hook that kills a
+  hospital's actor mid-round.
+
+Both return the same values for the same calls, whatever the number of
+processes and whatever each keeps built, so a run is identical either way
+(tests check it), and both check every hospital message against the privacy
+plan's declared releases for that hospital
 (:class:`~fedray.privacy.ledger.Releases`): a field no release covers is
 refused before the driver can use it.
 
-Faults: a hospital that dies mid-round is restarted by Ray (``max_restarts``);
-the proxy waits until it answers, rebuilds its hospital from the set-up it was
-given, restores its accountant from the last state it reported, and retries
-its training for the same round from the same global parameters. A run never
-continues with fewer hospitals: after ``max_round_retries`` failed tries it
-fails. A masked round restarts the masking for everyone as a new attempt
-(fresh key pairs; no mask is ever reused): hospitals that had trained keep
-their update, a restarted one retrains from the same global model.
+Faults: an actor that dies mid-round is restarted by Ray (``max_restarts``);
+the proxy waits until it answers and queues again each turn it lost, which
+any actor then runs from the hospital's ticket (its accountant resumes at the
+steps last reported: spent privacy stays spent) from the same global
+parameters. A run never continues with fewer hospitals: after
+``max_round_retries`` failed tries of one turn it fails. A masked round
+restarts the masking for everyone as a new attempt (fresh key pairs; no mask
+is ever reused): hospitals that had trained keep their update, one whose
+actor died retrains from the same global model.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
 from fedray.federation.hospital import Hospital, HospitalError
+from fedray.federation.residency import NotHeld, Residency, Ticket, run_turn
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.strategies import ClientResult
 
 Params = dict[str, np.ndarray]
+
+IN_FLIGHT_PER_ACTOR = 2  # turns queued on an actor at once: the next one's transfer overlaps the current training
 
 
 def message_fields(result: ClientResult) -> list[str]:
@@ -64,10 +75,11 @@ def checked_results(plan, results: list[ClientResult]) -> list[ClientResult]:
     return results
 
 
-def checked_metrics(plan, metrics: list[dict]) -> list[dict]:
-    for k, values in enumerate(metrics):
+def checked_metrics(plan, metrics: dict[int, dict]) -> list[dict]:
+    """Each hospital's validation metrics, checked, as ``{"hospital": k, **metrics}`` in hospital order."""
+    for k, values in metrics.items():
         checked(plan, k, [f"validation.{key}" for key in values])
-    return metrics
+    return [{"hospital": k, **metrics[k]} for k in sorted(metrics)]
 
 
 def checked_reports(plan, reports: list[dict | None]) -> list[dict | None]:
@@ -87,6 +99,29 @@ def reported_privacy_state(result: ClientResult) -> dict:
     return {k: v for k, v in result.metrics.items() if k.startswith("dp_")}
 
 
+class Tickets:
+    """The hospitals' state outside any process: set-ups, accountant states as last reported, turns taken."""
+
+    def __init__(self, setups: list[dict]):
+        self.setups = setups
+        self.states: list[dict] = [{} for _ in setups]
+        self.turns = [0] * len(setups)
+
+    def __len__(self) -> int:
+        return len(self.setups)
+
+    def __getitem__(self, k: int) -> Ticket:
+        return Ticket(k, self.setups[k], self.states[k], self.turns[k])
+
+    def took_turn(self, k: int) -> None:
+        self.turns[k] += 1
+
+    def restore(self, states: list[dict]) -> None:
+        """Resume every accountant at ``states`` (a checkpoint): each hospital is rebuilt at its next turn."""
+        self.states = [dict(s) for s in states]
+        self.turns = [t + 1 for t in self.turns]  # no copy built before the restore is current any more
+
+
 class HospitalsProxy(Protocol):
     """What the round loop may ask of the hospitals of one experiment."""
 
@@ -97,13 +132,15 @@ class HospitalsProxy(Protocol):
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         """Each participant trains from its start parameters; results in hospital order."""
 
-    def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        """Ask hospital k for its metrics of ``params[k]`` on its own validation shard ({} under a DP mechanism);
-        calling the result collects them, so the driver evaluates its own sets meanwhile."""
+    def start_evaluate(self, params: dict[int, Params]) -> Callable[[], list[dict]]:
+        """Ask each hospital k of ``params`` for its metrics of ``params[k]`` on its own validation shard ({} under
+        a DP mechanism); calling the result collects them (``{"hospital": k, **metrics}`` in hospital order), so
+        the driver evaluates its own sets meanwhile."""
 
     def masked_payloads(self, params: Params, round_idx: int, session: SecureAggregationSession,
                         secure: SecureRound) -> tuple[SecureAggregationSession, dict[int, np.ndarray]]:
-        """One masked round's payloads from every hospital, and the session (attempt) they were masked in."""
+        """One masked round's payloads from every participant of ``session``, and the session (attempt) they
+        were masked in."""
 
     def privacy_states(self) -> list[dict]:
         """Each accountant's state after the last completed round."""
@@ -116,179 +153,232 @@ class HospitalsProxy(Protocol):
 
 
 class InProcessHospitals:
-    """Hospitals as plain objects in this process: the round loop without Ray (tests, a debugger)."""
+    """Every hospital's turn in this process: the round loop without Ray (tests, a debugger)."""
 
     restarts = 0
 
-    def __init__(self, setups: list[dict]):
-        self.hospitals = [Hospital(**setup) for setup in setups]
-        self.plan = setups[0]["plan"]
+    def __init__(self, setups: list[dict], *, plan, capacity: int):
+        self.tickets, self.plan, self.capacity = Tickets(setups), plan, capacity
+        self.residency = Residency()
 
     def __len__(self) -> int:
-        return len(self.hospitals)
+        return len(self.tickets)
+
+    def _turn(self, k: int, method, *args, advances: bool = False, pin: bool | None = None):
+        value = run_turn(self.residency, self.tickets[k], method, args, capacity=self.capacity, advances=advances,
+                         pin=pin)
+        if advances:
+            self.tickets.took_turn(k)
+        return value
 
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
-        return checked_results(self.plan, [self.hospitals[k].fit(starts[k], round_idx) for k in sorted(participants)])
+        results = []
+        for k in sorted(participants):
+            results.append(self._turn(k, Hospital.fit, starts[k], round_idx, advances=True))
+            self.tickets.states[k] = reported_privacy_state(results[-1])
+        return checked_results(self.plan, results)
 
-    def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        metrics = checked_metrics(self.plan, [h.evaluate(p) for h, p in zip(self.hospitals, params)])
+    def start_evaluate(self, params: dict[int, Params]) -> Callable[[], list[dict]]:
+        metrics = checked_metrics(self.plan, {k: self._turn(k, Hospital.evaluate, p) for k, p in params.items()})
         return lambda: metrics
 
     def masked_payloads(self, params, round_idx, session, secure):
-        keys = {h.hospital_id: h.secure_fit(params, round_idx, session) for h in self.hospitals}
-        return session, checked_payloads(self.plan, {h.hospital_id: h.secure_mask(keys, secure)
-                                                     for h in self.hospitals})
+        cohort = session.participants
+        keys = {k: self._turn(k, Hospital.secure_fit, params, round_idx, session, advances=True, pin=True)
+                for k in cohort}
+        masked = {k: self._turn(k, Hospital.secure_mask, keys, secure, pin=False) for k in cohort}
+        for k in cohort:
+            self.tickets.states[k] = self._turn(k, Hospital.privacy_state)
+        return session, checked_payloads(self.plan, masked)
 
     def privacy_states(self) -> list[dict]:
-        return [h.privacy_state() for h in self.hospitals]
+        return list(self.tickets.states)
 
     def restore_privacy_states(self, states: list[dict]) -> None:
-        for hospital, state in zip(self.hospitals, states):
-            hospital.restore_privacy_state(state)
+        self.tickets.restore(states)
 
     def feature_cache(self) -> list[dict | None]:
-        return checked_reports(self.plan, [h.feature_cache() for h in self.hospitals])
+        return checked_reports(self.plan, [self._turn(k, Hospital.feature_cache) for k in range(len(self))])
 
     def placement(self) -> list[dict]:
-        return [{"node": None, "placement_group": None} for _ in self.hospitals]
+        return [{"node": None, "placement_group": None} for _ in range(len(self))]
 
 
 class RayHospitals:
-    """Hospitals in Ray actors (:class:`~fedray.federation.pool.Host`): hospital k in ``seats[k]``, one hospital
-    per actor or several sharing one (``fl.actors``).
+    """Virtual hospitals on pooled Ray actors (:class:`~fedray.federation.pool.Host`): each round's turns are
+    queued onto the actors, at most :data:`IN_FLIGHT_PER_ACTOR` on one at a time, and an actor takes first the
+    hospitals whose current copy it holds, then those nobody holds, then any.
 
-    ``setups`` are the hospitals' constructor arguments, kept to rebuild a
-    restarted one; their shards are object references this proxy's owner
-    keeps alive for the whole experiment. A host that dies takes every
-    hospital it held: each is rebuilt when its own call fails.
+    ``setups`` are the hospitals' constructor arguments with their shards as object references, which this
+    proxy's owner keeps alive for the whole experiment.
     """
 
-    def __init__(self, seats: list, setups: list[dict], *, max_round_retries: int,
+    def __init__(self, hosts: list, setups: list[dict], *, plan, capacity: int, max_round_retries: int,
                  kill_hospital: tuple[int, int] | None = None):
-        self.seats, self.setups = seats, setups
-        self.plan = setups[0]["plan"]
+        self.hosts, self.tickets, self.plan, self.capacity = list(hosts), Tickets(setups), plan, capacity
         self.max_round_retries = max_round_retries
-        self.kill_hospital = kill_hospital  # test hook (run_experiment's): (k, r) kills hospital k in round r
+        self.kill_hospital = kill_hospital  # test hook (run_experiment's): (k, r) kills hospital k's actor in round r
         self.restarts = 0
-        self.states: list[dict] = [{} for _ in seats]
+        self.holder: list[int | None] = [None] * len(setups)  # the actor holding each hospital's current copy
+        self.ran_on = [k % len(self.hosts) for k in range(len(setups))]  # where each hospital last took a turn
 
     def __len__(self) -> int:
-        return len(self.seats)
-
-    def starting(self) -> list:
-        """Build every hospital in its host (a reused host drops the previous experiment's first): the tasks."""
-        return [seat.start(Hospital, setup) for seat, setup in zip(self.seats, self.setups)]
+        return len(self.tickets)
 
     # -- rounds --------------------------------------------------------------------
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
-        param_refs = _put_once(starts)
-        pending = {k: self.seats[k].apply(Hospital.fit, param_refs[k], round_idx) for k in participants}
-        self._inject_fault(round_idx)
-        results: dict[int, ClientResult] = {}
-        for k, ref in pending.items():
-            for attempt in range(self.max_round_retries + 1):
-                try:
-                    results[k] = self._get(ref, siblings=list(pending.values()))
-                    break
-                except _failures() as err:
-                    if attempt == self.max_round_retries:
-                        raise RuntimeError(f"hospital {k} failed {attempt + 1} times in round {round_idx}; "
-                                           "refusing to continue with fewer hospitals") from err
-                    self._rebuild(k)
-                    ref = self.seats[k].apply(Hospital.fit, param_refs[k], round_idx)
-        for k, result in results.items():
-            self.states[k] = reported_privacy_state(result)
-        return checked_results(self.plan, [results[k] for k in sorted(results)])
+        param_refs = _put_once({k: starts[k] for k in participants})
+        done = self._turns({k: (Hospital.fit, param_refs[k], round_idx) for k in participants}, advances=True,
+                           round_idx=round_idx)
+        for k, result in done.items():
+            self.tickets.states[k] = reported_privacy_state(result)
+        return checked_results(self.plan, [done[k] for k in sorted(done)])
 
     def masked_payloads(self, params, round_idx, session, secure):
         import ray
 
-        param_ref = ray.put(params)
+        param_ref, cohort = ray.put(params), list(session.participants)
         for attempt in range(self.max_round_retries + 1):
             try:
-                pending = [h.apply(Hospital.secure_fit, param_ref, round_idx, session) for h in self.seats]
-                self._inject_fault(round_idx)
-                keys = dict(zip(session.participants, self._get(pending)))
-                masked = self._get([h.apply(Hospital.secure_mask, keys, secure) for h in self.seats])
+                keys = self._turns({k: (Hospital.secure_fit, param_ref, round_idx, session) for k in cohort},
+                                   advances=True, pin=True, round_idx=round_idx)
+                masked = self._on_holders({k: (Hospital.secure_mask, keys, secure) for k in cohort}, pin=False)
+                states = self._on_holders({k: (Hospital.privacy_state,) for k in cohort})
                 break
-            except _failures() as err:
+            except _failures() + (NotHeld,) as err:
                 if attempt == self.max_round_retries:
                     raise RuntimeError(f"secure aggregation failed {attempt + 1} times in round {round_idx}; "
                                        "refusing to continue with fewer hospitals") from err
-                for k in range(len(self.seats)):
-                    self._rebuild(k)
                 session = session.next_attempt()
-        self.states = self._get([h.apply(Hospital.privacy_state) for h in self.seats])
-        return session, checked_payloads(self.plan, dict(zip(session.participants, masked)))
+        for k in cohort:
+            self.tickets.states[k] = states[k]
+        return session, checked_payloads(self.plan, masked)
 
-    def start_evaluate(self, params: list[Params]) -> Callable[[], list[dict]]:
-        pending = [h.apply(Hospital.evaluate, ref) for h, ref in zip(self.seats, _put_once(params))]
-        return lambda: checked_metrics(self.plan, self._get(pending))
+    def start_evaluate(self, params: dict[int, Params]) -> Callable[[], list[dict]]:
+        refs = _put_once(params)
+        pending = {k: self._visit(self._home(k), k, Hospital.evaluate, refs[k]) for k in params}
+        return lambda: checked_metrics(self.plan, dict(zip(pending, self._get(list(pending.values())))))
 
     # -- privacy state and reports -------------------------------------------------
     def privacy_states(self) -> list[dict]:
-        return list(self.states)
+        return list(self.tickets.states)
 
     def restore_privacy_states(self, states: list[dict]) -> None:
-        self.states = list(states)
-        self._get([h.apply(Hospital.restore_privacy_state, s) for h, s in zip(self.seats, states)])
+        self.tickets.restore(states)
+        self.holder = [None] * len(self.tickets)
 
     def feature_cache(self) -> list[dict | None]:
-        return checked_reports(self.plan, self._get([h.apply(Hospital.feature_cache) for h in self.seats]))
+        done = self._turns({k: (Hospital.feature_cache,) for k in range(len(self))})
+        return checked_reports(self.plan, [done[k] for k in range(len(self))])
 
     def placement(self) -> list[dict]:
-        return self._get([h.where() for h in self.seats])
+        """Where each hospital last took a turn: its actor's node and placement group."""
+        places = self._get([host.where.remote() for host in self.hosts])
+        return [places[a] for a in self.ran_on]
+
+    # -- the queue -----------------------------------------------------------------
+    def _turns(self, calls: dict[int, tuple], *, advances: bool = False, pin: bool | None = None,
+               round_idx: int | None = None) -> dict:
+        """Hospital k's turn ``calls[k] = (method, *args)`` for every k, queued onto the actors; values by k.
+
+        A turn lost with its actor is queued again (any actor runs it from the ticket), up to
+        ``max_round_retries`` times.
+        """
+        from fedray.federation.runtime import first_ready
+
+        queue, in_flight, done = sorted(calls), {}, {}
+        load, failures = [0] * len(self.hosts), Counter()
+        while queue or in_flight:
+            for depth in range(IN_FLIGHT_PER_ACTOR):  # one turn on every idle actor before a second on any
+                for a in range(len(self.hosts)):
+                    if queue and load[a] <= depth:
+                        k = self._take(queue, a)
+                        in_flight[self._visit(a, k, *calls[k], advances=advances, pin=pin)] = (k, a)
+                        load[a] += 1
+                        self._inject_fault(round_idx, k, a)
+            for ref in first_ready(list(in_flight)):
+                k, a = in_flight.pop(ref)
+                load[a] -= 1
+                try:
+                    done[k] = self._get(ref, siblings=list(in_flight))
+                except _failures() as err:
+                    failures[k] += 1
+                    if failures[k] > self.max_round_retries:
+                        where = "" if round_idx is None else f" in round {round_idx}"
+                        raise RuntimeError(f"hospital {k} failed {failures[k]} times{where}; refusing to continue "
+                                           "with fewer hospitals") from err
+                    self.restarts += 1
+                    self._lost(a)
+                    queue.insert(0, k)
+                else:
+                    self.holder[k] = self.ran_on[k] = a
+                    if advances:
+                        self.tickets.took_turn(k)
+        return done
+
+    def _on_holders(self, calls: dict[int, tuple], *, pin: bool | None = None) -> dict:
+        """Turns that continue the copies the last :meth:`_turns` left (a masked round's later steps), at once."""
+        pending = {k: self._visit(self.holder[k], k, *call, pin=pin, held_only=True) for k, call in calls.items()}
+        return dict(zip(pending, self._get(list(pending.values()))))
+
+    def _visit(self, a: int, k: int, method, *args, **flags):
+        return self.hosts[a].visit.remote(self.tickets[k], method, *args, capacity=self.capacity, **flags)
+
+    def _take(self, queue: list[int], a: int) -> int:
+        """The next turn for actor ``a``: a hospital it holds, else one nobody holds, else the queue's first."""
+        for wanted in (a, None):
+            for i, k in enumerate(queue):
+                if self.holder[k] == wanted:
+                    return queue.pop(i)
+        return queue.pop(0)
+
+    def _home(self, k: int) -> int:
+        return self.ran_on[k] if self.holder[k] is None else self.holder[k]
 
     # -- faults --------------------------------------------------------------------
-    def _inject_fault(self, round_idx: int) -> None:
-        if self.kill_hospital is not None and self.kill_hospital[1] == round_idx and not self.restarts:
-            import ray  # test hook: kill a hospital while its task is in flight; Ray restarts it
+    def _inject_fault(self, round_idx: int | None, k: int, a: int) -> None:
+        if self.kill_hospital == (k, round_idx):
+            import ray  # test hook: kill the actor running hospital k's turn while it is in flight; Ray restarts it
 
-            ray.kill(self.seats[self.kill_hospital[0]].host, no_restart=False)
+            self.kill_hospital = None
+            ray.kill(self.hosts[a], no_restart=False)
 
-    def _rebuild(self, k: int) -> None:
-        """Wait until hospital k's host answers; if Ray restarted it, rebuild the hospital and resume its accountant.
+    def _lost(self, a: int) -> None:
+        """Actor ``a`` died: wait until Ray has restarted it; every copy it held is gone."""
+        self.holder = [None if held == a else held for held in self.holder]
+        _wait_until_answering(self.hosts[a])
 
-        The rebuilt hospital is the same set-up with the same release key, so
-        no one-time release is redrawn, and its accountant resumes at the steps
-        last reported: spent privacy stays spent. A host that survived keeps
-        its hospital as it is (its accountant already counts what it trained).
-        """
-        seat = self.seats[k]
-        self._wait_until_answering(seat)
-        if self._get(seat.holds(Hospital)):
-            return
-        self.restarts += 1
-        self._get(seat.start(Hospital, self.setups[k]))
-        self._get(seat.apply(Hospital.restore_privacy_state, self.states[k]))
-
-    @staticmethod
-    def _wait_until_answering(seat) -> None:
-        import ray
-
-        deadline = time.monotonic() + 120
-        while True:  # Ray restarts the actor asynchronously; wait until it answers.
-            try:
-                ray.get(seat.ping(), timeout=30)
-                return
-            except _failures() + (ray.exceptions.GetTimeoutError,):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    @staticmethod
-    def _get(refs, siblings=()):
+    def _get(self, refs, siblings=()):
         from fedray.federation.runtime import get_in_one_line
 
-        return get_in_one_line(refs, causes=(HospitalError,), siblings=siblings)
+        try:
+            return get_in_one_line(refs, causes=(HospitalError,), siblings=siblings)
+        except Exception as err:  # a NotHeld raised in an actor arrives wrapped in Ray's task error
+            if isinstance(getattr(err, "cause", None), NotHeld):
+                raise NotHeld(str(err.cause)) from None
+            raise
 
 
-def _put_once(params: list[Params]) -> list:
-    """An object reference per entry, with one object-store copy per distinct model (FedAvg sends one to all)."""
+def _wait_until_answering(host) -> None:
     import ray
 
-    refs = {id(p): ray.put(p) for p in params}
-    return [refs[id(p)] for p in params]
+    deadline = time.monotonic() + 120
+    while True:  # Ray restarts the actor asynchronously; wait until it answers.
+        try:
+            ray.get(host.ping.remote(), timeout=30)
+            return
+        except _failures() + (ray.exceptions.GetTimeoutError,):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _put_once(params: dict[int, Params]) -> dict:
+    """An object reference per hospital, with one object-store copy per distinct model (FedAvg sends one to all)."""
+    import ray
+
+    refs = {id(p): ray.put(p) for p in params.values()}
+    return {k: refs[id(p)] for k, p in params.items()}
 
 
 def _failures() -> tuple[type[BaseException], ...]:

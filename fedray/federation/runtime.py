@@ -61,6 +61,20 @@ def wait_within(refs, *, seconds: float | None, overdue: Callable[[], str]) -> N
             raise
 
 
+def first_ready(refs: list) -> list:
+    """The objects of ``refs`` that are ready, once at least one is. Never blocks longer than :data:`POLL_SECONDS`
+    at a time (the driver's deadline is its caller's, :class:`~fedray.federation.driver_proxy.RayDriver`)."""
+    while True:
+        try:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
+        except SystemError as err:  # as in wait_within: a signal handler's exception comes wrapped
+            if isinstance(err.__cause__, Interrupted):
+                raise err.__cause__ from None
+            raise
+        if ready:
+            return ready
+
+
 def get_in_one_line(refs, *, causes: tuple[type[BaseException], ...], siblings=(), seconds: float | None = None,
                     overdue: Callable[[], str] = lambda: "a Ray task did not finish in time"):
     """``ray.get(refs)`` within ``seconds`` (:func:`wait_within`); a task that failed with one of ``causes`` (a

@@ -63,8 +63,9 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
         before = len(rows)
         for split in ("val", "test") if "val" in r else ():  # fl.eval_every skips some rounds' evaluation
             rows.append({**base, "scope": "global", "hospital": -1, "split": split, **_scalars(r[split])})
-        for k, metrics in enumerate(r.get("hospital_val", [])):
-            rows.append({**base, "scope": "hospital", "hospital": k, "split": "val", **_scalars(metrics)})
+        for metrics in r.get("hospital_val", []):  # the round's hospitals, each under its id
+            rows.append({**base, "scope": "hospital", "hospital": metrics["hospital"], "split": "val",
+                         **_scalars(metrics)})
         for client in r.get("clients", ()):  # none released (DP-FedAvg with sampling), or none recorded
             rows.append({**base, "scope": "hospital", "hospital": client["hospital"], "split": "train",
                          **{k: float(v) for k, v in client.items() if k != "hospital"}})

@@ -210,6 +210,10 @@ class LocalTrainer(Evaluator):
         for group in self.optimizer.param_groups:
             group["lr"] = scheduled_lr(self.train_cfg, round_idx, self.rounds)
         generator = self.round_randomness(round_idx)
+        # Dropout draws from torch's global generator: keyed to (seed, hospital, round) like the batch order (a
+        # stream apart from it), so a hospital's turn trains alike in whichever process runs it, after whichever
+        # other hospital. Public randomness: no DP claim rests on it.
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.hospital, round_idx, 1]).generate_state(1)[0]))
         for hook in self.gradient_hooks:
             hook.start_round(round_idx)
         self.model.train()

@@ -16,7 +16,7 @@ from fedray.federation.experiment import (
     prepare_experiment,
     run_experiment,
 )
-from fedray.federation.pool import ActorPool, seats
+from fedray.federation.pool import ActorPool
 from fedray.federation.proxy import RayHospitals
 from fedray.models import build_model
 from fedray.strategies import ClientResult
@@ -47,8 +47,8 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
     driver_res, hospital_res = actor_resources(tiny_cfg.resources, gpus_present=False)
     pool = ActorPool()
     _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res, max_restarts=0)
-    hospitals = RayHospitals(seats(hosts, 5), hospital_setups(prep, hospital_res, store=ray.put), max_round_retries=0)
-    ray.get(hospitals.starting())
+    hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), plan=prep.privacy, capacity=1,
+                             max_round_retries=0)
     received = []
     real_get = ray.get
 

@@ -59,3 +59,42 @@ def test_resnet50_does_not_fit_a_tenth_of_the_cluster_workers_a10g_but_small_cnn
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a local card's size is used first")
 def test_unknown_accelerators_give_no_size():
     assert gpu_memory_bytes([{"CPU": 8.0, "GPU": 1.0}]) is None
+
+
+def test_a_federation_is_refused_by_its_largest_memory_term(tmp_path):
+    from conftest import compose_typed
+    from fedray.federation.memory_plan import check_federation_memory
+
+    cfg = compose_typed(["data=ehr_synthetic", "model=mlp", "fl.num_hospitals=1000", "fl.clients_per_round=20"],
+                        tmp_path)
+    gib = 2**30
+    # the EHR MLP: a few kB a model, 1,000 shards of a few kB: fits anywhere
+    check_federation_memory(cfg, model_bytes=20_000, shard_bytes=[4_000] * 1000, actors=2, resident=8,
+                            memory_bytes=4 * gib)
+    # a 1 GB model: the driver's round (20 sampled, up to 38 with the Poisson cohort's 4 sigma) cannot fit 24 GiB
+    with pytest.raises(FedrayError, match=r"the driver's 38 models \(fl.clients_per_round\)"):
+        check_federation_memory(cfg, model_bytes=gib, shard_bytes=[4_000] * 1000, actors=2, resident=1,
+                                memory_bytes=24 * gib)
+    # the shards themselves: 1,000 hospitals of 30 MB on a 16 GiB machine
+    with pytest.raises(FedrayError, match=r"1000 hospitals' shards \(fl.num_hospitals, data\)"):
+        check_federation_memory(cfg, model_bytes=20_000, shard_bytes=[30 * 2**20] * 1000, actors=2, resident=8,
+                                memory_bytes=16 * gib)
+    # the actors' kept hospitals: 8 each of a 500 MB model on two actors
+    with pytest.raises(FedrayError, match=r"2 actors keeping 8 hospitals each"):
+        check_federation_memory(cfg, model_bytes=gib // 2, shard_bytes=[4_000] * 1000, actors=2, resident=8,
+                                memory_bytes=40 * gib)
+
+
+def test_a_federation_too_big_for_this_machine_is_one_line_before_ray(tmp_path):
+    import subprocess
+    import sys
+
+    # an MLP of 21 M parameters (82 MB) and up to 370 sampled updates at the driver: about 30 GB
+    proc = subprocess.run([sys.executable, "-m", "fedray", "data=ehr_synthetic", "model=mlp",
+                           "model.hidden=[20000,1000]", "fl.num_hospitals=400", "fl.clients_per_round=300",
+                           "data.num_records=20000", "fl.partition.scheme=iid", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("fedray: error: this federation needs at least") and "the driver's" in lines[-1]
+    assert "Traceback" not in proc.stderr and "Started a local Ray instance" not in proc.stderr + proc.stdout
