@@ -39,8 +39,9 @@ Then, for either:
   round) on the node's shard in shuffled batches, flips first for images, then the
   input map (colour whitening ``W (x/255 - m)``, or a table's clip-and-scale to its
   public ranges), as fedray's trainer does; ``evaluate`` = loss and accuracy on the
-  node's own validation shard, on every node every round (``--client-eval all``, what
-  fedray's hospitals do without DP) or on none (``--client-eval none``); the server's
+  node's own validation shard, every round on as many nodes as train (``--client-eval round``,
+  what fedray's hospitals do without DP: the round's participants), on all (``all``) or on
+  none (``none``); the server's
   ``evaluate_fn`` evaluates the new global model on the whole validation and test
   sets every round (fedray's driver does the same). The initial model is not
   evaluated (fedray does not evaluate it either).
@@ -85,8 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(written by flower_comparison.py); without it, --data-root's ISIC images are decoded here")
     p.add_argument("--clients-per-round", type=int, default=None,
                    help="m: FedAvg trains a fixed m nodes a round (fraction_train = m / N); default every node")
-    p.add_argument("--client-eval", choices=("all", "none"), default="all",
-                   help="every node evaluates the global model on its own validation shard every round, or none")
+    p.add_argument("--client-eval", choices=("round", "all", "none"), default="round",
+                   help="which nodes evaluate the global model on their own validation shard every round: as many "
+                        "as train (round: fedray's participants do), every node, or none")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--client-cpus", type=float, default=0.4, help="client_resources num_cpus")
@@ -437,13 +439,13 @@ def main(argv=None) -> dict:
             timing["train_nodes"][server_round] = len(messages)
             return messages
 
-    client_eval = args.client_eval == "all"
+    evaluating = {"round": per_round, "all": hospitals, "none": 0}[args.client_eval]
     server_app = ServerApp()
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        strategy = TimedFedAvg(fraction_train=per_round / hospitals, fraction_evaluate=1.0 if client_eval else 0.0,
-                               min_train_nodes=per_round, min_evaluate_nodes=hospitals if client_eval else 0,
+        strategy = TimedFedAvg(fraction_train=per_round / hospitals, fraction_evaluate=evaluating / hospitals,
+                               min_train_nodes=per_round, min_evaluate_nodes=evaluating,
                                min_available_nodes=hospitals)
         train_config = ConfigRecord({"lr": args.lr, "momentum": args.momentum, "batch-size": args.batch_size,
                                      "local-epochs": args.local_epochs, "seed": args.seed})

@@ -19,9 +19,10 @@ Three workloads (``--workload``):
   budget, flips and colour ZCA.
 
 All three are non-private with no audit, and every round evaluates the global
-model on the whole validation and test sets and, on every hospital, on that
-hospital's own validation shard (fedray's hospitals always do without DP, so
-the Flower side does too; ``--flower-client-eval none`` drops it there alone).
+model on the whole validation and test sets and, on each of the round's
+hospitals, on that hospital's own validation shard (fedray's participants do
+without DP, so as many of Flower's nodes do too; ``--flower-client-eval none``
+drops it there alone).
 For the many-client workloads this script first runs fedray's own data code in
 this interpreter (compose the same overrides, ``deal_data``, ``fit_input_map``,
 and fedray's model builder under ``torch.manual_seed(seed)``) and writes the
@@ -50,7 +51,7 @@ JSON (``train_nodes`` on Flower's side).
   interpreter that has ``flwr[simulation]`` (``--flower-python``; fedray's own
   environment never needs Flower): ``flwr.simulation.run_simulation`` with K
   supernodes, ``FedAvg`` (message API; ``fraction_train = m/K``,
-  ``fraction_evaluate = 1``), client resources ``--flower-client-cpus`` (Flower
+  ``fraction_evaluate = m/K``), client resources ``--flower-client-cpus`` (Flower
   sizes its actor pool as CPUs / num_cpus: the ISIC default 0.4 gives 5 client
   actors on 2 cores, one per hospital; the many-client default 1.0 gives one per
   core, as fedray's ``fl.actors`` default does), one torch thread each.
@@ -150,9 +151,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flower-client-cpus", type=float, default=None,
                    help="Flower client_resources num_cpus (its actor pool is CPUs / this): 0.4 for isic-mobilenet "
                         "(5 client actors on 2 cores), 1.0 for the many-client workloads (one per core)")
-    p.add_argument("--flower-client-eval", choices=("all", "none"), default="all",
-                   help="Flower's nodes evaluate on their validation shards every round (all: as fedray's hospitals "
-                        "do) or not at all (none: Flower does less work than fedray)")
+    p.add_argument("--flower-client-eval", choices=("round", "all", "none"), default="round",
+                   help="which of Flower's nodes evaluate on their validation shards every round: as many as train "
+                        "(round: as fedray's hospitals do, the round's participants), all, or none (Flower does "
+                        "less work than fedray)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each side; the order alternates")
     p.add_argument("--plain-cli", action="store_true",
                    help="run `python -m fedray` itself, without _fedray_cli_timed.py's clock on its phases")
