@@ -34,7 +34,12 @@ view (:mod:`fedray.audit.step_view`) and ``audit_p_value``, each trial's
 audits as one p-value, which the
 report corrects over the sweep (:mod:`fedray.audit.family`). Older frontiers
 read back with the columns they lack null (no ``dp_rdp``: basic composition
-only).
+only). Version 9 adds the federation's sampling beside ``hospitals`` (K):
+``clients_per_round``, the expected participants per round m
+(``fl.clients_per_round``, K where it is null: every hospital), and
+``client_sampling_rate``, q = m/K, each hospital's chance of taking part in a
+round (:func:`fedray.strategies.sampling.client_sampling_rate`), on which
+client-level DP's amplification by sampling rests.
 
 ``write_frontier`` is a privacy boundary like the run directory: a trial
 whose summary carries a field its own ledger does not declare
@@ -62,10 +67,11 @@ import pyarrow.parquet as pq
 from fedray.audit.columns import COLUMNS as AUDIT_COLUMNS, derived_values
 from fedray.metrics import SCALAR_METRICS
 from fedray.results.run_dir import check_outputs
+from fedray.strategies.sampling import client_sampling_rate
 from fedray.sweep.pareto import mark_pareto
 from fedray.sweep.plots import plot_frontier, plot_learning_curves
 from fedray.sweep.report import DEFAULT_AUDIT_CONFIDENCE, DEFAULT_UTILITY, HEADLINE_METRICS, PARAM_PREFIX, \
-    best_per_target_epsilon, render_report
+    best_per_target_epsilon, federation_keys, render_report
 from fedray.sweep.selection import (SCOPES, SELECTION_COLUMNS, PrivateSelection, combined_guarantee, curve_json,
                                     ledger_curve, with_selection)
 from fedray.sweep.tables import render_tables
@@ -73,7 +79,8 @@ from fedray.sweep.tables import render_tables
 # 3: validation metrics beside test; strategy, secure aggregation. 4: the audit's one-run bounds, flags.
 # 5: dp_guarantee, dp_noise, dp_event; selected and the selection_* columns. 6: dp_rdp replaces dp_event.
 # 7: the audit's f-DP bounds and ceilings. 8: the audit's step-level view, audit_p_value.
-SCHEMA_VERSION = 8
+# 9: clients_per_round and client_sampling_rate beside hospitals.
+SCHEMA_VERSION = 9
 
 _FINAL_TEST = ("summary", "final_test")
 _FINAL_TEST_STD = ("summary", "final_test_std")
@@ -95,6 +102,8 @@ _COLUMNS = [
     ("rounds", pa.int64(), ("config", "fl", "rounds")),
     ("local_epochs", pa.int64(), ("config", "fl", "local_epochs")),
     ("hospitals", pa.int64(), ("config", "fl", "num_hospitals")),
+    ("clients_per_round", pa.int64(), None),
+    ("client_sampling_rate", pa.float64(), None),
     ("strategy", pa.string(), ("config", "strategy", "name")),
     ("secure_aggregation", pa.bool_(), ("config", "fl", "secure_aggregation")),
     ("cv_folds", pa.int64(), ("summary", "cv", "folds")),
@@ -178,7 +187,9 @@ def _mark_selection(frame: pd.DataFrame, records: list[dict], *, utility: str, s
     if scored.empty:
         return
     if private is None:
-        chosen = with_selection(best_per_target_epsilon(completed, utility), completed, utility=utility, scope=scope)
+        keys = federation_keys(completed)  # one choice per K where the trials ran federations of several sizes
+        chosen = with_selection(best_per_target_epsilon(completed, utility, by=keys), completed, utility=utility,
+                                by=keys, scope=scope)
     else:  # the one trial released: the best of all K
         chosen = scored.loc[[scored[utility].idxmax()]].copy()
         realized = [ledger_curve(r["summary"].privacy) for r in records if r.get("status") == "completed"]
@@ -290,11 +301,23 @@ def _trial_row(record: dict, param_fields: list[pa.Field], sweep_name: str | Non
         "status": str(record["status"]), "error": _cast(record.get("error"), pa.string()),
         **{f.name: _param_value(record, f) for f in param_fields},
         **{name: _cast(_lookup(sources, name, path), type_) for name, type_, path in _COLUMNS if path is not None},
+        **_sampling_columns(sources["config"].get("fl")),
         **_ledger_columns(sources["summary"].get("privacy")),
         **_guarantee_columns(sources["summary"].get("privacy")),
         **{name: _cast(value, _TYPES[name]) for name, value in derived_values(_dig(sources, _AUDIT)).items()},
         "pareto_overall": False, "pareto_per_backbone": False, "selected": False,
     }
+
+
+def _sampling_columns(fl: dict | None) -> dict:
+    """m, the expected participants per round (K where every hospital takes part), and q = m/K; null without a
+    config (a failed trial) or where its ``fl`` lacks the number of hospitals."""
+    hospitals = _cast((fl or {}).get("num_hospitals"), pa.int64())
+    if hospitals is None:
+        return {"clients_per_round": None, "client_sampling_rate": None}
+    per_round = _cast(fl.get("clients_per_round"), pa.int64())
+    return {"clients_per_round": hospitals if per_round is None else per_round,
+            "client_sampling_rate": client_sampling_rate(hospitals, per_round)}
 
 
 def _guarantee_columns(privacy: dict | None) -> dict:

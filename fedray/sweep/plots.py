@@ -6,8 +6,12 @@ Each figure is built by a ``*_figure`` function that returns the matplotlib
 as a PNG.
 
 Left panel: the utility (e.g. test balanced accuracy) against ``epsilon_spent``
-on a log axis. Each backbone (each backbone and mechanism, when a sweep holds
-several mechanisms) gets one line through its best trial per target epsilon
+on a log axis, per hospital or per record where every trial shares one
+``privacy_unit`` (the x label says which). Each backbone (each backbone and mechanism, when a sweep holds
+several mechanisms; each of those and number of hospitals K, when the trials
+ran federations of several sizes, :func:`fedray.sweep.report.federation_keys`:
+"how many hospitals does client-level DP need" is then one line per K) gets
+one line through its best trial per target epsilon
 (the max-utility one, i.e. what tuning would pick); every other trial is a
 faint dot, and the overall Pareto-optimal trials are ringed. Where the frame
 has the metric's std over cross-validation folds (``<metric>_std``), the best
@@ -68,7 +72,7 @@ from matplotlib.transforms import ScaledTranslation
 
 from fedray.audit.columns import BOUND_SERIES, CEILING_SERIES
 from fedray.results.run_dir import fold_count, fold_curve
-from fedray.sweep.report import NO_GUARANTEE, PARAM_PREFIX, guarantee_caveat
+from fedray.sweep.report import NO_GUARANTEE, PARAM_PREFIX, federation_keys, guarantee_caveat, reported_metric
 
 INF_FACTOR = 10.0
 INF_LABEL = "∞"
@@ -99,7 +103,7 @@ def frontier_figure(frame: pd.DataFrame, *, utility: str, title: str, num_classe
             _note(ax, "no completed trial with a utility and a positive ε spent")
     else:
         best = best_per_backbone_epsilon(shown, utility)
-        colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(shown["series"].unique()))}
+        colours = {name: f"C{i % 10}" for i, name in enumerate(series_order(shown))}
         _utility_panel(left, shown, best, utility, colours, num_classes)
         _audit_panel(right, best, colours)
     return fig
@@ -117,8 +121,16 @@ def plottable(frame: pd.DataFrame, utility: str) -> pd.DataFrame:
     units = shown["privacy_unit"] if "privacy_unit" in shown else pd.Series(None, index=shown.index)
     if units.dropna().nunique() > 1:  # ε per record and ε per hospital are different guarantees: say which
         shown["series"] = shown["series"] + " [ε per " + units.fillna("—").astype(str) + "]"
+    if federation_keys(shown):  # a line per federation size: K is the setting, not a choice
+        shown["series"] = shown["series"] + ", K = " + shown["hospitals"].astype(str) + " hospitals"
     shown["_x"] = _x_positions(shown["epsilon_spent"].to_numpy(float))
     return shown
+
+
+def series_order(shown: pd.DataFrame) -> list[str]:
+    """The series of :func:`plottable`'s rows by number of hospitals (K = 5 before K = 50), then name: the order
+    of their colours and legend entries."""
+    return list(shown.sort_values(["hospitals", "series"], na_position="last")["series"].unique())
 
 
 def without_guarantee(frame: pd.DataFrame) -> pd.Series:
@@ -151,8 +163,7 @@ def _x_positions(eps: np.ndarray) -> np.ndarray:
 def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, colours: dict,
                    num_classes: int | None) -> None:
     # Trials are chosen on ``utility`` (validation); the panel shows their held-out test counterpart.
-    test_twin = utility.replace("val_", "test_", 1)
-    reported = test_twin if utility.startswith("val_") and test_twin in shown else utility
+    reported = reported_metric(utility, shown.columns)
     spread = f"{reported}_std"
     error_column = spread if spread in best and best[spread].notna().any() else None
     for name, colour in colours.items():
@@ -175,6 +186,9 @@ def _utility_panel(ax, shown: pd.DataFrame, best: pd.DataFrame, utility: str, co
     ax.set_title("utility vs privacy spent")
     ax.set_xscale("log")
     _epsilon_axis(ax, shown["_x"].to_numpy(float), shown["epsilon_spent"].to_numpy(float))
+    units = shown["privacy_unit"].dropna().unique() if "privacy_unit" in shown else []
+    if len(units) == 1:
+        ax.set_xlabel(f"ε spent per {units[0]} (log scale; ∞ = non-private)")
     ax.legend(fontsize=8)
 
 

@@ -3,13 +3,23 @@
 Sections: trial counts and a pointer to ``tables.md`` (the paper's tables,
 fedray.sweep.tables); the best configuration per target epsilon (the
 max-utility completed trial, i.e. what tuning on the validation metric picks)
-with the ε of that choice (:mod:`fedray.sweep.selection`); the Pareto-optimal
+with the ε of that choice (:mod:`fedray.sweep.selection`); where the trials
+ran federations of different sizes, the utility per number of hospitals K and
+target ε; the Pareto-optimal
 trials; the failed trials with their errors; the trials whose ε is no
 guarantee (reproducible noise); the audit flags across the sweep, those
 raised per trial and those that survive Holm's family-wise correction
 (:mod:`fedray.audit.family`); and a note that hyper-parameter tuning on
 private data spends privacy of its own. Tables are written by a small helper
 rather than ``DataFrame.to_markdown`` so the report needs no ``tabulate``.
+
+Federations of different sizes are not alternatives to choose between: K is
+the setting a result holds for, and under client-level DP (``privacy=dpfedavg``)
+the unit of the guarantee is a different hospital at each K. So where the
+completed trials hold more than one K (:func:`federation_keys`), the best
+trial is chosen per (K, target ε), here, in ``tables.md``, the figure and the
+frontier's ``selected`` rows, and a selection ε composes only the trials of
+the same K.
 
 An ε computed for a run whose noise is reproducible from the config
 (``privacy.reproducible_noise=true``; the frontier's ``dp_guarantee`` is
@@ -72,6 +82,7 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str,
     completed = frame[frame["status"] == "completed"]
     failed = frame[frame["status"] != "completed"]
     chosen = with_epsilon_text(chosen_rows(completed, utility))
+    federations = federation_keys(completed)
     other_params = [c for c in frame.columns if c.startswith(PARAM_PREFIX) and c[len(PARAM_PREFIX):] not in _SHOWN_AXES]
     lines = [
         f"# Privacy-utility frontier: {sweep_name}",
@@ -89,9 +100,10 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str,
         "Accuracy vs ε, privacy loss vs ε and the other paper tables are in [tables.md](tables.md) "
         "(regenerate them with `python -m fedray.sweep.tables frontier.parquet`).",
         "",
-        "## Best configuration per target ε",
+        "## Best configuration per target ε" + (" and number of hospitals" if federations else ""),
         "",
         markdown_table(chosen, [
+            *((key, key) for key in federations),
             ("target ε", "target_epsilon"), ("trial", "trial_id"), ("backbone", "backbone"), ("lr", "lr"),
             *((c[len(PARAM_PREFIX):], c) for c in other_params),
             (f"{utility} (chosen on)", utility), ("test acc.", "test_accuracy"), ("balanced acc.", "test_balanced_accuracy"),
@@ -102,6 +114,7 @@ def render_report(frame: pd.DataFrame, *, sweep_name: str, utility: str,
             ("empirical ε lower bound", "attack_epsilon_lower_bound"),
         ]),
         "",
+        *federation_lines(chosen, utility),
         "## Pareto-optimal trials",
         "",
         f"No other trial has a `{utility}` at least as high and an ε spent at least as low (one of them "
@@ -172,11 +185,53 @@ def family_wise_lines(frame: pd.DataFrame, confidence: float) -> list[str]:
 
 def chosen_rows(completed: pd.DataFrame, utility: str) -> pd.DataFrame:
     """The rows the sweep chose (the frontier's ``selected``), or for a frame without them the best per target ε
-    with its grid composition; sorted most private first."""
+    (and K, :func:`federation_keys`) with its grid composition; sorted by K, then most private first."""
+    keys = federation_keys(completed)
     if "selected" in completed and "selection_rule" in completed:
         chosen = completed[completed["selected"].fillna(False).astype(bool)]
-        return chosen.sort_values("target_epsilon", na_position="last")
-    return with_selection(best_per_target_epsilon(completed, utility), completed, utility=utility)
+        return chosen.sort_values([*keys, "target_epsilon"], na_position="last")
+    return with_selection(best_per_target_epsilon(completed, utility, by=keys), completed, utility=utility, by=keys)
+
+
+def federation_keys(completed: pd.DataFrame) -> tuple[str, ...]:
+    """``("hospitals",)`` where the completed trials ran federations of more than one size K, else ``()``: the
+    columns within whose values trials are compared (the module's docstring says why)."""
+    if "hospitals" not in completed or completed["hospitals"].dropna().nunique() <= 1:
+        return ()
+    return ("hospitals",)
+
+
+def reported_metric(utility: str, columns) -> str:
+    """The held-out test twin of a validation ``utility`` (trials are chosen on validation, test is reported)
+    where ``columns`` hold it, else ``utility`` itself."""
+    twin = utility.replace("val_", "test_", 1)
+    return twin if utility.startswith("val_") and twin in columns else utility
+
+
+def federation_lines(chosen: pd.DataFrame, utility: str) -> list[str]:
+    """The section "Utility per number of hospitals": one row per K (with m per round and q = m/K), one column
+    per target ε (non-private last) of the chosen trial's reported test utility (± std over folds) and the ε it
+    spent; nothing where the chosen rows hold one K (:func:`federation_keys`)."""
+    if not federation_keys(chosen):
+        return []
+    reported = reported_metric(utility, chosen.columns)
+    targets = [_cell(t) for t in chosen["target_epsilon"].drop_duplicates().sort_values(na_position="last")]
+    header = ["hospitals K", "per round m", "q = m/K", *(f"target ε {t}" for t in targets)]
+    rows = []
+    for hospitals, trials in chosen.groupby("hospitals", sort=True):
+        first = trials.iloc[0]
+        cells = dict.fromkeys(targets, MISSING)
+        for _, row in trials.iterrows():
+            spread = row.get(f"{reported}_std")
+            value = _cell(row[reported]) + ("" if _missing(spread) else f" ± {_cell(spread)}")
+            cells[_cell(row["target_epsilon"])] = f"{value} (ε {row['_epsilon_spent']})"
+        rows.append([_cell(hospitals), _cell(first.get("clients_per_round")), _cell(first.get("client_sampling_rate")),
+                     *cells.values()])
+    table = pd.DataFrame(rows, columns=header)
+    return ["## Utility per number of hospitals", "",
+            f"Test `{reported}` of the trial chosen on `{utility}` for each K and target ε, with the ε it spent "
+            "(∞ = non-private: the reference each K's private runs are measured against).", "",
+            markdown_table(table, [(c, c) for c in header]), ""]
 
 
 def guarantee_caveat(guarantee, noise, epsilon=None) -> str | None:

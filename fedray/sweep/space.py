@@ -13,9 +13,14 @@ pretrained backbone keeps its own pretrained/fine-tuning settings. Groups
 joined by ``+`` take values joined by ``/``: the axis ``method`` maps to
 ``model+privacy``, so ``mlp/dpsgd`` and ``random_forest/dp_tree`` sweep model
 and mechanism together (a grid of the two would hold pairs that do not
-exist). Group axes are applied before field axes, so ``epsilon`` lands in the
-chosen mechanism. The ``strategy`` group's options are the registered
-strategies (:data:`fedray.strategies.REGISTRY`), each with its
+exist). Config fields couple the same way: the axis ``federation`` maps to
+``fl.num_hospitals+fl.clients_per_round``, so ``5/5`` and ``500/50`` sweep
+the number of hospitals K with the expected participants per round m (each
+hospital takes part with probability q = m/K, :mod:`fedray.strategies.sampling`),
+where a grid would pair every m with every K, ``m > K`` included (each trial's
+config is checked before Ray starts, so such a value is one line). Group axes
+are applied before field axes, so ``epsilon`` lands in the chosen mechanism.
+The ``strategy`` group's options are the registered strategies (:data:`fedray.strategies.REGISTRY`), each with its
 ``conf/strategy/<name>.yaml`` of tuned values: the axis ``strategy`` maps to
 it, and a value that is not a registered strategy with an option file is
 refused before any trial; ``server_lr`` and ``proximal_mu`` set the chosen
@@ -56,6 +61,8 @@ AXES = {
     "local_epochs": "fl.local_epochs",
     "rounds": "fl.rounds",
     "hospitals": "fl.num_hospitals",
+    "num_hospitals": "fl.num_hospitals",
+    "federation": "fl.num_hospitals+fl.clients_per_round",
     "batch_size": "train.batch_size",
     "folds": "cv.folds",
     "strategy": "strategy",
@@ -74,19 +81,19 @@ def axis_paths(sweep: Sweep, base_cfg: Config) -> dict[str, str]:
     aliases = {**AXES, **(sweep.axes or {})}
     # a field of a group another axis sweeps (strategy.server_lr beside strategy) is the chosen option's: each
     # trial's composition checks it, the base config's option may lack it
-    swept_groups = {group for axis in space for group in aliases.get(axis, axis).split("+")
-                    if _is_group_path(aliases.get(axis, axis))}
+    swept_groups = {part for axis in space for part in aliases.get(axis, axis).split("+") if part in GROUPS}
     paths = {}
     for axis, values in space.items():
         if not isinstance(values, (list, tuple)) or len(values) == 0:
             raise FedrayError(f"sweep axis {axis!r} has no values: give a list, e.g. sweep.space.{axis}=[1,10]")
         path = aliases.get(axis, axis)
-        if not _is_group_path(path) and not _has_path(base_cfg, path) and path.split(".")[0] not in swept_groups:
-            known = ", ".join(sorted(aliases))
-            raise FedrayError(
-                f"unknown sweep axis {axis!r}: use one of {known} or a config path such as fl.partition.alpha"
-            )
-        if _is_group_path(path) and "strategy" in path.split("+"):
+        for part in path.split("+"):
+            if part not in GROUPS and not _has_path(base_cfg, part) and part.split(".")[0] not in swept_groups:
+                what = f"sweep axis {axis!r}: no config path {part!r}" if part != path else \
+                    f"unknown sweep axis {axis!r}"
+                raise FedrayError(f"{what}: use one of {', '.join(sorted(aliases))} or a config path such as "
+                                  "fl.partition.alpha")
+        if "strategy" in path.split("+"):
             _check_strategies(axis, values, path)
         paths[axis] = path
     return paths
@@ -127,18 +134,21 @@ def trial_overrides(base_overrides: list[str], params: dict, paths: dict[str, st
     """The Hydra overrides of one trial: the sweep's command line, then one override per axis value.
 
     A group axis (``model``, ``model+privacy``) selects config files, so a
-    pretrained backbone keeps its own settings; a field axis sets the field.
+    pretrained backbone keeps its own settings; a field axis sets the field;
+    a coupled axis (``+``-joined, ``federation``) sets each of its parts to
+    its own part of the ``/``-joined value, verbatim as on the command line.
     Base overrides of a key an axis sets are dropped: the axis decides.
     """
     axis_overrides = []
     for axis, value in params.items():
         path = paths[axis]
-        if _is_group_path(path):
-            groups, options = path.split("+"), str(value).split("/")
-            if len(options) != len(groups):
-                raise FedrayError(f"sweep axis {axis!r} value {value!r}: give one option per group of {path}, "
-                                  f"joined by '/', e.g. {'/'.join(['name'] * len(groups))}")
-            axis_overrides += [f"{group}={option}" for group, option in zip(groups, options)]
+        if _is_group_path(path) or "+" in path:
+            parts, options = path.split("+"), str(value).split("/")
+            if len(options) != len(parts):
+                one, example = ("option per group", "name") if _is_group_path(path) else ("value per part", "value")
+                raise FedrayError(f"sweep axis {axis!r} value {value!r}: give one {one} of {path}, joined by '/', "
+                                  f"e.g. {'/'.join([example] * len(parts))}")
+            axis_overrides += [f"{part}={option}" for part, option in zip(parts, options)]
         else:
             axis_overrides.append(f"{path}={_override_value(value)}")
     taken = {o.partition("=")[0] for o in axis_overrides}

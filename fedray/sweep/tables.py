@@ -22,6 +22,10 @@ mean alone. ``paper_tables`` returns, by key:
   (TPR + 1 - FPR) / 2), TPR at 1 % FPR and empirical ε lower bound.
 - ``accuracy_vs_epsilon``: per (model, mechanism), one column per target ε
   (non-private last) of test accuracy.
+
+Where the trials ran federations of more than one size, each number of
+hospitals is a key of its own (a ``hospitals`` column after the mechanism):
+a result holds for its K, which is not chosen (``report``'s docstring).
 - ``metrics_vs_epsilon``: the long form, accuracy, precision, recall, F1
   and AUC-ROC per (model, mechanism, target ε).
 - ``utility_by_configuration``: for sweeps without an ε axis (at most one
@@ -60,6 +64,7 @@ from fedray.sweep.report import (
     PARAM_PREFIX,
     SELECTION_NO_GUARANTEE,
     best_per_target_epsilon,
+    federation_keys,
     guarantee_caveat,
     markdown_table,
 )
@@ -98,16 +103,20 @@ def paper_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> dict
     completed = frame[frame["status"] == "completed"]
     if completed["target_epsilon"].nunique(dropna=False) <= 1:
         return {"utility_by_configuration": _by_configuration(completed)}
-    by = ("backbone", "mechanism")
+    federations = federation_keys(completed)
+    by = ("backbone", "mechanism", *federations)
     best = _ordered(with_selection(best_per_target_epsilon(completed, utility, by=by), completed, utility=utility,
-                                   by=by))
+                                   by=by), federations)
     tables = {
         "privacy_loss_vs_epsilon": pd.DataFrame([_privacy_row(row) for _, row in best.iterrows()],
                                                 columns=_PRIVACY_HEADERS),
-        "accuracy_vs_epsilon": _accuracy_wide(best),
+        "accuracy_vs_epsilon": _accuracy_wide(best, federations),
         "metrics_vs_epsilon": pd.DataFrame([_metrics_row(row) for _, row in best.iterrows()],
                                            columns=_METRICS_HEADERS),
     }
+    for key in federations:  # each federation size is a row of its own, named after the mechanism
+        for name in ("privacy_loss_vs_epsilon", "metrics_vs_epsilon"):
+            tables[name].insert(2, key, [_text(value) for value in best[key]])
     return tables
 
 
@@ -140,7 +149,8 @@ def render_tables(frame: pd.DataFrame, *, utility: str = DEFAULT_UTILITY) -> str
     if "utility_by_configuration" in tables:  # every completed trial is a row: none is chosen over another
         chosen = "Every completed trial is listed, none chosen over another. "
     else:
-        chosen = (f"Where several trials share a row's (model, mechanism, target ε), the row is the one with the "
+        key = ", ".join(["model", "mechanism", *federation_keys(frame[frame["status"] == "completed"]), "target ε"])
+        chosen = (f"Where several trials share a row's ({key}), the row is the one with the "
                   f"highest `{utility}` ({selection_claim(frame, utility)}). ")
     lines = [
         f"# Paper tables: {names.iloc[0] if len(names) else 'sweep'}",
@@ -195,17 +205,18 @@ def _metrics_row(row: pd.Series) -> list[str]:
             *(_metric(row, name) for _, name in _METRICS), _text(row["trial_id"])]
 
 
-def _accuracy_wide(best: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, mechanism), one column per target ε, finite ascending, then ∞, then unrecorded."""
+def _accuracy_wide(best: pd.DataFrame, federations: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per (model, mechanism, *federations), one column per target ε, finite ascending, then ∞, then
+    unrecorded."""
     targets = best["target_epsilon"].drop_duplicates().sort_values(na_position="last").tolist()
     labels = {_target_label(t): t for t in targets}
     rows = {}
     for _, row in best.iterrows():
-        key = (_text(row["backbone"]), _text(row["mechanism"]))
+        key = (_text(row["backbone"]), _text(row["mechanism"]), *(_text(row[k]) for k in federations))
         rows.setdefault(key, dict.fromkeys(labels, MISSING))[_target_label(row["target_epsilon"])] = \
             _metric(row, "accuracy") + _mark(row)
     return pd.DataFrame([[*key, *cells.values()] for key, cells in rows.items()],
-                        columns=["model", "mechanism", *labels])
+                        columns=["model", "mechanism", *federations, *labels])
 
 
 def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
@@ -219,12 +230,12 @@ def _by_configuration(completed: pd.DataFrame) -> pd.DataFrame:
                                        *(header for header, _ in metrics), "ε spent", "attack AUC"])
 
 
-def _ordered(best: pd.DataFrame) -> pd.DataFrame:
+def _ordered(best: pd.DataFrame, federations: tuple[str, ...] = ()) -> pd.DataFrame:
     """Rows by model, then mechanism in the registry's order (read now: a mechanism registered later sorts too;
-    a name it does not hold comes last), then target ε."""
+    a name it does not hold comes last), then the number of hospitals where it varies, then target ε."""
     order = {name: i for i, name in enumerate(REGISTRY)}
     rank = best["mechanism"].map(order).astype(float).fillna(len(order))
-    keys = ["backbone", "_rank", "mechanism", "target_epsilon"]
+    keys = ["backbone", "_rank", "mechanism", *federations, "target_epsilon"]
     return best.assign(_rank=rank).sort_values(keys, na_position="last", kind="stable").drop(columns="_rank")
 
 
