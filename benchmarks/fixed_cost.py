@@ -285,9 +285,10 @@ def profile_hospital_constructor(prep, top: int = 14) -> dict:
     try:
         from fedray.federation.experiment import actor_resources, hospital_setups
         from fedray.federation.hospital import Hospital
+        from fedray.federation.residency import hospital_kwargs
 
         _, hospital_res = actor_resources(prep.cfg.resources, gpus_present=False)
-        kwargs = hospital_setups(prep, hospital_res)[0]
+        kwargs = hospital_kwargs(hospital_setups(prep, hospital_res)[0])
     except Exception as err:  # noqa: BLE001 - fedray's internals moved: skip this table
         return {"error": f"{type(err).__name__}: {err}"}
     profiler = cProfile.Profile()

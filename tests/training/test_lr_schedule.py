@@ -34,11 +34,13 @@ def test_the_trainer_steps_with_the_scheduled_lr(tmp_path):
     from fedray.federation.experiment import hospital_setups, prepare_experiment
     from fedray.federation.hospital import Hospital
     from fedray.federation.pool import actor_resources
+    from fedray.federation.residency import hospital_kwargs
 
     threads = torch.get_num_threads()
     try:
         prep = prepare_experiment(compose_typed([*TINY, "train.lr_schedule=cosine", "fl.rounds=4"], tmp_path))
-        hospital = Hospital(**hospital_setups(prep, actor_resources(prep.cfg.resources, gpus_present=False)[1])[0])
+        setup = hospital_setups(prep, actor_resources(prep.cfg.resources, gpus_present=False)[1])[0]
+        hospital = Hospital(**hospital_kwargs(setup))
         params = hospital.trainer.export()
         for round_idx in (1, 3):
             hospital.fit(params, round_idx)
