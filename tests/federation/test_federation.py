@@ -22,8 +22,8 @@ from fedray.models import build_model
 from fedray.strategies import ClientResult
 
 
-def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, tiny_cfg):
-    first = run_experiment(tiny_cfg)
+def test_same_seed_same_final_weights_and_different_seed_differs(tiny_run, tiny_cfg):
+    first = tiny_run  # the session's run of this config (conftest)
     second = run_experiment(tiny_cfg)
     other = run_experiment(with_changes(tiny_cfg, seed=1))
     assert same_params(first.final_params, second.final_params)
@@ -33,8 +33,8 @@ def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, ti
     assert all(len(r["clients"]) == 5 for r in first.rounds)
 
 
-def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cfg):
-    clean = run_experiment(tiny_cfg)
+def test_killed_hospital_is_restarted_and_the_round_retried(tiny_run, tiny_cfg):
+    clean = tiny_run  # the session's run of tiny_cfg's config
     faulty = run_experiment(tiny_cfg, kill_hospital=(2, 2))
     assert faulty.summary.hospital_restarts >= 1
     assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
