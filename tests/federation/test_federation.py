@@ -16,7 +16,7 @@ from fedray.federation.experiment import (
     prepare_experiment,
     run_experiment,
 )
-from fedray.federation.pool import ActorPool, seats
+from fedray.federation.pool import process_pool, seats
 from fedray.federation.proxy import RayHospitals
 from fedray.models import build_model
 from fedray.strategies import ClientResult
@@ -45,10 +45,11 @@ def test_killed_hospital_is_restarted_and_the_round_retried(tiny_run, tiny_cfg):
 def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):
     prep = prepare_experiment(tiny_cfg)
     driver_res, hospital_res = actor_resources(tiny_cfg.resources, gpus_present=False)
-    pool = ActorPool()
-    _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res, max_restarts=0)
-    hospitals = RayHospitals(seats(hosts, 5), hospital_setups(prep, hospital_res, store=ray.put), max_round_retries=0)
-    ray.get(hospitals.starting())
+    # This process's pool, as run_experiment takes it (same resources and restarts): the actors the runs before
+    # started, reused instead of six new processes. Reused actors keep nothing of earlier runs (test_pool.py).
+    pool = process_pool()
+    _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res,
+                          max_restarts=tiny_cfg.fl.max_restarts)
     received = []
     real_get = ray.get
 
@@ -58,13 +59,19 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
         return values
 
     try:
+        hospitals = RayHospitals(seats(hosts, 5), hospital_setups(prep, hospital_res, store=ray.put),
+                                 max_round_retries=0)
+        ray.get(hospitals.starting())
         # The driver runs in this process, so every object it fetches from a hospital passes here.
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))
         monkeypatch.setattr(ray, "get", recording_get)
         driver.run_round(1)
+    except BaseException:
+        pool.close()  # as run_experiment does: never hand a half-finished party to the next test
+        raise
     finally:
         monkeypatch.undo()
-        pool.close()
+    pool.release()  # drop the parties, keep the processes for the tests after this one
     model = build_model(tiny_cfg.model, num_classes=prep.num_classes, image_size=tiny_cfg.data.image_size)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     train_labels = np.concatenate([s.labels for s in prep.dealt.train_shards])
