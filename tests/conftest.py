@@ -95,6 +95,16 @@ def tiny_cfg(tmp_path):
     return compose_typed(TINY, tmp_path / "run")
 
 
+@pytest.fixture(scope="session")
+def tiny_run(ray_session, tmp_path_factory):
+    """``run_experiment`` of :data:`TINY` on the session's Ray, run once: the plain reference several tests compare
+    against (read it, never change it). The same config and seed give bit-identical models (test_federation checks
+    that with a second run), so sharing this one changes no comparison; the run directory only says where to write."""
+    from fedray.federation.experiment import run_experiment
+
+    return run_experiment(compose_typed(TINY, tmp_path_factory.mktemp("tiny") / "run"))
+
+
 def pytest_collection_modifyitems(items):
     """Every test that needs a Ray cluster (the session's, or its own in a subprocess) carries the ``ray``
     marker, so ``pytest -m "not ray"`` runs the pure tests alone."""
@@ -114,3 +124,16 @@ def ray_session():
         ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def reproducible_dp_runs(ray_session, tmp_path_factory):
+    """(config, clean run, the run with hospital 2's actor killed during round 2) of :data:`TINY` under DP-SGD at
+    ε = 3 with reproducible noise, run once: test_guarantee compares the two runs' models, test_dpsgd_e2e reads the
+    killed run's ledger (the accountant's resumption after a restart does not depend on where the noise comes from)."""
+    from fedray.federation.experiment import run_experiment
+
+    cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true"],
+                        tmp_path_factory.mktemp("dp_reproducible") / "run")
+    return cfg, run_experiment(cfg), run_experiment(cfg, kill_hospital=(2, 2))
+

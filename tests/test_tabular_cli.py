@@ -54,8 +54,11 @@ def test_ehr_sweep_writes_the_paper_tables_from_the_frontier(ray_session, tmp_pa
     from fedray.sweep.tables import paper_tables
 
     out_dir = tmp_path / "sweep"
+    # One trial at a time: the second reuses the first's trial actor and its driver and hospital actors
+    # (tune.reuse_actors) instead of starting as many new processes beside it.
     run_cli(monkeypatch, ["+sweep=ehr_tradeoff", *EHR, "cv.folds=2", "sweep.space.method=[logreg/dpsgd]",
-                          "sweep.space.epsilon=[1.0,.inf]", f"tune.out_dir={out_dir}", *QUIET])
+                          "sweep.space.epsilon=[1.0,.inf]", "tune.max_concurrent_trials=1", f"tune.out_dir={out_dir}",
+                          *QUIET])
     frame = pd.read_parquet(out_dir / "frontier.parquet")
     assert list(frame["status"]) == ["completed", "completed"] and set(frame["cv_folds"]) == {2}
     assert frame["test_accuracy_std"].notna().all() and frame["records_without_consent"].gt(0).all()

@@ -1,4 +1,4 @@
-"""The engine on a session-scoped Ray with tiny synthetic data and the small CNN."""
+"""The engine on a session-scoped Ray with tiny synthetic data and the small CNN (the baselines' budget in process)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ from fedray.federation.experiment import (
     hospital_setups,
     prepare_experiment,
     run_experiment,
+    run_in_process,
 )
-from fedray.federation.pool import ActorPool
+from fedray.federation.pool import process_pool
 from fedray.federation.proxy import RayHospitals
 from fedray.models import build_model
 from fedray.strategies import ClientResult
 
 
-def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, tiny_cfg):
-    first = run_experiment(tiny_cfg)
+def test_same_seed_same_final_weights_and_different_seed_differs(tiny_run, tiny_cfg):
+    first = tiny_run  # the session's run of this config (conftest)
     second = run_experiment(tiny_cfg)
     other = run_experiment(with_changes(tiny_cfg, seed=1))
     assert same_params(first.final_params, second.final_params)
@@ -33,8 +34,8 @@ def test_same_seed_same_final_weights_and_different_seed_differs(ray_session, ti
     assert all(len(r["clients"]) == 5 for r in first.rounds)
 
 
-def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cfg):
-    clean = run_experiment(tiny_cfg)
+def test_killed_hospital_is_restarted_and_the_round_retried(tiny_run, tiny_cfg):
+    clean = tiny_run  # the session's run of tiny_cfg's config
     faulty = run_experiment(tiny_cfg, kill_hospital=(2, 2))
     assert faulty.summary.hospital_restarts >= 1
     assert [len(r["clients"]) for r in faulty.rounds] == [5, 5]
@@ -45,10 +46,11 @@ def test_killed_hospital_is_restarted_and_the_round_retried(ray_session, tiny_cf
 def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cfg, monkeypatch):
     prep = prepare_experiment(tiny_cfg)
     driver_res, hospital_res = actor_resources(tiny_cfg.resources, gpus_present=False)
-    pool = ActorPool()
-    _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res, max_restarts=0)
-    hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), plan=prep.privacy, capacity=1,
-                             max_round_retries=0)
+    # This process's pool, as run_experiment takes it (same resources and restarts): the actors the runs before
+    # started, reused instead of six new processes. Reused actors keep nothing of earlier runs (test_pool.py).
+    pool = process_pool()
+    _, hosts = pool.hosts(count=5, driver_res=driver_res, hospital_res=hospital_res,
+                          max_restarts=tiny_cfg.fl.max_restarts)
     received = []
     real_get = ray.get
 
@@ -58,13 +60,18 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
         return values
 
     try:
+        hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), plan=prep.privacy,
+                                 capacity=1, max_round_retries=0)
         # The driver runs in this process, so every object it fetches from a hospital passes here.
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))
         monkeypatch.setattr(ray, "get", recording_get)
         driver.run_round(1)
+    except BaseException:
+        pool.close()  # as run_experiment does: never hand a half-finished party to the next test
+        raise
     finally:
         monkeypatch.undo()
-        pool.close()
+    pool.release()  # drop the parties, keep the processes for the tests after this one
     model = build_model(tiny_cfg.model, num_classes=prep.num_classes, image_size=tiny_cfg.data.image_size)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     train_labels = np.concatenate([s.labels for s in prep.dealt.train_shards])
@@ -81,9 +88,12 @@ def test_driver_receives_only_parameters_counts_and_metrics(ray_session, tiny_cf
         assert np.asarray(metrics["confusion_matrix"]).sum() < len(train_labels)
 
 
+# In process (no Ray): the budget is the dealing's and the driver's, the same whoever carries the calls
+# (test_pool.py checks an in-process run equals the Ray run); both baselines run on Ray in test_sweep_e2e's seed_isic
+# sweep, and on Ray a centralized run (one actor) would stop four of the pooled actors the next test restarts.
 @pytest.mark.parametrize("mode", ["centralized", "local"])
-def test_baselines_use_the_same_budget(ray_session, tiny_cfg, mode):
-    result = run_experiment(with_changes(tiny_cfg, mode=mode))
+def test_baselines_use_the_same_budget(tiny_cfg, mode):
+    result = run_in_process(with_changes(tiny_cfg, mode=mode))
     sizes = result.summary.data.hospital_train_sizes
     if mode == "centralized":
         assert len(sizes) == 1 and len(result.rounds[0]["clients"]) == 1

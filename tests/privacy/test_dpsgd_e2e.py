@@ -1,4 +1,4 @@
-"""DP-SGD through the whole engine: honest ledger, ε = ∞ bypass, restarts, and the attacker's view."""
+"""DP-SGD through the whole engine: honest ledger, ε = ∞ bypass, restarts, and the attacker's view (in process)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ from opacus.accountants import RDPAccountant
 
 from conftest import TINY, compose_typed, same_params
 
-from fedray.federation.experiment import run_experiment
+from fedray.federation.experiment import run_experiment, run_in_process
 from fedray.privacy.accounting import RDP_ORDERS
 
 
-def test_infinite_epsilon_bypasses_opacus_entirely(ray_session, tmp_path):
-    plain = run_experiment(compose_typed(TINY, tmp_path))
+def test_infinite_epsilon_bypasses_opacus_entirely(tiny_run, tmp_path):
+    plain = tiny_run  # the session's run of TINY (conftest)
     infinite = run_experiment(compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=inf"], tmp_path))
     assert same_params(plain.final_params, infinite.final_params)  # no clipping, no noise, same model
     assert math.isinf(infinite.summary.privacy["epsilon"])
 
 
-def test_ledger_matches_an_independent_accountant_and_survives_a_restart(ray_session, tmp_path):
-    cfg = compose_typed([*TINY, "privacy=dpsgd", "privacy.epsilon=3"], tmp_path)
-    result = run_experiment(cfg, kill_hospital=(1, 2))
+def test_ledger_matches_an_independent_accountant_and_survives_a_restart(reproducible_dp_runs):
+    # DP-SGD at epsilon 3, hospital 2's actor killed in round 2 (conftest: the run test_guarantee compares, whose
+    # noise is reproducible; the ledger counts steps, whatever the noise's source)
+    cfg, _, result = reproducible_dp_runs
     ledger = result.summary.privacy
     assert result.summary.hospital_restarts >= 1
     assert ledger["epsilon"] <= 3.0 and ledger["delta"] < 1 / sum(result.summary.data.hospital_train_sizes)
@@ -49,10 +50,12 @@ MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "dat
               "fl.local_epochs=40", "train.batch_size=16", "audit.canaries=0", "audit.input_canaries=0"]
 
 
-def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
-    # Pure-noise images and 40 epochs: the model can only memorise its training records.
-    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary.audit
-    private = run_experiment(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
+def test_the_attack_has_power_and_dp_removes_it(tmp_path):
+    # Pure-noise images and 40 epochs: the model can only memorise its training records. In process (no Ray): the
+    # training and the audit are the same wherever they run (test_pool.py: an in-process run equals the Ray run),
+    # and this much training runs beside the other pure tests instead of alone in the Ray part.
+    exposed = run_in_process(compose_typed(MEMORISING, tmp_path)).summary.audit
+    private = run_in_process(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
                              ).summary.audit
     assert exposed["strongest"]["auc"] > 0.7
     assert private["strongest"]["auc"] < 0.62

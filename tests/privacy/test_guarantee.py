@@ -80,25 +80,24 @@ def default_dp_runs(ray_session, tmp_path_factory):
 
 
 def test_two_default_dp_runs_differ_and_reproducible_runs_equal_a_run_with_a_killed_hospital(default_dp_runs,
-                                                                                            tmp_path):
+                                                                                            reproducible_dp_runs):
     first, second = default_dp_runs
     assert not same_params(first.final_params, second.final_params)  # same config, same seed: secret noise
     assert first.summary.privacy["noise"] == "noise secret (OS entropy)"
 
-    reproducible = [*DP, "privacy.reproducible_noise=true"]
-    clean = run_experiment(compose_typed(reproducible, tmp_path))
-    killed = run_experiment(compose_typed(reproducible, tmp_path), kill_hospital=(2, 2))
+    # DP with privacy.reproducible_noise=true, run clean and with hospital 2 killed in round 2 (conftest)
+    _, clean, killed = reproducible_dp_runs
     assert killed.summary.hospital_restarts >= 1
     assert same_params(clean.final_params, killed.final_params)  # two runs, one of them retried: equal
     assert "simulation only, no guarantee" in clean.summary.privacy["noise"]
 
 
-def test_under_dp_the_driver_receives_no_statistic_of_training_records(default_dp_runs, tmp_path):
+def test_under_dp_the_driver_receives_no_statistic_of_training_records(default_dp_runs, tiny_run):
     result = default_dp_runs[0]
     for record in result.rounds:
         assert [set(c) for c in record["clients"]] == [{"hospital", "num_samples", "local_steps", "dp_steps"}] * 5
         assert record["hospital_val"] == []
-    plain = run_experiment(compose_typed([*TINY, "audit.enabled=false"], tmp_path))
+    plain = tiny_run  # the session's run of TINY (conftest), whose audit is off too
     assert {"train_loss", "train_accuracy"} <= set(plain.rounds[0]["clients"][0])
     assert len(plain.rounds[0]["hospital_val"]) == 5
 

@@ -62,10 +62,10 @@ def test_masked_dp_fedavg_sum_equals_the_plain_noised_sum_and_carries_the_full_n
     assert 0.3 < noise.std() < 2.0
 
 
-def test_a_secure_run_equals_the_plain_run_up_to_rounding_and_a_killed_hospital_changes_nothing(ray_session,
+def test_a_secure_run_equals_the_plain_run_up_to_rounding_and_a_killed_hospital_changes_nothing(tiny_run,
                                                                                                tmp_path):
     base = [*TINY, "audit.enabled=false"]
-    plain = run_experiment(compose_typed(base, tmp_path))
+    plain = tiny_run  # the session's run of TINY (conftest), which is ``base``: TINY turns the audit off
     secure = run_experiment(compose_typed([*base, "fl.secure_aggregation=true"], tmp_path))
     killed = run_experiment(compose_typed([*base, "fl.secure_aggregation=true"], tmp_path), kill_hospital=(1, 2))
     for name, value in plain.final_params[0].items():

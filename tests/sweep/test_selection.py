@@ -374,10 +374,13 @@ def test_private_selection_sweep_end_to_end(ray_session, tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(runner, "draw_trial_count", lambda *args: drawn.append(args) or 2)
     out_dir = tmp_path / "sweep"
+    # One trial at a time (a private selection's drawn points ignore tune.max_concurrent_trials, so each trial's
+    # own bundle asks for 5 of the session's 8 CPUs): the second reuses the first's trial, driver and hospital actor
+    # (tune.reuse_actors) instead of starting as many new processes beside it.
     monkeypatch.setattr(sys, "argv", [
-        "fedray", "+sweep=privacy_tradeoff", *TINY, "fl.actors=2", "fl.rounds=1", "sweep.space.lr=[0.05,0.1]",
+        "fedray", "+sweep=privacy_tradeoff", *TINY, "fl.actors=1", "fl.rounds=1", "sweep.space.lr=[0.05,0.1]",
         "sweep.space.epsilon=[1.0]", "tune.search=random", "tune.selection=poisson", "tune.selection_mean=3",
-        f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h", "hydra/job_logging=none",
+        "tune.trial_cpus=5", f"tune.out_dir={out_dir}", f"hydra.run.dir={tmp_path}/h", "hydra/job_logging=none",
         "hydra/hydra_logging=none"])
     main()
     assert drawn == [("poisson", 3.0, 1.0)]

@@ -174,9 +174,12 @@ def test_seed_isic_runs_every_backbone_by_mode_and_writes_the_utility_table(ray_
 
     root = image_folder(tmp_path / "isic", {"melanoma": 50, "nevus": 50})  # 5 per class in validation
     out_dir = tmp_path / "seed"
-    # from Python this time: fedray.sweep(name, overrides) returns the sweep's Frontier
-    swept = fedray.sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1", "fl.actors=2",
-                                       "sweep.space.backbone=[small_cnn]", f"tune.out_dir={out_dir}"])
+    # from Python this time: fedray.sweep(name, overrides) returns the sweep's Frontier. One hospital actor a trial
+    # gives every mode the same placement bundles, so that, one trial at a time, the next trial reuses the last one's
+    # trial, driver and hospital actors (tune.reuse_actors) instead of starting its own.
+    swept = fedray.sweep("seed_isic", [f"data.root={root}", "data.image_size=16", "fl.rounds=1", "fl.actors=1",
+                                       "tune.max_concurrent_trials=1", "sweep.space.backbone=[small_cnn]",
+                                       f"tune.out_dir={out_dir}"])
     assert swept.path == out_dir and swept.best()["status"] == "completed"
     frontier = swept.frame
     assert sorted(frontier["mode"]) == ["centralized", "federated", "local"]
