@@ -1,4 +1,4 @@
-"""DP-SGD through the whole engine: honest ledger, ε = ∞ bypass, restarts, and the attacker's view (in process)."""
+"""DP-SGD through the whole engine: honest ledger, ε = ∞ bypass, restarts, and the attacker's view."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from opacus.accountants import RDPAccountant
 
 from conftest import TINY, compose_typed, same_params
 
-from fedray.federation.experiment import run_experiment, run_in_process
+from fedray.federation.experiment import run_experiment
 from fedray.privacy.accounting import RDP_ORDERS
 
 
@@ -50,12 +50,10 @@ MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "dat
               "fl.local_epochs=40", "train.batch_size=16", "audit.canaries=0", "audit.input_canaries=0"]
 
 
-def test_the_attack_has_power_and_dp_removes_it(tmp_path):
-    # Pure-noise images and 40 epochs: the model can only memorise its training records. In process (no Ray): the
-    # training and the audit are the same wherever they run (test_pool.py: an in-process run equals the Ray run),
-    # and this much training runs beside the other pure tests instead of alone in the Ray part.
-    exposed = run_in_process(compose_typed(MEMORISING, tmp_path)).summary.audit
-    private = run_in_process(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
+def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
+    # Pure-noise images and 40 epochs: the model can only memorise its training records.
+    exposed = run_experiment(compose_typed(MEMORISING, tmp_path)).summary.audit
+    private = run_experiment(compose_typed([*MEMORISING, "privacy=dpsgd", "privacy.epsilon=0.5"], tmp_path)
                              ).summary.audit
     assert exposed["strongest"]["auc"] > 0.7
     assert private["strongest"]["auc"] < 0.62
