@@ -147,6 +147,7 @@ class Federation(ReadOnly):
     clients_per_round: Optional[int] = count(nullable=True)
     actors: Optional[int] = count(nullable=True)  # hospital actors the hospitals share; null: pool.hospital_actor_count
     resident_hospitals: Optional[int] = count(nullable=True)  # kept built per actor; null: pool.resident_hospitals
+    train_together: int = count()  # a round's hospitals an actor trains at once (training/together.py); 1: in turn
     partition: Partition = free()
     max_restarts: int = nonnegative_count()
     max_round_retries: int = nonnegative_count()

@@ -58,6 +58,7 @@ from fedray.results.provenance import provenance
 from fedray.results.summary import DataSummary, RunSummary
 from fedray.results.timing import Stopwatch
 from fedray.training import build_training_model
+from fedray.training.together import check_train_together
 
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,11 @@ def validate_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_featur
         wants = "images" if family == "image" else "table rows"
         raise FedrayError(f"model {name} takes {wants} but data {cfg.data.name} holds {data_kind}s: "
                           f"pick a {'table' if data_kind == 'table' else 'image'} model (conf/model/)")
-    if family == "tree":
+    model = None if family == "tree" else build_training_model(cfg, plan, num_classes=num_classes,
+                                                                 num_features=num_features)
+    check_train_together(cfg, model)
+    if model is None:
         return 0
-    model = build_training_model(cfg, plan, num_classes=num_classes, num_features=num_features)
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
@@ -102,7 +105,10 @@ def check_federation_fits(cfg: Config, *, model_bytes: int, shards: list[Records
 
     actors = 1 if cfg.cluster.name == "inprocess" else \
         hospital_actor_count(cfg, cluster_cpus=cfg.cluster.num_cpus or os.cpu_count())
-    check_federation_memory(cfg, model_bytes=model_bytes, actors=actors, resident=resident_hospitals(cfg, actors),
+    cohort = cfg.fl.clients_per_round or cfg.fl.num_hospitals
+    together = min(cfg.fl.train_together, -(-cohort // actors))  # a group trains with all its members built
+    check_federation_memory(cfg, model_bytes=model_bytes, actors=actors,
+                            resident=max(resident_hospitals(cfg, actors), together),
                             shard_bytes=[_payload_bytes(shard) for shard in shards],
                             memory_bytes=machine_memory_bytes())
 
@@ -253,7 +259,8 @@ def run_experiment(
         pool.wait_placed(cfg.cluster.placement_timeout_s)
         hospitals = RayHospitals(hosts, hospital_setups(prep, hospital_res, store=ray.put), plan=prep.privacy,
                                  capacity=resident_hospitals(cfg, len(hosts)),
-                                 max_round_retries=cfg.fl.max_round_retries, kill_hospital=kill_hospital)
+                                 max_round_retries=cfg.fl.max_round_retries, together=cfg.fl.train_together,
+                                 kill_hospital=kill_hospital)
         _hospital_errors_as_one_line(driver_host.start.remote(Driver, driver_kwargs(prep, hospitals, driver_res)),
                                      seconds=deadline, what="building the driver")
 
@@ -298,7 +305,7 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         cfg = prep.cfg
         driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=False)
         hospitals = InProcessHospitals(hospital_setups(prep, hospital_res), plan=prep.privacy,
-                                       capacity=resident_hospitals(cfg, 1))
+                                       capacity=resident_hospitals(cfg, 1), together=cfg.fl.train_together)
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
         rounds, feature_cache = _run_rounds(prep, driver, clock=clock, on_round=on_round)
         collected = _collect(prep, driver)

@@ -42,6 +42,7 @@ from fedray.strategies import ClientResult
 from fedray.training import build_trainer
 from fedray.training.device import configure_process
 from fedray.training.hooks import Attachment
+from fedray.training.together import fit_together
 
 Params = dict[str, np.ndarray]
 
@@ -94,6 +95,21 @@ class Hospital:
     def fit(self, params: Params, round_idx: int) -> ClientResult:
         new_params, metrics = self._guard(
             lambda: self.trainer.fit(params, epochs=self.local_epochs, round_idx=round_idx), f"round {round_idx}")
+        return self._result(new_params, metrics, round_idx)
+
+    @staticmethod
+    def fit_together(hospitals: list[Hospital], starts: list[Params], round_idx: int) -> list[ClientResult]:
+        """Each hospital's :meth:`fit` from its start parameters, trained in lockstep in this process
+        (:mod:`fedray.training.together`): the same results to float tolerance, each released as ``fit`` would."""
+        first = hospitals[0]
+        trained = first._guard(lambda: fit_together([h.trainer for h in hospitals], starts,
+                                                    epochs=first.local_epochs, round_idx=round_idx),
+                               f"round {round_idx}, training together with hospitals "
+                               f"{', '.join(str(h.hospital_id) for h in hospitals[1:])}")
+        return [h._result(params, metrics, round_idx) for h, (params, metrics) in zip(hospitals, trained)]
+
+    def _result(self, new_params: Params, metrics: dict, round_idx: int) -> ClientResult:
+        """This round's message: the trained parameters and what the releases cover of the metrics and reports."""
         if not all(np.isfinite(v).all() for v in new_params.values() if np.issubdtype(v.dtype, np.floating)):
             raise HospitalError(f"hospital {self.hospital_id}: training diverged in round {round_idx} (non-finite "
                                 "parameters): lower train.lr")

@@ -19,6 +19,12 @@ current. Transport is the proxy's business:
   restarted actor, the retries of a turn, and the test hook that kills a
   hospital's actor mid-round.
 
+With ``fl.train_together`` > 1 a round's hospitals are split into groups
+(:func:`together_groups`, as many as there are processes where that makes
+them smaller), and each group trains in one turn, in lockstep
+(:mod:`fedray.training.together`); a masked round still trains one hospital
+after another, as its two steps are per hospital.
+
 Both return the same values for the same calls, whatever the number of
 processes and whatever each keeps built, so a run is identical either way
 (tests check it), and both check every hospital message against the privacy
@@ -47,7 +53,7 @@ from typing import Protocol
 import numpy as np
 
 from fedray.federation.hospital import Hospital, HospitalError
-from fedray.federation.residency import NotHeld, Residency, Ticket, run_turn
+from fedray.federation.residency import NotHeld, Residency, Ticket, run_turn, run_turn_together
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.strategies import ClientResult
@@ -92,6 +98,16 @@ def checked_payloads(plan, masked: dict[int, np.ndarray]) -> dict[int, np.ndarra
     for k in masked:
         checked(plan, k, ["masked_payload"])
     return masked
+
+
+def together_groups(participants: list[int], together: int, processes: int) -> list[tuple[int, ...]]:
+    """The round's hospitals in groups that train at once (``fl.train_together``): at most ``together`` each, and
+    as many groups as ``processes`` where that makes them smaller, so every process gets a share."""
+    hospitals = sorted(participants)
+    if not hospitals:
+        return []
+    size = max(1, min(together, -(-len(hospitals) // processes)))
+    return [tuple(hospitals[i:i + size]) for i in range(0, len(hospitals), size)]
 
 
 def reported_privacy_state(result: ClientResult) -> dict:
@@ -157,8 +173,8 @@ class InProcessHospitals:
 
     restarts = 0
 
-    def __init__(self, setups: list[dict], *, plan, capacity: int):
-        self.tickets, self.plan, self.capacity = Tickets(setups), plan, capacity
+    def __init__(self, setups: list[dict], *, plan, capacity: int, together: int = 1):
+        self.tickets, self.plan, self.capacity, self.together = Tickets(setups), plan, capacity, together
         self.residency = Residency()
 
     def __len__(self) -> int:
@@ -173,9 +189,16 @@ class InProcessHospitals:
 
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         results = []
-        for k in sorted(participants):
-            results.append(self._turn(k, Hospital.fit, starts[k], round_idx, advances=True))
-            self.tickets.states[k] = reported_privacy_state(results[-1])
+        for group in together_groups(participants, self.together, processes=1):
+            if len(group) == 1:
+                results.append(self._turn(group[0], Hospital.fit, starts[group[0]], round_idx, advances=True))
+            else:
+                results += run_turn_together(self.residency, [self.tickets[k] for k in group], Hospital.fit_together,
+                                             ([starts[k] for k in group], round_idx), capacity=self.capacity)
+                for k in group:
+                    self.tickets.took_turn(k)
+        for result in results:
+            self.tickets.states[result.hospital] = reported_privacy_state(result)
         return checked_results(self.plan, results)
 
     def start_evaluate(self, params: dict[int, Params]) -> Callable[[], list[dict]]:
@@ -214,8 +237,9 @@ class RayHospitals:
     """
 
     def __init__(self, hosts: list, setups: list[dict], *, plan, capacity: int, max_round_retries: int,
-                 kill_hospital: tuple[int, int] | None = None):
+                 together: int = 1, kill_hospital: tuple[int, int] | None = None):
         self.hosts, self.tickets, self.plan, self.capacity = list(hosts), Tickets(setups), plan, capacity
+        self.together = together
         self.max_round_retries = max_round_retries
         self.kill_hospital = kill_hospital  # test hook (run_experiment's): (k, r) kills hospital k's actor in round r
         self.restarts = 0
@@ -228,11 +252,15 @@ class RayHospitals:
     # -- rounds --------------------------------------------------------------------
     def fit(self, starts: list[Params], round_idx: int, participants: list[int]) -> list[ClientResult]:
         param_refs = _put_once({k: starts[k] for k in participants})
-        done = self._turns({k: (Hospital.fit, param_refs[k], round_idx) for k in participants}, advances=True,
-                           round_idx=round_idx)
-        for k, result in done.items():
-            self.tickets.states[k] = reported_privacy_state(result)
-        return checked_results(self.plan, [done[k] for k in sorted(done)])
+        calls = {group: (Hospital.fit_together, [param_refs[k] for k in group], round_idx) if len(group) > 1 else
+                 (Hospital.fit, param_refs[group[0]], round_idx)
+                 for group in together_groups(participants, self.together, len(self.hosts))}
+        done = self._turns(calls, advances=True, round_idx=round_idx)
+        results = sorted((r for value in done.values() for r in (value if isinstance(value, list) else [value])),
+                         key=lambda result: result.hospital)
+        for result in results:
+            self.tickets.states[result.hospital] = reported_privacy_state(result)
+        return checked_results(self.plan, results)
 
     def masked_payloads(self, params, round_idx, session, secure):
         import ray
@@ -279,7 +307,8 @@ class RayHospitals:
     # -- the queue -----------------------------------------------------------------
     def _turns(self, calls: dict[int, tuple], *, advances: bool = False, pin: bool | None = None,
                round_idx: int | None = None) -> dict:
-        """Hospital k's turn ``calls[k] = (method, *args)`` for every k, queued onto the actors; values by k.
+        """Hospital k's turn ``calls[k] = (method, *args)`` for every k, queued onto the actors; values by k. A key
+        may be a group of hospitals (:func:`together_groups`), which take one turn at once on one actor.
 
         A turn lost with its actor is queued again (any actor runs it from the ticket), up to
         ``max_round_retries`` times.
@@ -305,15 +334,17 @@ class RayHospitals:
                     failures[k] += 1
                     if failures[k] > self.max_round_retries:
                         where = "" if round_idx is None else f" in round {round_idx}"
-                        raise RuntimeError(f"hospital {k} failed {failures[k]} times{where}; refusing to continue "
+                        who = ("hospital " if isinstance(k, int) else "hospitals ") + ", ".join(map(str, _members(k)))
+                        raise RuntimeError(f"{who} failed {failures[k]} times{where}; refusing to continue "
                                            "with fewer hospitals") from err
                     self.restarts += 1
                     self._lost(a)
                     queue.insert(0, k)
                 else:
-                    self.holder[k] = self.ran_on[k] = a
-                    if advances:
-                        self.tickets.took_turn(k)
+                    for member in _members(k):
+                        self.holder[member] = self.ran_on[member] = a
+                        if advances:
+                            self.tickets.took_turn(member)
         return done
 
     def _on_holders(self, calls: dict[int, tuple], *, pin: bool | None = None) -> dict:
@@ -321,14 +352,20 @@ class RayHospitals:
         pending = {k: self._visit(self.holder[k], k, *call, pin=pin, held_only=True) for k, call in calls.items()}
         return dict(zip(pending, self._get(list(pending.values()))))
 
-    def _visit(self, a: int, k: int, method, *args, **flags):
-        return self.hosts[a].visit.remote(self.tickets[k], method, *args, capacity=self.capacity, **flags)
+    def _visit(self, a: int, key, method, *args, **flags):
+        """Actor ``a`` runs the turn of hospital ``key``, or of the group ``key`` at once (then the turn trains)."""
+        members = _members(key)
+        if len(members) > 1:
+            return self.hosts[a].visit_together.remote([self.tickets[k] for k in members], method, *args,
+                                                       capacity=self.capacity)
+        return self.hosts[a].visit.remote(self.tickets[members[0]], method, *args, capacity=self.capacity, **flags)
 
-    def _take(self, queue: list[int], a: int) -> int:
-        """The next turn for actor ``a``: a hospital it holds, else one nobody holds, else the queue's first."""
+    def _take(self, queue: list, a: int):
+        """The next turn for actor ``a``: a hospital (group) it holds, else one nobody holds, else the queue's
+        first."""
         for wanted in (a, None):
-            for i, k in enumerate(queue):
-                if self.holder[k] == wanted:
+            for i, key in enumerate(queue):
+                if self.holder[_members(key)[0]] == wanted:
                     return queue.pop(i)
         return queue.pop(0)
 
@@ -336,8 +373,9 @@ class RayHospitals:
         return self.ran_on[k] if self.holder[k] is None else self.holder[k]
 
     # -- faults --------------------------------------------------------------------
-    def _inject_fault(self, round_idx: int | None, k: int, a: int) -> None:
-        if self.kill_hospital == (k, round_idx):
+    def _inject_fault(self, round_idx: int | None, key, a: int) -> None:
+        if self.kill_hospital is not None and self.kill_hospital[1] == round_idx and \
+                self.kill_hospital[0] in _members(key):
             import ray  # test hook: kill the actor running hospital k's turn while it is in flight; Ray restarts it
 
             self.kill_hospital = None
@@ -357,6 +395,11 @@ class RayHospitals:
             if isinstance(getattr(err, "cause", None), NotHeld):
                 raise NotHeld(str(err.cause)) from None
             raise
+
+
+def _members(key) -> tuple[int, ...]:
+    """The hospitals of a turn's key: one hospital, or a group that trains together."""
+    return key if isinstance(key, tuple) else (key,)
 
 
 def _wait_until_answering(host) -> None:

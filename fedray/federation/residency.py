@@ -121,6 +121,26 @@ class Residency:
             del self.held[hospital]
 
 
+def run_turn_together(residency: Residency, tickets: list[Ticket], method, args: tuple, *, capacity: int):
+    """``method(hospitals, *args)`` on the hospitals of ``tickets``, all built here at once (pinned for the turn,
+    so building one never evicts another); each copy then counts one more turn (they trained). A failure drops
+    them all and re-raises."""
+    parties = []
+    try:
+        for ticket in tickets:
+            parties.append(residency.hospital(ticket, capacity))
+            residency.pinned.add(ticket.hospital)
+        value = method(parties, *args)
+    except BaseException:
+        for ticket in tickets:
+            residency.drop(ticket.hospital)
+        raise
+    for ticket in tickets:
+        residency.took_turn(ticket.hospital, ticket.turns + 1)
+        residency.pinned.discard(ticket.hospital)
+    return value
+
+
 def run_turn(residency: Residency, ticket: Ticket, method, args: tuple, *, capacity: int, advances: bool = False,
              pin: bool | None = None, held_only: bool = False):
     """``method(hospital, *args)`` on the hospital of ``ticket``; afterwards its copy here counts one more turn

@@ -231,13 +231,18 @@ class LocalTrainer(Evaluator):
                     logits = logits.mean(1)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
-        metrics = {
+        return self.export(), self.round_metrics(loss_sum=loss_sum, correct=correct, seen=seen, steps=steps,
+                                                 seconds=time.perf_counter() - start)
+
+    def round_metrics(self, *, loss_sum: float, correct: int, seen: int, steps: int, seconds: float) -> dict:
+        """What this trainer reports of one round's training: its loss and accuracy on the records it saw (a sum
+        over them, their number), its steps and its time."""
+        return {
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
             "local_steps": float(steps),
-            "fit_seconds": time.perf_counter() - start,
+            "fit_seconds": seconds,
         }
-        return self.export(), metrics
 
     def round_randomness(self, round_idx: int) -> torch.Generator:
         """Batch order and augmentation of one round: reproducible from the config (no DP claim rests on them)."""
@@ -276,6 +281,11 @@ class LocalTrainer(Evaluator):
             hook.on_gradient(1.0 / len(y))
         self.optimizer.step()
         return loss_sum / len(y), torch.cat(outputs)
+
+    def noised_clipped_sum(self):
+        """How a step privatises its gradient when hospitals train together (:mod:`fedray.training.together`):
+        not at all without DP."""
+        return None
 
     # -- privacy state (none without DP; DP-SGD keeps its accountant's history here) --
     def privacy_state(self) -> dict:

@@ -49,6 +49,7 @@ import torch
 from fedray.privacy.opacus_wiring import private_step, wrap_private
 from fedray.privacy.randomness import Purpose
 from fedray.training.local import LocalTrainer, physical_passes
+from fedray.training.together import NoisedClippedSum
 
 
 class DPSGDTrainer(LocalTrainer):
@@ -90,9 +91,21 @@ class DPSGDTrainer(LocalTrainer):
             return private_step(self.parts, x, y, self.loss_fn, hooks=self.gradient_hooks,
                                 passes=physical_passes(len(y), self.train_cfg.physical_batch_size))
 
-    def fit(self, params, *, epochs: int, round_idx: int):
-        new_params, metrics = super().fit(params, epochs=epochs, round_idx=round_idx)
-        return new_params, {"local_steps": metrics["local_steps"], **self.privacy_state()}
+    def round_metrics(self, *, steps: int, **_unreleased) -> dict:
+        """The step count, fixed in advance, and the accountant's: never the loss or accuracy on private batches."""
+        return {"local_steps": float(steps), **self.privacy_state()}
+
+    def noised_clipped_sum(self) -> NoisedClippedSum:
+        """This hospital's Opacus step, for training together with others (:mod:`fedray.training.together`): its
+        clipping norm, noise, denominator qn, this round's noise generator and its accountant."""
+        optimizer = self.parts.optimizer
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        return NoisedClippedSum(
+            max_grad_norm=optimizer.max_grad_norm, noise_std=optimizer.noise_multiplier * optimizer.max_grad_norm,
+            expected_batch_size=optimizer.expected_batch_size, generator=optimizer.generator,
+            noise_order=[names[id(p)] for p in optimizer.params],
+            count_step=lambda: self.parts.accountant.step(noise_multiplier=optimizer.noise_multiplier,
+                                                          sample_rate=self.sample_rate))
 
     def privacy_state(self) -> dict:
         return {"dp_steps": float(sum(steps for _, _, steps in self.parts.accountant.history))}
