@@ -151,13 +151,20 @@ class Driver:
                               self.noise.numpy_generator(round_idx, Purpose.CLIENT_SAMPLING))
 
     def _secure_round(self, round_idx: int) -> Params:
-        """One masked round: the hospitals' masked payloads, their unmasked sum, the next global model."""
-        session = SecureAggregationSession(participants=tuple(range(len(self.hospitals))), round_idx=round_idx,
-                                           attempt=0, vector_length=self.secure.vector_length,
-                                           value_bound=self.secure.value_bound)
-        session, masked = self.hospitals.masked_payloads(self.global_params, round_idx, session, self.secure)
+        """One masked round over the round's cohort (every hospital, or the sampled ones): their masked payloads,
+        the unmasked sum, the next global model (:mod:`fedray.privacy.secure_round`)."""
+        self.participants = cohort = self.sample_participants(round_idx)
+        secure = self.secure.for_cohort(len(cohort))
+        if len(cohort) < secure.min_cohort:  # nobody, or a lone hospital whose 'sum' would be its update
+            self.participants = []
+            empty = self.strategy.aggregates_empty_rounds  # DP-FedAvg: the noise alone, as in the clear
+            return self.strategy.aggregate(round_idx, self.global_params, []) if empty else self.global_params
+        session = SecureAggregationSession(participants=tuple(cohort), round_idx=round_idx, attempt=0,
+                                           vector_length=secure.vector_length, value_bound=secure.value_bound,
+                                           sum_of_one=secure.min_cohort == 1)
+        session, masked = self.hospitals.masked_payloads(self.global_params, round_idx, session, secure)
         total = session.unmask_sum(masked)
-        mean = self.secure.apply(self.global_params, total, participants=len(self.hospitals))
+        mean = secure.apply(self.global_params, total, participants=len(cohort))
         for observer in self.observers:  # under secure aggregation only the sum is seen
             observer.observe_sum(self.global_params, mean)
         delta = {name: mean[name] - value for name, value in self.global_params.items()

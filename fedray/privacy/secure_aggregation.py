@@ -288,10 +288,12 @@ class SecureAggregationSession:
     value_bound: float
     session_id: bytes = field(default_factory=lambda: os.urandom(16))
     scale: float | None = None
+    sum_of_one: bool = False  # a lone participant may 'sum' (no masks): only for payloads noised in full
 
     def __post_init__(self):
-        if len(set(self.participants)) != len(self.participants) or len(self.participants) < 2:
-            raise ValueError(f"participants {self.participants} must be at least two distinct ids: "
+        fewest = 1 if self.sum_of_one else 2
+        if len(set(self.participants)) != len(self.participants) or len(self.participants) < fewest:
+            raise ValueError(f"participants {self.participants} must be at least {fewest} distinct ids: "
                              f"with one, the 'sum' is that hospital's update")
         if min(self.participants) < 0 or self.round_idx < 0 or self.attempt < 0:
             raise ValueError("participant ids, round_idx and attempt must be non-negative")

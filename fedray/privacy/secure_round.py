@@ -23,11 +23,31 @@ into the next global model, for the two aggregations fedray can run on sums:
 Integer buffers (BatchNorm's counters) are not summed: the global value is kept.
 What the driver still learns: the sum (and under sample weighting the total
 count :math:`\sum_k n_k`), who took part, and when.
+
+**A sampled cohort** (``fl.clients_per_round``: each hospital takes part with
+probability q = m/K, the driver's secret draw, :mod:`fedray.strategies.sampling`).
+Pair keys are agreed among the round's cohort :math:`S_t` only
+(:meth:`SecureRound.for_cohort`), so a round costs O(|S_t|²) key agreements,
+not O(K²). The driver relays the keys, so it learns :math:`S_t`. Under
+DP-FedAvg each of the :math:`|S_t|` shares then has variance
+:math:`z^2S^2/|S_t|`: the sum carries exactly :math:`z^2S^2` whoever was drawn,
+and the driver divides by the expected m, never by :math:`|S_t|`, as central
+DP-FedAvg does. An empty cohort's round is the driver's noise alone, as in
+central DP-FedAvg (nobody is there to add a share); a cohort of one sends its
+payload unmasked (:attr:`SecureRound.min_cohort`), which already carries the
+whole noise. So a reader of the outputs sees the central mechanism's output
+distribution for every cohort, and the Poisson-amplified ε holds against it;
+the driver, which knows :math:`S_t`, gets no amplification (the ledger states
+that ε beside it, :mod:`fedray.privacy.mechanisms.dpfedavg`). With colluders
+(t > 0) the honest shares' variance would depend on who was drawn, which the
+sampled analysis does not cover: refused. Without DP-FedAvg's noise a cohort
+of one would hand the driver a lone update: its round is skipped (nobody trains;
+no privacy claim rests on sampling there).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,8 +75,9 @@ class SecureRound:
     weighted: bool  # FedAvg by samples: hospitals mask (n_k w_k, n_k)
     clip_norm: float | None = None  # distributed DP-FedAvg: clip norm S and noise multiplier z
     noise_multiplier: float = 0.0
-    num_clients: int = 1
-    honest_shares: int = 1  # K - t: the shares that must carry the whole noise
+    num_clients: int = 1  # the count DP-FedAvg divides by: the expected m (K without sampling)
+    honest_shares: int = 1  # m - t: the shares that must carry the whole noise
+    colluders: int = 0  # t: hospitals whose shares the driver may know
 
     @classmethod
     def for_fedavg(cls, global_params: Params, *, weighted: bool, max_abs: float, max_samples: int) -> SecureRound:
@@ -71,7 +92,24 @@ class SecureRound:
         honest = num_clients if honest_shares is None else honest_shares
         bound = clipped_update_bound(clip_norm, noise_multiplier=noise_multiplier, num_clients=honest)
         return cls(spec=spec, value_bound=bound, weighted=False, clip_norm=clip_norm,
-                   noise_multiplier=noise_multiplier, num_clients=num_clients, honest_shares=honest)
+                   noise_multiplier=noise_multiplier, num_clients=num_clients, honest_shares=honest,
+                   colluders=num_clients - honest)
+
+    @property
+    def min_cohort(self) -> int:
+        """The fewest hospitals a masked round may have: one where each payload carries the whole noise, else two
+        (a 'sum' of one is that hospital's update)."""
+        return 1 if self.clip_norm is not None and self.colluders == 0 else 2
+
+    def for_cohort(self, size: int) -> SecureRound:
+        """This round's agreement for a cohort of ``size`` hospitals: under DP-FedAvg without colluders, each share
+        carries 1/size of the noise, so their sum carries all of it; otherwise unchanged."""
+        if self.clip_norm is None or size in (0, self.num_clients):  # nobody masks an empty round
+            return self
+        if self.colluders:
+            raise ValueError("a sampled cohort's noise shares are defined without colluders only")
+        bound = clipped_update_bound(self.clip_norm, noise_multiplier=self.noise_multiplier, num_clients=size)
+        return replace(self, value_bound=bound, honest_shares=size)
 
     @property
     def vector_length(self) -> int:

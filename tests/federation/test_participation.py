@@ -39,7 +39,6 @@ def test_participation_is_secret_by_default_and_reproducible_on_request(ray_sess
 @pytest.mark.parametrize("extra, message", [
     (["fl.clients_per_round=6"], "more than the 5 hospitals"),
     (["fl.clients_per_round=2", "mode=local"], "client sampling needs mode=federated"),
-    (["fl.clients_per_round=2", "fl.secure_aggregation=true"], "fl.clients_per_round with fl.secure_aggregation"),
 ])
 def test_sampling_combinations_without_a_guarantee_are_refused(tmp_path, extra, message):
     with pytest.raises(FedrayError, match=message):

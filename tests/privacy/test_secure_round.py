@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
-from fedray.federation.experiment import prepare_experiment, run_experiment
+from fedray.federation.experiment import prepare_experiment, run_experiment, run_in_process
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.client_level import clip_update
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
@@ -90,3 +90,62 @@ def test_distributed_dp_fedavg_needs_no_trusted_driver(ray_session, tmp_path):
 def test_secure_aggregation_is_refused_where_there_is_no_sum(tmp_path, overrides):
     with pytest.raises(FedrayError, match="fl.secure_aggregation=true"):
         prepare_experiment(compose_typed([*overrides, "fl.secure_aggregation=true"], tmp_path))
+
+
+def _cohorts(cfg) -> list[list[int]]:
+    """The driver's reproducible draws of a run's cohorts, as it draws them."""
+    from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
+    from fedray.strategies.sampling import sample_clients
+
+    noise = NoiseSource.reproducible(cfg.seed, DRIVER)
+    return [sample_clients(cfg.fl.num_hospitals, cfg.fl.clients_per_round,
+                           noise.numpy_generator(r, Purpose.CLIENT_SAMPLING)) for r in range(1, cfg.fl.rounds + 1)]
+
+
+@pytest.mark.parametrize("cohort", [1, 2, 3, 4])
+def test_a_sampled_cohorts_noise_shares_sum_to_the_whole_noise_whoever_was_drawn(cohort):
+    wide = {"w": np.zeros(20_000, np.float32)}
+    expected = SecureRound.for_dp_fedavg(wide, clip_norm=0.5, noise_multiplier=2.0, num_clients=4)
+    secure = expected.for_cohort(cohort)
+    assert secure.num_clients == 4 and secure.honest_shares == cohort and secure.min_cohort == 1
+    noise = sum(secure.payload(wide, wide, 0, rng=np.random.default_rng([1, k])) for k in range(cohort))
+    assert noise.std() == pytest.approx(2.0 * 0.5, rel=0.03)  # z·S, the central mechanism's noise
+    with pytest.raises(ValueError, match="without colluders"):
+        SecureRound.for_dp_fedavg(wide, clip_norm=0.5, noise_multiplier=2.0, num_clients=4,
+                                  honest_shares=3).for_cohort(2)
+    assert SecureRound.for_fedavg(wide, weighted=False, max_abs=1.0, max_samples=1).min_cohort == 2
+
+
+def test_a_sampled_masked_fedavg_equals_the_sampled_plain_one_up_to_rounding(tmp_path):
+    """Pair keys among each round's cohort only: the same cohorts train and their masked sum is their FedAvg."""
+    base = [*TINY, "audit.enabled=false", "fl.rounds=3", "fl.clients_per_round=3", "privacy.reproducible_noise=true",
+            "cluster=inprocess"]
+    plain = run_in_process(compose_typed(base, tmp_path / "plain"))
+    cfg = compose_typed([*base, "fl.secure_aggregation=true"], tmp_path / "secure")
+    assert all(len(c) >= 2 for c in _cohorts(cfg)) and any(len(c) < 5 for c in _cohorts(cfg))  # sampled, masked
+    secure = run_in_process(cfg)
+    for name, value in plain.final_params[0].items():
+        np.testing.assert_allclose(secure.final_params[0][name], value, atol=1e-5)
+    assert [sorted(c["hospital"] for c in r["clients"]) for r in plain.rounds] == _cohorts(cfg)
+    assert all(r["clients"] == [] for r in secure.rounds)  # the masked rounds publish no cohort
+
+
+def test_distributed_dp_fedavg_over_sampled_cohorts_states_its_epsilon_against_the_driver(tmp_path):
+    """q = 1/5 over six rounds draws empty cohorts (the driver's noise alone), lone hospitals (their payload carries
+    the whole noise) and masked pairs; readers get the amplified ε, the driver, who knows each cohort, more."""
+    cfg = compose_typed([*TINY, "audit.enabled=false", "fl.rounds=6", "fl.clients_per_round=1", "privacy=dpfedavg",
+                         "privacy.epsilon=5", "privacy.reproducible_noise=true", "fl.secure_aggregation=true",
+                         "privacy.colluders=0", "cluster=inprocess"], tmp_path)
+    assert {min(len(c), 2) for c in _cohorts(cfg)} == {0, 1, 2}
+    result = run_in_process(cfg)
+    ledger = result.summary.privacy
+    assert ledger["epsilon"] <= 5 < ledger["epsilon_against_driver"]
+    assert "epsilon_against_driver" in ledger["trust"]
+    assert len(result.rounds) == 6 and all(r["clients"] == [] for r in result.rounds)
+    assert all(np.isfinite(v).all() for v in result.final_params[0].values())
+
+
+def test_colluders_with_a_sampled_secure_cohort_are_refused(tmp_path):
+    with pytest.raises(FedrayError, match="privacy.colluders=1 with fl.clients_per_round"):
+        prepare_experiment(compose_typed([*TINY, "fl.clients_per_round=3", "privacy=dpfedavg", "privacy.epsilon=5",
+                                          "fl.secure_aggregation=true", "privacy.colluders=1"], tmp_path))

@@ -64,9 +64,6 @@ def check_mechanism(cfg: Config, context: PlanContext | None = None) -> None:
     if sampled and (cfg.mode != "federated" or family == "tree"):
         raise FedrayError(f"fl.clients_per_round with mode={cfg.mode} and model={cfg.model.name}: client sampling "
                           "needs mode=federated and a model trained in rounds; set fl.clients_per_round=null")
-    if sampled and cfg.fl.secure_aggregation:
-        raise FedrayError("fl.clients_per_round with fl.secure_aggregation=true: the masked sum needs every "
-                          "hospital of the round fixed before keys are agreed; set fl.clients_per_round=null")
     if cfg.fl.secure_aggregation and (cfg.mode != "federated" or family == "tree" or cfg.fl.num_hospitals < 2):
         raise FedrayError(f"fl.secure_aggregation=true with mode={cfg.mode}, model={cfg.model.name} and "
                           f"{cfg.fl.num_hospitals} hospital(s): masked sums need mode=federated, at least two "

@@ -21,7 +21,11 @@ Who must be trusted, and what may be published:
   nothing published names a round's participants (no per-hospital rows in
   ``rounds.parquet``), and no hospital's record count or step count leaves it.
 - distributed (``fl.secure_aggregation=true``): each hospital adds a share of
-  the noise before masking. Against the driver colluding with up to t
+  the noise before masking. With client sampling the shares are split among
+  each round's cohort (:mod:`fedray.privacy.secure_round`): readers of the
+  outputs get the amplified ε, the driver, which relays the cohort's keys and
+  so knows it, the un-amplified ``epsilon_against_driver`` (every round
+  counted), and colluders are refused. Against the driver colluding with up to t
   hospitals (``privacy.colluders``, Kairouz et al. 2021, "The Distributed
   Discrete Gaussian Mechanism"), the honest K - t shares alone must carry
   :math:`z^2S^2`: each share has variance :math:`z^2S^2/(K-t)`, so the sum
@@ -87,6 +91,11 @@ class DpFedAvg(PrivateMechanism):
                               "mean of clipped updates, which this strategy does not compute; use a mean strategy "
                               "(strategy=fedavg, fedavgm, fedadam, ...)")
         colluders = cfg.privacy.colluders
+        sampled = cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round < cfg.fl.num_hospitals
+        if cfg.fl.secure_aggregation and sampled and colluders:
+            raise FedrayError(f"privacy.colluders={colluders} with fl.clients_per_round and secure aggregation: the "
+                              "honest hospitals' noise shares would depend on who was drawn, which the sampled "
+                              "analysis does not cover; set privacy.colluders=0 or fl.clients_per_round=null")
         if cfg.fl.secure_aggregation and colluders >= cfg.fl.num_hospitals:
             raise FedrayError(f"privacy.colluders={colluders} with {cfg.fl.num_hospitals} hospitals: distributed DP "
                               "needs at least one honest hospital's noise share; set privacy.colluders below "
@@ -129,8 +138,8 @@ class DpFedAvg(PrivateMechanism):
         from fedray.privacy.secure_round import SecureRound
 
         return SecureRound.for_dp_fedavg(global_params, clip_norm=self.clip_norm,
-                                         noise_multiplier=self.noise_multiplier, num_clients=self.num_hospitals,
-                                         honest_shares=self.num_hospitals - self.colluders)
+                                         noise_multiplier=self.noise_multiplier, num_clients=self.expected_clients,
+                                         honest_shares=self.expected_clients - self.colluders)
 
     def insertion_point(self):
         if self.secure_aggregation:
@@ -155,6 +164,10 @@ class DpFedAvg(PrivateMechanism):
         return {"each hospital": [round_event(self.noise_multiplier, self.sample_rate, self.rounds)]}
 
     def trust_line(self):
+        if self.secure_aggregation and self.sampled:
+            return ("nobody: distributed DP over each round's sampled cohort; the epsilon holds against readers of "
+                    "the outputs, who never learn a cohort; the driver relays the cohort's keys, so against it "
+                    "sampling amplifies nothing: epsilon_against_driver")
         if self.secure_aggregation:
             return (f"nobody: distributed DP; the epsilon holds against the driver colluding with up to "
                     f"{self.colluders} hospital(s), whose noise shares it would know")
@@ -165,7 +178,10 @@ class DpFedAvg(PrivateMechanism):
         return {"sample_rate": self.sample_rate, "noise_multiplier": self.noise_multiplier, "rounds": self.rounds}
 
     def details(self, hospital_states, epsilons):
-        return {"clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier,
+        # The driver knows each cohort: against it a hospital's rounds are plain Gaussian releases, at most R.
+        driver = {"epsilon_against_driver": self.compose([round_event(self.noise_multiplier, 1.0, self.rounds)])} \
+            if self.secure_aggregation and self.sampled else {}
+        return {**driver, "clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier,
                 "clients_per_round": self.expected_clients, "colluders": self.colluders, "preprocessing": [],
                 "note": (f"client-level DP: protects whether a whole hospital took part, not individual patients; "
                          f"with {self.num_hospitals} hospitals each taking part with probability "
