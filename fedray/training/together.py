@@ -35,7 +35,7 @@ Assumptions, checked by :func:`why_not_together`: the model's training-mode
 forward is a function of its parameters and one record alone (no dropout,
 which would draw from torch's one global generator in another order; no
 BatchNorm in train mode, which mixes records and updates buffers), no
-gradient hook joins the step (FedProx's term, an audit's canaries), no bf16
+gradient hook joins the step (FedProx's term, an audit's attachments), no bf16
 autocast, and every hospital holds the same architecture. Memory holds the
 per-record gradients of all m hospitals' batches at once (m·B·P floats
 under DP-SGD): this is for tabular models, small CNNs and heads on cached
@@ -88,7 +88,7 @@ def why_not_together(model: nn.Module, trainer: LocalTrainer | None = None) -> s
         if isinstance(module, _BatchNorm) and module.training:
             return f"layer {name} is a BatchNorm in train mode, which mixes a batch's records"
     if trainer is not None and trainer.gradient_hooks:
-        return "a gradient hook (FedProx's proximal term, an audit's canaries) joins each step"
+        return "a gradient hook (FedProx's proximal term, an audit's attachment) joins each step"
     if trainer is not None and trainer.autocast:
         return "it trains under bf16 autocast"
     return None
@@ -96,7 +96,7 @@ def why_not_together(model: nn.Module, trainer: LocalTrainer | None = None) -> s
 
 def check_train_together(cfg, model: nn.Module | None) -> None:
     """Refuse, before any actor starts, ``fl.train_together`` > 1 where ``model`` (None: a tree) or the strategy
-    cannot train in lockstep; the audit's gradient canaries are refused at the first round (a hospital's hooks)."""
+    cannot train in lockstep; an audit's gradient hooks at a hospital are refused at its first round."""
     if cfg.fl.train_together == 1:
         return
     from fedray.strategies import client_settings

@@ -16,7 +16,7 @@ from fedray.privacy.randomness import NoiseSource, hospital
 from fedray.training import build_trainer
 from fedray.training.together import fit_together, why_not_together
 
-EHR = ["data=ehr_synthetic", "data.num_records=500", "model=mlp", "fl.num_hospitals=4", "fl.partition.scheme=dirichlet",
+EHR = ["data=ehr_synthetic", "data.num_records=400", "model=mlp", "fl.num_hospitals=4", "fl.partition.scheme=dirichlet",
        "train.batch_size=16", "audit.enabled=false"]
 DP = ["privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true"]
 
@@ -49,8 +49,8 @@ def test_hospitals_trained_together_equal_one_after_another(tmp_path, overrides)
     sizes = {t.num_samples for t in apart}
     starts = _starts(apart)
     for round_idx in (1, 2):  # the second round continues each accountant and draws new streams
-        expected = [trainer.fit(start, epochs=2, round_idx=round_idx) for trainer, start in zip(apart, starts)]
-        got = fit_together(together, starts, epochs=2, round_idx=round_idx)
+        expected = [trainer.fit(start, epochs=1, round_idx=round_idx) for trainer, start in zip(apart, starts)]
+        got = fit_together(together, starts, epochs=1, round_idx=round_idx)
         for (params, metrics), (want_params, want_metrics) in zip(got, expected):
             assert params.keys() == want_params.keys()
             for name, value in want_params.items():
@@ -89,7 +89,7 @@ def test_a_federation_trained_together_equals_one_trained_in_turn(tmp_path):
     """The whole round loop in process, under DP-SGD with client sampling: groups of hospitals give the models,
     accountants and sampled cohorts of hospitals taking turns, to float tolerance."""
     cfg = compose_typed([*EHR, *DP, "data.num_records=900", "fl.partition.alpha=5", "fl.num_hospitals=6",
-                         "fl.clients_per_round=4", "fl.rounds=3", "cluster=inprocess"], tmp_path)
+                         "fl.clients_per_round=4", "fl.rounds=2", "fl.local_epochs=1", "cluster=inprocess"], tmp_path)
     in_turn = run_in_process(cfg)
     together = run_in_process(with_changes(cfg, **{"fl.train_together": 4}))
     for got, want in zip(together.final_params, in_turn.final_params):
