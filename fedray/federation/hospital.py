@@ -108,6 +108,11 @@ class Hospital:
                                f"{', '.join(str(h.hospital_id) for h in hospitals[1:])}")
         return [h._result(params, metrics, round_idx) for h, (params, metrics) in zip(hospitals, trained)]
 
+    @staticmethod
+    def evaluate_together(hospitals: list[Hospital], params: list[Params]) -> list[dict]:
+        """Each hospital's :meth:`evaluate` of its model, in one turn (no Ray task per hospital)."""
+        return [h.evaluate(p) for h, p in zip(hospitals, params)]
+
     def _result(self, new_params: Params, metrics: dict, round_idx: int) -> ClientResult:
         """This round's message: the trained parameters and what the releases cover of the metrics and reports."""
         if not all(np.isfinite(v).all() for v in new_params.values() if np.issubdtype(v.dtype, np.floating)):

@@ -84,13 +84,14 @@ class Host:
         return run_turn(self.residency, ticket, method, args, capacity=capacity, advances=advances, pin=pin,
                         held_only=held_only)
 
-    def visit_together(self, tickets: list, method, starts: list, *args, capacity: int):
-        """``method(hospitals, starts, *args)`` on the hospitals of ``tickets`` at once
-        (:func:`~fedray.federation.residency.run_turn_together`); ``starts`` may hold object references."""
+    def visit_together(self, tickets: list, method, params: list, *args, capacity: int, advances: bool = False):
+        """``method(hospitals, params, *args)`` on the hospitals of ``tickets`` at once
+        (:func:`~fedray.federation.residency.run_turn_together`); ``params`` (one model per hospital) may hold
+        object references."""
         from fedray.federation.residency import from_object_store, run_turn_together
 
-        return run_turn_together(self.residency, tickets, method, ([from_object_store(s) for s in starts], *args),
-                                 capacity=capacity)
+        return run_turn_together(self.residency, tickets, method, ([from_object_store(p) for p in params], *args),
+                                 capacity=capacity, advances=advances)
 
     def run(self, function, kwargs: dict):
         """Drop the parties and run ``function(**kwargs)`` here (the auditor, after the rounds and the release)."""

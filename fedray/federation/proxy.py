@@ -20,10 +20,11 @@ current. Transport is the proxy's business:
   hospital's actor mid-round.
 
 With ``fl.train_together`` > 1 a round's hospitals are split into groups
-(:func:`together_groups`, as many as there are processes where that makes
-them smaller), and each group trains in one turn, in lockstep
-(:mod:`fedray.training.together`); a masked round still trains one hospital
-after another, as its two steps are per hospital.
+(:func:`~fedray.federation.residency.together_groups`: as many as there are
+processes where that makes them smaller), each group trains in one turn, in
+lockstep (:mod:`fedray.training.together`), and evaluates in one turn; a
+masked round still trains one hospital after another, as its two steps are
+per hospital.
 
 Both return the same values for the same calls, whatever the number of
 processes and whatever each keeps built, so a run is identical either way
@@ -53,7 +54,7 @@ from typing import Protocol
 import numpy as np
 
 from fedray.federation.hospital import Hospital, HospitalError
-from fedray.federation.residency import NotHeld, Residency, Ticket, run_turn, run_turn_together
+from fedray.federation.residency import NotHeld, Residency, Ticket, run_turn, run_turn_together, together_groups
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.strategies import ClientResult
@@ -98,16 +99,6 @@ def checked_payloads(plan, masked: dict[int, np.ndarray]) -> dict[int, np.ndarra
     for k in masked:
         checked(plan, k, ["masked_payload"])
     return masked
-
-
-def together_groups(participants: list[int], together: int, processes: int) -> list[tuple[int, ...]]:
-    """The round's hospitals in groups that train at once (``fl.train_together``): at most ``together`` each, and
-    as many groups as ``processes`` where that makes them smaller, so every process gets a share."""
-    hospitals = sorted(participants)
-    if not hospitals:
-        return []
-    size = max(1, min(together, -(-len(hospitals) // processes)))
-    return [tuple(hospitals[i:i + size]) for i in range(0, len(hospitals), size)]
 
 
 def reported_privacy_state(result: ClientResult) -> dict:
@@ -283,9 +274,17 @@ class RayHospitals:
         return session, checked_payloads(self.plan, masked)
 
     def start_evaluate(self, params: dict[int, Params]) -> Callable[[], list[dict]]:
-        refs = _put_once(params)
-        pending = {k: self._visit(self._home(k), k, Hospital.evaluate, refs[k]) for k in params}
-        return lambda: checked_metrics(self.plan, dict(zip(pending, self._get(list(pending.values())))))
+        refs, pending = _put_once(params), {}
+        for group in together_groups(list(params), self.together, len(self.hosts)):  # as the round trained them
+            call = (Hospital.evaluate_together, [refs[k] for k in group]) if len(group) > 1 else \
+                (Hospital.evaluate, refs[group[0]])
+            pending[group] = self._visit(self._home(group[0]), group, *call)
+
+        def collect() -> list[dict]:
+            got = dict(zip(pending, self._get(list(pending.values()))))
+            return checked_metrics(self.plan, {k: value for group, values in got.items()
+                                               for k, value in zip(group, values if len(group) > 1 else [values])})
+        return collect
 
     # -- privacy state and reports -------------------------------------------------
     def privacy_states(self) -> list[dict]:
@@ -308,7 +307,8 @@ class RayHospitals:
     def _turns(self, calls: dict[int, tuple], *, advances: bool = False, pin: bool | None = None,
                round_idx: int | None = None) -> dict:
         """Hospital k's turn ``calls[k] = (method, *args)`` for every k, queued onto the actors; values by k. A key
-        may be a group of hospitals (:func:`together_groups`), which take one turn at once on one actor.
+        may be a group of hospitals (:func:`~fedray.federation.residency.together_groups`), which take one turn
+        at once on one actor.
 
         A turn lost with its actor is queued again (any actor runs it from the ticket), up to
         ``max_round_retries`` times.
@@ -353,11 +353,11 @@ class RayHospitals:
         return dict(zip(pending, self._get(list(pending.values()))))
 
     def _visit(self, a: int, key, method, *args, **flags):
-        """Actor ``a`` runs the turn of hospital ``key``, or of the group ``key`` at once (then the turn trains)."""
+        """Actor ``a`` runs the turn of hospital ``key``, or of the group ``key`` at once."""
         members = _members(key)
         if len(members) > 1:
             return self.hosts[a].visit_together.remote([self.tickets[k] for k in members], method, *args,
-                                                       capacity=self.capacity)
+                                                       capacity=self.capacity, advances=flags.get("advances", False))
         return self.hosts[a].visit.remote(self.tickets[members[0]], method, *args, capacity=self.capacity, **flags)
 
     def _take(self, queue: list, a: int):

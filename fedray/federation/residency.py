@@ -121,10 +121,21 @@ class Residency:
             del self.held[hospital]
 
 
-def run_turn_together(residency: Residency, tickets: list[Ticket], method, args: tuple, *, capacity: int):
+def together_groups(participants: list[int], together: int, processes: int) -> list[tuple[int, ...]]:
+    """The round's hospitals in groups that train at once (``fl.train_together``): at most ``together`` each, and
+    as many groups as ``processes`` where that makes them smaller, so every process gets a share."""
+    hospitals = sorted(participants)
+    if not hospitals:
+        return []
+    size = max(1, min(together, -(-len(hospitals) // processes)))
+    return [tuple(hospitals[i:i + size]) for i in range(0, len(hospitals), size)]
+
+
+def run_turn_together(residency: Residency, tickets: list[Ticket], method, args: tuple, *, capacity: int,
+                      advances: bool = True):
     """``method(hospitals, *args)`` on the hospitals of ``tickets``, all built here at once (pinned for the turn,
-    so building one never evicts another); each copy then counts one more turn (they trained). A failure drops
-    them all and re-raises."""
+    so building one never evicts another); each copy then counts one more turn when ``advances`` (they trained).
+    A failure drops them all and re-raises."""
     parties = []
     try:
         for ticket in tickets:
@@ -136,7 +147,8 @@ def run_turn_together(residency: Residency, tickets: list[Ticket], method, args:
             residency.drop(ticket.hospital)
         raise
     for ticket in tickets:
-        residency.took_turn(ticket.hospital, ticket.turns + 1)
+        if advances:
+            residency.took_turn(ticket.hospital, ticket.turns + 1)
         residency.pinned.discard(ticket.hospital)
     return value
 

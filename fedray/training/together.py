@@ -49,9 +49,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.utils.rnn import pad_sequence
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
@@ -110,8 +112,8 @@ def check_train_together(cfg, model: nn.Module | None) -> None:
 
 def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: int,
                  round_idx: int) -> list[tuple[Params, dict]]:
-    """Each trainer's ``fit(starts[k], epochs=epochs, round_idx=round_idx)``, computed in lockstep; the same values
-    to float tolerance, and each trainer is left holding its trained parameters as ``fit`` leaves it."""
+    """Each trainer's ``fit(starts[k], epochs=epochs, round_idx=round_idx)``, computed in lockstep: the same values
+    to float tolerance (the trainers' own models are not touched: every turn loads its start anyway)."""
     start = time.perf_counter()
     template = trainers[0].model
     for trainer in trainers:
@@ -119,7 +121,8 @@ def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: 
         if reason is not None:
             raise ValueError(f"these hospitals cannot train together: {reason}; set fl.train_together=1")
     names = [name for name, p in template.named_parameters() if p.requires_grad]
-    trainable, fixed = _stacked_state(trainers, starts, names)
+    full_names = _full_names(trainers[0])
+    trainable, fixed = _stacked_state(starts, names, full_names, trainers[0].device)
     if {tuple(p.shape[1:]) for p in trainable.values()} != {tuple(p.shape) for p in template.parameters()
                                                           if p.requires_grad}:
         raise ValueError("these hospitals hold different architectures; set fl.train_together=1")
@@ -133,7 +136,7 @@ def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: 
     template = _without_hooks(template)
     gradient = _private_gradients(template, trainers[0].loss_fn, privates[0].max_grad_norm) if private else \
         _mean_gradients(template, trainers[0].loss_fn)
-    tallies = [_Tally() for _ in trainers]
+    tally = _Tally(len(trainers), device=trainable[names[0]].device)
     for step in range(max(len(s) for s in schedules)):
         active = [step < len(s) for s in schedules]
         x, y, mask = _padded([s[step] if a else None for s, a in zip(schedules, active)], schedules[0][0])
@@ -143,30 +146,30 @@ def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: 
         for name, p in trainable.items():
             p.grad = grads[name]
         _step_active(optimizer, trainable, active)
-        for k, tally in enumerate(tallies):
-            if active[k]:
-                tally.add(losses[k], logits[k], y[k], mask[k])
+        tally.add(losses, logits, y, mask, active)
     seconds = (time.perf_counter() - start) / len(trainers)  # each hospital's share of the shared time
     outcomes = []
-    for k, trainer in enumerate(trainers):
-        trainer.load(starts[k])
-        with torch.no_grad():
-            for name, p in trainer.model.named_parameters():
-                if name in trainable:
-                    p.copy_(trainable[name][k])
-        outcomes.append((trainer.export(), trainer.round_metrics(**tallies[k].totals(), seconds=seconds)))
+    for k, trainer in enumerate(trainers):  # what export() gives after fit: every entry, the trained ones new
+        trained = {full_names[name]: value[k].detach().cpu().numpy() for name, value in trainable.items()}
+        params = {name: np.array(trained.get(name, value), copy=True) for name, value in starts[k].items()}
+        outcomes.append((params, trainer.round_metrics(**tally.totals(k), seconds=seconds)))
     return outcomes
 
 
 # -- the stacked state ------------------------------------------------------------------------------------------
-def _stacked_state(trainers, starts, names) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _full_names(trainer: LocalTrainer) -> dict[str, str]:
+    """The exported (full model's) name of each entry of the trained module's state: the same names, except for a
+    head on cached features, a part of the full model."""
+    full = {id(t): name for name, t in trainer.full_model.state_dict(keep_vars=True).items()}
+    return {name: full[id(t)] for name, t in trainer.model.state_dict(keep_vars=True).items()}
+
+
+def _stacked_state(starts: list[Params], names: list[str], full_names: dict[str, str],
+                   device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(trainable parameters, everything else of the module's state), each stacked over hospitals from their
-    start parameters (loaded through each trainer, so a head on cached features maps the full model's names)."""
-    per_hospital = []
-    for trainer, params in zip(trainers, starts):
-        trainer.load(params)
-        per_hospital.append({name: t.detach().clone() for name, t in trainer.model.state_dict(keep_vars=True).items()})
-    stacked = {name: torch.stack([state[name] for state in per_hospital]) for name in per_hospital[0]}
+    start parameters."""
+    stacked = {name: torch.stack([torch.tensor(params[full]) for params in starts]).to(device)
+               for name, full in full_names.items()}
     return ({name: stacked[name] for name in names},
             {name: value for name, value in stacked.items() if name not in names})
 
@@ -186,14 +189,15 @@ def _padded(steps: list[tuple | None], example: tuple) -> tuple[torch.Tensor, to
     """Step t's batches of every hospital as [m, b, ...] (b the largest batch, at least 1) and the mask of real
     records; a hospital that has finished contributes an empty batch."""
     x_like, y_like = example
-    b = max([1] + [len(s[1]) for s in steps if s is not None])
-    x = x_like.new_zeros((len(steps), b, *x_like.shape[1:]))
-    y = y_like.new_zeros((len(steps), b))
-    mask = torch.zeros((len(steps), b), device=x.device)
-    for k, s in enumerate(steps):
-        if s is not None and len(s[1]):
-            n = len(s[1])
-            x[k, :n], y[k, :n], mask[k, :n] = s[0], s[1], 1.0
+    xs = [s[0] if s is not None else x_like[:0] for s in steps]
+    ys = [s[1] if s is not None else y_like[:0] for s in steps]
+    lengths = torch.tensor([len(v) for v in ys], device=y_like.device)
+    if int(lengths.max()) == 0:  # every batch empty: one masked slot keeps the shapes non-empty
+        xs[0], ys[0] = x_like.new_zeros((1, *x_like.shape[1:])), y_like.new_zeros(1)
+    x = pad_sequence(xs, batch_first=True)
+    y = pad_sequence(ys, batch_first=True)
+    mask = (torch.arange(y.shape[1], device=y.device) < lengths[:, None]).to(x.dtype if x.is_floating_point()
+                                                                             else torch.float32)
     return x, y, mask
 
 
@@ -287,22 +291,26 @@ def _step_active(optimizer: torch.optim.Optimizer, trainable: dict[str, torch.Te
 
 
 class _Tally:
-    """One hospital's round totals: loss summed over the records it saw, correct predictions, records, steps."""
+    """Each hospital's round totals, kept as vectors over hospitals: loss summed over the records it saw, correct
+    predictions, records, steps (an empty Poisson batch is a noise-only step that sees nothing)."""
 
-    def __init__(self):
-        self.loss_sum, self.correct, self.seen, self.steps = 0.0, 0, 0, 0
+    def __init__(self, hospitals: int, device: torch.device):
+        self.loss_sum = torch.zeros(hospitals, dtype=torch.float64, device=device)
+        self.correct = torch.zeros(hospitals, dtype=torch.long, device=device)
+        self.seen = torch.zeros(hospitals, dtype=torch.long, device=device)
+        self.steps = torch.zeros(hospitals, dtype=torch.long)
 
-    def add(self, loss: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> None:
-        self.steps += 1
+    def add(self, losses: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+            active: list[bool]) -> None:
+        if scores.dim() == 4:  # train.augmult: a record's k views vote together
+            scores = scores.mean(2)
         real = mask.bool()
-        n = int(real.sum())
-        if n == 0:  # an empty Poisson batch: a noise-only step
-            return
-        if scores.dim() == 3:  # train.augmult: a record's k views vote together
-            scores = scores.mean(1)
-        self.loss_sum += float(loss) * n
-        self.correct += int((scores[real].argmax(1) == labels[real]).sum())
-        self.seen += n
+        counts = real.sum(1)
+        self.loss_sum += losses.detach().double() * counts
+        self.correct += ((scores.argmax(-1) == labels) & real).sum(1)
+        self.seen += counts
+        self.steps += torch.tensor(active, dtype=torch.long)
 
-    def totals(self) -> dict:
-        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen, "steps": self.steps}
+    def totals(self, k: int) -> dict:
+        return {"loss_sum": float(self.loss_sum[k]), "correct": int(self.correct[k]), "seen": int(self.seen[k]),
+                "steps": int(self.steps[k])}

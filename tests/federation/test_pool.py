@@ -61,6 +61,9 @@ def test_a_killed_actor_holding_several_hospitals_has_each_rebuilt(ray_session, 
     assert grouped.summary.hospital_restarts >= 1
     for name, value in clean.final_params[0].items():
         np.testing.assert_allclose(grouped.final_params[0][name], value, rtol=1e-4, atol=1e-5)
+    # each group also evaluated in one turn: every participant's validation metrics, in hospital order
+    assert [[(v["hospital"], sorted(v)) for v in r["hospital_val"]] for r in grouped.rounds] == \
+        [[(v["hospital"], sorted(v)) for v in r["hospital_val"]] for r in clean.rounds]
 
 
 def test_reused_actors_leave_nothing_behind(ray_session, tmp_path):

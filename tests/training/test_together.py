@@ -11,7 +11,7 @@ from conftest import TINY, compose_typed, with_changes
 
 from fedray.errors import FedrayError
 from fedray.federation.experiment import prepare_experiment, run_in_process
-from fedray.federation.proxy import together_groups
+from fedray.federation.residency import together_groups
 from fedray.privacy.randomness import NoiseSource, hospital
 from fedray.training import build_trainer
 from fedray.training.together import fit_together, why_not_together
