@@ -225,7 +225,8 @@ def _check_cluster_fits(cfg: Config, *, say: Callable[[str], None]) -> None:
 
     cluster = ray.cluster_resources()
     gpus_present = cluster.get("GPU", 0) > 0
-    check_fits(run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU")), alive_nodes())
+    check_fits(run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU"),
+                           cluster_gpus=cluster.get("GPU")), alive_nodes())
     line = gpu_request_line(cfg, gpus_present=gpus_present)
     if line:
         say(line)

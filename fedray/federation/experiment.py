@@ -248,7 +248,8 @@ def run_experiment(
     driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=gpus_present)
     # A trial's placement group fixed its hospital actors (one bundle each) when the sweep planned it.
     actors = placement_group.bundle_count - bundle_offset - 1 if placement_group is not None else \
-        hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU"))
+        hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU"),
+                             cluster_gpus=cluster.get("GPU"))
 
     pool = pool or process_pool()
     driver_host, hosts = pool.hosts(count=actors, driver_res=driver_res,

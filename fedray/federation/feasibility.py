@@ -23,7 +23,8 @@ from fedray.errors import FedrayError
 from fedray.federation.pool import actor_resources, hospital_actor_count
 
 
-def run_bundles(cfg: Config, *, gpus_present: bool, cluster_cpus: float | None = None) -> list[dict[str, float]]:
+def run_bundles(cfg: Config, *, gpus_present: bool, cluster_cpus: float | None = None,
+                cluster_gpus: float | None = None) -> list[dict[str, float]]:
     """What one experiment's actors request: the driver, then one bundle per hospital actor
     (:func:`~fedray.federation.pool.hospital_actor_count`)."""
     def bundle(request: dict) -> dict[str, float]:
@@ -31,7 +32,7 @@ def run_bundles(cfg: Config, *, gpus_present: bool, cluster_cpus: float | None =
                 **({"memory": float(request["memory"])} if "memory" in request else {})}
 
     driver, hospital = actor_resources(cfg.resources, gpus_present=gpus_present)
-    actors = hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus)
+    actors = hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus, cluster_gpus=cluster_gpus)
     return [bundle(driver)] + [bundle(hospital) for _ in range(actors)]
 
 

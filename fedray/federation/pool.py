@@ -226,8 +226,10 @@ def process_pool() -> ActorPool:
     return _PROCESS_POOL
 
 
-def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpus: float | None = None) -> int:
-    """How many hospital actors ``cfg`` runs on a cluster with ``cluster_cpus`` CPUs (None: not known).
+def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpus: float | None = None,
+                         cluster_gpus: float | None = None) -> int:
+    """How many hospital actors ``cfg`` runs on a cluster with ``cluster_cpus`` CPUs and ``cluster_gpus`` GPUs
+    (None: not known).
 
     One holds every shard under ``mode=centralized``. Otherwise ``fl.actors``
     (at most one per hospital; the hospitals take turns on them), or by default: one per hospital on a cluster
@@ -237,13 +239,19 @@ def hospital_actor_count(cfg: Config, *, gpus_present: bool = False, cluster_cpu
     torch._dynamo: about 2 CPU-seconds in all), and more training processes
     than cores cannot run at once: on a 2-core laptop, five hospitals on two
     actors give the same results (``tests/federation/test_pool.py``) in 0.69x
-    the wall time of five actors (``benchmarks/single_run.py``).
+    the wall time of five actors (``benchmarks/single_run.py``). With GPUs, a
+    federation larger than the cluster's GPU shares (``resources.hospital.num_gpus``
+    each, beside the driver's) gets as many actors as those shares, and its
+    hospitals take turns on them, rather than actors that could never be placed.
     """
     hospitals = cfg.fl.num_hospitals
     if cfg.mode == "centralized":
         return 1
     if cfg.fl.actors is not None:
         return min(hospitals, cfg.fl.actors)
+    if gpus_present and cluster_gpus is not None and cfg.resources.hospital.num_gpus > 0:
+        shares = (cluster_gpus - cfg.resources.driver.num_gpus) / cfg.resources.hospital.num_gpus
+        return max(1, min(hospitals, int(shares + 1e-9)))
     if gpus_present or cluster_cpus is None:
         return hospitals
     return min(hospitals, max(1, int(cluster_cpus)))
@@ -278,7 +286,8 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
     gpus_present = cluster.get("GPU", 0) > 0
     driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=gpus_present)
     driver, hospitals = (pool or process_pool()).hosts(
-        count=hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU")),
+        count=hospital_actor_count(cfg, gpus_present=gpus_present, cluster_cpus=cluster.get("CPU"),
+                                   cluster_gpus=cluster.get("GPU")),
         driver_res=driver_res,
         hospital_res=hospital_res, max_restarts=cfg.fl.max_restarts)
     driver.warm.remote("fedray.federation.driver", "sklearn.metrics")

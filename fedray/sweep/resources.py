@@ -23,10 +23,11 @@ from fedray.federation.feasibility import check_fits, run_bundles
 DRIVER_BUNDLE = 1  # the driver's bundle index; hospital k is DRIVER_BUNDLE + 1 + k
 
 
-def trial_bundles(cfg: Config, *, gpus_present: bool, cluster_cpus: float | None = None) -> list[dict[str, float]]:
+def trial_bundles(cfg: Config, *, gpus_present: bool, cluster_cpus: float | None = None,
+                  cluster_gpus: float | None = None) -> list[dict[str, float]]:
     """The placement bundles of one trial of ``cfg``: exactly what its actors will request."""
     return [{"CPU": float(cfg.tune.trial_cpus)},
-            *run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus)]
+            *run_bundles(cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus, cluster_gpus=cluster_gpus)]
 
 
 def check_trial_fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:

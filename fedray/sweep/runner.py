@@ -99,11 +99,12 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
     started_ray = connect(cfg.cluster)
     try:
         cluster = ray.cluster_resources()
-        gpus_present, cluster_cpus = cluster.get("GPU", 0) > 0, cluster.get("CPU")
+        gpus_present, cluster_cpus, cluster_gpus = cluster.get("GPU", 0) > 0, cluster.get("CPU"), cluster.get("GPU")
         nodes = alive_nodes()
         gpu_bytes = gpu_memory_bytes(nodes) if gpus_present else None
         for trial_cfg in trial_cfgs:
-            check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus), nodes)
+            check_trial_fits(trial_bundles(trial_cfg, gpus_present=gpus_present, cluster_cpus=cluster_cpus,
+                                           cluster_gpus=cluster_gpus), nodes)
             check_memory_plan(trial_cfg, num_classes=num_classes, gpu_bytes=gpu_bytes)
         cpu_only = gpu_request_line(cfg, gpus_present=gpus_present)
         if cpu_only and asks_for_gpus(overrides):
@@ -111,7 +112,7 @@ def run_sweep(cfg: Config, *, overrides: list[str]) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         tuner = _tuner(cfg, space, paths, trial_overrides, out_dir, gpus_present, points=points,
-                       cluster_cpus=cluster_cpus,
+                       cluster_cpus=cluster_cpus, cluster_gpus=cluster_gpus,
                        callbacks=tracking.tune_callbacks(experiment=sweep.name, run_dir_key=RUN_DIR))
         for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
             logging.getLogger(name).addFilter(_NoTuneInterruptNoise())
@@ -265,7 +266,7 @@ def _absolute_paths(cfg: Config) -> list[str]:
 
 def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir: Path,
            gpus_present: bool, *, points: list[dict] | None = None, cluster_cpus: float | None = None,
-           callbacks: list = ()) -> tune.Tuner:
+           cluster_gpus: float | None = None, callbacks: list = ()) -> tune.Tuner:
     """The Tuner; ``points``: exactly these configurations (a private selection's K draws), in this order;
     ``callbacks``: the tracker's, beside the JSON and CSV results."""
     sweep, tune_cfg = cfg.sweep, cfg.tune
@@ -273,7 +274,7 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
         tune.with_parameters(run_trial, overrides=overrides, paths=paths, out_dir=str(out_dir)),
         lambda params: tune.PlacementGroupFactory(
             trial_bundles(trial_config(overrides, params, paths), gpus_present=gpus_present,
-                          cluster_cpus=cluster_cpus),
+                          cluster_cpus=cluster_cpus, cluster_gpus=cluster_gpus),
             strategy=tune_cfg.placement_strategy,
         ),
     )

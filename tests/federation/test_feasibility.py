@@ -61,6 +61,10 @@ def test_hospitals_share_as_many_actors_as_a_cpu_only_cluster_has_cpus(tmp_path)
     assert hospital_actor_count(cfg, cluster_cpus=2) == 2  # a 2-core laptop: two processes, not five
     assert hospital_actor_count(cfg, cluster_cpus=16) == 5  # never more than one per hospital
     assert hospital_actor_count(cfg, gpus_present=True, cluster_cpus=2) == 5  # each caps its own GPU share
+    gpu = with_changes(cfg, **{"resources.hospital.num_gpus": 0.2, "resources.driver.num_gpus": 0.1})
+    assert hospital_actor_count(gpu, gpus_present=True, cluster_gpus=2) == 5  # five shares fit two GPUs
+    big = with_changes(gpu, **{"fl.num_hospitals": 1000})  # 1,000 shares would never be placed: the 9 that fit
+    assert hospital_actor_count(big, gpus_present=True, cluster_gpus=2) == 9
     assert hospital_actor_count(cfg) == 5  # the cluster not known
     assert hospital_actor_count(with_changes(cfg, **{"fl.actors": 3}), cluster_cpus=2) == 3
     assert hospital_actor_count(with_changes(cfg, mode="centralized"), cluster_cpus=16) == 1
