@@ -33,16 +33,10 @@ def test_hospitals_queued_on_two_actors_give_the_results_of_one_actor_each(ray_s
     try:
         shared = run_experiment(with_changes(cfg, **{"fl.actors": 2, "fl.resident_hospitals": 1}), pool=pool)
         assert len(pool.hospitals) == 2
-        # fl.train_together: each actor trains its group of the round's hospitals in one turn, in lockstep
-        together = run_experiment(with_changes(cfg, **{"fl.actors": 2, "fl.train_together": 3}), pool=pool)
     finally:
         pool.close()
     own = run_experiment(with_changes(cfg, **{"fl.actors": 5}))
     assert same_params(shared.final_params, own.final_params)
-    for name, value in own.final_params[0].items():
-        np.testing.assert_allclose(together.final_params[0][name], value, rtol=1e-4, atol=1e-5)
-    assert together.summary.privacy["epsilon"] == own.summary.privacy["epsilon"]
-    assert [r["clients"] for r in together.rounds] == [r["clients"] for r in own.rounds]
     assert shared.summary.privacy["epsilon"] == own.summary.privacy["epsilon"]
     assert [r["test"] for r in shared.rounds] == [r["test"] for r in own.rounds]
     assert [r["clients"] for r in shared.rounds] == [r["clients"] for r in own.rounds]
@@ -56,7 +50,8 @@ def test_a_killed_actor_holding_several_hospitals_has_each_rebuilt(ray_session, 
     faulty = run_experiment(shared, kill_hospital=(2, 2))  # its actor also holds other hospitals
     assert faulty.summary.hospital_restarts >= 1  # each turn lost with the actor, queued again
     assert same_params(clean.final_params, faulty.final_params)
-    # a group training together loses its turn with the actor and is queued again whole
+    # fl.train_together: each actor trains its group of the round's hospitals in one turn, in lockstep; a group
+    # loses its turn with the actor and is queued again whole
     grouped = run_experiment(with_changes(shared, **{"fl.train_together": 3}), kill_hospital=(2, 2))
     assert grouped.summary.hospital_restarts >= 1
     for name, value in clean.final_params[0].items():
