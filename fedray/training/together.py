@@ -245,17 +245,21 @@ def _private_gradients(model: nn.Module, loss_fn: nn.Module, max_grad_norm: floa
 
 def _noised(summed: dict[str, torch.Tensor], privates: list[NoisedClippedSum], active: list[bool]) -> dict:
     """Each active hospital's clipped sum plus its own Gaussian noise, over its expected batch size; its
-    accountant counts the step. A finished hospital draws nothing (it takes no step)."""
-    noised = {name: torch.zeros_like(g) for name, g in summed.items()}
+    accountant counts the step. A finished hospital draws nothing (it takes no step; its gradient is unused)."""
+    noise = {name: [] for name in summed}
     for k, private in enumerate(privates):
-        if not active[k]:
-            continue
-        for name in private.noise_order:
-            noise = torch.normal(0.0, private.noise_std, size=summed[name].shape[1:], device=summed[name].device,
-                                 generator=private.generator) if private.noise_std else 0.0
-            noised[name][k] = (summed[name][k] + noise) / private.expected_batch_size
-        private.count_step()
-    return noised
+        for name in private.noise_order:  # Opacus' order: the hospital's generator draws parameter after parameter
+            shape, device = summed[name].shape[1:], summed[name].device
+            noise[name].append(torch.normal(0.0, private.noise_std, size=shape, device=device,
+                                            generator=private.generator)
+                               if active[k] and private.noise_std else torch.zeros(shape, device=device))
+        if active[k]:
+            private.count_step()
+    first = next(iter(summed.values()))
+    denominators = torch.tensor([float(p.expected_batch_size) for p in privates], dtype=first.dtype,
+                                device=first.device)
+    return {name: (value + torch.stack(noise[name])) / denominators.view(-1, *[1] * (value.dim() - 1))
+            for name, value in summed.items()}
 
 
 def _without_hooks(model: nn.Module) -> nn.Module:
