@@ -93,3 +93,14 @@ def test_a_missing_sweep_or_epsilon_is_a_one_line_error(tmp_path):
     frontier = fedray.Frontier.load(REFERENCES[0])
     with pytest.raises(fedray.FedrayError, match="no completed trial at target epsilon 123"):
         frontier.best(epsilon=123.0)
+
+
+def test_best_chooses_within_one_federation_size_when_asked():
+    sizes = fedray.Frontier.load(Path(__file__).resolve().parents[1] / "sweeps/federation_size/reference-cpu-2026-12-07")
+    for hospitals in (5, 50, 500):
+        chosen = sizes.best(1.0, where={"hospitals": hospitals})
+        assert chosen["hospitals"] == hospitals and float(chosen["target_epsilon"]) == 1.0
+    with pytest.raises(fedray.FedrayError, match="where {'hospitals': 7}"):
+        sizes.best(1.0, where={"hospitals": 7})
+    with pytest.raises(fedray.FedrayError, match="no column 'sites'"):
+        sizes.best(where={"sites": 3})

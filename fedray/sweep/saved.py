@@ -3,6 +3,7 @@
     frontier = fedray.Frontier.load("sweeps/privacy_tradeoff/reference-cpu-2026-11-23")
     frontier.frame                      # frontier.parquet: one row per trial (docs/frontier.md)
     frontier.best(epsilon=1.0)          # the trial a sweep would choose at target ε = 1
+    frontier.best(1.0, where={"hospitals": 500})  # ... among the trials of one federation size
     frontier.pareto()                   # the Pareto-optimal trials (utility up, ε spent down)
     frontier.plot()                     # frontier.png's figure, as a matplotlib Figure
     frontier.tables()                   # tables.md's Markdown, regenerated from the Parquet
@@ -59,20 +60,27 @@ class Frontier:
     def completed(self) -> pd.DataFrame:
         return self.frame[self.frame["status"] == "completed"]
 
-    def best(self, epsilon: float | None = None, *, on: str | None = None) -> pd.Series:
+    def best(self, epsilon: float | None = None, *, on: str | None = None, where: dict | None = None) -> pd.Series:
         """The completed trial with the highest ``on`` (default: the sweep's utility), at target ``epsilon`` when
-        given (``math.inf`` for the non-private trials)."""
+        given (``math.inf`` for the non-private trials), among the trials whose columns equal ``where``'s values
+        (``where={"hospitals": 500}``: one federation size of a sweep over several; a hospital-level ε of one
+        federation says nothing of another)."""
         on = on or selection_column(self.frame, self.utility)  # an older frontier: its test counterpart
         if on not in self.frame:
             raise FedrayError(f"this frontier has no column {on!r}: choose one of "
                               f"{', '.join(c for c in self.frame.columns if c.startswith(('val_', 'test_')))}")
         trials = self.completed().dropna(subset=[on])
+        for column, value in (where or {}).items():
+            if column not in trials:
+                raise FedrayError(f"this frontier has no column {column!r} to choose on")
+            trials = trials[trials[column] == value]
         if epsilon is not None:
             target = trials["target_epsilon"].astype(float)
             trials = trials[target == epsilon] if not math.isinf(epsilon) else trials[target.map(math.isinf)]
         if trials.empty:
             targets = sorted(set(self.completed()["target_epsilon"].astype(float)))
-            raise FedrayError(f"no completed trial at target epsilon {epsilon}: this sweep has {targets}")
+            among = f" where {where}" if where else ""
+            raise FedrayError(f"no completed trial at target epsilon {epsilon}{among}: this sweep has {targets}")
         return trials.loc[trials[on].idxmax()]
 
     def pareto(self) -> pd.DataFrame:
