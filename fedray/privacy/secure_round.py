@@ -28,7 +28,8 @@ count :math:`\sum_k n_k`), who took part, and when.
 probability q = m/K, the driver's secret draw, :mod:`fedray.strategies.sampling`).
 Pair keys are agreed among the round's cohort :math:`S_t` only
 (:meth:`SecureRound.for_cohort`), so a round costs O(|S_t|²) key agreements,
-not O(K²). The driver relays the keys, so it learns :math:`S_t`. Under
+not O(K²). The driver relays the keys, so it learns :math:`S_t`, and so does
+every hospital of the cohort (it receives the others' keys). Under
 DP-FedAvg each of the :math:`|S_t|` shares then has variance
 :math:`z^2S^2/|S_t|`: the sum carries exactly :math:`z^2S^2` whoever was drawn,
 and the driver divides by the expected m, never by :math:`|S_t|`, as central
@@ -37,8 +38,9 @@ central DP-FedAvg (nobody is there to add a share); a cohort of one sends its
 payload unmasked (:attr:`SecureRound.min_cohort`), which already carries the
 whole noise. So a reader of the outputs sees the central mechanism's output
 distribution for every cohort, and the Poisson-amplified ε holds against it;
-the driver, which knows :math:`S_t`, gets no amplification (the ledger states
-that ε beside it, :mod:`fedray.privacy.mechanisms.dpfedavg`). With colluders
+the driver and the cohort's hospitals, who know :math:`S_t`, get no
+amplification (the ledger states that ε beside it,
+:mod:`fedray.privacy.mechanisms.dpfedavg`). With colluders
 (t > 0) the honest shares' variance would depend on who was drawn, which the
 sampled analysis does not cover: refused. Without DP-FedAvg's noise a cohort
 of one would hand the driver a lone update: its round is skipped (nobody trains;

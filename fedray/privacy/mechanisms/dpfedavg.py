@@ -166,8 +166,8 @@ class DpFedAvg(PrivateMechanism):
     def trust_line(self):
         if self.secure_aggregation and self.sampled:
             return ("nobody: distributed DP over each round's sampled cohort; the epsilon holds against readers of "
-                    "the outputs, who never learn a cohort; the driver relays the cohort's keys, so against it "
-                    "sampling amplifies nothing: epsilon_against_driver")
+                    "the outputs, who never learn a cohort; the driver relays the cohort's keys (and each hospital "
+                    "of a cohort receives them), so against it sampling amplifies nothing: epsilon_against_driver")
         if self.secure_aggregation:
             return (f"nobody: distributed DP; the epsilon holds against the driver colluding with up to "
                     f"{self.colluders} hospital(s), whose noise shares it would know")
@@ -178,7 +178,8 @@ class DpFedAvg(PrivateMechanism):
         return {"sample_rate": self.sample_rate, "noise_multiplier": self.noise_multiplier, "rounds": self.rounds}
 
     def details(self, hospital_states, epsilons):
-        # The driver knows each cohort: against it a hospital's rounds are plain Gaussian releases, at most R.
+        # The driver (and a cohort's hospitals) know each cohort: against it a hospital's rounds are plain Gaussian
+        # releases, at most R.
         driver = {"epsilon_against_driver": self.compose([round_event(self.noise_multiplier, 1.0, self.rounds)])} \
             if self.secure_aggregation and self.sampled else {}
         return {**driver, "clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier,
