@@ -187,9 +187,10 @@ def test_an_impossible_cpu_request_ends_in_one_line_instead_of_waiting(tmp_path)
 
 @pytest.mark.spawns_ray
 def test_gpus_a_cpu_cluster_only_pretends_to_have_end_in_one_line_instead_of_waiting(tmp_path):
-    # cluster.num_gpus=1 declares one GPU; five hospitals asking a whole one each can never all be placed.
+    # cluster.num_gpus=1 declares one GPU; the five hospitals would take turns on as many whole-GPU actors as fit
+    # beside the driver's 0.1, and not even one does.
     proc = fedray_cli(*TINY, "cluster.num_gpus=1", "resources.hospital.num_gpus=1", cwd=tmp_path)
-    assert_one_line_error(proc, "needs GPU=5.1 in all but the cluster has GPU=1", "resources.hospital")
+    assert_one_line_error(proc, "needs GPU=1.1 in all but the cluster has GPU=1", "resources.hospital")
 
 
 def test_local_refuses_a_ray_address_in_the_environment(tmp_path, monkeypatch):

@@ -59,6 +59,7 @@ def test_a_signalled_run_stops_its_actors_and_is_marked_interrupted(tmp_path, si
     assert not (run_dir / "rounds.parquet").exists() and not (run_dir / "final_model.pt").exists()
 
 
+@pytest.mark.slow  # two CLI sweeps, about two minutes: -m slow (tests/sweep/test_trial.py covers resuming in process)
 def test_an_interrupted_sweep_resumes_from_its_last_checkpoint_with_the_same_ledger(tmp_path):
     out_dir, log = tmp_path / "sweep", tmp_path / "log.txt"
     args = ["+sweep=privacy_tradeoff", *TINY, "fl.rounds=4", "sweep.space.lr=[0.05]", "sweep.space.epsilon=[inf,1.0]",

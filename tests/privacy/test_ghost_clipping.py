@@ -90,7 +90,8 @@ class _GradientProbe:
         self.seen = (record_weight, [p.grad.clone() for p in self.params])
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "mobilenet_v3_large", "vgg19"])
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "mobilenet_v3_large",
+                                  pytest.param("vgg19", marks=pytest.mark.slow)])  # 140 M parameters: -m slow
 def test_a_ghost_step_equals_a_hooks_step_under_the_same_noise(name):
     torch.manual_seed(0)
     hooks_model = make_dp_compatible(build_model(backbone(name), num_classes=3, image_size=32))
