@@ -50,6 +50,7 @@ def test_pure_epsilon_mechanisms_run_and_report_their_ledger(ray_session, tmp_pa
     assert summary["audit"]["strongest"]["n_members"] > 0
 
 
+@pytest.mark.slow  # a whole Tune sweep of 2-fold CV trials (-m slow); tests/sweep/test_tables.py covers the tables
 def test_ehr_sweep_writes_the_paper_tables_from_the_frontier(ray_session, tmp_path, monkeypatch):
     from fedray.sweep.tables import paper_tables
 

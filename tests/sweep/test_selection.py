@@ -362,6 +362,7 @@ def test_tune_config_fields():
             compose_config([bad])
 
 
+@pytest.mark.slow  # a whole Tune sweep (-m slow); the selection's maths and tables are tested above, in process
 def test_private_selection_sweep_end_to_end(ray_session, tmp_path, monkeypatch):
     """A tiny sweep under tune.selection=poisson: K (pinned to 2 here; drawn from OS entropy otherwise) random
     trials, one released, its ε equal to dp-accounting's RepeatAndSelectDpEvent on the trials' own ledgers."""
