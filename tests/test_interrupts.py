@@ -46,7 +46,8 @@ def wait_for(predicate, timeout: float = 240.0) -> None:
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130),
+                                          pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])  # same path
 def test_a_signalled_run_stops_its_actors_and_is_marked_interrupted(tmp_path, signum, code):
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
     proc = start([*TINY, "fl.rounds=40", f"hydra.run.dir={run_dir}", *QUIET], log)

@@ -141,9 +141,10 @@ def test_the_mlflow_server_serves_both_trials_their_metrics_and_artifacts(tracke
     assert {"frontier.png", "report.md", "frontier.parquet"} <= files
 
 
+@pytest.mark.slow  # needs Debian's chromium (apt-get install chromium); the REST test above reads the same store
 def test_the_mlflow_ui_renders_a_trials_metrics_in_headless_chromium(tracked_sweep, mlflow_server, tmp_path):
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+    assert chromium, "Debian's chromium is not installed: apt-get install chromium"
     experiment_id, runs = tracked_runs(mlflow_server)
     trial = next(run for run in runs.values()
                  if _tag(run, "fedray.kind") == "trial" and _param(run, "epsilon") == "1.0")
