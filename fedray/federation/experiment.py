@@ -49,6 +49,7 @@ from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, hospital_actor_count, process_pool, resident_hospitals
 from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospitals
+from fedray.federation.residency import together_groups
 from fedray.federation.runtime import get_in_one_line, overdue_line
 from fedray.models import model_family
 from fedray.privacy.preprocessing import fit_input_map
@@ -105,10 +106,10 @@ def check_federation_fits(cfg: Config, *, model_bytes: int, shards: list[Records
 
     actors = 1 if cfg.cluster.name == "inprocess" else \
         hospital_actor_count(cfg, cluster_cpus=cfg.cluster.num_cpus or os.cpu_count())
-    cohort = cfg.fl.clients_per_round or cfg.fl.num_hospitals
-    together = min(cfg.fl.train_together, -(-cohort // actors))  # a group trains with all its members built
+    cohort = range(cfg.fl.clients_per_round or cfg.fl.num_hospitals)
+    group = len(together_groups(list(cohort), cfg.fl.train_together, actors)[0])  # built at once while it trains
     check_federation_memory(cfg, model_bytes=model_bytes, actors=actors,
-                            resident=max(resident_hospitals(cfg, actors), together),
+                            resident=max(resident_hospitals(cfg, actors), group),
                             shard_bytes=[_payload_bytes(shard) for shard in shards],
                             memory_bytes=machine_memory_bytes())
 

@@ -247,7 +247,7 @@ class RayHospitals:
                  (Hospital.fit, param_refs[group[0]], round_idx)
                  for group in together_groups(participants, self.together, len(self.hosts))}
         done = self._turns(calls, advances=True, round_idx=round_idx)
-        results = sorted((r for value in done.values() for r in (value if isinstance(value, list) else [value])),
+        results = sorted((r for group, value in done.items() for r in _values(group, value)),
                          key=lambda result: result.hospital)
         for result in results:
             self.tickets.states[result.hospital] = reported_privacy_state(result)
@@ -283,7 +283,7 @@ class RayHospitals:
         def collect() -> list[dict]:
             got = dict(zip(pending, self._get(list(pending.values()))))
             return checked_metrics(self.plan, {k: value for group, values in got.items()
-                                               for k, value in zip(group, values if len(group) > 1 else [values])})
+                                               for k, value in zip(group, _values(group, values))})
         return collect
 
     # -- privacy state and reports -------------------------------------------------
@@ -334,7 +334,7 @@ class RayHospitals:
                     failures[k] += 1
                     if failures[k] > self.max_round_retries:
                         where = "" if round_idx is None else f" in round {round_idx}"
-                        who = ("hospital " if isinstance(k, int) else "hospitals ") + ", ".join(map(str, _members(k)))
+                        who = ("hospitals " if len(_members(k)) > 1 else "hospital ") + ", ".join(map(str, _members(k)))
                         raise RuntimeError(f"{who} failed {failures[k]} times{where}; refusing to continue "
                                            "with fewer hospitals") from err
                     self.restarts += 1
@@ -400,6 +400,11 @@ class RayHospitals:
 def _members(key) -> tuple[int, ...]:
     """The hospitals of a turn's key: one hospital, or a group that trains together."""
     return key if isinstance(key, tuple) else (key,)
+
+
+def _values(key, value) -> list:
+    """A turn's value per hospital of its key: a group's turn returns a list, a single hospital's one value."""
+    return value if len(_members(key)) > 1 else [value]
 
 
 def _wait_until_answering(host) -> None:

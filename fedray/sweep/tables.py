@@ -22,10 +22,6 @@ mean alone. ``paper_tables`` returns, by key:
   (TPR + 1 - FPR) / 2), TPR at 1 % FPR and empirical ε lower bound.
 - ``accuracy_vs_epsilon``: per (model, mechanism), one column per target ε
   (non-private last) of test accuracy.
-
-Where the trials ran federations of more than one size, each number of
-hospitals is a key of its own (a ``hospitals`` column after the mechanism):
-a result holds for its K, which is not chosen (``report``'s docstring).
 - ``metrics_vs_epsilon``: the long form, accuracy, precision, recall, F1
   and AUC-ROC per (model, mechanism, target ε).
 - ``utility_by_configuration``: for sweeps without an ε axis (at most one
@@ -33,6 +29,10 @@ a result holds for its K, which is not chosen (``report``'s docstring).
   trial with its swept params, its utility and its attack AUC. The ε tables
   would pick one trial per model across configurations that are not
   alternatives (e.g. federated vs centralized), so they are left out.
+
+Where the trials ran federations of more than one size, each number of
+hospitals is a key of its own (a ``hospitals`` column after the mechanism):
+a result holds for its K, which is not chosen (``report``'s docstring).
 
 Cells are display strings: metrics to 3 decimals, ε and δ to 3 significant
 digits, "∞" for infinity, "–" for missing. The numbers are in the Parquet.
