@@ -98,7 +98,7 @@ def why_not_together(model: nn.Module, trainer: LocalTrainer | None = None) -> s
 
 def check_train_together(cfg, model: nn.Module | None) -> None:
     """Refuse, before any actor starts, ``fl.train_together`` > 1 where ``model`` (None: a tree) or the strategy
-    cannot train in lockstep; an audit's gradient hooks at a hospital are refused at its first round."""
+    cannot train in lockstep (the experiment refuses an audit's gradient hooks once the audit is planned)."""
     if cfg.fl.train_together == 1:
         return
     from fedray.strategies import client_settings

@@ -104,3 +104,5 @@ def test_train_together_is_refused_before_any_round_where_the_strategy_adds_to_e
     with pytest.raises(FedrayError, match=r"fl.train_together=4: .*proximal.*set fl.train_together=1"):
         prepare_experiment(compose_typed([*EHR, "strategy=fedprox", "fl.train_together=4"], tmp_path))
     prepare_experiment(compose_typed([*EHR, "fl.train_together=4"], tmp_path / "mlp"))  # the MLP may
+    with pytest.raises(FedrayError, match=r"fl.train_together=4: the audit adds .* audit.enabled=false"):
+        prepare_experiment(compose_typed([*EHR, "audit.enabled=true", "fl.train_together=4"], tmp_path / "audit"))
