@@ -52,7 +52,7 @@ from fedray.metrics import classification_metrics
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import Mechanism
-from fedray.models import model_family
+from fedray.models import frozen_state_names, model_family
 from fedray.strategies import ClientInsertion, build_strategy
 from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
@@ -99,7 +99,10 @@ class Driver:
         self.initial_params = self.global_params  # the seeded initial model: observers may report the run's delta
         # (validation balanced accuracy, model(s), round): the one place the best round is chosen.
         self.best_val: tuple[float, list[Params], int | None] = (-np.inf, [self.global_params], None)
-        self.secure = _secure_round(cfg, plan, self.global_params, max_samples=max_samples)
+        # frozen tensors are the same at every hospital and never change: only what training changes is masked
+        frozen = frozen_state_names(self.evaluator.full_model) if cfg.fl.secure_aggregation else set()
+        self.secure = _secure_round(cfg, plan, {name: value for name, value in self.global_params.items()
+                                                if name not in frozen}, max_samples=max_samples)
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.participants: list[int] = list(range(len(hospitals)))  # the last round's hospitals

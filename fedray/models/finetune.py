@@ -63,11 +63,24 @@ def set_frozen_eval(model: nn.Module) -> None:
     (e.g. the dropout before a trainable head) keep their mode. With
     ``finetune=all`` nothing is frozen and nothing changes.
     """
+    for _, module in _outermost_frozen(model):
+        module.eval()
+
+
+def frozen_state_names(model: nn.Module) -> set[str]:
+    """The state-dict entries of the frozen submodules: parameters and buffers that local training never changes
+    (frozen parameters take no step, and :func:`set_frozen_eval` keeps their running statistics fixed)."""
+    prefixes = [f"{name}." for name, _ in _outermost_frozen(model) if name]
+    return {name for name in model.state_dict() if any(name.startswith(prefix) for prefix in prefixes)}
+
+
+def _outermost_frozen(model: nn.Module):
+    """(name, module) of each outermost submodule that has parameters, none of which requires grad."""
     frozen_prefixes: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in frozen_prefixes):
-            continue  # already switched by an enclosing frozen module
+            continue  # inside an enclosing frozen module
         parameters = list(module.parameters())
         if parameters and not any(p.requires_grad for p in parameters):
-            module.eval()
             frozen_prefixes.append(f"{name}." if name else "")
+            yield name, module

@@ -20,7 +20,11 @@ into the next global model, for the two aggregations fedray can run on sums:
   central DP-FedAvg adds, and sets :math:`w \leftarrow w + \frac1K\sum_k(\bar\Delta_k + e_k)`.
   The driver never sees an un-noised update: it need not be trusted.
 
-Integer buffers (BatchNorm's counters) are not summed: the global value is kept.
+Integer buffers (BatchNorm's counters) are not summed: the global value is kept. Nor are
+the tensors of frozen submodules (a cached head's backbone,
+:func:`fedray.models.frozen_state_names`): every party holds them unchanged,
+so their sum tells the driver nothing, and leaving them out keeps a head's
+masks to the head's size instead of the whole backbone's.
 What the driver still learns: the sum (and under sample weighting the total
 count :math:`\sum_k n_k`), who took part, and when.
 
@@ -121,7 +125,7 @@ class SecureRound:
                 rng: np.random.Generator) -> np.ndarray:
         """The vector hospital k masks after training ``global_params`` into ``params`` on ``num_samples`` records."""
         if self.clip_norm is None:
-            vector, _ = flatten_params(_floating(params), self.spec)
+            vector, _ = flatten_params({p.name: params[p.name] for p in self.spec}, self.spec)
             return weighted_payload(vector, num_samples) if self.weighted else vector
         update = {p.name: params[p.name] - global_params[p.name] for p in self.spec}
         clipped, _ = clip_update(update, clip_norm=self.clip_norm)
