@@ -195,6 +195,12 @@ class DpSgdPrivacy(PrivacyCommon):
 
 
 @dataclass
+class DistributedDpSgdPrivacy(DpSgdPrivacy):
+    # the hospitals that may collude with the driver: the other K - colluders noise shares carry all the noise
+    colluders: int = nonnegative_count()
+
+
+@dataclass
 class DpFedAvgPrivacy(PrivacyCommon):
     epsilon: float = epsilon()
     delta: float = open_fraction()
@@ -327,7 +333,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"backbone": BackboneModel, "mlp": MlpModel, "logreg": LogregModel, "svm": SvmModel,
               "decision_tree": DecisionTreeModel, "random_forest": RandomForestModel},
     "fl": {"federation": Federation},
-    "privacy": {"none": NoPrivacy, "dpsgd": DpSgdPrivacy, "dpfedavg": DpFedAvgPrivacy,
+    "privacy": {"none": NoPrivacy, "dpsgd": DpSgdPrivacy, "distributed_dpsgd": DistributedDpSgdPrivacy,
+                "dpfedavg": DpFedAvgPrivacy,
                 "laplace_input": LaplaceInputPrivacy, "dp_tree": DpTreePrivacy},
     "cluster": {"local": LocalCluster, "remote": RemoteCluster, "inprocess": InProcessCluster},
     "paths": {"paths": Paths},

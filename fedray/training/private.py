@@ -8,7 +8,8 @@ with a fresh accountant would under-report ε; the driver keeps a plain model
 and exchanges plain state dicts, which load straight into the wrapped model
 (they share parameters).
 
-Each local epoch takes T = round(1/q) steps; each step draws a Poisson batch
+Each local epoch takes T = round(1/q) steps (or the mechanism's own count: one under
+``privacy=distributed_dpsgd``, :mod:`fedray.privacy.mechanisms.distributed_dpsgd`); each step draws a Poisson batch
 that includes every record independently with probability q = B/n, n the
 hospital's public slot count (its records plus any record slots an audit
 adds, :mod:`fedray.privacy.mechanisms.dpsgd`), and the noised sum is divided by
@@ -56,10 +57,12 @@ class DPSGDTrainer(LocalTrainer):
     """A :class:`LocalTrainer` whose steps are DP-SGD steps on Poisson batches."""
 
     def __init__(self, *, noise_multiplier: float, sample_rate: float, max_grad_norm: float,
-                 accountant: str, num_slots: int, grad_sample_mode: str | None = None, **kwargs):
+                 accountant: str, num_slots: int, grad_sample_mode: str | None = None,
+                 steps_per_epoch: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.autocast = False
         self.sample_rate = sample_rate
+        self.steps_per_epoch = round(1 / sample_rate) if steps_per_epoch is None else steps_per_epoch
         self.noise_multiplier = noise_multiplier
         self.parts = wrap_private(
             self.model, self.optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
@@ -80,8 +83,8 @@ class DPSGDTrainer(LocalTrainer):
         return self.noise.torch_generator(round_idx, Purpose.POISSON_SAMPLING)
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        """round(1/q) Poisson batches: record i is in a batch with probability q, independently."""
-        for _ in range(round(1 / self.sample_rate)):
+        """An epoch's Poisson batches (round(1/q) of them by default): record i is in each with probability q."""
+        for _ in range(self.steps_per_epoch):
             yield torch.nonzero(torch.rand(self.num_samples, generator=generator) < self.sample_rate).squeeze(1)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor | None]:

@@ -22,6 +22,7 @@ from fedray.models import TORCH_TABLE_MODELS, TREE_MODELS, model_family
 # Each module registers its mechanism on import; this order is the order every message lists them in.
 from fedray.privacy.mechanisms import none  # noqa: F401, I001
 from fedray.privacy.mechanisms import dpsgd  # noqa: F401
+from fedray.privacy.mechanisms import distributed_dpsgd  # noqa: F401
 from fedray.privacy.mechanisms import dpfedavg  # noqa: F401
 from fedray.privacy.mechanisms import laplace_input  # noqa: F401
 from fedray.privacy.mechanisms import dp_tree  # noqa: F401

@@ -62,10 +62,15 @@ def _training_event(noise_multiplier: float, sample_rate: float, steps: int):
         dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
 
 
+def _statistics(preprocessing, hospital: int) -> list[dict]:
+    """The private statistics ``hospital`` released before training (colour moments, frozen-feature sums)."""
+    return [e for e in preprocessing if e["hospital"] == hospital and "noise_multiplier" in e]
+
+
 def _statistic_events(preprocessing, hospital: int) -> list:
     import dp_accounting
 
-    return [dp_accounting.GaussianDpEvent(e["noise_multiplier"]) for e in preprocessing if e["hospital"] == hospital]
+    return [dp_accounting.GaussianDpEvent(e["noise_multiplier"]) for e in _statistics(preprocessing, hospital)]
 
 
 @lru_cache(maxsize=256)  # hospitals of equal size share one calibration
@@ -109,14 +114,19 @@ class DpSgd(PrivateMechanism):
                 raise FedrayError(f"train.batch_size={batch} is not below a hospital's {n} records: "
                                   "DP-SGD needs a sampling rate below 1; lower train.batch_size")
             q = batch / n
-            steps = cfg.fl.rounds * cfg.fl.local_epochs * round(1 / q)
-            statistics = tuple(e["noise_multiplier"] for e in context.preprocessing if e["hospital"] == k)
+            steps = cfg.fl.rounds * cls.steps_per_round(cfg, q)
+            statistics = tuple(e["noise_multiplier"] for e in _statistics(context.preprocessing, k))
             sigma = calibrate_sigma(epsilon=privacy.epsilon, delta=delta, sample_rate=q, steps=steps,
                                     accountant=privacy.accountant, statistics=statistics)
             schedules.append(HospitalSchedule(count=n, sample_rate=q, planned_steps=steps, noise_multiplier=sigma))
         return cls(**{**cls.common(cfg, context), "delta": delta}, accountant=privacy.accountant,
                    hospitals=tuple(schedules), max_grad_norm=privacy.max_grad_norm,
                    grad_sample_mode=privacy.grad_sample_mode, delta_note=delta_note)
+
+    @classmethod
+    def steps_per_round(cls, cfg, sample_rate: float) -> int:
+        """A hospital's DP-SGD steps in one round: round(1/q) an epoch."""
+        return cfg.fl.local_epochs * round(1 / sample_rate)
 
     # -- training -------------------------------------------------------------------------------------
     def prepare_model(self, model):
@@ -150,9 +160,11 @@ class DpSgd(PrivateMechanism):
                     "the auditor's statistics of the coordinates it inserted into on each noised step (every "
                     "step is charged as released), from public sigma and q and the auditor's own draws "
                     "(fedray.audit.step_view)", party=f"hospital {hospital}"),
-            *(Release("colour statistics", ("colour_moments",), "accounted",
-                      "noised colour moments, released once before training", party=f"hospital {hospital}",
-                      unit="record", event=event) for event in _statistic_events(self.preprocessing, hospital)),
+            *(Release(entry["statistic"], (entry.get("field", "colour_moments"),), "accounted",
+                      f"noised {entry['statistic']}, released once before training", party=f"hospital {hospital}",
+                      unit="record", event=event)
+              for entry, event in zip(_statistics(self.preprocessing, hospital),
+                                      _statistic_events(self.preprocessing, hospital))),
             *self.hospital_operations(hospital),
         ))
 
@@ -180,7 +192,8 @@ class DpSgd(PrivateMechanism):
     def details(self, hospital_states, epsilons):
         return {"delta_note": self.delta_note, "max_grad_norm": self.max_grad_norm,
                 "max_noise_multiplier": max(s.noise_multiplier for s in self.hospitals),
-                "preprocessing": list(self.preprocessing)}
+                "preprocessing": [{key: value for key, value in e.items() if key != "released"}  # the sums' values
+                                  for e in self.preprocessing]}  # stay in the run's state, not its summary
 
 
 def _steps(state: dict) -> int:
