@@ -236,7 +236,9 @@ class Train(ReadOnly):
     channels_last: bool = boolean()
     cache_features: bool = boolean()
     augmult: int = count()  # views averaged per record before clipping (fedray.training.augmult)
-    feature_norm: str = choice("none", "l2")  # per-record map of the trained layers' input (training.feature_norm)
+    feature_norm: str = choice("none", "l2", "centre")  # map of the trained layers' input (training.feature_norm)
+    centre_radius: float = positive()  # feature_norm=centre: L2 bound on a record's feature in the released sum
+    centre_noise_multiplier: float = positive()  # feature_norm=centre under DP: the Gaussian release's sigma / bound
 
 
 @dataclass

@@ -52,13 +52,14 @@ from fedray.federation.proxy import HospitalsProxy, InProcessHospitals, RayHospi
 from fedray.federation.residency import together_groups
 from fedray.federation.runtime import get_in_one_line, overdue_line
 from fedray.models import model_family
-from fedray.privacy.preprocessing import fit_input_map
+from fedray.privacy.preprocessing import feature_centre, fit_input_map
 from fedray.privacy.randomness import new_release_key
-from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, plan_privacy
+from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, claims_dp, plan_privacy
 from fedray.results.provenance import provenance
 from fedray.results.summary import DataSummary, RunSummary
 from fedray.results.timing import Stopwatch
 from fedray.training import build_training_model
+from fedray.training.feature_norm import release_feature_sums
 from fedray.training.together import check_train_together
 
 
@@ -168,6 +169,9 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     train = dealt.splits.train
     num_classes = len(train.class_names)
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
+    if cfg.train.feature_norm == "centre" and feature_centre(dealt.preprocessing) is None:  # a resumed run has it
+        dealt.preprocessing.extend(release_feature_sums(cfg, dealt.train_shards, dealt.input_map,
+                                                        num_classes=num_classes, private=claims_dp(cfg)))
     cfg = resolve_for_data(cfg)
     audit = resume.audit if resume is not None else plan_records(cfg, dealt)
     shards, slots = training_shards(dealt, audit), tuple(slot_counts(dealt, audit))

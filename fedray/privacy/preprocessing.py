@@ -31,6 +31,21 @@ eigenvalues clipped to ``[0, 3/4]`` (for ``x`` in ``[0, 1]^3`` and a unit ``u``,
 ``u^T x`` ranges over an interval of length ``||u||_1 <= sqrt(3)``, so its
 variance is at most 3/4), which also makes it PSD; and ``W``. The DP path reads
 every pixel: no subsample is drawn, so nothing in it is seeded from the config.
+
+**The frozen-feature sums** (:func:`private_feature_sums`, ``train.feature_norm=centre``).
+The unit is one record, under DP-SGD's zero-out neighbouring (:mod:`fedray.privacy.ledger`):
+a hospital's record count is public, and a neighbour replaces one record's
+contribution by zeros. Record ``i`` adds ``c_R(g_i) = g_i \min(1, R / \lVert g_i\rVert_2)``
+to the released sum, ``g_i`` its frozen feature (view 0) and ``R = train.centre_radius``
+(declared public), so the sum moves by at most ``\Delta = R``. Each hospital adds
+``N(0, (zR)^2 I_d)``, ``z = train.centre_noise_multiplier``, with its own
+secret noise: a ``GaussianDpEvent(z)`` per record, once per run, composed
+with training in the ledger (DP-SGD's σ is calibrated for what is left). The
+centre ``m = \sum_k s_k / \sum_k n_k`` over the noised sums and public counts is
+post-processing (:func:`feature_centre`); without a DP claim the sums are exact.
+Clipping only shortens the mean along the records' common direction, which is
+what centring removes; a noised count would have cost more (its noise, zR,
+is of the order of a hospital's count).
 """
 
 from __future__ import annotations
@@ -141,3 +156,38 @@ def private_colour_moments(
         "neighbouring": "add or remove one image",
     }
     return noisy, entry
+
+
+FEATURE_SUMS = "feature_sums"  # the field a hospital's frozen-feature release is declared under
+
+
+def private_feature_sums(features: np.ndarray, *, radius: float, noise_multiplier: float | None,
+                         rng: np.random.Generator | None) -> dict:
+    """One hospital's ``sum_i c_R(g_i)``, plus ``N(0, (zR)^2 I)`` under DP, and its public count: its ledger entry.
+
+    ``features``: ``[n, d]``, one row per record. ``noise_multiplier`` None (no DP claim) releases the exact sum;
+    otherwise ``rng`` must be secret (``NoiseSource`` with ``Purpose.STAT_NOISE``). The entry carries the released
+    vector (``released``) for :func:`feature_centre`.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    exact = (features * np.minimum(1.0, radius / np.maximum(norms, 1e-12))).sum(axis=0)
+    entry = {"statistic": "frozen-feature sum", "field": FEATURE_SUMS, "radius": float(radius),
+             "count": len(features), "unit": "record", "neighbouring": "zero-out: the count is public"}
+    if noise_multiplier is None:
+        return {**entry, "mechanism": "none", "released": exact.tolist()}
+    sigma = noise_multiplier * radius
+    noisy = exact + rng.normal(0.0, sigma, size=exact.shape)
+    return {**entry, "mechanism": "gaussian", "sensitivity": float(radius), "sigma": float(sigma),
+            "noise_multiplier": float(noise_multiplier), "released": noisy.tolist()}
+
+
+def feature_centre(preprocessing) -> np.ndarray | None:
+    """``m = sum_k s_k / sum_k n_k`` over the hospitals' released feature sums; None if none were released."""
+    released = [e for e in preprocessing if e.get("field") == FEATURE_SUMS]
+    if not released:
+        return None
+    count = sum(e["count"] for e in released)
+    if count < 1:
+        raise FedrayError("train.feature_norm=centre: the hospitals hold no training record to centre on")
+    return np.sum([np.asarray(e["released"]) for e in released], axis=0) / count

@@ -64,7 +64,7 @@ def build_training_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_
     model = plan.prepare_model(model)
     if cfg.train.augmult > 1:
         check_augmult(cfg, family=family, cached=frozen_split(cfg, model, torch.device("cpu")) is not None)
-    attach_feature_norm(model, cfg, family=family)
+    attach_feature_norm(model, cfg, family=family, preprocessing=getattr(plan, "preprocessing", ()))
     return model
 
 

@@ -1,4 +1,4 @@
-r"""Feature normalisation (``train.feature_norm=l2``): every record's input to the trained layers at unit L2 norm.
+r"""Feature maps of the trained layers' input: unit norm per record (``train.feature_norm=l2``), or centred (``centre``).
 
 Tramèr & Boneh 2021 ("Differentially private learning needs better
 features (or much more data)", §3) train linear models under DP-SGD on
@@ -32,35 +32,119 @@ table model), which the cached features (taken before the hook,
 :func:`fedray.training.features.head_inputs`) never contain. A state dict
 saved from the run holds the weights only: a model rebuilt from it needs the
 run's ``train.feature_norm`` again.
+
+Centring (``train.feature_norm=centre``). The head's input becomes
+:math:`z - m`, :math:`m` the hospitals' mean frozen feature. Why it helps
+under DP-SGD: EfficientNet's pooled ReLU6 features share a large common
+component (on ISIC half of a feature's energy lies along the mean; the
+average cosine between two records is 0.49, 0.00 after centring). For the
+head, that component carries no class information, yet it takes half of
+every clipped gradient's norm C, and noise in the weights along it moves
+every class score by the same random amount for every input, which costs
+balanced accuracy most; after centring that offset is left to the bias, whose
+input is 1 instead of about 20. :math:`m` is a statistic of private records:
+each hospital releases its clipped feature sum and count under the Gaussian
+mechanism (:func:`fedray.privacy.preprocessing.private_feature_sums`; the
+launcher computes them through the feature cache the hospital reads), the
+ledger composes that release with training, and :math:`m` is post-processing
+(:func:`fedray.privacy.preprocessing.feature_centre`). The released sums
+travel in the plan's preprocessing entries, so every party builds the same
+map, and a resumed run reuses them rather than releasing again. Only a head on
+cached frozen features takes it (a table row's scale is already public).
 """
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import nn
 from torch.nn import functional
 
 from fedray.errors import FedrayError
+from fedray.privacy.preprocessing import feature_centre, private_feature_sums
+from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 
 
 def _unit_rows(_module: nn.Module, args: tuple):
     return (functional.normalize(args[0], p=2.0, dim=-1), *args[1:])
 
 
-def attach_feature_norm(model: nn.Module, cfg, *, family: str) -> None:
-    """Make ``model`` normalise its trained layers' input per record (``train.feature_norm``), in place.
+class _Centred:
+    """A forward pre-hook: the layer's input minus a fixed centre (cast to the input's device and dtype)."""
+
+    def __init__(self, centre: np.ndarray):
+        self.centre = torch.as_tensor(np.asarray(centre), dtype=torch.float32)
+
+    def __call__(self, _module: nn.Module, args: tuple):
+        return (args[0] - self.centre.to(args[0].device, args[0].dtype), *args[1:])
+
+
+def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=()) -> None:
+    """Make ``model`` map its trained layers' input (``train.feature_norm``), in place.
 
     Image backbones: only with ``model.finetune=head``, where the head is the only layer with trainable
-    parameters; anything else is refused in one FedrayError line (the run has not started yet).
+    parameters; anything else is refused in one FedrayError line (the run has not started yet). ``centre``
+    reads its centre from the released feature sums among the plan's ``preprocessing`` entries.
     """
     norm = cfg.train.feature_norm
     if norm == "none":
         return
-    if family == "table":
+    if family == "table" and norm == "l2":
         model.register_forward_pre_hook(_unit_rows)
         return
+    layer = _trained_layer(model, cfg, family=family)
+    if norm == "l2":
+        layer.register_forward_pre_hook(_unit_rows)
+        return
+    centre = feature_centre(preprocessing)
+    if centre is None:  # a caller built the model before the hospitals' sums were released
+        raise ValueError("train.feature_norm=centre: no released feature sums among the plan's preprocessing")
+    layer.register_forward_pre_hook(_Centred(centre))
+
+
+def _trained_layer(model: nn.Module, cfg, *, family: str) -> nn.Module:
+    """The one layer with trainable parameters of a head on frozen features, or a one-line refusal."""
+    norm = cfg.train.feature_norm
     trainable = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
     if family != "image" or cfg.model.finetune != "head" or len(trainable) != 1:
-        raise FedrayError(f"train.feature_norm={norm} normalises the input of a head on frozen features or of a "
-                          f"table model; model {cfg.model.name} here trains more than its head: set "
-                          "model.finetune=head or train.feature_norm=none")
-    trainable[0].register_forward_pre_hook(_unit_rows)
+        what = "centres the input of a head on frozen features" if norm == "centre" else \
+            "normalises the input of a head on frozen features or of a table model"
+        raise FedrayError(f"train.feature_norm={norm} {what}; model {cfg.model.name} here trains more than its "
+                          "head: set model.finetune=head or train.feature_norm=none")
+    return trainable[0]
+
+
+def release_feature_sums(cfg, shards, input_map, *, num_classes: int, private: bool) -> list[dict]:
+    """Every hospital's frozen-feature sum and count for ``train.feature_norm=centre``: its ledger entries.
+
+    Computed where the hospital would (here, before Ray starts), through the feature cache its trainer reads
+    later. Under a DP claim each sum is noised by the hospital's own secret ``NoiseSource`` (reproducible only
+    under ``privacy.reproducible_noise``); without one it is exact.
+    """
+    from fedray.models import build_model, model_family
+    from fedray.training import _store, frozen_split
+    from fedray.training.features import FLIP_VIEWS, FeatureEncoder
+
+    family = model_family(cfg.model.name)
+    if family != "image":
+        raise FedrayError(f"train.feature_norm=centre centres the input of a head on frozen features; model "
+                          f"{cfg.model.name} takes table rows: set train.feature_norm=none or l2")
+    model = build_model(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size)
+    _trained_layer(model, cfg, family=family)  # the same refusal as the hospitals', before any work
+    split = frozen_split(cfg, model, torch.device("cpu"))
+    if split is None:
+        raise FedrayError(f"train.feature_norm=centre centres cached frozen features; model {cfg.model.name} "
+                          "here has none: set train.cache_features=true or train.feature_norm=none")
+    encoder = FeatureEncoder(split, input_map, _store(cfg), torch.device("cpu"))
+    views = FLIP_VIEWS if cfg.data.augment == "flips" else 1  # the hospitals' cache file: they read it later
+    entries = []
+    for k, shard in enumerate(shards):
+        features = encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy()
+        noise = (NoiseSource.reproducible(cfg.seed, hospital(k)) if cfg.privacy.reproducible_noise
+                 else NoiseSource.secret(hospital(k)))
+        entry = private_feature_sums(features, radius=cfg.train.centre_radius,
+                                     noise_multiplier=cfg.train.centre_noise_multiplier if private else None,
+                                     rng=noise.numpy_generator(1, Purpose.STAT_NOISE) if private else None)
+        entries.append({**entry, "hospital": k})
+    return entries
+
