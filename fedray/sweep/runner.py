@@ -245,7 +245,7 @@ def _validate_trials(trial_cfgs: list[Config]) -> int:
     train = prepared.dealt.splits.train
     context = PlanContext(slot_counts=prepared.slot_counts,
                           ranges_public=train.ranges_public, num_features=prepared.num_features,
-                          num_classes=prepared.num_classes)
+                          num_classes=prepared.num_classes, preprocessing=tuple(prepared.dealt.preprocessing))
     for trial_cfg in trial_cfgs:
         trial_cfg = resolve_for_data(trial_cfg)
         check_mechanism(trial_cfg)

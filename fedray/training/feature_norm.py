@@ -97,8 +97,9 @@ def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=())
         layer.register_forward_pre_hook(_unit_rows)
         return
     centre = feature_centre(preprocessing)
-    if centre is None:  # a caller built the model before the hospitals' sums were released
-        raise ValueError("train.feature_norm=centre: no released feature sums among the plan's preprocessing")
+    if centre is None:  # the plan was resolved before the hospitals' sums were released (a sweep varying it)
+        raise FedrayError("train.feature_norm=centre: the plan holds no released feature sums; set it for every "
+                          "trial of a sweep alike, or train.feature_norm=none")
     layer.register_forward_pre_hook(_Centred(centre))
 
 

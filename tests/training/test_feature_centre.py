@@ -77,3 +77,12 @@ def test_what_cannot_be_centred_is_refused_in_one_line(tmp_path, overrides, says
     with pytest.raises(FedrayError, match=says) as refusal:
         prepare_experiment(compose_typed(overrides, tmp_path))
     assert "\n" not in str(refusal.value)
+
+
+def test_a_sweep_checks_its_centred_trials_before_ray_starts(tmp_path):
+    """The sweep validates every trial's model against the data once; the centred head needs the released sums."""
+    from fedray.sweep.runner import _validate_trials
+
+    trials = [compose_typed([*LITE0_HEAD, "privacy=dpsgd", f"privacy.epsilon={eps}"], tmp_path / str(eps))
+              for eps in (1.0, 10.0)]
+    assert _validate_trials(trials) == 3
