@@ -299,6 +299,9 @@ def _tuner(cfg: Config, space: dict, paths: dict, overrides: list[str], out_dir:
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+            # A resume reads a trial's latest checkpoint only; a DP trial writes one a round (fedray.sweep.trial),
+            # which for 300 rounds of a Lite0 head kept every Lite0 state dict: 4.5 GB a trial, until the disk filled.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             progress_reporter=ChangeReporter(params=list(paths), columns=PROGRESS_COLUMNS),
             # JSON and CSV results, and the tracker's callbacks (tracking=; Tune's automatic ones are off).
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],

@@ -27,8 +27,9 @@ round without its checkpoint. A crash can then only lose rounds nobody saw,
 and their rerun is the only release of them. The alternative, charging the
 ledger for every round released twice, was not taken: it would make a run's ε
 depend on when its machine failed, and a checkpoint per round costs only
-Tune's storage (one pickle of the models per round; checkpoints are as
-sensitive as the data). Without a DP claim the configured interval stands;
+Tune's time to write it: the sweep keeps a trial's latest two
+(:mod:`fedray.sweep.runner`), so its storage holds two pickles of the models,
+not one a round (checkpoints are as sensitive as the data). Without a DP claim the configured interval stands;
 a rerun round then releases nothing private, it only repeats a report.
 """
 
