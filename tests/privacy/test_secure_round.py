@@ -25,7 +25,7 @@ def _clients(count: int) -> list[tuple[dict, int]]:
               "bn.num_batches_tracked": np.array(11, np.int64)}, int(rng.integers(5, 50))) for _ in range(count)]
 
 
-def _masked_round(secure: SecureRound, clients, *, seed: int = 0) -> dict:
+def _masked_round(secure: SecureRound, clients, *, seed: int = 0, global_params: dict = GLOBAL) -> dict:
     ids = tuple(range(len(clients)))
     session = SecureAggregationSession(participants=ids, round_idx=3, attempt=0,
                                        vector_length=secure.vector_length, value_bound=secure.value_bound)
@@ -34,8 +34,8 @@ def _masked_round(secure: SecureRound, clients, *, seed: int = 0) -> dict:
     masked = {}
     for k, (masker, (params, n)) in enumerate(zip(maskers, clients)):
         masker.agree(keys)
-        masked[k] = masker.mask(secure.payload(GLOBAL, params, n, rng=np.random.default_rng([seed, k])))
-    return secure.apply(GLOBAL, session.unmask_sum(masked), participants=len(ids))
+        masked[k] = masker.mask(secure.payload(global_params, params, n, rng=np.random.default_rng([seed, k])))
+    return secure.apply(global_params, session.unmask_sum(masked), participants=len(ids))
 
 
 @pytest.mark.parametrize("weighting", ["samples", "uniform"])
@@ -149,3 +149,28 @@ def test_colluders_with_a_sampled_secure_cohort_are_refused(tmp_path):
     with pytest.raises(FedrayError, match="privacy.colluders=1 with fl.clients_per_round"):
         prepare_experiment(compose_typed([*TINY, "fl.clients_per_round=3", "privacy=dpfedavg", "privacy.epsilon=5",
                                           "fl.secure_aggregation=true", "privacy.colluders=1"], tmp_path))
+
+
+def test_a_frozen_backbone_stays_out_of_the_mask_and_keeps_its_global_value():
+    """Only what local training can change is masked (a cached head's backbone is not): its tensors, buffers
+    included, keep the global value, and the trained tensors are FedAvg's mean."""
+    import torch
+
+    from fedray.models import frozen_state_names
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    for layer in (model[0], model[1]):
+        layer.requires_grad_(False)
+    frozen = frozen_state_names(model)
+    assert frozen == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                      "1.num_batches_tracked"}
+    global_params = {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
+    secure = SecureRound.for_fedavg({n: v for n, v in global_params.items() if n not in frozen}, weighted=False,
+                                    max_abs=10.0, max_samples=1)
+    assert secure.vector_length == 4 * 2 + 2
+    rng = np.random.default_rng(0)
+    clients = [({**global_params, "2.weight": rng.normal(size=(2, 4)).astype(np.float32)}, 1) for _ in range(3)]
+    result = _masked_round(secure, clients, global_params=global_params)
+    np.testing.assert_allclose(result["2.weight"], np.mean([c["2.weight"] for c, _ in clients], axis=0), atol=1e-6)
+    for name in frozen:
+        np.testing.assert_array_equal(result[name], global_params[name])
