@@ -174,3 +174,13 @@ def test_a_frozen_backbone_stays_out_of_the_mask_and_keeps_its_global_value():
     np.testing.assert_allclose(result["2.weight"], np.mean([c["2.weight"] for c, _ in clients], axis=0), atol=1e-6)
     for name in frozen:
         np.testing.assert_array_equal(result[name], global_params[name])
+
+
+def test_a_masked_non_private_run_of_a_cached_head_reports_its_feature_cache_timing(tmp_path):
+    """Under secure aggregation a hospital may still report its feature cache's timing (an operation, outside any
+    claim): the first round's progress line reads it (it once failed on the filtered, empty report)."""
+    result = run_in_process(compose_typed([*TINY, "model=efficientnet_lite0", "model.pretrained=true",
+                                           "model.finetune=head", "data.image_size=32", "audit.enabled=false",
+                                           "fl.rounds=1", "fl.secure_aggregation=true", "cluster=inprocess"],
+                                          tmp_path))
+    assert "frozen features" in result.rounds[0]["feature_cache"]

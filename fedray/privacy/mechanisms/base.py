@@ -154,6 +154,12 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
     return tuple(releases)
 
 
+def feature_cache_timing(hospital: int) -> Release:
+    """What a hospital may report of its feature cache under any claim: its timing, never its record count."""
+    return Release("feature-cache timing", ("feature_cache.views", "feature_cache.seconds", "feature_cache.from_disk"),
+                   "outside", "operational timing", party=f"hospital {hospital}")
+
+
 @dataclass(frozen=True)
 class Mechanism:
     """A resolved privacy plan (frozen; crosses process boundaries). Defaults: no DP claim."""
@@ -252,7 +258,7 @@ class Mechanism:
         return Releases(f"hospital {hospital}'s message", (
             Release("masked payload", ("masked_payload",), "public",
                     "uniform on the ring: only the sum of all hospitals' payloads is informative",
-                    party=f"hospital {hospital}"),))
+                    party=f"hospital {hospital}"), feature_cache_timing(hospital)))
 
     def output_releases(self) -> Releases:
         return Releases("run output", (), claim=False)
@@ -286,9 +292,7 @@ class PrivateMechanism(Mechanism):
     def hospital_operations(self, hospital: int) -> tuple[Release, ...]:
         """What every hospital may report of its operations: the feature cache's timing, never its record count
         (the actual count would reveal how many of an audit's record slots the auditor filled)."""
-        return (Release("feature-cache timing", ("feature_cache.views", "feature_cache.seconds",
-                                                 "feature_cache.from_disk"),
-                        "outside", "operational timing", party=f"hospital {hospital}"),)
+        return (feature_cache_timing(hospital),)
 
     def declared_count(self, hospital: int, actual: int) -> int | None:
         """The public slot count, never the actual count, which would reveal how many audit slots were filled."""
