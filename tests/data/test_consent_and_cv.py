@@ -120,7 +120,7 @@ def test_a_pair_that_does_not_exist_names_the_pairs_that_do(model, family, mecha
     with pytest.raises(FedrayError) as err:
         check_pair(model, family, mechanism)
     assert f"{model} cannot be trained with privacy={mechanism}" in str(err.value)
-    assert "mlp, logreg, svm x none|dpsgd|dpfedavg|laplace_input" in str(err.value)
+    assert "mlp, logreg, svm x none|dpsgd|distributed_dpsgd|dpfedavg|laplace_input" in str(err.value)
     assert "decision_tree, random_forest x none|laplace_input|dp_tree" in str(err.value)
 
 
