@@ -34,8 +34,9 @@ saved from the run holds the weights only: a model rebuilt from it needs the
 run's ``train.feature_norm`` again.
 
 Centring (``train.feature_norm=centre``). The head's input becomes
-:math:`z - m`, :math:`m` the hospitals' mean frozen feature. Why it helps
-under DP-SGD: EfficientNet's pooled ReLU6 features share a large common
+:math:`z - m`, :math:`m` the hospitals' mean frozen feature. Why it could
+help under DP-SGD (measured on ISIC, it did not beyond the spread of reruns:
+``docs/privacy.md``): EfficientNet's pooled ReLU6 features share a large common
 component (on ISIC half of a feature's energy lies along the mean; the
 average cosine between two records is 0.49, 0.00 after centring). For the
 head, that component carries no class information, yet it takes half of
@@ -43,9 +44,10 @@ every clipped gradient's norm C, and noise in the weights along it moves
 every class score by the same random amount for every input, which costs
 balanced accuracy most; after centring that offset is left to the bias, whose
 input is 1 instead of about 20. :math:`m` is a statistic of private records:
-each hospital releases its clipped feature sum and count under the Gaussian
-mechanism (:func:`fedray.privacy.preprocessing.private_feature_sums`; the
-launcher computes them through the feature cache the hospital reads), the
+each hospital releases its clipped feature sum under the Gaussian mechanism
+(:func:`fedray.privacy.preprocessing.private_feature_sums`; its count is
+public under zero-out neighbouring; the launcher computes the features
+through the cache the hospital reads), the
 ledger composes that release with training, and :math:`m` is post-processing
 (:func:`fedray.privacy.preprocessing.feature_centre`). The released sums
 travel in the plan's preprocessing entries, so every party builds the same
@@ -116,7 +118,7 @@ def _trained_layer(model: nn.Module, cfg, *, family: str) -> nn.Module:
 
 
 def release_feature_sums(cfg, shards, input_map, *, num_classes: int, private: bool) -> list[dict]:
-    """Every hospital's frozen-feature sum and count for ``train.feature_norm=centre``: its ledger entries.
+    """Every hospital's frozen-feature sum for ``train.feature_norm=centre``: its ledger entries.
 
     Computed where the hospital would (here, before Ray starts), through the feature cache its trainer reads
     later. Under a DP claim each sum is noised by the hospital's own secret ``NoiseSource`` (reproducible only
