@@ -107,8 +107,7 @@ def fit_input_map(cfg: Config, train_shards: list[Records], *, extra_slots: int 
     epsilon, delta = statistics_budget(cfg, total_records=sum(len(s) for s in train_shards) + extra_slots)
     moments, entries = [], []
     for k, shard in enumerate(train_shards):
-        noise = (NoiseSource.reproducible(cfg.seed, hospital(k)) if cfg.privacy.reproducible_noise
-                 else NoiseSource.secret(hospital(k)))
+        noise = NoiseSource.from_config(cfg.privacy, seed=cfg.seed, party=hospital(k))
         released, entry = private_colour_moments(shard.inputs, epsilon=share * epsilon, delta=share * delta,
                                                  rng=noise.numpy_generator(0, Purpose.STAT_NOISE))
         moments.append(released)

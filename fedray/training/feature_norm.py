@@ -143,8 +143,7 @@ def release_feature_sums(cfg, shards, input_map, *, num_classes: int, private: b
     entries = []
     for k, shard in enumerate(shards):
         features = encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy()
-        noise = (NoiseSource.reproducible(cfg.seed, hospital(k)) if cfg.privacy.reproducible_noise
-                 else NoiseSource.secret(hospital(k)))
+        noise = NoiseSource.from_config(cfg.privacy, seed=cfg.seed, party=hospital(k))
         entry = private_feature_sums(features, radius=cfg.train.centre_radius,
                                      noise_multiplier=cfg.train.centre_noise_multiplier if private else None,
                                      rng=noise.numpy_generator(1, Purpose.STAT_NOISE) if private else None)

@@ -67,10 +67,14 @@ def _statistics(preprocessing, hospital: int) -> list[dict]:
     return [e for e in preprocessing if e["hospital"] == hospital and "noise_multiplier" in e]
 
 
-def _statistic_events(preprocessing, hospital: int) -> list:
+def _statistic_event(entry: dict):
     import dp_accounting
 
-    return [dp_accounting.GaussianDpEvent(e["noise_multiplier"]) for e in _statistics(preprocessing, hospital)]
+    return dp_accounting.GaussianDpEvent(entry["noise_multiplier"])
+
+
+def _statistic_events(preprocessing, hospital: int) -> list:
+    return [_statistic_event(e) for e in _statistics(preprocessing, hospital)]
 
 
 @lru_cache(maxsize=256)  # hospitals of equal size share one calibration
@@ -162,9 +166,8 @@ class DpSgd(PrivateMechanism):
                     "(fedray.audit.step_view)", party=f"hospital {hospital}"),
             *(Release(entry["statistic"], (entry.get("field", "colour_moments"),), "accounted",
                       f"noised {entry['statistic']}, released once before training", party=f"hospital {hospital}",
-                      unit="record", event=event)
-              for entry, event in zip(_statistics(self.preprocessing, hospital),
-                                      _statistic_events(self.preprocessing, hospital))),
+                      unit="record", event=_statistic_event(entry))
+              for entry in _statistics(self.preprocessing, hospital)),
             *self.hospital_operations(hospital),
         ))
 
