@@ -166,7 +166,9 @@ class Driver:
                                            vector_length=secure.vector_length, value_bound=secure.value_bound,
                                            sum_of_one=secure.min_cohort == 1)
         session, masked = self.hospitals.masked_payloads(self.global_params, round_idx, session, secure)
-        total = session.unmask_sum(masked)
+        # sampled cohorts: the driver's top-up makes the sum carry the same noise whoever was drawn (secure_round)
+        total = secure.top_up(session.unmask_sum(masked), len(cohort),
+                              self.noise.numpy_generator(round_idx, Purpose.DPFEDAVG_NOISE))
         mean = secure.apply(self.global_params, total, participants=len(cohort))
         for observer in self.observers:  # under secure aggregation only the sum is seen
             observer.observe_sum(self.global_params, mean)

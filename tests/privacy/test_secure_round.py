@@ -105,15 +105,33 @@ def _cohorts(cfg) -> list[list[int]]:
 @pytest.mark.parametrize("cohort", [1, 2, 3, 4])
 def test_a_sampled_cohorts_noise_shares_sum_to_the_whole_noise_whoever_was_drawn(cohort):
     wide = {"w": np.zeros(20_000, np.float32)}
-    expected = SecureRound.for_dp_fedavg(wide, clip_norm=0.5, noise_multiplier=2.0, num_clients=4)
+    expected = SecureRound.for_dp_fedavg(wide, clip_norm=0.5, noise_multiplier=2.0, num_clients=4, sampled=True)
     secure = expected.for_cohort(cohort)
     assert secure.num_clients == 4 and secure.honest_shares == cohort and secure.min_cohort == 1
+    assert secure.top_up_std(cohort) == 0.0  # without colluders the shares carry it all
     noise = sum(secure.payload(wide, wide, 0, rng=np.random.default_rng([1, k])) for k in range(cohort))
     assert noise.std() == pytest.approx(2.0 * 0.5, rel=0.03)  # z·S, the central mechanism's noise
-    with pytest.raises(ValueError, match="without colluders"):
-        SecureRound.for_dp_fedavg(wide, clip_norm=0.5, noise_multiplier=2.0, num_clients=4,
-                                  honest_shares=3).for_cohort(2)
     assert SecureRound.for_fedavg(wide, weighted=False, max_abs=1.0, max_samples=1).min_cohort == 2
+
+
+@pytest.mark.parametrize("colluders", [1, 2])
+@pytest.mark.parametrize("cohort", [1, 2, 3, 4, 6])
+def test_with_colluders_the_honest_shares_carry_z_h_and_the_topped_up_sum_carries_z_for_every_cohort(cohort,
+                                                                                                   colluders):
+    """Whoever was drawn: any cohort - t of the shares (or one, the hospital's own, when the cohort is no larger than
+    t) carry z_h·S, and the released sum, shares plus the driver's top-up, carries z·S with z = z_h sqrt(t+1)."""
+    wide, z_h, clip = {"w": np.zeros(40_000, np.float32)}, 2.0, 0.5
+    secure = SecureRound.for_dp_fedavg(wide, clip_norm=clip, noise_multiplier=z_h, num_clients=6,
+                                       colluders=colluders, sampled=True).for_cohort(cohort)
+    assert secure.released_noise_multiplier == pytest.approx(z_h * np.sqrt(colluders + 1))
+    shares = [secure.payload(wide, wide, 0, rng=np.random.default_rng([2, k])) for k in range(cohort)]
+    honest = sum(shares[:max(cohort - colluders, 1)])
+    assert honest.std() == pytest.approx(z_h * clip, rel=0.03)
+    released = secure.top_up(sum(shares), cohort, np.random.default_rng(9))
+    assert released.std() == pytest.approx(secure.released_noise_multiplier * clip, rel=0.03)
+    unsampled = SecureRound.for_dp_fedavg(wide, clip_norm=clip, noise_multiplier=z_h, num_clients=6,
+                                          colluders=colluders)
+    assert unsampled.honest_shares == 6 - colluders and unsampled.top_up_std(6) == 0.0
 
 
 def test_a_sampled_masked_fedavg_equals_the_sampled_plain_one_up_to_rounding(tmp_path):
@@ -145,10 +163,24 @@ def test_distributed_dp_fedavg_over_sampled_cohorts_states_its_epsilon_against_t
     assert all(np.isfinite(v).all() for v in result.final_params[0].values())
 
 
-def test_colluders_with_a_sampled_secure_cohort_are_refused(tmp_path):
-    with pytest.raises(FedrayError, match="privacy.colluders=1 with fl.clients_per_round"):
-        prepare_experiment(compose_typed([*TINY, "fl.clients_per_round=3", "privacy=dpfedavg", "privacy.epsilon=5",
-                                          "fl.secure_aggregation=true", "privacy.colluders=1"], tmp_path))
+def test_colluders_with_sampled_secure_cohorts_keep_the_readers_epsilon_and_state_the_drivers(tmp_path):
+    """t = 1 colluder: z is calibrated for readers, the honest shares carry z/sqrt(2), and the driver's ε says so."""
+    from fedray.privacy.mechanisms.dpfedavg import round_event
+
+    base = [*TINY, "audit.enabled=false", "fl.rounds=4", "fl.clients_per_round=2", "privacy=dpfedavg",
+            "privacy.epsilon=5", "privacy.reproducible_noise=true", "fl.secure_aggregation=true", "cluster=inprocess"]
+    cfg = compose_typed([*base, "privacy.colluders=1"], tmp_path / "t1")
+    result = run_in_process(cfg)
+    ledger, plan = result.summary.privacy, prepare_experiment(cfg).privacy
+    assert ledger["epsilon"] <= 5 and ledger["colluders"] == 1
+    assert ledger["honest_noise_multiplier"] == pytest.approx(plan.noise_multiplier / np.sqrt(2))
+    assert ledger["epsilon_against_driver"] == pytest.approx(
+        plan.compose([round_event(plan.noise_multiplier / np.sqrt(2), 1.0, 4)]))
+    assert "colluding with up to 1 hospital(s)" in ledger["trust"]
+    assert all(r["clients"] == [] for r in result.rounds)
+    assert all(np.isfinite(v).all() for v in result.final_params[0].values())
+    alone = prepare_experiment(compose_typed([*base, "privacy.colluders=0"], tmp_path / "t0")).privacy
+    assert alone.noise_multiplier == pytest.approx(plan.noise_multiplier)  # colluders cost the model no noise
 
 
 def test_a_frozen_backbone_stays_out_of_the_mask_and_keeps_its_global_value():

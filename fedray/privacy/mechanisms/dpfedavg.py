@@ -21,16 +21,19 @@ Who must be trusted, and what may be published:
   nothing published names a round's participants (no per-hospital rows in
   ``rounds.parquet``), and no hospital's record count or step count leaves it.
 - distributed (``fl.secure_aggregation=true``): each hospital adds a share of
-  the noise before masking. With client sampling the shares are split among
-  each round's cohort (:mod:`fedray.privacy.secure_round`): readers of the
-  outputs get the amplified ε, the driver, which relays the cohort's keys and
-  so knows it, the un-amplified ``epsilon_against_driver`` (every round
-  counted), and colluders are refused. Against the driver colluding with up to t
+  the noise before masking. Against the driver colluding with up to t
   hospitals (``privacy.colluders``, Kairouz et al. 2021, "The Distributed
-  Discrete Gaussian Mechanism"), the honest K - t shares alone must carry
-  :math:`z^2S^2`: each share has variance :math:`z^2S^2/(K-t)`, so the sum
-  carries :math:`z^2S^2 K/(K-t)`: more noise than central DP, the price of
-  trusting nobody.
+  Discrete Gaussian Mechanism"), the honest shares alone must carry the noise.
+  Without sampling the K - t honest shares carry :math:`z^2S^2`: each share has
+  variance :math:`z^2S^2/(K-t)`, so the sum carries :math:`z^2S^2 K/(K-t)`,
+  more noise than central DP, the price of trusting nobody. With client
+  sampling the shares are split among each round's cohort, and the driver tops
+  the sum up so that it carries :math:`z^2S^2` for every cohort
+  (:mod:`fedray.privacy.secure_round`): readers of the outputs, who never learn
+  a cohort, get the amplified ε at z; the driver relays the cohort's keys and so
+  knows it, and with t colluders the honest shares carry
+  :math:`z_h = z/\sqrt{t+1}`: against it ``epsilon_against_driver`` counts every
+  round as a plain Gaussian at :math:`z_h`.
 
 The ledger's rows state each hospital's q, z, rounds and ε, never its record
 count: at hospital level the count is the hospital's own data, which no
@@ -43,6 +46,7 @@ a whole hospital: ``data.whitening=none``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fedray.errors import FedrayError
@@ -91,11 +95,6 @@ class DpFedAvg(PrivateMechanism):
                               "mean of clipped updates, which this strategy does not compute; use a mean strategy "
                               "(strategy=fedavg, fedavgm, fedadam, ...)")
         colluders = cfg.privacy.colluders
-        sampled = cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round < cfg.fl.num_hospitals
-        if cfg.fl.secure_aggregation and sampled and colluders:
-            raise FedrayError(f"privacy.colluders={colluders} with fl.clients_per_round and secure aggregation: the "
-                              "honest hospitals' noise shares would depend on who was drawn, which the sampled "
-                              "analysis does not cover; set privacy.colluders=0 or fl.clients_per_round=null")
         if cfg.fl.secure_aggregation and colluders >= cfg.fl.num_hospitals:
             raise FedrayError(f"privacy.colluders={colluders} with {cfg.fl.num_hospitals} hospitals: distributed DP "
                               "needs at least one honest hospital's noise share; set privacy.colluders below "
@@ -121,6 +120,12 @@ class DpFedAvg(PrivateMechanism):
         return self.clients_per_round or self.num_hospitals
 
     @property
+    def honest_noise_multiplier(self) -> float:
+        """z_h, what the honest shares carry against the driver and its colluders: z, or z/sqrt(t+1) when sampled
+        cohorts are topped up to z by the driver (:mod:`fedray.privacy.secure_round`)."""
+        return self.noise_multiplier / math.sqrt(self.colluders + 1) if self.sampled else self.noise_multiplier
+
+    @property
     def sample_rate(self) -> float:
         return self.expected_clients / self.num_hospitals
 
@@ -138,8 +143,9 @@ class DpFedAvg(PrivateMechanism):
         from fedray.privacy.secure_round import SecureRound
 
         return SecureRound.for_dp_fedavg(global_params, clip_norm=self.clip_norm,
-                                         noise_multiplier=self.noise_multiplier, num_clients=self.expected_clients,
-                                         honest_shares=self.expected_clients - self.colluders)
+                                         noise_multiplier=self.honest_noise_multiplier,
+                                         num_clients=self.expected_clients, colluders=self.colluders,
+                                         sampled=self.sampled)
 
     def insertion_point(self):
         if self.secure_aggregation:
@@ -167,7 +173,9 @@ class DpFedAvg(PrivateMechanism):
         if self.secure_aggregation and self.sampled:
             return ("nobody: distributed DP over each round's sampled cohort; the epsilon holds against readers of "
                     "the outputs, who never learn a cohort; the driver relays the cohort's keys (and each hospital "
-                    "of a cohort receives them), so against it sampling amplifies nothing: epsilon_against_driver")
+                    "of a cohort receives them), so against it, colluding with up to "
+                    f"{self.colluders} hospital(s), sampling amplifies nothing and the honest shares carry "
+                    f"z/sqrt({self.colluders + 1}): epsilon_against_driver")
         if self.secure_aggregation:
             return (f"nobody: distributed DP; the epsilon holds against the driver colluding with up to "
                     f"{self.colluders} hospital(s), whose noise shares it would know")
@@ -180,7 +188,9 @@ class DpFedAvg(PrivateMechanism):
     def details(self, hospital_states, epsilons):
         # The driver (and a cohort's hospitals) know each cohort: against it a hospital's rounds are plain Gaussian
         # releases, at most R.
-        driver = {"epsilon_against_driver": self.compose([round_event(self.noise_multiplier, 1.0, self.rounds)])} \
+        driver = {"epsilon_against_driver": self.compose([round_event(self.honest_noise_multiplier, 1.0,
+                                                                       self.rounds)]),
+                  "honest_noise_multiplier": self.honest_noise_multiplier} \
             if self.secure_aggregation and self.sampled else {}
         return {**driver, "clip_norm": self.clip_norm, "max_noise_multiplier": self.noise_multiplier,
                 "clients_per_round": self.expected_clients, "colluders": self.colluders, "preprocessing": [],
