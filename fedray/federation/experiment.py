@@ -34,7 +34,6 @@ import numpy as np
 import ray
 
 from fedray.audit import inserted_record_slots
-from fedray.audit.auditor import audit_inputs, audit_summary, run_auditor
 from fedray.audit.plan import (AuditPlan, audit_slot_counts, driver_attachments, hospital_attachments,
                                plan_insertions, plan_records, slot_counts, training_shards)
 from fedray.config import Config, replace
@@ -402,6 +401,9 @@ def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Calla
     """``summary["audit"]`` (None when ``audit.enabled`` is false); ``run(task, kwargs)`` runs the auditor task."""
     if not prep.cfg.audit.enabled:
         return None
+    # scipy and dp_accounting (about 1 s): imported by the runs that audit
+    from fedray.audit.auditor import audit_inputs, audit_summary, run_auditor
+
     auditor = run(run_auditor, audit_inputs(prep, collected.final_params, driver_res))
     return audit_summary(prep.cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
                          num_records=sum(len(s) for s in prep.training_shards))
