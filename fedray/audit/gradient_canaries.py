@@ -65,6 +65,8 @@ class GradientCanaryInjector:
     """A gradient hook adding the sampled included canaries' gradients to ``model``'s parameters (named as in its
     state dict), and reading every dealt canary's coordinate back for the step-level view when ``steps`` is set."""
 
+    reads_parameters = False  # it adds fixed directions and reads the gradient back
+
     def __init__(self, model: nn.Module, canaries: DiracCanaries, included: np.ndarray, *, sample_rate: float,
                  noise: NoiseSource, steps: StepStatistics | None = None):
         params = dict(model.named_parameters())

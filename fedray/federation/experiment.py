@@ -184,9 +184,6 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     if resume is None:
         audit = plan_insertions(cfg, privacy, audit, dealt=dealt, num_classes=num_classes,
                                 num_features=num_features)
-    if cfg.fl.train_together > 1 and any(hospital_attachments(audit, k) for k in range(len(shards))):
-        raise FedrayError(f"fl.train_together={cfg.fl.train_together}: the audit adds a gradient of its own to each "
-                          "local step at the hospitals: set fl.train_together=1, or audit.enabled=false")
     release_keys = resume.release_keys if resume is not None else \
         [None if cfg.privacy.reproducible_noise else new_release_key() for _ in dealt.train_shards]
     return Prepared(cfg, dealt, privacy, num_classes, num_features, release_keys, shards, slots, audit)

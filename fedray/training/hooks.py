@@ -32,6 +32,10 @@ from typing import Protocol
 
 
 class GradientHook(Protocol):
+    # Whether on_gradient reads the trainer's parameters (FedProx's w - w_t): hospitals trained together in lockstep
+    # (fedray.training.together) keep theirs outside the trainer's model, so such a hook cannot join them.
+    reads_parameters: bool
+
     def start_round(self, round_idx: int) -> None:
         """Called once per fit, after the round's start parameters are loaded and before the first step."""
 

@@ -41,6 +41,8 @@ def add_proximal_gradient(anchor: list[tuple[torch.nn.Parameter, torch.Tensor]],
 class ProximalTerm:
     """FedProx's term as a gradient hook: anchors :math:`w_t` at each round's start, adds :math:`\mu(w - w_t)`."""
 
+    reads_parameters = True  # w - w_t
+
     def __init__(self, model: nn.Module, mu: float):
         self.model, self.mu = model, mu
         self.anchor: list[tuple[torch.nn.Parameter, torch.Tensor]] = []

@@ -31,11 +31,21 @@ the hospitals one after another to float tolerance
 (``tests/training/test_together.py``), each hospital's accountant counts the
 same steps, and what a hospital releases is unchanged.
 
+Gradient hooks (:mod:`fedray.training.hooks`; an audit's gradient canaries)
+join each hospital's step as they join its step alone: once its gradient is
+final (noised and divided by :math:`q_kn_k` under DP-SGD, the batch mean
+without), each hook of hospital k adds its term to a view of hospital k's
+slice of the stacked gradient, told the weight one record has there
+(:math:`1/(q_kn_k)`, or :math:`1/|B_k|`), and reads it back for its report.
+The hooks draw from their own streams, so the order of hospitals does not
+change what they draw.
+
 Assumptions, checked by :func:`why_not_together`: the model's training-mode
 forward is a function of its parameters and one record alone (no dropout,
 which would draw from torch's one global generator in another order; no
 BatchNorm in train mode, which mixes records and updates buffers), no
-gradient hook joins the step (FedProx's term, an audit's attachments), no bf16
+gradient hook reads the parameters (FedProx's term reads :math:`w - w_t` from
+the trainer's own model, which lockstep training leaves untouched), no bf16
 autocast, and every hospital holds the same architecture. Memory holds the
 per-record gradients of all m hospitals' batches at once (m·B·P floats
 under DP-SGD): this is for tabular models, small CNNs and heads on cached
@@ -89,8 +99,8 @@ def why_not_together(model: nn.Module, trainer: LocalTrainer | None = None) -> s
             return f"layer {name} is a dropout, which draws from torch's global generator"
         if isinstance(module, _BatchNorm) and module.training:
             return f"layer {name} is a BatchNorm in train mode, which mixes a batch's records"
-    if trainer is not None and trainer.gradient_hooks:
-        return "a gradient hook (FedProx's proximal term, an audit's attachment) joins each step"
+    if trainer is not None and any(hook.reads_parameters for hook in trainer.gradient_hooks):
+        return "a gradient hook that reads the parameters (FedProx's proximal term) joins each step"
     if trainer is not None and trainer.autocast:
         return "it trains under bf16 autocast"
     return None
@@ -98,7 +108,7 @@ def why_not_together(model: nn.Module, trainer: LocalTrainer | None = None) -> s
 
 def check_train_together(cfg, model: nn.Module | None) -> None:
     """Refuse, before any actor starts, ``fl.train_together`` > 1 where ``model`` (None: a tree) or the strategy
-    cannot train in lockstep (the experiment refuses an audit's gradient hooks once the audit is planned)."""
+    cannot train in lockstep."""
     if cfg.fl.train_together == 1:
         return
     from fedray.strategies import client_settings
@@ -137,12 +147,18 @@ def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: 
     gradient = _private_gradients(template, trainers[0].loss_fn, privates[0].max_grad_norm) if private else \
         _mean_gradients(template, trainers[0].loss_fn)
     tally = _Tally(len(trainers), device=trainable[names[0]].device)
+    for trainer in trainers:
+        for hook in trainer.gradient_hooks:
+            hook.start_round(round_idx)
     for step in range(max(len(s) for s in schedules)):
         active = [step < len(s) for s in schedules]
         x, y, mask = _padded([s[step] if a else None for s, a in zip(schedules, active)], schedules[0][0])
         grads, losses, logits = gradient(trainable, fixed, x, y, mask)
         if private:
             grads = _noised(grads, privates, active)
+        weights = [1.0 / p.expected_batch_size for p in privates] if private else \
+            (1.0 / mask.sum(1).clamp(min=1)).tolist()  # one record's weight in each hospital's gradient
+        _run_hooks(trainers, names, grads, weights, active)
         for name, p in trainable.items():
             p.grad = grads[name]
         _step_active(optimizer, trainable, active)
@@ -260,6 +276,22 @@ def _noised(summed: dict[str, torch.Tensor], privates: list[NoisedClippedSum], a
                                 device=first.device)
     return {name: (value + torch.stack(noise[name])) / denominators.view(-1, *[1] * (value.dim() - 1))
             for name, value in summed.items()}
+
+
+def _run_hooks(trainers: list[LocalTrainer], names: list[str], grads: dict[str, torch.Tensor], weights: list[float],
+               active: list[bool]) -> None:
+    """Each active hospital's gradient hooks, on its own parameters whose ``grad`` is, for the call, a view of its
+    slice of the stacked gradient: what they add lands in it, and what they read back is the hospital's gradient."""
+    for k, trainer in enumerate(trainers):
+        if not (active[k] and trainer.gradient_hooks):
+            continue
+        parameters = dict(trainer.model.named_parameters())
+        for name in names:
+            parameters[name].grad = grads[name][k]
+        for hook in trainer.gradient_hooks:
+            hook.on_gradient(weights[k])
+        for name in names:
+            parameters[name].grad = None
 
 
 def _without_hooks(model: nn.Module) -> nn.Module:

@@ -104,5 +104,20 @@ def test_train_together_is_refused_before_any_round_where_the_strategy_adds_to_e
     with pytest.raises(FedrayError, match=r"fl.train_together=4: .*proximal.*set fl.train_together=1"):
         prepare_experiment(compose_typed([*EHR, "strategy=fedprox", "fl.train_together=4"], tmp_path))
     prepare_experiment(compose_typed([*EHR, "fl.train_together=4"], tmp_path / "mlp"))  # the MLP may
-    with pytest.raises(FedrayError, match=r"fl.train_together=4: the audit adds .* audit.enabled=false"):
-        prepare_experiment(compose_typed([*EHR, "audit.enabled=true", "fl.train_together=4"], tmp_path / "audit"))
+
+
+def test_an_audited_federation_trained_together_equals_one_trained_in_turn(tmp_path):
+    """The audit's gradient canaries join each hospital's step in lockstep as in its turn alone: the same models,
+    ledger and canary scores (each hospital's hook draws from its own stream, so the order of hospitals is moot)."""
+    cfg = compose_typed([*EHR, *DP, "data.num_records=900", "fl.partition.alpha=5", "fl.rounds=2", "fl.local_epochs=1",
+                         "cluster=inprocess", "audit.enabled=true", "audit.reference_models=0"], tmp_path)
+    in_turn = run_in_process(cfg)
+    together = run_in_process(with_changes(cfg, **{"fl.train_together": 4}))
+    for got, want in zip(together.final_params, in_turn.final_params):
+        for name, value in want.items():
+            assert np.allclose(got[name], value, rtol=1e-4, atol=1e-5), name
+    assert together.summary.privacy == in_turn.summary.privacy
+    got, want = (run.summary.audit["canaries"]["gradient"] for run in (together, in_turn))
+    numbers = {key for key, value in want.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    assert numbers and {key: got[key] for key in numbers} == pytest.approx({key: want[key] for key in numbers},
+                                                                          rel=1e-3, abs=1e-6)
