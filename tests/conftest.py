@@ -118,7 +118,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        # Logical CPUs above the 2 physical cores: actors here are light, and several
+        # One Ray session per pytest-xdist worker (the CI runs these tests in two). Logical CPUs above the 2
+        # physical cores: actors here are light, and several
         # experiments' actors (hospitals + driver) must fit at once. No log_to_driver: Ray's
         # log thread would keep writing to the first test's captured (then closed) stdout.
         ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
