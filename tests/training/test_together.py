@@ -85,17 +85,23 @@ def test_a_round_is_split_into_one_group_per_process_at_most_train_together_each
     assert together_groups([], together=4, processes=2) == []
 
 
-def test_a_federation_trained_together_equals_one_trained_in_turn(tmp_path):
-    """The whole round loop in process, under DP-SGD with client sampling: groups of hospitals give the models,
-    accountants and sampled cohorts of hospitals taking turns, to float tolerance."""
-    cfg = compose_typed([*EHR, *DP, "data.num_records=900", "fl.partition.alpha=5", "fl.num_hospitals=6",
-                         "fl.clients_per_round=4", "fl.rounds=2", "fl.local_epochs=1", "cluster=inprocess"], tmp_path)
+def _in_turn_and_together(cfg):
+    """The run of ``cfg`` in turn and trained together in groups of 4, checked for the same models and ledger."""
     in_turn = run_in_process(cfg)
     together = run_in_process(with_changes(cfg, **{"fl.train_together": 4}))
     for got, want in zip(together.final_params, in_turn.final_params):
         for name, value in want.items():
             assert np.allclose(got[name], value, rtol=1e-4, atol=1e-5), name
     assert together.summary.privacy == in_turn.summary.privacy
+    return in_turn, together
+
+
+def test_a_federation_trained_together_equals_one_trained_in_turn(tmp_path):
+    """The whole round loop in process, under DP-SGD with client sampling: groups of hospitals give the models,
+    accountants and sampled cohorts of hospitals taking turns, to float tolerance."""
+    cfg = compose_typed([*EHR, *DP, "data.num_records=900", "fl.partition.alpha=5", "fl.num_hospitals=6",
+                         "fl.clients_per_round=4", "fl.rounds=2", "fl.local_epochs=1", "cluster=inprocess"], tmp_path)
+    in_turn, together = _in_turn_and_together(cfg)
     assert [r["clients"] for r in together.rounds] == [r["clients"] for r in in_turn.rounds]
     assert max(len(r["clients"]) for r in in_turn.rounds) > 1  # some round had a group to train together
 
@@ -111,12 +117,7 @@ def test_an_audited_federation_trained_together_equals_one_trained_in_turn(tmp_p
     ledger and canary scores (each hospital's hook draws from its own stream, so the order of hospitals is moot)."""
     cfg = compose_typed([*EHR, *DP, "data.num_records=900", "fl.partition.alpha=5", "fl.rounds=2", "fl.local_epochs=1",
                          "cluster=inprocess", "audit.enabled=true", "audit.reference_models=0"], tmp_path)
-    in_turn = run_in_process(cfg)
-    together = run_in_process(with_changes(cfg, **{"fl.train_together": 4}))
-    for got, want in zip(together.final_params, in_turn.final_params):
-        for name, value in want.items():
-            assert np.allclose(got[name], value, rtol=1e-4, atol=1e-5), name
-    assert together.summary.privacy == in_turn.summary.privacy
+    in_turn, together = _in_turn_and_together(cfg)
     got, want = (run.summary.audit["canaries"]["gradient"] for run in (together, in_turn))
     numbers = {key for key, value in want.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
     assert numbers and {key: got[key] for key in numbers} == pytest.approx({key: want[key] for key in numbers},
