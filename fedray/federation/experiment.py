@@ -308,7 +308,10 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
     try:
         prep = prepared or prepare_experiment(cfg)
         cfg = prep.cfg
-        driver_res, hospital_res = actor_resources(cfg.resources, gpus_present=False)
+        # The parties take turns in this process, so each may use every thread it has (torch's count: the cores,
+        # or what OMP_NUM_THREADS / torch.set_num_threads chose), where a Ray actor gets only its share.
+        driver_res, hospital_res = ({**request, "num_cpus": float(threads)}
+                                    for request in actor_resources(cfg.resources, gpus_present=False))
         hospitals = InProcessHospitals(hospital_setups(prep, hospital_res), plan=prep.privacy,
                                        capacity=resident_hospitals(cfg, 1), together=cfg.fl.train_together)
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy

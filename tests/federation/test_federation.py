@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray
+import torch
 
 from conftest import same_params, with_changes
 
@@ -102,3 +103,28 @@ def test_baselines_use_the_same_budget(tiny_cfg, mode):
         assert len(result.final_params) == 5
         assert len(result.rounds[-1]["test_per_hospital"]) == 5
     assert 0.0 <= result.summary.final_test["accuracy"] <= 1.0
+
+
+def test_in_process_each_party_uses_the_threads_of_the_process(tiny_cfg, monkeypatch):
+    # The parties take turns in one process, so none should be pinned to an actor's one-CPU share.
+    import fedray.federation.driver as driver_module
+    import fedray.federation.hospital as hospital_module
+
+    asked = []
+
+    def recording(configure):
+        def configure_and_record(**kwargs):
+            asked.append(kwargs["num_cpus"])
+            return configure(**kwargs)
+        return configure_and_record
+
+    for module in (driver_module, hospital_module):
+        monkeypatch.setattr(module, "configure_process", recording(module.configure_process))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_in_process(with_changes(tiny_cfg, **{"fl.rounds": 1}))
+        assert torch.get_num_threads() == 2  # the caller's count, restored
+    finally:
+        torch.set_num_threads(threads)
+    assert len(asked) == 1 + 5 and set(asked) == {2}  # the driver and the five hospitals
