@@ -17,6 +17,7 @@ import time
 
 PROCESS_STARTED = time.perf_counter()  # before the imports: summary.wall_seconds is the whole command's time
 
+import gc  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -241,6 +242,9 @@ def main() -> None:
     for signum in EXIT_SIGNAL:
         signal.signal(signum, _raise_interrupted)
     hydra_main()
+    # The run is written and Ray shut down. Freezing what the collector tracks spares the interpreter's exit a last
+    # walk over torch's whole object graph (about 1 s on a laptop) to free memory the OS takes back anyway.
+    gc.freeze()
 
 
 if __name__ == "__main__":

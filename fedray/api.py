@@ -120,6 +120,9 @@ def run(config: Config | Sequence[str] = (), *, on_round: Callable[[dict], None]
         from fedray.federation.experiment import run_in_process
 
         say("cluster: no Ray: the driver and every hospital run in this process, one after another")
+        # torch's optimizers import torch._dynamo at their first step (about 1 s): here it overlaps the preparation
+        import torch._dynamo  # noqa: F401
+
         return _run_and_write(cfg, preparing.result(), runner=run_in_process, stop=lambda: None, started=started,
                               on_round=on_round, tracking=tracking)
     while not (preparing.done() or long_phase.wait(0.1)):

@@ -280,7 +280,8 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
 
     A single run calls this as soon as Ray is up, while its data are still being decoded: the actors'
     imports then overlap the decoding instead of following it. scikit-learn's metrics come too for the
-    parties that will evaluate: the driver always, the hospitals only in a non-private run.
+    parties that will evaluate: the driver always, the hospitals only in a non-private run. The hospitals also
+    import ``torch._dynamo``, which torch's optimizers import at their first step (about 1 s).
     """
     cluster = ray.cluster_resources()
     gpus_present = cluster.get("GPU", 0) > 0
@@ -295,4 +296,4 @@ def warm_actors(cfg: Config, pool: ActorPool | None = None) -> None:
 
     evaluating = () if claims_dp(cfg) else ("sklearn.metrics",)
     for host in hospitals:
-        host.warm.remote("fedray.federation.hospital", *evaluating)
+        host.warm.remote("fedray.federation.hospital", "torch._dynamo", *evaluating)
