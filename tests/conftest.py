@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# pytest-xdist runs a worker per core: one BLAS/torch thread each keeps the workers from oversubscribing the cores,
+# now that an in-process run's parties use every thread their process has. Read when numpy and torch load.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import logging
 from pathlib import Path
 
