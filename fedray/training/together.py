@@ -31,7 +31,7 @@ the hospitals one after another to float tolerance
 (``tests/training/test_together.py``), each hospital's accountant counts the
 same steps, and what a hospital releases is unchanged.
 
-Gradient hooks (:mod:`fedray.training.hooks`; an audit's gradient canaries)
+Gradient hooks (:mod:`fedray.training.hooks`; an audit's gradient insertions)
 join each hospital's step as they join its step alone: once its gradient is
 final (noised and divided by :math:`q_kn_k` under DP-SGD, the batch mean
 without), each hook of hospital k adds its term to a view of hospital k's
