@@ -45,9 +45,11 @@ def test_client_level_dp_fedavg_reports_a_hospital_level_guarantee(ray_session, 
     assert "not individual patients" in ledger["note"]
 
 
+# 60 epochs: the attack's AUC over seeds 0-4 is 0.84-0.96 (0.48-0.57 at epsilon 0.5); at 40 it was 0.69-0.84, and
+# which side of 0.7 a seed fell on changed with the test process's BLAS threads (OMP_NUM_THREADS)
 MEMORISING = ["data=synthetic", "data.image_size=16", "data.num_classes=3", "data.samples_per_class=150",
               "data.noise=1.0", "data.augment=none", "model=small_cnn", "mode=centralized", "fl.rounds=1",
-              "fl.local_epochs=40", "train.batch_size=16", "audit.canaries=0", "audit.input_canaries=0"]
+              "fl.local_epochs=60", "train.batch_size=16", "audit.canaries=0", "audit.input_canaries=0"]
 
 
 def test_the_attack_has_power_and_dp_removes_it(ray_session, tmp_path):
