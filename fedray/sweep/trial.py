@@ -71,8 +71,7 @@ def run_trial(params: dict, *, overrides: list[str], paths: dict, out_dir: str) 
 
     Under a DP claim every report carries a checkpoint (module docstring).
     """
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # an INFO line per checkpoint
-    # A DP trial checkpoints every round; Tune's line for each would bury the progress table.
+    # A DP trial checkpoints every round; Tune's INFO line for each would bury the progress table.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(overrides, params, paths, run_dir=Path(out_dir) / "trials" / trial_id)
