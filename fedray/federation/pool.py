@@ -70,6 +70,7 @@ class Host:
         """Import ``modules`` (a party's) now, while the caller is still preparing the data."""
         for module in modules:
             importlib.import_module(module)
+        gc.freeze()  # the modules live as long as the process: :meth:`clear`'s collection need not walk them
 
     def apply(self, method, *args):
         """``method(party, *args)`` on the party built by :meth:`start`: a method of its class."""
