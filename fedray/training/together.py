@@ -147,6 +147,7 @@ def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: 
     gradient = _private_gradients(template, trainers[0].loss_fn, privates[0].max_grad_norm) if private else \
         _mean_gradients(template, trainers[0].loss_fn)
     tally = _Tally(len(trainers), device=trainable[names[0]].device)
+    hooked = any(trainer.gradient_hooks for trainer in trainers)
     for trainer in trainers:
         for hook in trainer.gradient_hooks:
             hook.start_round(round_idx)
@@ -156,9 +157,10 @@ def fit_together(trainers: list[LocalTrainer], starts: list[Params], *, epochs: 
         grads, losses, logits = gradient(trainable, fixed, x, y, mask)
         if private:
             grads = _noised(grads, privates, active)
-        weights = [1.0 / p.expected_batch_size for p in privates] if private else \
-            (1.0 / mask.sum(1).clamp(min=1)).tolist()  # one record's weight in each hospital's gradient
-        _run_hooks(trainers, names, grads, weights, active)
+        if hooked:
+            weights = [1.0 / p.expected_batch_size for p in privates] if private else \
+                (1.0 / mask.sum(1).clamp(min=1)).tolist()  # one record's weight in each hospital's gradient
+            _run_hooks(trainers, names, grads, weights, active)
         for name, p in trainable.items():
             p.grad = grads[name]
         _step_active(optimizer, trainable, active)
