@@ -10,6 +10,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,21 @@ TINY = [
     "train.batch_size=8",
     "audit.enabled=false",  # the audit costs a Ray task per experiment; tests of the audit turn it on
 ]
+
+
+@contextmanager
+def torch_threads(count: int | None = None):
+    """Run the block with torch's thread count set to ``count`` (None: unchanged), then restore the caller's:
+    parties pin it when they are built (fedray.training.device.configure_process)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def same_params(a: list[dict], b: list[dict]) -> bool:

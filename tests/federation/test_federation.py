@@ -7,7 +7,7 @@ import pytest
 import ray
 import torch
 
-from conftest import same_params, with_changes
+from conftest import same_params, torch_threads, with_changes
 
 from fedray.federation.driver import Driver
 from fedray.federation.experiment import (
@@ -120,11 +120,7 @@ def test_in_process_each_party_uses_the_threads_of_the_process(tiny_cfg, monkeyp
 
     for module in (driver_module, hospital_module):
         monkeypatch.setattr(module, "configure_process", recording(module.configure_process))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         run_in_process(with_changes(tiny_cfg, **{"fl.rounds": 1}))
         assert torch.get_num_threads() == 2  # the caller's count, restored
-    finally:
-        torch.set_num_threads(threads)
     assert len(asked) == 1 + 5 and set(asked) == {2}  # the driver and the five hospitals

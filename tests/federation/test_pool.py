@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import TINY, compose_typed, same_params, with_changes
+from conftest import TINY, compose_typed, same_params, torch_threads, with_changes
 from fedray.errors import FedrayError
 
 from fedray.federation.experiment import run_experiment, run_in_process
@@ -15,12 +14,8 @@ from fedray.federation.pool import ActorPool
 
 def test_round_loop_runs_in_process_and_equals_the_ray_run(ray_session, tiny_cfg):
     cfg = with_changes(tiny_cfg, **{"fl.secure_aggregation": True})  # the masked round's two steps too
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # each party's threads, as an actor's one CPU gives it: sums split over more may differ
-    try:
+    with torch_threads(1):  # each party's threads, as an actor's one CPU gives it: sums split over more may differ
         in_process = run_in_process(cfg)  # the real round loop, every party in this process
-    finally:
-        torch.set_num_threads(threads)
     over_ray = run_experiment(cfg)
     assert same_params(in_process.final_params, over_ray.final_params)
     assert [r["test"]["balanced_accuracy"] for r in in_process.rounds] == \

@@ -6,9 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import TINY, compose_typed
+from conftest import TINY, compose_typed, torch_threads
 
 from fedray.training.local import scheduled_lr
 
@@ -36,8 +35,7 @@ def test_the_trainer_steps_with_the_scheduled_lr(tmp_path):
     from fedray.federation.pool import actor_resources
     from fedray.federation.residency import hospital_kwargs
 
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads():  # the hospital pins them
         prep = prepare_experiment(compose_typed([*TINY, "train.lr_schedule=cosine", "fl.rounds=4"], tmp_path))
         setup = hospital_setups(prep, actor_resources(prep.cfg.resources, gpus_present=False)[1])[0]
         hospital = Hospital(**hospital_kwargs(setup))
@@ -46,5 +44,3 @@ def test_the_trainer_steps_with_the_scheduled_lr(tmp_path):
             hospital.fit(params, round_idx)
             assert [g["lr"] for g in hospital.trainer.optimizer.param_groups] == \
                 [scheduled_lr(prep.cfg.train, round_idx, 4)]
-    finally:
-        torch.set_num_threads(threads)
