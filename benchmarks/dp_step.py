@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--physical-batch-size", type=int, default=0,
                    help="records a forward/backward pass holds (train.physical_batch_size; 0: the whole batch)")
     p.add_argument("--modes", default="auto",
-                   help="comma-separated grad_sample_modes: auto (choose_grad_sample_mode), hooks, functorch, ew, ghost")
+                   help="comma-separated grad_sample_modes: auto (choose_grad_sample_mode), hooks, functorch, ew, ghost, bookkeeping")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
     p.add_argument("--noise-multiplier", type=float, default=1.0)

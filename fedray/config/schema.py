@@ -191,7 +191,7 @@ class DpSgdPrivacy(PrivacyCommon):
     delta: Optional[float] = open_fraction()
     max_grad_norm: float = positive()
     accountant: str = choice("rdp", "prv")
-    grad_sample_mode: Optional[str] = choice("hooks", "functorch", "ew", "ghost", nullable=True)
+    grad_sample_mode: Optional[str] = choice("hooks", "functorch", "ew", "ghost", "bookkeeping", nullable=True)
 
 
 @dataclass

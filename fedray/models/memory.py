@@ -12,9 +12,14 @@ A hospital's training step holds, in fp32 (4 bytes a number):
 - under DP-SGD, one gradient per example of every trainable parameter
   (Opacus' ``grad_sample``): :math:`B\,T` more for T trainable parameters.
   This is the term that dominates: VGG19's 139.6 M parameters at B = 32 need
-  17.9 GB for the per-sample gradients alone. Ghost clipping
-  (``grad_sample_mode="ghost"``, which :func:`~fedray.privacy.opacus_wiring.choose_grad_sample_mode`
-  picks for large models) never forms them: only one norm per record and layer.
+  17.9 GB for the per-sample gradients alone. Ghost clipping and book-keeping
+  (``grad_sample_mode="ghost"`` and ``"bookkeeping"``, which
+  :func:`~fedray.privacy.opacus_wiring.choose_grad_sample_mode` picks for large
+  models) never form them: only one norm per record and layer. Ghost clipping
+  keeps the forward's graph for its second pass; book-keeping keeps the
+  trainable layers' inputs and output gradients instead, within the
+  :math:`2\,B\,A` term (VGG19 at 32 px and B = 32 peaked at the same 2.9 GB under
+  both on CPU, docs/benchmarks.md).
 
 Sizes come from building the model on PyTorch's ``meta`` device (shapes, no
 data) and one forward pass there, so the estimate costs milliseconds and
@@ -72,9 +77,9 @@ def estimate_training_memory(model_cfg: BackboneModel, *, num_classes: int, imag
 
 
 def _forms_per_record_gradients(model: nn.Module, grad_sample_mode: str | None) -> bool:
-    from fedray.privacy.opacus_wiring import choose_grad_sample_mode  # Opacus: only DP plans pay its import
+    from fedray.privacy.opacus_wiring import CLIPPED_SUM_MODES, choose_grad_sample_mode  # only DP plans import Opacus
 
-    return (grad_sample_mode or choose_grad_sample_mode(model)) != "ghost"
+    return (grad_sample_mode or choose_grad_sample_mode(model)) not in CLIPPED_SUM_MODES
 
 
 def _activation_numel(model: nn.Module, image_size: int) -> int:

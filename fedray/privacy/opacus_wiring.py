@@ -18,8 +18,11 @@ never forms :math:`g_i`: a first backward pass yields each
 :math:`\lVert g_i\rVert_2`, a second one :math:`\sum_i \bar g_i` from the loss
 :math:`\sum_i \min(1, C/\lVert g_i\rVert)\,\ell_i`; the same noise and
 division by :math:`qn` follow (tests/privacy/test_ghost_clipping.py checks it
-against ``"hooks"``). Their speed differs by model (docs/privacy.md), so
-:func:`choose_grad_sample_mode` picks one per model.
+against ``"hooks"``). The fifth, ``"bookkeeping"``
+(:mod:`fedray.privacy.bookkeeping`), takes the same norms from one backward
+pass and forms :math:`\sum_i \bar g_i` from that pass's kept layer inputs and
+output gradients, without the second pass. Their speed differs by model
+(docs/benchmarks.md), so :func:`choose_grad_sample_mode` picks one per model.
 
 The hook modes require that no forward code edits a layer's output in place
 (``out += identity``, ``F.relu(x, inplace=True)``): autograd rejects in-place
@@ -57,8 +60,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from fedray.errors import FedrayError
 from fedray.privacy import ghost_norms  # noqa: F401 - registers the Conv2d/GroupNorm/LayerNorm norm samplers
 from fedray.privacy.accounting import _accountant
+from fedray.privacy.bookkeeping import BookKeepingModule, bookkeeping_backward
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost", "bookkeeping")
+CLIPPED_SUM_MODES = ("ghost", "bookkeeping")  # the backward leaves the clipped sum in p.grad, not per-record gradients
 
 
 def make_dp_compatible(model: nn.Module) -> nn.Module:
@@ -90,23 +95,24 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
     return fixed
 
 
-GHOST_FROM_PARAMETERS = 1_000_000
+CLIPPED_SUM_FROM_PARAMETERS = 1_000_000
 
 
 def choose_grad_sample_mode(model: nn.Module) -> str:
-    """``"ghost"`` for a model with at least a million trainable parameters; below, ``"functorch"`` if a
+    """``"bookkeeping"`` for a model with at least a million trainable parameters; below, ``"functorch"`` if a
     trainable layer is a grouped (e.g. depthwise) conv, else ``"hooks"``.
 
-    Rule from the CPU step timings in docs/privacy.md and docs/benchmarks.md (batch 32, 64 px, one thread):
-    the per-record gradients of ``"hooks"``/``"functorch"`` cost B times the parameters, which ghost
-    clipping never forms; it pays a second backward pass instead. So ghost wins on resnet18 (11 M
-    parameters: 2.3x the non-private step against 7-9x under hooks) and mobilenet_v3_large (4.2 M: 2-2.5x
-    against 3.5-4x under functorch), and loses on small_cnn (24 k: 2x against 1.4-1.7x under hooks). The
-    threshold lies between measured models, not at a measured crossover; below it, functorch was several
-    times faster than hooks on depthwise convs.
+    Rule from the CPU step timings in docs/benchmarks.md (batch 32, 64 px, one thread): the per-record
+    gradients of ``"hooks"``/``"functorch"`` cost B times the parameters, which ghost clipping and
+    book-keeping never form; ghost clipping pays a second backward pass instead, book-keeping one weight
+    gradient per layer. So book-keeping wins on resnet18 (11 M parameters: 1.7x the non-private step,
+    against 2.2x under ghost and 5.6x under hooks), mobilenet_v3_large (4.2 M: 2.0x, against 2.4x and 17x)
+    and vgg19 (2.5x against 3.7x at 32 px, the same peak memory), and loses on small_cnn (24 k: 1.8x
+    against 1.6x under hooks). The threshold lies between measured models, not at a measured crossover;
+    below it, functorch was several times faster than hooks on depthwise convs.
     """
-    if sum(p.numel() for _, p in trainable_parameters(model)) >= GHOST_FROM_PARAMETERS:
-        return "ghost"
+    if sum(p.numel() for _, p in trainable_parameters(model)) >= CLIPPED_SUM_FROM_PARAMETERS:
+        return "bookkeeping"
     grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for _, m in trainable_modules(model))
     return "functorch" if grouped else "hooks"
 
@@ -154,6 +160,8 @@ def wrap_private(
         raise FedrayError(f"grad_sample_mode={mode!r} is unknown: use one of {GRAD_SAMPLE_MODES}")
     if mode == "ew":
         module = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
+    elif mode == "bookkeeping":
+        module = BookKeepingModule(model, max_grad_norm=max_grad_norm)
     elif mode == "ghost":
         module = GradSampleModuleFastGradientClipping(
             model, batch_first=True, loss_reduction="mean", strict=True, max_grad_norm=max_grad_norm,
@@ -167,7 +175,7 @@ def wrap_private(
             strict=True,
             force_functorch=mode == "functorch",
         )
-    dp_optimizer = (DPOptimizerFastGradientClipping if mode == "ghost" else DPOptimizer)(
+    dp_optimizer = (DPOptimizerFastGradientClipping if mode in CLIPPED_SUM_MODES else DPOptimizer)(
         optimizer,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
@@ -235,28 +243,36 @@ def private_step(
 
 def _clipped_pass(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple[float, torch.Tensor | None]:
     """One forward/backward pass leaving its records' clipping inputs for ``pre_step``: per-record gradients, or
-    under ghost clipping their clipped sum in ``p.grad``. No records: what clipping leaves of none."""
-    ghost = parts.grad_sample_mode == "ghost"
+    under ghost clipping or book-keeping their clipped sum in ``p.grad``. No records: what clipping leaves of none."""
+    mode = parts.grad_sample_mode
     if len(x) == 0:
         for p in parts.optimizer.params:
-            if ghost:
+            if mode in CLIPPED_SUM_MODES:
                 p.grad = torch.zeros_like(p)
             else:
                 p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         return float("nan"), None
     logits = parts.module(x)
-    out = _ghost_loss(parts, loss_fn, logits, y) if ghost else loss_fn(logits, y)
-    out.backward()
+    if mode not in CLIPPED_SUM_MODES:
+        out = loss_fn(logits, y)
+        out.backward()
+    else:
+        out = _per_record_loss(parts, loss_fn, logits, y)
+        if mode == "bookkeeping":
+            bookkeeping_backward(parts.module, parts.optimizer, out.loss_per_sample)
+        else:
+            out.backward()  # Opacus' two passes: norms, then the clipped sum into p.grad
     return out.item(), logits.detach()
 
 
-def _ghost_loss(parts: PrivateParts, loss_fn, logits: torch.Tensor, y: torch.Tensor):
-    """The batch's loss whose ``backward()`` runs Opacus' two passes: norms, then the clipped sum into ``p.grad``."""
+def _per_record_loss(parts: PrivateParts, loss_fn, logits: torch.Tensor, y: torch.Tensor):
+    """The batch's loss as Opacus' fast-gradient-clipping wrapper, which keeps one loss per record."""
+    mode = parts.grad_sample_mode
     if getattr(loss_fn, "reduction", None) != "mean":
-        raise FedrayError(f"grad_sample_mode='ghost' needs a loss module with reduction='mean', not {loss_fn!r}: "
+        raise FedrayError(f"grad_sample_mode={mode!r} needs a loss module with reduction='mean', not {loss_fn!r}: "
                           "use nn.CrossEntropyLoss() or another mode")
     out = DPLossFastGradientClipping(parts.module, parts.optimizer, loss_fn, loss_reduction="mean")(logits, y)
     if out.loss_per_sample.shape != (len(y),):
-        raise FedrayError(f"grad_sample_mode='ghost' needs one loss per record from {loss_fn!r} with "
+        raise FedrayError(f"grad_sample_mode={mode!r} needs one loss per record from {loss_fn!r} with "
                           f"reduction='none', got shape {tuple(out.loss_per_sample.shape)}: use another mode")
     return out

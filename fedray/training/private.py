@@ -19,10 +19,11 @@ this, not shuffled fixed-size batches). The trainer's gradient hooks
 (:mod:`fedray.training.hooks`) join the noised gradient before the optimizer's step. Per-record gradients are clipped to norm C and
 :math:`\mathcal N(0, \sigma^2 C^2)` noise is added to their sum, with σ
 calibrated before the run for the planned steps (:mod:`fedray.privacy.mechanisms`).
-Under ``grad_sample_mode="ghost"`` (the default from a million trainable
-parameters) the clipped sum comes from two backward passes without per-record
-gradients (:mod:`fedray.privacy.ghost_norms`); ``loss_fn`` then also gives
-per-record losses (``reduction="none"``), as both training losses do.
+Under ``grad_sample_mode="bookkeeping"`` (the default from a million trainable
+parameters) or ``"ghost"`` the clipped sum comes without per-record gradients,
+from one backward pass or two (:mod:`fedray.privacy.bookkeeping`,
+:mod:`fedray.privacy.ghost_norms`); ``loss_fn`` then also gives per-record
+losses (``reduction="none"``), as both training losses do.
 The steps actually taken are what the ledger reports.
 
 Randomness. The Poisson masks and the Gaussian noise of round r are drawn

@@ -32,7 +32,7 @@ class _Trainer:
         self.full_model, self.record_rate, self.noise_multiplier = model, record_rate, noise_multiplier
 
 
-@pytest.mark.parametrize("sigma, mode", [(0.0, None), (2.0, None), (2.0, "ghost")])
+@pytest.mark.parametrize("sigma, mode", [(0.0, None), (2.0, None), (2.0, "ghost"), (2.0, "bookkeeping")])
 def test_each_dealt_canary_is_read_in_canary_units_after_the_noise(sigma, mode):
     torch.manual_seed(0)
     model = make_dp_compatible(nn.Sequential(nn.Linear(6, 3)))

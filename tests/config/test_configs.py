@@ -86,8 +86,8 @@ def test_a_grad_sample_mode_opacus_is_not_asked_for_is_refused_with_the_allowed_
     # Refused by the config, before Ray, not by the hospital actor's Opacus wrapper.
     with pytest.raises(FedrayError) as err:
         compose_config(["privacy=dpsgd", "privacy.grad_sample_mode=vmap"])
-    assert str(err.value) == ("privacy.grad_sample_mode='vmap' is not valid: use one of hooks, functorch, ew, ghost "
-                              "(or null), e.g. privacy.grad_sample_mode=hooks")
+    assert str(err.value) == ("privacy.grad_sample_mode='vmap' is not valid: use one of hooks, functorch, ew, ghost, "
+                              "bookkeeping (or null), e.g. privacy.grad_sample_mode=hooks")
 
 
 def test_dpfedavg_has_no_accountant_to_choose():

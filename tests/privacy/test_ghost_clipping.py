@@ -1,4 +1,5 @@
-"""Ghost clipping: each layer's per-record gradient norms, and a whole DP step on the seed backbones, against "hooks"."""
+"""Ghost clipping: each layer's per-record gradient norms, and a whole DP step on the seed backbones (ghost clipping's
+two passes and book-keeping's one), against "hooks"."""
 
 import copy
 
@@ -90,9 +91,10 @@ class _GradientProbe:
         self.seen = (record_weight, [p.grad.clone() for p in self.params])
 
 
+@pytest.mark.parametrize("mode", ["ghost", "bookkeeping"])
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18", "mobilenet_v3_large",
                                   pytest.param("vgg19", marks=pytest.mark.slow)])  # 140 M parameters: -m slow
-def test_a_ghost_step_equals_a_hooks_step_under_the_same_noise(name):
+def test_a_clipped_sum_step_equals_a_hooks_step_under_the_same_noise(name, mode):
     torch.manual_seed(0)
     hooks_model = make_dp_compatible(build_model(backbone(name), num_classes=3, image_size=32))
     if name == "vgg19":
@@ -102,13 +104,13 @@ def test_a_ghost_step_equals_a_hooks_step_under_the_same_noise(name):
     ghost_model = copy.deepcopy(hooks_model)
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2])
     steps = {}
-    for mode, model in (("hooks", hooks_model), ("ghost", ghost_model)):
-        parts = _wrapped(model, mode, clip=0.5, batch=4)
+    for side, model in (("hooks", hooks_model), (mode, ghost_model)):
+        parts = _wrapped(model, side, clip=0.5, batch=4)
         probe = _GradientProbe(parts.optimizer.params)
         torch.manual_seed(1)  # the same dropout masks (mobilenet_v3_large, vgg19)
         private_step(parts, x, y, nn.CrossEntropyLoss(), hooks=[probe])
-        steps[mode] = ([p.summed_grad for p in parts.optimizer.params], probe, parts.accountant.history)
-    (hooks_sum, hooks_probe, hooks_history), (ghost_sum, ghost_probe, ghost_history) = steps["hooks"], steps["ghost"]
+        steps[side] = ([p.summed_grad for p in parts.optimizer.params], probe, parts.accountant.history)
+    (hooks_sum, hooks_probe, hooks_history), (ghost_sum, ghost_probe, ghost_history) = steps["hooks"], steps[mode]
     for expected, got in zip(hooks_sum, ghost_sum):  # the clipped sum, before noise
         torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-5)
     assert ghost_probe.seen[0] == hooks_probe.seen[0] == 1 / 4
@@ -119,13 +121,14 @@ def test_a_ghost_step_equals_a_hooks_step_under_the_same_noise(name):
     assert ghost_history == hooks_history == [(1.0, 0.25, 1)]
 
 
-def test_a_ghost_step_on_an_empty_batch_is_noise_only_and_counted():
+@pytest.mark.parametrize("mode", ["ghost", "bookkeeping"])
+def test_a_clipped_sum_step_on_an_empty_batch_is_noise_only_and_counted(mode):
     torch.manual_seed(0)
     hooks_model = make_dp_compatible(build_model(backbone("small_cnn"), num_classes=3, image_size=16))
     ghost_model = copy.deepcopy(hooks_model)
     x, y = torch.empty(0, 3, 16, 16), torch.empty(0, dtype=torch.long)
-    for mode, model in (("hooks", hooks_model), ("ghost", ghost_model)):
-        parts = _wrapped(model, mode, clip=1.0, batch=4)
+    for side, model in (("hooks", hooks_model), (mode, ghost_model)):
+        parts = _wrapped(model, side, clip=1.0, batch=4)
         loss, logits = private_step(parts, x, y, nn.CrossEntropyLoss())
         assert loss != loss and logits is None
         assert parts.accountant.history == [(1.0, 0.25, 1)]

@@ -12,6 +12,7 @@ from fedray.models import backbone_names, backbone_spec, build_model
 from fedray.privacy.accounting import RDP_ORDERS
 from fedray.privacy.ledger import compose_epsilon
 from fedray.privacy.opacus_wiring import (
+    CLIPPED_SUM_MODES,
     GRAD_SAMPLE_MODES,
     choose_grad_sample_mode,
     make_dp_compatible,
@@ -63,7 +64,7 @@ def test_the_config_accepts_exactly_the_modes_the_wrapper_runs():
         _wrap(make_dp_compatible(_models()["small_cnn"]), mode="vmap")
 
 
-@pytest.mark.parametrize("mode", [m for m in GRAD_SAMPLE_MODES if m != "ghost"])  # ghost: test_ghost_clipping.py
+@pytest.mark.parametrize("mode", [m for m in GRAD_SAMPLE_MODES if m not in CLIPPED_SUM_MODES])  # test_ghost_clipping.py
 @pytest.mark.parametrize("name", ["small_cnn", "depthwise_residual"])
 def test_per_sample_gradients_match_a_per_record_loop(mode, name):
     model = make_dp_compatible(_models()[name])
@@ -84,7 +85,7 @@ def test_mode_choice_follows_trainable_size_and_grouped_convolutions():
     assert choose_grad_sample_mode(models["small_cnn"]) == "hooks"
     assert choose_grad_sample_mode(models["depthwise_residual"]) == "functorch"
     large = nn.Sequential(models["depthwise_residual"], nn.Linear(3, 1000), nn.Linear(1000, 1000))
-    assert choose_grad_sample_mode(large) == "ghost"
+    assert choose_grad_sample_mode(large) == "bookkeeping"
     large[2].requires_grad_(False)  # what is frozen forms no per-record gradients
     assert choose_grad_sample_mode(large) == "functorch"
 

@@ -35,8 +35,9 @@ def _one_round(tmp_path, overrides: list[str], start: dict | None = None):
     return start, params, metrics, trainer
 
 
-@pytest.mark.parametrize("privacy", [[], DP, [*DP, "privacy.grad_sample_mode=ghost"]],
-                         ids=["non-private", "dp-sgd", "dp-sgd-ghost"])
+@pytest.mark.parametrize("privacy", [[], DP, [*DP, "privacy.grad_sample_mode=ghost"],
+                                     [*DP, "privacy.grad_sample_mode=bookkeeping"]],
+                         ids=["non-private", "dp-sgd", "dp-sgd-ghost", "dp-sgd-bookkeeping"])
 def test_a_batch_in_passes_takes_the_same_steps(tmp_path, privacy):
     start, whole, whole_metrics, _ = _one_round(tmp_path / "whole", privacy)
     _, split, split_metrics, trainer = _one_round(tmp_path / "split", [*privacy, "train.physical_batch_size=3"],
