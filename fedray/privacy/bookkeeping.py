@@ -1,4 +1,7 @@
-r"""Book-keeping (Bu et al. 2023): ghost clipping's clipped sum without its second backward pass.
+r"""Book-keeping: ghost clipping's clipped sum without its second backward pass.
+
+Bu, Wang, Zha & Karypis 2023, "Differentially Private Optimization on Large
+Model at Small Cost" (ICML).
 
 Ghost clipping (``grad_sample_mode="ghost"``, :mod:`fedray.privacy.ghost_norms`)
 runs two backward passes. The first yields every record's gradient norm
