@@ -37,9 +37,12 @@ mechanism and its guarantee are ghost clipping's.
 
 Cost: one weight gradient per trainable layer replaces a second full backward
 (the input gradients of every layer, trainable or frozen, and the weight
-gradients again). Memory: every trainable layer's input and output gradient
-is held until the backward ends, where ghost clipping held the forward's graph
-(``retain_graph=True``) for its second pass instead.
+gradients again); the single pass asks autograd only for the parameters of
+the layers nothing trainable feeds (:mod:`fedray.privacy.backward_roots`), so
+it forms no other unclipped weight gradient either. Memory: every trainable
+layer's input and output gradient is held until the backward ends, where
+ghost clipping held the forward's graph (``retain_graph=True``) for its
+second pass instead.
 
 Assumptions: ghost clipping's (batch-first inputs, a loss with
 ``reduction="mean"`` whose per-record losses are available, no parameter used
@@ -52,7 +55,6 @@ from __future__ import annotations
 import torch
 from opacus.grad_sample import GradSampleModuleFastGradientClipping
 from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
-from opacus.utils.module_utils import trainable_parameters
 from torch import nn
 from torch.nn.grad import conv2d_weight
 from torch.nn import functional as F
@@ -65,20 +67,13 @@ class BookKeepingModule(GradSampleModuleFastGradientClipping):
         super().__init__(m, batch_first=True, loss_reduction="mean", strict=True, max_grad_norm=max_grad_norm,
                          use_ghost_clipping=True)
         self.kept: list[tuple[nn.Module, list[torch.Tensor], torch.Tensor]] = []
-        self.roots: list[nn.Parameter] = []
-
-    def capture_activations_hook(self, module, forward_input, _forward_output):
-        super().capture_activations_hook(module, forward_input, _forward_output)
-        if self.hooks_enabled and module.training and torch.is_grad_enabled() and not any(
-                torch.is_tensor(t) and t.requires_grad for t in forward_input):
-            # A trainable layer fed by nothing trainable: the backward must reach its parameters.
-            self.roots.extend(p for _, p in trainable_parameters(module))
 
     def rearrange_grad_samples(self, *, module, backprops, loss_reduction, batch_first):
-        # Opacus' backward hook calls this once per layer and pass with the layer's input and the output
-        # gradient of each record's own loss (rescaled from the mean): exactly what the clipped sum needs.
+        # Opacus' backward hook calls this once per layer and pass with the layer's input and output gradient.
+        # bookkeeping_backward runs the summed per-record losses, so that gradient is already each record's own
+        # ("sum": Opacus' rescaling of a mean loss's gradients by the batch size is skipped), as the clipped sum needs.
         activations, backprops = super().rearrange_grad_samples(
-            module=module, backprops=backprops, loss_reduction=loss_reduction, batch_first=batch_first)
+            module=module, backprops=backprops, loss_reduction="sum", batch_first=batch_first)
         self.kept.append((module, activations, backprops))
         return activations, backprops
 
@@ -86,23 +81,23 @@ class BookKeepingModule(GradSampleModuleFastGradientClipping):
         """Add :math:`\\sum_i c_i g_i` of every kept layer to its parameters' ``.grad``, then forget the pass."""
         kept, self.kept = self.kept, []
         for layer, activations, backprops in kept:
-            # In place: Opacus' hook made these rescaled copies for this pass alone.
-            scaled = backprops.mul_(factors.view(-1, *([1] * (backprops.dim() - 1))).to(backprops.dtype))
+            # Not in place: autograd may have handed the same gradient to several layers (a residual sum).
+            scaled = backprops * factors.view(-1, *([1] * (backprops.dim() - 1))).to(backprops.dtype)
             for param, total in _clipped_sums(layer, activations, scaled).items():
                 if param.requires_grad:
                     param.grad = total if param.grad is None else param.grad.add_(total)  # a layer run twice
 
 
-def bookkeeping_backward(module: BookKeepingModule, optimizer, loss_per_sample: torch.Tensor) -> None:
-    """One backward pass of the batch's mean loss, then the clipped sum in each trainable parameter's ``.grad``.
+def bookkeeping_backward(module: BookKeepingModule, optimizer, loss_per_sample: torch.Tensor,
+                         roots: list[nn.Parameter] | None) -> None:
+    """One backward pass of the batch's summed loss, then the clipped sum in each trainable parameter's ``.grad``.
 
-    The optimizer's ``zero_grad`` clears the unclipped gradients of the pass first, as between ghost clipping's
-    two passes, so a skipped step's accumulated sum (physical passes) survives.
+    ``roots`` (:class:`~fedray.privacy.backward_roots.BackwardRoots`) are the only parameters whose unclipped
+    gradient autograd forms; the optimizer's ``zero_grad`` clears them, as between ghost clipping's two passes,
+    so a skipped step's accumulated sum (physical passes) survives.
     """
-    roots, module.roots, module.kept = module.roots, [], []
-    # Only the roots' gradients are asked for: every other trainable layer lies on a path from the loss to a
-    # root, so its hook still receives its output gradient, and autograd skips its unclipped weight gradient.
-    loss_per_sample.mean().backward(inputs=roots or None)
+    module.kept = []
+    loss_per_sample.sum().backward(inputs=roots)
     factors = module.get_clipping_coef()
     optimizer.zero_grad(set_to_none=True)
     module.add_clipped_sum(factors)

@@ -46,9 +46,10 @@ its full per-record gradients (its grad sampler, else functorch) and takes
 their norms, which is exact but costs what ``"hooks"`` costs. Opacus refuses
 ghost clipping for a layer that runs twice in one forward (tied parameters).
 
-Assumptions: batch-first inputs and the per-record gradients of a
-``loss_reduction="mean"`` loss, which Opacus' hook rescales by the batch size
-before calling a norm sampler.
+Assumptions: batch-first inputs, and output gradients of each record's own
+loss: Opacus' hook rescales a ``loss_reduction="mean"`` loss's by the batch
+size before calling a norm sampler (ghost clipping), and book-keeping
+backpropagates the summed loss (:mod:`fedray.privacy.bookkeeping`).
 """
 
 from __future__ import annotations

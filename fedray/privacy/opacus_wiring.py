@@ -60,6 +60,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from fedray.errors import FedrayError
 from fedray.privacy import ghost_norms  # noqa: F401 - registers the Conv2d/GroupNorm/LayerNorm norm samplers
 from fedray.privacy.accounting import _accountant
+from fedray.privacy.backward_roots import BackwardRoots
 from fedray.privacy.bookkeeping import BookKeepingModule, bookkeeping_backward
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost", "bookkeeping")
@@ -130,6 +131,7 @@ class PrivateParts:
     optimizer: DPOptimizer
     accountant: IAccountant
     grad_sample_mode: str
+    roots: BackwardRoots | None  # the parameters a backward must reach (None: all of them, ew and ghost)
 
 
 def wrap_private(
@@ -153,7 +155,9 @@ def wrap_private(
     :func:`choose_grad_sample_mode`. Each optimizer step appends (sigma, q) to
     the returned accountant. ``optimizer`` must hold ``model``'s trainable
     parameters. Call once per hospital per run: hooks attach to ``model`` and
-    cannot be attached twice.
+    cannot be attached twice. Take steps with :func:`private_step` only: in
+    the per-record modes the hooks expect the backward of the batch's summed
+    loss, which it runs.
     """
     mode = grad_sample_mode or choose_grad_sample_mode(model)
     if mode not in GRAD_SAMPLE_MODES:
@@ -168,10 +172,12 @@ def wrap_private(
             use_ghost_clipping=True,
         )
     else:
+        # "sum": the backward below runs on the batch's summed loss, so each layer's output gradient is already
+        # per record, and Opacus' hooks skip rescaling every one of them by the batch size.
         module = GradSampleModule(
             model,
             batch_first=True,
-            loss_reduction="mean",
+            loss_reduction="sum",
             strict=True,
             force_functorch=mode == "functorch",
         )
@@ -185,7 +191,8 @@ def wrap_private(
     )
     acc = _accountant(accountant)
     dp_optimizer.attach_step_hook(acc.get_optimizer_hook_fn(sample_rate=sample_rate))
-    return PrivateParts(module=module, optimizer=dp_optimizer, accountant=acc, grad_sample_mode=mode)
+    roots = None if mode in ("ew", "ghost") else BackwardRoots(model)
+    return PrivateParts(module=module, optimizer=dp_optimizer, accountant=acc, grad_sample_mode=mode, roots=roots)
 
 
 def private_step(
@@ -253,13 +260,18 @@ def _clipped_pass(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn
                 p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         return float("nan"), None
     logits = parts.module(x)
-    if mode not in CLIPPED_SUM_MODES:
+    roots = parts.roots.take() if parts.roots is not None else None
+    if mode == "ew":
         out = loss_fn(logits, y)
         out.backward()
+    elif mode not in CLIPPED_SUM_MODES:
+        out = loss_fn(logits, y)
+        # The summed loss (see wrap_private); the hooks still see every layer, and p.grad (unclipped) is never read.
+        (out * len(x)).backward(inputs=roots)
     else:
         out = _per_record_loss(parts, loss_fn, logits, y)
         if mode == "bookkeeping":
-            bookkeeping_backward(parts.module, parts.optimizer, out.loss_per_sample)
+            bookkeeping_backward(parts.module, parts.optimizer, out.loss_per_sample, roots)
         else:
             out.backward()  # Opacus' two passes: norms, then the clipped sum into p.grad
     return out.item(), logits.detach()

@@ -21,10 +21,11 @@ the head a ``[B, k, d]`` batch; the head (dropout, then ``nn.Linear``) acts
 on the last dimension, and Opacus' Linear grad sampler sums
 ``backprops ⊗ activations`` over every dimension between the batch and the
 features (``einsum("n...i,n...j->nij")``), so its per-sample gradient is the
-per-*record* one. With ``loss_reduction="mean"`` Opacus multiplies the
-backprops by B (the batch dimension), and :class:`ViewMeanLoss` averages
-over the B·k (record, view) pairs, so each view's share is 1/k: the per-sample
-gradient is exactly :math:`g_i` above (``tests/training/test_augmult.py``).
+per-*record* one. :class:`ViewMeanLoss` averages over the B·k (record,
+view) pairs and the DP step backpropagates B times that mean (the batch's
+summed loss, :func:`fedray.privacy.opacus_wiring.private_step`), so each
+view's share is 1/k: the per-sample gradient is exactly :math:`g_i` above
+(``tests/training/test_augmult.py``).
 An uncached model would need every trainable layer's grad sampler to accept
 the extra dimension (a Conv2d's does not); :func:`check_augmult` refuses it.
 """

@@ -1,4 +1,5 @@
-"""Book-keeping: each layer type's clipped sum, and models with several or frozen inputs, against "hooks"."""
+"""Book-keeping and the root-only backward: each layer type's clipped sum, and models with several trainable layers
+fed by the input or one fed by a frozen layer, against a per-record loop."""
 
 import copy
 
@@ -22,13 +23,26 @@ def _clipped_sums(model, mode, x, y):
     return [p.summed_grad for p in parts.optimizer.params]
 
 
+def _per_record_loop(model, x, y):
+    """The reference: one plain backward per record, each record's whole gradient clipped to CLIP, then summed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    for i in range(len(x)):
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), params)
+        factor = min(1.0, CLIP / torch.cat([g.flatten() for g in grads]).norm().item())
+        total = [t + factor * g for t, g in zip(total, grads)]
+    return total
+
+
 def _assert_bookkeeping_equals_hooks(model, x, y):
+    """Book-keeping and hooks (both asking autograd for the root layers only) against a per-record loop."""
     torch.manual_seed(0)
-    expected = _clipped_sums(copy.deepcopy(model), "hooks", x, y)
-    got = _clipped_sums(copy.deepcopy(model), "bookkeeping", x, y)
-    assert len(got) == len(expected) > 0
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-9)
+    expected = _per_record_loop(copy.deepcopy(model), x, y)
+    for mode in ("hooks", "bookkeeping"):
+        got = _clipped_sums(copy.deepcopy(model), mode, x, y)
+        assert len(got) == len(expected) > 0
+        for e, g in zip(expected, got):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-9)
     total = torch.cat([g.flatten() for g in got])
     assert total.norm() <= CLIP * len(x) * (1 + 1e-4)  # the clipping bound holds for the sum
     assert total.norm() > 0
@@ -101,3 +115,22 @@ def test_the_first_pass_forms_unclipped_gradients_only_for_the_layers_fed_by_fro
     sums = _clipped_sums(model, "bookkeeping", torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))
     assert after_backward == {"0.weight": True, "0.bias": True, "2.weight": False, "2.bias": False}
     assert all(s.abs().sum() > 0 for s in sums)  # the head's clipped sum comes from its kept output gradient
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch"])
+def test_a_per_record_mode_forms_no_unclipped_gradient_outside_the_root_layers(mode, monkeypatch):
+    from opacus.optimizers import DPOptimizer
+
+    torch.manual_seed(0)
+    model = _with_head(nn.Conv2d(3, 4, 3, padding=1), torch.randn(1, 3, 6, 6))
+    before_clipping = {}
+    pre_step = DPOptimizer.pre_step
+
+    def spy(optimizer, *args, **kwargs):
+        before_clipping.update({name: p.grad is not None for name, p in model.named_parameters()})
+        return pre_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(DPOptimizer, "pre_step", spy)
+    sums = _clipped_sums(model, mode, torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))
+    assert before_clipping == {"0.weight": True, "0.bias": True, "2.weight": False, "2.bias": False}
+    assert all(s.abs().sum() > 0 for s in sums)  # every layer's per-record gradients still came from its hook

@@ -11,7 +11,7 @@ from torch import nn
 from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
-from fedray.privacy.opacus_wiring import wrap_private
+from fedray.privacy.opacus_wiring import private_step, wrap_private
 from fedray.training import build_training_model, frozen_split
 from fedray.training.augmult import ViewMeanLoss, pick_flip_views
 from fedray.training.feature_norm import attach_feature_norm
@@ -33,8 +33,8 @@ def test_a_records_clipped_gradient_is_the_clip_of_its_views_mean_gradient(mode)
     parts = wrap_private(head, torch.optim.SGD(head.parameters(), lr=0.1), noise_multiplier=0.0,
                          max_grad_norm=clip, sample_rate=0.5, expected_batch_size=records, grad_sample_mode=mode)
 
-    ViewMeanLoss(nn.CrossEntropyLoss())(parts.module(x), y).backward()
-    parts.optimizer.pre_step()  # clip each record's gradient, add σ = 0 noise, divide by the expected batch size
+    # Clip each record's gradient, add σ = 0 noise, divide by the expected batch size (then an SGD step).
+    private_step(parts, x, y, ViewMeanLoss(nn.CrossEntropyLoss()))
 
     by_hand = []  # per record: the mean over its views of each view's own loss gradient, then clipped as a whole
     for i in range(records):
