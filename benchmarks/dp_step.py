@@ -27,7 +27,7 @@ torch's allocator).
 
     python benchmarks/dp_step.py                                     # CPU: small_cnn at 32 px
     python benchmarks/dp_step.py --models small_cnn,resnet18,resnet50 --image-size 128 --modes auto,hooks,functorch,ew
-    python benchmarks/dp_step.py --models small_cnn,resnet18,mobilenet_v3_large --image-size 64 --modes auto,hooks,ghost
+    python benchmarks/dp_step.py --models small_cnn,resnet18,mobilenet_v3_large --image-size 64 --modes auto,hooks,ghost,bookkeeping
 """
 
 from __future__ import annotations

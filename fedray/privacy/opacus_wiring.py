@@ -58,6 +58,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fedray.errors import FedrayError
+from fedray.privacy import conv_grad_samples  # noqa: F401 - registers the Conv2d grad sampler (per-record modes)
 from fedray.privacy import ghost_norms  # noqa: F401 - registers the Conv2d/GroupNorm/LayerNorm norm samplers
 from fedray.privacy.accounting import _accountant
 from fedray.privacy.backward_roots import BackwardRoots
