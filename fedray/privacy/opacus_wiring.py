@@ -101,22 +101,21 @@ CLIPPED_SUM_FROM_PARAMETERS = 1_000_000
 
 
 def choose_grad_sample_mode(model: nn.Module) -> str:
-    """``"bookkeeping"`` for a model with at least a million trainable parameters; below, ``"functorch"`` if a
-    trainable layer is a grouped (e.g. depthwise) conv, else ``"hooks"``.
+    """``"bookkeeping"`` for a model with at least a million trainable parameters, else ``"hooks"``.
 
     Rule from the CPU step timings in docs/benchmarks.md (batch 32, 64 px, one thread): the per-record
     gradients of ``"hooks"``/``"functorch"`` cost B times the parameters, which ghost clipping and
     book-keeping never form; ghost clipping pays a second backward pass instead, book-keeping one weight
     gradient per layer. So book-keeping wins on resnet18 (11 M parameters: 1.7x the non-private step,
-    against 2.2x under ghost and 5.6x under hooks), mobilenet_v3_large (4.2 M: 2.0x, against 2.4x and 17x)
-    and vgg19 (2.5x against 3.7x at 32 px, the same peak memory), and loses on small_cnn (24 k: 1.8x
-    against 1.6x under hooks). The threshold lies between measured models, not at a measured crossover;
-    below it, functorch was several times faster than hooks on depthwise convs.
+    against 2.2x under ghost and 5.6x under hooks), mobilenet_v3_large (4.2 M: 2.0x, against 2.5x and 2.9x)
+    and vgg19 (2.5x against 3.2x under ghost at 32 px, the same peak memory), and loses on small_cnn (24 k:
+    1.8x against 1.4x under hooks). The threshold lies between measured models, not at a measured crossover.
+    Below it, hooks beats functorch on depthwise convolutions too since their per-record gradients take the
+    grouped route (:mod:`fedray.privacy.conv_grad_samples`): mobilenet_v3_large 2.9x against 4.1x.
     """
     if sum(p.numel() for _, p in trainable_parameters(model)) >= CLIPPED_SUM_FROM_PARAMETERS:
         return "bookkeeping"
-    grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for _, m in trainable_modules(model))
-    return "functorch" if grouped else "hooks"
+    return "hooks"
 
 
 @dataclass

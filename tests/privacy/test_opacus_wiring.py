@@ -81,14 +81,14 @@ def test_per_sample_gradients_match_a_per_record_loop(mode, name):
         torch.testing.assert_close(p.grad_sample, torch.stack(per_record), rtol=1e-4, atol=1e-6)
 
 
-def test_mode_choice_follows_trainable_size_and_grouped_convolutions():
+def test_mode_choice_follows_the_trainable_size():
     models = _models()
     assert choose_grad_sample_mode(models["small_cnn"]) == "hooks"
-    assert choose_grad_sample_mode(models["depthwise_residual"]) == "functorch"
+    assert choose_grad_sample_mode(models["depthwise_residual"]) == "hooks"
     large = nn.Sequential(models["depthwise_residual"], nn.Linear(3, 1000), nn.Linear(1000, 1000))
     assert choose_grad_sample_mode(large) == "bookkeeping"
     large[2].requires_grad_(False)  # what is frozen forms no per-record gradients
-    assert choose_grad_sample_mode(large) == "functorch"
+    assert choose_grad_sample_mode(large) == "hooks"
 
 
 def test_a_noiseless_step_moves_at_most_lr_times_clip():
