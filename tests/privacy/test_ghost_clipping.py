@@ -92,17 +92,18 @@ class _GradientProbe:
 
 
 @pytest.mark.parametrize("mode", ["ghost", "bookkeeping"])
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "mobilenet_v3_large",
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "mobilenet_v3_large", "efficientnet_lite0", "inception_v3",
                                   pytest.param("vgg19", marks=pytest.mark.slow)])  # 140 M parameters: -m slow
 def test_a_clipped_sum_step_equals_a_hooks_step_under_the_same_noise(name, mode):
     torch.manual_seed(0)
-    hooks_model = make_dp_compatible(build_model(backbone(name), num_classes=3, image_size=32))
+    size = 75 if name == "inception_v3" else 32  # Inception's smallest input
+    hooks_model = make_dp_compatible(build_model(backbone(name), num_classes=3, image_size=size))
     if name == "vgg19":
         # Its 25088x4096 Linear (Opacus' own norm sampler, checked above) in 4 per-record copies would take the
         # hooks path some 40 s: frozen here, the convolutions and the other Linears are still compared.
         hooks_model.classifier[0].requires_grad_(False)
     ghost_model = copy.deepcopy(hooks_model)
-    x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    x, y = torch.randn(3, 3, size, size), torch.tensor([0, 1, 2])
     steps = {}
     for side, model in (("hooks", hooks_model), (mode, ghost_model)):
         parts = _wrapped(model, side, clip=0.5, batch=4)
