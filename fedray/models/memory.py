@@ -16,10 +16,10 @@ A hospital's training step holds, in fp32 (4 bytes a number):
   (``grad_sample_mode="ghost"`` and ``"bookkeeping"``, which
   :func:`~fedray.privacy.opacus_wiring.choose_grad_sample_mode` picks for large
   models) never form them: only one norm per record and layer. Ghost clipping
-  keeps the forward's graph for its second pass; book-keeping keeps the
-  trainable layers' inputs and output gradients instead, within the
-  :math:`2\,B\,A` term (VGG19 at 32 px and B = 32 peaked at the same 2.9 GB under
-  both on CPU, docs/benchmarks.md).
+  keeps the forward's graph for its second pass (within the :math:`2\,B\,A`
+  term); book-keeping keeps every trainable layer's output gradient until the
+  backward ends, at most :math:`B\,A` more (on CPU at B = 32, resnet50 at 75 px
+  peaked 268 MB above ghost clipping, VGG19 at 32 px the same: docs/benchmarks.md).
 
 Sizes come from building the model on PyTorch's ``meta`` device (shapes, no
 data) and one forward pass there, so the estimate costs milliseconds and
@@ -71,15 +71,19 @@ def estimate_training_memory(model_cfg: BackboneModel, *, num_classes: int, imag
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     activations = _activation_numel(model, image_size)
     numbers = (2 + OPTIMIZER_STATE[optimizer]) * parameters + 2 * batch_size * activations
-    if dp_sgd and _forms_per_record_gradients(model, grad_sample_mode):
-        numbers += batch_size * trainable
+    if dp_sgd:
+        mode = _dp_mode(model, grad_sample_mode)
+        if mode == "bookkeeping":
+            numbers += batch_size * activations  # the kept output gradients
+        elif mode != "ghost":
+            numbers += batch_size * trainable  # the per-record gradients
     return MemoryEstimate(parameters, trainable, activations, numbers * BYTES)
 
 
-def _forms_per_record_gradients(model: nn.Module, grad_sample_mode: str | None) -> bool:
-    from fedray.privacy.opacus_wiring import CLIPPED_SUM_MODES, choose_grad_sample_mode  # only DP plans import Opacus
+def _dp_mode(model: nn.Module, grad_sample_mode: str | None) -> str:
+    from fedray.privacy.opacus_wiring import choose_grad_sample_mode  # only DP plans import Opacus
 
-    return (grad_sample_mode or choose_grad_sample_mode(model)) not in CLIPPED_SUM_MODES
+    return grad_sample_mode or choose_grad_sample_mode(model)
 
 
 def _activation_numel(model: nn.Module, image_size: int) -> int:
