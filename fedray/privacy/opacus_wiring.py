@@ -261,19 +261,18 @@ def _clipped_pass(parts: PrivateParts, x: torch.Tensor, y: torch.Tensor, loss_fn
         return float("nan"), None
     logits = parts.module(x)
     roots = parts.roots.take() if parts.roots is not None else None
-    if mode == "ew":
-        out = loss_fn(logits, y)
-        out.backward()
-    elif mode not in CLIPPED_SUM_MODES:
-        out = loss_fn(logits, y)
-        # The summed loss (see wrap_private); the hooks still see every layer, and p.grad (unclipped) is never read.
-        (out * len(x)).backward(inputs=roots)
-    else:
+    if mode in CLIPPED_SUM_MODES:
         out = _per_record_loss(parts, loss_fn, logits, y)
         if mode == "bookkeeping":
             bookkeeping_backward(parts.module, parts.optimizer, out.loss_per_sample, roots)
         else:
             out.backward()  # Opacus' two passes: norms, then the clipped sum into p.grad
+    else:
+        out = loss_fn(logits, y)
+        if mode == "ew":
+            out.backward()
+        else:  # the summed loss (see wrap_private); the hooks still see every layer, p.grad (unclipped) is never read
+            (out * len(x)).backward(inputs=roots)
     return out.item(), logits.detach()
 
 

@@ -99,38 +99,28 @@ def test_every_layer_fed_only_by_frozen_inputs_still_gets_its_clipped_sum():
     _assert_bookkeeping_equals_hooks(_TwoBranches(), torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))
 
 
-def test_the_first_pass_forms_unclipped_gradients_only_for_the_layers_fed_by_frozen_inputs(monkeypatch):
-    from fedray.privacy import bookkeeping
+def _spied_after_the_backward(mode):
+    """(class, method) called once the step's backward pass is over and before its gradients are read."""
+    from opacus.optimizers import DPOptimizer
 
+    from fedray.privacy.bookkeeping import BookKeepingModule
+
+    return (BookKeepingModule, "get_clipping_coef") if mode == "bookkeeping" else (DPOptimizer, "pre_step")
+
+
+@pytest.mark.parametrize("mode", ["bookkeeping", "hooks", "functorch"])
+def test_the_backward_forms_unclipped_gradients_only_for_the_layers_fed_by_frozen_inputs(mode, monkeypatch):
     torch.manual_seed(0)
     model = _with_head(nn.Conv2d(3, 4, 3, padding=1), torch.randn(1, 3, 6, 6))
     after_backward = {}
-    factors = bookkeeping.BookKeepingModule.get_clipping_coef
+    owner, method = _spied_after_the_backward(mode)
+    original = getattr(owner, method)
 
-    def spy(module):  # called once the first (and only) backward pass is over
+    def spy(self, *args, **kwargs):
         after_backward.update({name: p.grad is not None for name, p in model.named_parameters()})
-        return factors(module)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(bookkeeping.BookKeepingModule, "get_clipping_coef", spy)
-    sums = _clipped_sums(model, "bookkeeping", torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))
-    assert after_backward == {"0.weight": True, "0.bias": True, "2.weight": False, "2.bias": False}
-    assert all(s.abs().sum() > 0 for s in sums)  # the head's clipped sum comes from its kept output gradient
-
-
-@pytest.mark.parametrize("mode", ["hooks", "functorch"])
-def test_a_per_record_mode_forms_no_unclipped_gradient_outside_the_root_layers(mode, monkeypatch):
-    from opacus.optimizers import DPOptimizer
-
-    torch.manual_seed(0)
-    model = _with_head(nn.Conv2d(3, 4, 3, padding=1), torch.randn(1, 3, 6, 6))
-    before_clipping = {}
-    pre_step = DPOptimizer.pre_step
-
-    def spy(optimizer, *args, **kwargs):
-        before_clipping.update({name: p.grad is not None for name, p in model.named_parameters()})
-        return pre_step(optimizer, *args, **kwargs)
-
-    monkeypatch.setattr(DPOptimizer, "pre_step", spy)
+    monkeypatch.setattr(owner, method, spy)
     sums = _clipped_sums(model, mode, torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))
-    assert before_clipping == {"0.weight": True, "0.bias": True, "2.weight": False, "2.bias": False}
-    assert all(s.abs().sum() > 0 for s in sums)  # every layer's per-record gradients still came from its hook
+    assert after_backward == {"0.weight": True, "0.bias": True, "2.weight": False, "2.bias": False}
+    assert all(s.abs().sum() > 0 for s in sums)  # the head's clipped sum still came from its hook
