@@ -239,6 +239,8 @@ class Train(ReadOnly):
     feature_norm: str = choice("none", "l2", "centre")  # map of the trained layers' input (training.feature_norm)
     centre_radius: float = positive()  # feature_norm=centre: L2 bound on a record's feature in the released sum
     centre_noise_multiplier: float = positive()  # feature_norm=centre under DP: the Gaussian release's sigma / bound
+    bias_calibration_rounds: int = nonnegative_count()  # after the last round (fedray.privacy.bias_calibration)
+    bias_calibration_noise_multiplier: float = positive()  # under DP: each summed-prediction release's sigma
 
 
 @dataclass

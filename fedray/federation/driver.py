@@ -47,12 +47,13 @@ from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
 from fedray.federation.observers import RoundObserver
 from fedray.federation.proxy import HospitalsProxy
+from fedray.privacy.bias_calibration import calibrated_bias
 from fedray.privacy.secure_round import SecureRound
 from fedray.metrics import classification_metrics
 from fedray.privacy.randomness import DRIVER, NoiseSource, Purpose
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.privacy.mechanisms import Mechanism
-from fedray.models import frozen_state_names, model_family
+from fedray.models import frozen_state_names, last_layer_bias, model_family
 from fedray.strategies import ClientInsertion, build_strategy
 from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
@@ -135,6 +136,8 @@ class Driver:
     def _finish_round(self, round_idx: int, start: float, global_params: Params, clients: list[dict],
                       evaluate: bool) -> dict:
         self.global_params = global_params
+        if round_idx == self.cfg.fl.rounds and self.cfg.train.bias_calibration_rounds:
+            self.global_params = self._calibrate_bias(self.global_params)
         record = {"round": round_idx, "fit_seconds": time.perf_counter() - start, "clients": clients}
         if evaluate:  # fl.eval_every: best-validation selection sees only evaluated rounds
             record.update(self._evaluate())
@@ -177,6 +180,15 @@ class Driver:
         # the strategy aggregates by a mean (fedray.strategies.check_strategy refused any other before Ray started);
         # DP-FedAvg's noise is already in the sum, so it hands the mean update to its server optimizer
         return self.strategy.apply_update(self.global_params, delta)
+
+    def _calibrate_bias(self, params: Params) -> Params:
+        """After the last round: the last layer's biases moved, ``train.bias_calibration_rounds`` times, so the
+        hospitals' summed predictions give every class the same share (:mod:`fedray.privacy.bias_calibration`)."""
+        name = last_layer_bias(self.evaluator.full_model)
+        for calibration_round in range(self.cfg.train.bias_calibration_rounds):
+            sums = self.hospitals.calibration_sums(params, calibration_round)
+            params = {**params, name: calibrated_bias(params[name], sums)}
+        return params
 
     # -- evaluation ---------------------------------------------------------------
     def _evaluate(self) -> dict:

@@ -34,6 +34,7 @@ from fedray.config import Config
 from fedray.data.input_map import input_map_from_state
 from fedray.errors import FedrayError
 from fedray.metrics import classification_metrics
+from fedray.privacy.bias_calibration import CALIBRATION_FIELD, prediction_sum
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital as hospital_party
 from fedray.privacy.secure_aggregation import ClientMasker, SecureAggregationSession
@@ -150,6 +151,17 @@ class Hospital:
         masked = self._guard(lambda: self.masker.mask(payload), f"masking round {round_idx}")
         self.masker = None
         return masked
+
+    def calibration_sum(self, params: Params, calibration_round: int) -> dict:
+        """Bias calibration: the summed class probabilities of ``params`` on this hospital's training records,
+        noised under a DP claim by its own secret stream (:mod:`fedray.privacy.bias_calibration`)."""
+        z = self.plan.calibration_noise
+        rng = None if z is None else self.noise.numpy_generator(calibration_round, Purpose.BIAS_CALIBRATION)
+
+        def summed() -> np.ndarray:
+            self.trainer.load(params)
+            return prediction_sum(self.trainer.training_proba(), noise_multiplier=z, rng=rng)
+        return {CALIBRATION_FIELD: self._guard(summed, f"bias calibration round {calibration_round}")}
 
     def evaluate(self, params: Params) -> dict:
         """Metrics of ``params`` on this hospital's own validation shard; nothing under a DP mechanism."""

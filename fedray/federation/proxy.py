@@ -55,6 +55,7 @@ import numpy as np
 
 from fedray.federation.hospital import Hospital, HospitalError
 from fedray.federation.residency import NotHeld, Residency, Ticket, run_turn, run_turn_together, together_groups
+from fedray.privacy.bias_calibration import CALIBRATION_FIELD, RELEASES_COUNTER
 from fedray.privacy.secure_round import SecureRound
 from fedray.privacy.secure_aggregation import SecureAggregationSession
 from fedray.strategies import ClientResult
@@ -99,6 +100,14 @@ def checked_payloads(plan, masked: dict[int, np.ndarray]) -> dict[int, np.ndarra
     for k in masked:
         checked(plan, k, ["masked_payload"])
     return masked
+
+
+def calibrated_sums(plan, tickets, sums: dict[int, dict], calibration_round: int) -> list[np.ndarray]:
+    """Each hospital's checked calibration sum, in hospital order; its ticket counts the release (the ledger's)."""
+    for k, message in sums.items():
+        checked(plan, k, list(message))
+        tickets.states[k] = {**tickets.states[k], RELEASES_COUNTER: calibration_round + 1}
+    return [sums[k][CALIBRATION_FIELD] for k in sorted(sums)]
 
 
 def reported_privacy_state(result: ClientResult) -> dict:
@@ -148,6 +157,10 @@ class HospitalsProxy(Protocol):
                         secure: SecureRound) -> tuple[SecureAggregationSession, dict[int, np.ndarray]]:
         """One masked round's payloads from every participant of ``session``, and the session (attempt) they
         were masked in."""
+
+    def calibration_sums(self, params: Params, calibration_round: int) -> list[np.ndarray]:
+        """Every hospital's summed predictions of ``params`` on its training records, as its plan releases them
+        (:mod:`fedray.privacy.bias_calibration`), in hospital order."""
 
     def privacy_states(self) -> list[dict]:
         """Each accountant's state after the last completed round."""
@@ -204,6 +217,10 @@ class InProcessHospitals:
         for k in cohort:
             self.tickets.states[k] = self._turn(k, Hospital.privacy_state)
         return session, checked_payloads(self.plan, masked)
+
+    def calibration_sums(self, params: Params, calibration_round: int) -> list[np.ndarray]:
+        sums = {k: self._turn(k, Hospital.calibration_sum, params, calibration_round) for k in range(len(self))}
+        return calibrated_sums(self.plan, self.tickets, sums, calibration_round)
 
     def privacy_states(self) -> list[dict]:
         return list(self.tickets.states)
@@ -285,6 +302,13 @@ class RayHospitals:
             return checked_metrics(self.plan, {k: value for group, values in got.items()
                                                for k, value in zip(group, _values(group, values))})
         return collect
+
+    def calibration_sums(self, params: Params, calibration_round: int) -> list[np.ndarray]:
+        import ray
+
+        ref = ray.put(params)
+        sums = self._turns({k: (Hospital.calibration_sum, ref, calibration_round) for k in range(len(self))})
+        return calibrated_sums(self.plan, self.tickets, sums, calibration_round)
 
     # -- privacy state and reports -------------------------------------------------
     def privacy_states(self) -> list[dict]:

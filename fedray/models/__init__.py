@@ -6,7 +6,8 @@ their minimum image sizes and the fine-tuning modes, and
 """
 
 from fedray.errors import FedrayError
-from fedray.models.finetune import frozen_state_names, set_frozen_eval, trainable_parameter_names
+from fedray.models.finetune import (frozen_state_names, last_layer_bias, set_frozen_eval,
+                                    trainable_parameter_names)
 from fedray.models.registry import BackboneSpec, backbone_names, backbone_spec, build_model, register_backbone
 from fedray.models.tabular import TORCH_TABLE_MODELS, TREE_MODELS, build_table_model
 
@@ -32,6 +33,7 @@ __all__ = [
     "build_model",
     "build_table_model",
     "frozen_state_names",
+    "last_layer_bias",
     "model_family",
     "register_backbone",
     "set_frozen_eval",

@@ -67,6 +67,15 @@ def set_frozen_eval(model: nn.Module) -> None:
         module.eval()
 
 
+def last_layer_bias(model: nn.Module) -> str:
+    """The state-dict name of the bias of ``model``'s last ``nn.Linear`` (its classifier), which must be trained."""
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1][1].bias is None or not linears[-1][1].bias.requires_grad:
+        raise FedrayError(f"{type(model).__name__} has no trained classifier bias to calibrate: set "
+                          "train.bias_calibration_rounds=0")
+    return f"{linears[-1][0]}.bias"
+
+
 def frozen_state_names(model: nn.Module) -> set[str]:
     """The state-dict entries of the frozen submodules: parameters and buffers that local training never changes
     (frozen parameters take no step, and :func:`set_frozen_eval` keeps their running statistics fixed)."""

@@ -144,6 +144,7 @@ class Purpose(enum.IntEnum):
     SECAGG_NOISE = 8  # a hospital's share of distributed noise under secure aggregation
     INSERTION = 9  # what a privacy audit inserts into the run, and where (auditor, and the hospital holding it)
     CLIENT_SAMPLING = 10  # which hospitals take part in a round (driver, per round)
+    BIAS_CALIBRATION = 11  # noise on a hospital's summed predictions (hospital, per calibration round)
 
 
 def new_release_key() -> int:

@@ -196,6 +196,11 @@ class LocalTrainer(Evaluator):
     def num_samples(self) -> int:
         return int(self.labels.shape[0])
 
+    def training_proba(self) -> np.ndarray:
+        """The current model's class probabilities on this party's own training records (the unflipped view of
+        cached features): what bias calibration sums (:mod:`fedray.privacy.bias_calibration`)."""
+        return self.predict_proba(Features(self.inputs[:, 0]) if self.encoder is not None else self.inputs)
+
     @property
     def record_rate(self) -> float:
         """The probability that one record is in one step's batch (B/n: each record is in one batch an epoch)."""

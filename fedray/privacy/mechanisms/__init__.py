@@ -69,7 +69,23 @@ def check_mechanism(cfg: Config, context: PlanContext | None = None) -> None:
         raise FedrayError(f"fl.secure_aggregation=true with mode={cfg.mode}, model={cfg.model.name} and "
                           f"{cfg.fl.num_hospitals} hospital(s): masked sums need mode=federated, at least two "
                           "hospitals and a model whose parameters add up (not a tree); set fl.secure_aggregation=false")
+    if cfg.train.bias_calibration_rounds:
+        check_bias_calibration(cfg, family)
     check_strategy(cfg)
+
+
+def check_bias_calibration(cfg: Config, family: str) -> None:
+    """``train.bias_calibration_rounds`` needs one global model with a trained last layer, and a ledger that
+    charges the hospitals' summed predictions (:mod:`fedray.privacy.bias_calibration`)."""
+    off = "or set train.bias_calibration_rounds=0"
+    if family == "tree" or cfg.mode != "federated":
+        raise FedrayError(f"train.bias_calibration_rounds with mode={cfg.mode} and model={cfg.model.name}: it "
+                          f"shifts the biases of one global model's last layer; use mode=federated and a neural "
+                          f"model, {off}")
+    if claims_dp(cfg) and not mechanism_class(cfg.privacy.name).calibrates_bias:
+        able = ", ".join(n for n, m in REGISTRY.items() if m.calibrates_bias and n != "none")
+        raise FedrayError(f"train.bias_calibration_rounds under privacy={cfg.privacy.name}: its ledger does not "
+                          f"charge the hospitals' summed predictions; use privacy={able}, {off}")
 
 
 def plan_privacy(cfg: Config, context: PlanContext) -> Mechanism:

@@ -170,6 +170,8 @@ class Mechanism:
     neighbouring: ClassVar[str] = "zero-out"
     trust: ClassVar[str] = "everyone: no claim"
     per_sample_gradients: ClassVar[bool] = False  # memory planning: DP-SGD's per-sample gradients
+    # whether its ledger charges train.bias_calibration_rounds' summed predictions (fedray.privacy.bias_calibration)
+    calibrates_bias: ClassVar[bool] = True
 
     mechanism: str  # the config's privacy.name (a baseline keeps its mechanism's name)
     epsilon: float
@@ -184,6 +186,8 @@ class Mechanism:
     accountant: str = "rdp"
     preprocessing: tuple[dict, ...] = ()
     sites: tuple[str, ...] = ()  # each hospital's site under a natural partition; else ()
+    bias_calibration_rounds: int = 0  # summed-prediction releases after the last round (train.bias_calibration_*)
+    bias_calibration_noise_multiplier: float = 0.0
 
     # -- resolution ------------------------------------------------------------------------------------
     @classmethod
@@ -197,7 +201,9 @@ class Mechanism:
                     secure_aggregation=cfg.fl.secure_aggregation, num_hospitals=len(context.slot_counts),
                     slot_counts=tuple(context.slot_counts), audit_slots=tuple(context.audit_slots),
                     clients_per_round=cfg.fl.clients_per_round, cross_validated=cfg.cv.folds > 1,
-                    preprocessing=tuple(context.preprocessing), sites=tuple(context.sites))
+                    preprocessing=tuple(context.preprocessing), sites=tuple(context.sites),
+                    bias_calibration_rounds=cfg.train.bias_calibration_rounds,
+                    bias_calibration_noise_multiplier=cfg.train.bias_calibration_noise_multiplier)
 
     @classmethod
     def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:
@@ -207,6 +213,11 @@ class Mechanism:
     @property
     def claims_dp(self) -> bool:
         return False
+
+    @property
+    def calibration_noise(self) -> float | None:
+        """The noise multiplier of each hospital's summed-prediction release; None: exact sums, no claim."""
+        return self.bias_calibration_noise_multiplier if self.claims_dp else None
 
     @property
     def sampled(self) -> bool:
@@ -284,6 +295,8 @@ class Mechanism:
 @dataclass(frozen=True)
 class PrivateMechanism(Mechanism):
     """A mechanism with a finite ε: its ledger composes its declared events per unit, once, in dp-accounting."""
+
+    calibrates_bias: ClassVar[bool] = False  # a mechanism that charges the calibration's releases says so
 
     @property
     def claims_dp(self) -> bool:

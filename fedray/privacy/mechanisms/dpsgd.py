@@ -16,6 +16,8 @@ steps, clipping each record's gradient to C (``max_grad_norm``) and adding
   ``GaussianDpEvent``), and
 - ``SelfComposedDpEvent(PoissonSampledDpEvent(q_k, GaussianDpEvent(σ_k)), T_k)``,
   with the steps actually taken;
+- after the last round, the summed predictions of ``train.bias_calibration_rounds``
+  (:mod:`fedray.privacy.bias_calibration`: ``GaussianDpEvent(z)`` each), as many as it released;
 
 composed in one accountant. :math:`\sigma_k` is calibrated once, before the
 run, so that this composition is at most the target ε at δ. Every record is
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fedray.errors import FedrayError
+from fedray.privacy.bias_calibration import CALIBRATION_FIELD, RELEASES_COUNTER, calibration_events, noise_multipliers
 from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
 from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
@@ -96,6 +99,7 @@ class DpSgd(PrivateMechanism):
     unit = "record"
     trust = "nobody for the records' DP: each hospital runs its own DP-SGD"
     per_sample_gradients = True
+    calibrates_bias = True
 
     hospitals: tuple[HospitalSchedule, ...] = ()
     max_grad_norm: float = 1.0
@@ -119,7 +123,8 @@ class DpSgd(PrivateMechanism):
                                   "DP-SGD needs a sampling rate below 1; lower train.batch_size")
             q = batch / n
             steps = cfg.fl.rounds * cls.steps_per_round(cfg, q)
-            statistics = tuple(e["noise_multiplier"] for e in _statistics(context.preprocessing, k))
+            statistics = (*(e["noise_multiplier"] for e in _statistics(context.preprocessing, k)),
+                          *noise_multipliers(cfg.train))  # released before training, and the calibration's after
             sigma = calibrate_sigma(epsilon=privacy.epsilon, delta=delta, sample_rate=q, steps=steps,
                                     accountant=privacy.accountant, statistics=statistics)
             schedules.append(HospitalSchedule(count=n, sample_rate=q, planned_steps=steps, noise_multiplier=sigma))
@@ -168,6 +173,12 @@ class DpSgd(PrivateMechanism):
                       f"noised {entry['statistic']}, released once before training", party=f"hospital {hospital}",
                       unit="record", event=_statistic_event(entry))
               for entry in _statistics(self.preprocessing, hospital)),
+            *([Release("bias calibration", (CALIBRATION_FIELD,), "accounted",
+                       "the summed predicted class probabilities of its training records, noised, once per "
+                       "calibration round after the last", party=f"hospital {hospital}", unit="record",
+                       event=calibration_events(self.bias_calibration_noise_multiplier,
+                                                self.bias_calibration_rounds)[0])]
+              if self.bias_calibration_rounds else []),
             *self.hospital_operations(hospital),
         ))
 
@@ -176,13 +187,15 @@ class DpSgd(PrivateMechanism):
                                                        cross_validated=self.cross_validated))
 
     def planned_states(self):
-        return [{"dp_steps": s.planned_steps} for s in self.hospitals]
+        return [{"dp_steps": s.planned_steps, RELEASES_COUNTER: self.bias_calibration_rounds} for s in self.hospitals]
 
     def events(self, hospital_states):
         """Per hospital: its statistics, then its steps actually taken (none when client sampling never drew it)."""
         return {f"hospital {k}": [*_statistic_events(self.preprocessing, k),
                                   *([_training_event(s.noise_multiplier, s.sample_rate, steps)]
-                                    if (steps := _steps(state)) else [])]
+                                    if (steps := _steps(state)) else []),
+                                  *calibration_events(self.bias_calibration_noise_multiplier,
+                                                      int(state.get(RELEASES_COUNTER, 0)))]
                 for k, (s, state) in enumerate(zip(self.hospitals, hospital_states))}
 
     def hospital_schedule(self, hospital, state):
@@ -190,7 +203,8 @@ class DpSgd(PrivateMechanism):
         s = self.hospitals[hospital]
         return {"expected_batch_size": round(s.sample_rate * s.count), "sample_rate": s.sample_rate,
                 "noise_multiplier": s.noise_multiplier, "planned_steps": s.planned_steps, "steps": _steps(state),
-                "statistics_released": len(_statistic_events(self.preprocessing, hospital))}
+                "statistics_released": len(_statistic_events(self.preprocessing, hospital)),
+                "calibration_releases": int(state.get(RELEASES_COUNTER, 0))}
 
     def details(self, hospital_states, epsilons):
         return {"delta_note": self.delta_note, "max_grad_norm": self.max_grad_norm,
