@@ -109,3 +109,9 @@ def test_what_cannot_be_calibrated_is_refused_in_one_line(tmp_path, overrides, s
     with pytest.raises(FedrayError, match=says) as refusal:
         prepare_experiment(compose_typed([*overrides, "train.bias_calibration_rounds=1"], tmp_path))
     assert "\n" not in str(refusal.value)
+
+
+def test_without_dp_under_secure_aggregation_the_driver_seeing_one_hospital_s_sums_is_declared_outside(tmp_path):
+    cfg = compose_typed([*CALIBRATED, "fl.secure_aggregation=true", "train.bias_calibration_rounds=1"], tmp_path)
+    release = prepare_experiment(cfg).privacy.hospital_releases(0).covering("calibration_sum")
+    assert release is not None and release.kind == "outside" and "secure aggregation" in release.reason

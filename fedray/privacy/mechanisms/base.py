@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from fedray.config.schema import Config
 from fedray.errors import FedrayError
+from fedray.privacy.bias_calibration import CALIBRATION_FIELD
 from fedray.privacy.ledger import Release, Releases, compose_epsilon
 from fedray.privacy.mechanisms.counts import bounding_site, hospital_rows, record_counts
 from fedray.privacy.randomness import REPRODUCIBLE_DESCRIPTION, SECRET_DESCRIPTION
@@ -266,10 +267,14 @@ class Mechanism:
         promise is that the driver sees only sums, just its masked payload."""
         if not self.secure_aggregation:
             return Releases(f"hospital {hospital}'s message", (), claim=False)
+        calibration = (Release("bias calibration", (CALIBRATION_FIELD,), "outside",
+                               "its training records' exact summed predictions, which the driver sees alone: outside "
+                               "secure aggregation's promise", party=f"hospital {hospital}"),)
         return Releases(f"hospital {hospital}'s message", (
             Release("masked payload", ("masked_payload",), "public",
                     "uniform on the ring: only the sum of all hospitals' payloads is informative",
-                    party=f"hospital {hospital}"), feature_cache_timing(hospital)))
+                    party=f"hospital {hospital}"), feature_cache_timing(hospital),
+            *(calibration if self.bias_calibration_rounds else ())))
 
     def output_releases(self) -> Releases:
         return Releases("run output", (), claim=False)
