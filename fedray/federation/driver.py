@@ -96,6 +96,7 @@ class Driver:
         self.clients_per_round = cfg.fl.clients_per_round
         self.hospitals_release_metrics = not plan.hospital_releases(0).claim
         self.outputs = plan.output_releases()
+        self.calibration_noise = plan.calibration_noise  # each hospital's, in its summed predictions (None: exact)
         self.global_params: Params = self.evaluator.export()
         self.initial_params = self.global_params  # the seeded initial model: observers may report the run's delta
         # (validation balanced accuracy, model(s), round): the one place the best round is chosen.
@@ -187,7 +188,7 @@ class Driver:
         name = last_layer_bias(self.evaluator.full_model)
         for calibration_round in range(self.cfg.train.bias_calibration_rounds):
             sums = self.hospitals.calibration_sums(params, calibration_round)
-            params = {**params, name: calibrated_bias(params[name], sums)}
+            params = {**params, name: calibrated_bias(params[name], sums, noise_multiplier=self.calibration_noise)}
         return params
 
     # -- evaluation ---------------------------------------------------------------

@@ -44,14 +44,23 @@ def test_one_step_makes_a_constant_model_predict_every_class_equally_often():
     """Where the scores are the bias alone, p = softmax(b) for every record: one step reaches the fixed point."""
     bias = np.array([2.0, -1.0, 0.5, -3.0], dtype=np.float32)
     sums = [4000 * _softmax(bias[None])[0], 6000 * _softmax(bias[None])[0]]  # every class above the floor
-    calibrated = calibrated_bias(bias, sums)
+    calibrated = calibrated_bias(bias, sums, noise_multiplier=None)
     assert calibrated.dtype == np.float32
     np.testing.assert_allclose(_softmax(calibrated[None].astype(np.float64))[0], np.full(4, 0.25), atol=1e-6)
 
 
 def test_a_class_noise_drove_below_zero_gets_a_finite_raise():
-    calibrated = calibrated_bias(np.zeros(3), [np.array([100.0, 50.0, -20.0])])
+    calibrated = calibrated_bias(np.zeros(3), [np.array([100.0, 50.0, -20.0])], noise_multiplier=None)
     assert np.isfinite(calibrated).all() and calibrated[2] == calibrated.max()
+    np.testing.assert_allclose(calibrated[2], -np.log(3 * 1.0 / 151.0))  # floored at one record without noise
+
+
+def test_a_class_sum_within_two_noise_std_of_zero_counts_as_two_std():
+    """Four hospitals at z = 5 put noise of std 10 in each class's sum: every sum below 20 is raised to 20."""
+    sums = [np.array([50.0, 1.0, -3.0]), np.array([50.0, 2.0, 3.0]), np.array([50.0, 0.0, 1.0]), np.array([50.0, 0, 0])]
+    calibrated = calibrated_bias(np.zeros(3), sums, noise_multiplier=5.0)
+    floored = np.array([200.0, 20.0, 20.0])
+    np.testing.assert_allclose(calibrated, -np.log(3 * floored / floored.sum()))
 
 
 def test_the_events_are_one_gaussian_per_release():
@@ -73,7 +82,7 @@ def test_under_dp_sgd_training_pays_for_the_releases_and_the_ledger_counts_them(
     ledger = result.summary.privacy
     assert 2.9 < ledger["epsilon"] <= 3.0
     assert all(row["calibration_releases"] == 2 for row in ledger["hospitals"])
-    assert "GaussianDpEvent(noise_multiplier=8.0), count=2" in ledger["events"]["hospital 0"][-1]
+    assert "GaussianDpEvent(noise_multiplier=16.0), count=2" in ledger["events"]["hospital 0"][-1]
 
 
 def test_without_dp_the_calibration_changes_only_the_bias_and_evens_the_predicted_shares(tmp_path):
