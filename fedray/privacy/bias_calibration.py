@@ -74,9 +74,9 @@ def calibrated_bias(bias: np.ndarray, sums: list[np.ndarray], *, noise_multiplie
 
     Each class's sum is floored at two standard deviations of the noise the ``len(sums)`` hospitals added to it
     (at least one record): a sum that small cannot be told from zero, and a class that noise drove near or below
-    zero would otherwise get a raise of log(N/C) or more and take over the predictions. On the ISIC head at ε = 1
-    the floor at one record left the test balanced accuracy's spread over reruns at 0.065; two standard
-    deviations brought it to 0.027 (``docs/privacy.md``).
+    zero would otherwise get a raise of log(N/C) or more and take over the predictions. In a simulation of the
+    ISIC head at ε = 1 the floor at one record left the test balanced accuracy's spread over noise seeds at 0.065;
+    two standard deviations brought it to 0.027 (``docs/privacy.md``).
     """
     floor = max(1.0, 2.0 * noise_multiplier * np.sqrt(len(sums))) if noise_multiplier else 1.0
     predicted = np.maximum(np.sum(sums, axis=0), floor)
@@ -96,4 +96,3 @@ def calibration_events(noise_multiplier: float, releases: int) -> list:
 def noise_multipliers(train_cfg) -> tuple[float, ...]:
     """The calibration's Gaussian releases, one noise multiplier each, as DP-SGD's σ calibration composes them."""
     return (float(train_cfg.bias_calibration_noise_multiplier),) * int(train_cfg.bias_calibration_rounds)
-
