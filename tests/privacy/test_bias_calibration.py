@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
-from fedray.federation.experiment import prepare_experiment, run_in_process
+from fedray.federation.experiment import prepare_experiment, run_experiment, run_in_process
 from fedray.models import last_layer_bias
 from fedray.privacy.bias_calibration import calibrated_bias, calibration_events, prediction_sum
 from fedray.privacy.ledger import compose_epsilon
@@ -124,3 +124,15 @@ def test_without_dp_under_secure_aggregation_the_driver_seeing_one_hospital_s_su
     cfg = compose_typed([*CALIBRATED, "fl.secure_aggregation=true", "train.bias_calibration_rounds=1"], tmp_path)
     release = prepare_experiment(cfg).privacy.hospital_releases(0).covering("calibration_sum")
     assert release is not None and release.kind == "outside" and "secure aggregation" in release.reason
+
+
+def test_over_ray_the_calibrated_model_and_ledger_equal_the_in_process_run(ray_session, tmp_path):
+    """Under reproducible noise the hospitals' noised sums are the same draws in either transport."""
+    dp = [*TINY, "audit.enabled=false", "privacy=dpsgd", "privacy.epsilon=3", "privacy.reproducible_noise=true",
+          "train.bias_calibration_rounds=2"]
+    over_ray = run_experiment(compose_typed([*dp, "cluster=local"], tmp_path / "ray"))
+    in_process = run_in_process(compose_typed([*dp, "cluster=inprocess"], tmp_path / "inprocess"))
+    for name, value in in_process.final_params[0].items():
+        np.testing.assert_array_equal(over_ray.final_params[0][name], value)
+    assert [row["calibration_releases"] for row in over_ray.summary.privacy["hospitals"]] == [2] * 5
+    assert over_ray.summary.privacy["epsilon"] == in_process.summary.privacy["epsilon"]
