@@ -1,9 +1,10 @@
-"""The offline simulation behind bias calibration's floor: the ISIC Lite0 head under distributed DP-SGD, in numpy.
+"""The offline simulation behind bias calibration's floor: the ISIC Lite0 head under distributed DP-SGD, in torch.
 
 It trains the 1280x9 head on fedray's own cached features of the 5 hospitals (100 steps, Poisson batch 32 a
-hospital, clip 1, noise sigma*sqrt(5/4) on the sum as the masked sum carries it, momentum 0.9, cosine lr; sigma
-calibrated with the calibration's releases composed in), chooses lr on validation, and reports test balanced
-accuracy over 10 noise seeds for each way of flooring the noised summed predictions. Run from the repository root:
+hospital, clip 1, noise sigma*sqrt(5/4) on the sum as the masked sum carries it, momentum 0.9, cosine lr; sigma from
+fedray's calibrate_sigma with the calibration's releases composed in), calibrates the biases with fedray's
+calibrated_bias, chooses lr on validation, and reports test balanced accuracy over 10 noise seeds for each way of
+flooring the noised summed predictions. Run from the repository root:
     python sweeps/privacy_tradeoff_isic/bias-calibration-cpu-2026-12-07/simulate.py ../shared/data/isic-skin-cancer-9
 """
 import sys
@@ -13,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from opacus.accountants.analysis import rdp
 from sklearn.metrics import balanced_accuracy_score
 
 sys.path.insert(0, "benchmarks")
 from _common import compose  # noqa: E402
 from fedray.federation.experiment import prepare_experiment  # noqa: E402
 from fedray.models import build_model  # noqa: E402
-from fedray.privacy.accounting import RDP_ORDERS  # noqa: E402
+from fedray.privacy.bias_calibration import calibrated_bias  # noqa: E402
+from fedray.privacy.mechanisms.dpsgd import calibrate_sigma  # noqa: E402
 from fedray.training import _store, frozen_split  # noqa: E402
 from fedray.training.features import FLIP_VIEWS, FeatureEncoder  # noqa: E402
 
@@ -43,23 +44,11 @@ def features(root: str):
     return shards, held
 
 
-def sigma_for(eps: float, q: float, z_cal: float, releases: int) -> float:
-    extra = releases * np.array(RDP_ORDERS) / (2 * z_cal ** 2)
-
-    def spent(s):
-        curve = rdp.compute_rdp(q=q, noise_multiplier=s, steps=T, orders=RDP_ORDERS) + extra
-        return rdp.get_privacy_spent(orders=RDP_ORDERS, rdp=curve, delta=DELTA)[0]
-    lo, hi = 0.3, 200.0
-    for _ in range(60):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if spent(mid) > eps else (lo, mid)
-    return hi
-
-
-def run(shards, held, lr, seed, *, z_cal, releases, floor_std):
+def run(shards, held, lr, seed, *, z_cal, releases, noise_floor):
     g = torch.Generator().manual_seed(seed)
     n = len(shards[0][1])
-    sigma = sigma_for(1.0, B / n, z_cal, releases) * (K / (K - 1)) ** 0.5
+    sigma = calibrate_sigma(epsilon=1.0, delta=DELTA, sample_rate=B / n, steps=T, accountant="rdp",
+                            statistics=(z_cal,) * releases) * (K / (K - 1)) ** 0.5
     W = torch.zeros(N_CLASSES, shards[0][0].shape[-1] + 1)
     v = torch.zeros_like(W)
     for t in range(T):
@@ -75,10 +64,10 @@ def run(shards, held, lr, seed, *, z_cal, releases, floor_std):
         v = 0.9 * v + G
         W = W - lr * 0.5 * (1 + np.cos(np.pi * t / T)) * v
     train = torch.cat([torch.cat([x[:, 0], torch.ones(len(x), 1)], 1) for x, _ in shards])
-    for _ in range(releases):
+    for _ in range(releases):  # the K hospitals' noised sums, drawn as one sum of noise std z sqrt(K)
         h = torch.softmax(train @ W.T, 1).sum(0) + torch.randn(N_CLASSES, generator=g) * z_cal * K ** 0.5
-        h = h.clamp(min=max(1.0, floor_std * z_cal * K ** 0.5))
-        W[:, -1] -= torch.log(N_CLASSES * h / h.sum())
+        floor_noise = z_cal * K ** 0.5 if noise_floor else None  # None: fedray's floor at one record, as without DP
+        W[:, -1] = torch.from_numpy(calibrated_bias(W[:, -1].numpy(), [h.numpy()], noise_multiplier=floor_noise))
 
     def score(name):
         x, y = held[name]
@@ -89,10 +78,10 @@ def run(shards, held, lr, seed, *, z_cal, releases, floor_std):
 if __name__ == "__main__":
     shards, held = features(sys.argv[1])
     print("| calibration | test balanced accuracy, mean [min-max] | std over seeds |\n|---|---|---|")
-    for label, kw in [("none", dict(z_cal=1.0, releases=0, floor_std=0)),
-                      ("1 release, z = 8, floor 1 record", dict(z_cal=8.0, releases=1, floor_std=0)),
-                      ("1 release, z = 8, floor 2 noise std", dict(z_cal=8.0, releases=1, floor_std=2)),
-                      ("2 releases, z = 16, floor 2 noise std", dict(z_cal=16.0, releases=2, floor_std=2))]:
+    for label, kw in [("none", dict(z_cal=1.0, releases=0, noise_floor=False)),
+                      ("1 release, z = 8, floor 1 record", dict(z_cal=8.0, releases=1, noise_floor=False)),
+                      ("1 release, z = 8, floor 2 noise std", dict(z_cal=8.0, releases=1, noise_floor=True)),
+                      ("2 releases, z = 16, floor 2 noise std", dict(z_cal=16.0, releases=2, noise_floor=True))]:
         tests = []
         for seed in range(10):
             runs = [run(shards, held, lr, seed, **kw) for lr in (0.003, 0.01, 0.03)]
