@@ -220,6 +220,14 @@ class DpTreePrivacy(PrivacyCommon):
     epsilon: float = epsilon()
 
 
+@dataclass
+class DpPrototypesPrivacy(PrivacyCommon):
+    epsilon: float = epsilon()
+    delta: Optional[float] = open_fraction()
+    accountant: str = choice("rdp", "prv")
+    colluders: int = nonnegative_count()  # as distributed_dpsgd's: the honest K - colluders shares carry the noise
+
+
 # -- run, audit, cluster, paths, sweep ------------------------------------------------
 
 
@@ -236,11 +244,14 @@ class Train(ReadOnly):
     channels_last: bool = boolean()
     cache_features: bool = boolean()
     augmult: int = count()  # views averaged per record before clipping (fedray.training.augmult)
-    feature_norm: str = choice("none", "l2", "centre")  # map of the trained layers' input (training.feature_norm)
+    feature_norm: str = choice("none", "l2", "centre", "centre_l2")  # the trained layers' input map (feature_norm)
     centre_radius: float = positive()  # feature_norm=centre: L2 bound on a record's feature in the released sum
     centre_noise_multiplier: float = positive()  # feature_norm=centre under DP: the Gaussian release's sigma / bound
     bias_calibration_rounds: int = nonnegative_count()  # after the last round (fedray.privacy.bias_calibration)
     bias_calibration_noise_multiplier: float = positive()  # under DP: each summed-prediction release's sigma
+    head_init: str = choice("default", "prototypes")  # the head's start (training.prototype_head)
+    prototype_count_weight: float = positive()  # alpha: the count column's weight in the one release
+    prototype_shrinkage: float = nonnegative()  # lambda: prototypes shrunk towards the centre, S_c / (n_c + lambda)
 
 
 @dataclass
@@ -339,7 +350,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "fl": {"federation": Federation},
     "privacy": {"none": NoPrivacy, "dpsgd": DpSgdPrivacy, "distributed_dpsgd": DistributedDpSgdPrivacy,
                 "dpfedavg": DpFedAvgPrivacy,
-                "laplace_input": LaplaceInputPrivacy, "dp_tree": DpTreePrivacy},
+                "laplace_input": LaplaceInputPrivacy, "dp_tree": DpTreePrivacy,
+                "dp_prototypes": DpPrototypesPrivacy},
     "cluster": {"local": LocalCluster, "remote": RemoteCluster, "inprocess": InProcessCluster},
     "paths": {"paths": Paths},
     "sweep": {"sweep": Sweep},

@@ -53,12 +53,14 @@ from fedray.federation.runtime import get_in_one_line, overdue_line
 from fedray.models import model_family
 from fedray.privacy.preprocessing import feature_centre, fit_input_map
 from fedray.privacy.randomness import new_release_key
-from fedray.privacy.mechanisms import Mechanism, PlanContext, check_mechanism, claims_dp, plan_privacy
+from fedray.privacy.mechanisms import (Mechanism, PlanContext, check_mechanism, claims_dp, mechanism_class,
+                                       plan_privacy)
 from fedray.results.provenance import provenance
 from fedray.results.summary import DataSummary, RunSummary
 from fedray.results.timing import Stopwatch
 from fedray.training import build_training_model
-from fedray.training.feature_norm import release_feature_sums
+from fedray.training.feature_norm import frozen_features, release_feature_sums
+from fedray.training.prototype_head import release_centre, release_prototype_sums, released_prototypes
 from fedray.training.together import check_train_together
 
 
@@ -159,6 +161,29 @@ class ExperimentState:
     audit: AuditPlan | None = None
 
 
+def release_statistics(cfg: Config, dealt, *, num_classes: int, total_slots: int) -> None:
+    """The hospitals' releases of frozen-feature statistics, in order: the centre, then the prototypes' class sums
+    on the centred map. A resumed run has them already: releasing again would spend the budget again."""
+    centre = cfg.train.feature_norm in ("centre", "centre_l2") and feature_centre(dealt.preprocessing) is None
+    prototypes = cfg.train.head_init == "prototypes" and released_prototypes(dealt.preprocessing) is None
+    if not centre and not prototypes:
+        return
+    what = f"train.feature_norm={cfg.train.feature_norm}" if centre else "train.head_init=prototypes"
+    features_of = frozen_features(cfg, dealt.input_map, num_classes=num_classes, what=what)
+    private, honest = claims_dp(cfg), cfg.fl.num_hospitals - getattr(cfg.privacy, "colluders", 0)
+    if centre and cfg.train.feature_norm == "centre_l2":
+        dealt.preprocessing.extend(release_centre(cfg, dealt.train_shards, features_of, private=private,
+                                                  honest=honest))
+    elif centre:
+        dealt.preprocessing.extend(release_feature_sums(cfg, dealt.train_shards, features_of, private=private))
+    if prototypes:
+        z = mechanism_class(cfg.privacy.name).masked_release_noise(cfg, dealt.preprocessing,
+                                                                   total_slots=total_slots) if private else None
+        dealt.preprocessing.extend(release_prototype_sums(cfg, dealt.train_shards, features_of, dealt.preprocessing,
+                                                          num_classes=num_classes, noise_multiplier=z,
+                                                          honest=honest))
+
+
 def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) -> Prepared:
     check_mechanism(cfg)
     fitted = None if resume is None else (input_map_from_state(resume.input_map_state), resume.preprocessing)
@@ -168,9 +193,8 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
     train = dealt.splits.train
     num_classes = len(train.class_names)
     num_features = int(train.inputs.shape[1]) if train.kind == "table" else None
-    if cfg.train.feature_norm == "centre" and feature_centre(dealt.preprocessing) is None:  # a resumed run has it
-        dealt.preprocessing.extend(release_feature_sums(cfg, dealt.train_shards, dealt.input_map,
-                                                        num_classes=num_classes, private=claims_dp(cfg)))
+    release_statistics(cfg, dealt, num_classes=num_classes,
+                       total_slots=sum(map(len, dealt.train_shards)) + inserted_record_slots(cfg.audit))
     cfg = resolve_for_data(cfg)
     audit = resume.audit if resume is not None else plan_records(cfg, dealt)
     shards, slots = training_shards(dealt, audit), tuple(slot_counts(dealt, audit))
@@ -190,9 +214,14 @@ def prepare_experiment(cfg: Config, *, resume: ExperimentState | None = None) ->
 
 
 def resolve_for_data(cfg: Config) -> Config:
-    """A tree model is fitted once (a second fit would spend the privacy budget again): exactly one round."""
+    """A tree model is fitted once (a second fit would spend the privacy budget again), and a mechanism that trains
+    nothing has nothing to repeat: exactly one round."""
     if model_family(cfg.model.name) == "tree" and cfg.fl.rounds != 1:
         log.info("model %s is fitted once: running 1 round instead of fl.rounds=%s", cfg.model.name, cfg.fl.rounds)
+        return replace(cfg, **{"fl.rounds": 1})
+    if not mechanism_class(cfg.privacy.name).trains and cfg.fl.rounds != 1:
+        log.info("privacy=%s trains nothing: running 1 round instead of fl.rounds=%s", cfg.privacy.name,
+                 cfg.fl.rounds)
         return replace(cfg, **{"fl.rounds": 1})
     return cfg
 

@@ -182,8 +182,9 @@ def private_feature_sums(features: np.ndarray, *, radius: float, noise_multiplie
 
 
 def feature_centre(preprocessing) -> np.ndarray | None:
-    """``m = sum_k s_k / sum_k n_k`` over the hospitals' released feature sums; None if none were released."""
-    released = [e for e in preprocessing if e.get("field") == FEATURE_SUMS]
+    """``m = sum_k s_k / sum_k n_k`` over the hospitals' released feature sums (or their masked sum, whose count
+    is the total); None if none were released."""
+    released = [e for e in preprocessing if e.get("field") == FEATURE_SUMS and "released" in e]
     if not released:
         return None
     count = sum(e["count"] for e in released)

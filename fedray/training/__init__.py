@@ -29,11 +29,12 @@ from fedray.config.schema import Config
 from fedray.data.augment import get_augment
 from fedray.data.input_map import InputMap
 from fedray.models import build_model, build_table_model, model_family
-from fedray.privacy.mechanisms import Mechanism, NonPrivate
+from fedray.privacy.mechanisms import Mechanism, NonPrivate, mechanism_class
 from fedray.privacy.randomness import NoiseSource
 from fedray.strategies import client_settings
 from fedray.training.augmult import ViewMeanLoss, check_augmult, pick_flip_views
-from fedray.training.feature_norm import attach_feature_norm
+from fedray.training.feature_norm import attach_feature_norm, trained_layer
+from fedray.training.prototype_head import init_prototype_head
 from fedray.training.features import (
     FLIP_VIEWS,
     FeatureEncoder,
@@ -44,7 +45,7 @@ from fedray.training.features import (
     pick_flip_view,
     split_frozen,
 )
-from fedray.training.local import Evaluator, LocalTrainer
+from fedray.training.local import Evaluator, LocalTrainer, UntrainedHead
 from fedray.training.objective import model_l2, training_loss
 
 
@@ -64,7 +65,10 @@ def build_training_model(cfg: Config, plan: Mechanism, *, num_classes: int, num_
     model = plan.prepare_model(model)
     if cfg.train.augmult > 1:
         check_augmult(cfg, family=family, cached=frozen_split(cfg, model, torch.device("cpu")) is not None)
-    attach_feature_norm(model, cfg, family=family, preprocessing=getattr(plan, "preprocessing", ()))
+    preprocessing = getattr(plan, "preprocessing", ())
+    attach_feature_norm(model, cfg, family=family, preprocessing=preprocessing)
+    if cfg.train.head_init == "prototypes":
+        init_prototype_head(trained_layer(model, cfg, family=family), cfg, preprocessing)
     return model
 
 
@@ -134,6 +138,8 @@ def build_trainer(
             augment, common["loss_fn"] = pick_flip_views(cfg.train.augmult), ViewMeanLoss(common["loss_fn"])
         common |= dict(model=cached.head_side, full_model=model, inputs=encoder.features(inputs, views=views),
                        input_map=Unchanged(), augment=augment, encoder=encoder)
+    if not mechanism_class(cfg.privacy.name).trains:  # at every epsilon: its baseline is the exact release
+        return UntrainedHead(**common)
     return plan.trainer(common, hospital) or LocalTrainer(**common)
 
 

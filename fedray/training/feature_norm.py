@@ -1,4 +1,5 @@
-r"""Feature maps of the trained layers' input: unit norm per record (``train.feature_norm=l2``), or centred (``centre``).
+r"""Feature maps of the trained layers' input: unit norm per record (``train.feature_norm=l2``), centred
+(``centre``), or centred and then unit (``centre_l2``).
 
 Tramèr & Boneh 2021 ("Differentially private learning needs better
 features (or much more data)", §3) train linear models under DP-SGD on
@@ -53,6 +54,20 @@ ledger composes that release with training, and :math:`m` is post-processing
 travel in the plan's preprocessing entries, so every party builds the same
 map, and a resumed run reuses them rather than releasing again. Only a head on
 cached frozen features takes it (a table row's scale is already public).
+
+Centred unit features (``train.feature_norm=centre_l2``), the space of the
+prototype head (:mod:`fedray.privacy.prototypes`). The input becomes
+
+.. math:: v(z) = u\big(u(z) - m\big),
+
+:math:`m` the hospitals' mean of :math:`u(g_i)`. It is released as above with
+each record's unit feature in place of :math:`g_i` and :math:`R = 1` (the
+bound every unit feature meets, whatever ``train.centre_radius``), but as
+one sum masked under secure aggregation with the noise in the hospitals'
+shares (:mod:`fedray.training.prototype_head`), which only
+``privacy=dp_prototypes`` charges. Centring
+removes the common direction; the second :math:`u` gives every record the
+same weight in a class's sum, as the prototype release's sensitivity needs.
 """
 
 from __future__ import annotations
@@ -71,6 +86,16 @@ def _unit_rows(_module: nn.Module, args: tuple):
     return (functional.normalize(args[0], p=2.0, dim=-1), *args[1:])
 
 
+def _centred_unit(centre: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    centre = centre.to(inputs.device, inputs.dtype)
+    return functional.normalize(functional.normalize(inputs, p=2.0, dim=-1) - centre, p=2.0, dim=-1)
+
+
+def centred_unit_features(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``v(z)`` of ``train.feature_norm=centre_l2`` for rows of frozen features, as the head's hook maps them."""
+    return _centred_unit(torch.as_tensor(np.asarray(centre)), torch.as_tensor(np.asarray(features))).numpy()
+
+
 class _Centred:
     """A forward pre-hook: the layer's input minus a fixed centre (cast to the input's device and dtype)."""
 
@@ -79,6 +104,13 @@ class _Centred:
 
     def __call__(self, _module: nn.Module, args: tuple):
         return (args[0] - self.centre.to(args[0].device, args[0].dtype), *args[1:])
+
+
+class _CentredUnit(_Centred):
+    """A forward pre-hook: ``u(u(x) - m)`` for a fixed centre ``m``."""
+
+    def __call__(self, _module: nn.Module, args: tuple):
+        return (_centred_unit(self.centre, args[0]), *args[1:])
 
 
 def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=()) -> None:
@@ -94,35 +126,33 @@ def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=())
     if family == "table" and norm == "l2":
         model.register_forward_pre_hook(_unit_rows)
         return
-    layer = _trained_layer(model, cfg, family=family)
+    layer = trained_layer(model, cfg, family=family)
     if norm == "l2":
         layer.register_forward_pre_hook(_unit_rows)
         return
     centre = feature_centre(preprocessing)
     if centre is None:  # the plan was resolved before the hospitals' sums were released (a sweep varying it)
-        raise FedrayError("train.feature_norm=centre: the plan holds no released feature sums; set it for every "
+        raise FedrayError(f"train.feature_norm={norm}: the plan holds no released feature sums; set it for every "
                           "trial of a sweep alike, or train.feature_norm=none")
-    layer.register_forward_pre_hook(_Centred(centre))
+    layer.register_forward_pre_hook(_CentredUnit(centre) if norm == "centre_l2" else _Centred(centre))
 
 
-def _trained_layer(model: nn.Module, cfg, *, family: str) -> nn.Module:
+def trained_layer(model: nn.Module, cfg, *, family: str) -> nn.Module:
     """The one layer with trainable parameters of a head on frozen features, or a one-line refusal."""
     norm = cfg.train.feature_norm
     trainable = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
     if family != "image" or cfg.model.finetune != "head" or len(trainable) != 1:
-        what = "centres the input of a head on frozen features" if norm == "centre" else \
+        what = "centres the input of a head on frozen features" if norm.startswith("centre") else \
             "normalises the input of a head on frozen features or of a table model"
         raise FedrayError(f"train.feature_norm={norm} {what}; model {cfg.model.name} here trains more than its "
                           "head: set model.finetune=head or train.feature_norm=none")
     return trainable[0]
 
 
-def release_feature_sums(cfg, shards, input_map, *, num_classes: int, private: bool) -> list[dict]:
-    """Every hospital's frozen-feature sum for ``train.feature_norm=centre``: its ledger entries.
+def frozen_features(cfg, input_map, *, num_classes: int, what: str):
+    """``shard -> [n, d]`` frozen features (view 0) through the feature cache the hospitals read later.
 
-    Computed where the hospital would (here, before Ray starts), through the feature cache its trainer reads
-    later. Under a DP claim each sum is noised by the hospital's own secret ``NoiseSource`` (reproducible only
-    under ``privacy.reproducible_noise``); without one it is exact.
+    ``what`` names the switch that needs them, for the refusals.
     """
     from fedray.models import build_model, model_family
     from fedray.training import _store, frozen_split
@@ -130,23 +160,32 @@ def release_feature_sums(cfg, shards, input_map, *, num_classes: int, private: b
 
     family = model_family(cfg.model.name)
     if family != "image":
-        raise FedrayError(f"train.feature_norm=centre centres the input of a head on frozen features; model "
-                          f"{cfg.model.name} takes table rows: set train.feature_norm=none or l2")
+        raise FedrayError(f"{what} needs a head on frozen features; model {cfg.model.name} takes table rows: set "
+                          f"train.feature_norm=none or l2 and train.head_init=default")
     model = build_model(cfg.model, num_classes=num_classes, image_size=cfg.data.image_size)
-    _trained_layer(model, cfg, family=family)  # the same refusal as the hospitals', before any work
+    trained_layer(model, cfg, family=family)  # the same refusal as the hospitals', before any work
     split = frozen_split(cfg, model, torch.device("cpu"))
     if split is None:
-        raise FedrayError(f"train.feature_norm=centre centres cached frozen features; model {cfg.model.name} "
-                          "here has none: set train.cache_features=true or train.feature_norm=none")
+        raise FedrayError(f"{what} needs cached frozen features; model {cfg.model.name} here has none: set "
+                          f"train.cache_features=true, or train.feature_norm=none and train.head_init=default")
     encoder = FeatureEncoder(split, input_map, _store(cfg), torch.device("cpu"))
     views = FLIP_VIEWS if cfg.data.augment == "flips" else 1  # the hospitals' cache file: they read it later
+    return lambda shard: encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy()
+
+
+def release_feature_sums(cfg, shards, features_of, *, private: bool) -> list[dict]:
+    """Every hospital's frozen-feature sum for ``train.feature_norm=centre``: its ledger entries.
+
+    Computed where the hospital would (here, before Ray starts), from ``features_of(shard)``
+    (:func:`frozen_features`). Under a DP claim each sum is noised by the hospital's own secret ``NoiseSource``
+    (reproducible only under ``privacy.reproducible_noise``); without one it is exact. (``centre_l2``'s centre
+    is a masked release: :func:`fedray.training.prototype_head.release_centre`.)
+    """
     entries = []
     for k, shard in enumerate(shards):
-        features = encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy()
         noise = NoiseSource.from_config(cfg.privacy, seed=cfg.seed, party=hospital(k))
-        entry = private_feature_sums(features, radius=cfg.train.centre_radius,
+        entry = private_feature_sums(features_of(shard), radius=cfg.train.centre_radius,
                                      noise_multiplier=cfg.train.centre_noise_multiplier if private else None,
                                      rng=noise.numpy_generator(1, Purpose.STAT_NOISE) if private else None)
         entries.append({**entry, "hospital": k})
     return entries
-

@@ -298,3 +298,12 @@ class LocalTrainer(Evaluator):
 
     def restore_privacy_state(self, state: dict) -> None:
         """Nothing to restore for a non-private trainer."""
+
+
+class UntrainedHead(LocalTrainer):
+    """A hospital that trains nothing: each round returns the model it was sent (a mechanism whose model is built
+    from releases before the run, ``Mechanism.trains`` false)."""
+
+    def fit(self, params: Params, *, epochs: int, round_idx: int) -> tuple[Params, dict[str, float]]:
+        self.load(params)
+        return self.export(), self.round_metrics(loss_sum=0.0, correct=0, seen=0, steps=0, seconds=0.0)

@@ -1,7 +1,7 @@
 """The privacy mechanisms, one module each, in one registry (as Opacus keeps its accountants).
 
 ``privacy=<name>`` picks :data:`REGISTRY`\\[name]: ``none``, ``dpsgd``,
-``dpfedavg``, ``laplace_input``, ``dp_tree``, or any class a user registers
+``dpfedavg``, ``laplace_input``, ``dp_tree``, ``dp_prototypes``, or any class a user registers
 with :func:`register` (``docs/privacy.md`` shows a toy one). This module only
 resolves and checks; what each mechanism is lives in its own file
 (:mod:`.base` says what a mechanism must provide).
@@ -26,6 +26,7 @@ from fedray.privacy.mechanisms import distributed_dpsgd  # noqa: F401
 from fedray.privacy.mechanisms import dpfedavg  # noqa: F401
 from fedray.privacy.mechanisms import laplace_input  # noqa: F401
 from fedray.privacy.mechanisms import dp_tree  # noqa: F401
+from fedray.privacy.mechanisms import dp_prototypes  # noqa: F401
 from fedray.privacy.mechanisms.base import (AGGREGATION, NON_PRIVATE_NOTE, REGISTRY, Mechanism, PlanContext,
                                             PrivateMechanism, InsertionPoint, common_outputs, mechanism_class, register)
 from fedray.privacy.mechanisms.none import NonPrivate
@@ -71,6 +72,8 @@ def check_mechanism(cfg: Config, context: PlanContext | None = None) -> None:
                           "hospitals and a model whose parameters add up (not a tree); set fl.secure_aggregation=false")
     if cfg.train.bias_calibration_rounds:
         check_bias_calibration(cfg, family)
+    if cfg.train.head_init == "prototypes" or cfg.train.feature_norm == "centre_l2":
+        check_prototype_head(cfg)
     check_strategy(cfg)
 
 
@@ -86,6 +89,22 @@ def check_bias_calibration(cfg: Config, family: str) -> None:
         able = ", ".join(n for n, m in REGISTRY.items() if m.calibrates_bias and n != "none")
         raise FedrayError(f"train.bias_calibration_rounds under privacy={cfg.privacy.name}: its ledger does not "
                           f"charge the hospitals' summed predictions; use privacy={able}, {off}")
+
+
+def check_prototype_head(cfg: Config) -> None:
+    """``train.head_init=prototypes`` needs the centred unit map; both need a federated run and, under DP, a ledger
+    that charges masked releases whose noise the hospitals add in shares (:mod:`fedray.privacy.prototypes`)."""
+    off = "or set train.head_init=default and train.feature_norm=none"
+    if cfg.train.head_init == "prototypes" and cfg.train.feature_norm != "centre_l2":
+        raise FedrayError(f"train.head_init=prototypes with train.feature_norm={cfg.train.feature_norm}: the "
+                          f"prototypes are means of centred unit features; set train.feature_norm=centre_l2, {off}")
+    if cfg.mode != "federated":
+        raise FedrayError(f"train.feature_norm=centre_l2 with mode={cfg.mode}: its sums are released through the "
+                          f"federation's secure aggregation; use mode=federated, {off}")
+    if claims_dp(cfg) and not mechanism_class(cfg.privacy.name).masks_statistics:
+        able = ", ".join(n for n, m in REGISTRY.items() if m.masks_statistics)
+        raise FedrayError(f"train.feature_norm=centre_l2 under privacy={cfg.privacy.name}: each hospital adds only a "
+                          f"share of the noise, which only a masked sum completes; use privacy={able}, {off}")
 
 
 def plan_privacy(cfg: Config, context: PlanContext) -> Mechanism:

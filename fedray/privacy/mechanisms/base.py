@@ -173,6 +173,10 @@ class Mechanism:
     per_sample_gradients: ClassVar[bool] = False  # memory planning: DP-SGD's per-sample gradients
     # whether its ledger charges train.bias_calibration_rounds' summed predictions (fedray.privacy.bias_calibration)
     calibrates_bias: ClassVar[bool] = True
+    # its ledger charges a masked release whose noise the hospitals add in shares (train.head_init=prototypes)
+    masks_statistics: ClassVar[bool] = False
+    # False: the hospitals train nothing (the model is built from releases before the run): one round, untrained
+    trains: ClassVar[bool] = True
 
     mechanism: str  # the config's privacy.name (a baseline keeps its mechanism's name)
     epsilon: float
@@ -194,6 +198,12 @@ class Mechanism:
     @classmethod
     def refuse(cls, cfg: Config, context: PlanContext | None = None) -> None:
         """Raise FedrayError for a combination under which this mechanism's guarantee would not hold."""
+
+    @classmethod
+    def masked_release_noise(cls, cfg: Config, released: list[dict], *, total_slots: int) -> float:
+        """The noise multiplier of a masked release made after the statistics ``released`` (``masks_statistics``
+        mechanisms: the prototype head's class sums)."""
+        raise NotImplementedError(f"privacy={cls.name} makes no masked release")
 
     @classmethod
     def common(cls, cfg: Config, context: PlanContext) -> dict:

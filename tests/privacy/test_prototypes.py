@@ -1,0 +1,121 @@
+"""privacy=dp_prototypes: the hospitals' masked class sums of centred unit features, the nearest shrunk class mean
+built from them, and a ledger that charges both masked releases and nothing else."""
+
+from __future__ import annotations
+
+import dp_accounting
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, compose_typed
+
+from fedray.errors import FedrayError
+from fedray.federation.experiment import prepare_experiment, run_in_process
+from fedray.privacy.ledger import compose_epsilon
+from fedray.privacy.mechanisms import check_mechanism
+from fedray.privacy.prototypes import class_sums, prototype_head, sensitivity
+from fedray.training import build_training_model, frozen_split
+from fedray.training.prototype_head import masked_release, released_prototypes
+
+PROTOTYPES = [*TINY, "model=efficientnet_lite0", "model.pretrained=true", "model.finetune=head", "data.image_size=32",
+              "audit.enabled=false", "privacy=dp_prototypes", "train.feature_norm=centre_l2",
+              "train.head_init=prototypes", "fl.secure_aggregation=true"]
+
+
+def _units(rng, n, d):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_one_record_moves_the_release_by_its_sensitivity_whatever_its_label():
+    rng = np.random.default_rng(0)
+    units, labels = _units(rng, 30, 8), rng.integers(0, 4, 30)
+    exact = class_sums(units, labels, num_classes=4, count_weight=0.5)
+    np.testing.assert_allclose(exact[:, -1] / 0.5, np.bincount(labels, minlength=4))
+    np.testing.assert_allclose(exact[:, :-1].sum(axis=0), units.sum(axis=0))
+    for i in range(30):  # zero-out: record i contributes nothing
+        without = class_sums(np.delete(units, i, 0), np.delete(labels, i), num_classes=4, count_weight=0.5)
+        assert np.linalg.norm(exact - without) == pytest.approx(sensitivity(0.5))
+    with pytest.raises(FedrayError, match="unit-norm"):
+        class_sums(3 * units, labels, num_classes=4, count_weight=0.5)
+
+
+def test_without_noise_or_shrinkage_the_head_is_the_nearest_class_mean():
+    rng = np.random.default_rng(1)
+    units, labels = _units(rng, 200, 6), rng.integers(0, 3, 200)
+    weight, bias = prototype_head(class_sums(units, labels, num_classes=3, count_weight=1.0), count_weight=1.0,
+                                  shrinkage=0.0, noise_std=0.0)
+    means = np.stack([units[labels == c].mean(axis=0) for c in range(3)])
+    np.testing.assert_allclose(weight, means)
+    queries = _units(rng, 50, 6)
+    nearest = np.linalg.norm(queries[:, None] - means[None], axis=2).argmin(axis=1)
+    np.testing.assert_array_equal((queries @ weight.T + bias).argmax(axis=1), nearest)
+
+
+def test_the_bias_removes_the_noise_s_expected_inflation_of_a_mean_s_squared_norm():
+    """E||S_c / (n_c + lambda)||^2 exceeds the noise-free value by d s^2 / (n_c + lambda)^2: the bias takes it out."""
+    rng = np.random.default_rng(2)
+    units, labels = _units(rng, 60, 400), np.repeat([0, 1], [50, 10])
+    exact = class_sums(units, labels, num_classes=2, count_weight=1e6)  # a count the noise cannot move
+    _, clean = prototype_head(exact, count_weight=1e6, shrinkage=5.0, noise_std=0.0)
+    noisy = [prototype_head(exact + np.concatenate([rng.normal(0, 3.0, (2, 400)), np.zeros((2, 1))], axis=1),
+                            count_weight=1e6, shrinkage=5.0, noise_std=3.0)[1] for _ in range(300)]
+    np.testing.assert_allclose(np.mean(noisy, axis=0), clean, atol=0.02)
+
+
+def test_the_masked_sum_carries_the_shares_of_every_hospital_and_only_it_holds_values(tmp_path):
+    cfg = compose_typed([*PROTOTYPES, "privacy.reproducible_noise=true"], tmp_path)
+    vectors = [np.zeros((3, 2000)) + k for k in range(5)]
+    *declared, masked = masked_release(cfg, vectors, {"field": "x"}, noise_multiplier=4.0, bound=2.0, honest=4,
+                                       stream=0)
+    assert [e["hospital"] for e in declared] == [0, 1, 2, 3, 4] and all("released" not in e for e in declared)
+    assert all(e["noise_multiplier"] == 4.0 and e["noise_share_std"] == 4.0 for e in declared)  # 2 * 4 / sqrt(4)
+    noise = np.asarray(masked["released"]) - 10.0
+    assert noise.std() == pytest.approx(8.0 * np.sqrt(5 / 4), rel=0.03)  # the honest four complete N(0, 8^2)
+    assert masked["noise_std"] == pytest.approx(8.0 * np.sqrt(5 / 4))
+    *_, exact = masked_release(cfg, vectors, {"field": "x"}, noise_multiplier=None, bound=2.0, honest=4, stream=0)
+    np.testing.assert_allclose(exact["released"], 10.0) and exact["noise_std"] == 0.0
+
+
+def test_the_run_is_the_untrained_prototype_head_and_its_ledger_charges_the_two_releases(tmp_path):
+    dp = [*PROTOTYPES, "privacy.epsilon=2", "fl.rounds=3"]
+    prep = prepare_experiment(compose_typed(dp, tmp_path / "plan"))
+    assert prep.cfg.fl.rounds == 1  # nothing to repeat
+    stated = [e for e in prep.privacy.preprocessing if e["hospital"] == 0]
+    assert [e["statistic"] for e in stated] == ["unit frozen-feature sum", "class prototype sums"]
+    z_centre, z_prototypes = (e["noise_multiplier"] for e in stated)
+    events = [dp_accounting.GaussianDpEvent(z_centre), dp_accounting.GaussianDpEvent(z_prototypes)]
+    assert 1.98 <= compose_epsilon(events, delta=prep.privacy.delta) <= 2.0  # calibrated to the target
+
+    model = build_training_model(prep.cfg, prep.privacy, num_classes=prep.num_classes, num_features=None)
+    head = frozen_split(prep.cfg, model, torch.device("cpu")).head
+    released = released_prototypes(prep.privacy.preprocessing)
+    weight, bias = prototype_head(np.asarray(released["released"]), count_weight=0.33, shrinkage=100.0,
+                                  noise_std=released["noise_std"])
+    torch.testing.assert_close(head.weight, torch.as_tensor(weight, dtype=torch.float32))
+    torch.testing.assert_close(head.bias, torch.as_tensor(bias, dtype=torch.float32))
+
+    result = run_in_process(compose_typed([*dp, "cluster=inprocess"], tmp_path / "run"))
+    ledger = result.summary.privacy
+    assert 1.98 <= ledger["epsilon"] <= 2.0 and ledger["events"]["hospital 0"] == [str(e) for e in events]
+    assert all("released" not in e for e in ledger["preprocessing"])  # the values stay in the run's state
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["fl.secure_aggregation=false"], "fl.secure_aggregation=true"),
+    (["train.head_init=default"], "train.head_init=prototypes"),
+    (["train.feature_norm=centre"], "train.feature_norm=centre_l2"),
+    (["privacy=dpsgd"], "privacy=dp_prototypes"),
+    (["mode=centralized"], "mode=federated"),
+])
+def test_what_the_masked_releases_cannot_cover_is_refused_in_one_line(tmp_path, overrides, says):
+    with pytest.raises(FedrayError, match=says) as refused:
+        check_mechanism(compose_typed([*PROTOTYPES, *overrides], tmp_path))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_centre_that_spends_the_budget_alone_is_refused_before_any_prototype_is_released(tmp_path):
+    with pytest.raises(FedrayError, match="centre_noise_multiplier"):
+        prepare_experiment(compose_typed([*PROTOTYPES, "privacy.epsilon=0.05", "train.centre_noise_multiplier=1"],
+                                         tmp_path))
