@@ -130,15 +130,19 @@ def build_trainer(
                   rounds=cfg.fl.rounds if rounds is None else rounds,
                   **client_settings(cfg.strategy))  # what the strategy sends its hospitals (FedProx: proximal_mu)
     cached = frozen_split(cfg, model, device)
+    untrained = not mechanism_class(cfg.privacy.name).trains  # at every epsilon: its baseline is the exact release
     if cached is not None:
         encoder = FeatureEncoder(cached, input_map, _store(cfg), device)
+        if untrained:  # it never reads a record: no features to compute
+            return UntrainedHead(**common | dict(model=cached.head_side, full_model=model, input_map=Unchanged(),
+                                                 encoder=encoder))
         views = FLIP_VIEWS if augment_name == "flips" else 1
         augment = pick_flip_view if views == FLIP_VIEWS else only_view
         if cfg.train.augmult > 1:  # check_augmult has made sure the cache holds the flip views
             augment, common["loss_fn"] = pick_flip_views(cfg.train.augmult), ViewMeanLoss(common["loss_fn"])
         common |= dict(model=cached.head_side, full_model=model, inputs=encoder.features(inputs, views=views),
                        input_map=Unchanged(), augment=augment, encoder=encoder)
-    if not mechanism_class(cfg.privacy.name).trains:  # at every epsilon: its baseline is the exact release
+    if untrained:
         return UntrainedHead(**common)
     return plan.trainer(common, hospital) or LocalTrainer(**common)
 

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, compose_typed
 
 from fedray.errors import FedrayError
-from fedray.federation.experiment import prepare_experiment, run_in_process
+from fedray.federation.experiment import prepare_experiment, run_experiment, run_in_process
 from fedray.privacy.ledger import compose_epsilon
 from fedray.privacy.mechanisms import check_mechanism
 from fedray.privacy.prototypes import class_sums, prototype_head, sensitivity
@@ -108,6 +108,7 @@ def test_the_run_is_the_untrained_prototype_head_and_its_ledger_charges_the_two_
     (["train.feature_norm=centre"], "train.feature_norm=centre_l2"),
     (["privacy=dpsgd"], "privacy=dp_prototypes"),
     (["mode=centralized"], "mode=federated"),
+    (["train.bias_calibration_rounds=1"], "trains nothing"),
 ])
 def test_what_the_masked_releases_cannot_cover_is_refused_in_one_line(tmp_path, overrides, says):
     with pytest.raises(FedrayError, match=says) as refused:
@@ -119,3 +120,13 @@ def test_a_centre_that_spends_the_budget_alone_is_refused_before_any_prototype_i
     with pytest.raises(FedrayError, match="centre_noise_multiplier"):
         prepare_experiment(compose_typed([*PROTOTYPES, "privacy.epsilon=0.05", "train.centre_noise_multiplier=1"],
                                          tmp_path))
+
+
+def test_over_ray_the_untrained_head_and_ledger_equal_the_in_process_run(ray_session, tmp_path):
+    """The releases are made before Ray starts, and no hospital trains: the transport changes nothing."""
+    dp = [*PROTOTYPES, "privacy.epsilon=2", "privacy.reproducible_noise=true"]
+    over_ray = run_experiment(compose_typed([*dp, "cluster=local"], tmp_path / "ray"))
+    in_process = run_in_process(compose_typed([*dp, "cluster=inprocess"], tmp_path / "inprocess"))
+    for name, value in in_process.final_params[0].items():
+        np.testing.assert_array_equal(over_ray.final_params[0][name], value)
+    assert over_ray.summary.privacy["epsilon"] == in_process.summary.privacy["epsilon"] <= 2.0

@@ -81,6 +81,9 @@ def check_bias_calibration(cfg: Config, family: str) -> None:
     """``train.bias_calibration_rounds`` needs one global model with a trained last layer, and a ledger that
     charges the hospitals' summed predictions (:mod:`fedray.privacy.bias_calibration`)."""
     off = "or set train.bias_calibration_rounds=0"
+    if not mechanism_class(cfg.privacy.name).trains:
+        raise FedrayError(f"train.bias_calibration_rounds under privacy={cfg.privacy.name}, which trains nothing: "
+                          f"its head is built from its releases; {off}")
     if family == "tree" or cfg.mode != "federated":
         raise FedrayError(f"train.bias_calibration_rounds with mode={cfg.mode} and model={cfg.model.name}: it "
                           f"shifts the biases of one global model's last layer; use mode=federated and a neural "

@@ -103,6 +103,7 @@ class DpPrototypes(PrivateMechanism):
     def resolve(cls, cfg, context):
         total = sum(context.slot_counts)
         delta = cfg.privacy.delta if cfg.privacy.delta is not None else default_delta(total)
+        # no clipping norm to check: both releases' sensitivities are fixed by the unit map
         validate_privacy_params(epsilon=cfg.privacy.epsilon, delta=delta, max_grad_norm=1.0, num_records=total)
         return cls(**{**cls.common(cfg, context), "delta": delta}, accountant=cfg.privacy.accountant,
                    colluders=cfg.privacy.colluders)
