@@ -155,6 +155,21 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
     return tuple(releases)
 
 
+def noise_share_refusals(cfg: Config, *, shared: str) -> tuple[tuple[bool, str, str], ...]:
+    """(broken, why, fix) of every mechanism whose hospitals add noise in shares that only a masked sum of the
+    whole federation completes (``shared``: what each hospital's share is added to)."""
+    k, t = cfg.fl.num_hospitals, cfg.privacy.colluders
+    sampled = cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round < k
+    return (
+        (not cfg.fl.secure_aggregation, f"each hospital adds only a share of the noise, which its {shared} must "
+         "not be seen with", "set fl.secure_aggregation=true"),
+        (sampled, "fl.clients_per_round samples a cohort, whose noise shares would not complete the noise",
+         "set fl.clients_per_round=null"),
+        (t >= k, f"privacy.colluders={t} with {k} hospitals leaves no honest noise share",
+         f"set privacy.colluders below {k}"),
+    )
+
+
 def feature_cache_timing(hospital: int) -> Release:
     """What a hospital may report of its feature cache under any claim: its timing, never its record count."""
     return Release("feature-cache timing", ("feature_cache.views", "feature_cache.seconds", "feature_cache.from_disk"),

@@ -59,7 +59,7 @@ from dataclasses import dataclass, replace
 
 from fedray.errors import FedrayError
 from fedray.privacy.ledger import Release, Releases
-from fedray.privacy.mechanisms.base import register
+from fedray.privacy.mechanisms.base import noise_share_refusals, register
 from fedray.privacy.mechanisms.dpsgd import DpSgd
 
 
@@ -79,19 +79,12 @@ class DistributedDpSgd(DpSgd):
 
     @classmethod
     def refuse(cls, cfg, context=None):
-        k, t = cfg.fl.num_hospitals, cfg.privacy.colluders
-        sampled = cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round < k
         for broken, why, fix in (
-            (not cfg.fl.secure_aggregation, "each hospital adds only a share of the noise, which its update "
-             "must not be seen with", "set fl.secure_aggregation=true, or privacy=dpsgd"),
+            *noise_share_refusals(cfg, shared="update"),
             (cfg.fl.local_epochs != 1, f"fl.local_epochs={cfg.fl.local_epochs}: each round is one DP-SGD step",
              "set fl.local_epochs=1 and more fl.rounds"),
-            (sampled, "fl.clients_per_round samples a cohort, whose noise shares the analysis does not cover",
-             "set fl.clients_per_round=null"),
             (cfg.strategy.weighting != "uniform", f"strategy.weighting={cfg.strategy.weighting}: the mean of the "
              "hospitals' steps must divide their noised sum by K", "set strategy.weighting=uniform"),
-            (t >= k, f"privacy.colluders={t} with {k} hospitals leaves no honest noise share",
-             f"set privacy.colluders below {k}"),
             (cfg.fl.train_together > 1, f"fl.train_together={cfg.fl.train_together}: one step a round gains "
              "nothing from lockstep training", "set fl.train_together=1"),
         ):

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
+from fedray.privacy.mechanisms.base import (InsertionPoint, PrivateMechanism, common_outputs, noise_share_refusals,
+                                            register)
 
 
 def _gaussian(noise_multiplier: float):
@@ -80,17 +81,10 @@ class DpPrototypes(PrivateMechanism):
 
     @classmethod
     def refuse(cls, cfg, context=None):
-        k, t = cfg.fl.num_hospitals, cfg.privacy.colluders
-        sampled = cfg.fl.clients_per_round is not None and cfg.fl.clients_per_round < k
         for broken, why, fix in (
-            (not cfg.fl.secure_aggregation, "each hospital adds only a share of the noise, which its sums must "
-             "not be seen with", "set fl.secure_aggregation=true"),
+            *noise_share_refusals(cfg, shared="sums"),
             (cfg.train.head_init != "prototypes", "the head is the prototype classifier of the released class "
              "sums", "set train.head_init=prototypes"),
-            (sampled, "fl.clients_per_round samples a cohort, whose noise shares would not complete the noise",
-             "set fl.clients_per_round=null"),
-            (t >= k, f"privacy.colluders={t} with {k} hospitals leaves no honest noise share",
-             f"set privacy.colluders below {k}"),
         ):
             if broken:
                 raise FedrayError(f"privacy=dp_prototypes: {why}; {fix}")
