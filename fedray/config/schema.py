@@ -251,7 +251,8 @@ class Train(ReadOnly):
     bias_calibration_noise_multiplier: float = positive()  # under DP: each summed-prediction release's sigma
     head_init: str = choice("default", "prototypes")  # the head's start (training.prototype_head)
     prototype_count_weight: float = positive()  # alpha: the count column's weight in the one release
-    prototype_shrinkage: float = nonnegative()  # lambda: prototypes shrunk towards the centre, S_c / (n_c + lambda)
+    # lambda: prototypes shrunk towards the centre, S_c / (n_c + lambda); several: the driver picks on validation
+    prototype_shrinkage: list[float] = free()
 
 
 @dataclass

@@ -39,6 +39,7 @@ in tests, in the caller's process.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 
 import numpy as np
@@ -57,9 +58,13 @@ from fedray.models import frozen_state_names, last_layer_bias, model_family
 from fedray.strategies import ClientInsertion, build_strategy
 from fedray.strategies.sampling import sample_clients
 from fedray.training import build_evaluator
+from fedray.training.feature_norm import trained_layer
+from fedray.training.prototype_head import choose_shrinkage, shrinkage_choices
 from fedray.training.device import configure_process
 
 Params = dict[str, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 class Driver:
@@ -111,6 +116,14 @@ class Driver:
         self.val_set, self.test_set = (
             {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
         )
+        if cfg.train.head_init == "prototypes" and len(shrinkage_choices(cfg)) > 1:
+            self.prototype_shrinkage = choose_shrinkage(
+                trained_layer(self.evaluator.model, cfg, family="image"), cfg, plan.preprocessing,
+                lambda: self._metrics(self.evaluator.export(), self.val_set)["balanced_accuracy"])
+            self.global_params = self.initial_params = self.evaluator.export()
+            self.local_params = [self.global_params] * len(hospitals)
+            self.best_val = (-np.inf, [self.global_params], None)
+            log.info("prototype head: shrinkage %g chosen on validation", self.prototype_shrinkage)
 
     # -- one round ----------------------------------------------------------------
     def run_round(self, round_idx: int, evaluate: bool = True) -> dict:

@@ -34,8 +34,9 @@ Post-processing. From the released sums :math:`S_c` and counts
 :math:`s = \Delta z` a coordinate of :math:`S_c`:
 
 - shrinkage towards the centre (the origin of the centred map):
-  :math:`\hat\mu_c = S_c / (\tilde n_c + \lambda)`, :math:`\lambda` =
-  ``train.prototype_shrinkage``. This is the posterior mean of
+  :math:`\hat\mu_c = S_c / (\tilde n_c + \lambda)`, :math:`\lambda` one of
+  ``train.prototype_shrinkage`` (the driver keeps the candidate its
+  validation set rates best: post-processing of the one release). This is the posterior mean of
   :math:`\mu_c` under a Gaussian prior whose per-coordinate variance is
   :math:`s^2 / \lambda` times smaller than the noise's; a small class, whose
   sum the noise dominates, keeps less of it;

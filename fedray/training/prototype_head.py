@@ -96,14 +96,17 @@ def released_prototypes(preprocessing) -> dict | None:
                 None)
 
 
-def init_prototype_head(layer: nn.Module, cfg, preprocessing) -> None:
-    """Set the head's weight and bias to the prototype classifier of the released sums, in place."""
+def init_prototype_head(layer: nn.Module, cfg, preprocessing, *, shrinkage: float | None = None) -> None:
+    """Set the head's weight and bias to the prototype classifier of the released sums, in place, at
+    ``shrinkage`` (default: the first of ``train.prototype_shrinkage``)."""
+    shrinkages = shrinkage_choices(cfg)
+    shrinkage = shrinkages[0] if shrinkage is None else shrinkage
     released = released_prototypes(preprocessing)
     if released is None:  # the plan was resolved before the release (a sweep varying it)
         raise FedrayError("train.head_init=prototypes: the plan holds no released class sums; set it for every "
                           "trial of a sweep alike, or train.head_init=default")
     weight, bias = prototype_head(np.asarray(released["released"]), count_weight=released["count_weight"],
-                                  shrinkage=cfg.train.prototype_shrinkage, noise_std=released["noise_std"])
+                                  shrinkage=shrinkage, noise_std=released["noise_std"])
     if not isinstance(layer, nn.Linear) or tuple(layer.weight.shape) != weight.shape or layer.bias is None:
         raise FedrayError(f"train.head_init=prototypes sets a linear head of {weight.shape[0]} classes x "
                           f"{weight.shape[1]} features with a bias; model {cfg.model.name}'s trained layer is "
@@ -116,3 +119,26 @@ def init_prototype_head(layer: nn.Module, cfg, preprocessing) -> None:
 def _unit(features: np.ndarray) -> np.ndarray:
     features = np.asarray(features, dtype=np.float64)
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def shrinkage_choices(cfg) -> list[float]:
+    """``train.prototype_shrinkage`` as a list of candidates, each >= 0; a one-line error otherwise."""
+    values = cfg.train.prototype_shrinkage
+    values = [values] if isinstance(values, (int, float)) else list(values)
+    if not values or any(not isinstance(v, (int, float)) or not 0 <= v < math.inf for v in values):
+        raise FedrayError(f"train.prototype_shrinkage={values}: give one or more finite numbers >= 0, e.g. "
+                          "[30,100,300]")
+    return [float(v) for v in values]
+
+
+def choose_shrinkage(layer: nn.Module, cfg, preprocessing, score) -> float:
+    """The candidate shrinkage whose head ``score()`` rates highest (the driver's validation balanced accuracy),
+    left set on ``layer``. Every candidate is built from the same release: choosing among them is post-processing
+    with respect to the training records, so it spends no budget."""
+    scores = {}
+    for shrinkage in shrinkage_choices(cfg):
+        init_prototype_head(layer, cfg, preprocessing, shrinkage=shrinkage)
+        scores[shrinkage] = score()
+    best = max(scores, key=scores.get)
+    init_prototype_head(layer, cfg, preprocessing, shrinkage=best)
+    return best

@@ -16,7 +16,8 @@ from fedray.privacy.ledger import compose_epsilon
 from fedray.privacy.mechanisms import check_mechanism
 from fedray.privacy.prototypes import class_sums, prototype_head, sensitivity
 from fedray.training import build_training_model, frozen_split
-from fedray.training.prototype_head import masked_release, released_prototypes
+from fedray.training.prototype_head import (choose_shrinkage, init_prototype_head, masked_release,
+                                            released_prototypes)
 
 PROTOTYPES = [*TINY, "model=efficientnet_lite0", "model.pretrained=true", "model.finetune=head", "data.image_size=32",
               "audit.enabled=false", "privacy=dp_prototypes", "train.feature_norm=centre_l2",
@@ -79,7 +80,7 @@ def test_the_masked_sum_carries_the_shares_of_every_hospital_and_only_it_holds_v
 
 
 def test_the_run_is_the_untrained_prototype_head_and_its_ledger_charges_the_two_releases(tmp_path):
-    dp = [*PROTOTYPES, "privacy.epsilon=2", "fl.rounds=3"]
+    dp = [*PROTOTYPES, "privacy.epsilon=2", "fl.rounds=3", "train.prototype_shrinkage=[100.0]"]
     prep = prepare_experiment(compose_typed(dp, tmp_path / "plan"))
     assert prep.cfg.fl.rounds == 1  # nothing to repeat
     stated = [e for e in prep.privacy.preprocessing if e["hospital"] == 0]
@@ -102,6 +103,42 @@ def test_the_run_is_the_untrained_prototype_head_and_its_ledger_charges_the_two_
     assert all("released" not in e for e in ledger["preprocessing"])  # the values stay in the run's state
 
 
+def test_the_driver_keeps_the_shrinkage_validation_rates_best_from_the_one_release(tmp_path):
+    """Each candidate head is built from the same released sums; the run ends with the one the driver's
+    validation score rates highest, and spends the budget once."""
+    prep = prepare_experiment(compose_typed([*PROTOTYPES, "privacy.epsilon=2", "privacy.reproducible_noise=true",
+                                             "train.prototype_shrinkage=[0.0,30.0,1000.0]"], tmp_path / "plan"))
+    layer = torch.nn.Linear(1280, prep.num_classes)
+    rated = {0.0: 0.2, 30.0: 0.5, 1000.0: 0.4}
+    chosen = choose_shrinkage(layer, prep.cfg, prep.privacy.preprocessing,
+                              lambda: rated[_shrinkage_of(layer, prep)])
+    assert chosen == 30.0 and _shrinkage_of(layer, prep) == 30.0  # left set at the best
+
+    run = [*PROTOTYPES, "privacy.epsilon=2", "privacy.reproducible_noise=true", "cluster=inprocess",
+           "train.prototype_shrinkage=[0.0,30.0,1000.0]"]
+    result = run_in_process(compose_typed(run, tmp_path / "run"))
+    head = {name: value for name, value in result.final_params[0].items()
+            if name.endswith("bias") and np.shape(value) == (prep.num_classes,)}
+    candidates = []
+    for shrinkage in rated:
+        init_prototype_head(layer, prep.cfg, prep.privacy.preprocessing, shrinkage=shrinkage)
+        candidates.append(layer.bias.detach().numpy().copy())
+    (bias,) = head.values()
+    distances = sorted(np.abs(np.asarray(bias) - c).max() for c in candidates)  # secure aggregation quantises
+    assert distances[0] < 1e-4 < distances[1]
+    assert 1.98 <= result.summary.privacy["epsilon"] <= 2.0
+
+
+def _shrinkage_of(layer, prep) -> float:
+    """Which candidate's head ``layer`` holds (its bias identifies it)."""
+    for shrinkage in (0.0, 30.0, 1000.0):
+        probe = torch.nn.Linear(layer.in_features, layer.out_features)
+        init_prototype_head(probe, prep.cfg, prep.privacy.preprocessing, shrinkage=shrinkage)
+        if torch.allclose(probe.bias, layer.bias):
+            return shrinkage
+    raise AssertionError("the layer holds no candidate head")
+
+
 @pytest.mark.parametrize("overrides, says", [
     (["fl.secure_aggregation=false"], "fl.secure_aggregation=true"),
     (["train.head_init=default"], "train.head_init=prototypes"),
@@ -114,6 +151,12 @@ def test_what_the_masked_releases_cannot_cover_is_refused_in_one_line(tmp_path, 
     with pytest.raises(FedrayError, match=says) as refused:
         check_mechanism(compose_typed([*PROTOTYPES, *overrides], tmp_path))
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("shrinkage", ["[-1.0]", "[]"])
+def test_a_shrinkage_that_is_no_candidate_is_refused_before_ray_starts(tmp_path, shrinkage):
+    with pytest.raises(FedrayError, match="train.prototype_shrinkage"):
+        prepare_experiment(compose_typed([*PROTOTYPES, f"train.prototype_shrinkage={shrinkage}"], tmp_path))
 
 
 def test_a_centre_that_spends_the_budget_alone_is_refused_before_any_prototype_is_released(tmp_path):
