@@ -29,7 +29,7 @@ from fedray.config.schema import Config
 from fedray.data.augment import get_augment
 from fedray.data.input_map import InputMap
 from fedray.models import build_model, build_table_model, model_family
-from fedray.privacy.mechanisms import Mechanism, NonPrivate, mechanism_class
+from fedray.privacy.mechanisms import Mechanism, NonPrivate
 from fedray.privacy.randomness import NoiseSource
 from fedray.strategies import client_settings
 from fedray.training.augmult import ViewMeanLoss, check_augmult, pick_flip_views
@@ -130,7 +130,7 @@ def build_trainer(
                   rounds=cfg.fl.rounds if rounds is None else rounds,
                   **client_settings(cfg.strategy))  # what the strategy sends its hospitals (FedProx: proximal_mu)
     cached = frozen_split(cfg, model, device)
-    untrained = not mechanism_class(cfg.privacy.name).trains  # at every epsilon: its baseline is the exact release
+    untrained = plan.trains_nothing  # at every epsilon: the baseline of such a mechanism is its exact release
     if cached is not None:
         encoder = FeatureEncoder(cached, input_map, _store(cfg), device)
         if untrained:  # it never reads a record: no features to compute

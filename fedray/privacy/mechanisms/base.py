@@ -208,6 +208,9 @@ class Mechanism:
     sites: tuple[str, ...] = ()  # each hospital's site under a natural partition; else ()
     bias_calibration_rounds: int = 0  # summed-prediction releases after the last round (train.bias_calibration_*)
     bias_calibration_noise_multiplier: float = 0.0
+    # the config's mechanism trains nothing (its class's ``trains``), kept by its epsilon = inf baseline; a field, so
+    # that a process whose registry lacks a user's mechanism reads it from the plan
+    trains_nothing: bool = False
 
     # -- resolution ------------------------------------------------------------------------------------
     @classmethod
@@ -229,7 +232,8 @@ class Mechanism:
                     clients_per_round=cfg.fl.clients_per_round, cross_validated=cfg.cv.folds > 1,
                     preprocessing=tuple(context.preprocessing), sites=tuple(context.sites),
                     bias_calibration_rounds=cfg.train.bias_calibration_rounds,
-                    bias_calibration_noise_multiplier=cfg.train.bias_calibration_noise_multiplier)
+                    bias_calibration_noise_multiplier=cfg.train.bias_calibration_noise_multiplier,
+                    trains_nothing=not mechanism_class(cfg.privacy.name).trains)
 
     @classmethod
     def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:
