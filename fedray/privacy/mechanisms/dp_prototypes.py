@@ -42,27 +42,23 @@ from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
 from fedray.privacy.mechanisms.base import (InsertionPoint, PrivateMechanism, common_outputs, noise_share_refusals,
                                             register)
-
-
-def _gaussian(noise_multiplier: float):
-    import dp_accounting
-
-    return dp_accounting.GaussianDpEvent(noise_multiplier)
+from fedray.privacy.mechanisms.statistics import released_statistics, statistic_event, statistic_events
 
 
 def prototype_noise_multiplier(cfg, preprocessing, *, total_slots: int) -> float:
     """:math:`z_p`: the smallest noise multiplier whose release, after the statistics a hospital released before
     (the centre), composes to at most the target ε at δ; a one-line error if those alone spend it."""
+    import dp_accounting
+
     privacy = cfg.privacy
     delta = privacy.delta if privacy.delta is not None else default_delta(total_slots)
-    before = [_gaussian(e["noise_multiplier"]) for e in preprocessing if e["hospital"] == 0 and
-              "noise_multiplier" in e]
+    before = statistic_events(preprocessing, 0)  # every hospital released the same statistics
     spent = compose_epsilon(before, delta=delta, accountant=privacy.accountant)
     if spent >= privacy.epsilon:
         raise FedrayError(f"privacy=dp_prototypes at epsilon={privacy.epsilon:g}: the feature centre alone spends "
                           f"{spent:.3g}; raise train.centre_noise_multiplier (now "
                           f"{cfg.train.centre_noise_multiplier:g}) or privacy.epsilon")
-    return calibrate_noise(lambda z: compose_epsilon([*before, _gaussian(z)], delta=delta,
+    return calibrate_noise(lambda z: compose_epsilon([*before, dp_accounting.GaussianDpEvent(z)], delta=delta,
                                                      accountant=privacy.accountant), target=privacy.epsilon)
 
 
@@ -106,16 +102,13 @@ class DpPrototypes(PrivateMechanism):
         return InsertionPoint(None, note="the head is built from two releases of sums; no gradient or update "
                                          "carries a record")
 
-    def _statistics(self, hospital: int) -> list[dict]:
-        return [e for e in self.preprocessing if e["hospital"] == hospital and "noise_multiplier" in e]
-
     def hospital_releases(self, hospital: int) -> Releases:
         return Releases(f"hospital {hospital}'s message", (
             *(Release(e["statistic"], (e["field"],), "accounted",
                       f"its share of the masked sum's noise (noise multiplier {e['noise_multiplier']:.3g} once the "
                       f"honest shares add up), released once before the first round", party=f"hospital {hospital}",
-                      unit="record", event=_gaussian(e["noise_multiplier"]))
-              for e in self._statistics(hospital)),
+                      unit="record", event=statistic_event(e))
+              for e in released_statistics(self.preprocessing, hospital)),
             Release("model", ("params", "masked_payload"), "post-processing",
                     "the model it was sent, untrained", party=f"hospital {hospital}"),
             Release("slot count", ("num_samples",), "public", "zero-out neighbouring: the slot count is public",
@@ -128,12 +121,12 @@ class DpPrototypes(PrivateMechanism):
                                                        cross_validated=self.cross_validated))
 
     def events(self, hospital_states):
-        return {f"hospital {k}": [_gaussian(e["noise_multiplier"]) for e in self._statistics(k)]
-                for k in range(self.num_hospitals)}
+        return {f"hospital {k}": statistic_events(self.preprocessing, k) for k in range(self.num_hospitals)}
 
     def hospital_schedule(self, hospital, state):
         return {"releases": [{"statistic": e["statistic"], "noise_multiplier": e["noise_multiplier"],
-                              "noise_share_std": e["noise_share_std"]} for e in self._statistics(hospital)]}
+                              "noise_share_std": e["noise_share_std"]}
+                             for e in released_statistics(self.preprocessing, hospital)]}
 
     def trust_line(self) -> str:
         return (f"the masking protocol, and at most {self.colluders} hospital(s) colluding with the driver: each "

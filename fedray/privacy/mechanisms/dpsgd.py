@@ -46,6 +46,7 @@ from fedray.privacy.bias_calibration import CALIBRATION_FIELD, RELEASES_COUNTER,
 from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
 from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
+from fedray.privacy.mechanisms.statistics import released_statistics, statistic_event, statistic_events
 
 
 @dataclass(frozen=True)
@@ -63,21 +64,6 @@ def _training_event(noise_multiplier: float, sample_rate: float, steps: int):
 
     return dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
-
-
-def _statistics(preprocessing, hospital: int) -> list[dict]:
-    """The private statistics ``hospital`` released before training (colour moments, frozen-feature sums)."""
-    return [e for e in preprocessing if e["hospital"] == hospital and "noise_multiplier" in e]
-
-
-def _statistic_event(entry: dict):
-    import dp_accounting
-
-    return dp_accounting.GaussianDpEvent(entry["noise_multiplier"])
-
-
-def _statistic_events(preprocessing, hospital: int) -> list:
-    return [_statistic_event(e) for e in _statistics(preprocessing, hospital)]
 
 
 @lru_cache(maxsize=256)  # hospitals of equal size share one calibration
@@ -123,7 +109,7 @@ class DpSgd(PrivateMechanism):
                                   "DP-SGD needs a sampling rate below 1; lower train.batch_size")
             q = batch / n
             steps = cfg.fl.rounds * cls.steps_per_round(cfg, q)
-            statistics = (*(e["noise_multiplier"] for e in _statistics(context.preprocessing, k)),
+            statistics = (*(e["noise_multiplier"] for e in released_statistics(context.preprocessing, k)),
                           *noise_multipliers(cfg.train))  # released before training, and the calibration's after
             sigma = calibrate_sigma(epsilon=privacy.epsilon, delta=delta, sample_rate=q, steps=steps,
                                     accountant=privacy.accountant, statistics=statistics)
@@ -171,8 +157,8 @@ class DpSgd(PrivateMechanism):
                     "(fedray.audit.step_view)", party=f"hospital {hospital}"),
             *(Release(entry["statistic"], (entry.get("field", "colour_moments"),), "accounted",
                       f"noised {entry['statistic']}, released once before training", party=f"hospital {hospital}",
-                      unit="record", event=_statistic_event(entry))
-              for entry in _statistics(self.preprocessing, hospital)),
+                      unit="record", event=statistic_event(entry))
+              for entry in released_statistics(self.preprocessing, hospital)),
             *([Release("bias calibration", (CALIBRATION_FIELD,), "accounted",
                        "the summed predicted class probabilities of its training records, noised, once per "
                        "calibration round after the last", party=f"hospital {hospital}", unit="record",
@@ -191,7 +177,7 @@ class DpSgd(PrivateMechanism):
 
     def events(self, hospital_states):
         """Per hospital: its statistics, then its steps actually taken (none when client sampling never drew it)."""
-        return {f"hospital {k}": [*_statistic_events(self.preprocessing, k),
+        return {f"hospital {k}": [*statistic_events(self.preprocessing, k),
                                   *([_training_event(s.noise_multiplier, s.sample_rate, steps)]
                                     if (steps := _steps(state)) else []),
                                   *calibration_events(self.bias_calibration_noise_multiplier,
@@ -203,7 +189,7 @@ class DpSgd(PrivateMechanism):
         s = self.hospitals[hospital]
         return {"expected_batch_size": round(s.sample_rate * s.count), "sample_rate": s.sample_rate,
                 "noise_multiplier": s.noise_multiplier, "planned_steps": s.planned_steps, "steps": _steps(state),
-                "statistics_released": len(_statistic_events(self.preprocessing, hospital)),
+                "statistics_released": len(statistic_events(self.preprocessing, hospital)),
                 "calibration_releases": int(state.get(RELEASES_COUNTER, 0))}
 
     def details(self, hospital_states, epsilons):
