@@ -170,16 +170,17 @@ def release_statistics(cfg: Config, dealt, *, num_classes: int, total_slots: int
         return
     what = f"train.feature_norm={cfg.train.feature_norm}" if centre else "train.head_init=prototypes"
     features_of = frozen_features(cfg, dealt.input_map, num_classes=num_classes, what=what)
+    features = [features_of(shard) for shard in dealt.train_shards]  # once: both releases read them
     private, honest = claims_dp(cfg), cfg.fl.num_hospitals - getattr(cfg.privacy, "colluders", 0)
     if centre and cfg.train.feature_norm == "centre_l2":
-        dealt.preprocessing.extend(release_centre(cfg, dealt.train_shards, features_of, private=private,
-                                                  honest=honest))
+        dealt.preprocessing.extend(release_centre(cfg, features, private=private, honest=honest))
     elif centre:
-        dealt.preprocessing.extend(release_feature_sums(cfg, dealt.train_shards, features_of, private=private))
+        dealt.preprocessing.extend(release_feature_sums(cfg, features, private=private))
     if prototypes:
         z = mechanism_class(cfg.privacy.name).masked_release_noise(cfg, dealt.preprocessing,
                                                                    total_slots=total_slots) if private else None
-        dealt.preprocessing.extend(release_prototype_sums(cfg, dealt.train_shards, features_of, dealt.preprocessing,
+        labels = [np.asarray(shard.labels) for shard in dealt.train_shards]
+        dealt.preprocessing.extend(release_prototype_sums(cfg, features, labels, dealt.preprocessing,
                                                           num_classes=num_classes, noise_multiplier=z,
                                                           honest=honest))
 

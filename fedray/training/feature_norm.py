@@ -173,18 +173,18 @@ def frozen_features(cfg, input_map, *, num_classes: int, what: str):
     return lambda shard: encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy()
 
 
-def release_feature_sums(cfg, shards, features_of, *, private: bool) -> list[dict]:
+def release_feature_sums(cfg, features: list[np.ndarray], *, private: bool) -> list[dict]:
     """Every hospital's frozen-feature sum for ``train.feature_norm=centre``: its ledger entries.
 
-    Computed where the hospital would (here, before Ray starts), from ``features_of(shard)``
+    Computed where the hospital would (here, before Ray starts), from each hospital's frozen features
     (:func:`frozen_features`). Under a DP claim each sum is noised by the hospital's own secret ``NoiseSource``
     (reproducible only under ``privacy.reproducible_noise``); without one it is exact. (``centre_l2``'s centre
     is a masked release: :func:`fedray.training.prototype_head.release_centre`.)
     """
     entries = []
-    for k, shard in enumerate(shards):
+    for k, hospital_features in enumerate(features):
         noise = NoiseSource.from_config(cfg.privacy, seed=cfg.seed, party=hospital(k))
-        entry = private_feature_sums(features_of(shard), radius=cfg.train.centre_radius,
+        entry = private_feature_sums(hospital_features, radius=cfg.train.centre_radius,
                                      noise_multiplier=cfg.train.centre_noise_multiplier if private else None,
                                      rng=noise.numpy_generator(1, Purpose.STAT_NOISE) if private else None)
         entries.append({**entry, "hospital": k})

@@ -61,9 +61,9 @@ def masked_release(cfg, vectors: list[np.ndarray], entry: dict, *, noise_multipl
     return [*entries, {**entry, "hospital": MASKED_SUM, "noise_std": noise_std, "released": total.tolist()}]
 
 
-def release_centre(cfg, shards, features_of, *, private: bool, honest: int) -> list[dict]:
+def release_centre(cfg, features: list[np.ndarray], *, private: bool, honest: int) -> list[dict]:
     """The masked sum of every record's unit feature, and the public record count (``centre_l2``'s centre)."""
-    units = [_unit(features_of(shard)) for shard in shards]
+    units = [_unit(hospital_features) for hospital_features in features]
     entry = {"statistic": "unit frozen-feature sum", "field": FEATURE_SUMS, "radius": 1.0, "unit": "record",
              "neighbouring": "zero-out: the count is public"}
     *declared, masked = masked_release(cfg, [u.sum(axis=0) for u in units], entry, bound=1.0, honest=honest,
@@ -72,8 +72,8 @@ def release_centre(cfg, shards, features_of, *, private: bool, honest: int) -> l
     return [*({**e, "count": len(u)} for e, u in zip(declared, units)), {**masked, "count": sum(map(len, units))}]
 
 
-def release_prototype_sums(cfg, shards, features_of, preprocessing, *, num_classes: int,
-                           noise_multiplier: float | None, honest: int) -> list[dict]:
+def release_prototype_sums(cfg, features: list[np.ndarray], labels: list[np.ndarray], preprocessing, *,
+                           num_classes: int, noise_multiplier: float | None, honest: int) -> list[dict]:
     """The masked release of the hospitals' class sums and counts of their centred unit features."""
     from fedray.training.feature_norm import centred_unit_features
 
@@ -82,8 +82,8 @@ def release_prototype_sums(cfg, shards, features_of, preprocessing, *, num_class
         raise FedrayError("train.head_init=prototypes: the plan holds no released feature centre; set "
                           "train.feature_norm=centre_l2")
     weight = cfg.train.prototype_count_weight
-    sums = [class_sums(centred_unit_features(features_of(shard), centre), np.asarray(shard.labels),
-                       num_classes=num_classes, count_weight=weight) for shard in shards]
+    sums = [class_sums(centred_unit_features(hospital_features, centre), hospital_labels, num_classes=num_classes,
+                       count_weight=weight) for hospital_features, hospital_labels in zip(features, labels)]
     entry = {"statistic": "class prototype sums", "field": PROTOTYPE_FIELD, "count_weight": weight,
              "unit": "record", "neighbouring": "zero-out: the count is public"}
     return masked_release(cfg, sums, entry, noise_multiplier=noise_multiplier, bound=sensitivity(weight),
