@@ -102,6 +102,14 @@ class Driver:
         self.hospitals_release_metrics = not plan.hospital_releases(0).claim
         self.outputs = plan.output_releases()
         self.calibration_noise = plan.calibration_noise  # each hospital's, in its summed predictions (None: exact)
+        self.val_set, self.test_set = (
+            {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
+        )
+        if cfg.train.head_init == "prototypes" and len(shrinkage_choices(cfg)) > 1:  # the head the run starts from
+            self.prototype_shrinkage = choose_shrinkage(
+                trained_layer(self.evaluator.model, cfg, family="image"), cfg, plan.preprocessing,
+                lambda: self._metrics(self.evaluator.export(), self.val_set)["balanced_accuracy"])
+            log.info("prototype head: shrinkage %g chosen on validation", self.prototype_shrinkage)
         self.global_params: Params = self.evaluator.export()
         self.initial_params = self.global_params  # the seeded initial model: observers may report the run's delta
         # (validation balanced accuracy, model(s), round): the one place the best round is chosen.
@@ -113,17 +121,6 @@ class Driver:
         # Under mode=local every hospital keeps its own model; the driver only evaluates them.
         self.local_params: list[Params] = [self.global_params] * len(hospitals)
         self.participants: list[int] = list(range(len(hospitals)))  # the last round's hospitals
-        self.val_set, self.test_set = (
-            {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
-        )
-        if cfg.train.head_init == "prototypes" and len(shrinkage_choices(cfg)) > 1:
-            self.prototype_shrinkage = choose_shrinkage(
-                trained_layer(self.evaluator.model, cfg, family="image"), cfg, plan.preprocessing,
-                lambda: self._metrics(self.evaluator.export(), self.val_set)["balanced_accuracy"])
-            self.global_params = self.initial_params = self.evaluator.export()
-            self.local_params = [self.global_params] * len(hospitals)
-            self.best_val = (-np.inf, [self.global_params], None)
-            log.info("prototype head: shrinkage %g chosen on validation", self.prototype_shrinkage)
 
     # -- one round ----------------------------------------------------------------
     def run_round(self, round_idx: int, evaluate: bool = True) -> dict:
