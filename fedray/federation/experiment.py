@@ -169,8 +169,7 @@ def release_statistics(cfg: Config, dealt, *, num_classes: int, total_slots: int
     if not centre and not prototypes:
         return
     what = f"train.feature_norm={cfg.train.feature_norm}" if centre else "train.head_init=prototypes"
-    features_of = frozen_features(cfg, dealt.input_map, num_classes=num_classes, what=what)
-    features = [features_of(shard) for shard in dealt.train_shards]  # once: both releases read them
+    features = frozen_features(cfg, dealt.train_shards, dealt.input_map, num_classes=num_classes, what=what)
     private, honest = claims_dp(cfg), cfg.fl.num_hospitals - getattr(cfg.privacy, "colluders", 0)
     if centre and cfg.train.feature_norm == "centre_l2":
         dealt.preprocessing.extend(release_centre(cfg, features, private=private, honest=honest))

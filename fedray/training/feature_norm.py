@@ -149,8 +149,8 @@ def trained_layer(model: nn.Module, cfg, *, family: str) -> nn.Module:
     return trainable[0]
 
 
-def frozen_features(cfg, input_map, *, num_classes: int, what: str):
-    """``shard -> [n, d]`` frozen features (view 0) through the feature cache the hospitals read later.
+def frozen_features(cfg, shards, input_map, *, num_classes: int, what: str) -> list[np.ndarray]:
+    """Each shard's ``[n, d]`` frozen features (view 0), through the feature cache the hospitals read later.
 
     ``what`` names the switch that needs them, for the refusals.
     """
@@ -170,7 +170,7 @@ def frozen_features(cfg, input_map, *, num_classes: int, what: str):
                           f"train.cache_features=true, or train.feature_norm=none and train.head_init=default")
     encoder = FeatureEncoder(split, input_map, _store(cfg), torch.device("cpu"))
     views = FLIP_VIEWS if cfg.data.augment == "flips" else 1  # the hospitals' cache file: they read it later
-    return lambda shard: encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy()
+    return [encoder.features(np.asarray(shard.inputs), views=views)[:, 0].numpy() for shard in shards]
 
 
 def release_feature_sums(cfg, features: list[np.ndarray], *, private: bool) -> list[dict]:
