@@ -28,6 +28,7 @@ from fedray.audit.plan import AuditPlan
 from fedray.audit.pools import attack_report, audit_pools
 from fedray.audit.step_view import NAME as STEP_VIEW, published_sample_epsilon
 from fedray.config import Config
+from fedray.config.compose import replace
 from fedray.data.deal import union
 from fedray.data.input_map import input_map_from_state
 from fedray.errors import FedrayError
@@ -44,14 +45,17 @@ AUDIT_STREAM = 10_000  # seed streams of the auditor's reference models, apart f
 BOOTSTRAP_DRAWS = 200  # of the canary clients' Gaussian estimate interval
 
 
-def audit_inputs(prep, final_params: list[dict], resources: dict) -> dict:
+def audit_inputs(prep, final_params: list[dict], resources: dict, *, validation_choices: dict) -> dict:
     """The auditor task's arguments: members are exactly the real records trained on (hospital 0's under local).
+
+    The config carries the driver's ``validation_choices`` (the prototype head's shrinkage), so the reference
+    models are built as the audited model was.
 
     Non-members come from the members' population: under ``mode=local`` hospital 0's validation shard
     (partitioned like its training shard), otherwise the validation set and the test set, the latter only
     when it was cut from the same records (``splits.test_from_same_pool``; not a dataset's fixed test set).
     """
-    cfg, dealt = prep.cfg, prep.dealt
+    cfg, dealt = replace(prep.cfg, **validation_choices), prep.dealt
     if cfg.mode == "local":
         members, held_out = dealt.train_shards[0], dealt.val_shards[0]
     else:

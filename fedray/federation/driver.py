@@ -105,11 +105,13 @@ class Driver:
         self.val_set, self.test_set = (
             {"inputs": self.evaluator.encode(d["inputs"]), "labels": d["labels"]} for d in (val_set, test_set)
         )
+        self.choices: dict = {}  # config values settled on validation before the first round, as overrides
         if cfg.train.head_init == "prototypes" and len(shrinkage_choices(cfg)) > 1:  # the head the run starts from
-            self.prototype_shrinkage = choose_shrinkage(
+            shrinkage = choose_shrinkage(
                 trained_layer(self.evaluator.model, cfg, family="image"), cfg, plan.preprocessing,
                 lambda: self._metrics(self.evaluator.export(), self.val_set)["balanced_accuracy"])
-            log.info("prototype head: shrinkage %g chosen on validation", self.prototype_shrinkage)
+            self.choices["train.prototype_shrinkage"] = [shrinkage]
+            log.info("prototype head: shrinkage %g chosen on validation", shrinkage)
         self.global_params: Params = self.evaluator.export()
         self.initial_params = self.global_params  # the seeded initial model: observers may report the run's delta
         # (validation balanced accuracy, model(s), round): the one place the best round is chosen.
@@ -248,6 +250,11 @@ class Driver:
     def best_round(self) -> int | None:
         """The evaluated round with the best validation balanced accuracy (None before any evaluation)."""
         return self.best_val[2]
+
+    def validation_choices(self) -> dict:
+        """The config values this driver chose on validation besides the round, as dotted overrides (the
+        prototype head's shrinkage); {} when it chose none."""
+        return self.choices
 
     def feature_cache(self) -> dict:
         """What caching frozen features cost the driver (validation and test sets) and each hospital, or {}."""

@@ -35,6 +35,8 @@ class DriverProxy(Protocol):
 
     def best_round(self) -> int | None: ...
 
+    def validation_choices(self) -> dict: ...
+
     def hospital_privacy_states(self) -> list[dict]: ...
 
     def observer_reports(self) -> dict: ...
@@ -71,6 +73,9 @@ class RayDriver:
 
     def best_round(self) -> int | None:
         return self._call(Driver.best_round)
+
+    def validation_choices(self) -> dict:
+        return self._call(Driver.validation_choices)
 
     def hospital_privacy_states(self) -> list[dict]:
         return self._call(Driver.hospital_privacy_states)

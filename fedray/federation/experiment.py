@@ -397,13 +397,14 @@ class Collected:
     final_params: list[dict]
     best_params: list[dict]
     best_round: int  # chosen once, by the driver, on validation
+    validation_choices: dict  # the config values the driver chose on validation before the rounds
     ledger: dict  # from the steps each hospital actually took
     observer_reports: dict
 
 
 def _collect(prep: Prepared, driver: DriverProxy) -> Collected:
     final_params, best_params = driver.exported_params()
-    return Collected(final_params, best_params, driver.best_round(),
+    return Collected(final_params, best_params, driver.best_round(), driver.validation_choices(),
                      prep.privacy.ledger(driver.hospital_privacy_states()), driver.observer_reports())
 
 
@@ -433,7 +434,8 @@ def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Calla
     # scipy and dp_accounting (about 1 s): imported by the runs that audit
     from fedray.audit.auditor import audit_inputs, audit_summary, run_auditor
 
-    auditor = run(run_auditor, audit_inputs(prep, collected.final_params, driver_res))
+    auditor = run(run_auditor, audit_inputs(prep, collected.final_params, driver_res,
+                                            validation_choices=collected.validation_choices))
     return audit_summary(prep.cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
                          num_records=sum(len(s) for s in prep.training_shards))
 
@@ -470,6 +472,7 @@ def _summarise(prep: Prepared, rounds, collected: Collected, clock: Stopwatch, d
         final_test_confusion_matrix=final["test"].get("confusion_matrix"),
         best_val_round=best["round"],
         best_val_round_test=scalar(best["test"]),
+        validation_choices=collected.validation_choices or None,
         privacy=collected.ledger,
         hospital_restarts=final["restarts"],
         wall_seconds=clock.total(),

@@ -50,6 +50,7 @@ def combine_fold_summaries(summaries: list[RunSummary]) -> RunSummary:
         final_test_confusion_matrix=(np.sum(matrices, axis=0).tolist()
                                      if all(m is not None for m in matrices) else None),
         best_val_round=None,
+        validation_choices=None,
         best_val_round_test=best_mean,
         privacy=privacy,
         audit=combine_folds([s.audit for s in summaries]),

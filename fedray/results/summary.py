@@ -101,7 +101,10 @@ class RunSummary:
     the mean over the hospitals' models; under k-fold CV the mean over folds,
     with ``final_test_std`` and ``cv`` beside them); ``best_val_round`` is the
     round the driver chose on validation (None once folds are combined, each
-    fold chose its own) and ``best_val_round_test`` that round's test metrics.
+    fold chose its own) and ``best_val_round_test`` that round's test metrics;
+    ``validation_choices`` the config values it chose on validation besides
+    the round, as dotted overrides (the prototype head's shrinkage; None once
+    folds are combined).
     """
 
     mode: str
@@ -126,6 +129,7 @@ class RunSummary:
     provenance: dict | None = None  # fedray's version and commit, the libraries, the device (results.provenance)
     final_test_std: dict[str, float] | None = None
     cv: dict[str, Any] | None = None
+    validation_choices: dict[str, Any] | None = None
 
     @property
     def epsilon(self) -> float:

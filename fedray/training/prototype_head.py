@@ -23,6 +23,7 @@ entries, and a resumed run reuses them rather than releasing again.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ from fedray.errors import FedrayError
 from fedray.privacy.preprocessing import FEATURE_SUMS, feature_centre
 from fedray.privacy.prototypes import PROTOTYPE_FIELD, class_sums, prototype_head, sensitivity
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital
+from fedray.training.feature_norm import centred_unit_features, trained_layer
+from fedray.training.local import LocalTrainer
 
 MASKED_SUM = "masked sum"  # the ``hospital`` of the entry that holds a masked release's values
 CENTRE_STREAM, PROTOTYPE_STREAM = 3, 2  # the hospitals' STAT_NOISE streams (0: colour moments, 1: centre sums)
@@ -75,8 +78,6 @@ def release_centre(cfg, features: list[np.ndarray], *, private: bool, honest: in
 def release_prototype_sums(cfg, features: list[np.ndarray], labels: list[np.ndarray], preprocessing, *,
                            num_classes: int, noise_multiplier: float | None, honest: int) -> list[dict]:
     """The masked release of the hospitals' class sums and counts of their centred unit features."""
-    from fedray.training.feature_norm import centred_unit_features
-
     centre = feature_centre(preprocessing)
     if centre is None:
         raise FedrayError("train.head_init=prototypes: the plan holds no released feature centre; set "
@@ -105,8 +106,37 @@ def init_prototype_head(layer: nn.Module, cfg, preprocessing, *, shrinkage: floa
     if released is None:  # the plan was resolved before the release (a sweep varying it)
         raise FedrayError("train.head_init=prototypes: the plan holds no released class sums; set it for every "
                           "trial of a sweep alike, or train.head_init=default")
-    weight, bias = prototype_head(np.asarray(released["released"]), count_weight=released["count_weight"],
-                                  shrinkage=shrinkage, noise_std=released["noise_std"])
+    _set_head(layer, cfg, *prototype_head(np.asarray(released["released"]), count_weight=released["count_weight"],
+                                          shrinkage=shrinkage, noise_std=released["noise_std"]))
+
+
+class ExactPrototypeHead(LocalTrainer):
+    """The prototype head of its own records' exact class sums: ``head_init=prototypes`` without noise, at the
+    first of ``train.prototype_shrinkage`` (the auditor passes the driver's choice there).
+
+    The auditor's reference models under a mechanism that trains nothing: a model of the audited kind that never
+    saw the scored records. (The head built from the plan's release was computed from the members, so it cannot
+    be one.) Its records are ``[n, views, d]`` cached frozen features, mapped by ``centre_l2`` on the run's
+    released centre, which is public.
+    """
+
+    def __init__(self, *, cfg, preprocessing, num_classes: int, **common):
+        super().__init__(**common)
+        self.cfg, self.preprocessing, self.num_classes = cfg, preprocessing, num_classes
+
+    def fit(self, params, *, epochs: int, round_idx: int):
+        start = time.perf_counter()
+        self.load(params)
+        weight = self.cfg.train.prototype_count_weight
+        units = centred_unit_features(self.inputs[:, 0].double().cpu().numpy(), feature_centre(self.preprocessing))
+        sums = class_sums(units, self.labels.cpu().numpy(), num_classes=self.num_classes, count_weight=weight)
+        _set_head(trained_layer(self.full_model, self.cfg, family="image"), self.cfg,
+                  *prototype_head(sums, count_weight=weight, shrinkage=shrinkage_choices(self.cfg)[0], noise_std=0.0))
+        return self.export(), self.round_metrics(loss_sum=0.0, correct=0, seen=self.num_samples, steps=0,
+                                                 seconds=time.perf_counter() - start)
+
+
+def _set_head(layer: nn.Module, cfg, weight: np.ndarray, bias: np.ndarray) -> None:
     if not isinstance(layer, nn.Linear) or tuple(layer.weight.shape) != weight.shape or layer.bias is None:
         raise FedrayError(f"train.head_init=prototypes sets a linear head of {weight.shape[0]} classes x "
                           f"{weight.shape[1]} features with a bias; model {cfg.model.name}'s trained layer is "

@@ -56,7 +56,7 @@ def test_canaries_reach_only_training_shards(tmp_path):
     assert [len(s) for s in prep.training_shards] == [len(s) + n for s, n in zip(prep.dealt.train_shards, added)]
     held = [prep.dealt.splits.val, prep.dealt.splits.test, *prep.dealt.val_shards, *prep.dealt.train_shards]
     assert not _canary_ids(held)  # no validation, test or member pool holds one
-    pools = audit_inputs(prep, final_params=[{}], resources={})["pools"]
+    pools = audit_inputs(prep, final_params=[{}], resources={}, validation_choices={})["pools"]
     canary_pixels = {bytes(x) for x in inserted.design.inputs.numpy()}
     assert not any(bytes(x) in canary_pixels for pool in pools.values() for x in pool["inputs"])
     # Observing steps, a hospital receives every canary dealt to it, in the dealing order, and which it inserts.

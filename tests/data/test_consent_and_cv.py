@@ -153,6 +153,6 @@ def test_laplace_rows_are_noisy_once_per_hospital_and_the_release_is_keyed_by_a_
 def test_audit_members_are_true_rows_not_the_noisy_release(tmp_path):
     cfg = compose_typed([*EHR, "privacy=laplace_input", "privacy.epsilon=1"], tmp_path)
     prep = prepare_experiment(cfg)
-    members = audit_inputs(prep, final_params=[{}], resources={})["pools"]["members"]["inputs"]
+    members = audit_inputs(prep, final_params=[{}], resources={}, validation_choices={})["pools"]["members"]["inputs"]
     train_rows = {tuple(r) for shard in prep.dealt.train_shards for r in shard.inputs.numpy()}
     assert all(tuple(r) in train_rows for r in members)

@@ -15,7 +15,10 @@ from fedray.federation.experiment import prepare_experiment, run_experiment, run
 from fedray.privacy.ledger import compose_epsilon
 from fedray.privacy.mechanisms import check_mechanism
 from fedray.privacy.prototypes import class_sums, prototype_head, sensitivity
-from fedray.training import build_training_model, frozen_split
+from fedray.data.deal import union
+from fedray.privacy.randomness import AUDITOR, NoiseSource
+from fedray.results.run_dir import check_outputs
+from fedray.training import build_trainer, build_training_model, frozen_split
 from fedray.training.prototype_head import (choose_shrinkage, init_prototype_head, masked_release,
                                             released_prototypes)
 
@@ -124,9 +127,51 @@ def test_the_driver_keeps_the_shrinkage_validation_rates_best_from_the_one_relea
         init_prototype_head(layer, prep.cfg, prep.privacy.preprocessing, shrinkage=shrinkage)
         candidates.append(layer.bias.detach().numpy().copy())
     (bias,) = head.values()
-    distances = sorted(np.abs(np.asarray(bias) - c).max() for c in candidates)  # secure aggregation quantises
-    assert distances[0] < 1e-4 < distances[1]
+    distances = [np.abs(np.asarray(bias) - c).max() for c in candidates]  # secure aggregation quantises
+    assert sorted(distances)[0] < 1e-4 < sorted(distances)[1]
     assert 1.98 <= result.summary.privacy["epsilon"] <= 2.0
+    kept = list(rated)[int(np.argmin(distances))]
+    assert result.summary.validation_choices == {"train.prototype_shrinkage": [kept]}  # published with the run
+    check_outputs(result.summary.to_dict(), result.rounds, models=True)  # as held-out post-processing
+
+
+def test_the_auditor_s_reference_model_is_the_exact_head_of_its_own_records_never_the_released_one(tmp_path):
+    """A reference model must never have seen the scored records. Under a mechanism that trains nothing it is the
+    released head's rule on its own records without noise: on the members at epsilon = inf that is the run's
+    head; under DP it is not the released head (built from the members), and it follows its own records."""
+    def reference_head(prep, inputs, labels):
+        trainer = build_trainer(cfg=prep.cfg, plan=prep.privacy, num_classes=prep.num_classes, num_features=None,
+                                inputs=inputs, labels=labels, input_map=prep.dealt.input_map,
+                                device=torch.device("cpu"), hospital=10_000, noise=NoiseSource.reproducible(0, AUDITOR),
+                                apply_mechanism=False, rounds=1)
+        params, _ = trainer.fit(trainer.export(), epochs=1, round_idx=0)
+        return _head_params(params, prep)
+
+    def released_head(prep):
+        model = build_training_model(prep.cfg, prep.privacy, num_classes=prep.num_classes, num_features=None)
+        return _head_params({k: v.numpy() for k, v in model.state_dict().items()}, prep)
+
+    for epsilon in (".inf", "2"):
+        prep = prepare_experiment(compose_typed([*PROTOTYPES, f"privacy.epsilon={epsilon}",
+                                                 "train.prototype_shrinkage=[30.0]"], tmp_path / epsilon))
+        members = union(prep.dealt.train_shards)
+        inputs, labels = np.asarray(members.inputs), np.asarray(members.labels)
+        on_members, released = reference_head(prep, inputs, labels), released_head(prep)
+        if epsilon == ".inf":
+            for ours, theirs in zip(on_members, released, strict=True):
+                np.testing.assert_allclose(ours, theirs, atol=1e-5)
+        else:
+            assert np.abs(on_members[1] - released[1]).max() > 1e-3
+            half = len(labels) // 2
+            assert np.abs(reference_head(prep, inputs[:half], labels[:half])[0] - on_members[0]).max() > 1e-3
+
+
+def _head_params(params: dict, prep) -> tuple[np.ndarray, np.ndarray]:
+    """The (weight, bias) of the one linear head among a state dict's tensors."""
+    weight, = (np.asarray(v) for k, v in params.items() if k.endswith("weight") and np.shape(v)[0] ==
+               prep.num_classes and np.ndim(v) == 2)
+    bias, = (np.asarray(v) for k, v in params.items() if k.endswith("bias") and np.shape(v) == (prep.num_classes,))
+    return weight, bias
 
 
 def _shrinkage_of(layer, prep) -> float:

@@ -106,8 +106,8 @@ def common_outputs(*, counts_public: bool, clients_public: bool, cross_validated
     ``cross_validated``: the held-out metrics come from test folds that train the other folds' models, so they
     are evaluation statistics outside the guarantee, not post-processing of one released model.
     """
-    held_out = ("summary.final_test*", "summary.final_val*", "summary.best_val_round*", "rounds.val.*",
-                "rounds.test.*", "rounds.test_per_hospital.*")
+    held_out = ("summary.final_test*", "summary.final_val*", "summary.best_val_round*", "summary.validation_choices*",
+                "rounds.val.*", "rounds.test.*", "rounds.test_per_hospital.*")
     releases = [
         Release("config", ("config", "summary.status", "summary.mode", "summary.model", "summary.rounds",
                            "summary.data.source", "summary.data.licence", "summary.data.classes", "summary.data.fold",
