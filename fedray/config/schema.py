@@ -247,6 +247,7 @@ class Train(ReadOnly):
     feature_norm: str = choice("none", "l2", "centre", "centre_l2")  # the trained layers' input map (feature_norm)
     centre_radius: float = positive()  # feature_norm=centre: L2 bound on a record's feature in the released sum
     centre_noise_multiplier: float = positive()  # feature_norm=centre under DP: the Gaussian release's sigma / bound
+    feature_subspace: int = nonnegative_count()  # k: a public subspace before the unit map (feature_subspace); 0 off
     bias_calibration_rounds: int = nonnegative_count()  # after the last round (fedray.privacy.bias_calibration)
     bias_calibration_noise_multiplier: float = positive()  # under DP: each summed-prediction release's sigma
     head_init: str = choice("default", "prototypes")  # the head's start (training.prototype_head)

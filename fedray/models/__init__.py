@@ -8,7 +8,8 @@ their minimum image sizes and the fine-tuning modes, and
 from fedray.errors import FedrayError
 from fedray.models.finetune import (frozen_state_names, last_layer_bias, set_frozen_eval,
                                     trainable_parameter_names)
-from fedray.models.registry import BackboneSpec, backbone_names, backbone_spec, build_model, register_backbone
+from fedray.models.registry import (BackboneSpec, backbone_names, backbone_spec, build_model, pretrained_head_weight,
+                                    register_backbone)
 from fedray.models.tabular import TORCH_TABLE_MODELS, TREE_MODELS, build_table_model
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "frozen_state_names",
     "last_layer_bias",
     "model_family",
+    "pretrained_head_weight",
     "register_backbone",
     "set_frozen_eval",
     "trainable_parameter_names",

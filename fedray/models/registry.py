@@ -19,10 +19,12 @@ weights then come from ``torch.hub`` (cached under ``torch.hub.get_dir()``);
 EfficientNet-Lite0/1/2's come from installed pip packages and never need a network.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 from torch import nn
 
 from fedray.config.schema import BackboneModel
@@ -207,6 +209,14 @@ def _lookup(name: str) -> _Backbone:
     if name not in _BACKBONES:
         raise FedrayError(f"unknown backbone {name!r}: set model= one of {', '.join(_BACKBONES)}")
     return _BACKBONES[name]
+
+
+@functools.lru_cache(maxsize=4)
+def pretrained_head_weight(name: str) -> np.ndarray:
+    """The ``[classes, d]`` weight of backbone ``name``'s pretrained native (ImageNet) classifier: public, shipped
+    with the weights, and never trained on a run's records."""
+    backbone = _lookup(name)
+    return backbone.build(True).get_submodule(backbone.head).weight.detach().double().numpy()
 
 
 def build_model(model_cfg: BackboneModel, *, num_classes: int, image_size: int) -> nn.Module:

@@ -78,16 +78,21 @@ def sensitivity(count_weight: float) -> float:
     return math.sqrt(1.0 + count_weight ** 2)
 
 
-def prototype_head(released: np.ndarray, *, count_weight: float, shrinkage: float,
-                   noise_std: float) -> tuple[np.ndarray, np.ndarray]:
+def prototype_head(released: np.ndarray, *, count_weight: float, shrinkage: float, noise_std: float,
+                   basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The linear head ``(W, b)`` of the nearest shrunk class mean, from the masked sum of the class sums.
 
     ``noise_std``: the released sums' noise std a coordinate (0 without DP), whose bias on ``||mu_c||^2`` the
-    bias removes.
+    bias removes. ``basis``: the ``[k, d]`` orthonormal rows of a public subspace every feature lies in
+    (``train.feature_subspace``): the sums are projected onto it, which drops the noise outside it, and the
+    bias corrects for the k dimensions left.
     """
     released = np.asarray(released, dtype=np.float64)
     sums, counts = released[:, :-1], np.maximum(released[:, -1] / count_weight, 1.0)
+    dims = sums.shape[1]
+    if basis is not None:
+        sums, dims = (sums @ basis.T) @ basis, len(basis)
     denominator = counts + shrinkage
     weight = sums / denominator[:, None]
-    bias = -0.5 * ((weight ** 2).sum(axis=1) - sums.shape[1] * noise_std ** 2 / denominator ** 2)
+    bias = -0.5 * ((weight ** 2).sum(axis=1) - dims * noise_std ** 2 / denominator ** 2)
     return weight, bias

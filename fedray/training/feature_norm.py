@@ -68,6 +68,9 @@ shares (:mod:`fedray.training.prototype_head`), which only
 ``privacy=dp_prototypes`` charges. Centring
 removes the common direction; the second :math:`u` gives every record the
 same weight in a class's sum, as the prototype release's sensitivity needs.
+
+``train.feature_subspace=k`` projects the frozen features onto a public
+subspace before the unit maps (:mod:`fedray.training.feature_subspace`).
 """
 
 from __future__ import annotations
@@ -80,20 +83,32 @@ from torch.nn import functional
 from fedray.errors import FedrayError
 from fedray.privacy.preprocessing import feature_centre, private_feature_sums
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital
+from fedray.training.feature_subspace import project, public_basis
 
 
 def _unit_rows(_module: nn.Module, args: tuple):
     return (functional.normalize(args[0], p=2.0, dim=-1), *args[1:])
 
 
-def _centred_unit(centre: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    centre = centre.to(inputs.device, inputs.dtype)
-    return functional.normalize(functional.normalize(inputs, p=2.0, dim=-1) - centre, p=2.0, dim=-1)
+class _ProjectedUnitRows:
+    """A forward pre-hook: ``u(Qx)``, ``Q`` the projector of ``train.feature_subspace``'s public basis."""
+
+    def __init__(self, basis: np.ndarray):
+        self.basis = torch.as_tensor(basis, dtype=torch.float32)
+
+    def __call__(self, _module: nn.Module, args: tuple):
+        return (functional.normalize(project(args[0], self.basis), p=2.0, dim=-1), *args[1:])
 
 
-def centred_unit_features(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """``v(z)`` of ``train.feature_norm=centre_l2`` for rows of frozen features, as the head's hook maps them."""
-    return _centred_unit(torch.as_tensor(np.asarray(centre)), torch.as_tensor(np.asarray(features))).numpy()
+def _centred_unit(centre: torch.Tensor, inputs: torch.Tensor, basis=None) -> torch.Tensor:
+    centre = project(centre.to(inputs.device, inputs.dtype), basis)  # the centre's noise outside the span dropped
+    return functional.normalize(functional.normalize(project(inputs, basis), p=2.0, dim=-1) - centre, p=2.0, dim=-1)
+
+
+def centred_unit_features(features: np.ndarray, centre: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """``v(z)`` of ``train.feature_norm=centre_l2`` for rows of frozen features, as the head's hook maps them
+    (``basis``: ``train.feature_subspace``'s, :func:`fedray.training.feature_subspace.public_basis`)."""
+    return _centred_unit(torch.as_tensor(np.asarray(centre)), torch.as_tensor(np.asarray(features)), basis).numpy()
 
 
 class _Centred:
@@ -107,10 +122,14 @@ class _Centred:
 
 
 class _CentredUnit(_Centred):
-    """A forward pre-hook: ``u(u(x) - m)`` for a fixed centre ``m``."""
+    """A forward pre-hook: ``u(u(Qx) - Qm)`` for a fixed centre ``m`` (``Q`` the identity without a subspace)."""
+
+    def __init__(self, centre: np.ndarray, basis: np.ndarray | None):
+        super().__init__(centre)
+        self.basis = None if basis is None else torch.as_tensor(basis, dtype=torch.float32)
 
     def __call__(self, _module: nn.Module, args: tuple):
-        return (_centred_unit(self.centre, args[0]), *args[1:])
+        return (_centred_unit(self.centre, args[0], self.basis), *args[1:])
 
 
 def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=()) -> None:
@@ -121,6 +140,7 @@ def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=())
     reads its centre from the released feature sums among the plan's ``preprocessing`` entries.
     """
     norm = cfg.train.feature_norm
+    basis = public_basis(cfg)  # refuses a subspace this map or model cannot take
     if norm == "none":
         return
     if family == "table" and norm == "l2":
@@ -128,13 +148,13 @@ def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=())
         return
     layer = trained_layer(model, cfg, family=family)
     if norm == "l2":
-        layer.register_forward_pre_hook(_unit_rows)
+        layer.register_forward_pre_hook(_unit_rows if basis is None else _ProjectedUnitRows(basis))
         return
     centre = feature_centre(preprocessing)
     if centre is None:  # the plan was resolved before the hospitals' sums were released (a sweep varying it)
         raise FedrayError(f"train.feature_norm={norm}: the plan holds no released feature sums; set it for every "
                           "trial of a sweep alike, or train.feature_norm=none")
-    layer.register_forward_pre_hook(_CentredUnit(centre) if norm == "centre_l2" else _Centred(centre))
+    layer.register_forward_pre_hook(_CentredUnit(centre, basis) if norm == "centre_l2" else _Centred(centre))
 
 
 def trained_layer(model: nn.Module, cfg, *, family: str) -> nn.Module:

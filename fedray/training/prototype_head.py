@@ -34,6 +34,7 @@ from fedray.privacy.preprocessing import FEATURE_SUMS, feature_centre
 from fedray.privacy.prototypes import PROTOTYPE_FIELD, class_sums, prototype_head, sensitivity
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 from fedray.training.feature_norm import centred_unit_features, trained_layer
+from fedray.training.feature_subspace import project, public_basis
 from fedray.training.local import LocalTrainer
 
 MASKED_SUM = "masked sum"  # the ``hospital`` of the entry that holds a masked release's values
@@ -66,7 +67,8 @@ def masked_release(cfg, vectors: list[np.ndarray], entry: dict, *, noise_multipl
 
 def release_centre(cfg, features: list[np.ndarray], *, private: bool, honest: int) -> list[dict]:
     """The masked sum of every record's unit feature, and the public record count (``centre_l2``'s centre)."""
-    units = [_unit(hospital_features) for hospital_features in features]
+    basis = public_basis(cfg)
+    units = [_unit(project(hospital_features, basis)) for hospital_features in features]
     entry = {"statistic": "unit frozen-feature sum", "field": FEATURE_SUMS, "radius": 1.0, "unit": "record",
              "neighbouring": "zero-out: the count is public"}
     *declared, masked = masked_release(cfg, [u.sum(axis=0) for u in units], entry, bound=1.0, honest=honest,
@@ -83,8 +85,10 @@ def release_prototype_sums(cfg, features: list[np.ndarray], labels: list[np.ndar
         raise FedrayError("train.head_init=prototypes: the plan holds no released feature centre; set "
                           "train.feature_norm=centre_l2")
     weight = cfg.train.prototype_count_weight
-    sums = [class_sums(centred_unit_features(hospital_features, centre), hospital_labels, num_classes=num_classes,
-                       count_weight=weight) for hospital_features, hospital_labels in zip(features, labels)]
+    basis = public_basis(cfg)
+    sums = [class_sums(centred_unit_features(hospital_features, centre, basis), hospital_labels,
+                       num_classes=num_classes, count_weight=weight)
+            for hospital_features, hospital_labels in zip(features, labels)]
     entry = {"statistic": "class prototype sums", "field": PROTOTYPE_FIELD, "count_weight": weight,
              "unit": "record", "neighbouring": "zero-out: the count is public"}
     return masked_release(cfg, sums, entry, noise_multiplier=noise_multiplier, bound=sensitivity(weight),
@@ -107,7 +111,8 @@ def init_prototype_head(layer: nn.Module, cfg, preprocessing, *, shrinkage: floa
         raise FedrayError("train.head_init=prototypes: the plan holds no released class sums; set it for every "
                           "trial of a sweep alike, or train.head_init=default")
     _set_head(layer, cfg, *prototype_head(np.asarray(released["released"]), count_weight=released["count_weight"],
-                                          shrinkage=shrinkage, noise_std=released["noise_std"]))
+                                          shrinkage=shrinkage, noise_std=released["noise_std"],
+                                          basis=public_basis(cfg)))
 
 
 class ExactPrototypeHead(LocalTrainer):
@@ -127,11 +132,13 @@ class ExactPrototypeHead(LocalTrainer):
     def fit(self, params, *, epochs: int, round_idx: int):
         start = time.perf_counter()
         self.load(params)
-        weight = self.cfg.train.prototype_count_weight
-        units = centred_unit_features(self.inputs[:, 0].double().cpu().numpy(), feature_centre(self.preprocessing))
+        weight, basis = self.cfg.train.prototype_count_weight, public_basis(self.cfg)
+        units = centred_unit_features(self.inputs[:, 0].double().cpu().numpy(), feature_centre(self.preprocessing),
+                                      basis)
         sums = class_sums(units, self.labels.cpu().numpy(), num_classes=self.num_classes, count_weight=weight)
         _set_head(trained_layer(self.full_model, self.cfg, family="image"), self.cfg,
-                  *prototype_head(sums, count_weight=weight, shrinkage=shrinkage_choices(self.cfg)[0], noise_std=0.0))
+                  *prototype_head(sums, count_weight=weight, shrinkage=shrinkage_choices(self.cfg)[0], noise_std=0.0,
+                                  basis=basis))
         return self.export(), self.round_metrics(loss_sum=0.0, correct=0, seen=self.num_samples, steps=0,
                                                  seconds=time.perf_counter() - start)
 
