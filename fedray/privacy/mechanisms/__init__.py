@@ -28,7 +28,8 @@ from fedray.privacy.mechanisms import laplace_input  # noqa: F401
 from fedray.privacy.mechanisms import dp_tree  # noqa: F401
 from fedray.privacy.mechanisms import dp_prototypes  # noqa: F401
 from fedray.privacy.mechanisms.base import (AGGREGATION, NON_PRIVATE_NOTE, REGISTRY, Mechanism, PlanContext,
-                                            PrivateMechanism, InsertionPoint, common_outputs, mechanism_class, register)
+                                            PrivateMechanism, InsertionPoint, mechanism_class, register)
+from fedray.privacy.mechanisms.releases import common_outputs
 from fedray.privacy.mechanisms.none import NonPrivate
 from fedray.strategies import check_strategy
 

@@ -59,7 +59,8 @@ from dataclasses import dataclass, replace
 
 from fedray.errors import FedrayError
 from fedray.privacy.ledger import Release, Releases
-from fedray.privacy.mechanisms.base import noise_share_refusals, register
+from fedray.privacy.mechanisms.base import register
+from fedray.privacy.mechanisms.releases import noise_share_refusals
 from fedray.privacy.mechanisms.dpsgd import DpSgd
 
 

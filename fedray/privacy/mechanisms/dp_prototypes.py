@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms.base import (InsertionPoint, PrivateMechanism, common_outputs, noise_share_refusals,
-                                            register)
+from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, register
+from fedray.privacy.mechanisms.releases import common_outputs, noise_share_refusals
 from fedray.privacy.mechanisms.statistics import released_statistics, statistic_event, statistic_events
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedray.privacy.ledger import Release, Releases, pure_dp_event
-from fedray.privacy.mechanisms.base import InsertionPoint, PureMechanism, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PureMechanism, register
+from fedray.privacy.mechanisms.releases import common_outputs
 
 
 @register

@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, register
+from fedray.privacy.mechanisms.releases import common_outputs
 
 
 def round_event(noise_multiplier: float, sample_rate: float, rounds: int):

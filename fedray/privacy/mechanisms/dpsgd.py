@@ -45,7 +45,8 @@ from fedray.errors import FedrayError
 from fedray.privacy.bias_calibration import CALIBRATION_FIELD, RELEASES_COUNTER, calibration_events, noise_multipliers
 from fedray.privacy.accounting import default_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
-from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, register
+from fedray.privacy.mechanisms.releases import common_outputs
 from fedray.privacy.mechanisms.statistics import released_statistics, statistic_event, statistic_events
 
 

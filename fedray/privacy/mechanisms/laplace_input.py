@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass
 
 from fedray.privacy.ledger import Release, Releases
-from fedray.privacy.mechanisms.base import InsertionPoint, PureMechanism, common_outputs, register
+from fedray.privacy.mechanisms.base import InsertionPoint, PureMechanism, register
+from fedray.privacy.mechanisms.releases import common_outputs
 
 
 @register
