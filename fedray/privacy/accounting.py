@@ -85,6 +85,12 @@ def default_delta(num_records: int) -> float:
     return min(1e-5, 10.0 ** (-math.ceil(math.log10(num_records)) - 1))
 
 
+def run_delta(privacy_cfg, num_records: int) -> float:
+    """The run's δ: ``privacy.delta`` where the config sets it, else :func:`default_delta` of the N record slots."""
+    delta = getattr(privacy_cfg, "delta", None)
+    return float(delta) if delta is not None else default_delta(num_records)
+
+
 # RDP orders: Opacus' defaults (up to 63) plus larger ones. A small target epsilon needs
 # orders near log(1/delta)/epsilon (about 115 for epsilon=0.1, delta=1e-5); with orders
 # capped at 63 the bound cannot go below about 0.18 however much noise is added.

@@ -62,7 +62,7 @@ from fedray.data.types import Records
 from fedray.data.whitening import PRIVATE_SENSITIVITY, ColorWhitening, ColourMoments
 from fedray.errors import FedrayError
 from fedray.models import backbone_spec, model_family
-from fedray.privacy.accounting import default_delta
+from fedray.privacy.accounting import run_delta
 from fedray.privacy.mechanisms import claims_dp
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 
@@ -117,8 +117,7 @@ def fit_input_map(cfg: Config, train_shards: list[Records], *, extra_slots: int 
 
 def statistics_budget(cfg: Config, *, total_records: int) -> tuple[float, float]:
     """The run's (ε, δ) as the privacy plan will resolve them (δ defaults below 1/N for N record slots)."""
-    delta = getattr(cfg.privacy, "delta", None)
-    return float(cfg.privacy.epsilon), float(delta if delta is not None else default_delta(total_records))
+    return float(cfg.privacy.epsilon), run_delta(cfg.privacy, total_records)
 
 
 def private_colour_moments(

@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedray.errors import FedrayError
-from fedray.privacy.accounting import default_delta, validate_privacy_params
+from fedray.privacy.accounting import run_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
 from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, register
 from fedray.privacy.mechanisms.releases import common_outputs, noise_share_refusals
@@ -51,7 +51,7 @@ def prototype_noise_multiplier(cfg, preprocessing, *, total_slots: int) -> float
     import dp_accounting
 
     privacy = cfg.privacy
-    delta = privacy.delta if privacy.delta is not None else default_delta(total_slots)
+    delta = run_delta(privacy, total_slots)
     before = statistic_events(preprocessing, 0)  # every hospital released the same statistics
     spent = compose_epsilon(before, delta=delta, accountant=privacy.accountant)
     if spent >= privacy.epsilon:
@@ -92,7 +92,7 @@ class DpPrototypes(PrivateMechanism):
     @classmethod
     def resolve(cls, cfg, context):
         total = sum(context.slot_counts)
-        delta = cfg.privacy.delta if cfg.privacy.delta is not None else default_delta(total)
+        delta = run_delta(cfg.privacy, total)
         # no clipping norm to check: both releases' sensitivities are fixed by the unit map
         validate_privacy_params(epsilon=cfg.privacy.epsilon, delta=delta, max_grad_norm=1.0, num_records=total)
         return cls(**{**cls.common(cfg, context), "delta": delta}, accountant=cfg.privacy.accountant,

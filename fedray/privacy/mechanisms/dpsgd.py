@@ -43,7 +43,7 @@ from functools import lru_cache
 
 from fedray.errors import FedrayError
 from fedray.privacy.bias_calibration import CALIBRATION_FIELD, RELEASES_COUNTER, calibration_events, noise_multipliers
-from fedray.privacy.accounting import default_delta, validate_privacy_params
+from fedray.privacy.accounting import run_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
 from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, register
 from fedray.privacy.mechanisms.releases import common_outputs
@@ -97,7 +97,7 @@ class DpSgd(PrivateMechanism):
     def resolve(cls, cfg, context):
         privacy, counts = cfg.privacy, context.slot_counts
         total, audit = sum(counts), sum(context.audit_slots)
-        delta = privacy.delta if privacy.delta is not None else default_delta(total)
+        delta = run_delta(privacy, total)
         slots = f"N={total} record slots ({total - audit} training records + {audit} audit record slots)"
         delta_note = (f"delta given in config; the hospitals hold {slots} in all" if privacy.delta is not None else
                       f"default delta={delta:g} < 1/N={1 / total:.2g} for the {slots} of all hospitals")
