@@ -103,6 +103,7 @@ def test_the_run_is_the_untrained_prototype_head_and_its_ledger_charges_the_two_
     result = run_in_process(compose_typed([*dp, "cluster=inprocess"], tmp_path / "run"))
     ledger = result.summary.privacy
     assert 1.98 <= ledger["epsilon"] <= 2.0 and ledger["events"]["hospital 0"] == [str(e) for e in events]
+    assert ledger["max_noise_multiplier"] == z_prototypes  # the frontier's noise_multiplier column
     assert all("released" not in e for e in ledger["preprocessing"])  # the values stay in the run's state
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from fedray.errors import FedrayError
 from fedray.privacy.accounting import run_delta, validate_privacy_params
 from fedray.privacy.ledger import Release, Releases, calibrate_noise, compose_epsilon
+from fedray.privacy.prototypes import PROTOTYPE_FIELD
 from fedray.privacy.mechanisms.base import InsertionPoint, PrivateMechanism, register
 from fedray.privacy.mechanisms.releases import common_outputs, noise_share_refusals
 from fedray.privacy.mechanisms.statistics import released_statistics, statistic_event, statistic_events
@@ -133,6 +134,7 @@ class DpPrototypes(PrivateMechanism):
                 f"hospital adds a 1/{self.num_hospitals - self.colluders} share of each release's noise variance")
 
     def details(self, hospital_states, epsilons):
-        return {"colluders": self.colluders,
+        prototypes = next(e for e in released_statistics(self.preprocessing, 0) if e["field"] == PROTOTYPE_FIELD)
+        return {"colluders": self.colluders, "max_noise_multiplier": prototypes["noise_multiplier"],
                 "preprocessing": [{key: value for key, value in e.items() if key != "released"}
                                   for e in self.preprocessing]}
