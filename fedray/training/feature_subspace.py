@@ -26,9 +26,10 @@ with the noise std s of a coordinate of a class sum:
 - a score's own noise, :math:`x^\top \xi_c / (\tilde n_c + \lambda)` for a unit x, is the same at any k.
 
 Under DP-SGD a linear head's per-record gradients lie in the span too (its input does), so the noise the
-optimizer adds outside it never reaches a prediction. What a subspace costs is the signal outside it; on ISIC's
-Lite0 features the exact prototype head keeps its balanced accuracy down to k = 256 (``docs/privacy.md``
-measures it).
+optimizer adds outside it never reaches a prediction; measured on ISIC's distributed DP-SGD preset, that gained
+nothing beyond the spread of single runs. What a subspace costs is the signal outside it; on ISIC's Lite0
+features the exact prototype head keeps its balanced accuracy down to k = 256 (``docs/privacy.md`` measures
+both).
 
 Assumptions: the backbone's native head was pretrained (a random head would give a random subspace: public
 too, but weaker), and the backbone is the one whose features the head reads.
