@@ -146,7 +146,7 @@ def build_trainer(
         common |= head_side | dict(inputs=encoder.features(inputs, views=views), augment=augment)
     if untrained:
         return UntrainedHead(**common)
-    return plan.trainer(common, hospital) or LocalTrainer(**common)
+    return plan.trainer(common, hospital) or LocalTrainer(**common, steps_per_epoch=plan.epoch_steps)
 
 
 def _baseline_fields(plan: Mechanism) -> dict:

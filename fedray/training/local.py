@@ -176,9 +176,11 @@ class LocalTrainer(Evaluator):
         proximal_mu: float = 0.0,
         full_model: nn.Module | None = None,
         encoder: Callable[[np.ndarray], Features] | None = None,
+        steps_per_epoch: int | None = None,
     ):
         super().__init__(model=model, train_cfg=train_cfg, input_map=input_map, device=device,
                          full_model=full_model, encoder=encoder)
+        self.steps_per_epoch = steps_per_epoch  # None: every batch of the shuffled epoch
         self.inputs = as_device_tensor(inputs, device)
         self.labels = as_device_tensor(labels, device).long()
         self.augment = augment
@@ -254,9 +256,10 @@ class LocalTrainer(Evaluator):
         return round_generator(self.seed, self.hospital, round_idx)
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        """One epoch of shuffled index batches (DP-SGD overrides this with Poisson sampling)."""
+        """One epoch of shuffled index batches, or its first ``steps_per_epoch`` (the baseline of a mechanism
+        that fixes them); DP-SGD overrides this with Poisson sampling."""
         order = torch.randperm(self.num_samples, generator=generator)
-        yield from order.split(self.batch_size)
+        yield from order.split(self.batch_size)[:self.steps_per_epoch]
 
     def prepare(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch.to(self.device)

@@ -58,6 +58,24 @@ def test_a_hospital_takes_one_step_noised_by_its_share_alone(tmp_path):
     assert noise.size > 1000 and noise.std() == pytest.approx(expected_std, rel=0.08)
 
 
+def test_its_non_private_baseline_keeps_one_step_a_round_so_the_inf_point_trains_alike(tmp_path):
+    """At epsilon = inf the hospitals take one unclipped, noiseless step of batch B a round (as under DP), not an
+    epoch of them; privacy=none on the same config takes the epoch."""
+    inf = [*DISTRIBUTED, "privacy.epsilon=.inf", "train.batch_size=4"]
+    baseline = prepare_experiment(compose_typed(inf, tmp_path / "inf"))
+    assert not baseline.privacy.claims_dp and baseline.privacy.epoch_steps == 1
+    _, metrics = _trainer(baseline, baseline.privacy, 0).fit(_trainer(baseline, baseline.privacy, 0).export(),
+                                                             epochs=1, round_idx=0)
+    assert metrics["local_steps"] == 1
+    plain = prepare_experiment(compose_typed([o for o in inf if not o.startswith("privacy.")] + ["privacy=none"],
+                                             tmp_path / "none"))
+    trainer = _trainer(plain, plain.privacy, 0)
+    _, metrics = trainer.fit(trainer.export(), epochs=1, round_idx=0)
+    assert metrics["local_steps"] == math.ceil(trainer.num_samples / 4) > 1
+    result = run_in_process(compose_typed([*inf, "cluster=inprocess"], tmp_path / "run"))  # the hospitals' path
+    assert math.isinf(result.summary.epsilon) and len(result.rounds) == baseline.cfg.fl.rounds
+
+
 def test_the_first_global_model_is_the_uniform_mean_of_the_hospitals_noised_steps(tmp_path):
     """Through the masked round: the run's model after one round is (1/K) Σ_k w_k, each w_k one noised step of
     hospital k from the initial model, up to fixed-point rounding; the ledger states the shares and who is trusted."""

@@ -115,6 +115,9 @@ class Mechanism:
     masks_statistics: ClassVar[bool] = False
     # False: the hospitals train nothing (the model is built from releases before the run): one round, untrained
     trains: ClassVar[bool] = True
+    # a hospital's steps in each local epoch when the mechanism fixes them (distributed DP-SGD's one); None: an
+    # epoch over its records. Its epsilon = inf baseline keeps them, so the frontier's inf point trains alike
+    fixed_epoch_steps: ClassVar[int | None] = None
 
     mechanism: str  # the config's privacy.name (a baseline keeps its mechanism's name)
     epsilon: float
@@ -134,6 +137,7 @@ class Mechanism:
     # the config's mechanism trains nothing (its class's ``trains``), kept by its epsilon = inf baseline; a field, so
     # that a process whose registry lacks a user's mechanism reads it from the plan
     trains_nothing: bool = False
+    epoch_steps: int | None = None  # the config's mechanism's ``fixed_epoch_steps``, kept by its baseline alike
 
     # -- resolution ------------------------------------------------------------------------------------
     @classmethod
@@ -156,7 +160,8 @@ class Mechanism:
                     preprocessing=tuple(context.preprocessing), sites=tuple(context.sites),
                     bias_calibration_rounds=cfg.train.bias_calibration_rounds,
                     bias_calibration_noise_multiplier=cfg.train.bias_calibration_noise_multiplier,
-                    trains_nothing=not mechanism_class(cfg.privacy.name).trains)
+                    trains_nothing=not mechanism_class(cfg.privacy.name).trains,
+                    epoch_steps=mechanism_class(cfg.privacy.name).fixed_epoch_steps)
 
     @classmethod
     def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:

@@ -92,9 +92,11 @@ class DistributedDpSgd(DpSgd):
             if broken:
                 raise FedrayError(f"privacy=distributed_dpsgd: {why}; {fix}")
 
+    fixed_epoch_steps = 1  # and fl.local_epochs=1 (refused otherwise): one step a round
+
     @classmethod
     def steps_per_round(cls, cfg, sample_rate: float) -> int:
-        return 1
+        return cls.fixed_epoch_steps
 
     @classmethod
     def resolve(cls, cfg, context):
@@ -109,7 +111,7 @@ class DistributedDpSgd(DpSgd):
         schedule = self.hospitals[hospital]
         return DPSGDTrainer(**common, noise_multiplier=self.noise_share, sample_rate=schedule.sample_rate,
                             max_grad_norm=self.max_grad_norm, accountant=self.accountant,
-                            grad_sample_mode=self.grad_sample_mode, num_slots=schedule.count, steps_per_epoch=1)
+                            grad_sample_mode=self.grad_sample_mode, num_slots=schedule.count, steps_per_epoch=self.epoch_steps)
 
     def hospital_releases(self, hospital: int) -> Releases:
         update, *rest = super().hospital_releases(hospital).releases
