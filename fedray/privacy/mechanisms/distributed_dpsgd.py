@@ -111,7 +111,8 @@ class DistributedDpSgd(DpSgd):
         schedule = self.hospitals[hospital]
         return DPSGDTrainer(**common, noise_multiplier=self.noise_share, sample_rate=schedule.sample_rate,
                             max_grad_norm=self.max_grad_norm, accountant=self.accountant,
-                            grad_sample_mode=self.grad_sample_mode, num_slots=schedule.count, steps_per_epoch=self.epoch_steps)
+                            grad_sample_mode=self.grad_sample_mode, num_slots=schedule.count,
+                            steps_per_epoch=self.epoch_steps)
 
     def hospital_releases(self, hospital: int) -> Releases:
         update, *rest = super().hospital_releases(hospital).releases
