@@ -34,7 +34,7 @@ from fedray.privacy.randomness import NoiseSource
 from fedray.strategies import client_settings
 from fedray.training.augmult import ViewMeanLoss, check_augmult, pick_flip_views
 from fedray.training.feature_norm import attach_feature_norm, trained_layer
-from fedray.training.prototype_head import ExactPrototypeHead, init_prototype_head
+from fedray.training.prototype_head import init_prototype_head, set_exact_prototype_head
 from fedray.training.features import (
     FLIP_VIEWS,
     FeatureEncoder,
@@ -136,17 +136,18 @@ def build_trainer(
         head_side = dict(model=cached.head_side, full_model=model, input_map=Unchanged(), encoder=encoder)
         if untrained and apply_mechanism:  # it never reads a record: no features to compute
             return UntrainedHead(**common | head_side)
-        if untrained:  # the auditor's reference model: the released head's rule on its own records (view 0), exactly
-            return ExactPrototypeHead(**common | head_side | dict(inputs=encoder.features(inputs, views=1)), cfg=cfg,
-                                      preprocessing=getattr(architecture, "preprocessing", ()), num_classes=num_classes)
-        views = FLIP_VIEWS if augment_name == "flips" else 1
+        views = FLIP_VIEWS if augment_name == "flips" and not untrained else 1
         augment = pick_flip_view if views == FLIP_VIEWS else only_view
         if cfg.train.augmult > 1:  # check_augmult has made sure the cache holds the flip views
             augment, common["loss_fn"] = pick_flip_views(cfg.train.augmult), ViewMeanLoss(common["loss_fn"])
         common |= head_side | dict(inputs=encoder.features(inputs, views=views), augment=augment)
-    if untrained:
-        return UntrainedHead(**common)
-    return plan.trainer(common, hospital) or LocalTrainer(**common, steps_per_epoch=plan.epoch_steps)
+    trainer = UntrainedHead(**common) if untrained else \
+        plan.trainer(common, hospital) or LocalTrainer(**common, steps_per_epoch=plan.epoch_steps)
+    if not apply_mechanism and cfg.train.head_init == "prototypes":
+        # the auditor's reference model starts from the prototype head of its own records, exactly: the run's head
+        # was built from the members' release, and a reference model must never have seen them
+        set_exact_prototype_head(trainer, cfg, getattr(architecture, "preprocessing", ()), num_classes=num_classes)
+    return trainer
 
 
 def _baseline_fields(plan: Mechanism) -> dict:

@@ -23,7 +23,6 @@ entries, and a resumed run reuses them rather than releasing again.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -115,32 +114,22 @@ def init_prototype_head(layer: nn.Module, cfg, preprocessing, *, shrinkage: floa
                                           basis=public_basis(cfg)))
 
 
-class ExactPrototypeHead(LocalTrainer):
-    """The prototype head of its own records' exact class sums: ``head_init=prototypes`` without noise, at the
-    first of ``train.prototype_shrinkage`` (the auditor passes the driver's choice there).
+def set_exact_prototype_head(trainer: LocalTrainer, cfg, preprocessing, *, num_classes: int) -> None:
+    """Set ``trainer``'s head, in place, to the prototype head of its own records' exact class sums:
+    ``head_init=prototypes`` without noise, at the first of ``train.prototype_shrinkage`` (the auditor passes the
+    driver's choice there).
 
-    The auditor's reference models under a mechanism that trains nothing: a model of the audited kind that never
-    saw the scored records. (The head built from the plan's release was computed from the members, so it cannot
-    be one.) Its records are ``[n, views, d]`` cached frozen features, mapped by ``centre_l2`` on the run's
-    released centre, which is public.
+    The start of the auditor's reference models under ``head_init=prototypes``, and under a mechanism that trains
+    nothing the whole of them: a model of the audited kind that never saw the scored records. (The head built from
+    the plan's release was computed from the members, so it cannot be one.) The trainer holds ``[n, views, d]``
+    cached frozen features; view 0 is mapped by ``centre_l2`` on the run's released centre, which is public.
     """
-
-    def __init__(self, *, cfg, preprocessing, num_classes: int, **common):
-        super().__init__(**common)
-        self.cfg, self.preprocessing, self.num_classes = cfg, preprocessing, num_classes
-
-    def fit(self, params, *, epochs: int, round_idx: int):
-        start = time.perf_counter()
-        self.load(params)
-        weight, basis = self.cfg.train.prototype_count_weight, public_basis(self.cfg)
-        units = centred_unit_features(self.inputs[:, 0].double().cpu().numpy(), feature_centre(self.preprocessing),
-                                      basis)
-        sums = class_sums(units, self.labels.cpu().numpy(), num_classes=self.num_classes, count_weight=weight)
-        _set_head(trained_layer(self.full_model, self.cfg, family="image"), self.cfg,
-                  *prototype_head(sums, count_weight=weight, shrinkage=shrinkage_choices(self.cfg)[0], noise_std=0.0,
-                                  basis=basis))
-        return self.export(), self.round_metrics(loss_sum=0.0, correct=0, seen=self.num_samples, steps=0,
-                                                 seconds=time.perf_counter() - start)
+    weight, basis = cfg.train.prototype_count_weight, public_basis(cfg)
+    units = centred_unit_features(trainer.inputs[:, 0].double().cpu().numpy(), feature_centre(preprocessing), basis)
+    sums = class_sums(units, trainer.labels.cpu().numpy(), num_classes=num_classes, count_weight=weight)
+    _set_head(trained_layer(trainer.full_model, cfg, family="image"), cfg,
+              *prototype_head(sums, count_weight=weight, shrinkage=shrinkage_choices(cfg)[0], noise_std=0.0,
+                              basis=basis))
 
 
 def _set_head(layer: nn.Module, cfg, weight: np.ndarray, bias: np.ndarray) -> None:

@@ -16,9 +16,11 @@ from fedray.privacy.ledger import compose_epsilon
 from fedray.privacy.mechanisms import check_mechanism
 from fedray.privacy.prototypes import class_sums, prototype_head, sensitivity
 from fedray.data.deal import union
+from fedray.privacy.preprocessing import feature_centre
 from fedray.privacy.randomness import AUDITOR, NoiseSource
 from fedray.results.run_dir import check_outputs
 from fedray.training import build_trainer, build_training_model, frozen_split
+from fedray.training.feature_norm import centred_unit_features
 from fedray.training.prototype_head import (choose_shrinkage, init_prototype_head, masked_release,
                                             released_prototypes)
 
@@ -165,6 +167,30 @@ def test_the_auditor_s_reference_model_is_the_exact_head_of_its_own_records_neve
             assert np.abs(on_members[1] - released[1]).max() > 1e-3
             half = len(labels) // 2
             assert np.abs(reference_head(prep, inputs[:half], labels[:half])[0] - on_members[0]).max() > 1e-3
+
+
+def test_a_reference_model_that_trains_from_prototypes_starts_from_its_own_records_exact_head(tmp_path):
+    """A non-private run that trains from the prototype head (privacy=none): the reference model's start is the
+    exact head of its own records, not the run's (the members'), so training on its pool never began from them."""
+    cfg = compose_typed([*PROTOTYPES[:PROTOTYPES.index("privacy=dp_prototypes")],
+                         *PROTOTYPES[PROTOTYPES.index("privacy=dp_prototypes") + 1:], "privacy=none",
+                         "train.prototype_shrinkage=[30.0]"], tmp_path)
+    prep = prepare_experiment(cfg)
+    pool = prep.dealt.train_shards[0]
+    trainer = build_trainer(cfg=prep.cfg, plan=prep.privacy, num_classes=prep.num_classes, num_features=None,
+                            inputs=np.asarray(pool.inputs), labels=np.asarray(pool.labels),
+                            input_map=prep.dealt.input_map, device=torch.device("cpu"), hospital=10_000,
+                            noise=NoiseSource.reproducible(0, AUDITOR), apply_mechanism=False, rounds=1)
+    start = _head_params(trainer.export(), prep)
+    features = trainer.inputs[:, 0].double().numpy()
+    units = centred_unit_features(features, feature_centre(prep.privacy.preprocessing))
+    expected = prototype_head(class_sums(units, np.asarray(pool.labels), num_classes=prep.num_classes,
+                                         count_weight=0.33), count_weight=0.33, shrinkage=30.0, noise_std=0.0)
+    for ours, theirs in zip(start, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    model = build_training_model(prep.cfg, prep.privacy, num_classes=prep.num_classes, num_features=None)
+    released = _head_params({k: v.numpy() for k, v in model.state_dict().items()}, prep)
+    assert np.abs(start[1] - released[1]).max() > 1e-3  # the run's head is the five hospitals' exact one
 
 
 def _head_params(params: dict, prep) -> tuple[np.ndarray, np.ndarray]:
