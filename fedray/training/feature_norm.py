@@ -86,29 +86,42 @@ from fedray.privacy.randomness import NoiseSource, Purpose, hospital
 from fedray.training.feature_subspace import project, public_basis
 
 
-def _unit_rows(_module: nn.Module, args: tuple):
-    return (functional.normalize(args[0], p=2.0, dim=-1), *args[1:])
-
-
-class _ProjectedUnitRows:
-    """A forward pre-hook: ``u(Qx)``, ``Q`` the projector of ``train.feature_subspace``'s public basis."""
-
-    def __init__(self, basis: np.ndarray):
-        self.basis = torch.as_tensor(basis, dtype=torch.float32)
-
-    def __call__(self, _module: nn.Module, args: tuple):
-        return (functional.normalize(project(args[0], self.basis), p=2.0, dim=-1), *args[1:])
+def _projected_unit(inputs: torch.Tensor, basis) -> torch.Tensor:
+    """``u(Qz)`` per row (``Q`` the identity without ``train.feature_subspace``'s basis)."""
+    return functional.normalize(project(inputs, basis), p=2.0, dim=-1)
 
 
 def _centred_unit(centre: torch.Tensor, inputs: torch.Tensor, basis=None) -> torch.Tensor:
-    centre = project(centre.to(inputs.device, inputs.dtype), basis)  # the centre's noise outside the span dropped
-    return functional.normalize(functional.normalize(project(inputs, basis), p=2.0, dim=-1) - centre, p=2.0, dim=-1)
+    """``u(u(Qz) - c)`` per row, for a centre ``c`` already in the span (:func:`_span_centre`)."""
+    return functional.normalize(_projected_unit(inputs, basis) - centre.to(inputs.device, inputs.dtype),
+                                p=2.0, dim=-1)
+
+
+def _span_centre(centre, basis) -> torch.Tensor:
+    """``Qm``: the released centre with its noise outside the span dropped."""
+    return project(torch.as_tensor(np.asarray(centre)), basis)
+
+
+def unit_features(features: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """``u(Qz)`` for rows of frozen features in float64: what ``l2`` maps them to, and what the centre of
+    ``centre_l2`` averages."""
+    return _projected_unit(torch.as_tensor(np.asarray(features, dtype=np.float64)), basis).numpy()
 
 
 def centred_unit_features(features: np.ndarray, centre: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
     """``v(z)`` of ``train.feature_norm=centre_l2`` for rows of frozen features, as the head's hook maps them
     (``basis``: ``train.feature_subspace``'s, :func:`fedray.training.feature_subspace.public_basis`)."""
-    return _centred_unit(torch.as_tensor(np.asarray(centre)), torch.as_tensor(np.asarray(features)), basis).numpy()
+    return _centred_unit(_span_centre(centre, basis), torch.as_tensor(np.asarray(features)), basis).numpy()
+
+
+class _UnitRows:
+    """A forward pre-hook: ``u(Qx)`` (``train.feature_norm=l2``; ``Q`` the identity without a subspace)."""
+
+    def __init__(self, basis: np.ndarray | None = None):
+        self.basis = None if basis is None else torch.as_tensor(basis, dtype=torch.float32)
+
+    def __call__(self, _module: nn.Module, args: tuple):
+        return (_projected_unit(args[0], self.basis), *args[1:])
 
 
 class _Centred:
@@ -125,7 +138,7 @@ class _CentredUnit(_Centred):
     """A forward pre-hook: ``u(u(Qx) - Qm)`` for a fixed centre ``m`` (``Q`` the identity without a subspace)."""
 
     def __init__(self, centre: np.ndarray, basis: np.ndarray | None):
-        super().__init__(centre)
+        super().__init__(_span_centre(centre, basis).float().numpy())  # projected once, not every batch
         self.basis = None if basis is None else torch.as_tensor(basis, dtype=torch.float32)
 
     def __call__(self, _module: nn.Module, args: tuple):
@@ -144,11 +157,11 @@ def attach_feature_norm(model: nn.Module, cfg, *, family: str, preprocessing=())
     if norm == "none":
         return
     if family == "table" and norm == "l2":
-        model.register_forward_pre_hook(_unit_rows)
+        model.register_forward_pre_hook(_UnitRows())
         return
     layer = trained_layer(model, cfg, family=family)
     if norm == "l2":
-        layer.register_forward_pre_hook(_unit_rows if basis is None else _ProjectedUnitRows(basis))
+        layer.register_forward_pre_hook(_UnitRows(basis))
         return
     centre = feature_centre(preprocessing)
     if centre is None:  # the plan was resolved before the hospitals' sums were released (a sweep varying it)

@@ -32,8 +32,8 @@ from fedray.errors import FedrayError
 from fedray.privacy.preprocessing import FEATURE_SUMS, feature_centre
 from fedray.privacy.prototypes import PROTOTYPE_FIELD, class_sums, prototype_head, sensitivity
 from fedray.privacy.randomness import NoiseSource, Purpose, hospital
-from fedray.training.feature_norm import centred_unit_features, trained_layer
-from fedray.training.feature_subspace import project, public_basis
+from fedray.training.feature_norm import centred_unit_features, trained_layer, unit_features
+from fedray.training.feature_subspace import public_basis
 from fedray.training.local import LocalTrainer
 
 MASKED_SUM = "masked sum"  # the ``hospital`` of the entry that holds a masked release's values
@@ -67,7 +67,7 @@ def masked_release(cfg, vectors: list[np.ndarray], entry: dict, *, noise_multipl
 def release_centre(cfg, features: list[np.ndarray], *, private: bool, honest: int) -> list[dict]:
     """The masked sum of every record's unit feature, and the public record count (``centre_l2``'s centre)."""
     basis = public_basis(cfg)
-    units = [_unit(project(hospital_features, basis)) for hospital_features in features]
+    units = [unit_features(hospital_features, basis) for hospital_features in features]
     entry = {"statistic": "unit frozen-feature sum", "field": FEATURE_SUMS, "radius": 1.0, "unit": "record",
              "neighbouring": "zero-out: the count is public"}
     *declared, masked = masked_release(cfg, [u.sum(axis=0) for u in units], entry, bound=1.0, honest=honest,
@@ -140,11 +140,6 @@ def _set_head(layer: nn.Module, cfg, weight: np.ndarray, bias: np.ndarray) -> No
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
-
-
-def _unit(features: np.ndarray) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float64)
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def shrinkage_choices(cfg) -> list[float]:
