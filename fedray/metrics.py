@@ -11,10 +11,15 @@ fewer than two classes are present.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 SCALAR_METRICS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 PROB_FLOOR = 1e-7  # probabilities are clipped to this before the log, so a confident miss costs a finite loss
+# scikit-learn's warnings about the cases the averaging above handles on purpose (a small validation shard with one
+# class, or predictions of a class it lacks); in a federation of many small hospitals they would fill the console
+EXPECTED_WARNINGS = ("A single label was found in 'y_true' and 'y_pred'", "y_pred contains classes not in y_true")
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
@@ -29,19 +34,22 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     # Macro averages run over the classes present in y_true or y_pred (scikit-learn's
     # default), so a hospital's validation shard missing a class is not penalised for it.
     average = "binary" if num_classes == 2 else "macro"
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average=average, pos_label=1, zero_division=0
-    )
-    return {
-        "loss": float(log_loss(y_true, np.clip(probs, PROB_FLOOR, 1.0), labels=labels)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "auc": _ovr_auc(y_true, probs),
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, average=average, pos_label=1, zero_division=0
+        )
+        return {
+            "loss": float(log_loss(y_true, np.clip(probs, PROB_FLOOR, 1.0), labels=labels)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "auc": _ovr_auc(y_true, probs),
+            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        }
 
 
 def _ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
