@@ -124,6 +124,9 @@ def set_exact_prototype_head(trainer: LocalTrainer, cfg, preprocessing, *, num_c
     the plan's release was computed from the members, so it cannot be one.) The trainer holds ``[n, views, d]``
     cached frozen features; view 0 is mapped by ``centre_l2`` on the run's released centre, which is public.
     """
+    if trainer.inputs.ndim != 3:  # raw inputs (the release step refuses such a run first): never read pixels
+        raise FedrayError(f"train.head_init=prototypes needs cached frozen features (model.finetune=head); model "
+                          f"{cfg.model.name} trains on raw inputs here: set train.head_init=default")
     weight, basis = cfg.train.prototype_count_weight, public_basis(cfg)
     units = centred_unit_features(trainer.inputs[:, 0].double().cpu().numpy(), feature_centre(preprocessing), basis)
     sums = class_sums(units, trainer.labels.cpu().numpy(), num_classes=num_classes, count_weight=weight)

@@ -10,6 +10,7 @@ import torch
 
 from conftest import TINY, compose_typed
 
+from fedray.audit.auditor import audit_inputs
 from fedray.errors import FedrayError
 from fedray.federation.experiment import prepare_experiment, run_experiment, run_in_process
 from fedray.privacy.ledger import compose_epsilon
@@ -167,6 +168,27 @@ def test_the_auditor_s_reference_model_is_the_exact_head_of_its_own_records_neve
             assert np.abs(on_members[1] - released[1]).max() > 1e-3
             half = len(labels) // 2
             assert np.abs(reference_head(prep, inputs[:half], labels[:half])[0] - on_members[0]).max() > 1e-3
+
+
+def test_the_auditor_builds_its_reference_heads_at_the_shrinkage_the_driver_chose(tmp_path):
+    """Among several candidates, the auditor's config keeps only the driver's choice (published in the summary),
+    so a reference model's exact head uses that shrinkage, not the config's first candidate."""
+    prep = prepare_experiment(compose_typed([*PROTOTYPES, "privacy.epsilon=2",
+                                             "train.prototype_shrinkage=[0.0,30.0,1000.0]"], tmp_path))
+    chosen = {"train.prototype_shrinkage": [1000.0]}
+    audited = audit_inputs(prep, final_params=[{}], resources={}, validation_choices=chosen)
+    assert list(audited["cfg"].train.prototype_shrinkage) == [1000.0]
+    pool = prep.dealt.train_shards[0]
+    trainer = build_trainer(cfg=audited["cfg"], plan=prep.privacy, num_classes=prep.num_classes, num_features=None,
+                            inputs=np.asarray(pool.inputs), labels=np.asarray(pool.labels),
+                            input_map=prep.dealt.input_map, device=torch.device("cpu"), hospital=10_000,
+                            noise=NoiseSource.reproducible(0, AUDITOR), apply_mechanism=False, rounds=1)
+    units = centred_unit_features(trainer.inputs[:, 0].double().numpy(), feature_centre(prep.privacy.preprocessing))
+    sums = class_sums(units, np.asarray(pool.labels), num_classes=prep.num_classes, count_weight=0.33)
+    head = _head_params(trainer.export(), prep)
+    for shrinkage, matches in ((1000.0, True), (0.0, False)):
+        expected = prototype_head(sums, count_weight=0.33, shrinkage=shrinkage, noise_std=0.0)
+        assert np.allclose(head[0], expected[0], atol=1e-5) == matches
 
 
 def test_a_reference_model_that_trains_from_prototypes_starts_from_its_own_records_exact_head(tmp_path):
