@@ -29,7 +29,7 @@ Under DP-SGD a linear head's per-record gradients lie in the span too (its input
 optimizer adds outside it never reaches a prediction; measured on ISIC's distributed DP-SGD preset, that gained
 nothing beyond the spread of single runs. What a subspace costs is the signal outside it; on ISIC's Lite0
 features the exact prototype head keeps its balanced accuracy down to k = 256 (``docs/privacy.md`` measures
-both).
+both; the prototype preset's k = 384 is validation's choice).
 
 Assumptions: the backbone's native head was pretrained (a random head would give a random subspace: public
 too, but weaker), and the backbone is the one whose features the head reads.
