@@ -105,8 +105,8 @@ def check_prototype_head(cfg: Config) -> None:
     if cfg.mode != "federated":
         raise FedrayError(f"train.feature_norm=centre_l2 with mode={cfg.mode}: its sums are released through the "
                           f"federation's secure aggregation; use mode=federated, {off}")
-    if claims_dp(cfg) and not mechanism_class(cfg.privacy.name).masks_statistics:
-        able = ", ".join(n for n, m in REGISTRY.items() if m.masks_statistics)
+    if claims_dp(cfg) and mechanism_class(cfg.privacy.name).masked_release_noise is None:
+        able = ", ".join(n for n, m in REGISTRY.items() if m.masked_release_noise is not None)
         raise FedrayError(f"train.feature_norm=centre_l2 under privacy={cfg.privacy.name}: each hospital adds only a "
                           f"share of the noise, which only a masked sum completes; use privacy={able}, {off}")
 

@@ -35,6 +35,7 @@ where a public output release covers them (:mod:`.counts`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -111,8 +112,10 @@ class Mechanism:
     per_sample_gradients: ClassVar[bool] = False  # memory planning: DP-SGD's per-sample gradients
     # whether its ledger charges train.bias_calibration_rounds' summed predictions (fedray.privacy.bias_calibration)
     calibrates_bias: ClassVar[bool] = True
-    # its ledger charges a masked release whose noise the hospitals add in shares (train.head_init=prototypes)
-    masks_statistics: ClassVar[bool] = False
+    # z of the masked release whose noise the hospitals add in shares (train.head_init=prototypes' class sums), as
+    # ``masked_release_noise(cfg, released, total_slots=N)`` after the statistics ``released``; None: its ledger
+    # charges no such release, and centre_l2 / head_init=prototypes are refused under it
+    masked_release_noise: ClassVar[Callable[..., float] | None] = None
     # False: the hospitals train nothing (the model is built from releases before the run): one round, untrained
     trains: ClassVar[bool] = True
     # a hospital's steps in each local epoch when the mechanism fixes them (distributed DP-SGD's one); None: an
@@ -143,12 +146,6 @@ class Mechanism:
     @classmethod
     def refuse(cls, cfg: Config, context: PlanContext | None = None) -> None:
         """Raise FedrayError for a combination under which this mechanism's guarantee would not hold."""
-
-    @classmethod
-    def masked_release_noise(cls, cfg: Config, released: list[dict], *, total_slots: int) -> float:
-        """The noise multiplier of a masked release made after the statistics ``released`` (``masks_statistics``
-        mechanisms: the prototype head's class sums)."""
-        raise NotImplementedError(f"privacy={cls.name} makes no masked release")
 
     @classmethod
     def common(cls, cfg: Config, context: PlanContext) -> dict:

@@ -71,7 +71,7 @@ class DpPrototypes(PrivateMechanism):
     unit = "record"
     trust = ("the masking protocol, and at most privacy.colluders hospitals colluding with the driver: each "
              "hospital adds a share of each release's noise that only the masked sum completes")
-    masks_statistics = True
+    masked_release_noise = staticmethod(prototype_noise_multiplier)
     trains = False
 
     colluders: int = 1
@@ -85,10 +85,6 @@ class DpPrototypes(PrivateMechanism):
         ):
             if broken:
                 raise FedrayError(f"privacy=dp_prototypes: {why}; {fix}")
-
-    @classmethod
-    def masked_release_noise(cls, cfg, released, *, total_slots):
-        return prototype_noise_multiplier(cfg, released, total_slots=total_slots)
 
     @classmethod
     def resolve(cls, cfg, context):
