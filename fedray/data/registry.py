@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from fedray.config.schema import DataCommon, register_schema
 from fedray.errors import FedrayError
+
+if TYPE_CHECKING:
+    from fedray.config.schema import DataCommon
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ def register_dataset(dataset: Dataset) -> Dataset:
     known = DATASETS.get(dataset.name)
     if known is not None and known.loader != dataset.loader:
         raise ValueError(f"dataset {dataset.name!r} is already {known.loader}; pick another name")
+    # imported here: importing fedray.config loads every registered component, the datasets among them, which import
+    # this module; a plugin whose first import is this module would otherwise meet it half-initialised
+    from fedray.config.schema import register_schema
+
     register_schema("data", dataset.name)(dataset.settings)
     DATASETS[dataset.name] = dataset
     return dataset
