@@ -18,8 +18,8 @@ Per experiment:
 
 The fixed cost is broken down with ``time.perf_counter`` around the calls
 (this script wraps, for timing only, the module-level functions that
-``fedray.federation.experiment`` calls: ``deal_data``, ``plan_privacy``,
-``audit_inputs``, ``audit_summary``, …; nothing in fedray is changed) and, inside
+``fedray.federation.experiment`` and its wrap-up call: ``deal_data``, ``plan_privacy``,
+``audit_inputs``, ``audit_summary``, ``summarise``, …; nothing in fedray is changed) and, inside
 the actors, with Ray's task timeline (``ray.timeline()``: each actor
 creation (``Host.__init__``: only when the pool has no fitting actors), each
 party's set-up (``Host.start``: the driver and hospitals of this experiment)
@@ -210,17 +210,20 @@ class Marks:
 
 def install_hooks(marks: Marks) -> list[str]:
     """Wrap what ``run_experiment`` / ``prepare_experiment`` / ``write_run`` call; return the names not found."""
+    import fedray.audit.auditor as auditor
     import fedray.federation.experiment as experiment
+    import fedray.federation.wrap_up as wrap_up
     import fedray.results.run_dir as run_dir
 
     missing = []
-    for name in ["check_mechanism", "deal_data", "plan_records", "plan_privacy", "validate_model",
-                 "plan_insertions", "hospital_setups", "audit_inputs", "audit_summary", "_summarise"]:
-        if not marks.wrap(experiment, name):
-            missing.append(f"fedray.federation.experiment.{name}")
-    for name in ["save_state_dicts", "plot_learning_curve", "rounds_frame"]:
-        if not marks.wrap(run_dir, name):
-            missing.append(f"fedray.results.run_dir.{name}")
+    for module, names in ((experiment, ["check_mechanism", "deal_data", "plan_records", "plan_privacy",
+                                        "validate_model", "plan_insertions", "hospital_setups"]),
+                          (wrap_up, ["summarise"]),
+                          (auditor, ["audit_inputs", "audit_summary"]),  # the wrap-up imports them when it audits
+                          (run_dir, ["save_state_dicts", "plot_learning_curve", "rounds_frame"])):
+        for name in names:
+            if not marks.wrap(module, name):
+                missing.append(f"{module.__name__}.{name}")
     return missing
 
 
@@ -356,7 +359,7 @@ def run_one(args, index: int, audit: bool, marks: Marks, tmp: Path, clock_offset
         "setups_call": s.get("hospital_setups"),  # the shard puts
         "startup_to_round1": round1_start - t2,
         "after_rounds": (marks.first_start.get("audit_inputs", t3) if audit else
-                         marks.first_start.get("_summarise", t3)) - last_round_back,
+                         marks.first_start.get("summarise", t3)) - last_round_back,
         "audit_seconds": (marks.last_end["audit_summary"] - marks.first_start["audit_inputs"])
         if audit and "audit_inputs" in marks.first_start and "audit_summary" in marks.last_end else None,
         "write_run": t4 - t3,

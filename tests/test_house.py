@@ -11,7 +11,7 @@ PACKAGE = Path(fedray.__file__).parent
 # The training path: what a run is made of. It offers seams (gradient hooks, round observers, client insertions)
 # and never knows who uses them.
 TRAINING_PATH = ("config", "data", "models", "privacy", "strategies", "training", "federation")
-ORCHESTRATORS = {"federation/experiment.py"}  # composes the parties and the audit for one run
+ORCHESTRATORS = {"federation/experiment.py", "federation/wrap_up.py"}  # compose the parties and the audit of a run
 
 
 def _modules(*folders: str):

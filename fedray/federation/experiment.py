@@ -38,12 +38,12 @@ from fedray.audit.plan import (AuditPlan, audit_slot_counts, driver_attachments,
                                plan_insertions, plan_records, slot_counts, training_shards)
 from fedray.config import Config, replace
 from fedray.data.deal import Dealt, deal_data
-from fedray.data.registry import dataset
 from fedray.data.input_map import input_map_from_state
 from fedray.data.types import Records
 from fedray.errors import FedrayError
 from fedray.federation.driver import Driver
 from fedray.federation.cluster import cluster_line
+from fedray.federation import wrap_up
 from fedray.federation.driver_proxy import DriverProxy, RayDriver
 from fedray.federation.hospital import HospitalError
 from fedray.federation.pool import ActorPool, actor_resources, hospital_actor_count, process_pool, resident_hospitals
@@ -55,8 +55,7 @@ from fedray.privacy.preprocessing import feature_centre, fit_input_map
 from fedray.privacy.randomness import new_release_key
 from fedray.privacy.mechanisms import (Mechanism, PlanContext, check_mechanism, claims_dp, mechanism_class,
                                        plan_privacy)
-from fedray.results.provenance import provenance
-from fedray.results.summary import DataSummary, RunSummary
+from fedray.results.summary import RunSummary
 from fedray.results.timing import Stopwatch
 from fedray.training import build_training_model
 from fedray.training.feature_norm import frozen_features, release_feature_sums
@@ -302,17 +301,17 @@ def run_experiment(
         rounds, feature_cache = _run_rounds(prep, driver, clock=clock, resume=resume, on_round=on_round,
                                             on_checkpoint=on_checkpoint)
         placement = {"driver": ray.get(driver_host.where.remote()), "hospitals": driver.hospital_placement()}
-        collected = _collect(prep, driver)
+        collected = wrap_up.collect(prep, driver)
         pool.release()
         clock.lap("wrap_up")
         # The auditor runs in the driver's actor once the driver is gone: the only process that sees members.
-        audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: _hospital_errors_as_one_line(
+        audit = wrap_up.audit(prep, collected, driver_res, run=lambda task, kwargs: _hospital_errors_as_one_line(
             driver_host.run.remote(task, kwargs), seconds=deadline, what="the privacy audit"))
         clock.lap("audit")
     except BaseException:
         pool.close()  # never hand a half-finished party to the next experiment
         raise
-    summary = _summarise(prep, rounds, collected, clock, driver_res, hospital_res,
+    summary = wrap_up.summarise(prep, rounds, collected, clock, driver_res, hospital_res,
                          audit=audit, feature_cache=feature_cache, placement=placement,
                          resumed_after_round=resume.round if resume else None, device=f"Ray: {cluster_line()}")
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
@@ -345,14 +344,14 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
                                        capacity=resident_hospitals(cfg, 1), together=cfg.fl.train_together)
         driver = Driver(**driver_kwargs(prep, hospitals, driver_res))  # in process, the driver is its own proxy
         rounds, feature_cache = _run_rounds(prep, driver, clock=clock, on_round=on_round)
-        collected = _collect(prep, driver)
+        collected = wrap_up.collect(prep, driver)
         clock.lap("wrap_up")
-        audit = _audit(prep, collected, driver_res, run=lambda task, kwargs: task(**kwargs))
+        audit = wrap_up.audit(prep, collected, driver_res, run=lambda task, kwargs: task(**kwargs))
         clock.lap("audit")
     finally:
         torch.set_num_threads(threads)
     device = f"in process: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}"
-    summary = _summarise(prep, rounds, collected, clock, driver_res, hospital_res,
+    summary = wrap_up.summarise(prep, rounds, collected, clock, driver_res, hospital_res,
                          audit=audit, feature_cache=feature_cache, resumed_after_round=None, device=device,
                          placement={"driver": "in process", "hospitals": "in process (one process for all hospitals)"})
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
@@ -390,24 +389,6 @@ def _run_rounds(prep: Prepared, driver: DriverProxy, *, clock: Stopwatch, resume
     return rounds, feature_cache
 
 
-@dataclass
-class Collected:
-    """What the driver hands back after the rounds."""
-
-    final_params: list[dict]
-    best_params: list[dict]
-    best_round: int  # chosen once, by the driver, on validation
-    validation_choices: dict  # the config values the driver chose on validation before the rounds
-    ledger: dict  # from the steps each hospital actually took
-    observer_reports: dict
-
-
-def _collect(prep: Prepared, driver: DriverProxy) -> Collected:
-    final_params, best_params = driver.exported_params()
-    return Collected(final_params, best_params, driver.best_round(), driver.validation_choices(),
-                     prep.privacy.ledger(driver.hospital_privacy_states()), driver.observer_reports())
-
-
 def cache_line(feature_cache: dict) -> str:
     """One line for the progress output: what was cached and the wall time it took (the slowest party's)."""
     parties = [feature_cache["driver"], *feature_cache["hospitals"]]
@@ -425,63 +406,3 @@ def _hospital_errors_as_one_line(ref, *, seconds: float, what: str):
     ``what`` the refs do, named when they overrun ``seconds``."""
     return get_in_one_line(ref, causes=(FedrayError, HospitalError), seconds=seconds,
                            overdue=lambda: overdue_line(what, seconds))
-
-
-def _audit(prep: Prepared, collected: Collected, driver_res: dict, *, run: Callable) -> dict | None:
-    """``summary["audit"]`` (None when ``audit.enabled`` is false); ``run(task, kwargs)`` runs the auditor task."""
-    if not prep.cfg.audit.enabled:
-        return None
-    # scipy and dp_accounting (about 1 s): imported by the runs that audit
-    from fedray.audit.auditor import audit_inputs, audit_summary, run_auditor
-
-    auditor = run(run_auditor, audit_inputs(prep, collected.final_params, driver_res,
-                                            validation_choices=collected.validation_choices))
-    return audit_summary(prep.cfg, prep.audit, auditor, collected.observer_reports, ledger=collected.ledger,
-                         num_records=sum(len(s) for s in prep.training_shards))
-
-
-def _summarise(prep: Prepared, rounds, collected: Collected, clock: Stopwatch, driver_res, hospital_res, *,
-               audit: dict | None,
-               feature_cache: dict, placement: dict, resumed_after_round: int | None, device: str) -> RunSummary:
-    """The run's summary, built here once: a data field no output release of the ledger covers is withheld (None),
-    and the run-directory writer checks every other field against the releases."""
-    cfg, dealt, outputs = prep.cfg, prep.dealt, prep.privacy.output_releases()
-    final = rounds[-1]
-    best = next(r for r in rounds if r["round"] == collected.best_round)  # the driver's choice
-    scalar = lambda m: {k: v for k, v in m.items() if not isinstance(v, list)}  # noqa: E731
-    gpu_share = driver_res["num_gpus"] + hospital_res["num_gpus"] * len(dealt.train_shards)  # all reserved
-    data = {
-        "source": dealt.splits.source,
-        "licence": dataset(cfg.data.name).licence,
-        "classes": list(dealt.splits.train.class_names),
-        "train": len(dealt.splits.train), "val": len(dealt.splits.val), "test": len(dealt.splits.test),
-        "hospital_train_sizes": [len(s) for s in dealt.train_shards],
-        "hospital_sites": list(dealt.hospital_sites) or None,
-        "dropped_by_partition": dealt.dropped,
-        "skipped_files": list(dealt.splits.skipped_files),
-        "without_consent": dealt.splits.without_consent,
-        "fold": list(dealt.splits.fold) if dealt.splits.fold else None,
-    }
-    return RunSummary(
-        mode=cfg.mode,
-        model=cfg.model.name,
-        data=DataSummary(**{key: value for key, value in data.items() if outputs.covers(f"summary.data.{key}")}),
-        rounds=len(rounds),
-        final_test=scalar(final["test"]),
-        final_val=scalar(final["val"]),
-        final_test_confusion_matrix=final["test"].get("confusion_matrix"),
-        best_val_round=best["round"],
-        best_val_round_test=scalar(best["test"]),
-        validation_choices=collected.validation_choices or None,
-        privacy=collected.ledger,
-        hospital_restarts=final["restarts"],
-        wall_seconds=clock.total(),
-        seconds_per_round=float(np.mean([r["round_seconds"] for r in rounds])),
-        gpu_hours=clock.total() / 3600 * gpu_share,
-        timing={phase: round(value, 3) for phase, value in clock.seconds.items()},
-        audit=audit,
-        feature_cache=feature_cache or None,
-        placement=placement,
-        resumed_after_round=resumed_after_round,
-        provenance=provenance(device=device),
-    )
