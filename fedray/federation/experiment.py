@@ -312,8 +312,9 @@ def run_experiment(
         pool.close()  # never hand a half-finished party to the next experiment
         raise
     summary = wrap_up.summarise(prep, rounds, collected, clock, driver_res, hospital_res,
-                         audit=audit, feature_cache=feature_cache, placement=placement,
-                         resumed_after_round=resume.round if resume else None, device=f"Ray: {cluster_line()}")
+                                audit=audit, feature_cache=feature_cache, placement=placement,
+                                resumed_after_round=resume.round if resume else None,
+                                device=f"Ray: {cluster_line()}")
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
 
@@ -352,8 +353,9 @@ def run_in_process(cfg: Config, *, prepared: Prepared | None = None,
         torch.set_num_threads(threads)
     device = f"in process: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}"
     summary = wrap_up.summarise(prep, rounds, collected, clock, driver_res, hospital_res,
-                         audit=audit, feature_cache=feature_cache, resumed_after_round=None, device=device,
-                         placement={"driver": "in process", "hospitals": "in process (one process for all hospitals)"})
+                                audit=audit, feature_cache=feature_cache, resumed_after_round=None, device=device,
+                                placement={"driver": "in process",
+                                           "hospitals": "in process (one process for all hospitals)"})
     return ExperimentResult(rounds=rounds, summary=summary, final_params=collected.final_params,
                             best_params=collected.best_params, dealt=prep.dealt)
 
