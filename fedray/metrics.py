@@ -1,4 +1,5 @@
-"""Classification metrics from predicted probabilities, all computed by scikit-learn.
+"""Classification metrics from predicted probabilities, computed by scikit-learn (balanced accuracy from its
+confusion matrix, as it defines it).
 
 ``classification_metrics(y_true, probs)`` returns accuracy, balanced accuracy,
 precision/recall/F1, one-vs-rest macro AUC-ROC, cross-entropy loss and the
@@ -11,22 +12,16 @@ fewer than two classes are present.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 SCALAR_METRICS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 PROB_FLOOR = 1e-7  # probabilities are clipped to this before the log, so a confident miss costs a finite loss
-# scikit-learn's warnings about the cases the averaging above handles on purpose (a small validation shard with one
-# class, or predictions of a class it lacks); in a federation of many small hospitals they would fill the console
-EXPECTED_WARNINGS = ("A single label was found in 'y_true' and 'y_pred'", "y_pred contains classes not in y_true")
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     """Metrics of ``probs`` ([N, C], rows summing to 1) against integer labels ``y_true``."""
     # Imported here: every party imports this module, and a DP hospital never evaluates (about 1 s per process).
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
     num_classes = probs.shape[1]
     labels = np.arange(num_classes)
@@ -34,22 +29,33 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     # Macro averages run over the classes present in y_true or y_pred (scikit-learn's
     # default), so a hospital's validation shard missing a class is not penalised for it.
     average = "binary" if num_classes == 2 else "macro"
-    with warnings.catch_warnings():
-        for message in EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, y_pred, average=average, pos_label=1, zero_division=0
-        )
-        return {
-            "loss": float(log_loss(y_true, np.clip(probs, PROB_FLOOR, 1.0), labels=labels)),
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "auc": _ovr_auc(y_true, probs),
-            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        }
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average=average, pos_label=1, zero_division=0
+    )
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    return {
+        "loss": float(log_loss(y_true, np.clip(probs, PROB_FLOOR, 1.0), labels=labels)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        # scikit-learn's balanced_accuracy_score on this matrix, which has every label: its own unlabelled matrix
+        # warns on a small validation shard of one class, or one lacking a predicted class (many small hospitals
+        # would fill the console)
+        "balanced_accuracy": balanced_accuracy(matrix),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "auc": _ovr_auc(y_true, probs),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def balanced_accuracy(confusion_matrix) -> float:
+    """The mean recall over the classes present (rows with records) of a confusion matrix (rows: true classes),
+    as :func:`sklearn.metrics.balanced_accuracy_score` defines it; NaN for an empty matrix."""
+    matrix = np.asarray(confusion_matrix, dtype=np.float64)
+    present = matrix.sum(axis=1) > 0
+    if not present.any():
+        return float("nan")
+    return float(np.mean(np.diag(matrix)[present] / matrix.sum(axis=1)[present]))
 
 
 def _ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -86,8 +92,7 @@ def learned_nothing(confusion_matrix: list[list[int]]) -> str | None:
         return None
     if np.count_nonzero(matrix.sum(axis=0)) == 1:
         return "every test record is predicted as one class"
-    present = matrix.sum(axis=1) > 0
-    balanced = float(np.mean(np.diag(matrix)[present] / matrix.sum(axis=1)[present]))
+    balanced = balanced_accuracy(matrix)
     chance = 1.0 / k
     if abs(balanced - chance) <= 2 * np.sqrt(chance * (1 - chance) / n):
         return f"test balanced accuracy {balanced:.3f} is within noise of chance ({chance:.3f} for {k} classes)"
