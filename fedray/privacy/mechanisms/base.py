@@ -149,6 +149,7 @@ class Mechanism:
 
     @classmethod
     def common(cls, cfg: Config, context: PlanContext) -> dict:
+        declared = mechanism_class(cfg.privacy.name)  # the config's mechanism, whose facts a baseline keeps
         return dict(mechanism=cfg.privacy.name, epsilon=float(getattr(cfg.privacy, "epsilon", math.inf)),
                     delta=getattr(cfg.privacy, "delta", None), reproducible_noise=cfg.privacy.reproducible_noise,
                     secure_aggregation=cfg.fl.secure_aggregation, num_hospitals=len(context.slot_counts),
@@ -157,8 +158,7 @@ class Mechanism:
                     preprocessing=tuple(context.preprocessing), sites=tuple(context.sites),
                     bias_calibration_rounds=cfg.train.bias_calibration_rounds,
                     bias_calibration_noise_multiplier=cfg.train.bias_calibration_noise_multiplier,
-                    trains_nothing=not mechanism_class(cfg.privacy.name).trains,
-                    epoch_steps=mechanism_class(cfg.privacy.name).fixed_epoch_steps)
+                    trains_nothing=not declared.trains, epoch_steps=declared.fixed_epoch_steps)
 
     @classmethod
     def resolve(cls, cfg: Config, context: PlanContext) -> Mechanism:
